@@ -1,0 +1,389 @@
+/* Shared helpers: diagnostics, string vectors, strict parsing, addresses. */
+#include "common/util.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+void *xmalloc(size_t n)
+{
+	void *p = malloc(n ? n : 1);
+
+	if (!p)
+		abort();
+	return p;
+}
+
+void *xcalloc(size_t n, size_t size)
+{
+	void *p = calloc(n ? n : 1, size ? size : 1);
+
+	if (!p)
+		abort();
+	return p;
+}
+
+void *xrealloc(void *p, size_t n)
+{
+	p = realloc(p, n ? n : 1);
+	if (!p)
+		abort();
+	return p;
+}
+
+char *xstrdup(const char *s)
+{
+	char *p = strdup(s);
+
+	if (!p)
+		abort();
+	return p;
+}
+
+char *xasprintf(const char *fmt, ...)
+{
+	va_list ap;
+	char *p;
+
+	va_start(ap, fmt);
+	if (vasprintf(&p, fmt, ap) < 0)
+		abort();
+	va_end(ap);
+	return p;
+}
+
+void grow(void **v, size_t *cap, size_t need, size_t sz)
+{
+	size_t c = *cap;
+
+	if (need <= c)
+		return;
+	while (c < need)
+		c = c ? c * 2 : 8;
+	*v = xrealloc(*v, c * sz);
+	*cap = c;
+}
+
+void diag_add(struct diag *d, const char *file, int line, const char *fmt, ...)
+{
+	char msg[1024];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	grow((void **)&d->msgs, &d->cap, d->n + 1, sizeof(*d->msgs));
+	if (file && line > 0)
+		d->msgs[d->n++] = xasprintf("%s:%d: %s", file, line, msg);
+	else if (file)
+		d->msgs[d->n++] = xasprintf("%s: %s", file, msg);
+	else
+		d->msgs[d->n++] = xstrdup(msg);
+}
+
+void diag_free(struct diag *d)
+{
+	if (!d)
+		return;
+	for (size_t i = 0; i < d->n; i++)
+		free(d->msgs[i]);
+	free(d->msgs);
+	d->msgs = NULL;
+	d->n = d->cap = 0;
+}
+
+void diag_join(const struct diag *d, char *buf, size_t len)
+{
+	size_t off = 0;
+
+	if (len)
+		buf[0] = '\0';
+	for (size_t i = 0; i < d->n && off < len; i++) {
+		int w = snprintf(buf + off, len - off, "%s%s", i ? "\n" : "", d->msgs[i]);
+
+		if (w < 0)
+			break;
+		off += (size_t)w;
+	}
+}
+
+void strv_push(struct strv *s, const char *str)
+{
+	grow((void **)&s->v, &s->cap, s->n + 1, sizeof(*s->v));
+	s->v[s->n++] = xstrdup(str);
+}
+
+void strv_free(struct strv *s)
+{
+	if (!s)
+		return;
+	for (size_t i = 0; i < s->n; i++)
+		free(s->v[i]);
+	free(s->v);
+	s->v = NULL;
+	s->n = s->cap = 0;
+}
+
+bool strv_contains(const struct strv *s, const char *str, bool nocase)
+{
+	for (size_t i = 0; i < s->n; i++)
+		if (nocase ? !strcasecmp(s->v[i], str) : !strcmp(s->v[i], str))
+			return true;
+	return false;
+}
+
+char *str_trim(char *s)
+{
+	char *e;
+
+	while (isspace((unsigned char)*s))
+		s++;
+	e = s + strlen(s);
+	while (e > s && isspace((unsigned char)e[-1]))
+		*--e = '\0';
+	return s;
+}
+
+void strv_split(struct strv *out, const char *list)
+{
+	char *copy = xstrdup(list), *p = copy, *comma;
+
+	if (*str_trim(copy) == '\0') {
+		free(copy);
+		return;
+	}
+	for (;;) {
+		comma = strchr(p, ',');
+		if (comma)
+			*comma = '\0';
+		strv_push(out, str_trim(p));
+		if (!comma)
+			break;
+		p = comma + 1;
+	}
+	free(copy);
+}
+
+void str_lower(char *s)
+{
+	for (; *s; s++)
+		*s = (char)tolower((unsigned char)*s);
+}
+
+bool str_eq_nocase(const char *a, const char *b)
+{
+	return strcasecmp(a, b) == 0;
+}
+
+int parse_u64(const char *s, uint64_t max, uint64_t *out)
+{
+	unsigned long long v;
+	char *end;
+	int base = 10;
+
+	if (!s || !isdigit((unsigned char)s[0])) {
+		errno = EINVAL;
+		return -1;
+	}
+	if (s[0] == '0' && (s[1] == 'x' || s[1] == 'X'))
+		base = 16;
+	errno = 0;
+	v = strtoull(s, &end, base);
+	if (errno || end == s || *end) {
+		errno = errno ? errno : EINVAL;
+		return -1;
+	}
+	if (v > max) {
+		errno = ERANGE;
+		return -1;
+	}
+	*out = v;
+	return 0;
+}
+
+int parse_bool(const char *s, bool *out)
+{
+	static const char *const yes[] = { "yes", "true", "on", "1" };
+	static const char *const no[] = { "no", "false", "off", "0" };
+
+	for (size_t i = 0; i < ARRAY_SIZE(yes); i++) {
+		if (!strcasecmp(s, yes[i])) {
+			*out = true;
+			return 0;
+		}
+		if (!strcasecmp(s, no[i])) {
+			*out = false;
+			return 0;
+		}
+	}
+	return -1;
+}
+
+int parse_duration_ms(const char *s, uint64_t *out)
+{
+	static const struct { const char *suffix; uint64_t ms; } units[] = {
+		{ "ms", 1 }, { "s", 1000 }, { "m", 60000 }, { "h", 3600000 },
+		{ "", 1000 },
+	};
+	size_t len = strlen(s);
+
+	for (size_t i = 0; i < ARRAY_SIZE(units); i++) {
+		size_t sl = strlen(units[i].suffix);
+		char num[32];
+		uint64_t v;
+
+		if (len <= sl || len - sl >= sizeof(num) ||
+		    strcmp(s + len - sl, units[i].suffix))
+			continue;
+		memcpy(num, s, len - sl);
+		num[len - sl] = '\0';
+		if (parse_u64(num, UINT64_MAX / 3600000, &v) < 0)
+			continue;
+		*out = v * units[i].ms;
+		return 0;
+	}
+	return -1;
+}
+
+int addr_parse(const char *s, struct dfw_addr *out, const char **why)
+{
+	char buf[64];
+	const char *slash = strchr(s, '/');
+	size_t len = slash ? (size_t)(slash - s) : strlen(s);
+	uint64_t plen;
+	unsigned maxlen;
+
+	memset(out, 0, sizeof(*out));
+	if (len == 0 || len >= sizeof(buf)) {
+		*why = "not an IP address";
+		return -1;
+	}
+	memcpy(buf, s, len);
+	buf[len] = '\0';
+	if (inet_pton(AF_INET, buf, out->a) == 1) {
+		out->family = AF_INET;
+		maxlen = 32;
+	} else if (inet_pton(AF_INET6, buf, out->a) == 1) {
+		out->family = AF_INET6;
+		maxlen = 128;
+	} else {
+		*why = "not an IPv4 or IPv6 address";
+		return -1;
+	}
+	out->plen = (uint8_t)maxlen;
+	if (slash) {
+		if (parse_u64(slash + 1, maxlen, &plen) < 0) {
+			*why = out->family == AF_INET ? "prefix length must be 0-32"
+						      : "prefix length must be 0-128";
+			return -1;
+		}
+		out->plen = (uint8_t)plen;
+	}
+	for (unsigned bit = out->plen; bit < maxlen; bit++) {
+		if (out->a[bit / 8] & (0x80 >> (bit % 8))) {
+			*why = "host bits set below the prefix length";
+			return -1;
+		}
+	}
+	return 0;
+}
+
+void addr_format(const struct dfw_addr *a, char *buf, size_t len)
+{
+	char ip[INET6_ADDRSTRLEN];
+	unsigned max = a->family == AF_INET ? 32 : 128;
+
+	inet_ntop(a->family, a->a, ip, sizeof(ip));
+	if (a->plen == max)
+		snprintf(buf, len, "%s", ip);
+	else
+		snprintf(buf, len, "%s/%u", ip, a->plen);
+}
+
+bool addr_contains(const struct dfw_addr *net, const struct dfw_addr *host)
+{
+	if (net->family != host->family || host->plen < net->plen)
+		return false;
+	for (unsigned bit = 0; bit < net->plen; bit++) {
+		uint8_t m = (uint8_t)(0x80 >> (bit % 8));
+
+		if ((net->a[bit / 8] & m) != (host->a[bit / 8] & m))
+			return false;
+	}
+	return true;
+}
+
+int addr_cmp(const struct dfw_addr *x, const struct dfw_addr *y)
+{
+	int c;
+
+	if (x->family != y->family)
+		return x->family < y->family ? -1 : 1;
+	c = memcmp(x->a, y->a, 16);
+	if (c)
+		return c;
+	return (int)x->plen - (int)y->plen;
+}
+
+int mac_parse(const char *s, uint8_t mac[6])
+{
+	unsigned v[6];
+	char tail;
+
+	if (strlen(s) != 17 ||
+	    sscanf(s, "%2x:%2x:%2x:%2x:%2x:%2x%c", &v[0], &v[1], &v[2], &v[3],
+		   &v[4], &v[5], &tail) != 6)
+		return -1;
+	for (int i = 0; i < 6; i++)
+		mac[i] = (uint8_t)v[i];
+	return 0;
+}
+
+void mac_format(const uint8_t mac[6], char *buf, size_t len)
+{
+	snprintf(buf, len, "%02x:%02x:%02x:%02x:%02x:%02x", mac[0], mac[1],
+		 mac[2], mac[3], mac[4], mac[5]);
+}
+
+size_t edit_distance(const char *a, const char *b)
+{
+	size_t la = strlen(a), lb = strlen(b);
+	size_t *row = xcalloc(lb + 1, sizeof(*row)), d;
+
+	for (size_t j = 0; j <= lb; j++)
+		row[j] = j;
+	for (size_t i = 1; i <= la; i++) {
+		size_t diag = row[0];
+
+		row[0] = i;
+		for (size_t j = 1; j <= lb; j++) {
+			size_t up = row[j], best;
+
+			best = diag + (tolower((unsigned char)a[i - 1]) !=
+				       tolower((unsigned char)b[j - 1]));
+			if (up + 1 < best)
+				best = up + 1;
+			if (row[j - 1] + 1 < best)
+				best = row[j - 1] + 1;
+			row[j] = best;
+			diag = up;
+		}
+	}
+	d = row[lb];
+	free(row);
+	return d;
+}
+
+uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}

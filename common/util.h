@@ -1,0 +1,82 @@
+/* Small shared helpers: diagnostics collection, string vectors, strict number
+ * parsing, and address/MAC parsing.  No I/O beyond what callers ask for. */
+#ifndef DFW_UTIL_H
+#define DFW_UTIL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+
+/* A list of "file:line: message" diagnostics, collected before failing. */
+struct diag {
+	char **msgs;
+	size_t n, cap;
+};
+
+/* Appends "file:line: message" (or "file: message" when line <= 0, or just
+ * "message" when file is NULL).  Allocation failure aborts. */
+void diag_add(struct diag *d, const char *file, int line, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+void diag_free(struct diag *d);
+/* Joins all messages with newlines into buf (truncating). */
+void diag_join(const struct diag *d, char *buf, size_t len);
+
+/* A growable vector of owned strings. */
+struct strv {
+	char **v;
+	size_t n, cap;
+};
+
+void strv_push(struct strv *s, const char *str); /* copies */
+void strv_free(struct strv *s);
+bool strv_contains(const struct strv *s, const char *str, bool nocase);
+/* Splits a comma-separated list, trimming blanks; empty items are kept as ""
+ * so that callers can report them.  An all-blank input yields no items. */
+void strv_split(struct strv *out, const char *list);
+
+void *xmalloc(size_t n);
+void *xcalloc(size_t n, size_t size);
+void *xrealloc(void *p, size_t n);
+char *xstrdup(const char *s);
+char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Grows *v (elements of size sz) so that it holds at least need; *cap updated. */
+void grow(void **v, size_t *cap, size_t need, size_t sz);
+
+void str_lower(char *s);
+bool str_eq_nocase(const char *a, const char *b);
+char *str_trim(char *s); /* in place; returns s advanced past blanks */
+
+/* Strict unsigned parsing of the whole string: no sign, no blanks, base 10
+ * (or 0x hex when allow_hex).  Returns 0, or -1 with errno (EINVAL/ERANGE). */
+int parse_u64(const char *s, uint64_t max, uint64_t *out);
+/* Parses "yes/no/true/false/on/off/1/0".  Returns 0 or -1. */
+int parse_bool(const char *s, bool *out);
+/* Parses a duration "250ms", "10s", "5m", "1h" or plain seconds into ms. */
+int parse_duration_ms(const char *s, uint64_t *out);
+
+/* An IPv4 or IPv6 prefix.  Host addresses have plen 32 / 128. */
+struct dfw_addr {
+	uint8_t family; /* AF_INET or AF_INET6 */
+	uint8_t plen;
+	uint8_t a[16]; /* network byte order; IPv4 in a[0..3] */
+};
+
+/* Parses "10.0.0.1", "10.0.0.0/24", "fd00::1", "fd00::/64".  Host bits set
+ * under the prefix are an error (catching typos such as 10.0.0.1/24). */
+int addr_parse(const char *s, struct dfw_addr *out, const char **why);
+/* Formats like addr_parse accepts; /32 and /128 are omitted. */
+void addr_format(const struct dfw_addr *a, char *buf, size_t len);
+bool addr_contains(const struct dfw_addr *net, const struct dfw_addr *host);
+int addr_cmp(const struct dfw_addr *x, const struct dfw_addr *y);
+int mac_parse(const char *s, uint8_t mac[6]);
+void mac_format(const uint8_t mac[6], char *buf, size_t len); /* needs 18 bytes */
+
+/* Levenshtein distance, for "did you mean" suggestions. */
+size_t edit_distance(const char *a, const char *b);
+
+/* Monotonic clock in nanoseconds. */
+uint64_t now_ns(void);
+
+#endif

@@ -1,0 +1,682 @@
+/* Host agent core: store -> membership -> plan -> one kernel batch. */
+#include "dfw/agent.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "common/out.h"
+#include "dfw/backend.h"
+#include "dfw/compile.h"
+#include "groups/groups.h"
+#include "tagger/config.h"
+#include "tagger/store.h"
+
+struct agent {
+	char host[64];
+	char table[64];
+	FILE *log;
+	struct store *store;
+	struct backend *be;
+
+	uint64_t rev;               /* realized store revision */
+	bool loaded;                /* the kernel holds `installed` */
+	struct dfw_policy *pol;     /* last good policy, or NULL */
+	struct gengine *eng;
+	struct strv *vm_tags;       /* per VM of pol */
+	struct plan *installed;
+
+	/* Link presence of local ports, by name. */
+	struct strv present;
+
+	/* For status. */
+	time_t last_update;
+	uint64_t last_update_us;
+	uint64_t updates;
+	char last_error[512];
+	struct backend_stats last_stats;
+};
+
+static void logf_(struct agent *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void logf_(struct agent *a, const char *fmt, ...)
+{
+	char ts[32];
+	time_t now = time(NULL);
+	va_list ap;
+
+	if (!a->log)
+		return;
+	strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", gmtime(&now));
+	fprintf(a->log, "%s dfwd[%s]: ", ts, a->host);
+	va_start(ap, fmt);
+	vfprintf(a->log, fmt, ap);
+	va_end(ap);
+	fputc('\n', a->log);
+	fflush(a->log);
+}
+
+struct agent *agent_new(const struct agent_opts *o, char *err, size_t errlen)
+{
+	struct agent *a = xcalloc(1, sizeof(*a));
+
+	snprintf(a->host, sizeof(a->host), "%s", o->host);
+	snprintf(a->table, sizeof(a->table), "%s", o->table);
+	a->log = o->log;
+	a->store = store_open(o->store_uri, true, err, errlen);
+	if (!a->store)
+		goto fail;
+	a->be = backend_open(o->table, err, errlen);
+	if (!a->be)
+		goto fail;
+	return a;
+fail:
+	agent_free(a);
+	return NULL;
+}
+
+static void drop_policy(struct agent *a)
+{
+	if (a->pol) {
+		for (size_t i = 0; i < a->pol->inv.nvms; i++)
+			strv_free(&a->vm_tags[i]);
+	}
+	free(a->vm_tags);
+	a->vm_tags = NULL;
+	gengine_free(a->eng);
+	a->eng = NULL;
+	policy_free(a->pol);
+	a->pol = NULL;
+}
+
+void agent_free(struct agent *a)
+{
+	if (!a)
+		return;
+	drop_policy(a);
+	plan_free(a->installed);
+	strv_free(&a->present);
+	backend_close(a->be);
+	store_close(a->store);
+	free(a);
+}
+
+int agent_store_fd(struct agent *a)
+{
+	return store_watch_fd(a->store);
+}
+
+void agent_store_ack(struct agent *a)
+{
+	store_watch_ack(a->store);
+}
+
+/* --- reading the store --------------------------------------------------- */
+
+/* Splits "tag/<vm>/<tag>"; returns false for any other shape. */
+static bool split_tag_key(const char *key, char *vm, size_t vmlen, const char **tag)
+{
+	const char *p, *slash;
+
+	if (strncmp(key, "tag/", 4))
+		return false;
+	p = key + 4;
+	slash = strchr(p, '/');
+	if (!slash || slash == p || !slash[1] || strchr(slash + 1, '/') ||
+	    (size_t)(slash - p) >= vmlen)
+		return false;
+	memcpy(vm, p, (size_t)(slash - p));
+	vm[slash - p] = '\0';
+	*tag = slash + 1;
+	return true;
+}
+
+/* Records one tag key of the store in vm_tags; bad keys are reported with
+ * the key and ignored. */
+static long apply_tag_key(struct agent *a, const char *key, bool present)
+{
+	char vm[256];
+	const char *tag, *declared;
+	long idx;
+
+	if (!split_tag_key(key, vm, sizeof(vm), &tag)) {
+		logf_(a, "store key '%s': not of the form tag/VM/TAG; ignored", key);
+		return -1;
+	}
+	if ((idx = policy_find_vm(a->pol, vm)) < 0) {
+		logf_(a, "store key '%s': no VM '%s' in the policy; ignored", key, vm);
+		return -1;
+	}
+	if (!(declared = policy_find_tag(a->pol, tag))) {
+		logf_(a, "store key '%s': tag '%s' is not declared in the policy; ignored", key, tag);
+		return -1;
+	}
+	if (present) {
+		if (!strv_contains(&a->vm_tags[idx], declared, true))
+			strv_push(&a->vm_tags[idx], declared);
+	} else {
+		struct strv *t = &a->vm_tags[idx];
+
+		for (size_t i = 0; i < t->n; i++) {
+			if (strcasecmp(t->v[i], declared))
+				continue;
+			free(t->v[i]);
+			t->v[i] = t->v[--t->n];
+			break;
+		}
+	}
+	return idx;
+}
+
+struct snapshot {
+	char *policy;
+	char *policy_file;
+	struct strv tag_keys;
+};
+
+static int snapshot_kv(void *arg, const char *key, const char *value)
+{
+	struct snapshot *s = arg;
+
+	if (!strcmp(key, "policy")) {
+		free(s->policy);
+		s->policy = xstrdup(value);
+	} else if (!strcmp(key, "policy-file")) {
+		free(s->policy_file);
+		s->policy_file = xstrdup(value);
+	} else if (!strncmp(key, "tag/", 4)) {
+		strv_push(&s->tag_keys, key);
+	}
+	return 0;
+}
+
+/* Quarantine groups a VM just entered: their connections are cut after the
+ * commit (unless the group keeps connections). */
+struct deltas {
+	struct agent *a;
+	size_t *cut;
+	size_t ncut;
+};
+
+static void on_delta(void *arg, size_t group, size_t vm, bool joined)
+{
+	struct deltas *d = arg;
+	const struct group_def *g = &d->a->pol->inv.groups[group];
+
+	if (joined && g->quarantine && !g->keep_connections) {
+		d->cut = xrealloc(d->cut, (d->ncut + 1) * sizeof(*d->cut));
+		d->cut[d->ncut++] = vm;
+	}
+	logf_(d->a, "group %s: %s %s", g->name, joined ? "+" : "-",
+	      d->a->pol->inv.vms[vm].name);
+}
+
+static void set_vm_tags(struct agent *a, size_t vm, struct deltas *d)
+{
+	gengine_set_tags(a->eng, vm, (const char *const *)a->vm_tags[vm].v,
+			 a->vm_tags[vm].n, on_delta, d);
+}
+
+/* Reads the whole store at one revision and rebuilds policy and membership.
+ * A policy that does not parse leaves the last good one in force. */
+static int rebuild(struct agent *a, uint64_t *rev, struct deltas *d)
+{
+	struct snapshot s = { 0 };
+	char err[256];
+	int ret = -1;
+
+	if (store_scan(a->store, "", snapshot_kv, &s, rev, err, sizeof(err)) < 0) {
+		logf_(a, "reading the store: %s", err);
+		goto out;
+	}
+	if (s.policy) {
+		struct diag dg = { 0 };
+		const char *file = s.policy_file ? s.policy_file : "store:policy";
+		struct dfw_policy *p = policy_parse(s.policy, file, &dg);
+		struct gengine *e = p ? gengine_new(&p->inv, file, &dg) : NULL;
+
+		if (!e) {
+			logf_(a, "store key 'policy' is not a valid policy; keeping the last good one:");
+			for (size_t i = 0; i < dg.n; i++)
+				logf_(a, "  %s", dg.msgs[i]);
+			snprintf(a->last_error, sizeof(a->last_error),
+				 "store key 'policy' rejected: %s", dg.n ? dg.msgs[0] : "?");
+			policy_free(p);
+		} else {
+			drop_policy(a);
+			a->pol = p;
+			a->eng = e;
+			a->vm_tags = xcalloc(p->inv.nvms, sizeof(*a->vm_tags));
+		}
+		diag_free(&dg);
+	}
+	if (a->pol) {
+		for (size_t i = 0; i < a->pol->inv.nvms; i++)
+			strv_free(&a->vm_tags[i]);
+		for (size_t i = 0; i < s.tag_keys.n; i++)
+			apply_tag_key(a, s.tag_keys.v[i], true);
+		for (size_t i = 0; i < a->pol->inv.nvms; i++)
+			set_vm_tags(a, i, d);
+	}
+	ret = 0;
+out:
+	free(s.policy);
+	free(s.policy_file);
+	strv_free(&s.tag_keys);
+	return ret;
+}
+
+struct change_ctx {
+	struct agent *a;
+	bool policy_changed;
+	bool *dirty; /* per VM */
+};
+
+static int on_change(void *arg, uint64_t rev, const char *key, const char *value)
+{
+	struct change_ctx *c = arg;
+	long vm;
+
+	if (!strcmp(key, "policy") || !strcmp(key, "policy-file")) {
+		c->policy_changed = true;
+		return 0;
+	}
+	if (c->policy_changed || !c->a->pol || strncmp(key, "tag/", 4))
+		return 0;
+	vm = apply_tag_key(c->a, key, value != NULL);
+	if (vm >= 0)
+		c->dirty[vm] = true;
+	return 0;
+}
+
+/* --- realizing ------------------------------------------------------------ */
+
+static struct plan *desired_plan(struct agent *a)
+{
+	static const struct dfw_policy empty = { .file = (char *)"(none)" };
+
+	if (!a->pol)
+		return plan_compile(&empty, NULL, a->host);
+	return plan_compile(a->pol, a->eng, a->host);
+}
+
+static void cut_connections(struct agent *a, const struct deltas *d)
+{
+	for (size_t i = 0; i < d->ncut; i++) {
+		const struct vm *v = &a->pol->inv.vms[d->cut[i]];
+		size_t n = 0;
+		char err[256];
+
+		if (backend_ct_flush(a->be, v->addrs, v->naddrs, &n, err, sizeof(err)) < 0)
+			logf_(a, "cutting connections of %s: %s", v->name, err);
+		else
+			logf_(a, "quarantine: cut %zu connection(s) of %s", n, v->name);
+	}
+}
+
+static int realize(struct agent *a, uint64_t rev, const struct deltas *d)
+{
+	struct plan *want = desired_plan(a);
+	struct backend_stats st = { 0 };
+	struct plan_diff diff;
+	char err[512];
+	uint64_t t0 = now_ns();
+	int ret;
+
+	if (a->loaded) {
+		plan_diff(a->installed, want, &diff);
+		ret = backend_apply(a->be, &diff, false, &st, err, sizeof(err));
+		plan_diff_free(&diff);
+	} else {
+		ret = backend_load(a->be, want, false, &st, err, sizeof(err));
+	}
+	if (ret < 0) {
+		logf_(a, "revision %llu not realized: %s", (unsigned long long)rev, err);
+		snprintf(a->last_error, sizeof(a->last_error), "%s", err);
+		plan_free(want);
+		a->loaded = false; /* the next attempt replaces everything */
+		return -1;
+	}
+	plan_free(a->installed);
+	a->installed = want;
+	a->loaded = true;
+	cut_connections(a, d);
+	a->rev = rev;
+	a->last_update = time(NULL);
+	a->last_update_us = (now_ns() - t0) / 1000;
+	a->last_stats = st;
+	a->updates++;
+	logf_(a, "realized revision %llu: %zu vNIC(s), %zu chain(s), %zu set(s); %zu message(s), %zu bytes, %llu us",
+	      (unsigned long long)rev, want->nports, want->nchains, want->nsets, st.msgs,
+	      st.bytes, (unsigned long long)a->last_update_us);
+	return 0;
+}
+
+int agent_sync(struct agent *a)
+{
+	struct deltas d = { .a = a };
+	uint64_t rev = 0;
+	char err[256];
+	int ret = -1, r;
+
+	if (!a->loaded && !a->installed) {
+		/* First load: whatever the kernel holds is replaced atomically. */
+		if (backend_check_bridge_nf(err, sizeof(err)) < 0)
+			logf_(a, "warning: %s", err);
+		if (rebuild(a, &rev, &d) < 0)
+			goto out;
+		ret = realize(a, rev, &d);
+		goto out;
+	}
+	{
+		struct change_ctx c = { .a = a };
+
+		c.dirty = a->pol ? xcalloc(a->pol->inv.nvms, sizeof(*c.dirty)) : NULL;
+		r = store_changes(a->store, a->rev, on_change, &c, &rev, err, sizeof(err));
+		if (r == -1) {
+			logf_(a, "reading store changes: %s", err);
+			free(c.dirty);
+			goto out;
+		}
+		if (rev == a->rev && a->loaded) {
+			free(c.dirty);
+			ret = 0;
+			goto out;
+		}
+		if (r == -2 || c.policy_changed || !a->pol) {
+			ret = rebuild(a, &rev, &d);
+		} else {
+			for (size_t i = 0; i < a->pol->inv.nvms; i++)
+				if (c.dirty[i])
+					set_vm_tags(a, i, &d);
+			ret = 0;
+		}
+		free(c.dirty);
+		if (ret == 0)
+			ret = realize(a, rev, &d);
+	}
+out:
+	free(d.cut);
+	return ret;
+}
+
+void agent_heartbeat(struct agent *a)
+{
+	if (a->loaded && !backend_tables_exist(a->be)) {
+		logf_(a, "heartbeat: dfw tables are missing from the kernel; reloading");
+		a->loaded = false;
+	}
+	if (!a->loaded) {
+		struct deltas d = { .a = a };
+
+		realize(a, a->rev, &d);
+	}
+}
+
+void agent_link(struct agent *a, const char *ifname, bool present)
+{
+	bool known = a->installed && plan_find_port(a->installed, ifname);
+	bool had = strv_contains(&a->present, ifname, false);
+
+	if (present == had)
+		return;
+	if (present) {
+		strv_push(&a->present, ifname);
+	} else {
+		for (size_t i = 0; i < a->present.n; i++) {
+			if (strcmp(a->present.v[i], ifname))
+				continue;
+			free(a->present.v[i]);
+			a->present.v[i] = a->present.v[--a->present.n];
+			break;
+		}
+	}
+	if (known)
+		logf_(a, "vNIC port %s %s", ifname, present ? "appeared (policy realized)" : "went away");
+}
+
+/* --- control requests ------------------------------------------------------ */
+
+static void req_status(struct agent *a, struct out *o)
+{
+	char ts[32] = "never";
+	size_t up = 0;
+
+	if (a->last_update)
+		strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%SZ", gmtime(&a->last_update));
+	if (a->installed)
+		for (size_t i = 0; i < a->installed->nports; i++)
+			up += strv_contains(&a->present, a->installed->ports[i].ifname, false);
+	out_obj_start(o, NULL);
+	out_str(o, "host", a->host);
+	out_u64(o, "realized_revision", a->rev);
+	out_str(o, "policy", a->pol ? a->pol->file : "(none: all vNIC traffic dropped)");
+	out_u64(o, "vnics", a->installed ? a->installed->nports : 0);
+	out_u64(o, "vnics_present", up);
+	out_u64(o, "chains", a->installed ? a->installed->nchains : 0);
+	out_u64(o, "sets", a->installed ? a->installed->nsets : 0);
+	out_str(o, "last_update", ts);
+	out_u64(o, "last_update_us", a->last_update_us);
+	out_u64(o, "last_batch_messages", a->last_stats.msgs);
+	out_u64(o, "last_batch_bytes", a->last_stats.bytes);
+	out_u64(o, "updates", a->updates);
+	out_bool(o, "in_sync", a->loaded);
+	out_str(o, "last_error", a->last_error[0] ? a->last_error : "none");
+	out_obj_end(o);
+}
+
+struct name_list {
+	struct out *o;
+	const struct dfw_policy *p;
+};
+
+static void print_member(void *arg, size_t vm)
+{
+	struct name_list *nl = arg;
+
+	out_str(nl->o, NULL, nl->p->inv.vms[vm].name);
+}
+
+static void print_group(struct agent *a, struct out *o, size_t g)
+{
+	const struct group_def *gd = &a->pol->inv.groups[g];
+	struct name_list nl = { o, a->pol };
+	const struct dfw_addr *addrs;
+	size_t n;
+	char buf[64];
+
+	out_obj_start(o, NULL);
+	out_str(o, "group", gd->name);
+	out_bool(o, "quarantine", gd->quarantine);
+	out_arr_start(o, "members");
+	gengine_foreach_member(a->eng, g, print_member, &nl);
+	out_arr_end(o);
+	out_arr_start(o, "addresses");
+	addrs = gengine_addrs(a->eng, g, &n);
+	for (size_t i = 0; i < n; i++) {
+		addr_format(&addrs[i], buf, sizeof(buf));
+		out_str(o, NULL, buf);
+	}
+	out_arr_end(o);
+	out_obj_end(o);
+}
+
+static int req_groups(struct agent *a, struct out *o, const char *name, char *err, size_t len)
+{
+	long g = -1;
+
+	if (!a->pol) {
+		snprintf(err, len, "no policy realized yet");
+		return 1;
+	}
+	if (name && (g = policy_find_group(a->pol, name)) < 0) {
+		const char **names = xcalloc(a->pol->inv.ngroups, sizeof(*names));
+		const char *near;
+
+		for (size_t i = 0; i < a->pol->inv.ngroups; i++)
+			names[i] = a->pol->inv.groups[i].name;
+		near = nearest_name(name, names, a->pol->inv.ngroups);
+		snprintf(err, len, "unknown group '%s'%s%s%s", name, near ? " (did you mean '" : "",
+			 near ? near : "", near ? "'?)" : "");
+		free(names);
+		return 1;
+	}
+	out_arr_start(o, NULL);
+	for (size_t i = 0; i < a->pol->inv.ngroups; i++)
+		if (g < 0 || (size_t)g == i)
+			print_group(a, o, i);
+	out_arr_end(o);
+	return 0;
+}
+
+struct hits {
+	uint32_t *ids;
+	uint64_t *packets;
+	size_t n;
+};
+
+static void count_hit(void *arg, uint32_t id, uint64_t packets, uint64_t bytes)
+{
+	struct hits *h = arg;
+
+	for (size_t i = 0; i < h->n; i++) {
+		if (h->ids[i] == id) {
+			h->packets[i] += packets;
+			return;
+		}
+	}
+	h->ids = xrealloc(h->ids, (h->n + 1) * sizeof(*h->ids));
+	h->packets = xrealloc(h->packets, (h->n + 1) * sizeof(*h->packets));
+	h->ids[h->n] = id;
+	h->packets[h->n++] = packets;
+}
+
+static void print_chain_rules(struct agent *a, struct out *o, const char *key, const char *chain)
+{
+	const struct pchain *c = plan_find_chain(a->installed, chain);
+	struct hits h = { 0 };
+	char err[256];
+
+	if (backend_chain_counters(a->be, chain, count_hit, &h, err, sizeof(err)) < 0)
+		logf_(a, "hit counters of %s: %s", chain, err);
+	out_arr_start(o, key);
+	for (size_t i = 0; c && i <= c->nrule_ids; i++) {
+		uint32_t id = i < c->nrule_ids ? c->rule_ids[i] : 0;
+		const struct dfw_rule *r = NULL;
+		uint64_t hits = 0;
+
+		for (size_t j = 0; j < a->pol->nrules && id; j++)
+			if (a->pol->rules[j].id == id)
+				r = &a->pol->rules[j];
+		for (size_t j = 0; j < h.n; j++)
+			if (h.ids[j] == id)
+				hits = h.packets[j];
+		out_obj_start(o, NULL);
+		if (r) {
+			out_u64(o, "id", r->id);
+			out_str(o, "name", r->name);
+			out_str(o, "category", category_name(r->category));
+			out_str(o, "action", action_name(r->action));
+		} else {
+			out_str(o, "id", "default");
+			out_str(o, "name", "default rule");
+			out_str(o, "category", "default");
+			out_str(o, "action", action_name(a->pol->default_action));
+		}
+		out_u64(o, "hits", hits);
+		out_obj_end(o);
+	}
+	out_arr_end(o);
+	free(h.ids);
+	free(h.packets);
+}
+
+static int req_rules(struct agent *a, struct out *o, const char *vm, char *err, size_t len)
+{
+	const struct pport *port = NULL;
+	long idx;
+
+	if (!vm) {
+		snprintf(err, len, "usage: rules VM");
+		return 1;
+	}
+	if (!a->pol || (idx = policy_find_vm(a->pol, vm)) < 0) {
+		snprintf(err, len, "unknown VM '%s'", vm);
+		return 1;
+	}
+	if (strcmp(a->pol->inv.vms[idx].host, a->host)) {
+		snprintf(err, len, "VM %s runs on host %s, not on %s", a->pol->inv.vms[idx].name,
+			 a->pol->inv.vms[idx].host, a->host);
+		return 1;
+	}
+	port = plan_find_port(a->installed, a->pol->inv.vms[idx].port);
+	if (!port) {
+		snprintf(err, len, "VM %s has no realized policy yet", vm);
+		return 1;
+	}
+	out_obj_start(o, NULL);
+	out_str(o, "vm", a->pol->inv.vms[idx].name);
+	out_str(o, "port", port->ifname);
+	out_u64(o, "revision", a->rev);
+	print_chain_rules(a, o, "out", port->out_chain);
+	print_chain_rules(a, o, "in", port->in_chain);
+	out_obj_end(o);
+	return 0;
+}
+
+int agent_request(struct agent *a, const char *line, FILE *f)
+{
+	char buf[512], *words[4], *save = NULL, *w, err[512] = "";
+	size_t n = 0;
+	bool json = false;
+	struct out o;
+	char *body = NULL;
+	size_t bodylen = 0;
+	FILE *mem;
+	int ret = 1;
+
+	if (strlen(line) >= sizeof(buf)) {
+		fprintf(f, "error: request longer than %zu bytes\n", sizeof(buf) - 1);
+		return 1;
+	}
+	snprintf(buf, sizeof(buf), "%s", line);
+	for (w = strtok_r(buf, " \t\r\n", &save); w; w = strtok_r(NULL, " \t\r\n", &save)) {
+		if (!strcmp(w, "json")) {
+			json = true;
+			continue;
+		}
+		if (n == ARRAY_SIZE(words)) {
+			fprintf(f, "error: too many words in request\n");
+			return 1;
+		}
+		words[n++] = w;
+	}
+	if (!n) {
+		fprintf(f, "error: empty request\n");
+		return 1;
+	}
+	mem = open_memstream(&body, &bodylen);
+	out_init(&o, mem, json);
+	if (!strcmp(words[0], "status") && n == 1) {
+		req_status(a, &o);
+		ret = 0;
+	} else if (!strcmp(words[0], "groups") && n <= 2) {
+		ret = req_groups(a, &o, n == 2 ? words[1] : NULL, err, sizeof(err));
+	} else if (!strcmp(words[0], "rules") && n <= 2) {
+		ret = req_rules(a, &o, n == 2 ? words[1] : NULL, err, sizeof(err));
+	} else {
+		snprintf(err, sizeof(err), "unknown request '%.64s' (status, groups [GROUP], rules VM)",
+			 line);
+	}
+	out_finish(&o);
+	fclose(mem);
+	if (ret == 0)
+		fprintf(f, "ok\n%s", body);
+	else
+		fprintf(f, "error: %s\n", err);
+	free(body);
+	return ret;
+}

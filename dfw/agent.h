@@ -1,0 +1,44 @@
+/* The host agent's core: the one place where store, membership, compiler
+ * and backend meet.  dfwd.c wraps it in an event loop.
+ *
+ * It realizes the store's desired state for the vNICs of one host: a full
+ * load at start (one atomic replace of whatever the kernel holds), then one
+ * batch per group of store changes.  A policy in the store that fails to
+ * parse is reported and ignored: the last good policy stays in force. */
+#ifndef DFW_AGENT_H
+#define DFW_AGENT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+struct agent;
+
+struct agent_opts {
+	const char *host;      /* this hypervisor's name in the inventory */
+	const char *store_uri;
+	const char *table;     /* nftables table name */
+	FILE *log;             /* one line per event */
+};
+
+struct agent *agent_new(const struct agent_opts *o, char *err, size_t errlen);
+void agent_free(struct agent *a);
+
+/* Realizes every store change not yet realized (all at once, one batch).
+ * Returns 0, or -1 when the kernel refused (logged; retried next time with
+ * a full load). */
+int agent_sync(struct agent *a);
+/* Periodic check: reloads the whole plan if dfw's tables went missing. */
+void agent_heartbeat(struct agent *a);
+/* A link appeared or went away in this namespace. */
+void agent_link(struct agent *a, const char *ifname, bool present);
+/* The store's watch descriptor (or -1) and its acknowledgement. */
+int agent_store_fd(struct agent *a);
+void agent_store_ack(struct agent *a);
+
+/* Answers one control request line ("status", "groups [G]", "rules VM",
+ * each optionally followed by "json") on f.  Returns 0 when answered, 1 for
+ * a bad request (an error line was written). */
+int agent_request(struct agent *a, const char *line, FILE *f);
+
+#endif

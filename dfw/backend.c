@@ -1,0 +1,1171 @@
+/* nf_tables batches through libnftnl + libmnl, and conntrack removal through
+ * ctnetlink.  One plan or diff = one batch = one kernel transaction. */
+#include "dfw/backend.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <libmnl/libmnl.h>
+#include <libnftnl/chain.h>
+#include <libnftnl/common.h>
+#include <libnftnl/expr.h>
+#include <libnftnl/gen.h>
+#include <libnftnl/rule.h>
+#include <libnftnl/set.h>
+#include <libnftnl/table.h>
+#include <libnftnl/udata.h>
+#include <linux/netfilter.h>
+#include <linux/netfilter/nf_conntrack_common.h>
+#include <linux/netfilter_bridge.h>
+#include <linux/netfilter/nf_tables.h>
+#include <linux/netfilter/nfnetlink.h>
+#include <linux/netfilter/nfnetlink_conntrack.h>
+#include <linux/if.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include "dfw/layout.h"
+
+/* nft's datatype numbers, so `nft list ruleset` shows our sets readably. */
+enum {
+	TYPE_VERDICT = 1, TYPE_IPADDR = 7, TYPE_IP6ADDR = 8, TYPE_ETHERADDR = 9,
+	TYPE_MARK = 19, TYPE_CLASSID = 23, TYPE_IFNAME = 41,
+};
+#define CONCAT(a, b) (((a) << 6) | (b))
+
+#define ELEMS_PER_MSG 512
+/* One receive size for every read: the kernel sizes dump messages after the
+ * largest buffer a socket has read with, so a smaller one would truncate. */
+#define RBUF_SIZE (256 * 1024)
+#define MSG_ROOM 65536
+
+struct backend {
+	struct mnl_socket *nl;
+	char table[64];
+	uint32_t seq;
+	uint32_t set_id;
+	char *rbuf; /* RBUF_SIZE */
+	/* The batch being built. */
+	char *buf;
+	size_t len, cap;
+	/* seq -> what the message did, to explain a kernel error. */
+	struct { uint32_t seq; char what[96]; } *msgs;
+	size_t nmsgs, capmsgs;
+};
+
+struct backend *backend_open(const char *table, char *err, size_t errlen)
+{
+	struct backend *b = xcalloc(1, sizeof(*b));
+	int one = 1;
+
+	snprintf(b->table, sizeof(b->table), "%s", table);
+	b->nl = mnl_socket_open(NETLINK_NETFILTER);
+	if (!b->nl || mnl_socket_bind(b->nl, 0, MNL_SOCKET_AUTOPID) < 0) {
+		snprintf(err, errlen, "netfilter netlink socket: %s", strerror(errno));
+		backend_close(b);
+		return NULL;
+	}
+	/* Extended ACKs carry the kernel's own words on errors. */
+	mnl_socket_setsockopt(b->nl, NETLINK_EXT_ACK, &one, sizeof(one));
+	b->seq = (uint32_t)time(NULL);
+	b->rbuf = xmalloc(RBUF_SIZE);
+	return b;
+}
+
+void backend_close(struct backend *b)
+{
+	if (!b)
+		return;
+	if (b->nl)
+		mnl_socket_close(b->nl);
+	free(b->buf);
+	free(b->rbuf);
+	free(b->msgs);
+	free(b);
+}
+
+/* --- batch building -------------------------------------------------------- */
+
+static char *msg_room(struct backend *b)
+{
+	grow((void **)&b->buf, &b->cap, b->len + MSG_ROOM, 1);
+	return b->buf + b->len;
+}
+
+static void msg_done(struct backend *b, struct nlmsghdr *nlh, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static void msg_done(struct backend *b, struct nlmsghdr *nlh, const char *fmt, ...)
+{
+	va_list ap;
+
+	b->len += MNL_ALIGN(nlh->nlmsg_len);
+	grow((void **)&b->msgs, &b->capmsgs, b->nmsgs + 1, sizeof(*b->msgs));
+	b->msgs[b->nmsgs].seq = nlh->nlmsg_seq;
+	va_start(ap, fmt);
+	vsnprintf(b->msgs[b->nmsgs].what, sizeof(b->msgs[0].what), fmt, ap);
+	va_end(ap);
+	b->nmsgs++;
+}
+
+static struct nlmsghdr *msg_hdr(struct backend *b, uint16_t type, uint16_t family,
+				uint16_t flags)
+{
+	return nftnl_nlmsg_build_hdr(msg_room(b), type, family, flags, b->seq++);
+}
+
+static void batch_begin(struct backend *b)
+{
+	struct nlmsghdr *nlh;
+
+	b->len = 0;
+	b->nmsgs = 0;
+	nlh = nftnl_batch_begin(msg_room(b), b->seq++);
+	msg_done(b, nlh, "batch begin");
+}
+
+static void table_msg(struct backend *b, uint16_t family, uint16_t type)
+{
+	struct nftnl_table *t = nftnl_table_alloc();
+	struct nlmsghdr *nlh;
+
+	nftnl_table_set_str(t, NFTNL_TABLE_NAME, b->table);
+	nftnl_table_set_u32(t, NFTNL_TABLE_FAMILY, family);
+	nlh = msg_hdr(b, type, family, type == NFT_MSG_NEWTABLE ? NLM_F_CREATE : 0);
+	nftnl_table_nlmsg_build_payload(nlh, t);
+	msg_done(b, nlh, "%s table %s", type == NFT_MSG_NEWTABLE ? "add" : "delete", b->table);
+	nftnl_table_free(t);
+}
+
+static void chain_msg(struct backend *b, uint16_t family, const char *name, int hook,
+		      int prio, uint16_t type)
+{
+	struct nftnl_chain *c = nftnl_chain_alloc();
+	struct nlmsghdr *nlh;
+
+	nftnl_chain_set_str(c, NFTNL_CHAIN_TABLE, b->table);
+	nftnl_chain_set_str(c, NFTNL_CHAIN_NAME, name);
+	nftnl_chain_set_u32(c, NFTNL_CHAIN_FAMILY, family);
+	if (hook >= 0) {
+		nftnl_chain_set_u32(c, NFTNL_CHAIN_HOOKNUM, (uint32_t)hook);
+		nftnl_chain_set_s32(c, NFTNL_CHAIN_PRIO, prio);
+		nftnl_chain_set_str(c, NFTNL_CHAIN_TYPE, "filter");
+		nftnl_chain_set_u32(c, NFTNL_CHAIN_POLICY, NF_ACCEPT);
+	}
+	nlh = msg_hdr(b, type, family, type == NFT_MSG_NEWCHAIN ? NLM_F_CREATE : 0);
+	nftnl_chain_nlmsg_build_payload(nlh, c);
+	msg_done(b, nlh, "%s chain %s", type == NFT_MSG_NEWCHAIN ? "add" : "delete", name);
+	nftnl_chain_free(c);
+}
+
+/* nft's byte orders, recorded in set userdata so that `nft list` prints
+ * keys and data the way they are stored. */
+enum { BO_HOST = 1, BO_BIG = 2 };
+
+struct set_spec {
+	const char *name;
+	uint16_t family;
+	uint32_t flags;
+	uint32_t key_type, key_len;
+	uint32_t data_type, data_len; /* maps */
+	uint32_t key_order, data_order;
+};
+
+static void set_msg(struct backend *b, const struct set_spec *s, uint16_t type)
+{
+	struct nftnl_set *set = nftnl_set_alloc();
+	struct nlmsghdr *nlh;
+
+	nftnl_set_set_str(set, NFTNL_SET_TABLE, b->table);
+	nftnl_set_set_str(set, NFTNL_SET_NAME, s->name);
+	nftnl_set_set_u32(set, NFTNL_SET_FAMILY, s->family);
+	if (type == NFT_MSG_NEWSET) {
+		nftnl_set_set_u32(set, NFTNL_SET_ID, ++b->set_id);
+		nftnl_set_set_u32(set, NFTNL_SET_FLAGS, s->flags);
+		nftnl_set_set_u32(set, NFTNL_SET_KEY_TYPE, s->key_type);
+		nftnl_set_set_u32(set, NFTNL_SET_KEY_LEN, s->key_len);
+		if (s->flags & NFT_SET_MAP) {
+			nftnl_set_set_u32(set, NFTNL_SET_DATA_TYPE, s->data_type);
+			nftnl_set_set_u32(set, NFTNL_SET_DATA_LEN, s->data_len);
+		}
+		{
+			struct nftnl_udata_buf *ud = nftnl_udata_buf_alloc(64);
+
+			nftnl_udata_put_u32(ud, NFTNL_UDATA_SET_KEYBYTEORDER, s->key_order);
+			if (s->data_order)
+				nftnl_udata_put_u32(ud, NFTNL_UDATA_SET_DATABYTEORDER, s->data_order);
+			nftnl_set_set_data(set, NFTNL_SET_USERDATA, nftnl_udata_buf_data(ud),
+					   nftnl_udata_buf_len(ud));
+			nftnl_udata_buf_free(ud);
+		}
+	}
+	nlh = msg_hdr(b, type, s->family, type == NFT_MSG_NEWSET ? NLM_F_CREATE : 0);
+	nftnl_set_nlmsg_build_payload(nlh, set);
+	msg_done(b, nlh, "%s set %s", type == NFT_MSG_NEWSET ? "add" : "delete", s->name);
+	nftnl_set_free(set);
+}
+
+/* One element: key bytes, optional interval-end flag, optional map data. */
+struct elem {
+	uint8_t key[48];
+	uint32_t key_len;
+	uint32_t flags;
+	bool has_data;
+	uint32_t data;          /* u32 data (mark / classid) */
+	const char *jump;       /* verdict map: jump to this chain */
+};
+
+/* Sends elements in messages of at most ELEMS_PER_MSG (an attribute nest is
+ * limited to 64 KiB). */
+static void elems_msg(struct backend *b, uint16_t family, const char *set_name,
+		      const struct elem *el, size_t n, uint16_t type)
+{
+	for (size_t off = 0; off < n; off += ELEMS_PER_MSG) {
+		struct nftnl_set *set = nftnl_set_alloc();
+		struct nlmsghdr *nlh;
+		size_t end = off + ELEMS_PER_MSG < n ? off + ELEMS_PER_MSG : n;
+
+		nftnl_set_set_str(set, NFTNL_SET_TABLE, b->table);
+		nftnl_set_set_str(set, NFTNL_SET_NAME, set_name);
+		nftnl_set_set_u32(set, NFTNL_SET_FAMILY, family);
+		for (size_t i = off; i < end; i++) {
+			struct nftnl_set_elem *e = nftnl_set_elem_alloc();
+
+			nftnl_set_elem_set(e, NFTNL_SET_ELEM_KEY, el[i].key, el[i].key_len);
+			if (el[i].flags)
+				nftnl_set_elem_set_u32(e, NFTNL_SET_ELEM_FLAGS, el[i].flags);
+			if (el[i].has_data && type == NFT_MSG_NEWSETELEM)
+				nftnl_set_elem_set(e, NFTNL_SET_ELEM_DATA, &el[i].data, 4);
+			if (el[i].jump && type == NFT_MSG_NEWSETELEM) {
+				nftnl_set_elem_set_u32(e, NFTNL_SET_ELEM_VERDICT, (uint32_t)NFT_JUMP);
+				nftnl_set_elem_set_str(e, NFTNL_SET_ELEM_CHAIN, el[i].jump);
+			}
+			nftnl_set_elem_add(set, e);
+		}
+		nlh = msg_hdr(b, type, family, type == NFT_MSG_NEWSETELEM ? NLM_F_CREATE : 0);
+		nftnl_set_elems_nlmsg_build_payload(nlh, set);
+		msg_done(b, nlh, "%s %zu element(s) of set %s",
+			 type == NFT_MSG_NEWSETELEM ? "add" : "delete", end - off, set_name);
+		nftnl_set_free(set);
+	}
+}
+
+/* --- expressions ------------------------------------------------------------ */
+
+static void expr_add(struct nftnl_rule *r, struct nftnl_expr *e)
+{
+	nftnl_rule_add_expr(r, e);
+}
+
+static void x_meta_load(struct nftnl_rule *r, uint32_t key, uint32_t dreg)
+{
+	struct nftnl_expr *e = nftnl_expr_alloc("meta");
+
+	nftnl_expr_set_u32(e, NFTNL_EXPR_META_KEY, key);
+	nftnl_expr_set_u32(e, NFTNL_EXPR_META_DREG, dreg);
+	expr_add(r, e);
+}
+
+static void x_meta_set(struct nftnl_rule *r, uint32_t key, uint32_t sreg)
+{
+	struct nftnl_expr *e = nftnl_expr_alloc("meta");
+
+	nftnl_expr_set_u32(e, NFTNL_EXPR_META_KEY, key);
+	nftnl_expr_set_u32(e, NFTNL_EXPR_META_SREG, sreg);
+	expr_add(r, e);
+}
+
+static void x_payload(struct nftnl_rule *r, uint32_t base, uint32_t off, uint32_t len,
+		      uint32_t dreg)
+{
+	struct nftnl_expr *e = nftnl_expr_alloc("payload");
+
+	nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_BASE, base);
+	nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_OFFSET, off);
+	nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_LEN, len);
+	nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_DREG, dreg);
+	expr_add(r, e);
+}
+
+static void x_cmp(struct nftnl_rule *r, uint32_t op, const void *data, uint32_t len)
+{
+	struct nftnl_expr *e = nftnl_expr_alloc("cmp");
+
+	nftnl_expr_set_u32(e, NFTNL_EXPR_CMP_SREG, NFT_REG_1);
+	nftnl_expr_set_u32(e, NFTNL_EXPR_CMP_OP, op);
+	nftnl_expr_set(e, NFTNL_EXPR_CMP_DATA, data, len);
+	expr_add(r, e);
+}
+
+static void x_cmp_u8(struct nftnl_rule *r, uint8_t v)
+{
+	x_cmp(r, NFT_CMP_EQ, &v, 1);
+}
+
+static void x_range(struct nftnl_rule *r, const void *from, const void *to, uint32_t len)
+{
+	struct nftnl_expr *e = nftnl_expr_alloc("range");
+
+	nftnl_expr_set_u32(e, NFTNL_EXPR_RANGE_SREG, NFT_REG_1);
+	nftnl_expr_set_u32(e, NFTNL_EXPR_RANGE_OP, NFT_RANGE_EQ);
+	nftnl_expr_set(e, NFTNL_EXPR_RANGE_FROM_DATA, from, len);
+	nftnl_expr_set(e, NFTNL_EXPR_RANGE_TO_DATA, to, len);
+	expr_add(r, e);
+}
+
+/* A lookup in a set (dreg < 0) or a map (dreg = destination register). */
+static void x_lookup(struct nftnl_rule *r, const char *set, int dreg, bool inverted)
+{
+	struct nftnl_expr *e = nftnl_expr_alloc("lookup");
+
+	nftnl_expr_set_u32(e, NFTNL_EXPR_LOOKUP_SREG, NFT_REG_1);
+	nftnl_expr_set_str(e, NFTNL_EXPR_LOOKUP_SET, set);
+	if (dreg >= 0)
+		nftnl_expr_set_u32(e, NFTNL_EXPR_LOOKUP_DREG, (uint32_t)dreg);
+	if (inverted)
+		nftnl_expr_set_u32(e, NFTNL_EXPR_LOOKUP_FLAGS, NFT_LOOKUP_F_INV);
+	expr_add(r, e);
+}
+
+static void x_imm_u32(struct nftnl_rule *r, uint32_t v)
+{
+	struct nftnl_expr *e = nftnl_expr_alloc("immediate");
+
+	nftnl_expr_set_u32(e, NFTNL_EXPR_IMM_DREG, NFT_REG_1);
+	nftnl_expr_set(e, NFTNL_EXPR_IMM_DATA, &v, sizeof(v));
+	expr_add(r, e);
+}
+
+static void x_verdict(struct nftnl_rule *r, int verdict)
+{
+	struct nftnl_expr *e = nftnl_expr_alloc("immediate");
+
+	nftnl_expr_set_u32(e, NFTNL_EXPR_IMM_DREG, NFT_REG_VERDICT);
+	nftnl_expr_set_u32(e, NFTNL_EXPR_IMM_VERDICT, (uint32_t)verdict);
+	expr_add(r, e);
+}
+
+static void x_counter(struct nftnl_rule *r)
+{
+	expr_add(r, nftnl_expr_alloc("counter"));
+}
+
+static void x_ct_state(struct nftnl_rule *r, uint32_t mask)
+{
+	struct nftnl_expr *e = nftnl_expr_alloc("ct");
+	uint32_t zero = 0;
+
+	nftnl_expr_set_u32(e, NFTNL_EXPR_CT_KEY, NFT_CT_STATE);
+	nftnl_expr_set_u32(e, NFTNL_EXPR_CT_DREG, NFT_REG_1);
+	expr_add(r, e);
+	e = nftnl_expr_alloc("bitwise");
+	nftnl_expr_set_u32(e, NFTNL_EXPR_BITWISE_SREG, NFT_REG_1);
+	nftnl_expr_set_u32(e, NFTNL_EXPR_BITWISE_DREG, NFT_REG_1);
+	nftnl_expr_set_u32(e, NFTNL_EXPR_BITWISE_LEN, 4);
+	nftnl_expr_set(e, NFTNL_EXPR_BITWISE_MASK, &mask, 4);
+	nftnl_expr_set(e, NFTNL_EXPR_BITWISE_XOR, &zero, 4);
+	expr_add(r, e);
+	x_cmp(r, NFT_CMP_NEQ, &zero, 4);
+}
+
+static void x_ether_type(struct nftnl_rule *r, uint16_t type)
+{
+	uint16_t be = htons(type);
+
+	x_payload(r, NFT_PAYLOAD_LL_HEADER, 12, 2, NFT_REG_1);
+	x_cmp(r, NFT_CMP_EQ, &be, 2);
+}
+
+static struct nftnl_rule *rule_new(struct backend *b, uint16_t family, const char *chain,
+				   const char *comment)
+{
+	struct nftnl_rule *r = nftnl_rule_alloc();
+
+	nftnl_rule_set_str(r, NFTNL_RULE_TABLE, b->table);
+	nftnl_rule_set_str(r, NFTNL_RULE_CHAIN, chain);
+	nftnl_rule_set_u32(r, NFTNL_RULE_FAMILY, family);
+	if (comment) {
+		struct nftnl_udata_buf *ud = nftnl_udata_buf_alloc(NFTNL_UDATA_COMMENT_MAXLEN + 8);
+
+		nftnl_udata_put_strz(ud, NFTNL_UDATA_RULE_COMMENT, comment);
+		nftnl_rule_set_data(r, NFTNL_RULE_USERDATA, nftnl_udata_buf_data(ud),
+				    nftnl_udata_buf_len(ud));
+		nftnl_udata_buf_free(ud);
+	}
+	return r;
+}
+
+static void rule_send(struct backend *b, struct nftnl_rule *r)
+{
+	struct nlmsghdr *nlh = msg_hdr(b, NFT_MSG_NEWRULE,
+				       (uint16_t)nftnl_rule_get_u32(r, NFTNL_RULE_FAMILY),
+				       NLM_F_CREATE | NLM_F_APPEND);
+
+	nftnl_rule_nlmsg_build_payload(nlh, r);
+	msg_done(b, nlh, "add rule to chain %s", nftnl_rule_get_str(r, NFTNL_RULE_CHAIN));
+	nftnl_rule_free(r);
+}
+
+/* --- the fixed layout --------------------------------------------------------- */
+
+static void bridge_objects(struct backend *b)
+{
+	static const struct set_spec sets[] = {
+		{ DFW_MAP_PORT_SRC, NFPROTO_BRIDGE, NFT_SET_MAP, TYPE_IFNAME, IFNAMSIZ, TYPE_MARK, 4, BO_HOST, BO_HOST },
+		{ DFW_MAP_PORT_DST, NFPROTO_BRIDGE, NFT_SET_MAP, TYPE_IFNAME, IFNAMSIZ, TYPE_CLASSID, 4, BO_HOST, BO_HOST },
+		{ DFW_SET_PORT_MAC, NFPROTO_BRIDGE, 0, CONCAT(TYPE_IFNAME, TYPE_ETHERADDR), IFNAMSIZ + 8, 0, 0, BO_BIG, 0 },
+		{ DFW_SET_PORT_IP4, NFPROTO_BRIDGE, 0, CONCAT(TYPE_IFNAME, TYPE_IPADDR), IFNAMSIZ + 4, 0, 0, BO_BIG, 0 },
+		{ DFW_SET_PORT_IP6, NFPROTO_BRIDGE, 0, CONCAT(TYPE_IFNAME, TYPE_IP6ADDR), IFNAMSIZ + 16, 0, 0, BO_BIG, 0 },
+	};
+	const uint16_t fam = NFPROTO_BRIDGE;
+	struct nftnl_rule *r;
+	uint32_t zero = 0;
+
+	for (size_t i = 0; i < ARRAY_SIZE(sets); i++)
+		set_msg(b, &sets[i], NFT_MSG_NEWSET);
+	chain_msg(b, fam, DFW_CHAIN_BR_PRE, NF_BR_PRE_ROUTING, DFW_PRIO_BR_PRE, NFT_MSG_NEWCHAIN);
+	chain_msg(b, fam, DFW_CHAIN_BR_FWD, NF_BR_FORWARD, DFW_PRIO_BR_FWD, NFT_MSG_NEWCHAIN);
+
+	/* classify: the ingress port's id into meta mark, anti-spoofing. */
+	r = rule_new(b, fam, DFW_CHAIN_BR_PRE, NULL);
+	x_imm_u32(r, 0);
+	x_meta_set(r, NFT_META_MARK, NFT_REG_1);
+	rule_send(b, r);
+	r = rule_new(b, fam, DFW_CHAIN_BR_PRE, NULL);
+	x_meta_load(r, NFT_META_IIFNAME, NFT_REG_1);
+	x_lookup(r, DFW_MAP_PORT_SRC, NFT_REG_1, false);
+	x_meta_set(r, NFT_META_MARK, NFT_REG_1);
+	rule_send(b, r);
+	r = rule_new(b, fam, DFW_CHAIN_BR_PRE, "unknown port");
+	x_meta_load(r, NFT_META_MARK, NFT_REG_1);
+	x_cmp(r, NFT_CMP_EQ, &zero, 4);
+	x_counter(r);
+	x_verdict(r, NF_DROP);
+	rule_send(b, r);
+	r = rule_new(b, fam, DFW_CHAIN_BR_PRE, "spoofed MAC");
+	x_meta_load(r, NFT_META_IIFNAME, NFT_REG_1);
+	x_payload(r, NFT_PAYLOAD_LL_HEADER, 6, 6, NFT_REG_2);
+	x_lookup(r, DFW_SET_PORT_MAC, -1, true);
+	x_counter(r);
+	x_verdict(r, NF_DROP);
+	rule_send(b, r);
+	{
+		static const struct {
+			uint16_t ethertype;
+			uint32_t off, len;
+			const char *set, *why;
+		} spoof[] = {
+			{ 0x0800, 12, 4, DFW_SET_PORT_IP4, "spoofed IPv4" },
+			{ 0x0806, 8, 6, DFW_SET_PORT_MAC, "spoofed ARP" },
+			{ 0x0806, 14, 4, DFW_SET_PORT_IP4, "spoofed ARP" },
+			{ 0x86dd, 8, 16, DFW_SET_PORT_IP6, "spoofed IPv6" },
+		};
+
+		for (size_t i = 0; i < ARRAY_SIZE(spoof); i++) {
+			r = rule_new(b, fam, DFW_CHAIN_BR_PRE, spoof[i].why);
+			x_ether_type(r, spoof[i].ethertype);
+			x_meta_load(r, NFT_META_IIFNAME, NFT_REG_1);
+			x_payload(r, NFT_PAYLOAD_NETWORK_HEADER, spoof[i].off, spoof[i].len, NFT_REG_2);
+			x_lookup(r, spoof[i].set, -1, true);
+			x_counter(r);
+			x_verdict(r, NF_DROP);
+			rule_send(b, r);
+		}
+	}
+
+	/* steer: the egress port's id into meta priority. */
+	r = rule_new(b, fam, DFW_CHAIN_BR_FWD, NULL);
+	x_imm_u32(r, 0);
+	x_meta_set(r, NFT_META_PRIORITY, NFT_REG_1);
+	rule_send(b, r);
+	r = rule_new(b, fam, DFW_CHAIN_BR_FWD, NULL);
+	x_meta_load(r, NFT_META_OIFNAME, NFT_REG_1);
+	x_lookup(r, DFW_MAP_PORT_DST, NFT_REG_1, false);
+	x_meta_set(r, NFT_META_PRIORITY, NFT_REG_1);
+	rule_send(b, r);
+	r = rule_new(b, fam, DFW_CHAIN_BR_FWD, "unknown port");
+	x_meta_load(r, NFT_META_PRIORITY, NFT_REG_1);
+	x_cmp(r, NFT_CMP_EQ, &zero, 4);
+	x_counter(r);
+	x_verdict(r, NF_DROP);
+	rule_send(b, r);
+}
+
+static void inet_base(struct backend *b)
+{
+	static const struct set_spec maps[] = {
+		{ DFW_MAP_OUT, NFPROTO_INET, NFT_SET_MAP, TYPE_MARK, 4, NFT_DATA_VERDICT, 0, BO_HOST, 0 },
+		{ DFW_MAP_IN, NFPROTO_INET, NFT_SET_MAP, TYPE_CLASSID, 4, NFT_DATA_VERDICT, 0, BO_HOST, 0 },
+	};
+	const uint16_t fam = NFPROTO_INET;
+	struct nftnl_rule *r;
+	uint32_t zero = 0;
+	uint8_t nd_lo = 133, nd_hi = 136; /* neighbour/router solicit/advert */
+
+	for (size_t i = 0; i < ARRAY_SIZE(maps); i++)
+		set_msg(b, &maps[i], NFT_MSG_NEWSET);
+	chain_msg(b, fam, DFW_CHAIN_INET_FWD, NF_INET_FORWARD, DFW_PRIO_INET_FWD, NFT_MSG_NEWCHAIN);
+	r = rule_new(b, fam, DFW_CHAIN_INET_FWD, "not bridged through a dfw port");
+	x_meta_load(r, NFT_META_MARK, NFT_REG_1);
+	x_cmp(r, NFT_CMP_EQ, &zero, 4);
+	x_verdict(r, NF_ACCEPT);
+	rule_send(b, r);
+	r = rule_new(b, fam, DFW_CHAIN_INET_FWD, NULL);
+	x_ct_state(r, NF_CT_STATE_BIT(IP_CT_ESTABLISHED) | NF_CT_STATE_BIT(IP_CT_RELATED));
+	x_verdict(r, NF_ACCEPT);
+	rule_send(b, r);
+	r = rule_new(b, fam, DFW_CHAIN_INET_FWD, "neighbour discovery");
+	x_meta_load(r, NFT_META_NFPROTO, NFT_REG_1);
+	x_cmp_u8(r, NFPROTO_IPV6);
+	x_meta_load(r, NFT_META_L4PROTO, NFT_REG_1);
+	x_cmp_u8(r, IPPROTO_ICMPV6);
+	x_payload(r, NFT_PAYLOAD_TRANSPORT_HEADER, 0, 1, NFT_REG_1);
+	x_range(r, &nd_lo, &nd_hi, 1);
+	x_verdict(r, NF_ACCEPT);
+	rule_send(b, r);
+	r = rule_new(b, fam, DFW_CHAIN_INET_FWD, "invalid");
+	x_ct_state(r, NF_CT_STATE_INVALID_BIT);
+	x_counter(r);
+	x_verdict(r, NF_DROP);
+	rule_send(b, r);
+	r = rule_new(b, fam, DFW_CHAIN_INET_FWD, NULL);
+	x_meta_load(r, NFT_META_MARK, NFT_REG_1);
+	x_lookup(r, DFW_MAP_OUT, NFT_REG_VERDICT, false);
+	rule_send(b, r);
+	r = rule_new(b, fam, DFW_CHAIN_INET_FWD, NULL);
+	x_meta_load(r, NFT_META_PRIORITY, NFT_REG_1);
+	x_lookup(r, DFW_MAP_IN, NFT_REG_VERDICT, false);
+	rule_send(b, r);
+	r = rule_new(b, fam, DFW_CHAIN_INET_FWD, "no realized policy");
+	x_counter(r);
+	x_verdict(r, NF_DROP);
+	rule_send(b, r);
+}
+
+/* --- plan objects --------------------------------------------------------------- */
+
+static void policy_rule(struct backend *b, const char *chain, const struct prule *pr)
+{
+	char comment[32];
+	struct nftnl_rule *r;
+	uint32_t fam = 0;
+
+	if (pr->rule_id)
+		snprintf(comment, sizeof(comment), "rule %u", pr->rule_id);
+	else
+		snprintf(comment, sizeof(comment), "default");
+	r = rule_new(b, NFPROTO_INET, chain, comment);
+	for (size_t i = 0; i < pr->nitems; i++) {
+		const struct pitem *it = &pr->items[i];
+		bool v6 = fam == NFPROTO_IPV6;
+
+		switch (it->kind) {
+		case PI_NFPROTO:
+			fam = it->u;
+			x_meta_load(r, NFT_META_NFPROTO, NFT_REG_1);
+			x_cmp_u8(r, (uint8_t)fam);
+			break;
+		case PI_SADDR_SET:
+		case PI_DADDR_SET:
+			x_payload(r, NFT_PAYLOAD_NETWORK_HEADER,
+				  it->kind == PI_SADDR_SET ? (v6 ? 8 : 12) : (v6 ? 24 : 16),
+				  v6 ? 16 : 4, NFT_REG_1);
+			x_lookup(r, it->name, -1, false);
+			break;
+		case PI_L4PROTO:
+			x_meta_load(r, NFT_META_L4PROTO, NFT_REG_1);
+			x_cmp_u8(r, (uint8_t)it->u);
+			break;
+		case PI_DPORT: {
+			uint16_t lo = htons(it->lo), hi = htons(it->hi);
+
+			x_payload(r, NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2, NFT_REG_1);
+			if (it->lo == it->hi)
+				x_cmp(r, NFT_CMP_EQ, &lo, 2);
+			else
+				x_range(r, &lo, &hi, 2);
+			break;
+		}
+		case PI_LOG: {
+			struct nftnl_expr *e = nftnl_expr_alloc("log");
+
+			nftnl_expr_set_str(e, NFTNL_EXPR_LOG_PREFIX, it->name);
+			nftnl_expr_set_u16(e, NFTNL_EXPR_LOG_GROUP, DFW_NFLOG_GROUP);
+			expr_add(r, e);
+			break;
+		}
+		case PI_VERDICT: {
+			struct nftnl_expr *e;
+
+			x_counter(r);
+			switch (it->u) {
+			case PV_ACCEPT: x_verdict(r, NF_ACCEPT); break;
+			case PV_DROP: x_verdict(r, NF_DROP); break;
+			case PV_RETURN: x_verdict(r, NFT_RETURN); break;
+			case PV_REJECT_TCP:
+			case PV_REJECT_ICMPX:
+				e = nftnl_expr_alloc("reject");
+				nftnl_expr_set_u32(e, NFTNL_EXPR_REJECT_TYPE,
+						   it->u == PV_REJECT_TCP ? NFT_REJECT_TCP_RST
+									  : NFT_REJECT_ICMPX_UNREACH);
+				nftnl_expr_set_u8(e, NFTNL_EXPR_REJECT_CODE,
+						  it->u == PV_REJECT_TCP ? 0 : NFT_REJECT_ICMPX_ADMIN_PROHIBITED);
+				expr_add(r, e);
+				break;
+			}
+			break;
+		}
+		}
+	}
+	rule_send(b, r);
+}
+
+static void chain_add(struct backend *b, const struct pchain *c)
+{
+	chain_msg(b, NFPROTO_INET, c->name, -1, 0, NFT_MSG_NEWCHAIN);
+	for (size_t i = 0; i < c->nrules; i++)
+		policy_rule(b, c->name, &c->rules[i]);
+}
+
+static size_t addr_len(uint8_t family)
+{
+	return family == AF_INET ? 4 : 16;
+}
+
+/* An interval [start, end): the end element is the first address after. */
+static size_t interval_elems(const struct dfw_addr *a, struct elem *out)
+{
+	size_t len = addr_len(a->family), n = 0;
+	uint8_t end[16];
+	int carry = 1;
+
+	memset(out, 0, 2 * sizeof(*out));
+	memcpy(out[n].key, a->a, len);
+	out[n++].key_len = (uint32_t)len;
+	memcpy(end, a->a, len);
+	for (int bit = (int)len * 8 - 1; bit >= a->plen; bit--)
+		end[bit / 8] |= (uint8_t)(0x80 >> (bit % 8));
+	for (int i = (int)len - 1; i >= 0 && carry; i--) {
+		end[i]++;
+		carry = end[i] == 0;
+	}
+	if (!carry) { /* no end element when the range runs to the last address */
+		memcpy(out[n].key, end, len);
+		out[n].key_len = (uint32_t)len;
+		out[n++].flags = NFT_SET_ELEM_INTERVAL_END;
+	}
+	return n;
+}
+
+static void addr_elems(struct backend *b, const struct pset *s, const struct dfw_addr *addrs,
+		       size_t n, uint16_t type)
+{
+	struct elem *el = xcalloc(2 * n, sizeof(*el));
+	size_t ne = 0;
+
+	for (size_t i = 0; i < n; i++)
+		ne += interval_elems(&addrs[i], &el[ne]);
+	elems_msg(b, NFPROTO_INET, s->name, el, ne, type);
+	free(el);
+}
+
+static void set_add(struct backend *b, const struct pset *s)
+{
+	struct set_spec spec = {
+		s->name, NFPROTO_INET, NFT_SET_INTERVAL,
+		s->family == AF_INET ? TYPE_IPADDR : TYPE_IP6ADDR,
+		(uint32_t)addr_len(s->family), 0, 0, BO_BIG, 0
+	};
+
+	set_msg(b, &spec, NFT_MSG_NEWSET);
+	addr_elems(b, s, s->elems, s->nelems, NFT_MSG_NEWSETELEM);
+}
+
+static void set_del(struct backend *b, const struct pset *s)
+{
+	struct set_spec spec = { .name = s->name, .family = NFPROTO_INET };
+
+	set_msg(b, &spec, NFT_MSG_DELSET);
+}
+
+static void ifname_key(struct elem *e, const char *ifname)
+{
+	memset(e, 0, sizeof(*e));
+	memcpy(e->key, ifname, strnlen(ifname, IFNAMSIZ - 1));
+	e->key_len = IFNAMSIZ;
+}
+
+/* Adds or deletes every element that realizes ports. */
+static void ports_msg(struct backend *b, const struct pport *const *ports, size_t n,
+		      uint16_t type)
+{
+	struct elem *src = xcalloc(n, sizeof(*src)), *dst = xcalloc(n, sizeof(*dst));
+	struct elem *mac = xcalloc(n, sizeof(*mac));
+	struct elem *out = xcalloc(n, sizeof(*out)), *in = xcalloc(n, sizeof(*in));
+	struct elem *ip4 = NULL, *ip6 = NULL;
+	size_t n4 = 0, n6 = 0, naddrs = 0;
+
+	for (size_t i = 0; i < n; i++)
+		naddrs += ports[i]->naddrs;
+	ip4 = xcalloc(naddrs, sizeof(*ip4));
+	ip6 = xcalloc(naddrs, sizeof(*ip6));
+	for (size_t i = 0; i < n; i++) {
+		const struct pport *p = ports[i];
+
+		ifname_key(&src[i], p->ifname);
+		src[i].has_data = true;
+		src[i].data = p->id;
+		dst[i] = src[i];
+		ifname_key(&mac[i], p->ifname);
+		memcpy(mac[i].key + IFNAMSIZ, p->mac, 6);
+		mac[i].key_len = IFNAMSIZ + 8;
+		memset(&out[i], 0, sizeof(out[i]));
+		memcpy(out[i].key, &p->id, 4);
+		out[i].key_len = 4;
+		out[i].jump = p->out_chain;
+		in[i] = out[i];
+		in[i].jump = p->in_chain;
+		for (size_t a = 0; a < p->naddrs; a++) {
+			const struct dfw_addr *ad = &p->addrs[a];
+			struct elem *e = ad->family == AF_INET ? &ip4[n4++] : &ip6[n6++];
+
+			ifname_key(e, p->ifname);
+			memcpy(e->key + IFNAMSIZ, ad->a, addr_len(ad->family));
+			e->key_len = (uint32_t)(IFNAMSIZ + addr_len(ad->family));
+		}
+	}
+	/* Dispatch first on delete, last on add: a port never points nowhere. */
+	if (type == NFT_MSG_DELSETELEM) {
+		elems_msg(b, NFPROTO_INET, DFW_MAP_OUT, out, n, type);
+		elems_msg(b, NFPROTO_INET, DFW_MAP_IN, in, n, type);
+	}
+	elems_msg(b, NFPROTO_BRIDGE, DFW_MAP_PORT_SRC, src, n, type);
+	elems_msg(b, NFPROTO_BRIDGE, DFW_MAP_PORT_DST, dst, n, type);
+	elems_msg(b, NFPROTO_BRIDGE, DFW_SET_PORT_MAC, mac, n, type);
+	elems_msg(b, NFPROTO_BRIDGE, DFW_SET_PORT_IP4, ip4, n4, type);
+	elems_msg(b, NFPROTO_BRIDGE, DFW_SET_PORT_IP6, ip6, n6, type);
+	if (type == NFT_MSG_NEWSETELEM) {
+		elems_msg(b, NFPROTO_INET, DFW_MAP_OUT, out, n, type);
+		elems_msg(b, NFPROTO_INET, DFW_MAP_IN, in, n, type);
+	}
+	free(src);
+	free(dst);
+	free(mac);
+	free(out);
+	free(in);
+	free(ip4);
+	free(ip6);
+}
+
+/* --- sending ---------------------------------------------------------------------- */
+
+static const char *msg_what(const struct backend *b, uint32_t seq)
+{
+	for (size_t i = 0; i < b->nmsgs; i++)
+		if (b->msgs[i].seq == seq)
+			return b->msgs[i].what;
+	return "batch";
+}
+
+/* The kernel's extended-ack message, if any. */
+static const char *ext_ack_msg(const struct nlmsghdr *nlh)
+{
+	const struct nlmsgerr *e = mnl_nlmsg_get_payload(nlh);
+	const struct nlattr *attr;
+	size_t off = sizeof(*e);
+
+	if (!(nlh->nlmsg_flags & NLM_F_ACK_TLVS))
+		return NULL;
+	if (!(nlh->nlmsg_flags & NLM_F_CAPPED))
+		off += e->msg.nlmsg_len - sizeof(e->msg);
+	mnl_attr_for_each(attr, nlh, off + 0) {
+		if (mnl_attr_get_type(attr) == NLMSGERR_ATTR_MSG)
+			return mnl_attr_get_str(attr);
+	}
+	return NULL;
+}
+
+/* Sends the batch, then a get-generation request as a fence: every error
+ * of the batch arrives before the fence's answer. */
+static int batch_send(struct backend *b, bool check_only, struct backend_stats *st,
+		      char *err, size_t errlen)
+{
+	struct nlmsghdr *nlh;
+	uint32_t fence;
+	char *rbuf = b->rbuf;
+	int ret = -1, sndbuf;
+	bool done = false, failed = false;
+
+	if (!check_only) {
+		nlh = nftnl_batch_end(msg_room(b), b->seq++);
+		msg_done(b, nlh, "batch end");
+	}
+	sndbuf = (int)(b->len + 65536);
+	setsockopt(mnl_socket_get_fd(b->nl), SOL_SOCKET, SO_SNDBUFFORCE, &sndbuf, sizeof(sndbuf));
+	if (mnl_socket_sendto(b->nl, b->buf, b->len) < 0) {
+		snprintf(err, errlen, "sending the batch (%zu bytes): %s", b->len, strerror(errno));
+		goto out;
+	}
+	/* nfnetlink ignores whatever follows the batch in the same message, so
+	 * the fence goes on its own; the batch was processed during sendmsg. */
+	fence = b->seq++;
+	nlh = nftnl_nlmsg_build_hdr(msg_room(b), NFT_MSG_GETGEN, AF_UNSPEC, NLM_F_REQUEST, fence);
+	if (mnl_socket_sendto(b->nl, nlh, nlh->nlmsg_len) < 0) {
+		snprintf(err, errlen, "asking for the ruleset generation: %s", strerror(errno));
+		goto out;
+	}
+	if (st) {
+		st->msgs = b->nmsgs;
+		st->bytes = b->len;
+	}
+	while (!done) {
+		ssize_t n = mnl_socket_recvfrom(b->nl, rbuf, RBUF_SIZE);
+
+		if (n < 0) {
+			snprintf(err, errlen, "reading the kernel's answer: %s", strerror(errno));
+			goto out;
+		}
+		for (nlh = (struct nlmsghdr *)rbuf; mnl_nlmsg_ok(nlh, (int)n);
+		     nlh = mnl_nlmsg_next(nlh, (int *)&n)) {
+			if (nlh->nlmsg_type == NLMSG_ERROR) {
+				const struct nlmsgerr *e = mnl_nlmsg_get_payload(nlh);
+				const char *ext = ext_ack_msg(nlh);
+
+				if (e->error && !failed) {
+					snprintf(err, errlen, "kernel refused the change (%s): %s%s%s",
+						 msg_what(b, nlh->nlmsg_seq), strerror(-e->error),
+						 ext ? ": " : "", ext ? ext : "");
+					failed = true;
+				}
+				if (nlh->nlmsg_seq == fence)
+					done = true;
+				continue;
+			}
+			if (nlh->nlmsg_seq == fence) {
+				struct nftnl_gen *g = nftnl_gen_alloc();
+
+				if (st && nftnl_gen_nlmsg_parse(nlh, g) == 0)
+					st->genid = nftnl_gen_get_u32(g, NFTNL_GEN_ID);
+				nftnl_gen_free(g);
+				done = true;
+			}
+		}
+	}
+	ret = failed ? -1 : 0;
+out:
+	return ret;
+}
+
+int backend_load(struct backend *b, const struct plan *pl, bool check_only,
+		 struct backend_stats *st, char *err, size_t errlen)
+{
+	const struct pport **ports = xcalloc(pl->nports, sizeof(*ports));
+	int ret;
+
+	batch_begin(b);
+	/* add + delete + add: the table is replaced whether or not it existed. */
+	for (int i = 0; i < 2; i++) {
+		uint16_t fam = i ? NFPROTO_INET : NFPROTO_BRIDGE;
+
+		table_msg(b, fam, NFT_MSG_NEWTABLE);
+		table_msg(b, fam, NFT_MSG_DELTABLE);
+		table_msg(b, fam, NFT_MSG_NEWTABLE);
+	}
+	bridge_objects(b);
+	for (size_t i = 0; i < pl->nsets; i++)
+		set_add(b, &pl->sets[i]);
+	for (size_t i = 0; i < pl->nchains; i++)
+		chain_add(b, &pl->chains[i]);
+	inet_base(b);
+	for (size_t i = 0; i < pl->nports; i++)
+		ports[i] = &pl->ports[i];
+	ports_msg(b, ports, pl->nports, NFT_MSG_NEWSETELEM);
+	free(ports);
+	ret = batch_send(b, check_only, st, err, errlen);
+	return ret;
+}
+
+int backend_apply(struct backend *b, const struct plan_diff *d, bool check_only,
+		  struct backend_stats *st, char *err, size_t errlen)
+{
+	if (plan_diff_empty(d)) {
+		if (st)
+			memset(st, 0, sizeof(*st));
+		return 0;
+	}
+	batch_begin(b);
+	/* Order: unhook what goes away, change sets, add new objects, hook them,
+	 * then delete what is no longer referenced. */
+	ports_msg(b, d->port_del, d->nport_del, NFT_MSG_DELSETELEM);
+	for (size_t i = 0; i < d->nelem_del; i++)
+		addr_elems(b, d->elem_del[i].set, &d->elem_del[i].addr, 1, NFT_MSG_DELSETELEM);
+	for (size_t i = 0; i < d->nset_add; i++)
+		set_add(b, d->set_add[i]);
+	for (size_t i = 0; i < d->nelem_add; i++)
+		addr_elems(b, d->elem_add[i].set, &d->elem_add[i].addr, 1, NFT_MSG_NEWSETELEM);
+	for (size_t i = 0; i < d->nchain_add; i++)
+		chain_add(b, d->chain_add[i]);
+	ports_msg(b, d->port_add, d->nport_add, NFT_MSG_NEWSETELEM);
+	for (size_t i = 0; i < d->nchain_del; i++)
+		chain_msg(b, NFPROTO_INET, d->chain_del[i]->name, -1, 0, NFT_MSG_DELCHAIN);
+	for (size_t i = 0; i < d->nset_del; i++)
+		set_del(b, d->set_del[i]);
+	return batch_send(b, check_only, st, err, errlen);
+}
+
+/* --- conntrack ---------------------------------------------------------------------- */
+
+struct ct_victims {
+	const struct dfw_addr *addrs;
+	size_t naddrs;
+	struct { uint8_t *tuple; size_t len; uint16_t zone; bool has_zone; uint8_t family; } *v;
+	size_t n, cap;
+};
+
+static bool tuple_ip_matches(const struct nlattr *ipnest, uint8_t family,
+			     const struct dfw_addr *addrs, size_t n)
+{
+	const struct nlattr *a;
+
+	mnl_attr_for_each_nested(a, ipnest) {
+		uint16_t t = mnl_attr_get_type(a);
+		size_t len = family == AF_INET ? 4 : 16;
+
+		if (t != CTA_IP_V4_SRC && t != CTA_IP_V4_DST && t != CTA_IP_V6_SRC &&
+		    t != CTA_IP_V6_DST)
+			continue;
+		if (mnl_attr_get_payload_len(a) < len)
+			continue;
+		for (size_t i = 0; i < n; i++)
+			if (addrs[i].family == family &&
+			    !memcmp(addrs[i].a, mnl_attr_get_payload(a), len))
+				return true;
+	}
+	return false;
+}
+
+static int ct_dump_cb(const struct nlmsghdr *nlh, void *data)
+{
+	struct ct_victims *cv = data;
+	const struct nfgenmsg *nfg = mnl_nlmsg_get_payload(nlh);
+	const struct nlattr *a, *orig = NULL, *zone = NULL;
+	bool match = false;
+
+	mnl_attr_for_each(a, nlh, sizeof(*nfg)) {
+		if (mnl_attr_get_type(a) == CTA_TUPLE_ORIG)
+			orig = a;
+		else if (mnl_attr_get_type(a) == CTA_ZONE)
+			zone = a;
+	}
+	if (!orig)
+		return MNL_CB_OK;
+	mnl_attr_for_each_nested(a, orig)
+		if (mnl_attr_get_type(a) == CTA_TUPLE_IP)
+			match = tuple_ip_matches(a, nfg->nfgen_family, cv->addrs, cv->naddrs);
+	if (!match)
+		return MNL_CB_OK;
+	grow((void **)&cv->v, &cv->cap, cv->n + 1, sizeof(*cv->v));
+	cv->v[cv->n].len = orig->nla_len;
+	cv->v[cv->n].tuple = xmalloc(orig->nla_len);
+	memcpy(cv->v[cv->n].tuple, orig, orig->nla_len);
+	cv->v[cv->n].has_zone = zone != NULL;
+	cv->v[cv->n].zone = zone ? mnl_attr_get_u16(zone) : 0;
+	cv->v[cv->n].family = nfg->nfgen_family;
+	cv->n++;
+	return MNL_CB_OK;
+}
+
+/* Sends one ctnetlink request and runs cb over the answer until done. */
+static int ct_talk(struct backend *b, struct nlmsghdr *nlh, mnl_cb_t cb, void *data)
+{
+	char *rbuf = b->rbuf;
+	uint32_t portid = mnl_socket_get_portid(b->nl);
+	ssize_t n;
+	int ret = 0;
+
+	if (mnl_socket_sendto(b->nl, nlh, nlh->nlmsg_len) < 0) {
+		ret = -1;
+		goto out;
+	}
+	while ((n = mnl_socket_recvfrom(b->nl, rbuf, RBUF_SIZE)) > 0) {
+		ret = mnl_cb_run(rbuf, (size_t)n, nlh->nlmsg_seq, portid, cb, data);
+		if (ret <= 0)
+			break;
+	}
+	if (n < 0)
+		ret = -1;
+out:
+	return ret < 0 ? -1 : 0;
+}
+
+int backend_ct_flush(struct backend *b, const struct dfw_addr *addrs, size_t n,
+		     size_t *deleted, char *err, size_t errlen)
+{
+	static const uint8_t fams[] = { AF_INET, AF_INET6 };
+	struct ct_victims cv = { .addrs = addrs, .naddrs = n };
+	char buf[MNL_SOCKET_BUFFER_SIZE];
+	int ret = -1;
+
+	*deleted = 0;
+	for (size_t f = 0; f < ARRAY_SIZE(fams); f++) {
+		struct nlmsghdr *nlh = mnl_nlmsg_put_header(buf);
+		struct nfgenmsg *nfg;
+
+		nlh->nlmsg_type = (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_GET;
+		nlh->nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
+		nlh->nlmsg_seq = b->seq++;
+		nfg = mnl_nlmsg_put_extra_header(nlh, sizeof(*nfg));
+		nfg->nfgen_family = fams[f];
+		nfg->version = NFNETLINK_V0;
+		if (ct_talk(b, nlh, ct_dump_cb, &cv) < 0) {
+			snprintf(err, errlen, "listing conntrack entries: %s", strerror(errno));
+			goto out;
+		}
+	}
+	for (size_t i = 0; i < cv.n; i++) {
+		struct nlmsghdr *nlh = mnl_nlmsg_put_header(buf);
+		struct nfgenmsg *nfg;
+
+		nlh->nlmsg_type = (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_DELETE;
+		nlh->nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK;
+		nlh->nlmsg_seq = b->seq++;
+		nfg = mnl_nlmsg_put_extra_header(nlh, sizeof(*nfg));
+		nfg->nfgen_family = cv.v[i].family;
+		nfg->version = NFNETLINK_V0;
+		memcpy((char *)nlh + nlh->nlmsg_len, cv.v[i].tuple, cv.v[i].len);
+		nlh->nlmsg_len += MNL_ALIGN((uint32_t)cv.v[i].len);
+		if (cv.v[i].has_zone)
+			mnl_attr_put_u16(nlh, CTA_ZONE, cv.v[i].zone);
+		/* An entry that expired meanwhile (ENOENT) is as good as deleted. */
+		if (ct_talk(b, nlh, NULL, NULL) == 0)
+			(*deleted)++;
+		else if (errno != ENOENT) {
+			snprintf(err, errlen, "deleting a conntrack entry: %s", strerror(errno));
+			goto out;
+		}
+	}
+	ret = 0;
+out:
+	for (size_t i = 0; i < cv.n; i++)
+		free(cv.v[i].tuple);
+	free(cv.v);
+	return ret;
+}
+
+/* --- reading back --------------------------------------------------------------------- */
+
+bool backend_tables_exist(struct backend *b)
+{
+	static const uint16_t fams[] = { NFPROTO_BRIDGE, NFPROTO_INET };
+	char buf[MNL_SOCKET_BUFFER_SIZE];
+
+	for (size_t i = 0; i < ARRAY_SIZE(fams); i++) {
+		struct nftnl_table *t = nftnl_table_alloc();
+		struct nlmsghdr *nlh = nftnl_nlmsg_build_hdr(buf, NFT_MSG_GETTABLE, fams[i],
+							     NLM_F_ACK, b->seq++);
+		int ret;
+
+		nftnl_table_set_str(t, NFTNL_TABLE_NAME, b->table);
+		nftnl_table_nlmsg_build_payload(nlh, t);
+		nftnl_table_free(t);
+		ret = ct_talk(b, nlh, NULL, NULL);
+		if (ret < 0)
+			return false;
+	}
+	return true;
+}
+
+struct counter_ctx {
+	backend_counter_fn fn;
+	void *arg;
+};
+
+static int counter_expr_cb(struct nftnl_expr *e, void *data)
+{
+	uint64_t *pb = data;
+
+	if (!strcmp(nftnl_expr_get_str(e, NFTNL_EXPR_NAME), "counter")) {
+		pb[0] = nftnl_expr_get_u64(e, NFTNL_EXPR_CTR_PACKETS);
+		pb[1] = nftnl_expr_get_u64(e, NFTNL_EXPR_CTR_BYTES);
+	}
+	return MNL_CB_OK;
+}
+
+static int comment_cb(const struct nftnl_udata *attr, void *data)
+{
+	if (nftnl_udata_type(attr) == NFTNL_UDATA_RULE_COMMENT)
+		*(const char **)data = nftnl_udata_get(attr);
+	return 0;
+}
+
+static int counter_rule_cb(const struct nlmsghdr *nlh, void *data)
+{
+	struct counter_ctx *c = data;
+	struct nftnl_rule *r = nftnl_rule_alloc();
+	uint64_t pb[2] = { 0, 0 };
+	const char *comment = NULL;
+	uint32_t id = 0, len;
+	const void *ud;
+	uint64_t v;
+
+	if (nftnl_rule_nlmsg_parse(nlh, r) < 0)
+		goto out;
+	nftnl_expr_foreach(r, counter_expr_cb, pb);
+	ud = nftnl_rule_get_data(r, NFTNL_RULE_USERDATA, &len);
+	if (ud)
+		nftnl_udata_parse(ud, len, comment_cb, &comment);
+	if (comment && !strncmp(comment, "rule ", 5) && parse_u64(comment + 5, UINT32_MAX, &v) == 0)
+		id = (uint32_t)v;
+	c->fn(c->arg, id, pb[0], pb[1]);
+out:
+	nftnl_rule_free(r);
+	return MNL_CB_OK;
+}
+
+int backend_chain_counters(struct backend *b, const char *chain,
+			   backend_counter_fn fn, void *arg, char *err, size_t errlen)
+{
+	char buf[MNL_SOCKET_BUFFER_SIZE];
+	struct nftnl_rule *r = nftnl_rule_alloc();
+	struct nlmsghdr *nlh = nftnl_nlmsg_build_hdr(buf, NFT_MSG_GETRULE, NFPROTO_INET,
+						     NLM_F_DUMP, b->seq++);
+	struct counter_ctx c = { fn, arg };
+
+	nftnl_rule_set_str(r, NFTNL_RULE_TABLE, b->table);
+	nftnl_rule_set_str(r, NFTNL_RULE_CHAIN, chain);
+	nftnl_rule_nlmsg_build_payload(nlh, r);
+	nftnl_rule_free(r);
+	if (ct_talk(b, nlh, counter_rule_cb, &c) < 0) {
+		snprintf(err, errlen, "reading chain %s: %s", chain, strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+int backend_check_bridge_nf(char *err, size_t errlen)
+{
+	static const char *const knobs[] = {
+		"/proc/sys/net/bridge/bridge-nf-call-iptables",
+		"/proc/sys/net/bridge/bridge-nf-call-ip6tables",
+	};
+
+	for (size_t i = 0; i < ARRAY_SIZE(knobs); i++) {
+		FILE *f = fopen(knobs[i], "r");
+		int c = f ? fgetc(f) : EOF;
+
+		if (f)
+			fclose(f);
+		if (c != '1') {
+			snprintf(err, errlen,
+				 "%s is %s: bridged traffic would bypass the firewall; "
+				 "load br_netfilter and set net.bridge.%s=1",
+				 knobs[i], f ? "0" : "missing", strrchr(knobs[i], '/') + 1);
+			return -1;
+		}
+	}
+	return 0;
+}

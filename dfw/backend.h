@@ -1,0 +1,58 @@
+/* The kernel backend: turns plans and plan diffs into ONE nf_tables batch
+ * each (one atomic transaction), and removes conntrack entries.  Every
+ * libnftnl / libmnl / ctnetlink call of the project lives behind this header.
+ * Works in the network namespace of the calling thread. */
+#ifndef DFW_BACKEND_H
+#define DFW_BACKEND_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "dfw/compile.h"
+
+struct backend;
+
+struct backend_stats {
+	size_t msgs;   /* netlink messages in the batch */
+	size_t bytes;  /* bytes sent */
+	uint32_t genid; /* ruleset generation after the commit */
+};
+
+/* Opens a netfilter netlink socket.  table: the name of dfw's tables. */
+struct backend *backend_open(const char *table, char *err, size_t errlen);
+void backend_close(struct backend *b);
+
+/* Replaces dfw's bridge and inet tables (creating them when missing) with
+ * exactly the plan, in one transaction: packets see the old or the new
+ * policy, never neither.  With check_only the kernel validates the batch
+ * and discards it.  Returns 0, or -1 with the kernel's reason in err. */
+int backend_load(struct backend *b, const struct plan *pl, bool check_only,
+		 struct backend_stats *st, char *err, size_t errlen);
+
+/* Applies a diff between the installed and the desired plan in one
+ * transaction.  An empty diff sends nothing.  Returns 0 or -1. */
+int backend_apply(struct backend *b, const struct plan_diff *d, bool check_only,
+		  struct backend_stats *st, char *err, size_t errlen);
+
+/* Deletes every conntrack entry whose original source or destination is one
+ * of addrs (both families).  *deleted receives the count.  Returns 0 or -1. */
+int backend_ct_flush(struct backend *b, const struct dfw_addr *addrs, size_t n,
+		     size_t *deleted, char *err, size_t errlen);
+
+/* True when both dfw tables exist in this namespace. */
+bool backend_tables_exist(struct backend *b);
+
+/* Reads the packet and byte counters of the rules of one inet chain, in
+ * order; fn gets the rule id from the rule's comment (0 for default). */
+typedef void (*backend_counter_fn)(void *arg, uint32_t rule_id, uint64_t packets,
+				   uint64_t bytes);
+int backend_chain_counters(struct backend *b, const char *chain,
+			   backend_counter_fn fn, void *arg, char *err, size_t errlen);
+
+/* Checks that bridged IPv4/IPv6 traffic reaches the inet hooks
+ * (net.bridge.bridge-nf-call-iptables / -ip6tables = 1 in this namespace).
+ * Returns 0, or -1 with what to do in err. */
+int backend_check_bridge_nf(char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,604 @@
+/* Compiles policy + membership into a host plan; diffs two plans. */
+#include "dfw/compile.h"
+
+#include <arpa/inet.h>
+#include <linux/netfilter.h>
+#include <netinet/in.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "groups/groups.h"
+
+void group_set_name(const char *group, uint8_t family, char *buf, size_t len)
+{
+	snprintf(buf, len, "g-%s-%c", group, family == AF_INET ? '4' : '6');
+}
+
+/* --- address sets --------------------------------------------------------- */
+
+static int cmp_addr(const void *x, const void *y)
+{
+	return addr_cmp(x, y);
+}
+
+static void set_push(struct pset *s, const struct dfw_addr *a)
+{
+	grow((void **)&s->elems, &s->cap, s->nelems + 1, sizeof(*s->elems));
+	s->elems[s->nelems++] = *a;
+}
+
+/* Sorts and drops elements covered by an earlier (wider or equal) one, so
+ * the kernel's interval set never sees an overlap. */
+static void set_normalize(struct pset *s)
+{
+	size_t out = 0;
+
+	qsort(s->elems, s->nelems, sizeof(*s->elems), cmp_addr);
+	for (size_t i = 0; i < s->nelems; i++) {
+		if (out && addr_contains(&s->elems[out - 1], &s->elems[i]))
+			continue;
+		s->elems[out++] = s->elems[i];
+	}
+	s->nelems = out;
+}
+
+struct builder {
+	const struct dfw_policy *p;
+	const struct gengine *e;
+	struct plan *pl;
+	size_t capsets, capchains;
+};
+
+static struct pset *find_set_mut(struct builder *b, const char *name)
+{
+	for (size_t i = 0; i < b->pl->nsets; i++)
+		if (!strcmp(b->pl->sets[i].name, name))
+			return &b->pl->sets[i];
+	return NULL;
+}
+
+static struct pset *new_set(struct builder *b, const char *name, uint8_t family)
+{
+	struct pset *s;
+
+	grow((void **)&b->pl->sets, &b->capsets, b->pl->nsets + 1, sizeof(*b->pl->sets));
+	s = &b->pl->sets[b->pl->nsets++];
+	memset(s, 0, sizeof(*s));
+	snprintf(s->name, sizeof(s->name), "%s", name);
+	s->family = family;
+	return s;
+}
+
+struct member_ctx {
+	const struct inventory *inv;
+	struct pset *set;
+};
+
+static void add_member_addrs(void *arg, size_t vm)
+{
+	struct member_ctx *c = arg;
+	const struct vm *v = &c->inv->vms[vm];
+
+	for (size_t i = 0; i < v->naddrs; i++)
+		if (v->addrs[i].family == c->set->family)
+			set_push(c->set, &v->addrs[i]);
+}
+
+/* The set of a group for one family, created on first use. */
+static const char *group_set(struct builder *b, size_t group, uint8_t family)
+{
+	char name[PLAN_NAME_MAX];
+	struct member_ctx c = { &b->p->inv, NULL };
+	const struct dfw_addr *cidrs;
+	size_t ncidrs;
+	struct pset *s;
+
+	group_set_name(b->p->inv.groups[group].name, family, name, sizeof(name));
+	if ((s = find_set_mut(b, name)))
+		return s->name;
+	s = c.set = new_set(b, name, family);
+	gengine_foreach_member(b->e, group, add_member_addrs, &c);
+	cidrs = gengine_addrs(b->e, group, &ncidrs);
+	for (size_t i = 0; i < ncidrs; i++)
+		if (cidrs[i].family == family)
+			set_push(s, &cidrs[i]);
+	set_normalize(s);
+	return s->name;
+}
+
+static uint64_t fnv1a(uint64_t h, const void *data, size_t len)
+{
+	const uint8_t *p = data;
+
+	for (size_t i = 0; i < len; i++) {
+		h ^= p[i];
+		h *= 0x100000001b3ull;
+	}
+	return h;
+}
+
+#define FNV_INIT 0xcbf29ce484222325ull
+
+/* The literal addresses of a rule side (VMs and IP/CIDRs) for one family, as
+ * a set named by its content; NULL when the side has none of that family. */
+static const char *literal_set(struct builder *b, const struct dfw_side *side,
+			       uint8_t family)
+{
+	struct pset tmp = { .family = family }, *s;
+	char name[PLAN_NAME_MAX];
+	uint64_t h = FNV_INIT;
+
+	for (size_t i = 0; i < side->nrefs; i++) {
+		const struct dfw_ref *r = &side->refs[i];
+
+		if (r->kind == REF_ADDR && r->addr.family == family)
+			set_push(&tmp, &r->addr);
+		if (r->kind == REF_VM) {
+			const struct vm *v = &b->p->inv.vms[r->idx];
+
+			for (size_t a = 0; a < v->naddrs; a++)
+				if (v->addrs[a].family == family)
+					set_push(&tmp, &v->addrs[a]);
+		}
+	}
+	if (!tmp.nelems)
+		return NULL;
+	set_normalize(&tmp);
+	h = fnv1a(h, tmp.elems, tmp.nelems * sizeof(*tmp.elems));
+	snprintf(name, sizeof(name), "a-%012llx-%c", (unsigned long long)(h >> 16),
+		 family == AF_INET ? '4' : '6');
+	if ((s = find_set_mut(b, name))) {
+		free(tmp.elems);
+		return s->name;
+	}
+	s = new_set(b, name, family);
+	s->elems = tmp.elems;
+	s->nelems = tmp.nelems;
+	s->cap = tmp.cap;
+	return s->name;
+}
+
+/* --- rules and chains ----------------------------------------------------- */
+
+struct side_set {
+	uint8_t family; /* 0: any */
+	const char *set;
+};
+
+static size_t side_sets(struct builder *b, const struct dfw_side *side, struct side_set *out)
+{
+	static const uint8_t fams[] = { AF_INET, AF_INET6 };
+	size_t n = 0;
+
+	if (side->any) {
+		out[n++] = (struct side_set){ 0, NULL };
+		return n;
+	}
+	for (size_t f = 0; f < ARRAY_SIZE(fams); f++) {
+		const char *lit = literal_set(b, side, fams[f]);
+
+		for (size_t i = 0; i < side->nrefs; i++)
+			if (side->refs[i].kind == REF_GROUP)
+				out[n++] = (struct side_set){ fams[f],
+					group_set(b, side->refs[i].idx, fams[f]) };
+		if (lit)
+			out[n++] = (struct side_set){ fams[f], lit };
+	}
+	return n;
+}
+
+static void rule_push(struct prule *r, struct pitem it)
+{
+	r->items = xrealloc(r->items, (r->nitems + 1) * sizeof(*r->items));
+	r->items[r->nitems++] = it;
+}
+
+struct chain_build {
+	struct prule *rules;
+	size_t n, cap;
+};
+
+static struct prule *chain_push(struct chain_build *cb, uint32_t rule_id)
+{
+	struct prule *r;
+
+	grow((void **)&cb->rules, &cb->cap, cb->n + 1, sizeof(*cb->rules));
+	r = &cb->rules[cb->n++];
+	memset(r, 0, sizeof(*r));
+	r->rule_id = rule_id;
+	return r;
+}
+
+/* Appends the kernel rules of one action (with optional matches already in
+ * proto/family), e.g. reject needs a TCP-reset and an ICMP variant. */
+static void emit(struct chain_build *cb, uint32_t id, uint8_t family,
+		 const char *sset, const char *dset, uint8_t proto,
+		 uint16_t lo, uint16_t hi, enum dfw_action act, bool out, bool log)
+{
+	enum pverdict v = act == ACT_ALLOW ? (out ? PV_RETURN : PV_ACCEPT) :
+			  act == ACT_DROP ? PV_DROP :
+			  proto == IPPROTO_TCP ? PV_REJECT_TCP : PV_REJECT_ICMPX;
+	int variants = act == ACT_REJECT && proto == 0 ? 2 : 1;
+
+	for (int k = 0; k < variants; k++) {
+		struct prule *r = chain_push(cb, id);
+		uint8_t pr = variants == 2 && k == 0 ? IPPROTO_TCP : proto;
+
+		if (family)
+			rule_push(r, (struct pitem){ .kind = PI_NFPROTO,
+				.u = family == AF_INET ? NFPROTO_IPV4 : NFPROTO_IPV6 });
+		if (sset) {
+			struct pitem it = { .kind = PI_SADDR_SET };
+
+			snprintf(it.name, sizeof(it.name), "%s", sset);
+			rule_push(r, it);
+		}
+		if (dset) {
+			struct pitem it = { .kind = PI_DADDR_SET };
+
+			snprintf(it.name, sizeof(it.name), "%s", dset);
+			rule_push(r, it);
+		}
+		if (pr)
+			rule_push(r, (struct pitem){ .kind = PI_L4PROTO, .u = pr });
+		if (pr && lo)
+			rule_push(r, (struct pitem){ .kind = PI_DPORT, .lo = lo, .hi = hi });
+		if (log) {
+			struct pitem it = { .kind = PI_LOG };
+
+			if (id)
+				snprintf(it.name, sizeof(it.name), "dfw rule=%u %s ", id,
+					 out ? "out" : "in");
+			else
+				snprintf(it.name, sizeof(it.name), "dfw rule=default %s ",
+					 out ? "out" : "in");
+			rule_push(r, it);
+		}
+		rule_push(r, (struct pitem){ .kind = PI_VERDICT,
+			.u = variants == 2 ? (k == 0 ? PV_REJECT_TCP : PV_REJECT_ICMPX) : v });
+	}
+}
+
+static void compile_rule(struct builder *b, struct chain_build *cb,
+			 const struct dfw_rule *r, bool out)
+{
+	struct side_set *ss = xcalloc(2 * r->src.nrefs + 4, sizeof(*ss));
+	struct side_set *ds = xcalloc(2 * r->dst.nrefs + 4, sizeof(*ds));
+	size_t ns = side_sets(b, &r->src, ss), nd = side_sets(b, &r->dst, ds);
+	struct dfw_service any = { 0 };
+	const struct dfw_service *svcs = r->nsvcs ? r->svcs : &any;
+	size_t nsvcs = r->nsvcs ? r->nsvcs : 1;
+
+	for (size_t i = 0; i < ns; i++) {
+		for (size_t j = 0; j < nd; j++) {
+			uint8_t fam = ss[i].family ? ss[i].family : ds[j].family;
+
+			if (ss[i].family && ds[j].family && ss[i].family != ds[j].family)
+				continue;
+			for (size_t k = 0; k < nsvcs; k++) {
+				const struct dfw_service *s = &svcs[k];
+				uint8_t f = fam;
+
+				if (s->proto == IPPROTO_ICMP) {
+					if (f == AF_INET6)
+						continue;
+					f = AF_INET;
+				} else if (s->proto == IPPROTO_ICMPV6) {
+					if (f == AF_INET)
+						continue;
+					f = AF_INET6;
+				}
+				emit(cb, r->id, f, ss[i].set, ds[j].set, s->proto, s->lo,
+				     s->hi, r->action, out, r->log);
+			}
+		}
+	}
+	free(ss);
+	free(ds);
+}
+
+static bool applies_to(const struct builder *b, const struct dfw_rule *r, size_t vm)
+{
+	if (r->applied_everywhere)
+		return true;
+	for (size_t i = 0; i < r->napplied; i++)
+		if (gengine_is_member(b->e, r->applied_to[i], vm))
+			return true;
+	return false;
+}
+
+static uint64_t hash_rules(const struct prule *rules, size_t n)
+{
+	uint64_t h = FNV_INIT;
+
+	for (size_t i = 0; i < n; i++) {
+		h = fnv1a(h, &rules[i].rule_id, sizeof(rules[i].rule_id));
+		for (size_t j = 0; j < rules[i].nitems; j++) {
+			const struct pitem *it = &rules[i].items[j];
+
+			h = fnv1a(h, &it->kind, sizeof(it->kind));
+			h = fnv1a(h, &it->u, sizeof(it->u));
+			h = fnv1a(h, &it->lo, sizeof(it->lo));
+			h = fnv1a(h, &it->hi, sizeof(it->hi));
+			h = fnv1a(h, it->name, strlen(it->name));
+		}
+	}
+	return h;
+}
+
+static void free_rules(struct prule *rules, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(rules[i].items);
+	free(rules);
+}
+
+/* Builds the out or in chain of a vNIC; returns its (shared) name. */
+static const char *vnic_chain(struct builder *b, size_t vm, bool out)
+{
+	const struct dfw_policy *p = b->p;
+	struct chain_build cb = { 0 };
+	uint32_t *ids = NULL;
+	size_t nids = 0;
+	char name[PLAN_NAME_MAX];
+	struct pchain *c;
+
+	for (size_t i = 0; i < p->nrules; i++) {
+		const struct dfw_rule *r = &p->rules[i];
+
+		if (r->disabled || !(r->dir & (out ? DIR_OUT : DIR_IN)) ||
+		    !applies_to(b, r, vm))
+			continue;
+		compile_rule(b, &cb, r, out);
+		ids = xrealloc(ids, (nids + 1) * sizeof(*ids));
+		ids[nids++] = r->id;
+	}
+	emit(&cb, 0, 0, NULL, NULL, 0, 0, 0, p->default_action, out, p->default_log);
+	snprintf(name, sizeof(name), "%c-%016llx", out ? 'o' : 'i',
+		 (unsigned long long)hash_rules(cb.rules, cb.n));
+	for (size_t i = 0; i < b->pl->nchains; i++) {
+		if (!strcmp(b->pl->chains[i].name, name)) {
+			b->pl->chains[i].refs++;
+			free_rules(cb.rules, cb.n);
+			free(ids);
+			return b->pl->chains[i].name;
+		}
+	}
+	grow((void **)&b->pl->chains, &b->capchains, b->pl->nchains + 1, sizeof(*b->pl->chains));
+	c = &b->pl->chains[b->pl->nchains++];
+	memset(c, 0, sizeof(*c));
+	snprintf(c->name, sizeof(c->name), "%s", name);
+	c->rules = cb.rules;
+	c->nrules = cb.n;
+	c->rule_ids = ids;
+	c->nrule_ids = nids;
+	c->refs = 1;
+	return c->name;
+}
+
+/* IPv6 link-local address the kernel derives from the MAC (EUI-64). */
+static struct dfw_addr link_local(const uint8_t mac[6])
+{
+	struct dfw_addr a = { .family = AF_INET6, .plen = 128 };
+
+	a.a[0] = 0xfe;
+	a.a[1] = 0x80;
+	a.a[8] = mac[0] ^ 0x02;
+	a.a[9] = mac[1];
+	a.a[10] = mac[2];
+	a.a[11] = 0xff;
+	a.a[12] = 0xfe;
+	a.a[13] = mac[3];
+	a.a[14] = mac[4];
+	a.a[15] = mac[5];
+	return a;
+}
+
+static int cmp_port(const void *x, const void *y)
+{
+	return strcmp(((const struct pport *)x)->ifname, ((const struct pport *)y)->ifname);
+}
+
+static int cmp_set(const void *x, const void *y)
+{
+	return strcmp(((const struct pset *)x)->name, ((const struct pset *)y)->name);
+}
+
+static int cmp_chain(const void *x, const void *y)
+{
+	return strcmp(((const struct pchain *)x)->name, ((const struct pchain *)y)->name);
+}
+
+struct plan *plan_compile(const struct dfw_policy *p, const struct gengine *e,
+			  const char *host)
+{
+	struct builder b = { .p = p, .e = e };
+	size_t nlocal = 0;
+
+	b.pl = xcalloc(1, sizeof(*b.pl));
+	for (size_t i = 0; i < p->inv.nvms; i++)
+		nlocal += !strcmp(p->inv.vms[i].host, host);
+	b.pl->ports = xcalloc(nlocal, sizeof(*b.pl->ports));
+	for (size_t i = 0; i < p->inv.nvms; i++) {
+		const struct vm *v = &p->inv.vms[i];
+		struct pport *pp;
+
+		if (strcmp(v->host, host))
+			continue;
+		pp = &b.pl->ports[b.pl->nports++];
+		snprintf(pp->ifname, sizeof(pp->ifname), "%s", v->port);
+		pp->id = (uint32_t)i + 1;
+		pp->vm = i;
+		memcpy(pp->mac, v->mac, 6);
+		pp->addrs = xcalloc(v->naddrs + 2, sizeof(*pp->addrs));
+		memcpy(pp->addrs, v->addrs, v->naddrs * sizeof(*pp->addrs));
+		pp->naddrs = v->naddrs;
+		pp->addrs[pp->naddrs++] = link_local(v->mac);
+		/* "::" is the source of IPv6 duplicate address detection. */
+		pp->addrs[pp->naddrs++] = (struct dfw_addr){ .family = AF_INET6, .plen = 128 };
+		qsort(pp->addrs, pp->naddrs, sizeof(*pp->addrs), cmp_addr);
+		snprintf(pp->out_chain, sizeof(pp->out_chain), "%s", vnic_chain(&b, i, true));
+		snprintf(pp->in_chain, sizeof(pp->in_chain), "%s", vnic_chain(&b, i, false));
+	}
+	qsort(b.pl->ports, b.pl->nports, sizeof(*b.pl->ports), cmp_port);
+	qsort(b.pl->sets, b.pl->nsets, sizeof(*b.pl->sets), cmp_set);
+	qsort(b.pl->chains, b.pl->nchains, sizeof(*b.pl->chains), cmp_chain);
+	return b.pl;
+}
+
+void plan_free(struct plan *pl)
+{
+	if (!pl)
+		return;
+	for (size_t i = 0; i < pl->nports; i++)
+		free(pl->ports[i].addrs);
+	for (size_t i = 0; i < pl->nsets; i++)
+		free(pl->sets[i].elems);
+	for (size_t i = 0; i < pl->nchains; i++) {
+		free_rules(pl->chains[i].rules, pl->chains[i].nrules);
+		free(pl->chains[i].rule_ids);
+	}
+	free(pl->ports);
+	free(pl->sets);
+	free(pl->chains);
+	free(pl);
+}
+
+#define FIND(arr, n, key, field)                                              \
+	do {                                                                  \
+		size_t lo_ = 0, hi_ = (n);                                    \
+		while (lo_ < hi_) {                                           \
+			size_t mid_ = (lo_ + hi_) / 2;                        \
+			int c_ = strcmp((arr)[mid_].field, key);              \
+			if (!c_)                                              \
+				return &(arr)[mid_];                          \
+			if (c_ < 0)                                           \
+				lo_ = mid_ + 1;                               \
+			else                                                  \
+				hi_ = mid_;                                   \
+		}                                                             \
+		return NULL;                                                  \
+	} while (0)
+
+const struct pchain *plan_find_chain(const struct plan *pl, const char *name)
+{
+	FIND(pl->chains, pl->nchains, name, name);
+}
+
+const struct pset *plan_find_set(const struct plan *pl, const char *name)
+{
+	FIND(pl->sets, pl->nsets, name, name);
+}
+
+const struct pport *plan_find_port(const struct plan *pl, const char *ifname)
+{
+	FIND(pl->ports, pl->nports, ifname, ifname);
+}
+
+/* --- diff ------------------------------------------------------------------ */
+
+#define PUSH(arr, n, val)                                                     \
+	do {                                                                  \
+		(arr) = xrealloc((arr), ((n) + 1) * sizeof(*(arr)));          \
+		(arr)[(n)++] = (val);                                         \
+	} while (0)
+
+static bool port_equal(const struct pport *a, const struct pport *b)
+{
+	return a->id == b->id && !memcmp(a->mac, b->mac, 6) &&
+	       a->naddrs == b->naddrs &&
+	       !memcmp(a->addrs, b->addrs, a->naddrs * sizeof(*a->addrs)) &&
+	       !strcmp(a->out_chain, b->out_chain) && !strcmp(a->in_chain, b->in_chain);
+}
+
+static void diff_elems(const struct pset *from, const struct pset *to, struct plan_diff *d)
+{
+	size_t i = 0, j = 0;
+
+	while (i < from->nelems || j < to->nelems) {
+		int c = i == from->nelems ? 1 : j == to->nelems ? -1 :
+			addr_cmp(&from->elems[i], &to->elems[j]);
+
+		if (c < 0) {
+			PUSH(d->elem_del, d->nelem_del, ((struct pelem_change){ from, from->elems[i] }));
+			i++;
+		} else if (c > 0) {
+			PUSH(d->elem_add, d->nelem_add, ((struct pelem_change){ to, to->elems[j] }));
+			j++;
+		} else {
+			i++;
+			j++;
+		}
+	}
+}
+
+void plan_diff(const struct plan *from, const struct plan *to, struct plan_diff *d)
+{
+	static const struct plan empty;
+	size_t i, j;
+
+	memset(d, 0, sizeof(*d));
+	from = from ? from : &empty;
+	for (i = 0, j = 0; i < from->nports || j < to->nports;) {
+		int c = i == from->nports ? 1 : j == to->nports ? -1 :
+			strcmp(from->ports[i].ifname, to->ports[j].ifname);
+
+		if (c < 0) {
+			PUSH(d->port_del, d->nport_del, &from->ports[i]);
+		} else if (c > 0) {
+			PUSH(d->port_add, d->nport_add, &to->ports[j]);
+		} else if (!port_equal(&from->ports[i], &to->ports[j])) {
+			PUSH(d->port_del, d->nport_del, &from->ports[i]);
+			PUSH(d->port_add, d->nport_add, &to->ports[j]);
+		}
+		i += c <= 0;
+		j += c >= 0;
+	}
+	for (i = 0, j = 0; i < from->nsets || j < to->nsets;) {
+		int c = i == from->nsets ? 1 : j == to->nsets ? -1 :
+			strcmp(from->sets[i].name, to->sets[j].name);
+
+		if (c == 0 && from->sets[i].family == to->sets[j].family) {
+			diff_elems(&from->sets[i], &to->sets[j], d);
+		} else {
+			if (c <= 0)
+				PUSH(d->set_del, d->nset_del, &from->sets[i]);
+			if (c >= 0)
+				PUSH(d->set_add, d->nset_add, &to->sets[j]);
+		}
+		i += c <= 0;
+		j += c >= 0;
+	}
+	for (i = 0, j = 0; i < from->nchains || j < to->nchains;) {
+		int c = i == from->nchains ? 1 : j == to->nchains ? -1 :
+			strcmp(from->chains[i].name, to->chains[j].name);
+
+		if (c < 0)
+			PUSH(d->chain_del, d->nchain_del, &from->chains[i]);
+		if (c > 0)
+			PUSH(d->chain_add, d->nchain_add, &to->chains[j]);
+		i += c <= 0;
+		j += c >= 0;
+	}
+}
+
+void plan_diff_free(struct plan_diff *d)
+{
+	if (!d)
+		return;
+	free(d->port_del);
+	free(d->port_add);
+	free(d->set_del);
+	free(d->set_add);
+	free(d->elem_del);
+	free(d->elem_add);
+	free(d->chain_del);
+	free(d->chain_add);
+	memset(d, 0, sizeof(*d));
+}
+
+bool plan_diff_empty(const struct plan_diff *d)
+{
+	return !(d->nport_del || d->nport_add || d->nset_del || d->nset_add ||
+		 d->nelem_del || d->nelem_add || d->nchain_del || d->nchain_add);
+}

@@ -1,0 +1,125 @@
+/* The compiler: policy + group membership -> a plan of kernel objects for one
+ * host, and the diff between two plans.
+ *
+ * A plan is what the host's nftables should hold (docs/DATAPLANE.md):
+ *   - one port per local vNIC: its id, MAC and addresses (anti-spoofing), and
+ *     the names of its out-policy and in-policy chains;
+ *   - address sets: one per group and family (dynamic members), plus
+ *     content-named sets for literal addresses in rules;
+ *   - policy chains named by a hash of their content, so vNICs with the same
+ *     applied-to rule list share one chain, and a membership change that
+ *     alters a vNIC's rule list only re-points its dispatch entry.
+ * Only the backend turns a plan into netlink messages. */
+#ifndef DFW_COMPILE_H
+#define DFW_COMPILE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "tagger/config.h"
+
+#define PLAN_NAME_MAX 64
+
+/* One match or action of a kernel rule. */
+enum pitem_kind {
+	PI_NFPROTO,    /* u: NFPROTO_IPV4 / NFPROTO_IPV6 */
+	PI_SADDR_SET,  /* name: address set (family from the preceding PI_NFPROTO) */
+	PI_DADDR_SET,
+	PI_L4PROTO,    /* u: IPPROTO_* */
+	PI_DPORT,      /* lo..hi */
+	PI_LOG,        /* name: prefix */
+	PI_VERDICT,    /* u: enum pverdict */
+};
+
+enum pverdict { PV_ACCEPT, PV_DROP, PV_RETURN, PV_REJECT_TCP, PV_REJECT_ICMPX };
+
+struct pitem {
+	enum pitem_kind kind;
+	uint32_t u;
+	uint16_t lo, hi;
+	char name[PLAN_NAME_MAX];
+};
+
+struct prule {
+	uint32_t rule_id; /* the policy rule this came from; 0 for the default */
+	struct pitem *items;
+	size_t nitems;
+};
+
+struct pchain {
+	char name[PLAN_NAME_MAX];
+	struct prule *rules;
+	size_t nrules;
+	uint32_t *rule_ids; /* the policy rules it enforces, in order */
+	size_t nrule_ids;
+	size_t refs;        /* ports dispatching to it */
+};
+
+struct pset {
+	char name[PLAN_NAME_MAX];
+	uint8_t family;          /* AF_INET / AF_INET6 */
+	struct dfw_addr *elems;  /* sorted, disjoint */
+	size_t nelems, cap;
+};
+
+struct pport {
+	char ifname[16];
+	uint32_t id;             /* src id in meta mark, dst id in meta priority */
+	size_t vm;               /* inventory index */
+	uint8_t mac[6];
+	struct dfw_addr *addrs;  /* declared addresses + IPv6 link-local (EUI-64) */
+	size_t naddrs;
+	char out_chain[PLAN_NAME_MAX];
+	char in_chain[PLAN_NAME_MAX];
+};
+
+struct plan {
+	struct pport *ports;   size_t nports;   /* sorted by ifname */
+	struct pset *sets;     size_t nsets;    /* sorted by name */
+	struct pchain *chains; size_t nchains;  /* sorted by name */
+};
+
+struct gengine;
+
+/* Compiles the plan of one host from the policy and current membership.
+ * Never fails on a validated policy. */
+struct plan *plan_compile(const struct dfw_policy *p, const struct gengine *e,
+			  const char *host);
+void plan_free(struct plan *pl);
+
+/* Prints the plan as an nft script (loadable with `nft -f`, used by golden
+ * tests and `dfwctl plan`), with the given table name. */
+void plan_print_nft(const struct plan *pl, const char *table, FILE *f);
+
+const struct pchain *plan_find_chain(const struct plan *pl, const char *name);
+const struct pset *plan_find_set(const struct plan *pl, const char *name);
+const struct pport *plan_find_port(const struct plan *pl, const char *ifname);
+
+/* The changes that turn installed `from` into desired `to`.  Pointers
+ * borrow from the two plans, which must outlive the diff. */
+struct pelem_change {
+	const struct pset *set;  /* in `to` for adds, in `from` for deletes */
+	struct dfw_addr addr;
+};
+
+struct plan_diff {
+	const struct pport **port_del;   size_t nport_del;  /* from */
+	const struct pport **port_add;   size_t nport_add;  /* to */
+	const struct pset **set_del;     size_t nset_del;
+	const struct pset **set_add;     size_t nset_add;   /* with elements */
+	struct pelem_change *elem_del;   size_t nelem_del;  /* in kept sets */
+	struct pelem_change *elem_add;   size_t nelem_add;
+	const struct pchain **chain_del; size_t nchain_del;
+	const struct pchain **chain_add; size_t nchain_add;
+};
+
+void plan_diff(const struct plan *from, const struct plan *to, struct plan_diff *d);
+void plan_diff_free(struct plan_diff *d);
+bool plan_diff_empty(const struct plan_diff *d);
+
+/* Set names, so that callers (daemon, trace) can find a group's sets. */
+void group_set_name(const char *group, uint8_t family, char *buf, size_t len);
+
+#endif

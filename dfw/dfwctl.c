@@ -1,0 +1,467 @@
+/* dfwctl: writes desired state to the store (apply, tag, untag) and asks the
+ * host agent what it realized (status, groups, rules).  One table drives
+ * dispatch and help.  Exit: 0 ok, 1 bad usage or input, 2 dataplane
+ * failure, 3 store or daemon unreachable. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "common/out.h"
+#include "common/util.h"
+#include "tagger/config.h"
+#include "tagger/store.h"
+
+enum { EXIT_OK = 0, EXIT_INPUT = 1, EXIT_DATAPLANE = 2, EXIT_UNREACHABLE = 3 };
+
+struct ctx {
+	const char *store;
+	const char *socket;
+	bool json;
+	bool check;
+	int argc;
+	char **argv;
+};
+
+struct command {
+	const char *name;
+	const char *args;
+	const char *help;
+	int (*fn)(struct ctx *c);
+};
+
+static int cmd_help(struct ctx *c);
+
+static struct store *open_store(const struct ctx *c, bool create, int *rc)
+{
+	char err[512];
+	struct store *s = store_open(c->store, create, err, sizeof(err));
+
+	if (!s) {
+		fprintf(stderr, "dfwctl: %s\n", err);
+		*rc = EXIT_UNREACHABLE;
+	}
+	return s;
+}
+
+static void print_diag(const struct diag *d)
+{
+	for (size_t i = 0; i < d->n; i++)
+		fprintf(stderr, "%s\n", d->msgs[i]);
+}
+
+static int cmd_validate(struct ctx *c)
+{
+	struct diag d = { 0 };
+	struct dfw_policy *p;
+
+	if (c->argc != 1) {
+		fprintf(stderr, "usage: dfwctl validate FILE\n");
+		return EXIT_INPUT;
+	}
+	p = policy_load(c->argv[0], NULL, &d);
+	if (!p) {
+		print_diag(&d);
+		fprintf(stderr, "%s: %zu error(s); nothing applied\n", c->argv[0], d.n);
+		diag_free(&d);
+		return EXIT_INPUT;
+	}
+	printf("%s: ok: %zu VM(s), %zu group(s), %zu rule(s), %zu tag(s)\n", c->argv[0],
+	       p->inv.nvms, p->inv.ngroups, p->nrules, p->tags.n);
+	policy_free(p);
+	return EXIT_OK;
+}
+
+static int cmd_apply(struct ctx *c)
+{
+	struct diag d = { 0 };
+	struct dfw_policy *p;
+	struct store *s = NULL;
+	char *text = NULL, err[512];
+	uint64_t rev;
+	int rc = EXIT_INPUT;
+
+	if (c->argc != 1) {
+		fprintf(stderr, "usage: dfwctl apply [--check] FILE\n");
+		return EXIT_INPUT;
+	}
+	p = policy_load(c->argv[0], &text, &d);
+	if (!p) {
+		print_diag(&d);
+		fprintf(stderr, "%s: %zu error(s); nothing applied, the running policy stays in force\n",
+			c->argv[0], d.n);
+		goto out;
+	}
+	if (c->check) {
+		printf("%s: valid; --check: nothing written\n", c->argv[0]);
+		rc = EXIT_OK;
+		goto out;
+	}
+	if (!(s = open_store(c, true, &rc)))
+		goto out;
+	{
+		struct store_op ops[] = {
+			{ STORE_PUT, "policy", text },
+			{ STORE_PUT, "policy-file", c->argv[0] },
+		};
+
+		if (store_txn(s, ops, ARRAY_SIZE(ops), NULL, NULL, &rev, err, sizeof(err)) != 0) {
+			fprintf(stderr, "dfwctl: %s\n", err);
+			rc = EXIT_UNREACHABLE;
+			goto out;
+		}
+	}
+	printf("applied %s as revision %llu (%zu VMs, %zu groups, %zu rules)\n", c->argv[0],
+	       (unsigned long long)rev, p->inv.nvms, p->inv.ngroups, p->nrules);
+	rc = EXIT_OK;
+out:
+	diag_free(&d);
+	policy_free(p);
+	free(text);
+	store_close(s);
+	return rc;
+}
+
+/* Tag and untag validate VM and tags against the stored policy inside the
+ * write transaction, so a concurrent apply cannot slip between. */
+struct tag_req {
+	const char *vm;
+	char **tags;
+	size_t ntags;
+	bool add;
+	struct store_op *ops;
+	char (*keys)[512];
+	size_t nops;
+};
+
+static int tag_check(struct store *s, void *arg, char *err, size_t errlen)
+{
+	struct tag_req *t = arg;
+	struct diag d = { 0 };
+	struct dfw_policy *p = NULL;
+	char *text = NULL, *file = NULL, perr[256];
+	const char *near;
+	long vm;
+	int ret = 1, r;
+
+	r = store_get(s, "policy", &text, perr, sizeof(perr));
+	if (r != 0) {
+		snprintf(err, errlen, r == 1 ? "the store holds no policy yet: run 'dfwctl apply FILE' first"
+					     : "reading the policy: %s", perr);
+		goto out;
+	}
+	store_get(s, "policy-file", &file, perr, sizeof(perr));
+	p = policy_parse(text, file ? file : "store:policy", &d);
+	if (!p) {
+		snprintf(err, errlen, "the stored policy does not parse: %s", d.n ? d.msgs[0] : "?");
+		goto out;
+	}
+	if ((vm = policy_find_vm(p, t->vm)) < 0) {
+		const char **names = xcalloc(p->inv.nvms, sizeof(*names));
+
+		for (size_t i = 0; i < p->inv.nvms; i++)
+			names[i] = p->inv.vms[i].name;
+		near = nearest_name(t->vm, names, p->inv.nvms);
+		snprintf(err, errlen, "unknown VM '%s'%s%s%s", t->vm, near ? " (did you mean '" : "",
+			 near ? near : "", near ? "'?)" : "");
+		free(names);
+		goto out;
+	}
+	t->nops = 0;
+	for (size_t i = 0; i < t->ntags; i++) {
+		const char *tag = policy_find_tag(p, t->tags[i]);
+
+		if (!tag) {
+			near = nearest_name(t->tags[i], (const char *const *)p->tags.v, p->tags.n);
+			snprintf(err, errlen, "unknown tag '%s'%s%s%s; declared tags: see [tags] in %s",
+				 t->tags[i], near ? " (did you mean '" : "", near ? near : "",
+				 near ? "'?)" : "", p->file);
+			goto out;
+		}
+		snprintf(t->keys[i], sizeof(t->keys[i]), "tag/%s/%s", p->inv.vms[vm].name, tag);
+		t->ops[t->nops++] = (struct store_op){ t->add ? STORE_PUT : STORE_DEL, t->keys[i],
+						       t->add ? "" : NULL };
+	}
+	ret = 0;
+out:
+	diag_free(&d);
+	policy_free(p);
+	free(text);
+	free(file);
+	return ret;
+}
+
+static int tag_common(struct ctx *c, bool add)
+{
+	struct tag_req t = { 0 };
+	struct store *s = NULL;
+	char err[512];
+	uint64_t rev;
+	int rc = EXIT_INPUT, r;
+
+	if (c->argc < 2) {
+		fprintf(stderr, "usage: dfwctl %s VM TAG...\n", add ? "tag" : "untag");
+		return EXIT_INPUT;
+	}
+	t.vm = c->argv[0];
+	t.tags = c->argv + 1;
+	t.ntags = (size_t)c->argc - 1;
+	t.add = add;
+	t.ops = xcalloc(t.ntags, sizeof(*t.ops));
+	t.keys = xcalloc(t.ntags, sizeof(*t.keys));
+	if (!(s = open_store(c, false, &rc)))
+		goto out;
+	/* ops are filled in by tag_check, inside the transaction. */
+	r = store_txn(s, t.ops, t.ntags, tag_check, &t, &rev, err, sizeof(err));
+	if (r != 0) {
+		fprintf(stderr, "dfwctl: %s; nothing changed\n", err);
+		rc = r == 1 ? EXIT_INPUT : EXIT_UNREACHABLE;
+		goto out;
+	}
+	for (size_t i = 0; i < t.ntags; i++)
+		printf("%s %s %s\n", add ? "tagged" : "untagged", c->argv[0],
+		       strrchr(t.keys[i], '/') + 1);
+	printf("revision %llu\n", (unsigned long long)rev);
+	rc = EXIT_OK;
+out:
+	store_close(s);
+	free(t.ops);
+	free(t.keys);
+	return rc;
+}
+
+static int cmd_tag(struct ctx *c) { return tag_common(c, true); }
+static int cmd_untag(struct ctx *c) { return tag_common(c, false); }
+
+struct tag_list {
+	struct out *o;
+	char vm[256];
+	bool open;
+};
+
+static int list_tag(void *arg, const char *key, const char *value)
+{
+	struct tag_list *l = arg;
+	const char *p = key + 4, *slash = strchr(p, '/');
+
+	if (!slash || (size_t)(slash - p) >= sizeof(l->vm))
+		return 0;
+	if (!l->open || strncmp(l->vm, p, (size_t)(slash - p)) || l->vm[slash - p]) {
+		if (l->open) {
+			out_arr_end(l->o);
+			out_obj_end(l->o);
+		}
+		memcpy(l->vm, p, (size_t)(slash - p));
+		l->vm[slash - p] = '\0';
+		out_obj_start(l->o, NULL);
+		out_str(l->o, "vm", l->vm);
+		out_arr_start(l->o, "tags");
+		l->open = true;
+	}
+	out_str(l->o, NULL, slash + 1);
+	return 0;
+}
+
+static int cmd_tags(struct ctx *c)
+{
+	struct store *s;
+	struct out o;
+	struct tag_list l = { .o = &o };
+	char prefix[300], err[512];
+	uint64_t rev;
+	int rc = EXIT_INPUT;
+
+	if (c->argc > 1) {
+		fprintf(stderr, "usage: dfwctl tags [VM]\n");
+		return EXIT_INPUT;
+	}
+	if (!(s = open_store(c, false, &rc)))
+		return rc;
+	snprintf(prefix, sizeof(prefix), "tag/%s%s", c->argc ? c->argv[0] : "", c->argc ? "/" : "");
+	str_lower(prefix);
+	out_init(&o, stdout, c->json);
+	out_arr_start(&o, NULL);
+	if (store_scan(s, prefix, list_tag, &l, &rev, err, sizeof(err)) < 0) {
+		fprintf(stderr, "dfwctl: %s\n", err);
+		store_close(s);
+		return EXIT_UNREACHABLE;
+	}
+	if (l.open) {
+		out_arr_end(&o);
+		out_obj_end(&o);
+	}
+	out_arr_end(&o);
+	out_finish(&o);
+	store_close(s);
+	return EXIT_OK;
+}
+
+/* Sends one request line to dfwd and copies the answer to stdout. */
+static int ask_daemon(struct ctx *c, const char *req)
+{
+	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	char line[1024];
+	FILE *f;
+	int fd, rc = EXIT_OK;
+
+	if (strlen(c->socket) >= sizeof(sun.sun_path)) {
+		fprintf(stderr, "dfwctl: socket path too long\n");
+		return EXIT_INPUT;
+	}
+	strcpy(sun.sun_path, c->socket);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0 || connect(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0) {
+		fprintf(stderr, "dfwctl: cannot reach dfwd at %s: %s\n", c->socket, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return EXIT_UNREACHABLE;
+	}
+	f = fdopen(fd, "r+");
+	fprintf(f, "%s%s\n", req, c->json ? " json" : "");
+	fflush(f);
+	shutdown(fd, SHUT_WR);
+	if (!fgets(line, sizeof(line), f)) {
+		fprintf(stderr, "dfwctl: dfwd closed the connection without an answer\n");
+		rc = EXIT_UNREACHABLE;
+	} else if (strncmp(line, "ok", 2)) {
+		fprintf(stderr, "dfwctl: %s", line);
+		rc = EXIT_INPUT;
+	} else {
+		size_t n;
+
+		while ((n = fread(line, 1, sizeof(line), f)) > 0)
+			fwrite(line, 1, n, stdout);
+	}
+	fclose(f);
+	return rc;
+}
+
+static int cmd_status(struct ctx *c)
+{
+	if (c->argc) {
+		fprintf(stderr, "usage: dfwctl status\n");
+		return EXIT_INPUT;
+	}
+	return ask_daemon(c, "status");
+}
+
+static bool safe_word(const char *s)
+{
+	for (; *s; s++)
+		if ((unsigned char)*s <= ' ')
+			return false;
+	return true;
+}
+
+static int cmd_groups(struct ctx *c)
+{
+	char req[300];
+
+	if (c->argc > 1 || (c->argc && !safe_word(c->argv[0]))) {
+		fprintf(stderr, "usage: dfwctl groups [GROUP]\n");
+		return EXIT_INPUT;
+	}
+	snprintf(req, sizeof(req), "groups %s", c->argc ? c->argv[0] : "");
+	return ask_daemon(c, req);
+}
+
+static int cmd_rules(struct ctx *c)
+{
+	char req[300];
+
+	if (c->argc != 1 || !safe_word(c->argv[0])) {
+		fprintf(stderr, "usage: dfwctl rules VM\n");
+		return EXIT_INPUT;
+	}
+	snprintf(req, sizeof(req), "rules %s", c->argv[0]);
+	return ask_daemon(c, req);
+}
+
+static const struct command commands[] = {
+	{ "validate", "FILE", "check a policy file; change nothing", cmd_validate },
+	{ "apply", "[--check] FILE", "validate and publish a policy as one store revision", cmd_apply },
+	{ "tag", "VM TAG...", "put security tags on a VM", cmd_tag },
+	{ "untag", "VM TAG...", "remove security tags from a VM", cmd_untag },
+	{ "tags", "[VM]", "list the tags in the store", cmd_tags },
+	{ "status", "", "what dfwd on this host has realized", cmd_status },
+	{ "groups", "[GROUP]", "group members as dfwd sees them", cmd_groups },
+	{ "rules", "VM", "the rules in force at a VM's vNIC, with hit counts", cmd_rules },
+	{ "help", "", "this text", cmd_help },
+};
+
+static int cmd_help(struct ctx *c)
+{
+	printf("usage: dfwctl [--store URI] [--socket PATH] [--json] COMMAND [ARGS]\n\n");
+	for (size_t i = 0; i < ARRAY_SIZE(commands); i++)
+		printf("  %-9s %-16s %s\n", commands[i].name, commands[i].args, commands[i].help);
+	printf("\n  --store   store URI (env DFW_STORE; default /var/lib/dfw/store.db)\n"
+	       "  --socket  dfwd control socket (env DFW_SOCKET; default /run/dfw/dfwd.sock)\n"
+	       "  --json    JSON output for read commands\n"
+	       "exit: 0 ok, 1 bad usage or input, 2 dataplane failure, 3 store or daemon unreachable\n");
+	return EXIT_OK;
+}
+
+int main(int argc, char **argv)
+{
+	struct ctx c = {
+		.store = getenv("DFW_STORE") ? getenv("DFW_STORE") : "/var/lib/dfw/store.db",
+		.socket = getenv("DFW_SOCKET") ? getenv("DFW_SOCKET") : "/run/dfw/dfwd.sock",
+	};
+	const struct command *cmd = NULL;
+	const char *names[ARRAY_SIZE(commands)], *near;
+	int i = 1;
+
+	/* Options may stand before or after the command. */
+	char **rest = xcalloc((size_t)argc, sizeof(*rest));
+	int nrest = 0, rc;
+
+	for (; i < argc; i++) {
+		if (!strcmp(argv[i], "--json")) {
+			c.json = true;
+		} else if (!strcmp(argv[i], "--check")) {
+			c.check = true;
+		} else if ((!strcmp(argv[i], "--store") || !strcmp(argv[i], "--socket"))) {
+			if (i + 1 == argc) {
+				fprintf(stderr, "dfwctl: %s needs a value\n", argv[i]);
+				free(rest);
+				return EXIT_INPUT;
+			}
+			*(!strcmp(argv[i], "--store") ? &c.store : &c.socket) = argv[i + 1];
+			i++;
+		} else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+			rest[nrest++] = (char *)"help";
+		} else if (argv[i][0] == '-' && argv[i][1] == '-') {
+			fprintf(stderr, "dfwctl: unknown option '%s'\n", argv[i]);
+			free(rest);
+			return EXIT_INPUT;
+		} else {
+			rest[nrest++] = argv[i];
+		}
+	}
+	if (!nrest) {
+		cmd_help(&c);
+		free(rest);
+		return EXIT_INPUT;
+	}
+	for (size_t k = 0; k < ARRAY_SIZE(commands); k++) {
+		names[k] = commands[k].name;
+		if (!strcmp(rest[0], commands[k].name))
+			cmd = &commands[k];
+	}
+	if (!cmd) {
+		near = nearest_name(rest[0], names, ARRAY_SIZE(commands));
+		fprintf(stderr, "dfwctl: unknown command '%s'%s%s%s; see 'dfwctl help'\n", rest[0],
+			near ? " (did you mean '" : "", near ? near : "", near ? "'?)" : "");
+		free(rest);
+		return EXIT_INPUT;
+	}
+	c.argc = nrest - 1;
+	c.argv = rest + 1;
+	rc = cmd->fn(&c);
+	free(rest);
+	return rc;
+}

@@ -1,0 +1,287 @@
+/* dfwd: the host agent.  One event loop over store changes, link events
+ * (libnl-3) and the control socket; signals only set flags (signalfd). */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <netlink/netlink.h>
+#include <netlink/route/link.h>
+#include <linux/rtnetlink.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "common/util.h"
+#include "dfw/agent.h"
+#include "dfw/layout.h"
+
+#define HEARTBEAT_MS 10000
+/* A safety net only: inotify wakes us on every store write. */
+#define STORE_POLL_MS 1000
+
+static const char usage[] =
+	"usage: dfwd --host NAME [--store URI] [--socket PATH] [--table NAME]\n"
+	"            [--log FILE] [--pidfile FILE]\n"
+	"  --host     this hypervisor's name, as in the inventory's 'host' keys\n"
+	"  --store    desired-state store (default /var/lib/dfw/store.db)\n"
+	"  --socket   control socket (default /run/dfw/dfwd.sock)\n"
+	"  --table    nftables table name (default dfw)\n"
+	"  --log      append log lines here (default stderr)\n";
+
+struct links {
+	struct nl_sock *sk;
+	struct agent *agent;
+};
+
+static void link_obj(struct nl_object *obj, void *arg)
+{
+	struct links *l = arg;
+	struct rtnl_link *link = (struct rtnl_link *)obj;
+	const char *name = rtnl_link_get_name(link);
+
+	if (name)
+		agent_link(l->agent, name, nl_object_get_msgtype(obj) != RTM_DELLINK);
+}
+
+static int link_msg(struct nl_msg *msg, void *arg)
+{
+	nl_msg_parse(msg, link_obj, arg);
+	return NL_OK;
+}
+
+/* Subscribes to link events, then lists the links that already exist. */
+static int links_open(struct links *l, struct agent *a)
+{
+	struct nl_cache *cache = NULL;
+	struct nl_sock *list;
+
+	l->agent = a;
+	l->sk = nl_socket_alloc();
+	if (!l->sk)
+		return -1;
+	nl_socket_disable_seq_check(l->sk);
+	nl_socket_modify_cb(l->sk, NL_CB_VALID, NL_CB_CUSTOM, link_msg, l);
+	if (nl_connect(l->sk, NETLINK_ROUTE) < 0 ||
+	    nl_socket_add_membership(l->sk, RTNLGRP_LINK) < 0)
+		return -1;
+	nl_socket_set_nonblocking(l->sk);
+	list = nl_socket_alloc();
+	if (list && nl_connect(list, NETLINK_ROUTE) == 0 &&
+	    rtnl_link_alloc_cache(list, AF_UNSPEC, &cache) == 0) {
+		for (struct nl_object *o = nl_cache_get_first(cache); o; o = nl_cache_get_next(o))
+			link_obj(o, l);
+		nl_cache_free(cache);
+	}
+	nl_socket_free(list);
+	return 0;
+}
+
+static int control_open(const char *path, char *err, size_t errlen)
+{
+	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	char dir[sizeof(sun.sun_path)], *slash;
+	int fd;
+
+	if (strlen(path) >= sizeof(sun.sun_path)) {
+		snprintf(err, errlen, "socket path too long: %s", path);
+		return -1;
+	}
+	snprintf(dir, sizeof(dir), "%s", path);
+	if ((slash = strrchr(dir, '/')) && slash != dir) {
+		*slash = '\0';
+		mkdir(dir, 0755);
+	}
+	strcpy(sun.sun_path, path);
+	unlink(path);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0 || bind(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0 ||
+	    chmod(path, 0600) < 0 || listen(fd, 16) < 0) {
+		snprintf(err, errlen, "control socket %s: %s", path, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+/* One request per connection: read a line, answer, close.  Only root may
+ * ask (the socket is 0600; the peer's credentials are checked too). */
+static void control_serve(int lfd, struct agent *a, FILE *log)
+{
+	int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+	struct ucred cred;
+	socklen_t clen = sizeof(cred);
+	char line[600];
+	size_t n = 0;
+	FILE *f;
+
+	if (fd < 0)
+		return;
+	/* A slow client must not stall the agent for long. */
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &(struct timeval){ 1, 0 }, sizeof(struct timeval));
+	f = fdopen(fd, "r+");
+	if (!f) {
+		close(fd);
+		return;
+	}
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) < 0 || cred.uid != 0) {
+		fprintf(f, "error: permission denied (root only)\n");
+		goto out;
+	}
+	while (n + 1 < sizeof(line)) {
+		int c = fgetc(f);
+
+		if (c == EOF || c == '\n')
+			break;
+		line[n++] = (char)c;
+	}
+	line[n] = '\0';
+	if (n + 1 >= sizeof(line)) {
+		fprintf(f, "error: request too long\n");
+		goto out;
+	}
+	for (size_t i = 0; i < n; i++) {
+		if ((unsigned char)line[i] < 0x20 && line[i] != '\t') {
+			fprintf(f, "error: request contains control characters\n");
+			goto out;
+		}
+	}
+	agent_request(a, line, f);
+out:
+	fclose(f);
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "host", required_argument, NULL, 'H' },
+		{ "store", required_argument, NULL, 's' },
+		{ "socket", required_argument, NULL, 'S' },
+		{ "table", required_argument, NULL, 't' },
+		{ "log", required_argument, NULL, 'l' },
+		{ "pidfile", required_argument, NULL, 'p' },
+		{ "help", no_argument, NULL, 'h' },
+		{ 0 }
+	};
+	struct agent_opts ao = { .store_uri = "/var/lib/dfw/store.db", .table = DFW_TABLE_DEFAULT };
+	const char *sock_path = "/run/dfw/dfwd.sock", *log_path = NULL, *pidfile = NULL;
+	struct links links = { 0 };
+	struct agent *a = NULL;
+	char err[512];
+	int c, lfd = -1, sfd = -1, ret = 1;
+	uint64_t last_beat;
+	sigset_t mask;
+
+	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+		switch (c) {
+		case 'H': ao.host = optarg; break;
+		case 's': ao.store_uri = optarg; break;
+		case 'S': sock_path = optarg; break;
+		case 't': ao.table = optarg; break;
+		case 'l': log_path = optarg; break;
+		case 'p': pidfile = optarg; break;
+		case 'h': fputs(usage, stdout); return 0;
+		default: fputs(usage, stderr); return 1;
+		}
+	}
+	if (!ao.host || optind != argc) {
+		fprintf(stderr, "dfwd: %s\n%s", !ao.host ? "--host is required" : "unexpected argument",
+			usage);
+		return 1;
+	}
+	ao.log = log_path ? fopen(log_path, "a") : stderr;
+	if (!ao.log) {
+		fprintf(stderr, "dfwd: %s: %s\n", log_path, strerror(errno));
+		return 1;
+	}
+	setvbuf(ao.log, NULL, _IOLBF, 0);
+	sigemptyset(&mask);
+	sigaddset(&mask, SIGTERM);
+	sigaddset(&mask, SIGINT);
+	sigaddset(&mask, SIGHUP);
+	sigprocmask(SIG_BLOCK, &mask, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	sfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+	a = agent_new(&ao, err, sizeof(err));
+	if (!a) {
+		fprintf(ao.log, "dfwd: %s\n", err);
+		ret = 3;
+		goto out;
+	}
+	if (links_open(&links, a) < 0) {
+		fprintf(ao.log, "dfwd: link events: cannot subscribe\n");
+		goto out;
+	}
+	/* Realize before answering anyone: status then shows a real revision. */
+	agent_sync(a);
+	lfd = control_open(sock_path, err, sizeof(err));
+	if (lfd < 0) {
+		fprintf(ao.log, "dfwd: %s\n", err);
+		goto out;
+	}
+	if (pidfile) {
+		FILE *pf = fopen(pidfile, "w");
+
+		if (pf) {
+			fprintf(pf, "%d\n", (int)getpid());
+			fclose(pf);
+		}
+	}
+	last_beat = now_ns();
+	for (;;) {
+		struct pollfd p[4] = {
+			{ .fd = sfd, .events = POLLIN },
+			{ .fd = lfd, .events = POLLIN },
+			{ .fd = nl_socket_get_fd(links.sk), .events = POLLIN },
+			{ .fd = agent_store_fd(a), .events = POLLIN },
+		};
+		int n = poll(p, p[3].fd >= 0 ? 4 : 3, STORE_POLL_MS);
+
+		if (n < 0 && errno != EINTR)
+			break;
+		if (p[0].revents & POLLIN) {
+			struct signalfd_siginfo si;
+
+			if (read(sfd, &si, sizeof(si)) == sizeof(si)) {
+				if (si.ssi_signo != SIGHUP) {
+					fprintf(ao.log, "dfwd: signal %u: exiting; the kernel keeps enforcing the last realized policy\n",
+						si.ssi_signo);
+					ret = 0;
+					break;
+				}
+				agent_heartbeat(a);
+			}
+		}
+		if (p[2].revents & POLLIN)
+			nl_recvmsgs_default(links.sk);
+		if (p[3].fd >= 0 && (p[3].revents & POLLIN))
+			agent_store_ack(a);
+		agent_sync(a);
+		if (p[1].revents & POLLIN)
+			control_serve(lfd, a, ao.log);
+		if (now_ns() - last_beat > HEARTBEAT_MS * 1000000ull) {
+			agent_heartbeat(a);
+			last_beat = now_ns();
+		}
+	}
+out:
+	if (lfd >= 0) {
+		close(lfd);
+		unlink(sock_path);
+	}
+	if (pidfile && ret == 0)
+		unlink(pidfile);
+	nl_socket_free(links.sk);
+	agent_free(a);
+	if (sfd >= 0)
+		close(sfd);
+	if (ao.log && ao.log != stderr)
+		fclose(ao.log);
+	return ret;
+}

@@ -1,0 +1,68 @@
+/* The dataplane layout (docs/DATAPLANE.md): names, hook priorities and the
+ * fixed base chains, shared by the backend that sends them and the printer
+ * that shows them.
+ *
+ *  bridge table: classifies ports.  prerouting (-300) sets meta mark to the
+ *    ingress vNIC id and drops frames of unknown ports and spoofed MAC/IP/ARP;
+ *    forward (-100, before br_netfilter) sets meta priority to the egress
+ *    vNIC id and drops frames to unknown ports.
+ *  inet table: enforces with conntrack.  forward: established/related pass,
+ *    IPv6 neighbour discovery passes, invalid drops, then the source vNIC's
+ *    out-policy chain (allow = return), then the destination vNIC's in-policy
+ *    chain (allow = accept); anything else drops (fail closed). */
+#ifndef DFW_LAYOUT_H
+#define DFW_LAYOUT_H
+
+#define DFW_TABLE_DEFAULT "dfw"
+
+#define DFW_MAP_PORT_SRC "port_src"   /* ifname -> mark (src id) */
+#define DFW_MAP_PORT_DST "port_dst"   /* ifname -> classid (dst id) */
+#define DFW_SET_PORT_MAC "port_mac"   /* ifname . ether_addr */
+#define DFW_SET_PORT_IP4 "port_ip4"   /* ifname . ipv4_addr */
+#define DFW_SET_PORT_IP6 "port_ip6"   /* ifname . ipv6_addr */
+#define DFW_CHAIN_BR_PRE "classify"
+#define DFW_CHAIN_BR_FWD "steer"
+#define DFW_MAP_OUT "out_dispatch"    /* mark -> out-policy chain */
+#define DFW_MAP_IN "in_dispatch"      /* classid -> in-policy chain */
+#define DFW_CHAIN_INET_FWD "enforce"
+
+#define DFW_PRIO_BR_PRE (-300)
+#define DFW_PRIO_BR_FWD (-100)
+#define DFW_PRIO_INET_FWD 0
+
+#define DFW_NFLOG_GROUP 0
+
+/* The base chains as nft text, for plan_print_nft().  Keep in step with
+ * backend.c's base_chains(); the kernel tests check the behaviour. */
+#define DFW_BRIDGE_CHAINS_NFT \
+	"\tchain " DFW_CHAIN_BR_PRE " {\n" \
+	"\t\ttype filter hook prerouting priority -300; policy accept;\n" \
+	"\t\tmeta mark set 0x0\n" \
+	"\t\tmeta mark set iifname map @" DFW_MAP_PORT_SRC "\n" \
+	"\t\tmeta mark 0x0 counter drop comment \"unknown port\"\n" \
+	"\t\tiifname . ether saddr != @" DFW_SET_PORT_MAC " counter drop comment \"spoofed MAC\"\n" \
+	"\t\tether type ip iifname . ip saddr != @" DFW_SET_PORT_IP4 " counter drop comment \"spoofed IPv4\"\n" \
+	"\t\tether type arp iifname . arp saddr ether != @" DFW_SET_PORT_MAC " counter drop comment \"spoofed ARP\"\n" \
+	"\t\tether type arp iifname . arp saddr ip != @" DFW_SET_PORT_IP4 " counter drop comment \"spoofed ARP\"\n" \
+	"\t\tether type ip6 iifname . ip6 saddr != @" DFW_SET_PORT_IP6 " counter drop comment \"spoofed IPv6\"\n" \
+	"\t}\n" \
+	"\tchain " DFW_CHAIN_BR_FWD " {\n" \
+	"\t\ttype filter hook forward priority -100; policy accept;\n" \
+	"\t\tmeta priority set 0:0\n" \
+	"\t\tmeta priority set oifname map @" DFW_MAP_PORT_DST "\n" \
+	"\t\tmeta priority 0:0 counter drop comment \"unknown port\"\n" \
+	"\t}\n"
+
+#define DFW_INET_CHAINS_NFT \
+	"\tchain " DFW_CHAIN_INET_FWD " {\n" \
+	"\t\ttype filter hook forward priority 0; policy accept;\n" \
+	"\t\tmeta mark 0x0 accept comment \"not bridged through a dfw port\"\n" \
+	"\t\tct state established,related accept\n" \
+	"\t\ticmpv6 type { nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit, nd-router-advert } accept\n" \
+	"\t\tct state invalid counter drop\n" \
+	"\t\tmeta mark vmap @" DFW_MAP_OUT "\n" \
+	"\t\tmeta priority vmap @" DFW_MAP_IN "\n" \
+	"\t\tcounter drop comment \"no realized policy\"\n" \
+	"\t}\n"
+
+#endif

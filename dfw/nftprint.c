@@ -1,0 +1,157 @@
+/* Prints a plan as an nft script: the golden-test format and `dfwctl plan`.
+ * It describes the same objects the backend sends (dfw/backend.c); the
+ * fixed base chains are printed from the same layout constants. */
+#include "dfw/compile.h"
+#include "dfw/layout.h"
+
+#include <arpa/inet.h>
+#include <linux/netfilter.h>
+#include <netinet/in.h>
+
+static const char *const verdicts[] = {
+	[PV_ACCEPT] = "accept", [PV_DROP] = "drop", [PV_RETURN] = "return",
+	[PV_REJECT_TCP] = "reject with tcp reset",
+	[PV_REJECT_ICMPX] = "reject with icmpx type admin-prohibited",
+};
+
+static const char *proto_name(uint32_t p)
+{
+	switch (p) {
+	case IPPROTO_TCP: return "tcp";
+	case IPPROTO_UDP: return "udp";
+	case IPPROTO_ICMP: return "icmp";
+	case IPPROTO_ICMPV6: return "ipv6-icmp";
+	}
+	return "?";
+}
+
+static void print_rule(const struct prule *r, FILE *f)
+{
+	uint32_t fam = 0, proto = 0;
+
+	fputs("\t\t", f);
+	for (size_t i = 0; i < r->nitems; i++) {
+		const struct pitem *it = &r->items[i];
+		const char *ip = fam == NFPROTO_IPV6 ? "ip6" : "ip";
+
+		switch (it->kind) {
+		case PI_NFPROTO:
+			fam = it->u;
+			fprintf(f, "meta nfproto %s ", fam == NFPROTO_IPV4 ? "ipv4" : "ipv6");
+			break;
+		case PI_SADDR_SET:
+			fprintf(f, "%s saddr @%s ", ip, it->name);
+			break;
+		case PI_DADDR_SET:
+			fprintf(f, "%s daddr @%s ", ip, it->name);
+			break;
+		case PI_L4PROTO:
+			proto = it->u;
+			fprintf(f, "meta l4proto %s ", proto_name(proto));
+			break;
+		case PI_DPORT:
+			if (it->lo == it->hi)
+				fprintf(f, "th dport %u ", it->lo);
+			else
+				fprintf(f, "th dport %u-%u ", it->lo, it->hi);
+			break;
+		case PI_LOG:
+			fprintf(f, "log prefix \"%s\" group %u ", it->name, DFW_NFLOG_GROUP);
+			break;
+		case PI_VERDICT:
+			fprintf(f, "counter %s", verdicts[it->u]);
+			break;
+		}
+	}
+	fprintf(f, " comment \"%s%u\"\n", r->rule_id ? "rule " : "default", r->rule_id);
+}
+
+static void print_elems(const struct pset *s, FILE *f)
+{
+	char buf[64];
+
+	if (!s->nelems)
+		return;
+	fputs("\t\telements = { ", f);
+	for (size_t i = 0; i < s->nelems; i++) {
+		addr_format(&s->elems[i], buf, sizeof(buf));
+		fprintf(f, "%s%s", i ? ", " : "", buf);
+	}
+	fputs(" }\n", f);
+}
+
+static void print_bridge(const struct plan *pl, const char *table, FILE *f)
+{
+	char mac[18], buf[64];
+
+	fprintf(f, "table bridge %s {\n", table);
+	fprintf(f, "\tmap %s {\n\t\ttype ifname : mark\n", DFW_MAP_PORT_SRC);
+	for (size_t i = 0; i < pl->nports; i++)
+		fprintf(f, "%s\"%s\" : 0x%08x%s", i ? ", " : "\t\telements = { ",
+			pl->ports[i].ifname, pl->ports[i].id, i + 1 == pl->nports ? " }\n" : "");
+	fprintf(f, "\t}\n\tmap %s {\n\t\ttype ifname : classid\n", DFW_MAP_PORT_DST);
+	for (size_t i = 0; i < pl->nports; i++)
+		fprintf(f, "%s\"%s\" : %x:%x", i ? ", " : "\t\telements = { ", pl->ports[i].ifname,
+			pl->ports[i].id >> 16, pl->ports[i].id & 0xffff);
+	fprintf(f, "%s\t}\n", pl->nports ? " }\n" : "");
+	fprintf(f, "\tset %s {\n\t\ttype ifname . ether_addr\n", DFW_SET_PORT_MAC);
+	for (size_t i = 0; i < pl->nports; i++) {
+		mac_format(pl->ports[i].mac, mac, sizeof(mac));
+		fprintf(f, "%s\"%s\" . %s", i ? ", " : "\t\telements = { ", pl->ports[i].ifname, mac);
+	}
+	fprintf(f, "%s\t}\n", pl->nports ? " }\n" : "");
+	for (int fam = 0; fam < 2; fam++) {
+		uint8_t af = fam ? AF_INET6 : AF_INET;
+		bool first = true;
+
+		fprintf(f, "\tset %s {\n\t\ttype ifname . %s\n",
+			fam ? DFW_SET_PORT_IP6 : DFW_SET_PORT_IP4, fam ? "ipv6_addr" : "ipv4_addr");
+		for (size_t i = 0; i < pl->nports; i++) {
+			for (size_t a = 0; a < pl->ports[i].naddrs; a++) {
+				if (pl->ports[i].addrs[a].family != af)
+					continue;
+				addr_format(&pl->ports[i].addrs[a], buf, sizeof(buf));
+				fprintf(f, "%s\"%s\" . %s", first ? "\t\telements = { " : ", ",
+					pl->ports[i].ifname, buf);
+				first = false;
+			}
+		}
+		fprintf(f, "%s\t}\n", first ? "" : " }\n");
+	}
+	fprintf(f, "%s", DFW_BRIDGE_CHAINS_NFT);
+	fprintf(f, "}\n");
+}
+
+void plan_print_nft(const struct plan *pl, const char *table, FILE *f)
+{
+	print_bridge(pl, table, f);
+	fprintf(f, "table inet %s {\n", table);
+	for (size_t i = 0; i < pl->nsets; i++) {
+		const struct pset *s = &pl->sets[i];
+
+		fprintf(f, "\tset %s {\n\t\ttype %s\n\t\tflags interval\n", s->name,
+			s->family == AF_INET ? "ipv4_addr" : "ipv6_addr");
+		print_elems(s, f);
+		fprintf(f, "\t}\n");
+	}
+	for (size_t i = 0; i < pl->nchains; i++) {
+		const struct pchain *c = &pl->chains[i];
+
+		fprintf(f, "\tchain %s {\n", c->name);
+		for (size_t r = 0; r < c->nrules; r++)
+			print_rule(&c->rules[r], f);
+		fprintf(f, "\t}\n");
+	}
+	fprintf(f, "\tmap %s {\n\t\ttype mark : verdict\n", DFW_MAP_OUT);
+	for (size_t i = 0; i < pl->nports; i++)
+		fprintf(f, "%s0x%08x : jump %s", i ? ", " : "\t\telements = { ",
+			pl->ports[i].id, pl->ports[i].out_chain);
+	fprintf(f, "%s\t}\n", pl->nports ? " }\n" : "");
+	fprintf(f, "\tmap %s {\n\t\ttype classid : verdict\n", DFW_MAP_IN);
+	for (size_t i = 0; i < pl->nports; i++)
+		fprintf(f, "%s%x:%x : jump %s", i ? ", " : "\t\telements = { ",
+			pl->ports[i].id >> 16, pl->ports[i].id & 0xffff, pl->ports[i].in_chain);
+	fprintf(f, "%s\t}\n", pl->nports ? " }\n" : "");
+	fprintf(f, "%s", DFW_INET_CHAINS_NFT);
+	fprintf(f, "}\n");
+}

@@ -1,0 +1,92 @@
+/* The policy document: inventory, tags, security groups and firewall rules,
+ * parsed from the INI format of docs/CONFIG.md and validated whole.
+ *
+ * Parsing never stops at the first problem: every error is collected as
+ * "file:line: reason" (with "did you mean" for near names) and the result is
+ * NULL when there was any, so bad input never reaches the store or kernel. */
+#ifndef DFW_CONFIG_H
+#define DFW_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "groups/groups.h"
+
+enum dfw_action { ACT_ALLOW, ACT_DROP, ACT_REJECT };
+enum dfw_dir { DIR_IN = 1, DIR_OUT = 2, DIR_INOUT = 3 };
+enum dfw_category {
+	CAT_EMERGENCY, CAT_INFRASTRUCTURE, CAT_ENVIRONMENT, CAT_APPLICATION,
+	CAT_COUNT
+};
+
+enum ref_kind { REF_GROUP, REF_VM, REF_ADDR };
+
+struct dfw_ref {
+	enum ref_kind kind;
+	size_t idx;            /* group or VM index */
+	struct dfw_addr addr;  /* REF_ADDR */
+};
+
+/* Sources or destinations of a rule: any, or a union of references. */
+struct dfw_side {
+	bool any;
+	struct dfw_ref *refs;
+	size_t nrefs;
+};
+
+/* proto 0 means any protocol (then ports are unused). */
+struct dfw_service {
+	uint8_t proto;        /* IPPROTO_TCP, IPPROTO_UDP, IPPROTO_ICMP, IPPROTO_ICMPV6 */
+	uint16_t lo, hi;      /* TCP/UDP port range; 0,0 for all ports */
+};
+
+struct dfw_rule {
+	uint32_t id;
+	char *name;
+	enum dfw_category category;
+	struct dfw_side src, dst;
+	struct dfw_service *svcs;
+	size_t nsvcs;         /* 0 means any service */
+	bool applied_everywhere;
+	size_t *applied_to;   /* group indexes */
+	size_t napplied;
+	enum dfw_dir dir;
+	enum dfw_action action;
+	bool log;
+	bool disabled;
+	int line;
+};
+
+struct dfw_policy {
+	char *file;                /* name used in diagnostics */
+	struct inventory inv;
+	struct strv tags;          /* declared tags, spelling as declared */
+	struct dfw_rule *rules;    /* sorted: category, then file order */
+	size_t nrules;
+	enum dfw_action default_action;
+	bool default_log;
+	size_t *vm_by_name, *group_by_name; /* sorted name indexes, for lookups */
+};
+
+/* Parses and validates text (the contents of file).  Returns NULL, with
+ * every problem in d, when anything is wrong. */
+struct dfw_policy *policy_parse(const char *text, const char *file, struct diag *d);
+/* Reads path and parses it; *text_out (if non-NULL) receives the file's
+ * contents, malloc'd, so that exactly what was validated can be stored. */
+struct dfw_policy *policy_load(const char *path, char **text_out, struct diag *d);
+void policy_free(struct dfw_policy *p);
+
+/* Lookups by name, case-insensitive; -1 (as ssize_t) when absent. */
+long policy_find_vm(const struct dfw_policy *p, const char *name);
+long policy_find_group(const struct dfw_policy *p, const char *name);
+/* The declared spelling of a tag, or NULL when it is not declared. */
+const char *policy_find_tag(const struct dfw_policy *p, const char *tag);
+/* The nearest of the given names to s, or NULL when none is close. */
+const char *nearest_name(const char *s, const char *const *names, size_t n);
+
+const char *action_name(enum dfw_action a);
+const char *category_name(enum dfw_category c);
+const char *dir_name(enum dfw_dir d);
+
+#endif

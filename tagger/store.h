@@ -1,0 +1,79 @@
+/* The desired-state store: a revisioned key/value space.
+ *
+ * Every successful write is one new revision, durable before the call
+ * returns.  Readers take a consistent snapshot at a revision and then follow
+ * the changes after it, so a watcher that was away loses nothing.  The store
+ * knows nothing of rules or the kernel.
+ *
+ * Keys used by dfw (see docs/STORE.md):
+ *   policy              the validated config text (inventory, groups, rules)
+ *   policy-file         the file name that text came from, for diagnostics
+ *   tag/<vm>/<tag>      present while the VM carries the tag (value "")
+ *
+ * Backends: "sqlite:PATH" or a plain PATH (SQLite, WAL mode). */
+#ifndef DFW_STORE_H
+#define DFW_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct store;
+
+/* Opens (creating when missing, if create is true) the store at uri.
+ * On failure returns NULL and writes a one-line reason to err. */
+struct store *store_open(const char *uri, bool create, char *err, size_t errlen);
+void store_close(struct store *s);
+
+enum store_op_kind { STORE_PUT, STORE_DEL };
+
+struct store_op {
+	enum store_op_kind kind;
+	const char *key;
+	const char *value; /* PUT only; may be "" */
+};
+
+/* Applies all ops atomically as ONE new revision, also when several
+ * processes write at once (writers are serialized, none is lost).  A DEL of
+ * a missing key is a no-op within the transaction.  When check is non-NULL
+ * it is called inside the transaction, before the ops are applied, and
+ * may veto the write by returning non-zero (the write is then abandoned and
+ * store_txn returns 1): this is how callers validate against the current
+ * state without a race.  Returns 0 on success with *rev set, 1 on veto,
+ * -1 on error (reason in err). */
+typedef int (*store_check_fn)(struct store *s, void *arg, char *err, size_t errlen);
+int store_txn(struct store *s, const struct store_op *ops, size_t nops,
+	      store_check_fn check, void *arg, uint64_t *rev,
+	      char *err, size_t errlen);
+
+/* Current revision (0 for an empty store). */
+int store_rev(struct store *s, uint64_t *rev, char *err, size_t errlen);
+
+/* Reads one key.  Returns 0 with *value malloc'd (caller frees), 1 when the
+ * key is missing, -1 on error. */
+int store_get(struct store *s, const char *key, char **value,
+	      char *err, size_t errlen);
+
+/* Visits every key with the given prefix, in key order, from one
+ * consistent snapshot; *rev receives that snapshot's revision.
+ * fn returns non-zero to stop early.  Returns 0 or -1. */
+typedef int (*store_kv_fn)(void *arg, const char *key, const char *value);
+int store_scan(struct store *s, const char *prefix, store_kv_fn fn, void *arg,
+	       uint64_t *rev, char *err, size_t errlen);
+
+/* Visits every change after revision since, oldest first, as
+ * fn(arg, rev, key, value) with value NULL for a deletion; *now receives
+ * the revision the visit ended at.  Returns 0, -1 on error, or -2 when
+ * history before since is no longer kept (caller must re-scan). */
+typedef int (*store_change_fn)(void *arg, uint64_t rev, const char *key,
+			       const char *value);
+int store_changes(struct store *s, uint64_t since, store_change_fn fn,
+		  void *arg, uint64_t *now, char *err, size_t errlen);
+
+/* A file descriptor that becomes readable when the store may have changed
+ * (inotify on the database files); the caller then reads it empty with
+ * store_watch_ack() and calls store_changes().  -1 if not supported. */
+int store_watch_fd(struct store *s);
+void store_watch_ack(struct store *s);
+
+#endif
