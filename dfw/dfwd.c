@@ -143,7 +143,11 @@ static void control_serve(int lfd, struct agent *a, FILE *log)
 	}
 	line[n] = '\0';
 	if (n + 1 >= sizeof(line)) {
-		fprintf(f, "error: request too long\n");
+		/* Read the rest (bounded), or closing with unread input would
+		 * reset the connection and lose the answer. */
+		for (size_t k = 0; k < 65536 && fgetc(f) != EOF; k++)
+			;
+		fprintf(f, "error: request too long (at most %zu bytes)\n", sizeof(line) - 2);
 		goto out;
 	}
 	for (size_t i = 0; i < n; i++) {

@@ -1,0 +1,65 @@
+# Shared helpers of the real-kernel tests (sourced).  Each test builds its own
+# lab of network namespaces and removes it on exit, also when it fails.
+# Counting: every check prints "ok - ..." or "not ok - ..."; run.sh sums them.
+set -u
+BUILD=${BUILD:-build}
+LAB_BIN=$(cd "$BUILD" && pwd)/dfw-lab
+CTL_BIN=$(cd "$BUILD" && pwd)/dfwctl
+TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+PASS=0
+FAIL=0
+LAB=""
+
+ok()   { PASS=$((PASS + 1)); echo "ok - $*"; }
+bad()  { FAIL=$((FAIL + 1)); echo "not ok - $*"; }
+check() { # check DESCRIPTION COMMAND...: passes when COMMAND exits 0
+	local what=$1; shift
+	if "$@" >/dev/null 2>&1; then ok "$what"; else bad "$what"; fi
+}
+check_not() {
+	local what=$1; shift
+	if "$@" >/dev/null 2>&1; then bad "$what"; else ok "$what"; fi
+}
+
+lab() { "$LAB_BIN" "$@" --lab "$LAB"; }
+ctl() { "$LAB_BIN" ctl --lab "$LAB" -- "$@"; }
+vmexec() { local vm=$1; shift; "$LAB_BIN" exec --lab "$LAB" "$vm" -- "$@"; }
+reach() { "$LAB_BIN" probe "$@" --lab "$LAB" >/dev/null 2>&1; }
+
+finish() {
+	local rc=$?
+	[ -n "$LAB" ] && "$LAB_BIN" down --lab "$LAB" >/dev/null 2>&1
+	echo "# $(basename "$0"): $PASS passed, $FAIL failed"
+	echo "RESULT $PASS $FAIL" >&3
+	[ $FAIL -eq 0 ] && [ $rc -eq 0 ]
+}
+
+# lab_up NAME CONFIG: a fresh lab with dfwd running on every host.
+lab_up() {
+	LAB=$1
+	trap finish EXIT
+	"$LAB_BIN" down --lab "$LAB" >/dev/null 2>&1
+	if ! "$LAB_BIN" up "$2" --lab "$LAB"; then
+		bad "lab $LAB comes up"
+		exit 1
+	fi
+}
+
+# wait_realized REV: until dfwd reports that revision (max 5 s).
+wait_realized() {
+	local want=$1 i
+	for i in $(seq 50); do
+		local got
+		got=$(ctl status 2>/dev/null | sed -n 's/^realized_revision: //p')
+		[ -n "$got" ] && [ "$got" -ge "$want" ] && return 0
+		sleep 0.1
+	done
+	return 1
+}
+
+store_rev() { sqlite3 "/run/dfw-lab/$LAB/store.db" "SELECT value FROM meta WHERE name='rev'"; }
+
+# has TEXT PATTERN: TEXT contains a line matching the grep pattern.
+has() { printf '%s\n' "$1" | grep -q -- "$2"; }
+# ask SOCKET REQUEST: one raw control-socket exchange, first line of the answer.
+ask() { printf '%s\n' "$2" | timeout 3 nc -U -q1 "$1" 2>/dev/null | head -1; }
