@@ -621,6 +621,11 @@ static int req_rules(struct agent *a, struct out *o, const char *vm, char *err, 
 	out_str(o, "vm", a->pol->inv.vms[idx].name);
 	out_str(o, "port", port->ifname);
 	out_u64(o, "revision", a->rev);
+	/* Chains are shared by vNICs with the same rule list; so are counters. */
+	out_str(o, "out_chain", port->out_chain);
+	out_u64(o, "out_chain_shared_by", plan_find_chain(a->installed, port->out_chain)->refs);
+	out_str(o, "in_chain", port->in_chain);
+	out_u64(o, "in_chain_shared_by", plan_find_chain(a->installed, port->in_chain)->refs);
 	print_chain_rules(a, o, "out", port->out_chain);
 	print_chain_rules(a, o, "in", port->in_chain);
 	out_obj_end(o);
