@@ -38,6 +38,7 @@ enum {
 #define CONCAT(a, b) (((a) << 6) | (b))
 
 #define ELEMS_PER_MSG 512
+#define REQ_BUF_SIZE 8192 /* one small request: dumps, deletes */
 /* One receive size for every read: the kernel sizes dump messages after the
  * largest buffer a socket has read with, so a smaller one would truncate. */
 #define RBUF_SIZE (256 * 1024)
@@ -90,9 +91,15 @@ void backend_close(struct backend *b)
 
 /* --- batch building -------------------------------------------------------- */
 
+/* Room for one more message.  New memory is zeroed once, so alignment
+ * padding the builders skip never carries stale bytes to the kernel. */
 static char *msg_room(struct backend *b)
 {
+	size_t old = b->cap;
+
 	grow((void **)&b->buf, &b->cap, b->len + MSG_ROOM, 1);
+	if (b->cap > old)
+		memset(b->buf + old, 0, b->cap - old);
 	return b->buf + b->len;
 }
 
@@ -1007,7 +1014,7 @@ int backend_ct_flush(struct backend *b, const struct dfw_addr *addrs, size_t n,
 {
 	static const uint8_t fams[] = { AF_INET, AF_INET6 };
 	struct ct_victims cv = { .addrs = addrs, .naddrs = n };
-	char buf[MNL_SOCKET_BUFFER_SIZE];
+	char buf[REQ_BUF_SIZE] = { 0 };
 	int ret = -1;
 
 	*deleted = 0;
@@ -1061,7 +1068,7 @@ out:
 bool backend_tables_exist(struct backend *b)
 {
 	static const uint16_t fams[] = { NFPROTO_BRIDGE, NFPROTO_INET };
-	char buf[MNL_SOCKET_BUFFER_SIZE];
+	char buf[REQ_BUF_SIZE] = { 0 };
 
 	for (size_t i = 0; i < ARRAY_SIZE(fams); i++) {
 		struct nftnl_table *t = nftnl_table_alloc();
@@ -1129,7 +1136,7 @@ out:
 int backend_chain_counters(struct backend *b, const char *chain,
 			   backend_counter_fn fn, void *arg, char *err, size_t errlen)
 {
-	char buf[MNL_SOCKET_BUFFER_SIZE];
+	char buf[REQ_BUF_SIZE] = { 0 };
 	struct nftnl_rule *r = nftnl_rule_alloc();
 	struct nlmsghdr *nlh = nftnl_nlmsg_build_hdr(buf, NFT_MSG_GETRULE, NFPROTO_INET,
 						     NLM_F_DUMP, b->seq++);

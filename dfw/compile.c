@@ -33,7 +33,8 @@ static void set_normalize(struct pset *s)
 {
 	size_t out = 0;
 
-	qsort(s->elems, s->nelems, sizeof(*s->elems), cmp_addr);
+	if (s->nelems)
+		qsort(s->elems, s->nelems, sizeof(*s->elems), cmp_addr);
 	for (size_t i = 0; i < s->nelems; i++) {
 		if (out && addr_contains(&s->elems[out - 1], &s->elems[i]))
 			continue;
@@ -160,9 +161,10 @@ static const char *literal_set(struct builder *b, const struct dfw_side *side,
 
 /* --- rules and chains ----------------------------------------------------- */
 
+/* Names are copied: creating a set may move the plan's set array. */
 struct side_set {
 	uint8_t family; /* 0: any */
-	const char *set;
+	char set[PLAN_NAME_MAX]; /* "" for any */
 };
 
 static size_t side_sets(struct builder *b, const struct dfw_side *side, struct side_set *out)
@@ -171,18 +173,23 @@ static size_t side_sets(struct builder *b, const struct dfw_side *side, struct s
 	size_t n = 0;
 
 	if (side->any) {
-		out[n++] = (struct side_set){ 0, NULL };
+		out[n++] = (struct side_set){ 0, "" };
 		return n;
 	}
 	for (size_t f = 0; f < ARRAY_SIZE(fams); f++) {
-		const char *lit = literal_set(b, side, fams[f]);
+		const char *name;
 
-		for (size_t i = 0; i < side->nrefs; i++)
-			if (side->refs[i].kind == REF_GROUP)
-				out[n++] = (struct side_set){ fams[f],
-					group_set(b, side->refs[i].idx, fams[f]) };
-		if (lit)
-			out[n++] = (struct side_set){ fams[f], lit };
+		for (size_t i = 0; i < side->nrefs; i++) {
+			if (side->refs[i].kind != REF_GROUP)
+				continue;
+			out[n].family = fams[f];
+			name = group_set(b, side->refs[i].idx, fams[f]);
+			snprintf(out[n++].set, PLAN_NAME_MAX, "%s", name);
+		}
+		if ((name = literal_set(b, side, fams[f]))) {
+			out[n].family = fams[f];
+			snprintf(out[n++].set, PLAN_NAME_MAX, "%s", name);
+		}
 	}
 	return n;
 }
@@ -288,7 +295,8 @@ static void compile_rule(struct builder *b, struct chain_build *cb,
 						continue;
 					f = AF_INET6;
 				}
-				emit(cb, r->id, f, ss[i].set, ds[j].set, s->proto, s->lo,
+				emit(cb, r->id, f, ss[i].set[0] ? ss[i].set : NULL,
+				     ds[j].set[0] ? ds[j].set : NULL, s->proto, s->lo,
 				     s->hi, r->action, out, r->log);
 			}
 		}
@@ -440,9 +448,12 @@ struct plan *plan_compile(const struct dfw_policy *p, const struct gengine *e,
 		snprintf(pp->out_chain, sizeof(pp->out_chain), "%s", vnic_chain(&b, i, true));
 		snprintf(pp->in_chain, sizeof(pp->in_chain), "%s", vnic_chain(&b, i, false));
 	}
-	qsort(b.pl->ports, b.pl->nports, sizeof(*b.pl->ports), cmp_port);
-	qsort(b.pl->sets, b.pl->nsets, sizeof(*b.pl->sets), cmp_set);
-	qsort(b.pl->chains, b.pl->nchains, sizeof(*b.pl->chains), cmp_chain);
+	if (b.pl->nports)
+		qsort(b.pl->ports, b.pl->nports, sizeof(*b.pl->ports), cmp_port);
+	if (b.pl->nsets)
+		qsort(b.pl->sets, b.pl->nsets, sizeof(*b.pl->sets), cmp_set);
+	if (b.pl->nchains)
+		qsort(b.pl->chains, b.pl->nchains, sizeof(*b.pl->chains), cmp_chain);
 	return b.pl;
 }
 

@@ -194,10 +194,13 @@ static int cmp_sec(const void *x, const void *y)
 /* Sorts the index for binary search; reports duplicates (the later line). */
 static void index_finish(struct parser *ps)
 {
-	qsort(ps->keys, ps->nkeys, sizeof(*ps->keys), cmp_key);
+	if (ps->nkeys)
+		qsort(ps->keys, ps->nkeys, sizeof(*ps->keys), cmp_key);
 	ps->secs_sorted = xcalloc(ps->nsecs, sizeof(*ps->secs_sorted));
-	memcpy(ps->secs_sorted, ps->secs, ps->nsecs * sizeof(*ps->secs));
-	qsort(ps->secs_sorted, ps->nsecs, sizeof(*ps->secs), cmp_sec);
+	if (ps->nsecs) {
+		memcpy(ps->secs_sorted, ps->secs, ps->nsecs * sizeof(*ps->secs));
+		qsort(ps->secs_sorted, ps->nsecs, sizeof(*ps->secs), cmp_sec);
+	}
 	for (size_t i = 1; i < ps->nkeys; i++)
 		if (!strcmp(ps->keys[i].section, ps->keys[i - 1].section) &&
 		    !strcmp(ps->keys[i].key, ps->keys[i - 1].key))
@@ -825,7 +828,8 @@ static void check_inventory(struct parser *ps)
 			o[n++].vm = i;
 		}
 	}
-	qsort(o, n, sizeof(*o), cmp_owned);
+	if (n)
+		qsort(o, n, sizeof(*o), cmp_owned);
 	for (size_t i = 1; i < n; i++) {
 		const struct vm *a = &inv->vms[o[i].vm], *b = &inv->vms[o[i - 1].vm];
 
@@ -883,7 +887,8 @@ static size_t *name_index(const void *base, size_t n, size_t stride)
 
 	for (size_t i = 0; i < n; i++)
 		idx[i] = i;
-	qsort_r(idx, n, sizeof(*idx), cmp_name_at, (void *)&(struct name_ctx){ base, stride });
+	if (n)
+		qsort_r(idx, n, sizeof(*idx), cmp_name_at, (void *)&(struct name_ctx){ base, stride });
 	return idx;
 }
 
@@ -955,7 +960,8 @@ static void parse_sections(struct parser *ps)
 	for (size_t i = 0; i < ps->nsecs; i++)
 		if (!strncmp(ps->secs[i].name, "rule ", 5))
 			parse_rule(ps, ps->secs[i].name, str_trim(ps->secs[i].name + 5));
-	qsort(p->rules, p->nrules, sizeof(*p->rules), cmp_rule);
+	if (p->nrules)
+		qsort(p->rules, p->nrules, sizeof(*p->rules), cmp_rule);
 }
 
 struct dfw_policy *policy_parse(const char *text, const char *file, struct diag *d)

@@ -25,6 +25,8 @@ lab() { "$LAB_BIN" "$@" --lab "$LAB"; }
 ctl() { "$LAB_BIN" ctl --lab "$LAB" -- "$@"; }
 vmexec() { local vm=$1; shift; "$LAB_BIN" exec --lab "$LAB" "$vm" -- "$@"; }
 reach() { "$LAB_BIN" probe "$@" --lab "$LAB" >/dev/null 2>&1; }
+# blocked: the probe ran and was blocked (exit 1); a probe error (exit 2) fails.
+blocked() { "$LAB_BIN" probe "$@" --lab "$LAB" >/dev/null 2>&1; [ $? -eq 1 ]; }
 
 finish() {
 	local rc=$?
@@ -63,3 +65,5 @@ store_rev() { sqlite3 "/run/dfw-lab/$LAB/store.db" "SELECT value FROM meta WHERE
 has() { printf '%s\n' "$1" | grep -q -- "$2"; }
 # ask SOCKET REQUEST: one raw control-socket exchange, first line of the answer.
 ask() { printf '%s\n' "$2" | timeout 3 nc -U -q1 "$1" 2>/dev/null | head -1; }
+# exits CODE COMMAND...: COMMAND ran and exited with exactly CODE.
+exits() { local want=$1; shift; "$@" >/dev/null 2>&1; [ $? -eq "$want" ]; }

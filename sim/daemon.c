@@ -1,0 +1,625 @@
+/* The lab's processes: dfwctl (to load the policy into the lab's store) and
+ * one dfwd per host, run inside the host's namespace; and the `daemon` and
+ * `ctl` subcommands built on them.  A dfwd is only ever signalled after its
+ * pidfile's pid is checked to still be a dfwd of this lab. */
+#include "sim/lab.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <limits.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define START_TIMEOUT_MS 10000
+#define STOP_TIMEOUT_MS 3000
+#define LOG_TAIL_LINES 15
+
+static char *prog_path(const char *prog)
+{
+	return xasprintf("%s/%s", lab_bindir(), prog);
+}
+
+static int need_prog(const char *path, char *err, size_t errlen)
+{
+	if (access(path, X_OK) < 0)
+		return errf(err, errlen,
+			    "%s: %s (dfw-lab runs dfwd and dfwctl from its own directory; build them, or use --no-daemon)",
+			    path, strerror(errno));
+	return 0;
+}
+
+static void sleep_ms(unsigned ms)
+{
+	struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L };
+
+	nanosleep(&ts, NULL);
+}
+
+int daemon_apply(const char *labname, const char *config, char *err, size_t errlen)
+{
+	char *dfwctl = prog_path("dfwctl"), *store = lab_path(labname, "store.db");
+	char out[LAB_ERRLEN - 256];
+	size_t len = 0;
+	int pipefd[2] = { -1, -1 }, st, ret = -1;
+	pid_t pid;
+	ssize_t r;
+
+	if (need_prog(dfwctl, err, errlen) < 0)
+		goto out;
+	if (pipe2(pipefd, O_CLOEXEC) < 0) {
+		errf(err, errlen, "pipe: %s", strerror(errno));
+		goto out;
+	}
+	pid = fork();
+	if (pid < 0) {
+		errf(err, errlen, "fork: %s", strerror(errno));
+		goto out;
+	}
+	if (pid == 0) {
+		char *argv[] = { dfwctl, (char *)"--store", store, (char *)"apply",
+				 (char *)config, NULL };
+
+		dup2(pipefd[1], STDOUT_FILENO);
+		dup2(pipefd[1], STDERR_FILENO);
+		execv(dfwctl, argv);
+		dprintf(STDERR_FILENO, "cannot run %s: %s\n", dfwctl, strerror(errno));
+		_exit(127);
+	}
+	close(pipefd[1]);
+	pipefd[1] = -1;
+	/* Keep the start and, past the buffer, drop the middle: errors come
+	 * first in dfwctl's output. */
+	while ((r = read(pipefd[0], out + len, sizeof(out) - 1 - len)) != 0) {
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			break;
+		len += (size_t)r;
+		if (len == sizeof(out) - 1) {
+			char sink[4096];
+
+			while (read(pipefd[0], sink, sizeof(sink)) > 0)
+				;
+			break;
+		}
+	}
+	out[len] = '\0';
+	while (len && out[len - 1] == '\n')
+		out[--len] = '\0';
+	while (waitpid(pid, &st, 0) < 0) {
+		if (errno != EINTR) {
+			errf(err, errlen, "waitpid: %s", strerror(errno));
+			goto out;
+		}
+	}
+	if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+		errf(err, errlen, "`dfwctl --store %s apply %s` failed (%s %d):\n%s", store, config,
+		     WIFEXITED(st) ? "exit" : "signal",
+		     WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st), out);
+		goto out;
+	}
+	ret = 0;
+out:
+	if (pipefd[0] >= 0)
+		close(pipefd[0]);
+	if (pipefd[1] >= 0)
+		close(pipefd[1]);
+	free(dfwctl);
+	free(store);
+	return ret;
+}
+
+/* The last lines of a log file, for failure messages. */
+static void log_tail(const char *path, char *buf, size_t len)
+{
+	char data[LAB_ERRLEN / 2];
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	off_t size;
+	ssize_t n;
+	const char *p;
+	int lines = 0;
+
+	snprintf(buf, len, "(%s is empty)", path);
+	if (fd < 0) {
+		snprintf(buf, len, "(no log: %s: %s)", path, strerror(errno));
+		return;
+	}
+	size = lseek(fd, 0, SEEK_END);
+	if (size > (off_t)sizeof(data) - 1)
+		lseek(fd, size - (off_t)sizeof(data) + 1, SEEK_SET);
+	else
+		lseek(fd, 0, SEEK_SET);
+	n = read(fd, data, sizeof(data) - 1);
+	close(fd);
+	if (n <= 0)
+		return;
+	data[n] = '\0';
+	while (n && data[n - 1] == '\n')
+		data[--n] = '\0';
+	for (p = data + n; p > data; p--)
+		if (p[-1] == '\n' && ++lines == LOG_TAIL_LINES)
+			break;
+	snprintf(buf, len, "%s", p);
+}
+
+static bool sock_ready(const char *path)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	bool ok;
+
+	if (fd < 0)
+		return false;
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+	ok = connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
+	close(fd);
+	return ok;
+}
+
+/* The pid in HOST.pid when it is a live dfwd of this lab, else 0. */
+static pid_t live_daemon(const char *labname, const char *host)
+{
+	char *pidfile = lab_host_path(labname, host, ".pid");
+	char *store = lab_path(labname, "store.db");
+	char buf[64], exe[PATH_MAX], cmdline[8192], *base;
+	char *exelink = NULL, *cmdpath = NULL;
+	uint64_t v;
+	pid_t pid = 0;
+	ssize_t n;
+	FILE *f;
+	int fd;
+
+	f = fopen(pidfile, "re");
+	if (!f)
+		goto out;
+	if (!fgets(buf, sizeof(buf), f)) {
+		fclose(f);
+		goto out;
+	}
+	fclose(f);
+	buf[strcspn(buf, "\n")] = '\0';
+	if (parse_u64(buf, INT_MAX, &v) < 0 || v < 2)
+		goto out;
+	exelink = xasprintf("/proc/%d/exe", (int)v);
+	n = readlink(exelink, exe, sizeof(exe) - 1);
+	if (n <= 0)
+		goto out;
+	exe[n] = '\0';
+	if (n > 10 && !strcmp(exe + n - 10, " (deleted)"))
+		exe[n - 10] = '\0'; /* rebuilt while running */
+	base = strrchr(exe, '/');
+	if (strcmp(base ? base + 1 : exe, "dfwd"))
+		goto out;
+	/* ...and one of this lab: its command line names the lab's store. */
+	cmdpath = xasprintf("/proc/%d/cmdline", (int)v);
+	fd = open(cmdpath, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		goto out;
+	n = read(fd, cmdline, sizeof(cmdline) - 1);
+	close(fd);
+	if (n <= 0)
+		goto out;
+	cmdline[n] = '\0';
+	for (ssize_t off = 0; off < n; off += (ssize_t)strlen(cmdline + off) + 1) {
+		if (!strcmp(cmdline + off, store)) {
+			pid = (pid_t)v;
+			break;
+		}
+	}
+out:
+	free(cmdpath);
+	free(exelink);
+	free(pidfile);
+	free(store);
+	return pid;
+}
+
+static bool gone(pid_t pid)
+{
+	char path[64], state = 0;
+	FILE *f;
+	int st;
+
+	if (waitpid(pid, &st, WNOHANG) == pid)
+		return true; /* our own child (a rollback inside `up`) */
+	if (kill(pid, 0) < 0 && errno == ESRCH)
+		return true;
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	f = fopen(path, "re");
+	if (!f)
+		return true;
+	/* "pid (comm) S ...": a zombie is as good as gone. */
+	if (fscanf(f, "%*d (%*[^)]) %c", &state) != 1)
+		state = 0;
+	fclose(f);
+	return state == 'Z' || state == 'X';
+}
+
+static bool wait_gone(pid_t pid, unsigned ms)
+{
+	for (unsigned t = 0; t < ms; t += 20) {
+		if (gone(pid))
+			return true;
+		sleep_ms(20);
+	}
+	return gone(pid);
+}
+
+/* Signals pid and waits for it to go, with SIGKILL after STOP_TIMEOUT_MS. */
+static int stop_pid(pid_t pid, int sig, const char *host, char *err, size_t errlen)
+{
+	/* A dfwd leads its own session (setsid below): its process group is
+	 * everything it started, which goes with it. */
+	pid_t target = getpgid(pid) == pid ? -pid : pid;
+
+	if (kill(target, sig) < 0 && errno != ESRCH)
+		return errf(err, errlen, "cannot signal dfwd of host %s (pid %d): %s", host,
+			    (int)pid, strerror(errno));
+	if (wait_gone(pid, STOP_TIMEOUT_MS))
+		return 0;
+	kill(target, SIGKILL);
+	if (wait_gone(pid, STOP_TIMEOUT_MS))
+		return 0;
+	return errf(err, errlen, "dfwd of host %s (pid %d) does not exit, even after SIGKILL",
+		    host, (int)pid);
+}
+
+int daemon_stop(const char *labname, const char *host, int sig, bool *stopped, char *err,
+		size_t errlen)
+{
+	char *pidfile = lab_host_path(labname, host, ".pid");
+	pid_t pid = live_daemon(labname, host);
+	int ret = 0;
+
+	*stopped = false;
+	/* Without a live dfwd of ours under that pid, the pidfile is stale. */
+	if (pid) {
+		ret = stop_pid(pid, sig, host, err, errlen);
+		*stopped = ret == 0;
+	}
+	if (ret == 0)
+		unlink(pidfile);
+	free(pidfile);
+	return ret;
+}
+
+int daemon_stop_all(const char *labname, char *err, size_t errlen)
+{
+	char *dir = lab_path(labname, NULL);
+	struct strv hosts = { 0 };
+	struct dirent *de;
+	DIR *d = opendir(dir);
+	int ret = 0;
+
+	if (!d) {
+		if (errno != ENOENT)
+			ret = errf(err, errlen, "cannot read %s: %s", dir, strerror(errno));
+		goto out;
+	}
+	while ((de = readdir(d))) {
+		size_t n = strlen(de->d_name);
+
+		if (n > 4 && !strcmp(de->d_name + n - 4, ".pid")) {
+			de->d_name[n - 4] = '\0';
+			strv_push(&hosts, de->d_name);
+		}
+	}
+	closedir(d);
+	for (size_t i = 0; i < hosts.n; i++) {
+		bool stopped;
+
+		if (daemon_stop(labname, hosts.v[i], SIGTERM, &stopped, err, errlen) < 0)
+			ret = -1;
+	}
+out:
+	strv_free(&hosts);
+	free(dir);
+	return ret;
+}
+
+/* In the child: becomes the host's dfwd.  Never returns. */
+static void exec_dfwd(const char *dfwd, int nsfd, const char *labname, const char *host)
+{
+	char *store = lab_path(labname, "store.db");
+	char *sock = lab_host_path(labname, host, ".sock");
+	char *log = lab_host_path(labname, host, ".log");
+	char *pidfile = lab_host_path(labname, host, ".pid");
+	char *tmp = xasprintf("%s.tmp", pidfile);
+	char *argv[] = { (char *)dfwd, (char *)"--store", store, (char *)"--host", (char *)host,
+			 (char *)"--socket", sock, (char *)"--log", log, NULL };
+	sigset_t none;
+	int fd;
+
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
+	/* Its own session: a ^C to the terminal that ran `up` is not for it. */
+	setsid();
+	if (setns(nsfd, CLONE_NEWNET) < 0)
+		_exit(126);
+	fd = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+	if (fd >= 0) {
+		dup2(fd, STDOUT_FILENO);
+		dup2(fd, STDERR_FILENO);
+	}
+	fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	if (fd >= 0)
+		dup2(fd, STDIN_FILENO);
+	/* Written by the child itself, so there is no moment in which a
+	 * daemon runs that `down` cannot find. */
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd >= 0) {
+		dprintf(fd, "%d\n", (int)getpid());
+		close(fd);
+		rename(tmp, pidfile);
+	}
+	close_range(3, ~0U, 0);
+	execv(dfwd, argv);
+	dprintf(STDERR_FILENO, "dfw-lab: cannot run %s: %s\n", dfwd, strerror(errno));
+	_exit(127);
+}
+
+int daemon_start(struct lab *lab, const size_t *hosts, size_t n, char *err, size_t errlen)
+{
+	char *dfwd = prog_path("dfwd");
+	size_t count = hosts ? n : lab->nhosts;
+	pid_t *pids = xcalloc(count ? count : 1, sizeof(*pids));
+	bool *ready = xcalloc(count ? count : 1, sizeof(*ready));
+	size_t nready = 0, started = 0;
+	uint64_t deadline;
+	int ret = -1;
+
+	if (need_prog(dfwd, err, errlen) < 0)
+		goto out;
+	for (size_t k = 0; k < count; k++) {
+		size_t h = hosts ? hosts[k] : k;
+		char *sock = lab_host_path(lab->name, lab->hosts[h], ".sock");
+		size_t slen = strlen(sock);
+		pid_t old = live_daemon(lab->name, lab->hosts[h]);
+		int fd;
+
+		free(sock);
+		if (slen >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
+			errf(err, errlen, "host name '%s' is too long for a socket path", lab->hosts[h]);
+			goto out;
+		}
+		if (old) {
+			errf(err, errlen, "dfwd of host %s is already running (pid %d)", lab->hosts[h],
+			     (int)old);
+			goto out;
+		}
+		fd = lab_host_fd(lab, h, err, errlen);
+		if (fd < 0)
+			goto out;
+		pids[k] = fork();
+		if (pids[k] < 0) {
+			errf(err, errlen, "fork: %s", strerror(errno));
+			goto out;
+		}
+		if (pids[k] == 0)
+			exec_dfwd(dfwd, fd, lab->name, lab->hosts[h]);
+		started++;
+	}
+	/* All start together; wait for every socket to accept connections. */
+	deadline = now_ns() + START_TIMEOUT_MS * 1000000ull;
+	while (nready < count) {
+		bool late = now_ns() >= deadline;
+
+		for (size_t k = 0; k < count; k++) {
+			size_t h = hosts ? hosts[k] : k;
+			char *sock, *log, tail[LAB_ERRLEN / 2];
+			int st;
+
+			if (ready[k])
+				continue;
+			sock = lab_host_path(lab->name, lab->hosts[h], ".sock");
+			log = lab_host_path(lab->name, lab->hosts[h], ".log");
+			if (sock_ready(sock)) {
+				ready[k] = true;
+				nready++;
+			} else if (waitpid(pids[k], &st, WNOHANG) == pids[k]) {
+				log_tail(log, tail, sizeof(tail));
+				errf(err, errlen, "dfwd of host %s exited (%s %d) before opening %s; last lines of %s:\n%s",
+				     lab->hosts[h], WIFEXITED(st) ? "exit" : "signal",
+				     WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st), sock, log, tail);
+				pids[k] = 0;
+			} else if (late || lab_interrupted) {
+				log_tail(log, tail, sizeof(tail));
+				errf(err, errlen, "dfwd of host %s %s before %s accepted connections; last lines of %s:\n%s",
+				     lab->hosts[h],
+				     lab_interrupted ? "interrupted" : "timed out (10 s)", sock, log, tail);
+			}
+			free(sock);
+			free(log);
+			if (!ready[k] && (pids[k] == 0 || late || lab_interrupted))
+				goto out;
+		}
+		if (nready < count)
+			sleep_ms(20);
+	}
+	ret = 0;
+out:
+	/* On failure stop what this call started: a daemon that never got
+	 * ready is of no use, and the caller's rollback needs none running. */
+	for (size_t k = 0; ret < 0 && k < started; k++) {
+		size_t h = hosts ? hosts[k] : k;
+		char *pidfile = lab_host_path(lab->name, lab->hosts[h], ".pid");
+
+		/* Our own children: no pidfile check needed (nor yet possible). */
+		if (pids[k] > 0 && stop_pid(pids[k], SIGTERM, lab->hosts[h], NULL, 0) == 0)
+			unlink(pidfile);
+		free(pidfile);
+	}
+	free(pids);
+	free(ready);
+	free(dfwd);
+	return ret;
+}
+
+/* ---- subcommands ---- */
+
+/* dfw-lab ctl [--lab NAME] [--host HOST] -- DFWCTL-ARGS... */
+int cmd_ctl(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "lab", required_argument, NULL, 'l' },
+		{ "host", required_argument, NULL, 'H' },
+		{ "help", no_argument, NULL, 'h' },
+		{ 0 }
+	};
+	const char *labname = LAB_DEFAULT_NAME, *hostname = NULL;
+	char err[LAB_ERRLEN], **tail, **args = NULL;
+	char *dfwctl = NULL, *store = NULL, *sock = NULL;
+	struct lab *lab = NULL;
+	int c, ntail, ret;
+	long h = 0;
+
+	args_split(&argc, argv, &tail, &ntail);
+	/* Without "--", options end at the first word that is dfwctl's. */
+	while ((c = getopt_long(argc, argv, tail ? "h" : "+h", opts, NULL)) != -1) {
+		switch (c) {
+		case 'l': labname = optarg; break;
+		case 'H': hostname = optarg; break;
+		case 'h': lab_usage("ctl"); ret = LAB_OK; goto out;
+		default: ret = lab_usage("ctl"); goto out;
+		}
+	}
+	if (tail && optind < argc) {
+		lab_errorf("ctl: unexpected '%s' before '--'", argv[optind]);
+		ret = LAB_EINPUT;
+		goto out;
+	}
+	if (!tail) {
+		tail = argv + optind;
+		ntail = argc - optind;
+	}
+	ret = lab_open(labname, &lab, err, sizeof(err));
+	if (ret != LAB_OK) {
+		lab_errorf("%s", err);
+		goto out;
+	}
+	if (hostname && (h = lab_find_host(lab, hostname, err, sizeof(err))) < 0) {
+		lab_errorf("%s", err);
+		ret = LAB_EINPUT;
+		goto out;
+	}
+	if (lab->nhosts == 0) {
+		lab_errorf("lab %s has no hosts", labname);
+		ret = LAB_EINPUT;
+		goto out;
+	}
+	dfwctl = prog_path("dfwctl");
+	store = lab_path(labname, "store.db");
+	sock = lab_host_path(labname, lab->hosts[h], ".sock");
+	args = xcalloc((size_t)ntail + 6, sizeof(*args));
+	args[0] = dfwctl;
+	args[1] = (char *)"--store";
+	args[2] = store;
+	args[3] = (char *)"--socket";
+	args[4] = sock;
+	for (int i = 0; i < ntail; i++)
+		args[5 + i] = tail[i];
+	fflush(NULL);
+	execv(dfwctl, args);
+	lab_errorf("cannot run %s: %s", dfwctl, strerror(errno));
+	ret = LAB_EDAEMON;
+out:
+	free(args);
+	free(dfwctl);
+	free(store);
+	free(sock);
+	lab_free(lab);
+	return ret;
+}
+
+/* dfw-lab daemon stop|kill|start HOST [--lab NAME] */
+int cmd_daemon(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "lab", required_argument, NULL, 'l' },
+		{ "help", no_argument, NULL, 'h' },
+		{ 0 }
+	};
+	static const struct { const char *name; int sig; } verbs[] = {
+		{ "start", 0 }, { "stop", SIGTERM }, { "kill", SIGKILL },
+	};
+	const char *labname = LAB_DEFAULT_NAME, *verb, *hostname;
+	char err[LAB_ERRLEN];
+	struct lab *lab = NULL;
+	size_t v, h;
+	long found;
+	bool stopped;
+	int c, ret;
+
+	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+		switch (c) {
+		case 'l': labname = optarg; break;
+		case 'h': lab_usage("daemon"); ret = LAB_OK; goto out;
+		default: ret = lab_usage("daemon"); goto out;
+		}
+	}
+	if (argc - optind != 2) {
+		ret = lab_usage("daemon");
+		goto out;
+	}
+	verb = argv[optind];
+	hostname = argv[optind + 1];
+	for (v = 0; v < ARRAY_SIZE(verbs); v++)
+		if (!strcmp(verb, verbs[v].name))
+			break;
+	if (v == ARRAY_SIZE(verbs)) {
+		lab_errorf("daemon: unknown action '%s' (start, stop or kill)", verb);
+		ret = LAB_EINPUT;
+		goto out;
+	}
+	ret = lab_open(labname, &lab, err, sizeof(err));
+	if (ret != LAB_OK) {
+		lab_errorf("%s", err);
+		goto out;
+	}
+	found = lab_find_host(lab, hostname, err, sizeof(err));
+	if (found < 0) {
+		lab_errorf("%s", err);
+		ret = LAB_EINPUT;
+		goto out;
+	}
+	h = (size_t)found;
+	if (verbs[v].sig == 0) {
+		pid_t old = live_daemon(labname, lab->hosts[h]);
+
+		if (old) {
+			lab_errorf("dfwd of host %s is already running (pid %d); stop it first",
+				   lab->hosts[h], (int)old);
+			ret = LAB_EINPUT;
+			goto out;
+		}
+		lab_catch_signals();
+		if (daemon_start(lab, &h, 1, err, sizeof(err)) < 0) {
+			lab_errorf("%s", err);
+			ret = LAB_EDAEMON;
+			goto out;
+		}
+		printf("dfwd of host %s started\n", lab->hosts[h]);
+	} else {
+		if (daemon_stop(labname, lab->hosts[h], verbs[v].sig, &stopped, err, sizeof(err)) < 0) {
+			lab_errorf("%s", err);
+			ret = LAB_EDAEMON;
+			goto out;
+		}
+		printf("dfwd of host %s %s\n", lab->hosts[h],
+		       !stopped ? "was not running" : verbs[v].sig == SIGKILL ? "killed" : "stopped");
+	}
+	ret = LAB_OK;
+out:
+	lab_free(lab);
+	return ret;
+}

@@ -1,0 +1,205 @@
+/* dfw-lab: network namespaces standing in for hypervisors and their VMs, so
+ * that dfwd runs on real bridges and its policy is checked with real traffic.
+ *
+ * Layout of a lab NAME (see dfw-lab help):
+ *   /run/netns/dfwl-NAME-h-HOST   one per hypervisor: bridge (br-dfw) + ports
+ *   /run/netns/dfwl-NAME-v-VM     one per VM: eth0 (the VM's MAC and addresses)
+ *   /run/netns/dfwl-NAME-fabric   only with several hosts: joins their bridges
+ *   /run/dfw-lab/NAME/            config.ini, store.db, HOST.{sock,log,pid}
+ *
+ * Helpers return 0, or -1 with a one-line reason in err; only the cmd_*
+ * functions print, and they return the process exit code. */
+#ifndef DFW_LAB_H
+#define DFW_LAB_H
+
+#include <signal.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "common/util.h"
+#include "tagger/config.h"
+
+/* Exit codes of every subcommand (STYLE.md). */
+enum {
+	LAB_OK = 0,
+	LAB_EINPUT = 1,  /* bad usage or input */
+	LAB_EKERNEL = 2, /* kernel, namespace or dataplane failure */
+	LAB_EDAEMON = 3, /* dfwd or dfwctl (the store) failed or unreachable */
+};
+
+#define LAB_ERRLEN 4096
+#define LAB_DEFAULT_NAME "dfw"
+#define LAB_DEFAULT_BRIDGE "br-dfw"
+#define LAB_RUN_DIR "/run/dfw-lab"
+#define LAB_NS_PREFIX "dfwl-"
+#define LAB_UPLINK "dfw-uplink"   /* a host bridge's port to the fabric */
+#define LAB_FABRIC_BRIDGE "br-fabric"
+
+/* Set by the SIGINT/SIGTERM/SIGHUP handler; long loops check it so that an
+ * interrupted `up` still rolls back. */
+extern volatile sig_atomic_t lab_interrupted;
+void lab_catch_signals(void);
+
+/* printf to stderr, prefixed with "dfw-lab: ". */
+void lab_errorf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* snprintf into err (no-op when err is NULL); returns -1 for "return errf(...)". */
+int errf(char *err, size_t errlen, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+/* ---- lab.c: names, paths and the inventory of a running lab ---- */
+
+struct lab {
+	char *name;              /* validated lab name */
+	char *dir;               /* LAB_RUN_DIR/NAME */
+	struct dfw_policy *pol;  /* inventory (owned) */
+	char **hosts;            /* distinct VM hosts, in inventory order */
+	size_t nhosts;
+	size_t *vm_host;         /* host index of each VM */
+	int *vm_fd, *host_fd;    /* namespace fds, opened on demand, or -1 */
+};
+
+/* Lab names become part of namespace names: [a-z0-9_], 1..32 chars, no '-'
+ * so that one lab's prefix "dfwl-NAME-" is never a prefix of another's. */
+int lab_name_check(const char *name, char *err, size_t errlen);
+/* Host and VM names become file and namespace names: [A-Za-z0-9._-]. */
+int lab_ident_check(const char *what, const char *s, char *err, size_t errlen);
+
+/* Builds a lab around pol, which it takes over (also on failure). */
+struct lab *lab_new(const char *name, struct dfw_policy *pol);
+/* Opens a lab that is up: loads LAB_RUN_DIR/NAME/config.ini.  Returns an
+ * exit code (LAB_OK, or LAB_EKERNEL when the lab is not up or unreadable)
+ * with the reason in err. */
+int lab_open(const char *name, struct lab **out, char *err, size_t errlen);
+void lab_free(struct lab *lab);
+
+/* "dfwl-NAME-v-VM", "dfwl-NAME-h-HOST", "dfwl-NAME-fabric"; malloc'd. */
+char *lab_vm_ns(const struct lab *lab, size_t vm);
+char *lab_host_ns(const struct lab *lab, size_t host);
+char *lab_fabric_ns(const char *labname);
+char *lab_ns_prefix(const char *labname);
+/* LAB_RUN_DIR/NAME/FILE; malloc'd. */
+char *lab_path(const char *labname, const char *file);
+char *lab_host_path(const char *labname, const char *host, const char *suffix);
+
+/* Index of a VM or host by name (case-insensitive), or -1 with
+ * "unknown VM 'x' in lab NAME (did you mean 'y'?)" in err. */
+long lab_find_vm(const struct lab *lab, const char *name, char *err, size_t errlen);
+long lab_find_host(const struct lab *lab, const char *name, char *err, size_t errlen);
+/* Namespace fds, opened once and cached; -1 with err when missing. */
+int lab_vm_fd(struct lab *lab, size_t vm, char *err, size_t errlen);
+int lab_host_fd(struct lab *lab, size_t host, char *err, size_t errlen);
+/* The VM's first address of family (AF_INET/AF_INET6), or NULL. */
+const struct dfw_addr *lab_vm_addr(const struct lab *lab, size_t vm, int family);
+
+/* Directory holding this binary (and dfwd, dfwctl next to it). */
+const char *lab_bindir(void);
+/* Recursively removes path; missing is fine. */
+int rm_rf(const char *path, char *err, size_t errlen);
+
+/* ---- netns.c: named network namespaces, as `ip netns` makes them ---- */
+
+#define NETNS_RUN_DIR "/run/netns"
+
+/* Creates NETNS_RUN_DIR/name holding a new network namespace and returns an
+ * O_CLOEXEC fd to it (caller closes), or -1.  The caller stays in its own
+ * namespace. */
+int netns_add(const char *name, char *err, size_t errlen);
+/* Unmounts and removes NETNS_RUN_DIR/name; a missing one is fine. */
+int netns_del(const char *name, char *err, size_t errlen);
+/* Opens NETNS_RUN_DIR/name; -1 with errno. */
+int netns_open(const char *name);
+/* Appends the names in NETNS_RUN_DIR starting with prefix, sorted. */
+int netns_list(const char *prefix, struct strv *out, char *err, size_t errlen);
+/* Moves the calling thread into the namespace fd / back to the one it
+ * started in.  Sockets opened in between stay in that namespace. */
+int netns_enter(int fd, char *err, size_t errlen);
+int netns_leave(char *err, size_t errlen);
+/* Writes value to /proc/sys/path in the current network namespace. */
+int sysctl_write(const char *path, const char *value, char *err, size_t errlen);
+
+/* ---- topo.c: building and tearing down the lab's links (libnl) ---- */
+
+struct topo_opts {
+	const char *bridge;  /* bridge name in each host namespace */
+};
+
+/* Checks the names the kernel would refuse (ports, hosts, VMs), before
+ * anything is made. */
+int topo_check(const struct lab *lab, const struct topo_opts *o, char *err, size_t errlen);
+/* Creates every namespace, bridge, veth and address of lab.  On failure
+ * (or interruption) the partial lab is left for lab_teardown. */
+int topo_build(struct lab *lab, const struct topo_opts *o, char *err, size_t errlen);
+/* Stops the lab's daemons, deletes its namespaces and its state dir.
+ * Succeeds when there is nothing to remove; *nns receives the count of
+ * namespaces deleted. */
+int lab_teardown(const char *labname, size_t *nns, char *err, size_t errlen);
+
+/* ---- daemon.c: dfwd and dfwctl processes ---- */
+
+/* Runs `dfwctl --store STORE apply config`; on failure err holds its
+ * output.  Returns 0 or -1. */
+int daemon_apply(const char *labname, const char *config, char *err, size_t errlen);
+/* Starts dfwd of each listed host (NULL: every host) and waits up to 10 s
+ * for their sockets to accept connections; err gets the log tail on failure. */
+int daemon_start(struct lab *lab, const size_t *hosts, size_t n, char *err, size_t errlen);
+/* Stops the dfwd whose pidfile is HOST.pid in the lab's dir: sig first,
+ * SIGKILL after 3 s.  A missing or stale pidfile is fine (*stopped false). */
+int daemon_stop(const char *labname, const char *host, int sig, bool *stopped,
+		char *err, size_t errlen);
+/* daemon_stop for every HOST.pid in the lab's dir. */
+int daemon_stop_all(const char *labname, char *err, size_t errlen);
+
+/* ---- probe.c: real connection attempts between VMs ---- */
+
+enum probe_proto { PROBE_TCP, PROBE_UDP, PROBE_ICMP };
+
+struct probe_port {
+	enum probe_proto proto;
+	uint16_t port;  /* 0 for icmp */
+};
+
+/* Parses "tcp/443", "udp/53", "icmp" (case-insensitive). */
+int probe_port_parse(const char *s, struct probe_port *out, char *err, size_t errlen);
+/* "tcp/443", "udp/53", "icmp". */
+void probe_port_format(const struct probe_port *p, char *buf, size_t len);
+
+struct probe {
+	size_t src, dst;          /* VM indexes */
+	struct probe_port port;
+	/* results */
+	bool reachable;
+	unsigned ms;              /* time to the answer or the verdict */
+};
+
+struct probe_opts {
+	int family;           /* AF_INET or AF_INET6 */
+	unsigned timeout_ms;  /* a probe unanswered this long is blocked */
+	unsigned parallel;    /* probes in flight at once */
+};
+
+/* Runs every probe (src and dst must have an address of the family), at
+ * most o->parallel at a time, and fills in the results.  -1 only for lab
+ * failures (a namespace or socket that cannot be had). */
+int probe_run(struct lab *lab, struct probe *pr, size_t n, const struct probe_opts *o,
+	      char *err, size_t errlen);
+
+/* ---- subcommands (one table in dfw-lab.c) ---- */
+
+int cmd_up(int argc, char **argv);
+int cmd_down(int argc, char **argv);
+int cmd_probe(int argc, char **argv);
+int cmd_matrix(int argc, char **argv);
+int cmd_exec(int argc, char **argv);
+int cmd_ctl(int argc, char **argv);
+int cmd_daemon(int argc, char **argv);
+/* Prints the usage line of one subcommand to stderr; returns LAB_EINPUT. */
+int lab_usage(const char *cmd);
+
+/* Splits argv (argv[0] is the subcommand) at the first "--": *ntail and
+ * *tail receive what follows it (argc then counts what precedes it).  When
+ * there is no "--", *tail is NULL. */
+void args_split(int *argc, char **argv, char ***tail, int *ntail);
+
+#endif
