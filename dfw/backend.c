@@ -419,6 +419,31 @@ static void rule_send(struct backend *b, struct nftnl_rule *r)
 
 /* --- the fixed layout --------------------------------------------------------- */
 
+/* Clears a meta key, sets it to the port's id from a map, and drops frames
+ * of ports the map does not know (fail closed). */
+static void port_id_rules(struct backend *b, const char *chain, uint32_t ifkey,
+			  const char *map, uint32_t target)
+{
+	struct nftnl_rule *r;
+	uint32_t zero = 0;
+
+	r = rule_new(b, NFPROTO_BRIDGE, chain, NULL);
+	x_imm_u32(r, 0);
+	x_meta_set(r, target, NFT_REG_1);
+	rule_send(b, r);
+	r = rule_new(b, NFPROTO_BRIDGE, chain, NULL);
+	x_meta_load(r, ifkey, NFT_REG_1);
+	x_lookup(r, map, NFT_REG_1, false);
+	x_meta_set(r, target, NFT_REG_1);
+	rule_send(b, r);
+	r = rule_new(b, NFPROTO_BRIDGE, chain, "unknown port");
+	x_meta_load(r, target, NFT_REG_1);
+	x_cmp(r, NFT_CMP_EQ, &zero, 4);
+	x_counter(r);
+	x_verdict(r, NF_DROP);
+	rule_send(b, r);
+}
+
 static void bridge_objects(struct backend *b)
 {
 	static const struct set_spec sets[] = {
@@ -428,9 +453,20 @@ static void bridge_objects(struct backend *b)
 		{ DFW_SET_PORT_IP4, NFPROTO_BRIDGE, 0, CONCAT(TYPE_IFNAME, TYPE_IPADDR), IFNAMSIZ + 4, 0, 0, BO_BIG, 0 },
 		{ DFW_SET_PORT_IP6, NFPROTO_BRIDGE, 0, CONCAT(TYPE_IFNAME, TYPE_IP6ADDR), IFNAMSIZ + 16, 0, 0, BO_BIG, 0 },
 	};
+	/* Anti-spoofing: (port, source) pairs not in the port's sets drop. */
+	static const struct {
+		uint16_t ethertype; /* 0: any frame */
+		uint32_t base, off, len;
+		const char *set, *why;
+	} spoof[] = {
+		{ 0, NFT_PAYLOAD_LL_HEADER, 6, 6, DFW_SET_PORT_MAC, "spoofed MAC" },
+		{ 0x0800, NFT_PAYLOAD_NETWORK_HEADER, 12, 4, DFW_SET_PORT_IP4, "spoofed IPv4" },
+		{ 0x0806, NFT_PAYLOAD_NETWORK_HEADER, 8, 6, DFW_SET_PORT_MAC, "spoofed ARP" },
+		{ 0x0806, NFT_PAYLOAD_NETWORK_HEADER, 14, 4, DFW_SET_PORT_IP4, "spoofed ARP" },
+		{ 0x86dd, NFT_PAYLOAD_NETWORK_HEADER, 8, 16, DFW_SET_PORT_IP6, "spoofed IPv6" },
+	};
 	const uint16_t fam = NFPROTO_BRIDGE;
 	struct nftnl_rule *r;
-	uint32_t zero = 0;
 
 	for (size_t i = 0; i < ARRAY_SIZE(sets); i++)
 		set_msg(b, &sets[i], NFT_MSG_NEWSET);
@@ -438,68 +474,21 @@ static void bridge_objects(struct backend *b)
 	chain_msg(b, fam, DFW_CHAIN_BR_FWD, NF_BR_FORWARD, DFW_PRIO_BR_FWD, NFT_MSG_NEWCHAIN);
 
 	/* classify: the ingress port's id into meta mark, anti-spoofing. */
-	r = rule_new(b, fam, DFW_CHAIN_BR_PRE, NULL);
-	x_imm_u32(r, 0);
-	x_meta_set(r, NFT_META_MARK, NFT_REG_1);
-	rule_send(b, r);
-	r = rule_new(b, fam, DFW_CHAIN_BR_PRE, NULL);
-	x_meta_load(r, NFT_META_IIFNAME, NFT_REG_1);
-	x_lookup(r, DFW_MAP_PORT_SRC, NFT_REG_1, false);
-	x_meta_set(r, NFT_META_MARK, NFT_REG_1);
-	rule_send(b, r);
-	r = rule_new(b, fam, DFW_CHAIN_BR_PRE, "unknown port");
-	x_meta_load(r, NFT_META_MARK, NFT_REG_1);
-	x_cmp(r, NFT_CMP_EQ, &zero, 4);
-	x_counter(r);
-	x_verdict(r, NF_DROP);
-	rule_send(b, r);
-	r = rule_new(b, fam, DFW_CHAIN_BR_PRE, "spoofed MAC");
-	x_meta_load(r, NFT_META_IIFNAME, NFT_REG_1);
-	x_payload(r, NFT_PAYLOAD_LL_HEADER, 6, 6, NFT_REG_2);
-	x_lookup(r, DFW_SET_PORT_MAC, -1, true);
-	x_counter(r);
-	x_verdict(r, NF_DROP);
-	rule_send(b, r);
-	{
-		static const struct {
-			uint16_t ethertype;
-			uint32_t off, len;
-			const char *set, *why;
-		} spoof[] = {
-			{ 0x0800, 12, 4, DFW_SET_PORT_IP4, "spoofed IPv4" },
-			{ 0x0806, 8, 6, DFW_SET_PORT_MAC, "spoofed ARP" },
-			{ 0x0806, 14, 4, DFW_SET_PORT_IP4, "spoofed ARP" },
-			{ 0x86dd, 8, 16, DFW_SET_PORT_IP6, "spoofed IPv6" },
-		};
-
-		for (size_t i = 0; i < ARRAY_SIZE(spoof); i++) {
-			r = rule_new(b, fam, DFW_CHAIN_BR_PRE, spoof[i].why);
+	port_id_rules(b, DFW_CHAIN_BR_PRE, NFT_META_IIFNAME, DFW_MAP_PORT_SRC, NFT_META_MARK);
+	for (size_t i = 0; i < ARRAY_SIZE(spoof); i++) {
+		r = rule_new(b, fam, DFW_CHAIN_BR_PRE, spoof[i].why);
+		if (spoof[i].ethertype)
 			x_ether_type(r, spoof[i].ethertype);
-			x_meta_load(r, NFT_META_IIFNAME, NFT_REG_1);
-			x_payload(r, NFT_PAYLOAD_NETWORK_HEADER, spoof[i].off, spoof[i].len, NFT_REG_2);
-			x_lookup(r, spoof[i].set, -1, true);
-			x_counter(r);
-			x_verdict(r, NF_DROP);
-			rule_send(b, r);
-		}
+		x_meta_load(r, NFT_META_IIFNAME, NFT_REG_1);
+		x_payload(r, spoof[i].base, spoof[i].off, spoof[i].len, NFT_REG_2);
+		x_lookup(r, spoof[i].set, -1, true);
+		x_counter(r);
+		x_verdict(r, NF_DROP);
+		rule_send(b, r);
 	}
 
 	/* steer: the egress port's id into meta priority. */
-	r = rule_new(b, fam, DFW_CHAIN_BR_FWD, NULL);
-	x_imm_u32(r, 0);
-	x_meta_set(r, NFT_META_PRIORITY, NFT_REG_1);
-	rule_send(b, r);
-	r = rule_new(b, fam, DFW_CHAIN_BR_FWD, NULL);
-	x_meta_load(r, NFT_META_OIFNAME, NFT_REG_1);
-	x_lookup(r, DFW_MAP_PORT_DST, NFT_REG_1, false);
-	x_meta_set(r, NFT_META_PRIORITY, NFT_REG_1);
-	rule_send(b, r);
-	r = rule_new(b, fam, DFW_CHAIN_BR_FWD, "unknown port");
-	x_meta_load(r, NFT_META_PRIORITY, NFT_REG_1);
-	x_cmp(r, NFT_CMP_EQ, &zero, 4);
-	x_counter(r);
-	x_verdict(r, NF_DROP);
-	rule_send(b, r);
+	port_id_rules(b, DFW_CHAIN_BR_FWD, NFT_META_OIFNAME, DFW_MAP_PORT_DST, NFT_META_PRIORITY);
 }
 
 static void inet_base(struct backend *b)

@@ -255,27 +255,37 @@ static int interrupted(char *err, size_t errlen)
 	return errf(err, errlen, "interrupted");
 }
 
-static int build_host(struct build *b, size_t h, char *err, size_t errlen)
+/* Creates namespace ns holding an up bridge (and lo); host namespaces also
+ * get their bridge-netfilter sysctls.  The socket stays in ns. */
+static int bridge_ns(const char *ns, const char *bridge, bool host, int *fd,
+		     struct nl_sock **sk, int *bridge_idx, char *err, size_t errlen)
 {
-	char *ns = lab_host_ns(b->lab, h);
-	struct nl_sock *sk;
 	bool entered = false;
-	int fd, ret = -1;
+	int ret = -1;
 
-	fd = b->host_fd[h] = netns_add(ns, err, errlen);
-	if (fd < 0 || netns_enter(fd, err, errlen) < 0)
+	*fd = netns_add(ns, err, errlen);
+	if (*fd < 0 || netns_enter(*fd, err, errlen) < 0)
 		goto out;
 	entered = true;
-	if (host_sysctls(ns, err, errlen) < 0)
+	if (host && host_sysctls(ns, err, errlen) < 0)
 		goto out;
-	sk = b->host_sk[h] = nl_open(ns, err, errlen);
-	if (!sk || link_up(sk, ns, 1, "lo", err, errlen) < 0 ||
-	    bridge_add(sk, ns, b->o->bridge, &b->bridge_idx[h], err, errlen) < 0)
+	*sk = nl_open(ns, err, errlen);
+	if (!*sk || link_up(*sk, ns, 1, "lo", err, errlen) < 0 ||
+	    bridge_add(*sk, ns, bridge, bridge_idx, err, errlen) < 0)
 		goto out;
 	ret = 0;
 out:
 	if (entered)
 		netns_leave(NULL, 0);
+	return ret;
+}
+
+static int build_host(struct build *b, size_t h, char *err, size_t errlen)
+{
+	char *ns = lab_host_ns(b->lab, h);
+	int ret = bridge_ns(ns, b->o->bridge, true, &b->host_fd[h], &b->host_sk[h],
+			    &b->bridge_idx[h], err, errlen);
+
 	free(ns);
 	return ret;
 }
@@ -287,14 +297,11 @@ static int build_fabric(struct build *b, char *err, size_t errlen)
 	bool entered = false;
 	int ret = -1;
 
-	b->fabric_fd = netns_add(ns, err, errlen);
-	if (b->fabric_fd < 0 || netns_enter(b->fabric_fd, err, errlen) < 0)
+	if (bridge_ns(ns, LAB_FABRIC_BRIDGE, false, &b->fabric_fd, &b->fabric_sk,
+		      &b->fabric_br, err, errlen) < 0 ||
+	    netns_enter(b->fabric_fd, err, errlen) < 0)
 		goto out;
 	entered = true;
-	b->fabric_sk = nl_open(ns, err, errlen);
-	if (!b->fabric_sk || link_up(b->fabric_sk, ns, 1, "lo", err, errlen) < 0 ||
-	    bridge_add(b->fabric_sk, ns, LAB_FABRIC_BRIDGE, &b->fabric_br, err, errlen) < 0)
-		goto out;
 	for (size_t h = 0; h < b->lab->nhosts; h++) {
 		const char *host = b->lab->hosts[h];
 		char port[IFNAMSIZ];
