@@ -185,16 +185,13 @@ int parse_u64(const char *s, uint64_t max, uint64_t *out)
 {
 	unsigned long long v;
 	char *end;
-	int base = 10;
 
 	if (!s || !isdigit((unsigned char)s[0])) {
 		errno = EINVAL;
 		return -1;
 	}
-	if (s[0] == '0' && (s[1] == 'x' || s[1] == 'X'))
-		base = 16;
 	errno = 0;
-	v = strtoull(s, &end, base);
+	v = strtoull(s, &end, 10);
 	if (errno || end == s || *end) {
 		errno = errno ? errno : EINVAL;
 		return -1;
@@ -333,15 +330,18 @@ int addr_cmp(const struct dfw_addr *x, const struct dfw_addr *y)
 
 int mac_parse(const char *s, uint8_t mac[6])
 {
-	unsigned v[6];
-	char tail;
-
-	if (strlen(s) != 17 ||
-	    sscanf(s, "%2x:%2x:%2x:%2x:%2x:%2x%c", &v[0], &v[1], &v[2], &v[3],
-		   &v[4], &v[5], &tail) != 6)
+	/* Exactly six pairs of hex digits separated by colons. */
+	if (strlen(s) != 17)
 		return -1;
-	for (int i = 0; i < 6; i++)
-		mac[i] = (uint8_t)v[i];
+	for (int i = 0; i < 6; i++) {
+		const char *p = s + 3 * i;
+		char hex[3] = { p[0], p[1], '\0' };
+
+		if (!isxdigit((unsigned char)p[0]) || !isxdigit((unsigned char)p[1]) ||
+		    (i < 5 && p[2] != ':'))
+			return -1;
+		mac[i] = (uint8_t)strtoul(hex, NULL, 16);
+	}
 	return 0;
 }
 

@@ -48,8 +48,8 @@ void str_lower(char *s);
 bool str_eq_nocase(const char *a, const char *b);
 char *str_trim(char *s); /* in place; returns s advanced past blanks */
 
-/* Strict unsigned parsing of the whole string: no sign, no blanks, base 10
- * (or 0x hex when allow_hex).  Returns 0, or -1 with errno (EINVAL/ERANGE). */
+/* Strict unsigned parsing of the whole string: decimal digits only (no sign,
+ * no blanks, no hex).  Returns 0, or -1 with errno (EINVAL/ERANGE). */
 int parse_u64(const char *s, uint64_t max, uint64_t *out);
 /* Parses "yes/no/true/false/on/off/1/0".  Returns 0 or -1. */
 int parse_bool(const char *s, bool *out);

@@ -63,7 +63,10 @@ static void print_rule(const struct prule *r, FILE *f)
 			break;
 		}
 	}
-	fprintf(f, " comment \"%s%u\"\n", r->rule_id ? "rule " : "default", r->rule_id);
+	if (r->rule_id)
+		fprintf(f, " comment \"rule %u\"\n", r->rule_id);
+	else
+		fprintf(f, " comment \"default\"\n");
 }
 
 static void print_elems(const struct pset *s, FILE *f)

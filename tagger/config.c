@@ -33,6 +33,8 @@ struct ini_sec {
 
 struct parser {
 	const char *file;
+	const char *text;   /* as given */
+	char *clean;        /* what iniparser reads: rejected lines blanked */
 	struct diag *d;
 	dictionary *ini;
 	struct ini_key *keys;
@@ -40,6 +42,7 @@ struct parser {
 	struct ini_sec *secs;        /* file order */
 	struct ini_sec *secs_sorted; /* by name, for lookups */
 	size_t nsecs, capsecs;
+	size_t nsecs_parse;          /* secs[] without repeated sections */
 	struct dfw_policy *p;
 };
 
@@ -101,10 +104,36 @@ static int find_word(const char *s, const char *const *names, size_t n)
 
 /* --- the line index ----------------------------------------------------- */
 
-static void index_lines(struct parser *ps, const char *text)
+/* Blanks a rejected line in the copy iniparser reads (same length, so line
+ * numbers stay), so that one bad line does not hide the other errors. */
+static void blank(struct parser *ps, const char *p, size_t len)
+{
+	memset(ps->clean + (p - ps->text), ' ', len);
+}
+
+/* Section names with blanks folded: "[vm  a]" and "[vm a]" are one name. */
+static void fold_blanks(char *s)
+{
+	char *out = s;
+	bool pending = false;
+
+	for (char *in = s; *in; in++) {
+		if (isspace((unsigned char)*in)) {
+			pending = out != s;
+			continue;
+		}
+		if (pending)
+			*out++ = ' ';
+		pending = false;
+		*out++ = *in;
+	}
+	*out = '\0';
+}
+
+static void index_lines(struct parser *ps)
 {
 	char sec[MAX_LINE + 1] = "";
-	const char *p = text;
+	const char *p = ps->text;
 	int lineno = 0;
 
 	while (*p) {
@@ -115,7 +144,7 @@ static void index_lines(struct parser *ps, const char *text)
 		lineno++;
 		if (len > MAX_LINE) {
 			diag_add(ps->d, ps->file, lineno, "line longer than %d characters", MAX_LINE);
-			goto next;
+			goto reject;
 		}
 		memcpy(buf, p, len);
 		buf[len] = '\0';
@@ -127,11 +156,18 @@ static void index_lines(struct parser *ps, const char *text)
 
 			if (!end || str_trim(end + 1)[0] != '\0') {
 				diag_add(ps->d, ps->file, lineno, "malformed section header '%s'", line);
-				goto next;
+				sec[0] = '\0';
+				goto reject;
 			}
 			*end = '\0';
 			snprintf(sec, sizeof(sec), "%s", str_trim(line + 1));
 			str_lower(sec);
+			fold_blanks(sec);
+			/* iniparser reads the folded name (never longer). */
+			blank(ps, p, len);
+			memcpy(ps->clean + (p - ps->text), "[", 1);
+			memcpy(ps->clean + (p - ps->text) + 1, sec, strlen(sec));
+			memcpy(ps->clean + (p - ps->text) + 1 + strlen(sec), "]", 1);
 			grow((void **)&ps->secs, &ps->capsecs, ps->nsecs + 1, sizeof(*ps->secs));
 			ps->secs[ps->nsecs++] = (struct ini_sec){ xstrdup(sec), lineno };
 			goto next;
@@ -139,21 +175,24 @@ static void index_lines(struct parser *ps, const char *text)
 		eq = strchr(line, '=');
 		if (!eq) {
 			diag_add(ps->d, ps->file, lineno, "expected 'key = value', got '%s'", line);
-			goto next;
+			goto reject;
 		}
 		if (!sec[0]) {
 			diag_add(ps->d, ps->file, lineno, "key outside of any section");
-			goto next;
+			goto reject;
 		}
-		if (line[len - 1 - (size_t)(line - buf)] == '\\') {
+		if (line[strlen(line) - 1] == '\\') {
 			diag_add(ps->d, ps->file, lineno, "line continuation is not supported");
-			goto next;
+			goto reject;
 		}
 		*eq = '\0';
 		line = str_trim(line);
 		str_lower(line);
 		grow((void **)&ps->keys, &ps->capkeys, ps->nkeys + 1, sizeof(*ps->keys));
 		ps->keys[ps->nkeys++] = (struct ini_key){ xstrdup(sec), xstrdup(line), lineno };
+		goto next;
+reject:
+		blank(ps, p, len);
 next:
 		p += len + (nl ? 1 : 0);
 	}
@@ -206,11 +245,31 @@ static void index_finish(struct parser *ps)
 		    !strcmp(ps->keys[i].key, ps->keys[i - 1].key))
 			diag_add(ps->d, ps->file, ps->keys[i].line, "'%s' already set at line %d",
 				 ps->keys[i].key, ps->keys[i - 1].line);
-	for (size_t i = 1; i < ps->nsecs; i++)
-		if (!strcmp(ps->secs_sorted[i].name, ps->secs_sorted[i - 1].name))
-			diag_add(ps->d, ps->file, ps->secs_sorted[i].line,
-				 "section [%s] already defined at line %d",
-				 ps->secs_sorted[i].name, ps->secs_sorted[i - 1].line);
+	for (size_t i = 1; i < ps->nsecs; i++) {
+		size_t first = i - 1;
+
+		if (strcmp(ps->secs_sorted[i].name, ps->secs_sorted[first].name))
+			continue;
+		while (first && !strcmp(ps->secs_sorted[first - 1].name, ps->secs_sorted[i].name))
+			first--;
+		diag_add(ps->d, ps->file, ps->secs_sorted[i].line,
+			 "section [%s] already defined at line %d",
+			 ps->secs_sorted[i].name, ps->secs_sorted[first].line);
+		/* Parse a repeated section once: drop the repetition from the
+		 * file-order list (iniparser merged both into one anyway). */
+		for (size_t j = 0; j < ps->nsecs; j++)
+			if (ps->secs[j].line == ps->secs_sorted[i].line)
+				ps->secs[j].line = -1;
+	}
+	{
+		size_t out = 0;
+
+		/* Names are shared with secs_sorted, which frees them. */
+		for (size_t j = 0; j < ps->nsecs; j++)
+			if (ps->secs[j].line >= 0)
+				ps->secs[out++] = ps->secs[j];
+		ps->nsecs_parse = out;
+	}
 }
 
 static int key_line(const struct parser *ps, const char *sec, const char *key)
@@ -305,9 +364,29 @@ static int get_word(struct parser *ps, const char *sec, const char *key,
 	return i < 0 ? def : i;
 }
 
+/* Names become parts of nftables object names (at most 64 characters with
+ * dfw's prefixes), so they are kept short. */
+#define NAME_MAX_LEN 48
+
+/* Splits a comma-separated value; empty items are reported and dropped. */
+static void split_list(struct parser *ps, const char *sec, const char *key,
+		       const char *v, struct strv *out)
+{
+	struct strv all = { 0 };
+
+	strv_split(&all, v);
+	for (size_t i = 0; i < all.n; i++) {
+		if (all.v[i][0])
+			strv_push(out, all.v[i]);
+		else
+			ERR(ps, sec, key, "%s: empty item in the list (a stray comma?)", key);
+	}
+	strv_free(&all);
+}
+
 static bool valid_name(const char *s)
 {
-	if (!*s || !isalnum((unsigned char)*s))
+	if (!*s || !isalnum((unsigned char)*s) || strlen(s) > NAME_MAX_LEN)
 		return false;
 	for (; *s; s++)
 		if (!isalnum((unsigned char)*s) && !strchr("._-", *s))
@@ -317,7 +396,7 @@ static bool valid_name(const char *s)
 
 static bool valid_tag(const char *s)
 {
-	if (!*s)
+	if (!*s || strlen(s) > NAME_MAX_LEN)
 		return false;
 	for (; *s; s++)
 		if (!isalnum((unsigned char)*s) && !strchr("._=:-", *s))
@@ -358,10 +437,10 @@ static void parse_tags(struct parser *ps)
 	v = get(ps, "tags", "names");
 	if (!v)
 		return;
-	strv_split(&names, v);
+	split_list(ps, "tags", "names", v, &names);
 	for (size_t i = 0; i < names.n; i++) {
 		if (!valid_tag(names.v[i]))
-			ERR(ps, "tags", "names", "tag '%s': use letters, digits and . _ = : -",
+			ERR(ps, "tags", "names", "tag '%s': 1-48 letters, digits and . _ = : -",
 			    names.v[i]);
 		else if (strv_contains(&ps->p->tags, names.v[i], true))
 			ERR(ps, "tags", "names", "tag '%s' declared twice", names.v[i]);
@@ -389,16 +468,16 @@ static void parse_vm(struct parser *ps, const char *sec, const char *name)
 	vm->os = xstrdup((v = get(ps, sec, "os")) ? v : "");
 	if (!valid_name(name))
 		diag_add(ps->d, ps->file, vm->line,
-			 "VM name '%s': use letters, digits and . _ -", name);
+			 "VM name '%s': 1-48 letters, digits and . _ -", name);
 	if (vm->host[0] && !valid_name(vm->host))
-		ERR(ps, sec, "host", "host '%s': use letters, digits and . _ -", vm->host);
+		ERR(ps, sec, "host", "host '%s': 1-48 letters, digits and . _ -", vm->host);
 	if (vm->port[0] && (strlen(vm->port) > 15 || !valid_name(vm->port)))
 		ERR(ps, sec, "port", "port '%s': an interface name of 1-15 letters, digits, . _ -",
 		    vm->port);
 	if ((v = require(ps, sec, "mac")) && mac_parse(v, vm->mac) < 0)
 		ERR(ps, sec, "mac", "mac '%s' is not of the form 02:00:00:00:00:01", v);
 	if ((v = require(ps, sec, "addresses")))
-		strv_split(&addrs, v);
+		split_list(ps, sec, "addresses", v, &addrs);
 	vm->addrs = xcalloc(addrs.n, sizeof(*vm->addrs));
 	for (size_t i = 0; i < addrs.n; i++) {
 		struct dfw_addr a;
@@ -437,7 +516,7 @@ static size_t *resolve_vms(struct parser *ps, const char *sec, const char *key, 
 	*n = 0;
 	if (!v)
 		return NULL;
-	strv_split(&names, v);
+	split_list(ps, sec, key, v, &names);
 	idx = xcalloc(names.n, sizeof(*idx));
 	for (size_t i = 0; i < names.n; i++) {
 		long vm = policy_find_vm(ps->p, names.v[i]);
@@ -470,7 +549,7 @@ static size_t *resolve_groups(struct parser *ps, const char *sec, const char *ke
 	*n = 0;
 	if (!v)
 		goto out;
-	strv_split(&names, v);
+	split_list(ps, sec, key, v, &names);
 	idx = xcalloc(names.n, sizeof(*idx));
 	for (size_t i = 0; i < names.n; i++) {
 		long g = policy_find_group(ps->p, names.v[i]);
@@ -582,7 +661,7 @@ static struct dfw_addr *parse_addr_list(struct parser *ps, const char *sec,
 	*n = 0;
 	if (!v)
 		return NULL;
-	strv_split(&items, v);
+	split_list(ps, sec, key, v, &items);
 	out = xcalloc(items.n, sizeof(*out));
 	for (size_t i = 0; i < items.n; i++) {
 		const char *why;
@@ -627,7 +706,7 @@ static void parse_side(struct parser *ps, const char *sec, const char *key,
 		side->any = true;
 		goto out;
 	}
-	strv_split(&items, v);
+	split_list(ps, sec, key, v, &items);
 	side->refs = xcalloc(items.n, sizeof(*side->refs));
 	for (size_t i = 0; i < items.n; i++) {
 		const char *it = items.v[i], *why;
@@ -691,10 +770,11 @@ static void parse_services(struct parser *ps, const char *sec, struct dfw_rule *
 	const char *v = get(ps, sec, "services");
 	struct strv items = { 0 };
 	static const char *const protos[] = { "tcp", "udp", "icmp", "icmpv6", "any" };
+	bool any = false;
 
 	if (!v)
 		return;
-	strv_split(&items, v);
+	split_list(ps, sec, "services", v, &items);
 	r->svcs = xcalloc(items.n, sizeof(*r->svcs));
 	for (size_t i = 0; i < items.n; i++) {
 		char *it = items.v[i], *slash = strchr(it, '/'), *dash;
@@ -714,10 +794,10 @@ static void parse_services(struct parser *ps, const char *sec, struct dfw_rule *
 		if (pr == 4) { /* any: the rule matches every service */
 			if (slash)
 				ERR(ps, sec, "services", "services: 'any' takes no port");
-			free(r->svcs);
-			r->svcs = NULL;
-			r->nsvcs = 0;
-			break;
+			if (items.n > 1)
+				ERR(ps, sec, "services", "services: 'any' cannot be combined with other items");
+			any = true;
+			continue;
 		}
 		s.proto = (uint8_t)(pr == 0 ? IPPROTO_TCP : pr == 1 ? IPPROTO_UDP :
 				    pr == 2 ? IPPROTO_ICMP : IPPROTO_ICMPV6);
@@ -743,6 +823,11 @@ static void parse_services(struct parser *ps, const char *sec, struct dfw_rule *
 		}
 		r->svcs[r->nsvcs++] = s;
 	}
+	if (any) { /* no service list means every service */
+		free(r->svcs);
+		r->svcs = NULL;
+		r->nsvcs = 0;
+	}
 	strv_free(&items);
 }
 
@@ -750,7 +835,7 @@ static void parse_rule(struct parser *ps, const char *sec, const char *idstr)
 {
 	struct dfw_policy *p = ps->p;
 	struct dfw_rule *r;
-	uint64_t id;
+	uint64_t id = 0;
 	const char *v;
 
 	check_keys(ps, sec, rule_keys, ARRAY_SIZE(rule_keys));
@@ -778,10 +863,11 @@ static void parse_rule(struct parser *ps, const char *sec, const char *idstr)
 	else
 		r->applied_to = resolve_groups(ps, sec, "applied_to", &r->napplied);
 	{
-		static const char *const dirs[] = { "", "in", "out", "in-out" };
-		int d = get_word(ps, sec, "direction", dirs, ARRAY_SIZE(dirs), DIR_INOUT);
+		/* Index + 1 is the dfw_dir value. */
+		static const char *const dirs[] = { "in", "out", "in-out" };
 
-		r->dir = (enum dfw_dir)(d ? d : DIR_INOUT);
+		r->dir = (enum dfw_dir)(get_word(ps, sec, "direction", dirs, ARRAY_SIZE(dirs),
+						 DIR_INOUT - 1) + 1);
 	}
 	if (!get(ps, sec, "action"))
 		diag_add(ps->d, ps->file, r->line, "[%s] needs 'action' (allow, drop or reject)", sec);
@@ -793,7 +879,7 @@ static void parse_rule(struct parser *ps, const char *sec, const char *idstr)
 
 /* An inventory item that must be unique, with the VM that holds it. */
 struct owned {
-	char key[96];
+	char key[160];
 	size_t vm;
 };
 
@@ -820,7 +906,7 @@ static void check_inventory(struct parser *ps)
 		mac_format(vm->mac, buf, sizeof(buf));
 		snprintf(o[n].key, sizeof(o[n].key), "MAC %s", buf);
 		o[n++].vm = i;
-		snprintf(o[n].key, sizeof(o[n].key), "port %.15s on host %.30s", vm->port, vm->host);
+		snprintf(o[n].key, sizeof(o[n].key), "port %.15s on host %.64s", vm->port, vm->host);
 		o[n++].vm = i;
 		for (size_t a = 0; a < vm->naddrs; a++) {
 			addr_format(&vm->addrs[a], buf, sizeof(buf));
@@ -912,7 +998,7 @@ static void parse_sections(struct parser *ps)
 	struct dfw_policy *p = ps->p;
 	size_t ngroups = 0;
 
-	for (size_t i = 0; i < ps->nsecs; i++) {
+	for (size_t i = 0; i < ps->nsecs_parse; i++) {
 		const char *sec = ps->secs[i].name;
 		const char *sp = strchr(sec, ' ');
 		char kind[32], hint[128];
@@ -927,7 +1013,7 @@ static void parse_sections(struct parser *ps)
 				ngroups++;
 				if (!valid_name(arg))
 					diag_add(ps->d, ps->file, ps->secs[i].line,
-						 "group name '%s': use letters, digits and . _ -", arg);
+						 "group name '%s': 1-48 letters, digits and . _ -", arg);
 			}
 			continue;
 		}
@@ -937,13 +1023,13 @@ static void parse_sections(struct parser *ps)
 	}
 	parse_global(ps);
 	parse_tags(ps);
-	for (size_t i = 0; i < ps->nsecs; i++)
+	for (size_t i = 0; i < ps->nsecs_parse; i++)
 		if (!strncmp(ps->secs[i].name, "vm ", 3))
 			parse_vm(ps, ps->secs[i].name, str_trim(ps->secs[i].name + 3));
 	check_inventory(ps);
 	p->vm_by_name = name_index(p->inv.vms, p->inv.nvms, sizeof(*p->inv.vms));
 	p->inv.groups = xcalloc(ngroups, sizeof(*p->inv.groups));
-	for (size_t i = 0; i < ps->nsecs; i++) {
+	for (size_t i = 0; i < ps->nsecs_parse; i++) {
 		if (strncmp(ps->secs[i].name, "group ", 6))
 			continue;
 		p->inv.groups[p->inv.ngroups].name = xstrdup(str_trim(ps->secs[i].name + 6));
@@ -954,10 +1040,10 @@ static void parse_sections(struct parser *ps)
 				 p->inv.groups[p->inv.ngroups - 1].name);
 	}
 	p->group_by_name = name_index(p->inv.groups, p->inv.ngroups, sizeof(*p->inv.groups));
-	for (size_t i = 0, g = 0; i < ps->nsecs; i++)
+	for (size_t i = 0, g = 0; i < ps->nsecs_parse; i++)
 		if (!strncmp(ps->secs[i].name, "group ", 6))
 			parse_group(ps, ps->secs[i].name, &p->inv.groups[g++]);
-	for (size_t i = 0; i < ps->nsecs; i++)
+	for (size_t i = 0; i < ps->nsecs_parse; i++)
 		if (!strncmp(ps->secs[i].name, "rule ", 5))
 			parse_rule(ps, ps->secs[i].name, str_trim(ps->secs[i].name + 5));
 	if (p->nrules)
@@ -973,11 +1059,13 @@ struct dfw_policy *policy_parse(const char *text, const char *file, struct diag 
 
 	ps.p = xcalloc(1, sizeof(*ps.p));
 	ps.p->file = xstrdup(file);
-	index_lines(&ps, text);
+	ps.text = text;
+	ps.clean = xstrdup(text);
+	index_lines(&ps);
 	index_finish(&ps);
 	/* iniparser only reads files: hand it the text through a memfd. */
 	fd = memfd_create("dfw-policy", MFD_CLOEXEC);
-	if (fd < 0 || write(fd, text, strlen(text)) != (ssize_t)strlen(text)) {
+	if (fd < 0 || write(fd, ps.clean, strlen(ps.clean)) != (ssize_t)strlen(ps.clean)) {
 		diag_add(d, file, 0, "cannot buffer the policy: %s", strerror(errno));
 		goto out;
 	}
@@ -1003,10 +1091,11 @@ out:
 		free(ps.keys[i].key);
 	}
 	for (size_t i = 0; i < ps.nsecs; i++)
-		free(ps.secs[i].name);
+		free(ps.secs_sorted[i].name);
 	free(ps.keys);
 	free(ps.secs);
 	free(ps.secs_sorted);
+	free(ps.clean);
 	if (d->n != before) {
 		policy_free(ps.p);
 		return NULL;

@@ -1,0 +1,846 @@
+/* Unit tests of the compiler (dfw/compile.c, dfw/nftprint.c): golden nft
+ * scripts, structural checks of every compiled plan, and plan diffs.
+ *
+ * Golden files live in tests/golden/, the policies in configs/ and
+ * tests/configs/; paths are relative to the repository root, where the runner
+ * is started.  To (re)write the golden files after an intended change of the
+ * output, run
+ *
+ *     DFW_UPDATE_GOLDEN=1 build/unit-tests
+ *
+ * and review the diff of tests/golden/ before committing it.  Each golden
+ * file can be checked by the real nft parser (needs root, not done here):
+ *
+ *     ip netns add gold-check
+ *     ip netns exec gold-check nft -c -f tests/golden/vdi-untagged.nft
+ *     ip netns del gold-check
+ */
+#include "dfw/compile.h"
+#include "tests/unit/unit.h"
+
+#include <arpa/inet.h>
+#include <linux/netfilter.h>
+#include <netinet/in.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "groups/groups.h"
+
+/* A parsed policy and its membership engine. */
+struct fixture {
+	struct dfw_policy *p;
+	struct gengine *e;
+};
+
+static void fixture_free(struct fixture *fx)
+{
+	gengine_free(fx->e);
+	policy_free(fx->p);
+}
+
+/* Builds the engine of a parsed policy; any diagnostic fails the test at
+ * the caller's line. */
+static struct fixture fixture_at(int at, struct dfw_policy *p, struct diag *d)
+{
+	struct fixture fx = { p, NULL };
+	bool ok;
+
+	if (fx.p)
+		fx.e = gengine_new(&fx.p->inv, fx.p->file, d);
+	ok = fx.p && fx.e && !d->n;
+	for (size_t i = 0; i < d->n; i++)
+		fprintf(stderr, "\n  %s", d->msgs[i]);
+	diag_free(d);
+	if (!ok)
+		fixture_free(&fx); /* a fatal assertion leaves this function */
+	CU_assertImplementation(ok, (unsigned)at, "policy is valid", __FILE__, "", CU_TRUE);
+	return fx;
+}
+
+static struct fixture load_at(int at, const char *path)
+{
+	struct diag d = { 0 };
+
+	return fixture_at(at, policy_load(path, NULL, &d), &d);
+}
+
+static struct fixture parse_at(int at, const char *text)
+{
+	struct diag d = { 0 };
+
+	return fixture_at(at, policy_parse(text, "t.ini", &d), &d);
+}
+
+#define LOAD(path) load_at(__LINE__, path)
+#define PARSE(text) parse_at(__LINE__, text)
+
+/* Replaces the tags of the named VM. */
+static void set_tags(struct fixture *fx, const char *vm, const char *const *tags, size_t n)
+{
+	long i = policy_find_vm(fx->p, vm);
+
+	CU_ASSERT_TRUE_FATAL(i >= 0);
+	gengine_set_tags(fx->e, (size_t)i, tags, n, NULL, NULL);
+}
+
+static void tag1(struct fixture *fx, const char *vm, const char *tag)
+{
+	set_tags(fx, vm, &tag, 1);
+}
+
+static char *print_plan(const struct plan *pl)
+{
+	char *buf = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&buf, &len);
+
+	CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+	plan_print_nft(pl, "dfw", f);
+	fclose(f);
+	return buf;
+}
+
+static char *read_file(const char *path)
+{
+	FILE *f = fopen(path, "r");
+	char *text = NULL;
+	size_t len = 0;
+
+	if (!f)
+		return NULL;
+	if (getdelim(&text, &len, '\0', f) < 0) {
+		free(text);
+		text = xstrdup("");
+	}
+	fclose(f);
+	return text;
+}
+
+/* Compares text with the golden file (or rewrites it, see the top). */
+static void golden_at(int at, const char *path, const char *text)
+{
+	const char *upd = getenv("DFW_UPDATE_GOLDEN");
+	char *want;
+	bool ok;
+
+	if (upd && !strcmp(upd, "1")) {
+		FILE *f = fopen(path, "w");
+
+		ok = f && fputs(text, f) >= 0;
+		if (f && fclose(f))
+			ok = false;
+		CU_assertImplementation(ok, (unsigned)at, "golden file written", __FILE__, "",
+					CU_FALSE);
+		return;
+	}
+	want = read_file(path);
+	ok = want && !strcmp(want, text);
+	if (!want) {
+		fprintf(stderr, "\n  %s: cannot read (DFW_UPDATE_GOLDEN=1 creates it)\n", path);
+	} else if (!ok) {
+		/* Show the first differing line, enough to see what changed. */
+		const char *w = want, *g = text;
+		int line = 1;
+
+		while (*w && *w == *g) {
+			line += *w == '\n';
+			w++;
+			g++;
+		}
+		while (w > want && w[-1] != '\n')
+			w--, g--;
+		fprintf(stderr, "\n  %s:%d differs\n    want: %.*s\n    got:  %.*s\n", path, line,
+			(int)strcspn(w, "\n"), w, (int)strcspn(g, "\n"), g);
+	}
+	CU_assertImplementation(ok, (unsigned)at, "output matches the golden file", __FILE__, "",
+				CU_FALSE);
+	free(want);
+}
+
+#define GOLDEN(path, text) golden_at(__LINE__, path, text)
+
+/* ---- structural checks of a plan ------------------------------------------- */
+
+static bool sorted_names(const void *base, size_t n, size_t stride, size_t off)
+{
+	for (size_t i = 1; i < n; i++) {
+		const char *a = (const char *)base + (i - 1) * stride + off;
+		const char *b = (const char *)base + i * stride + off;
+
+		if (strcmp(a, b) >= 0)
+			return false;
+	}
+	return true;
+}
+
+#define PROBLEM(...) (fprintf(stderr, "\n  plan: " __VA_ARGS__), ok = false)
+
+/* What must hold for every plan: sorted unique names; each port's chains
+ * exist and count it; every set a rule names exists, in the rule's family;
+ * icmp only in IPv4 rules and icmpv6 only in IPv6 ones; allow is 'return'
+ * in out chains and 'accept' in in chains; each chain ends with the default
+ * rule (rule id 0) and rule_ids lists the policy rules it enforces. */
+static bool plan_ok(const struct plan *pl)
+{
+	bool ok = true;
+
+	if (!sorted_names(pl->ports, pl->nports, sizeof(*pl->ports),
+			  offsetof(struct pport, ifname)))
+		PROBLEM("ports not sorted or not unique\n");
+	if (!sorted_names(pl->sets, pl->nsets, sizeof(*pl->sets), offsetof(struct pset, name)))
+		PROBLEM("sets not sorted or not unique\n");
+	if (!sorted_names(pl->chains, pl->nchains, sizeof(*pl->chains),
+			  offsetof(struct pchain, name)))
+		PROBLEM("chains not sorted or not unique\n");
+	for (size_t i = 0; i < pl->nports; i++) {
+		const struct pport *pp = &pl->ports[i];
+
+		if (pp->out_chain[0] != 'o' || !plan_find_chain(pl, pp->out_chain))
+			PROBLEM("%s: bad out chain %s\n", pp->ifname, pp->out_chain);
+		if (pp->in_chain[0] != 'i' || !plan_find_chain(pl, pp->in_chain))
+			PROBLEM("%s: bad in chain %s\n", pp->ifname, pp->in_chain);
+		if (plan_find_port(pl, pp->ifname) != pp)
+			PROBLEM("%s: not found by name\n", pp->ifname);
+	}
+	for (size_t i = 0; i < pl->nsets; i++) {
+		const struct pset *s = &pl->sets[i];
+
+		if (plan_find_set(pl, s->name) != s)
+			PROBLEM("set %s: not found by name\n", s->name);
+		for (size_t k = 0; k < s->nelems; k++) {
+			if (s->elems[k].family != s->family)
+				PROBLEM("set %s: element of the other family\n", s->name);
+			if (k && addr_cmp(&s->elems[k - 1], &s->elems[k]) >= 0)
+				PROBLEM("set %s: elements not sorted\n", s->name);
+			if (k && addr_contains(&s->elems[k - 1], &s->elems[k]))
+				PROBLEM("set %s: overlapping elements\n", s->name);
+		}
+	}
+	for (size_t c = 0; c < pl->nchains; c++) {
+		const struct pchain *ch = &pl->chains[c];
+		bool out = ch->name[0] == 'o';
+		size_t refs = 0, ids = 0; /* next rule_ids entry to match */
+
+		for (size_t i = 0; i < pl->nports; i++)
+			refs += !strcmp(pl->ports[i].out_chain, ch->name) +
+				!strcmp(pl->ports[i].in_chain, ch->name);
+		if (refs != ch->refs || refs == 0)
+			PROBLEM("chain %s: refs %zu, %zu ports use it\n", ch->name, ch->refs, refs);
+		if (!ch->nrules || ch->rules[ch->nrules - 1].rule_id != 0)
+			PROBLEM("chain %s: does not end with the default rule\n", ch->name);
+		for (size_t r = 0; r < ch->nrules; r++) {
+			const struct prule *pr = &ch->rules[r];
+			uint32_t fam = 0;
+
+			/* Kernel rules follow rule_ids in order (a policy rule may
+			 * compile to nothing, e.g. icmp between IPv6-only sides). */
+			if (pr->rule_id && (!r || pr->rule_id != ch->rules[r - 1].rule_id)) {
+				while (ids < ch->nrule_ids && ch->rule_ids[ids] != pr->rule_id)
+					ids++;
+				if (ids == ch->nrule_ids)
+					PROBLEM("chain %s: rule %u not in rule_ids, or out of order\n",
+						ch->name, pr->rule_id);
+				else
+					ids++;
+			}
+			for (size_t k = 0; k < pr->nitems; k++) {
+				const struct pitem *it = &pr->items[k];
+				const struct pset *s;
+
+				switch (it->kind) {
+				case PI_NFPROTO:
+					fam = it->u;
+					break;
+				case PI_SADDR_SET:
+				case PI_DADDR_SET:
+					s = plan_find_set(pl, it->name);
+					if (!s)
+						PROBLEM("chain %s: no set %s\n", ch->name, it->name);
+					else if (s->family != (fam == NFPROTO_IPV4 ? AF_INET : AF_INET6) ||
+						 !fam)
+						PROBLEM("chain %s: rule %u uses set %s of the other family\n",
+							ch->name, pr->rule_id, it->name);
+					break;
+				case PI_L4PROTO:
+					if (it->u == IPPROTO_ICMP && fam != NFPROTO_IPV4)
+						PROBLEM("chain %s: icmp outside IPv4\n", ch->name);
+					if (it->u == IPPROTO_ICMPV6 && fam != NFPROTO_IPV6)
+						PROBLEM("chain %s: icmpv6 outside IPv6\n", ch->name);
+					break;
+				case PI_VERDICT:
+					if (it->u == (out ? PV_ACCEPT : PV_RETURN))
+						PROBLEM("chain %s: allow must be %s\n", ch->name,
+							out ? "return" : "accept");
+					if (k + 1 != pr->nitems)
+						PROBLEM("chain %s: verdict not last\n", ch->name);
+					break;
+				default:
+					break;
+				}
+			}
+		}
+	}
+	return ok;
+}
+
+static struct plan *compile_at(int at, const struct fixture *fx, const char *host)
+{
+	struct plan *pl = plan_compile(fx->p, fx->e, host);
+
+	CU_assertImplementation(pl != NULL, (unsigned)at, "plan compiles", __FILE__, "", CU_TRUE);
+	CU_assertImplementation(plan_ok(pl), (unsigned)at, "plan is consistent", __FILE__, "",
+				CU_FALSE);
+	return pl;
+}
+
+#define COMPILE(fx, host) compile_at(__LINE__, fx, host)
+
+/* The set's elements, formatted and joined with ", ". */
+static bool set_is(const struct plan *pl, const char *name, const char *want)
+{
+	const struct pset *s = plan_find_set(pl, name);
+	char buf[1024] = "", a[64];
+
+	if (!s) {
+		fprintf(stderr, "\n  no set %s\n", name);
+		return false;
+	}
+	for (size_t i = 0; i < s->nelems; i++) {
+		addr_format(&s->elems[i], a, sizeof(a));
+		snprintf(buf + strlen(buf), sizeof(buf) - strlen(buf), "%s%s", i ? ", " : "", a);
+	}
+	if (strcmp(buf, want))
+		fprintf(stderr, "\n  set %s: want {%s}, got {%s}\n", name, want, buf);
+	return !strcmp(buf, want);
+}
+
+/* Counts the kernel rules of a chain that come from policy rule id. */
+static size_t count_rules(const struct pchain *c, uint32_t id)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < c->nrules; i++)
+		n += c->rules[i].rule_id == id;
+	return n;
+}
+
+static bool chain_has_rule(const struct pchain *c, uint32_t id)
+{
+	for (size_t i = 0; i < c->nrule_ids; i++)
+		if (c->rule_ids[i] == id)
+			return true;
+	return false;
+}
+
+/* The verdict of the k-th kernel rule of chain c from policy rule id. */
+static int verdict_of(const struct pchain *c, uint32_t id, size_t k)
+{
+	for (size_t i = 0; i < c->nrules; i++) {
+		const struct prule *r = &c->rules[i];
+
+		if (r->rule_id != id || k--)
+			continue;
+		if (!r->nitems || r->items[r->nitems - 1].kind != PI_VERDICT)
+			return -1;
+		return (int)r->items[r->nitems - 1].u;
+	}
+	return -1;
+}
+
+/* ---- the shipped VDI policy ------------------------------------------------ */
+
+static void test_vdi_untagged(void)
+{
+	static const uint32_t ids[] = { 100, 101, 110, 111, 200, 201, 210, 220, 230, 240 };
+	struct fixture fx = LOAD("configs/vdi.ini");
+	struct plan *pl = COMPILE(&fx, "hv1");
+	const struct pchain *out, *in;
+	const struct pport *pp;
+	char *text = print_plan(pl);
+	char buf[64];
+
+	GOLDEN("tests/golden/vdi-untagged.nft", text);
+
+	CU_ASSERT_EQUAL_FATAL(pl->nports, 7);
+	CU_ASSERT_EQUAL(pl->nsets, 12); /* 6 groups x 2 families, no literals */
+	/* Every rule applies everywhere in both directions: one out chain and
+	 * one in chain, shared by all seven vNICs. */
+	CU_ASSERT_EQUAL_FATAL(pl->nchains, 2);
+	out = plan_find_chain(pl, pl->ports[0].out_chain);
+	in = plan_find_chain(pl, pl->ports[0].in_chain);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(out);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(in);
+	CU_ASSERT_EQUAL(out->refs, 7);
+	CU_ASSERT_EQUAL(in->refs, 7);
+	for (size_t i = 0; i < pl->nports; i++) {
+		CU_ASSERT_STRING_EQUAL(pl->ports[i].out_chain, out->name);
+		CU_ASSERT_STRING_EQUAL(pl->ports[i].in_chain, in->name);
+	}
+	CU_ASSERT_EQUAL_FATAL(out->nrule_ids, 10);
+	CU_ASSERT_EQUAL_FATAL(in->nrule_ids, 10);
+	for (size_t i = 0; i < 10; i++) {
+		CU_ASSERT_EQUAL(out->rule_ids[i], ids[i]);
+		CU_ASSERT_EQUAL(in->rule_ids[i], ids[i]);
+	}
+	/* Rule 100: 4 services x 2 families; rule 110: any to any, one rule;
+	 * rule 220: 4 ports x 2 families + icmp (v4) + icmpv6 (v6). */
+	CU_ASSERT_EQUAL(count_rules(out, 100), 8);
+	CU_ASSERT_EQUAL(count_rules(out, 110), 2);
+	CU_ASSERT_EQUAL(count_rules(out, 220), 10);
+	CU_ASSERT_EQUAL(count_rules(out, 0), 1);
+	CU_ASSERT_EQUAL(verdict_of(out, 100, 0), PV_RETURN);
+	CU_ASSERT_EQUAL(verdict_of(in, 100, 0), PV_ACCEPT);
+	CU_ASSERT_EQUAL(verdict_of(out, 110, 0), PV_DROP);
+	CU_ASSERT_EQUAL(verdict_of(out, 0, 0), PV_DROP);
+	CU_ASSERT_EQUAL(verdict_of(in, 0, 0), PV_DROP);
+
+	/* Ports: sorted by name, id = inventory index + 1, addresses with the
+	 * EUI-64 link-local and '::' (duplicate address detection). */
+	CU_ASSERT_STRING_EQUAL(pl->ports[0].ifname, "vnet-cs1");
+	CU_ASSERT_STRING_EQUAL(pl->ports[6].ifname, "vnet-fs1");
+	pp = plan_find_port(pl, "vnet-desktop1");
+	CU_ASSERT_PTR_NOT_NULL_FATAL(pp);
+	CU_ASSERT_EQUAL(pp->id, 1);
+	CU_ASSERT_EQUAL(pp->vm, 0);
+	CU_ASSERT_EQUAL(pp->mac[5], 0x11);
+	CU_ASSERT_EQUAL_FATAL(pp->naddrs, 4);
+	addr_format(&pp->addrs[0], buf, sizeof(buf));
+	CU_ASSERT_STRING_EQUAL(buf, "10.10.0.11");
+	addr_format(&pp->addrs[1], buf, sizeof(buf));
+	CU_ASSERT_STRING_EQUAL(buf, "::");
+	addr_format(&pp->addrs[2], buf, sizeof(buf));
+	CU_ASSERT_STRING_EQUAL(buf, "fd00:10::11");
+	addr_format(&pp->addrs[3], buf, sizeof(buf));
+	CU_ASSERT_STRING_EQUAL(buf, "fe80::ff:fe10:11");
+	CU_ASSERT_EQUAL(plan_find_port(pl, "vnet-dc1")->id, 7);
+	CU_ASSERT_PTR_NULL(plan_find_port(pl, "vnet-nope"));
+
+	/* Untagged: quarantine is empty, desktops holds all four. */
+	CU_ASSERT_TRUE(set_is(pl, "g-quarantine-4", ""));
+	CU_ASSERT_TRUE(set_is(pl, "g-quarantine-6", ""));
+	CU_ASSERT_TRUE(set_is(pl, "g-desktops-4", "10.10.0.11, 10.10.0.12, 10.10.0.13, 10.10.0.14"));
+	CU_ASSERT_TRUE(set_is(pl, "g-desktops-6",
+			      "fd00:10::11, fd00:10::12, fd00:10::13, fd00:10::14"));
+	CU_ASSERT_TRUE(set_is(pl, "g-servers-4", "10.10.0.21, 10.10.0.22, 10.10.0.23"));
+	CU_ASSERT_TRUE(set_is(pl, "g-connection-servers-6", "fd00:10::21"));
+
+	/* Text checks that do not depend on the golden file. */
+	CU_ASSERT_PTR_NOT_NULL(strstr(text, "meta nfproto ipv4 ip saddr @g-desktops-4 ip daddr "
+					    "@g-infra-servers-4 meta l4proto icmp counter "));
+	CU_ASSERT_PTR_NOT_NULL(strstr(text, "meta nfproto ipv6 ip6 saddr @g-desktops-6 ip6 daddr "
+					    "@g-infra-servers-6 meta l4proto ipv6-icmp counter "));
+	CU_ASSERT_PTR_NOT_NULL(strstr(text, "log prefix \"dfw rule=110 out \" group 0 counter drop"));
+	free(text);
+	plan_free(pl);
+	fixture_free(&fx);
+}
+
+static void test_vdi_quarantined(void)
+{
+	struct fixture fx = LOAD("configs/vdi.ini");
+	struct plan *pl;
+	char *text;
+
+	tag1(&fx, "desktop1", "threat.high");
+	pl = COMPILE(&fx, "hv1");
+	text = print_plan(pl);
+	GOLDEN("tests/golden/vdi-desktop1-quarantined.nft", text);
+
+	CU_ASSERT_TRUE(set_is(pl, "g-quarantine-4", "10.10.0.11"));
+	CU_ASSERT_TRUE(set_is(pl, "g-quarantine-6", "fd00:10::11"));
+	CU_ASSERT_TRUE(set_is(pl, "g-desktops-4", "10.10.0.12, 10.10.0.13, 10.10.0.14"));
+	CU_ASSERT_TRUE(set_is(pl, "g-desktops-6", "fd00:10::12, fd00:10::13, fd00:10::14"));
+	CU_ASSERT_EQUAL(pl->nchains, 2);
+	free(text);
+	plan_free(pl);
+	fixture_free(&fx);
+}
+
+/* A tag change edits set elements only: no chain, no port, no set is added
+ * or removed.  This is what keeps a quarantine a few element updates. */
+static void test_vdi_diff_tag(void)
+{
+	struct fixture fx = LOAD("configs/vdi.ini");
+	struct plan *before = COMPILE(&fx, "hv1"), *after, *back;
+	struct plan_diff d;
+	char buf[64];
+
+	tag1(&fx, "desktop1", "threat.high");
+	after = COMPILE(&fx, "hv1");
+	plan_diff(before, after, &d);
+	CU_ASSERT_FALSE(plan_diff_empty(&d));
+	CU_ASSERT_EQUAL(d.nport_del, 0);
+	CU_ASSERT_EQUAL(d.nport_add, 0);
+	CU_ASSERT_EQUAL(d.nset_del, 0);
+	CU_ASSERT_EQUAL(d.nset_add, 0);
+	CU_ASSERT_EQUAL(d.nchain_del, 0);
+	CU_ASSERT_EQUAL(d.nchain_add, 0);
+	CU_ASSERT_EQUAL_FATAL(d.nelem_add, 2);
+	CU_ASSERT_EQUAL_FATAL(d.nelem_del, 2);
+	/* Sets are visited in name order: g-desktops-* before g-quarantine-*. */
+	CU_ASSERT_STRING_EQUAL(d.elem_del[0].set->name, "g-desktops-4");
+	addr_format(&d.elem_del[0].addr, buf, sizeof(buf));
+	CU_ASSERT_STRING_EQUAL(buf, "10.10.0.11");
+	CU_ASSERT_STRING_EQUAL(d.elem_del[1].set->name, "g-desktops-6");
+	addr_format(&d.elem_del[1].addr, buf, sizeof(buf));
+	CU_ASSERT_STRING_EQUAL(buf, "fd00:10::11");
+	CU_ASSERT_STRING_EQUAL(d.elem_add[0].set->name, "g-quarantine-4");
+	addr_format(&d.elem_add[0].addr, buf, sizeof(buf));
+	CU_ASSERT_STRING_EQUAL(buf, "10.10.0.11");
+	CU_ASSERT_STRING_EQUAL(d.elem_add[1].set->name, "g-quarantine-6");
+	addr_format(&d.elem_add[1].addr, buf, sizeof(buf));
+	CU_ASSERT_STRING_EQUAL(buf, "fd00:10::11");
+	/* Deletes point into `from`, adds into `to`. */
+	CU_ASSERT_PTR_EQUAL(d.elem_del[0].set, plan_find_set(before, "g-desktops-4"));
+	CU_ASSERT_PTR_EQUAL(d.elem_add[0].set, plan_find_set(after, "g-quarantine-4"));
+	plan_diff_free(&d);
+	CU_ASSERT_EQUAL(d.nelem_add, 0);
+	CU_ASSERT_PTR_NULL(d.elem_add);
+
+	/* Untagging restores exactly the first plan. */
+	set_tags(&fx, "desktop1", NULL, 0);
+	back = COMPILE(&fx, "hv1");
+	plan_diff(before, back, &d);
+	CU_ASSERT_TRUE(plan_diff_empty(&d));
+	plan_diff_free(&d);
+	plan_diff(after, back, &d);
+	CU_ASSERT_EQUAL(d.nelem_add, 2);
+	CU_ASSERT_EQUAL(d.nelem_del, 2);
+	CU_ASSERT_EQUAL(d.nchain_add + d.nchain_del + d.nport_add + d.nport_del +
+			d.nset_add + d.nset_del, 0);
+	plan_diff_free(&d);
+	plan_free(before);
+	plan_free(after);
+	plan_free(back);
+	fixture_free(&fx);
+}
+
+static void test_diff_identity_and_full(void)
+{
+	struct fixture fx = LOAD("configs/vdi.ini");
+	struct plan *pl = COMPILE(&fx, "hv1"), *none = COMPILE(&fx, "hv9");
+	struct plan_diff d;
+
+	plan_diff(pl, pl, &d);
+	CU_ASSERT_TRUE(plan_diff_empty(&d));
+	plan_diff_free(&d);
+
+	/* From nothing: everything is added, nothing else. */
+	plan_diff(NULL, pl, &d);
+	CU_ASSERT_FALSE(plan_diff_empty(&d));
+	CU_ASSERT_EQUAL(d.nport_add, 7);
+	CU_ASSERT_EQUAL(d.nset_add, 12);
+	CU_ASSERT_EQUAL(d.nchain_add, 2);
+	CU_ASSERT_EQUAL(d.nport_del + d.nset_del + d.nchain_del + d.nelem_add + d.nelem_del, 0);
+	for (size_t i = 0; i < d.nport_add; i++)
+		CU_ASSERT_PTR_EQUAL(d.port_add[i], &pl->ports[i]);
+	plan_diff_free(&d);
+
+	/* A host without VMs has an empty plan; going there removes it all. */
+	CU_ASSERT_EQUAL(none->nports + none->nsets + none->nchains, 0);
+	plan_diff(pl, none, &d);
+	CU_ASSERT_EQUAL(d.nport_del, 7);
+	CU_ASSERT_EQUAL(d.nset_del, 12);
+	CU_ASSERT_EQUAL(d.nchain_del, 2);
+	CU_ASSERT_EQUAL(d.nport_add + d.nset_add + d.nchain_add + d.nelem_add + d.nelem_del, 0);
+	plan_diff_free(&d);
+	plan_diff(NULL, none, &d);
+	CU_ASSERT_TRUE(plan_diff_empty(&d));
+	plan_diff_free(&d);
+	plan_diff_free(NULL);
+	plan_free(NULL);
+	plan_free(pl);
+	plan_free(none);
+	fixture_free(&fx);
+}
+
+/* Chain names come from content alone: two independent compiles agree, and
+ * so does the whole printed plan. */
+static void test_names_stable(void)
+{
+	struct fixture a = LOAD("configs/vdi.ini"), b = LOAD("configs/vdi.ini");
+	struct plan *pa, *pb;
+	char *ta, *tb;
+
+	/* Tag b's engine and untag it, so that its internal state differs. */
+	tag1(&b, "desktop3", "threat.low");
+	set_tags(&b, "desktop3", NULL, 0);
+	pa = COMPILE(&a, "hv1");
+	pb = COMPILE(&b, "hv1");
+	CU_ASSERT_EQUAL_FATAL(pa->nchains, pb->nchains);
+	for (size_t i = 0; i < pa->nchains; i++)
+		CU_ASSERT_STRING_EQUAL(pa->chains[i].name, pb->chains[i].name);
+	ta = print_plan(pa);
+	tb = print_plan(pb);
+	CU_ASSERT_STRING_EQUAL(ta, tb);
+	free(ta);
+	free(tb);
+	plan_free(pa);
+	plan_free(pb);
+	fixture_free(&a);
+	fixture_free(&b);
+}
+
+/* ---- applied_to, literals, reject, log, disabled, direction ------------------ */
+
+static void test_applied(void)
+{
+	struct fixture fx = LOAD("tests/configs/applied.ini");
+	struct plan *pl = COMPILE(&fx, "hv1");
+	const struct pport *web1, *web2, *db1, *db2;
+	const struct pchain *c;
+	char *text = print_plan(pl);
+
+	GOLDEN("tests/golden/applied.nft", text);
+
+	CU_ASSERT_EQUAL_FATAL(pl->nports, 4); /* admin runs on hv2 */
+	CU_ASSERT_PTR_NULL(plan_find_port(pl, "vnet-admin"));
+	web1 = plan_find_port(pl, "vnet-web1");
+	web2 = plan_find_port(pl, "vnet-web2");
+	db1 = plan_find_port(pl, "vnet-db1");
+	db2 = plan_find_port(pl, "vnet-db2");
+	CU_ASSERT_FATAL(web1 && web2 && db1 && db2);
+	/* Web and database vNICs get different chains; each tier shares. */
+	CU_ASSERT_EQUAL(pl->nchains, 4);
+	CU_ASSERT_STRING_EQUAL(web1->out_chain, web2->out_chain);
+	CU_ASSERT_STRING_EQUAL(web1->in_chain, web2->in_chain);
+	CU_ASSERT_STRING_EQUAL(db1->out_chain, db2->out_chain);
+	CU_ASSERT_STRING_EQUAL(db1->in_chain, db2->in_chain);
+	CU_ASSERT_STRING_NOT_EQUAL(web1->out_chain, db1->out_chain);
+	CU_ASSERT_STRING_NOT_EQUAL(web1->in_chain, db1->in_chain);
+
+	/* Web in: 10 and 25 (everywhere), 20 (web); not 21 or 50 (db). */
+	c = plan_find_chain(pl, web1->in_chain);
+	CU_ASSERT_FATAL(c && c->nrule_ids == 3);
+	CU_ASSERT_EQUAL(c->rule_ids[0], 10);
+	CU_ASSERT_EQUAL(c->rule_ids[1], 20);
+	CU_ASSERT_EQUAL(c->rule_ids[2], 25);
+	/* Rule 10: tcp/22 from the literal set, once per family. */
+	CU_ASSERT_EQUAL(count_rules(c, 10), 2);
+	CU_ASSERT_EQUAL(count_rules(c, 20), 6); /* 3 services x 2 families */
+	CU_ASSERT_EQUAL(count_rules(c, 25), 2); /* icmp in v4, icmpv6 in v6 */
+	CU_ASSERT_EQUAL(c->refs, 2);
+	/* Web out: 22 (web), 30 and 31 (everywhere, out); 40 is disabled. */
+	c = plan_find_chain(pl, web1->out_chain);
+	CU_ASSERT_FATAL(c && c->nrule_ids == 3);
+	CU_ASSERT_EQUAL(c->rule_ids[0], 22);
+	CU_ASSERT_EQUAL(c->rule_ids[1], 30);
+	CU_ASSERT_EQUAL(c->rule_ids[2], 31);
+	CU_ASSERT_FALSE(chain_has_rule(c, 40));
+	/* Rule 30: reject any protocol = TCP reset, then ICMPX, per family. */
+	CU_ASSERT_EQUAL(count_rules(c, 30), 4);
+	CU_ASSERT_EQUAL(verdict_of(c, 30, 0), PV_REJECT_TCP);
+	CU_ASSERT_EQUAL(verdict_of(c, 30, 1), PV_REJECT_ICMPX);
+	CU_ASSERT_EQUAL(verdict_of(c, 30, 2), PV_REJECT_TCP);
+	CU_ASSERT_EQUAL(verdict_of(c, 30, 3), PV_REJECT_ICMPX);
+	/* Rule 31: tcp/25 gets a reset, udp/514 an ICMPX. */
+	CU_ASSERT_EQUAL(count_rules(c, 31), 2);
+	CU_ASSERT_EQUAL(verdict_of(c, 31, 0), PV_REJECT_TCP);
+	CU_ASSERT_EQUAL(verdict_of(c, 31, 1), PV_REJECT_ICMPX);
+	/* The reject default with logging: two variants. */
+	CU_ASSERT_EQUAL(count_rules(c, 0), 2);
+	CU_ASSERT_EQUAL(verdict_of(c, 0, 0), PV_REJECT_TCP);
+	CU_ASSERT_EQUAL(verdict_of(c, 0, 1), PV_REJECT_ICMPX);
+	/* Db in: 10, 21 (db), 25 (everywhere), 50 (db); db out: 30, 31. */
+	c = plan_find_chain(pl, db1->in_chain);
+	CU_ASSERT_FATAL(c && c->nrule_ids == 4);
+	CU_ASSERT_EQUAL(c->rule_ids[0], 10);
+	CU_ASSERT_EQUAL(c->rule_ids[1], 21);
+	CU_ASSERT_EQUAL(c->rule_ids[2], 25);
+	CU_ASSERT_EQUAL(c->rule_ids[3], 50);
+	CU_ASSERT_EQUAL(verdict_of(c, 50, 0), PV_DROP);
+	CU_ASSERT_EQUAL(count_rules(c, 50), 2);
+	c = plan_find_chain(pl, db1->out_chain);
+	CU_ASSERT_FATAL(c && c->nrule_ids == 2);
+	CU_ASSERT_EQUAL(c->rule_ids[0], 30);
+	CU_ASSERT_EQUAL(c->rule_ids[1], 31);
+	for (size_t i = 0; i < pl->nchains; i++)
+		CU_ASSERT_FALSE(chain_has_rule(&pl->chains[i], 40));
+
+	/* Literal sets: vm:admin plus CIDRs, normalized, named by content. */
+	CU_ASSERT_EQUAL(pl->nsets, 8); /* web, db x 2; two literal pairs */
+	{
+		size_t lit = 0;
+
+		for (size_t i = 0; i < pl->nsets; i++) {
+			const char *n = pl->sets[i].name;
+
+			if (strncmp(n, "a-", 2))
+				continue;
+			lit++;
+			CU_ASSERT_EQUAL(strlen(n), 16); /* a-<12 hex>-4 */
+			CU_ASSERT_EQUAL(n[15], pl->sets[i].family == AF_INET ? '4' : '6');
+		}
+		CU_ASSERT_EQUAL(lit, 4);
+	}
+	CU_ASSERT_TRUE(set_is(pl, "g-web-4", "10.20.0.1, 10.20.0.2"));
+	CU_ASSERT_TRUE(set_is(pl, "g-db-6", "fd00:20::12"));
+	CU_ASSERT_PTR_NOT_NULL(strstr(text, "elements = { 10.20.1.1, 192.0.2.0/24 }"));
+	CU_ASSERT_PTR_NOT_NULL(strstr(text, "elements = { 2001:db8::/32, fd00:21::1 }"));
+	CU_ASSERT_PTR_NOT_NULL(strstr(text, "elements = { 198.51.100.7 }"));
+	CU_ASSERT_PTR_NOT_NULL(strstr(text, "elements = { 2001:db8:ffff::7 }"));
+	CU_ASSERT_PTR_NOT_NULL(strstr(text, "th dport 8000-8999 counter accept"));
+	CU_ASSERT_PTR_NOT_NULL(strstr(text, "log prefix \"dfw rule=30 out \" group 0 counter "
+					    "reject with tcp reset"));
+	CU_ASSERT_PTR_NOT_NULL(strstr(text, "log prefix \"dfw rule=default in \" group 0 counter "
+					    "reject with icmpx type admin-prohibited"));
+	free(text);
+	plan_free(pl);
+	fixture_free(&fx);
+}
+
+/* Moving a VM between applied-to groups re-points its dispatch entries: the
+ * port changes, its out chain becomes the one the web tier already uses,
+ * its in chain is new; no other chain is touched. */
+static void test_applied_diff(void)
+{
+	struct fixture fx = LOAD("tests/configs/applied.ini");
+	struct plan *before = COMPILE(&fx, "hv1"), *after;
+	const struct pport *web1;
+	struct plan_diff d;
+	char *text, buf[64];
+
+	tag1(&fx, "db1", "role.web");
+	after = COMPILE(&fx, "hv1");
+	text = print_plan(after);
+	GOLDEN("tests/golden/applied-db1-web.nft", text);
+	free(text);
+
+	plan_diff(before, after, &d);
+	CU_ASSERT_EQUAL_FATAL(d.nport_del, 1);
+	CU_ASSERT_EQUAL_FATAL(d.nport_add, 1);
+	CU_ASSERT_STRING_EQUAL(d.port_del[0]->ifname, "vnet-db1");
+	CU_ASSERT_STRING_EQUAL(d.port_add[0]->ifname, "vnet-db1");
+	CU_ASSERT_PTR_EQUAL(d.port_del[0], plan_find_port(before, "vnet-db1"));
+	CU_ASSERT_PTR_EQUAL(d.port_add[0], plan_find_port(after, "vnet-db1"));
+	web1 = plan_find_port(after, "vnet-web1");
+	CU_ASSERT_STRING_EQUAL(d.port_add[0]->out_chain, web1->out_chain);
+	CU_ASSERT_STRING_NOT_EQUAL(d.port_add[0]->in_chain, web1->in_chain);
+	CU_ASSERT_STRING_NOT_EQUAL(d.port_add[0]->in_chain, d.port_del[0]->in_chain);
+	/* db2 still uses the old db chains, so nothing is deleted. */
+	CU_ASSERT_EQUAL(d.nchain_del, 0);
+	CU_ASSERT_EQUAL_FATAL(d.nchain_add, 1);
+	CU_ASSERT_STRING_EQUAL(d.chain_add[0]->name, d.port_add[0]->in_chain);
+	CU_ASSERT_EQUAL_FATAL(d.chain_add[0]->nrule_ids, 5);
+	CU_ASSERT_EQUAL(d.chain_add[0]->rule_ids[0], 10);
+	CU_ASSERT_EQUAL(d.chain_add[0]->rule_ids[1], 20);
+	CU_ASSERT_EQUAL(d.chain_add[0]->rule_ids[2], 21);
+	CU_ASSERT_EQUAL(d.chain_add[0]->rule_ids[3], 25);
+	CU_ASSERT_EQUAL(d.chain_add[0]->rule_ids[4], 50);
+	CU_ASSERT_EQUAL(d.nset_add + d.nset_del, 0);
+	/* db1 (IPv4 only) joins the web set. */
+	CU_ASSERT_EQUAL_FATAL(d.nelem_add, 1);
+	CU_ASSERT_EQUAL(d.nelem_del, 0);
+	CU_ASSERT_STRING_EQUAL(d.elem_add[0].set->name, "g-web-4");
+	addr_format(&d.elem_add[0].addr, buf, sizeof(buf));
+	CU_ASSERT_STRING_EQUAL(buf, "10.20.0.11");
+	plan_diff_free(&d);
+
+	/* And back: the in chain only db1 used goes away. */
+	plan_diff(after, before, &d);
+	CU_ASSERT_EQUAL(d.nport_del, 1);
+	CU_ASSERT_EQUAL(d.nport_add, 1);
+	CU_ASSERT_EQUAL(d.nchain_add, 0);
+	CU_ASSERT_EQUAL_FATAL(d.nchain_del, 1);
+	CU_ASSERT_STRING_EQUAL(d.chain_del[0]->name, plan_find_port(after, "vnet-db1")->in_chain);
+	CU_ASSERT_EQUAL(d.nelem_del, 1);
+	CU_ASSERT_EQUAL(d.nelem_add, 0);
+	plan_diff_free(&d);
+	plan_free(before);
+	plan_free(after);
+	fixture_free(&fx);
+}
+
+static void test_minimal(void)
+{
+	struct fixture fx = LOAD("tests/configs/minimal.ini");
+	struct plan *pl = COMPILE(&fx, "hv1");
+	const struct pchain *out, *in;
+	char *text = print_plan(pl);
+
+	GOLDEN("tests/golden/minimal.nft", text);
+	CU_ASSERT_EQUAL_FATAL(pl->nports, 1);
+	CU_ASSERT_EQUAL(pl->nsets, 2);
+	/* CIDR members cover the VMs' addresses: covered elements go. */
+	CU_ASSERT_TRUE(set_is(pl, "g-lan-4", "10.30.0.0/16, 192.0.2.1"));
+	CU_ASSERT_TRUE(set_is(pl, "g-lan-6", "fd00:30::5"));
+	out = plan_find_chain(pl, pl->ports[0].out_chain);
+	in = plan_find_chain(pl, pl->ports[0].in_chain);
+	CU_ASSERT_FATAL(out && in);
+	CU_ASSERT_EQUAL(out->nrules, 3);
+	CU_ASSERT_EQUAL(verdict_of(out, 1, 0), PV_DROP);
+	CU_ASSERT_EQUAL(verdict_of(out, 0, 0), PV_RETURN); /* default allow, out */
+	CU_ASSERT_EQUAL(in->nrules, 1); /* only the default */
+	CU_ASSERT_EQUAL(in->nrule_ids, 0);
+	CU_ASSERT_EQUAL(verdict_of(in, 0, 0), PV_ACCEPT);
+	free(text);
+	plan_free(pl);
+	fixture_free(&fx);
+}
+
+/* Literal sets are named by content: the same addresses in another order,
+ * or through a VM rather than its address, give the same set. */
+static void test_literal_sets_shared(void)
+{
+	struct fixture fx = PARSE(
+		"[vm a]\nhost = h\nport = pa\nmac = 02:00:00:00:00:01\naddresses = 10.0.0.1\n"
+		"[rule 1]\nsources = 10.0.0.9, vm:a\ndirection = in\naction = allow\n"
+		"[rule 2]\nsources = 10.0.0.1, 10.0.0.9, 10.0.0.0/30\ndirection = in\naction = drop\n"
+		"[rule 3]\nsources = 10.0.0.9, 10.0.0.1\ndirection = in\naction = drop\n");
+	struct plan *pl = COMPILE(&fx, "h");
+	const struct pchain *in;
+
+	/* Rules 1 and 3 share {10.0.0.1, 10.0.0.9}; rule 2's set is
+	 * {10.0.0.0/30, 10.0.0.9} after normalization. */
+	CU_ASSERT_EQUAL_FATAL(pl->nsets, 2);
+	in = plan_find_chain(pl, pl->ports[0].in_chain);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(in);
+	CU_ASSERT_EQUAL_FATAL(in->nrules, 4);
+	CU_ASSERT_STRING_EQUAL(in->rules[0].items[1].name, in->rules[2].items[1].name);
+	CU_ASSERT_STRING_NOT_EQUAL(in->rules[0].items[1].name, in->rules[1].items[1].name);
+	CU_ASSERT_TRUE(set_is(pl, in->rules[1].items[1].name, "10.0.0.0/30, 10.0.0.9"));
+	CU_ASSERT_TRUE(set_is(pl, in->rules[0].items[1].name, "10.0.0.1, 10.0.0.9"));
+	plan_free(pl);
+	fixture_free(&fx);
+}
+
+/* Names become parts of nftables object names (at most 64 characters), so
+ * a name that could not stay distinct there is refused with its line. */
+static void test_long_group_names(void)
+{
+	struct diag d = { 0 };
+	struct dfw_policy *p = policy_parse(
+		"[vm a]\nhost = h\nport = pa\nmac = 02:00:00:00:00:01\n"
+		"addresses = 10.0.0.1, fd00::1\n"
+		"[group tenant-0123456789-0123456789-0123456789-0123456789-0123456789-a]\n"
+		"members = a\n", "t.ini", &d);
+
+	CU_ASSERT_PTR_NULL(p);
+	CU_ASSERT_EQUAL(d.n, 1);
+	if (d.n)
+		CU_ASSERT_PTR_NOT_NULL(strstr(d.msgs[0], "t.ini:6: group name 'tenant-0123456789-"));
+	if (d.n)
+		CU_ASSERT_PTR_NOT_NULL(strstr(d.msgs[0], "1-48 letters"));
+	policy_free(p);
+	diag_free(&d);
+}
+
+void register_compile_tests(void)
+{
+	static const struct unit_test tests[] = {
+		{ "vdi untagged (golden)", test_vdi_untagged },
+		{ "vdi desktop1 quarantined (golden)", test_vdi_quarantined },
+		{ "a tag change only edits set elements", test_vdi_diff_tag },
+		{ "diff with itself, from and to nothing", test_diff_identity_and_full },
+		{ "chain names are stable across compiles", test_names_stable },
+		{ "applied_to, literals, reject, log, disabled (golden)", test_applied },
+		{ "moving a VM between applied-to groups", test_applied_diff },
+		{ "default allow, normalized sets (golden)", test_minimal },
+		{ "literal sets are named by content", test_literal_sets_shared },
+		{ "long group names keep distinct sets", test_long_group_names },
+	};
+
+	unit_suite("compile", tests, ARRAY_SIZE(tests));
+}

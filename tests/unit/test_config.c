@@ -1,0 +1,964 @@
+/* Unit tests of the policy parser (tagger/config.c): the shipped example,
+ * every class of bad input with its exact file:line and message, the
+ * collection of several errors, and the accepted forms of each key.
+ *
+ * Policies are small INI strings built here; most append to BASE, whose
+ * line count is fixed (BASE_LINES) so that expected line numbers read as
+ * "BASE_LINES + n", the n-th appended line. */
+#include "tagger/config.h"
+#include "tests/unit/unit.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define BASE \
+	"[global]\n"                          /*  1 */ \
+	"default_action = drop\n"             /*  2 */ \
+	"[tags]\n"                            /*  3 */ \
+	"names = threat.high, role.web\n"     /*  4 */ \
+	"[vm desktop1]\n"                     /*  5 */ \
+	"host = hv1\n"                        /*  6 */ \
+	"port = vnet-d1\n"                    /*  7 */ \
+	"mac = 02:00:00:00:00:01\n"           /*  8 */ \
+	"addresses = 10.0.0.1, fd00::1\n"     /*  9 */ \
+	"[vm server1]\n"                      /* 10 */ \
+	"host = hv1\n"                        /* 11 */ \
+	"port = vnet-s1\n"                    /* 12 */ \
+	"mac = 02:00:00:00:00:02\n"           /* 13 */ \
+	"addresses = 10.0.0.2, fd00::2\n"     /* 14 */ \
+	"[group desktops]\n"                  /* 15 */ \
+	"match = name starts-with desktop\n"  /* 16 */ \
+	"[group servers]\n"                   /* 17 */ \
+	"members = server1\n"                 /* 18 */
+#define BASE_LINES 18
+#define L(n) (BASE_LINES + (n))
+
+static const char *const FILE_NAME = "t.ini";
+
+/* Prints every diagnostic, so that a failing expectation shows what came. */
+static void dump(const struct diag *d, int line)
+{
+	fprintf(stderr, "\n  (test line %d) %zu diagnostics:\n", line, d->n);
+	for (size_t i = 0; i < d->n; i++)
+		fprintf(stderr, "    %s\n", d->msgs[i]);
+}
+
+/* True when some message starts with "t.ini:LINE: " (or "t.ini: " when line
+ * is 0) and contains every non-NULL phrase. */
+static bool has_msg(const struct diag *d, int line, const char *p1, const char *p2)
+{
+	char prefix[64];
+
+	if (line > 0)
+		snprintf(prefix, sizeof(prefix), "%s:%d: ", FILE_NAME, line);
+	else
+		snprintf(prefix, sizeof(prefix), "%s: ", FILE_NAME);
+	for (size_t i = 0; i < d->n; i++) {
+		const char *m = d->msgs[i];
+
+		if (strncmp(m, prefix, strlen(prefix)))
+			continue;
+		if (p1 && !strstr(m + strlen(prefix), p1))
+			continue;
+		if (p2 && !strstr(m + strlen(prefix), p2))
+			continue;
+		return true;
+	}
+	return false;
+}
+
+/* Parses text and expects failure with a message at line containing p1 and
+ * p2; n is the exact number of diagnostics, or -1 not to check it.
+ * Assertions are reported at the caller's line. */
+static void expect_err_at(int at, const char *text, int line, const char *p1,
+			  const char *p2, int n)
+{
+	struct diag d = { 0 };
+	struct dfw_policy *p = policy_parse(text, FILE_NAME, &d);
+	bool ok = !p && has_msg(&d, line, p1, p2) && (n < 0 || d.n == (size_t)n);
+
+	CU_assertImplementation(ok, (unsigned)at, "expected diagnostic", __FILE__, "", CU_FALSE);
+	if (!ok)
+		dump(&d, at);
+	policy_free(p);
+	diag_free(&d);
+}
+
+#define EXPECT_ERR(text, line, p1, p2, n) expect_err_at(__LINE__, text, line, p1, p2, n)
+
+/* Parses text that must be valid; the caller frees the policy. */
+static struct dfw_policy *parse_ok_at(int at, const char *text)
+{
+	struct diag d = { 0 };
+	struct dfw_policy *p = policy_parse(text, FILE_NAME, &d);
+	bool ok = p && d.n == 0;
+
+	if (!ok)
+		dump(&d, at);
+	diag_free(&d); /* before a fatal assertion leaves this function */
+	CU_assertImplementation(ok, (unsigned)at, "policy parses", __FILE__, "", CU_TRUE);
+	return p;
+}
+
+#define PARSE_OK(text) parse_ok_at(__LINE__, text)
+
+static const struct dfw_rule *rule_by_id(const struct dfw_policy *p, uint32_t id)
+{
+	for (size_t i = 0; i < p->nrules; i++)
+		if (p->rules[i].id == id)
+			return &p->rules[i];
+	CU_FAIL_FATAL("no rule with that id");
+	return NULL;
+}
+
+static bool addr_is(const struct dfw_addr *a, const char *s)
+{
+	char buf[64];
+
+	addr_format(a, buf, sizeof(buf));
+	return !strcmp(buf, s);
+}
+
+/* ---- the shipped example -------------------------------------------------- */
+
+static void test_vdi(void)
+{
+	static const uint32_t order[] = { 100, 101, 110, 111, 200, 201, 210, 220, 230, 240 };
+	static const char *const vms[] = {
+		"desktop1", "desktop2", "desktop3", "desktop4", "cs1", "fs1", "dc1"
+	};
+	static const char *const groups[] = {
+		"quarantine", "desktops", "connection-servers", "file-servers",
+		"infra-servers", "servers"
+	};
+	struct diag d = { 0 };
+	char *text = NULL;
+	struct dfw_policy *p = policy_load("configs/vdi.ini", &text, &d);
+	const struct vm *v;
+	const struct group_def *g;
+	const struct dfw_rule *r;
+	long q, desk, cs;
+
+	if (!p)
+		dump(&d, __LINE__);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(p);
+	CU_ASSERT_EQUAL(d.n, 0);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(text);
+	CU_ASSERT_PTR_NOT_NULL(strstr(text, "[rule 240]"));
+	CU_ASSERT_STRING_EQUAL(p->file, "configs/vdi.ini");
+
+	CU_ASSERT_EQUAL_FATAL(p->inv.nvms, 7);
+	CU_ASSERT_EQUAL_FATAL(p->inv.ngroups, 6);
+	CU_ASSERT_EQUAL_FATAL(p->nrules, 10);
+	CU_ASSERT_EQUAL_FATAL(p->tags.n, 3);
+	CU_ASSERT_STRING_EQUAL(p->tags.v[0], "threat.high");
+	CU_ASSERT_STRING_EQUAL(p->tags.v[1], "threat.medium");
+	CU_ASSERT_STRING_EQUAL(p->tags.v[2], "threat.low");
+	CU_ASSERT_EQUAL(p->default_action, ACT_DROP);
+	CU_ASSERT_FALSE(p->default_log);
+
+	/* Inventory and groups in file order. */
+	for (size_t i = 0; i < 7; i++)
+		CU_ASSERT_STRING_EQUAL(p->inv.vms[i].name, vms[i]);
+	for (size_t i = 0; i < 6; i++)
+		CU_ASSERT_STRING_EQUAL(p->inv.groups[i].name, groups[i]);
+	/* Rules by category (emergency first), then file order. */
+	for (size_t i = 0; i < 10; i++)
+		CU_ASSERT_EQUAL(p->rules[i].id, order[i]);
+	for (size_t i = 0; i < 4; i++)
+		CU_ASSERT_EQUAL(p->rules[i].category, CAT_EMERGENCY);
+	for (size_t i = 4; i < 10; i++)
+		CU_ASSERT_EQUAL(p->rules[i].category, CAT_APPLICATION);
+
+	v = &p->inv.vms[0];
+	CU_ASSERT_STRING_EQUAL(v->host, "hv1");
+	CU_ASSERT_STRING_EQUAL(v->port, "vnet-desktop1");
+	CU_ASSERT_STRING_EQUAL(v->os, "windows-10");
+	CU_ASSERT_EQUAL(v->mac[0], 0x02);
+	CU_ASSERT_EQUAL(v->mac[4], 0x00);
+	CU_ASSERT_EQUAL(v->mac[5], 0x11);
+	CU_ASSERT_EQUAL_FATAL(v->naddrs, 2);
+	CU_ASSERT_TRUE(addr_is(&v->addrs[0], "10.10.0.11"));
+	CU_ASSERT_TRUE(addr_is(&v->addrs[1], "fd00:10::11"));
+	CU_ASSERT_EQUAL(v->line, 20);
+
+	q = policy_find_group(p, "quarantine");
+	desk = policy_find_group(p, "Desktops");
+	cs = policy_find_group(p, "connection-servers");
+	CU_ASSERT_EQUAL(q, 0);
+	CU_ASSERT_EQUAL(desk, 1);
+	CU_ASSERT_EQUAL(cs, 2);
+	CU_ASSERT_EQUAL(policy_find_group(p, "desktop1"), -1);
+	CU_ASSERT_EQUAL(policy_find_vm(p, "DC1"), 6);
+	CU_ASSERT_EQUAL(policy_find_vm(p, "desktops"), -1);
+	CU_ASSERT_STRING_EQUAL(policy_find_tag(p, "THREAT.LOW"), "threat.low");
+	CU_ASSERT_PTR_NULL(policy_find_tag(p, "threat"));
+
+	g = &p->inv.groups[q];
+	CU_ASSERT_TRUE(g->quarantine);
+	CU_ASSERT_FALSE(g->keep_connections);
+	CU_ASSERT_EQUAL_FATAL(g->nmatch, 3);
+	CU_ASSERT_EQUAL_FATAL(g->match[2].nconds, 1);
+	CU_ASSERT_EQUAL(g->match[2].conds[0].field, COND_TAG);
+	CU_ASSERT_EQUAL(g->match[2].conds[0].op, OP_EQUALS);
+	CU_ASSERT_STRING_EQUAL(g->match[2].conds[0].value, "threat.low");
+	g = &p->inv.groups[desk];
+	CU_ASSERT_FALSE(g->quarantine);
+	CU_ASSERT_EQUAL_FATAL(g->nmatch, 1);
+	CU_ASSERT_EQUAL(g->match[0].conds[0].field, COND_NAME);
+	CU_ASSERT_EQUAL(g->match[0].conds[0].op, OP_STARTS_WITH);
+	CU_ASSERT_EQUAL_FATAL(g->nexclude_groups, 1);
+	CU_ASSERT_EQUAL(g->exclude_groups[0], (size_t)q);
+	g = &p->inv.groups[5];
+	CU_ASSERT_EQUAL_FATAL(g->nincludes, 3);
+	CU_ASSERT_EQUAL(g->includes[0], 2);
+	CU_ASSERT_EQUAL(g->includes[1], 3);
+	CU_ASSERT_EQUAL(g->includes[2], 4);
+	CU_ASSERT_EQUAL_FATAL(p->inv.groups[cs].nmembers, 1);
+	CU_ASSERT_EQUAL(p->inv.groups[cs].members[0], 4);
+
+	r = &p->rules[0];
+	CU_ASSERT_STRING_EQUAL(r->name, "quarantine: desktop to connection server");
+	CU_ASSERT_FALSE(r->src.any);
+	CU_ASSERT_EQUAL_FATAL(r->src.nrefs, 1);
+	CU_ASSERT_EQUAL(r->src.refs[0].kind, REF_GROUP);
+	CU_ASSERT_EQUAL(r->src.refs[0].idx, (size_t)q);
+	CU_ASSERT_EQUAL_FATAL(r->nsvcs, 4);
+	CU_ASSERT_EQUAL(r->svcs[0].proto, IPPROTO_TCP);
+	CU_ASSERT_EQUAL(r->svcs[0].lo, 443);
+	CU_ASSERT_EQUAL(r->svcs[0].hi, 443);
+	CU_ASSERT_EQUAL(r->svcs[2].proto, IPPROTO_UDP);
+	CU_ASSERT_EQUAL(r->svcs[2].lo, 4172);
+	CU_ASSERT_EQUAL(r->action, ACT_ALLOW);
+	CU_ASSERT_EQUAL(r->dir, DIR_INOUT);
+	CU_ASSERT_TRUE(r->applied_everywhere);
+	CU_ASSERT_FALSE(r->log);
+	CU_ASSERT_FALSE(r->disabled);
+
+	r = rule_by_id(p, 101);
+	CU_ASSERT_EQUAL_FATAL(r->nsvcs, 1);
+	CU_ASSERT_EQUAL(r->svcs[0].lo, 4001);
+	CU_ASSERT_EQUAL(r->svcs[0].hi, 4002);
+
+	r = rule_by_id(p, 110);
+	CU_ASSERT_FALSE(r->src.any);
+	CU_ASSERT_TRUE(r->dst.any);
+	CU_ASSERT_EQUAL(r->dst.nrefs, 0);
+	CU_ASSERT_EQUAL(r->nsvcs, 0);
+	CU_ASSERT_EQUAL(r->action, ACT_DROP);
+	CU_ASSERT_TRUE(r->log);
+
+	r = rule_by_id(p, 220);
+	CU_ASSERT_EQUAL_FATAL(r->nsvcs, 6);
+	CU_ASSERT_EQUAL(r->svcs[0].proto, IPPROTO_UDP);
+	CU_ASSERT_EQUAL(r->svcs[0].lo, 53);
+	CU_ASSERT_EQUAL(r->svcs[4].proto, IPPROTO_ICMP);
+	CU_ASSERT_EQUAL(r->svcs[4].lo, 0);
+	CU_ASSERT_EQUAL(r->svcs[5].proto, IPPROTO_ICMPV6);
+	CU_ASSERT_EQUAL(r->category, CAT_APPLICATION);
+
+	policy_free(p);
+	free(text);
+	diag_free(&d);
+}
+
+static void test_load_errors(void)
+{
+	struct diag d = { 0 };
+	char *text = (char *)"sentinel";
+	char path[256];
+	FILE *f;
+
+	CU_ASSERT_PTR_NULL(policy_load("configs/no-such-file.ini", &text, &d));
+	CU_ASSERT_PTR_NULL(text);
+	CU_ASSERT_EQUAL_FATAL(d.n, 1);
+	CU_ASSERT_STRING_EQUAL(d.msgs[0], "configs/no-such-file.ini: No such file or directory");
+	diag_free(&d);
+
+	/* A NUL byte would hide the rest of the file from the parser. */
+	snprintf(path, sizeof(path), "%s/nul.ini", unit_tmpdir());
+	f = fopen(path, "w");
+	CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+	fwrite("[global]\n\0default_action = allow\n", 1, 33, f);
+	fclose(f);
+	CU_ASSERT_PTR_NULL(policy_load(path, NULL, &d));
+	CU_ASSERT_EQUAL_FATAL(d.n, 1);
+	CU_ASSERT_PTR_NOT_NULL(strstr(d.msgs[0], ": contains a NUL byte"));
+	diag_free(&d);
+
+	/* Errors in a loaded file carry its path. */
+	snprintf(path, sizeof(path), "%s/bad.ini", unit_tmpdir());
+	f = fopen(path, "w");
+	CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+	fputs("[global]\ndefault_action = maybe\n", f);
+	fclose(f);
+	CU_ASSERT_PTR_NULL(policy_load(path, NULL, &d));
+	CU_ASSERT_EQUAL_FATAL(d.n, 1);
+	{
+		char want[512];
+
+		snprintf(want, sizeof(want), "%s:2: default_action: unknown value 'maybe'", path);
+		CU_ASSERT_STRING_EQUAL(d.msgs[0], want);
+	}
+	diag_free(&d);
+}
+
+static void test_base_and_empty(void)
+{
+	struct dfw_policy *p;
+	const char *s;
+	int lines = 0;
+
+	for (s = BASE; *s; s++)
+		lines += *s == '\n';
+	CU_ASSERT_EQUAL_FATAL(lines, BASE_LINES);
+	p = PARSE_OK(BASE);
+	CU_ASSERT_EQUAL(p->inv.nvms, 2);
+	CU_ASSERT_EQUAL(p->inv.ngroups, 2);
+	CU_ASSERT_EQUAL(p->nrules, 0);
+	policy_free(p);
+
+	/* An empty policy is valid: no inventory, default drop. */
+	p = PARSE_OK("");
+	CU_ASSERT_EQUAL(p->inv.nvms, 0);
+	CU_ASSERT_EQUAL(p->default_action, ACT_DROP);
+	CU_ASSERT_FALSE(p->default_log);
+	policy_free(p);
+
+	/* Comments, blank lines, case of sections and keys, CRLF. */
+	p = PARSE_OK("; comment\r\n# another\r\n\r\n  [ GLOBAL ]  \r\nDefault_Action = Reject\r\n"
+		     "default_log = on\r\n");
+	CU_ASSERT_EQUAL(p->default_action, ACT_REJECT);
+	CU_ASSERT_TRUE(p->default_log);
+	policy_free(p);
+}
+
+/* ---- syntax --------------------------------------------------------------- */
+
+static void test_sections(void)
+{
+	EXPECT_ERR(BASE "[rulez 5]\naction = allow\n", L(1), "unknown section [rulez 5]",
+		   "(did you mean 'rule'?)", 1);
+	EXPECT_ERR(BASE "[globl]\ndefault_log = no\n", L(1), "unknown section [globl]",
+		   "(did you mean 'global'?)", 1);
+	EXPECT_ERR(BASE "[firewall]\n", L(1), "unknown section [firewall]; sections are "
+		   "[global], [tags], [vm NAME], [group NAME], [rule ID]", NULL, 1);
+	/* A kind without its name is not a section either. */
+	EXPECT_ERR(BASE "[rule]\naction = allow\n", L(1), "unknown section [rule]", NULL, 1);
+	EXPECT_ERR(BASE "[vm a\n", L(1), "malformed section header '[vm a'", NULL, -1);
+	EXPECT_ERR(BASE "[vm a] x\n", L(1), "malformed section header", NULL, -1);
+	/* Duplicate sections, also when they differ only in case. */
+	EXPECT_ERR(BASE "[group servers]\ndescription = again\n", L(1),
+		   "section [group servers] already defined at line 17", NULL, 1);
+	EXPECT_ERR(BASE "[VM Desktop1]\nos = linux\n", L(1),
+		   "section [vm desktop1] already defined at line 5", NULL, -1);
+	EXPECT_ERR(BASE "[Global]\ndefault_log = no\n", L(1),
+		   "section [global] already defined at line 1", NULL, 1);
+	/* Names of the wrong shape. */
+	EXPECT_ERR(BASE "[group bad!name]\nmembers = server1\n", L(1),
+		   "group name 'bad!name': 1-48 letters, digits and . _ -", NULL, 1);
+	EXPECT_ERR(BASE "[vm -x]\nhost = hv1\nport = p9\nmac = 02:00:00:00:00:09\n"
+		   "addresses = 10.0.0.9\n", L(1), "VM name '-x': 1-48 letters, digits", NULL, 1);
+}
+
+static void test_keys(void)
+{
+	static const char head[] = BASE "[rule 5]\naction = allow\nname = ";
+	char longline[2000];
+
+	EXPECT_ERR(BASE "[rule 5]\naction = allow\nacton = drop\n", L(3),
+		   "unknown key 'acton' in [rule 5]", "(did you mean 'action'?)", 1);
+	EXPECT_ERR("[global]\ndefault_actoin = allow\n", 2,
+		   "unknown key 'default_actoin' in [global]",
+		   "(did you mean 'default_action'?)", 1);
+	EXPECT_ERR(BASE "[group g]\nmembers = server1\ncolour = blue\n", L(3),
+		   "unknown key 'colour' in [group g]", NULL, 1);
+	/* No suggestion when nothing is near. */
+	EXPECT_ERR(BASE "[group g]\nmembers = server1\nxyzzy = 1\n", L(3),
+		   "unknown key 'xyzzy' in [group g]", NULL, 1);
+	{
+		struct diag d = { 0 };
+
+		CU_ASSERT_PTR_NULL(policy_parse(BASE "[group g]\nmembers = server1\nxyzzy = 1\n",
+						FILE_NAME, &d));
+		CU_ASSERT_EQUAL_FATAL(d.n, 1);
+		CU_ASSERT_PTR_NULL(strstr(d.msgs[0], "did you mean"));
+		diag_free(&d);
+	}
+	/* Duplicate key: reported at the later line, naming the earlier. */
+	EXPECT_ERR(BASE "[rule 5]\naction = allow\naction = drop\n", L(3),
+		   "'action' already set at line 20", NULL, 1);
+	EXPECT_ERR(BASE "[rule 5]\naction = allow\nACTION = drop\n", L(3),
+		   "'action' already set at line 20", NULL, 1);
+	/* A line without '=' and a key before any section. */
+	EXPECT_ERR(BASE "[rule 5]\naction = allow\nlog\n", L(3),
+		   "expected 'key = value', got 'log'", NULL, -1);
+	EXPECT_ERR("action = allow\n[global]\ndefault_action = drop\n", 1,
+		   "key outside of any section", NULL, 1);
+	EXPECT_ERR("; leading comment\n\nfoo = bar\n", 3, "key outside of any section", NULL, 1);
+	/* Continuation lines are refused (iniparser would join them). */
+	EXPECT_ERR(BASE "[rule 5]\nname = a \\\naction = allow\n", L(2),
+		   "line continuation is not supported", NULL, -1);
+	/* Over-long lines: the name line here is about 1500 characters. */
+	memset(longline, 'x', sizeof(longline));
+	memcpy(longline, head, strlen(head));
+	strcpy(longline + sizeof(longline) - 2, "\n");
+	EXPECT_ERR(longline, L(3), "line longer than 1000 characters", NULL, -1);
+}
+
+/* iniparser joins a line ending in '\' with the next even when blanks follow
+ * the backslash; the line index must see that too, or the next key vanishes
+ * silently (here 'disabled = yes', so a disabled rule becomes enforced). */
+static void test_continuation_trailing_blank(void)
+{
+	EXPECT_ERR(BASE "[rule 5]\nname = web \\  \ndisabled = yes\naction = allow\n", L(2),
+		   "line continuation is not supported", NULL, -1);
+}
+
+/* One stray line must not hide the other errors of the file: every error is
+ * collected before failing (config.h). */
+static void test_stray_line_keeps_other_errors(void)
+{
+	const char *text = BASE
+		"[rule 5]\n"                    /* L(1) */
+		"action = allow\n"              /* L(2) */
+		"stray\n"                       /* L(3) */
+		"[vm x]\n"                      /* L(4) */
+		"host = hv1\n"
+		"port = vnet-x\n"
+		"mac = 02:00:00:00:00:01\n"     /* duplicate of desktop1 */
+		"addresses = 10.0.0.9\n";
+
+	EXPECT_ERR(text, L(3), "expected 'key = value', got 'stray'", NULL, -1);
+	EXPECT_ERR(text, L(4), "VM x: MAC 02:00:00:00:00:01 already used by VM desktop1",
+		   NULL, -1);
+}
+
+/* ---- inventory ------------------------------------------------------------ */
+
+#define VM_X(host, port, mac, addrs) \
+	"[vm x]\nhost = " host "\nport = " port "\nmac = " mac "\naddresses = " addrs "\n"
+
+static void test_vm_errors(void)
+{
+	/* Every required key missing: one message each, at the section. */
+	EXPECT_ERR(BASE "[vm x]\nos = linux\n", L(1), "[vm x] needs 'host'", NULL, 4);
+	EXPECT_ERR(BASE "[vm x]\nos = linux\n", L(1), "[vm x] needs 'port'", NULL, 4);
+	EXPECT_ERR(BASE "[vm x]\nos = linux\n", L(1), "[vm x] needs 'mac'", NULL, 4);
+	EXPECT_ERR(BASE "[vm x]\nos = linux\n", L(1), "[vm x] needs 'addresses'", NULL, 4);
+	/* Present but empty: reported at the key's line. */
+	EXPECT_ERR(BASE "[vm x]\nhost =\nport = p\nmac = 02:00:00:00:00:09\naddresses = 10.0.0.9\n",
+		   L(2), "[vm x] needs 'host'", NULL, 1);
+	/* A misspelt key: unknown, and the real one missing. */
+	EXPECT_ERR(BASE "[vm x]\nhost = hv1\nport = p\nmac = 02:00:00:00:00:09\n"
+		   "adresses = 10.0.0.9\n", L(5), "unknown key 'adresses' in [vm x]",
+		   "(did you mean 'addresses'?)", 2);
+	EXPECT_ERR(BASE "[vm x]\nhost = hv1\nport = p\nmac = 02:00:00:00:00:09\n"
+		   "adresses = 10.0.0.9\n", L(1), "[vm x] needs 'addresses'", NULL, 2);
+
+	EXPECT_ERR(BASE VM_X("hv1", "vnet-x", "02:00:00:00:00:zz", "10.0.0.9"), L(4),
+		   "mac '02:00:00:00:00:zz' is not of the form 02:00:00:00:00:01", NULL, 1);
+	EXPECT_ERR(BASE VM_X("hv1", "vnet-x", "02:00:00:00:09", "10.0.0.9"), L(4),
+		   "mac '02:00:00:00:09' is not of the form", NULL, 1);
+	EXPECT_ERR(BASE VM_X("hv1", "vnet-x", "02:00:00:00:00:09", "10.0.0.300"), L(5),
+		   "address '10.0.0.300': not an IPv4 or IPv6 address", NULL, 1);
+	EXPECT_ERR(BASE VM_X("hv1", "vnet-x", "02:00:00:00:00:09", "10.0.0.9, server1"), L(5),
+		   "address 'server1': not an IPv4 or IPv6 address", NULL, 1);
+	EXPECT_ERR(BASE VM_X("hv1", "vnet-x", "02:00:00:00:00:09", "10.0.0.0/24"), L(5),
+		   "address '10.0.0.0/24': a VM address has no prefix length", NULL, 1);
+	EXPECT_ERR(BASE VM_X("hv1", "vnet-x", "02:00:00:00:00:09", "fd00:9::/64"), L(5),
+		   "address 'fd00:9::/64': a VM address has no prefix length", NULL, 1);
+	EXPECT_ERR(BASE VM_X("hv1", "vnet-x", "02:00:00:00:00:09", "10.0.0.9/24"), L(5),
+		   "address '10.0.0.9/24': host bits set below the prefix length", NULL, 1);
+	/* Interface names are at most 15 characters (IFNAMSIZ - 1). */
+	EXPECT_ERR(BASE VM_X("hv1", "vnet-0123456789a", "02:00:00:00:00:09", "10.0.0.9"), L(3),
+		   "port 'vnet-0123456789a': an interface name of 1-15 letters", NULL, 1);
+	EXPECT_ERR(BASE VM_X("hv1", "vnet/x", "02:00:00:00:00:09", "10.0.0.9"), L(3),
+		   "port 'vnet/x': an interface name", NULL, 1);
+	EXPECT_ERR(BASE VM_X("hv 1", "vnet-x", "02:00:00:00:00:09", "10.0.0.9"), L(2),
+		   "host 'hv 1': 1-48 letters, digits and . _ -", NULL, 1);
+
+	/* Uniqueness across VMs: reported at the later VM, naming the earlier. */
+	EXPECT_ERR(BASE VM_X("hv1", "vnet-x", "02:00:00:00:00:01", "10.0.0.9"), L(1),
+		   "VM x: MAC 02:00:00:00:00:01 already used by VM desktop1", NULL, 1);
+	EXPECT_ERR(BASE VM_X("hv1", "vnet-x", "02:00:00:00:00:09", "10.0.0.9, 10.0.0.2"), L(1),
+		   "VM x: address 10.0.0.2 already used by VM server1", NULL, 1);
+	/* The same address spelt differently is still the same. */
+	EXPECT_ERR(BASE VM_X("hv1", "vnet-x", "02:00:00:00:00:09", "FD00:0::2"), L(1),
+		   "VM x: address fd00::2 already used by VM server1", NULL, 1);
+	EXPECT_ERR(BASE VM_X("hv1", "vnet-s1", "02:00:00:00:00:09", "10.0.0.9"), L(1),
+		   "VM x: port vnet-s1 on host hv1 already used by VM server1", NULL, 1);
+}
+
+static void test_vm_accepted(void)
+{
+	struct dfw_policy *p;
+	const struct vm *v;
+
+	/* The same port name on another host is fine; 15-character names too;
+	 * a VM may have one family only; /32 is a host address. */
+	p = PARSE_OK(BASE VM_X("hv2", "vnet-s1", "02:00:00:00:00:09", "10.0.0.9/32")
+		     "[vm y]\nhost = hv2\nport = vnet-0123456789\nmac = 02:00:00:00:00:0A\n"
+		     "addresses = fd00::a\nos = Linux\n");
+	CU_ASSERT_EQUAL_FATAL(p->inv.nvms, 4);
+	v = &p->inv.vms[2];
+	CU_ASSERT_STRING_EQUAL(v->name, "x");
+	CU_ASSERT_STRING_EQUAL(v->host, "hv2");
+	CU_ASSERT_STRING_EQUAL(v->os, "");
+	CU_ASSERT_EQUAL(v->naddrs, 1);
+	CU_ASSERT_EQUAL(v->addrs[0].plen, 32);
+	v = &p->inv.vms[3];
+	CU_ASSERT_STRING_EQUAL(v->port, "vnet-0123456789");
+	CU_ASSERT_STRING_EQUAL(v->os, "Linux");
+	CU_ASSERT_EQUAL(v->mac[5], 0x0a);
+	CU_ASSERT_EQUAL_FATAL(v->naddrs, 1);
+	CU_ASSERT_EQUAL(v->addrs[0].family, AF_INET6);
+	policy_free(p);
+}
+
+/* Two sections that differ only in inner blanks declare the same VM name;
+ * the second must not silently become a second VM of that name. */
+static void test_vm_name_twice(void)
+{
+	struct diag d = { 0 };
+	struct dfw_policy *p = policy_parse(BASE "[vm  desktop1]\nhost = hv2\nport = vnet-d9\n"
+					    "mac = 02:00:00:00:00:09\naddresses = 10.0.0.9\n",
+					    FILE_NAME, &d);
+
+	CU_ASSERT_PTR_NULL(p);
+	CU_ASSERT_TRUE(has_msg(&d, L(1), "desktop1", NULL));
+	policy_free(p);
+	diag_free(&d);
+}
+
+/* Distinct long host names must not collide in the uniqueness check. */
+static void test_long_host_names(void)
+{
+	struct dfw_policy *p = PARSE_OK(
+		"[vm a]\nhost = hypervisor-with-a-long-name-in-rack-1\nport = vnet-a\n"
+		"mac = 02:00:00:00:00:01\naddresses = 10.0.0.1\n"
+		"[vm b]\nhost = hypervisor-with-a-long-name-in-rack-2\nport = vnet-a\n"
+		"mac = 02:00:00:00:00:02\naddresses = 10.0.0.2\n");
+
+	policy_free(p);
+}
+
+static void test_tags_errors(void)
+{
+	EXPECT_ERR("[tags]\nnames = ok, bad tag, x\n", 2,
+		   "tag 'bad tag': 1-48 letters, digits and . _ = : -", NULL, 1);
+	EXPECT_ERR("[tags]\nnames = a, b,\n", 2, "names: empty item in the list (a stray comma?)", NULL, 1);
+	EXPECT_ERR("[tags]\nnames = Threat.High, threat.high\n", 2,
+		   "tag 'threat.high' declared twice", NULL, 1);
+	{
+		struct dfw_policy *p = PARSE_OK("[tags]\nnames = env=prod, a:b, x_y-z.1\n");
+
+		CU_ASSERT_EQUAL(p->tags.n, 3);
+		CU_ASSERT_STRING_EQUAL(p->tags.v[0], "env=prod");
+		policy_free(p);
+	}
+}
+
+/* ---- groups --------------------------------------------------------------- */
+
+static void test_group_refs(void)
+{
+	EXPECT_ERR(BASE "[group g]\nmembers = desktp1\n", L(2),
+		   "members: unknown VM 'desktp1'", "(did you mean 'desktop1'?)", 1);
+	EXPECT_ERR(BASE "[group g]\nexclude_members = server1, srv\n", L(2),
+		   "exclude_members: unknown VM 'srv'", NULL, 1);
+	EXPECT_ERR(BASE "[group g]\ninclude = servrs\n", L(2),
+		   "include: unknown group 'servrs'", "(did you mean 'servers'?)", 1);
+	EXPECT_ERR(BASE "[group g]\nexclude_groups = dsktops\nmembers = server1\n", L(2),
+		   "exclude_groups: unknown group 'dsktops'", "(did you mean 'desktops'?)", 1);
+	EXPECT_ERR(BASE "[group g]\naddresses = 10.0.0.0/8, 10.1.0.1/16\n", L(2),
+		   "addresses: '10.1.0.1/16': host bits set below the prefix length", NULL, 1);
+	EXPECT_ERR(BASE "[group g]\nmembers = desktop1\nquarantine = sometimes\n", L(3),
+		   "quarantine: 'sometimes' is not yes or no", NULL, 1);
+	EXPECT_ERR(BASE "[group g]\nmembers = desktop1\nkeep_connections = yes\n", L(3),
+		   "keep_connections only applies to a group with quarantine = yes", NULL, 1);
+	EXPECT_ERR(BASE "[group g]\nmembers = desktop1\nquarantine = no\nkeep_connections = yes\n",
+		   L(4), "keep_connections only applies", NULL, 1);
+	/* A group may not share a VM's name. */
+	EXPECT_ERR(BASE "[group desktop1]\nmembers = server1\n", L(1),
+		   "group 'desktop1' has the name of a VM; references to it would be ambiguous",
+		   NULL, 1);
+	EXPECT_ERR(BASE "[group SERVER1]\nmembers = server1\n", L(1),
+		   "group 'server1' has the name of a VM", NULL, 1);
+}
+
+static void test_criteria_errors(void)
+{
+	EXPECT_ERR(BASE "[group g]\nmatch = tag equals threat.hihg\n", L(2),
+		   "match: tag 'threat.hihg' is not declared in [tags]",
+		   "(did you mean 'threat.high'?)", 1);
+	EXPECT_ERR(BASE "[group g]\nmatch = tag not-equals role.wbe\n", L(2),
+		   "tag 'role.wbe' is not declared", "(did you mean 'role.web'?)", 1);
+	EXPECT_ERR(BASE "[group g]\nmembers = server1\nexclude_match = tag equals nope\n", L(3),
+		   "exclude_match: tag 'nope' is not declared in [tags]", NULL, 1);
+	EXPECT_ERR(BASE "[group g]\nmatch = tag equals\n", L(2),
+		   "match: a condition is FIELD OP VALUE, e.g. 'tag equals threat.high'", NULL, 1);
+	EXPECT_ERR(BASE "[group g]\nmatch =\n", L(2), "match: a condition is FIELD OP VALUE",
+		   NULL, 1);
+	EXPECT_ERR(BASE "[group g]\nmatch = tag equals role.web and\n", L(2),
+		   "match: a condition is FIELD OP VALUE", NULL, 1);
+	EXPECT_ERR(BASE "[group g]\nmatch = or tag equals role.web\n", L(2),
+		   "match: a condition is FIELD OP VALUE", NULL, 1);
+	EXPECT_ERR(BASE "[group g]\nmatch = tag equals role.web threat.high\n", L(2),
+		   "match: expected 'and' or 'or' before 'threat.high'", NULL, 1);
+	EXPECT_ERR(BASE "[group g]\nmatch = tags equals role.web\n", L(2),
+		   "match: unknown field 'tags'", "(did you mean 'tag'?)", 1);
+	EXPECT_ERR(BASE "[group g]\nmatch = colour equals red\n", L(2),
+		   "match: unknown field 'colour'", NULL, 1);
+	EXPECT_ERR(BASE "[group g]\nmatch = tag equal role.web\n", L(2),
+		   "match: unknown operator 'equal'", "(did you mean 'equals'?)", 1);
+	EXPECT_ERR(BASE "[group g]\nmatch = name is web\n", L(2),
+		   "match: unknown operator 'is'", NULL, 1);
+	/* Both parts of a bad condition are reported. */
+	EXPECT_ERR(BASE "[group g]\nmatch = nme equls web\n", L(2),
+		   "unknown field 'nme'", "(did you mean 'name'?)", 2);
+	EXPECT_ERR(BASE "[group g]\nmatch = nme equls web\n", L(2),
+		   "unknown operator 'equls'", "(did you mean 'equals'?)", 2);
+}
+
+static void test_cycles(void)
+{
+	EXPECT_ERR(BASE "[group a]\ninclude = b\n[group b]\ninclude = a\n", L(1),
+		   "group a: cycle a -> b -> a", NULL, 1);
+	EXPECT_ERR(BASE "[group a]\ninclude = a\n", L(1), "group a: cycle a -> a", NULL, 1);
+	/* exclude_groups count as edges too. */
+	EXPECT_ERR(BASE "[group a]\nexclude_groups = b\nmembers = server1\n"
+		   "[group b]\ninclude = c\n[group c]\ninclude = a\n", L(1),
+		   "group a: cycle a -> b -> c -> a", NULL, 1);
+	EXPECT_ERR(BASE "[group a]\nmembers = server1\n[group b]\ninclude = a\n"
+		   "[group c]\nexclude_groups = c\nmembers = desktop1\n", L(5),
+		   "group c: cycle c -> c", NULL, 1);
+}
+
+/* ---- rules ---------------------------------------------------------------- */
+
+#define RULE5 "[rule 5]\naction = allow\n" /* L(1), L(2); keys follow at L(3) */
+
+static void test_rule_errors(void)
+{
+	EXPECT_ERR(BASE "[rule abc]\naction = allow\n", L(1),
+		   "rule id 'abc' must be a number from 1 to 4294967295", NULL, 1);
+	EXPECT_ERR(BASE "[rule 0]\naction = allow\n", L(1), "rule id '0' must be a number", NULL, 1);
+	EXPECT_ERR(BASE "[rule -3]\naction = allow\n", L(1), "rule id '-3' must be a number",
+		   NULL, 1);
+	EXPECT_ERR(BASE "[rule 4294967296]\naction = allow\n", L(1),
+		   "rule id '4294967296' must be a number", NULL, 1);
+	EXPECT_ERR(BASE "[rule 1 2]\naction = allow\n", L(1), "rule id '1 2' must be a number",
+		   NULL, 1);
+	EXPECT_ERR(BASE RULE5 "[rule 7]\naction = drop\n[rule 005]\naction = drop\n", L(5),
+		   "rule id 5 already used at line 19", NULL, 1);
+	EXPECT_ERR(BASE "[rule 5]\nname = no action\n", L(1),
+		   "[rule 5] needs 'action' (allow, drop or reject)", NULL, 1);
+	EXPECT_ERR(BASE "[rule 5]\naction = alow\n", L(2),
+		   "action: unknown value 'alow'", "(did you mean 'allow'?)", 1);
+	EXPECT_ERR(BASE "[rule 5]\naction = accept\n", L(2), "action: unknown value 'accept'",
+		   NULL, 1);
+	EXPECT_ERR(BASE RULE5 "category = emergncy\n", L(3),
+		   "category: unknown value 'emergncy'", "(did you mean 'emergency'?)", 1);
+	EXPECT_ERR(BASE RULE5 "category = infra\n", L(3), "category: unknown value 'infra'",
+		   NULL, 1);
+	EXPECT_ERR(BASE RULE5 "direction = inn\n", L(3),
+		   "direction: unknown value 'inn'", "(did you mean 'in'?)", 1);
+	EXPECT_ERR(BASE RULE5 "direction = both\n", L(3), "direction: unknown value 'both'",
+		   NULL, 1);
+	EXPECT_ERR(BASE RULE5 "log = maybe\n", L(3), "log: 'maybe' is not yes or no", NULL, 1);
+	EXPECT_ERR(BASE RULE5 "disabled = 2\n", L(3), "disabled: '2' is not yes or no", NULL, 1);
+	EXPECT_ERR(BASE RULE5 "applied_to = servrs\n", L(3),
+		   "applied_to: unknown group 'servrs'", "(did you mean 'servers'?)", 1);
+	EXPECT_ERR("[global]\ndefault_action = permit\n", 2,
+		   "default_action: unknown value 'permit'", NULL, 1);
+	EXPECT_ERR("[global]\ndefault_log = perhaps\n", 2,
+		   "default_log: 'perhaps' is not yes or no", NULL, 1);
+}
+
+/* A suggestion is a name: an empty string is never one. */
+static void test_direction_no_empty_suggestion(void)
+{
+	struct diag d = { 0 };
+
+	CU_ASSERT_PTR_NULL(policy_parse(BASE RULE5 "direction = x\n", FILE_NAME, &d));
+	CU_ASSERT_TRUE(has_msg(&d, L(3), "direction: unknown value 'x'", NULL));
+	CU_ASSERT_FALSE(has_msg(&d, L(3), "did you mean ''", NULL));
+	diag_free(&d);
+}
+
+static void test_side_errors(void)
+{
+	EXPECT_ERR(BASE RULE5 "sources = desktps\n", L(3),
+		   "sources: 'desktps' is no group, VM or address", "(did you mean 'desktops'?)", 1);
+	EXPECT_ERR(BASE RULE5 "destinations = group:dsktops\n", L(3),
+		   "destinations: unknown group 'dsktops'", "(did you mean 'desktops'?)", 1);
+	EXPECT_ERR(BASE RULE5 "destinations = vm:servr1\n", L(3),
+		   "destinations: unknown VM 'servr1'", "(did you mean 'server1'?)", 1);
+	/* The prefixes are strict: a VM is not a group and vice versa. */
+	EXPECT_ERR(BASE RULE5 "sources = group:server1\n", L(3),
+		   "sources: unknown group 'server1'", NULL, 1);
+	EXPECT_ERR(BASE RULE5 "sources = vm:servers\n", L(3), "sources: unknown VM 'servers'",
+		   NULL, 1);
+	EXPECT_ERR(BASE RULE5 "sources = 10.0.0.1/24\n", L(3),
+		   "sources: '10.0.0.1/24': host bits set below the prefix length", NULL, 1);
+	EXPECT_ERR(BASE RULE5 "sources = 10.0.0.0/40\n", L(3),
+		   "sources: '10.0.0.0/40': prefix length must be 0-32", NULL, 1);
+	EXPECT_ERR(BASE RULE5 "sources = any, desktops\n", L(3),
+		   "sources: 'any' cannot be combined with other items", NULL, 1);
+	EXPECT_ERR(BASE RULE5 "destinations = 10.0.0.0/8, ANY\n", L(3),
+		   "destinations: 'any' cannot be combined with other items", NULL, 1);
+}
+
+static void test_service_errors(void)
+{
+	EXPECT_ERR(BASE RULE5 "services = tcpp/80\n", L(3),
+		   "services: unknown protocol 'tcpp'", "(did you mean 'tcp'?)", 1);
+	EXPECT_ERR(BASE RULE5 "services = sctp/80\n", L(3), "services: unknown protocol 'sctp'",
+		   NULL, 1);
+	EXPECT_ERR(BASE RULE5 "services = tcp/0\n", L(3),
+		   "services: 'tcp/0': ports are 1-65535, a range is LOW-HIGH", NULL, 1);
+	EXPECT_ERR(BASE RULE5 "services = udp/70000\n", L(3), "services: 'udp/70000': ports are",
+		   NULL, 1);
+	EXPECT_ERR(BASE RULE5 "services = tcp/65536\n", L(3), "'tcp/65536': ports are", NULL, 1);
+	EXPECT_ERR(BASE RULE5 "services = tcp/2000-1000\n", L(3), "'tcp/2000-1000': ports are",
+		   NULL, 1);
+	EXPECT_ERR(BASE RULE5 "services = tcp/0-10\n", L(3), "'tcp/0-10': ports are", NULL, 1);
+	EXPECT_ERR(BASE RULE5 "services = tcp/\n", L(3), "'tcp/': ports are", NULL, 1);
+	EXPECT_ERR(BASE RULE5 "services = tcp/80-\n", L(3), "'tcp/80-': ports are", NULL, 1);
+	EXPECT_ERR(BASE RULE5 "services = tcp/http\n", L(3), "'tcp/http': ports are", NULL, 1);
+	EXPECT_ERR(BASE RULE5 "services = icmp/8\n", L(3), "services: icmp takes no port", NULL, 1);
+	EXPECT_ERR(BASE RULE5 "services = icmpv6/128\n", L(3), "services: icmpv6 takes no port",
+		   NULL, 1);
+	EXPECT_ERR(BASE RULE5 "services = any/80\n", L(3), "services: 'any' takes no port", NULL, 1);
+	/* Each bad item is reported. */
+	EXPECT_ERR(BASE RULE5 "services = tcp/0, udp/99999, tcp/22\n", L(3), "'tcp/0'", NULL, 2);
+	EXPECT_ERR(BASE RULE5 "services = tcp/0, udp/99999, tcp/22\n", L(3), "'udp/99999'", NULL, 2);
+}
+
+/* 'any' ends the list, so what follows it is never looked at: a typo there
+ * must still be reported (as sources and destinations do). */
+static void test_service_any_hides_items(void)
+{
+	EXPECT_ERR(BASE RULE5 "services = any, tcpp/80\n", L(3), "tcpp", NULL, -1);
+}
+
+/* ---- several errors at once ----------------------------------------------- */
+
+static void test_all_errors_reported(void)
+{
+	const char *text = BASE
+		"[vm x]\n"                        /* L(1): needs 'addresses' */
+		"host = hv1\n"
+		"port = vnet-x\n"
+		"mac = 02:00:00:00:00:0z\n"       /* L(4): bad mac */
+		"[group g]\n"                     /* L(5) */
+		"members = desktp1\n"             /* L(6): unknown VM */
+		"match = tag equals nope\n"       /* L(7): undeclared tag */
+		"[rule 5]\n"                      /* L(8) */
+		"action = alow\n"                 /* L(9): unknown action */
+		"services = tcp/0\n"              /* L(10): bad port */
+		"sources = any, desktops\n"       /* L(11): any combined */
+		"colour = red\n"                  /* L(12): unknown key */
+		"[group h]\n"                     /* L(13) */
+		"include = g\n"                   /* L(14) */
+		"include = servers\n"             /* L(15): duplicate key */
+		"[bogus]\n";                      /* L(16): unknown section */
+	struct diag d = { 0 };
+	struct dfw_policy *p = policy_parse(text, FILE_NAME, &d);
+
+	CU_ASSERT_PTR_NULL(p);
+	if (d.n != 10)
+		dump(&d, __LINE__);
+	CU_ASSERT_EQUAL(d.n, 10);
+	CU_ASSERT_TRUE(has_msg(&d, L(1), "[vm x] needs 'addresses'", NULL));
+	CU_ASSERT_TRUE(has_msg(&d, L(4), "mac '02:00:00:00:00:0z'", NULL));
+	CU_ASSERT_TRUE(has_msg(&d, L(6), "members: unknown VM 'desktp1'", NULL));
+	CU_ASSERT_TRUE(has_msg(&d, L(7), "tag 'nope' is not declared", NULL));
+	CU_ASSERT_TRUE(has_msg(&d, L(9), "action: unknown value 'alow'", NULL));
+	CU_ASSERT_TRUE(has_msg(&d, L(10), "'tcp/0': ports are", NULL));
+	CU_ASSERT_TRUE(has_msg(&d, L(11), "'any' cannot be combined", NULL));
+	CU_ASSERT_TRUE(has_msg(&d, L(12), "unknown key 'colour' in [rule 5]", NULL));
+	CU_ASSERT_TRUE(has_msg(&d, L(15), "'include' already set at line 32", NULL));
+	CU_ASSERT_TRUE(has_msg(&d, L(16), "unknown section [bogus]", NULL));
+	policy_free(p);
+	diag_free(&d);
+}
+
+/* ---- accepted forms ------------------------------------------------------- */
+
+static void test_accepted_rules(void)
+{
+	struct dfw_policy *p = PARSE_OK(BASE
+		"[group desktop-and-web]\n"
+		"match = name starts-with desktop and tag equals ROLE.WEB or os contains win\n"
+		"include = servers\n"
+		"addresses = 192.0.2.0/24, 2001:db8::/32\n"
+		"exclude_members = server1\n"
+		"quarantine = yes\n"
+		"keep_connections = yes\n"
+		"description = anything at all\n"
+		"[rule 9]\n"
+		"name = prefixes\n"
+		"category = infrastructure\n"
+		"sources = group:desktops, vm:server1, 2001:db8:1::/48, 198.51.100.7\n"
+		"destinations = desktop1, servers, fd00::2\n"
+		"services = tcp/1000-2000, udp/53, icmp, icmpv6, TCP/22\n"
+		"applied_to = servers, desktops\n"
+		"direction = in\n"
+		"action = reject\n"
+		"log = yes\n"
+		"notes = free text\n"
+		"[rule 3]\n"
+		"sources = any\n"
+		"destinations =\n"
+		"services = any\n"
+		"applied_to = any\n"
+		"direction = out\n"
+		"action = ALLOW\n"
+		"disabled = yes\n"
+		"[rule 4]\n"
+		"category = Emergency\n"
+		"direction = in-out\n"
+		"action = drop\n");
+	const struct dfw_rule *r;
+	const struct group_def *g;
+	long desktops = policy_find_group(p, "desktops"), servers = policy_find_group(p, "servers");
+
+	CU_ASSERT_EQUAL_FATAL(p->nrules, 3);
+	/* Order: emergency (4), infrastructure (9), application (3). */
+	CU_ASSERT_EQUAL(p->rules[0].id, 4);
+	CU_ASSERT_EQUAL(p->rules[1].id, 9);
+	CU_ASSERT_EQUAL(p->rules[2].id, 3);
+
+	g = &p->inv.groups[2];
+	CU_ASSERT_STRING_EQUAL(g->name, "desktop-and-web");
+	CU_ASSERT_EQUAL_FATAL(g->nmatch, 2);
+	CU_ASSERT_EQUAL_FATAL(g->match[0].nconds, 2);
+	CU_ASSERT_EQUAL(g->match[0].conds[1].field, COND_TAG);
+	CU_ASSERT_STRING_EQUAL(g->match[0].conds[1].value, "ROLE.WEB");
+	CU_ASSERT_EQUAL_FATAL(g->match[1].nconds, 1);
+	CU_ASSERT_EQUAL(g->match[1].conds[0].field, COND_OS);
+	CU_ASSERT_EQUAL(g->match[1].conds[0].op, OP_CONTAINS);
+	CU_ASSERT_EQUAL(g->nincludes, 1);
+	CU_ASSERT_EQUAL_FATAL(g->naddrs, 2);
+	CU_ASSERT_TRUE(addr_is(&g->addrs[0], "192.0.2.0/24"));
+	CU_ASSERT_TRUE(addr_is(&g->addrs[1], "2001:db8::/32"));
+	CU_ASSERT_EQUAL(g->nexclude_members, 1);
+	CU_ASSERT_TRUE(g->quarantine);
+	CU_ASSERT_TRUE(g->keep_connections);
+
+	r = rule_by_id(p, 9);
+	CU_ASSERT_STRING_EQUAL(r->name, "prefixes");
+	CU_ASSERT_EQUAL(r->category, CAT_INFRASTRUCTURE);
+	CU_ASSERT_FALSE(r->src.any);
+	CU_ASSERT_EQUAL_FATAL(r->src.nrefs, 4);
+	CU_ASSERT_EQUAL(r->src.refs[0].kind, REF_GROUP);
+	CU_ASSERT_EQUAL(r->src.refs[0].idx, (size_t)desktops);
+	CU_ASSERT_EQUAL(r->src.refs[1].kind, REF_VM);
+	CU_ASSERT_EQUAL(r->src.refs[1].idx, 1);
+	CU_ASSERT_EQUAL(r->src.refs[2].kind, REF_ADDR);
+	CU_ASSERT_TRUE(addr_is(&r->src.refs[2].addr, "2001:db8:1::/48"));
+	CU_ASSERT_EQUAL(r->src.refs[3].kind, REF_ADDR);
+	CU_ASSERT_TRUE(addr_is(&r->src.refs[3].addr, "198.51.100.7"));
+	CU_ASSERT_EQUAL_FATAL(r->dst.nrefs, 3);
+	CU_ASSERT_EQUAL(r->dst.refs[0].kind, REF_VM); /* bare name of a VM */
+	CU_ASSERT_EQUAL(r->dst.refs[0].idx, 0);
+	CU_ASSERT_EQUAL(r->dst.refs[1].kind, REF_GROUP); /* bare name of a group */
+	CU_ASSERT_EQUAL(r->dst.refs[1].idx, (size_t)servers);
+	CU_ASSERT_EQUAL(r->dst.refs[2].kind, REF_ADDR);
+	CU_ASSERT_TRUE(addr_is(&r->dst.refs[2].addr, "fd00::2"));
+	CU_ASSERT_EQUAL_FATAL(r->nsvcs, 5);
+	CU_ASSERT_EQUAL(r->svcs[0].proto, IPPROTO_TCP);
+	CU_ASSERT_EQUAL(r->svcs[0].lo, 1000);
+	CU_ASSERT_EQUAL(r->svcs[0].hi, 2000);
+	CU_ASSERT_EQUAL(r->svcs[1].proto, IPPROTO_UDP);
+	CU_ASSERT_EQUAL(r->svcs[1].lo, 53);
+	CU_ASSERT_EQUAL(r->svcs[1].hi, 53);
+	CU_ASSERT_EQUAL(r->svcs[2].proto, IPPROTO_ICMP);
+	CU_ASSERT_EQUAL(r->svcs[2].lo, 0);
+	CU_ASSERT_EQUAL(r->svcs[2].hi, 0);
+	CU_ASSERT_EQUAL(r->svcs[3].proto, IPPROTO_ICMPV6);
+	CU_ASSERT_EQUAL(r->svcs[4].proto, IPPROTO_TCP);
+	CU_ASSERT_EQUAL(r->svcs[4].lo, 22);
+	CU_ASSERT_FALSE(r->applied_everywhere);
+	CU_ASSERT_EQUAL_FATAL(r->napplied, 2);
+	CU_ASSERT_EQUAL(r->applied_to[0], (size_t)servers);
+	CU_ASSERT_EQUAL(r->applied_to[1], (size_t)desktops);
+	CU_ASSERT_EQUAL(r->dir, DIR_IN);
+	CU_ASSERT_EQUAL(r->action, ACT_REJECT);
+	CU_ASSERT_TRUE(r->log);
+	CU_ASSERT_FALSE(r->disabled);
+
+	r = rule_by_id(p, 3);
+	CU_ASSERT_STRING_EQUAL(r->name, "");
+	CU_ASSERT_EQUAL(r->category, CAT_APPLICATION);
+	CU_ASSERT_TRUE(r->src.any);
+	CU_ASSERT_EQUAL(r->src.nrefs, 0);
+	CU_ASSERT_TRUE(r->dst.any);
+	CU_ASSERT_EQUAL(r->nsvcs, 0);
+	CU_ASSERT_PTR_NULL(r->svcs);
+	CU_ASSERT_TRUE(r->applied_everywhere);
+	CU_ASSERT_EQUAL(r->dir, DIR_OUT);
+	CU_ASSERT_EQUAL(r->action, ACT_ALLOW);
+	CU_ASSERT_TRUE(r->disabled);
+	CU_ASSERT_FALSE(r->log);
+
+	r = rule_by_id(p, 4);
+	CU_ASSERT_EQUAL(r->category, CAT_EMERGENCY);
+	CU_ASSERT_EQUAL(r->dir, DIR_INOUT);
+	CU_ASSERT_EQUAL(r->action, ACT_DROP);
+	CU_ASSERT_TRUE(r->src.any);
+	CU_ASSERT_TRUE(r->dst.any);
+	CU_ASSERT_EQUAL(r->line, L(28));
+	policy_free(p);
+}
+
+static void test_names_helpers(void)
+{
+	static const char *const names[] = { "allow", "drop", "reject" };
+
+	CU_ASSERT_STRING_EQUAL(nearest_name("alow", names, 3), "allow");
+	CU_ASSERT_STRING_EQUAL(nearest_name("DROP", names, 3), "drop");
+	CU_ASSERT_PTR_NULL(nearest_name("permit", names, 3));
+	CU_ASSERT_PTR_NULL(nearest_name("x", names, 0));
+	CU_ASSERT_STRING_EQUAL(action_name(ACT_REJECT), "reject");
+	CU_ASSERT_STRING_EQUAL(category_name(CAT_ENVIRONMENT), "environment");
+	CU_ASSERT_STRING_EQUAL(dir_name(DIR_IN), "in");
+	CU_ASSERT_STRING_EQUAL(dir_name(DIR_OUT), "out");
+	CU_ASSERT_STRING_EQUAL(dir_name(DIR_INOUT), "in-out");
+}
+
+void register_config_tests(void)
+{
+	static const struct unit_test tests[] = {
+		{ "shipped configs/vdi.ini", test_vdi },
+		{ "policy_load errors", test_load_errors },
+		{ "base policy, empty policy, comments, case", test_base_and_empty },
+		{ "bad sections", test_sections },
+		{ "bad keys and lines", test_keys },
+		{ "continuation with trailing blanks", test_continuation_trailing_blank },
+		{ "a stray line keeps the other errors", test_stray_line_keeps_other_errors },
+		{ "bad VMs", test_vm_errors },
+		{ "accepted VMs", test_vm_accepted },
+		{ "one VM name in two sections", test_vm_name_twice },
+		{ "long host names do not collide", test_long_host_names },
+		{ "tags", test_tags_errors },
+		{ "group references", test_group_refs },
+		{ "group criteria", test_criteria_errors },
+		{ "nested-group cycles", test_cycles },
+		{ "bad rules", test_rule_errors },
+		{ "no empty suggestion for direction", test_direction_no_empty_suggestion },
+		{ "bad sources and destinations", test_side_errors },
+		{ "bad services", test_service_errors },
+		{ "services after 'any' are checked", test_service_any_hides_items },
+		{ "all errors are reported", test_all_errors_reported },
+		{ "accepted rule forms", test_accepted_rules },
+		{ "names and suggestions", test_names_helpers },
+	};
+
+	unit_suite("config", tests, ARRAY_SIZE(tests));
+}
