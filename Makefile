@@ -4,6 +4,9 @@
 #   make check      install missing packages, run unit tests (plain and under
 #                   ASan+UBSan) and the real-kernel tests in private namespaces
 #   make demo       a simulated VDI host: tag a desktop, watch it get isolated
+#   make bench      benchmarks at datacenter scale: figures on stdout and in
+#                   bench-results.json (docs/PERFORMANCE.md); `make check`
+#                   runs a tiny version of each so they cannot rot
 #   make SAN=1      build with AddressSanitizer + UndefinedBehaviorSanitizer
 #   make V=1        show the commands
 #
@@ -46,10 +49,12 @@ endif
 LIB_SRCS := $(wildcard common/*.c groups/*.c tagger/*.c) \
 	$(filter-out dfw/dfwd.c dfw/dfwctl.c,$(wildcard dfw/*.c))
 LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/%.o)
-LAB_SRCS := $(filter-out sim/dfw-lab.c,$(wildcard sim/*.c))
+LAB_SRCS := $(filter-out sim/dfw-lab.c sim/dfw-gen.c,$(wildcard sim/*.c))
 UNIT_SRCS := $(wildcard tests/unit/*.c)
+BENCH_SRCS := $(filter-out tests/bench/bench.c,$(wildcard tests/bench/bench-*.c))
+BENCHES := $(BENCH_SRCS:tests/bench/%.c=$(BUILD)/%)
 
-PROGS := $(BUILD)/dfwd $(BUILD)/dfwctl $(BUILD)/dfw-lab
+PROGS := $(BUILD)/dfwd $(BUILD)/dfwctl $(BUILD)/dfw-lab $(BUILD)/dfw-gen
 UNIT := $(BUILD)/unit-tests
 
 all: $(PROGS)
@@ -68,6 +73,14 @@ $(BUILD)/dfwctl: $(BUILD)/dfw/dfwctl.o $(BUILD)/libdfw.a
 	$(call quiet,LD,$@)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/dfw-lab: $(BUILD)/sim/dfw-lab.o $(LAB_SRCS:%.c=$(BUILD)/%.o) $(BUILD)/libdfw.a
+	$(call quiet,LD,$@)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/dfw-gen: $(BUILD)/sim/dfw-gen.o $(BUILD)/libdfw.a
+	$(call quiet,LD,$@)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+# Each tests/bench/bench-NAME.c is one program; tests/bench/bench.c is the
+# shared reporting code.
+$(BUILD)/bench-%: $(BUILD)/tests/bench/bench-%.o $(BUILD)/tests/bench/bench.o $(BUILD)/libdfw.a
 	$(call quiet,LD,$@)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(UNIT): $(UNIT_SRCS:%.c=$(BUILD)/%.o) $(BUILD)/libdfw.a
@@ -91,6 +104,12 @@ check: deps
 	$(Q)$(MAKE) --no-print-directory SAN=1 $(BUILD:build=build-san)/unit-tests
 	$(Q)ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 build-san/unit-tests
 	$(Q)tests/kernel/run.sh $(BUILD)
+	$(Q)$(MAKE) --no-print-directory $(BENCHES)
+	$(Q)tests/bench/run.sh $(BUILD) --tiny
+
+bench: deps
+	$(Q)$(MAKE) --no-print-directory all $(BENCHES)
+	$(Q)tests/bench/run.sh $(BUILD)
 
 demo: deps
 	$(Q)$(MAKE) --no-print-directory all
@@ -99,6 +118,6 @@ demo: deps
 clean:
 	rm -rf build build-san
 
-.PHONY: all deps unit check demo clean
+.PHONY: all deps unit check bench demo clean
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -27,6 +27,7 @@ struct agent {
 	struct dfw_policy *pol;     /* last good policy, or NULL */
 	struct gengine *eng;
 	struct strv *vm_tags;       /* per VM of pol */
+	bool *applied_group;        /* per group: used in some rule's applied_to */
 	struct plan *installed;
 
 	/* Link presence of local ports, by name. */
@@ -86,6 +87,8 @@ static void drop_policy(struct agent *a)
 	}
 	free(a->vm_tags);
 	a->vm_tags = NULL;
+	free(a->applied_group);
+	a->applied_group = NULL;
 	gengine_free(a->eng);
 	a->eng = NULL;
 	policy_free(a->pol);
@@ -195,10 +198,17 @@ static int snapshot_kv(void *arg, const char *key, const char *value)
 
 /* Quarantine groups a VM just entered: their connections are cut after the
  * commit (unless the group keeps connections). */
+struct member_change {
+	size_t group, vm;
+};
+
 struct deltas {
 	struct agent *a;
 	size_t *cut;
 	size_t ncut;
+	struct member_change *changes; /* (group, vm) pairs touched */
+	size_t nchanges;
+	bool needs_full;  /* a local vNIC's applied-to rules may have changed */
 };
 
 static void on_delta(void *arg, size_t group, size_t vm, bool joined)
@@ -210,6 +220,10 @@ static void on_delta(void *arg, size_t group, size_t vm, bool joined)
 		d->cut = xrealloc(d->cut, (d->ncut + 1) * sizeof(*d->cut));
 		d->cut[d->ncut++] = vm;
 	}
+	d->changes = xrealloc(d->changes, (d->nchanges + 1) * sizeof(*d->changes));
+	d->changes[d->nchanges++] = (struct member_change){ group, vm };
+	if (d->a->applied_group[group] && !strcmp(d->a->pol->inv.vms[vm].host, d->a->host))
+		d->needs_full = true;
 	logf_(d->a, "group %s: %s %s", g->name, joined ? "+" : "-",
 	      d->a->pol->inv.vms[vm].name);
 }
@@ -250,6 +264,10 @@ static int rebuild(struct agent *a, uint64_t *rev, struct deltas *d)
 			a->pol = p;
 			a->eng = e;
 			a->vm_tags = xcalloc(p->inv.nvms, sizeof(*a->vm_tags));
+			a->applied_group = xcalloc(p->inv.ngroups, sizeof(*a->applied_group));
+			for (size_t r = 0; r < p->nrules; r++)
+				for (size_t g = 0; g < p->rules[r].napplied; g++)
+					a->applied_group[p->rules[r].applied_to[g]] = true;
 		}
 		diag_free(&dg);
 	}
@@ -310,10 +328,13 @@ static void cut_connections(struct agent *a, const struct deltas *d)
 		size_t n = 0;
 		char err[256];
 
+		uint64_t t0 = now_ns();
+
 		if (backend_ct_flush(a->be, v->addrs, v->naddrs, &n, err, sizeof(err)) < 0)
 			logf_(a, "cutting connections of %s: %s", v->name, err);
 		else
-			logf_(a, "quarantine: cut %zu connection(s) of %s", n, v->name);
+			logf_(a, "quarantine: cut %zu connection(s) of %s in %llu us", n, v->name,
+			      (unsigned long long)(now_ns() - t0) / 1000);
 	}
 }
 
@@ -343,15 +364,69 @@ static int realize(struct agent *a, uint64_t rev, const struct deltas *d)
 	plan_free(a->installed);
 	a->installed = want;
 	a->loaded = true;
+	a->last_update_us = (now_ns() - t0) / 1000; /* compile to kernel ack */
 	cut_connections(a, d);
 	a->rev = rev;
 	a->last_update = time(NULL);
-	a->last_update_us = (now_ns() - t0) / 1000;
 	a->last_stats = st;
 	a->updates++;
-	logf_(a, "realized revision %llu: %zu vNIC(s), %zu chain(s), %zu set(s); %zu message(s), %zu bytes, %llu us",
+	logf_(a, "realized revision %llu: %zu vNIC(s), %zu chain(s), %zu set(s); %zu message(s), %zu bytes, committed in %llu us",
 	      (unsigned long long)rev, want->nports, want->nchains, want->nsets, st.msgs,
 	      st.bytes, (unsigned long long)a->last_update_us);
+	return 0;
+}
+
+static int cmp_change(const void *x, const void *y)
+{
+	const struct member_change *a = x, *b = y;
+
+	if (a->group != b->group)
+		return a->group < b->group ? -1 : 1;
+	return a->vm < b->vm ? -1 : a->vm > b->vm;
+}
+
+/* The fast path of a tag change: only set elements change, computed from
+ * the membership deltas against the installed plan, no recompilation.
+ * Each (group, VM) pair counts once, with its final membership, so a tag
+ * and untag coalesced into one batch cancel out. */
+static int realize_deltas(struct agent *a, uint64_t rev, struct deltas *d)
+{
+	struct backend_stats st = { 0 };
+	struct plan_diff diff;
+	char err[512];
+	uint64_t t0 = now_ns();
+	size_t n = 0;
+
+	memset(&diff, 0, sizeof(diff));
+	if (d->nchanges)
+		qsort(d->changes, d->nchanges, sizeof(*d->changes), cmp_change);
+	for (size_t i = 0; i < d->nchanges; i++) {
+		const struct member_change *c = &d->changes[i];
+
+		if (i && !cmp_change(c, &d->changes[i - 1]))
+			continue;
+		plan_member_delta(a->installed, a->eng, a->pol, c->group, c->vm,
+				  gengine_is_member(a->eng, c->group, c->vm), &diff);
+		n++;
+	}
+	if (backend_apply(a->be, &diff, false, &st, err, sizeof(err)) < 0) {
+		logf_(a, "revision %llu not realized: %s", (unsigned long long)rev, err);
+		snprintf(a->last_error, sizeof(a->last_error), "%s", err);
+		plan_diff_free(&diff);
+		a->loaded = false; /* the next attempt replaces everything */
+		return -1;
+	}
+	plan_apply_elems(a->installed, &diff);
+	a->last_update_us = (now_ns() - t0) / 1000; /* store read to kernel ack */
+	cut_connections(a, d);
+	a->rev = rev;
+	a->last_update = time(NULL);
+	a->last_stats = st;
+	a->updates++;
+	logf_(a, "realized revision %llu: %zu membership change(s), +%zu -%zu set element(s); %zu message(s), %zu bytes, committed in %llu us",
+	      (unsigned long long)rev, n, diff.nelem_add, diff.nelem_del, st.msgs, st.bytes,
+	      (unsigned long long)a->last_update_us);
+	plan_diff_free(&diff);
 	return 0;
 }
 
@@ -388,6 +463,7 @@ int agent_sync(struct agent *a)
 		}
 		if (r == -2 || c.policy_changed || !a->pol) {
 			ret = rebuild(a, &rev, &d);
+			d.needs_full = true;
 		} else {
 			for (size_t i = 0; i < a->pol->inv.nvms; i++)
 				if (c.dirty[i])
@@ -395,11 +471,14 @@ int agent_sync(struct agent *a)
 			ret = 0;
 		}
 		free(c.dirty);
-		if (ret == 0)
+		if (ret == 0 && !d.needs_full && a->loaded)
+			ret = realize_deltas(a, rev, &d);
+		else if (ret == 0)
 			ret = realize(a, rev, &d);
 	}
 out:
 	free(d.cut);
+	free(d.changes);
 	return ret;
 }
 

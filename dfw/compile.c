@@ -43,18 +43,86 @@ static void set_normalize(struct pset *s)
 	s->nelems = out;
 }
 
+/* An open-addressing index from set name to its position in the plan's
+ * set array (positions survive the array's growth; pointers would not). */
+struct name_index {
+	uint64_t *hash;
+	size_t *pos;  /* position + 1; 0 = empty slot */
+	size_t cap;   /* power of two */
+	size_t n;
+};
+
+/* vNICs that the same restricted (applied_to) rules reach share chains. */
+struct sig_entry {
+	uint8_t *bits;     /* one bit per restricted rule */
+	uint64_t hash;
+	char out[PLAN_NAME_MAX], in[PLAN_NAME_MAX];
+};
+
 struct builder {
 	const struct dfw_policy *p;
 	const struct gengine *e;
 	struct plan *pl;
 	size_t capsets, capchains;
+	struct name_index sets_by_name;
+	size_t *restricted;     /* indexes of enabled rules with applied_to */
+	size_t nrestricted;
+	uint8_t *cur_sig;       /* signature of the vNIC being compiled */
+	struct sig_entry *sigs;
+	size_t nsigs, capsigs;
 };
+
+static uint64_t fnv1a(uint64_t h, const void *data, size_t len);
+#define FNV_INIT 0xcbf29ce484222325ull
+
+static void index_put(struct name_index *ix, uint64_t h, size_t pos);
+
+static void index_grow(struct name_index *ix)
+{
+	struct name_index old = *ix;
+
+	ix->cap = old.cap ? old.cap * 2 : 64;
+	ix->hash = xcalloc(ix->cap, sizeof(*ix->hash));
+	ix->pos = xcalloc(ix->cap, sizeof(*ix->pos));
+	ix->n = 0;
+	for (size_t i = 0; i < old.cap; i++)
+		if (old.pos[i])
+			index_put(ix, old.hash[i], old.pos[i] - 1);
+	free(old.hash);
+	free(old.pos);
+}
+
+static void index_put(struct name_index *ix, uint64_t h, size_t pos)
+{
+	size_t i;
+
+	if (2 * (ix->n + 1) > ix->cap)
+		index_grow(ix);
+	for (i = h & (ix->cap - 1); ix->pos[i]; i = (i + 1) & (ix->cap - 1))
+		;
+	ix->hash[i] = h;
+	ix->pos[i] = pos + 1;
+	ix->n++;
+}
+
+static uint64_t name_hash(const char *name)
+{
+	return fnv1a(FNV_INIT, name, strlen(name));
+}
 
 static struct pset *find_set_mut(struct builder *b, const char *name)
 {
-	for (size_t i = 0; i < b->pl->nsets; i++)
-		if (!strcmp(b->pl->sets[i].name, name))
-			return &b->pl->sets[i];
+	struct name_index *ix = &b->sets_by_name;
+	uint64_t h = name_hash(name);
+
+	if (!ix->cap)
+		return NULL;
+	for (size_t i = h & (ix->cap - 1); ix->pos[i]; i = (i + 1) & (ix->cap - 1)) {
+		struct pset *s = &b->pl->sets[ix->pos[i] - 1];
+
+		if (ix->hash[i] == h && !strcmp(s->name, name))
+			return s;
+	}
 	return NULL;
 }
 
@@ -67,6 +135,7 @@ static struct pset *new_set(struct builder *b, const char *name, uint8_t family)
 	memset(s, 0, sizeof(*s));
 	snprintf(s->name, sizeof(s->name), "%s", name);
 	s->family = family;
+	index_put(&b->sets_by_name, name_hash(s->name), b->pl->nsets - 1);
 	return s;
 }
 
@@ -117,8 +186,6 @@ static uint64_t fnv1a(uint64_t h, const void *data, size_t len)
 	}
 	return h;
 }
-
-#define FNV_INIT 0xcbf29ce484222325ull
 
 /* The literal addresses of a rule side (VMs and IP/CIDRs) for one family, as
  * a set named by its content; NULL when the side has none of that family. */
@@ -315,6 +382,19 @@ static bool applies_to(const struct builder *b, const struct dfw_rule *r, size_t
 	return false;
 }
 
+/* The vNIC's signature: which restricted rules apply to it.  Every vNIC
+ * with the same signature gets the same chains, so they are built once. */
+static uint64_t vnic_signature(struct builder *b, size_t vm)
+{
+	size_t bytes = (b->nrestricted + 7) / 8;
+
+	memset(b->cur_sig, 0, bytes);
+	for (size_t i = 0; i < b->nrestricted; i++)
+		if (applies_to(b, &b->p->rules[b->restricted[i]], vm))
+			b->cur_sig[i / 8] |= (uint8_t)(1u << (i % 8));
+	return fnv1a(FNV_INIT, b->cur_sig, bytes);
+}
+
 static uint64_t hash_rules(const struct prule *rules, size_t n)
 {
 	uint64_t h = FNV_INIT;
@@ -384,6 +464,34 @@ static const char *vnic_chain(struct builder *b, size_t vm, bool out)
 	return c->name;
 }
 
+/* Points a port at its chains, building them on the first vNIC of each
+ * signature.  Chain refs count the ports using them. */
+static void vnic_chains(struct builder *b, size_t vm, struct pport *pp)
+{
+	uint64_t h = vnic_signature(b, vm);
+	size_t bytes = (b->nrestricted + 7) / 8;
+	struct sig_entry *e = NULL;
+
+	for (size_t i = 0; i < b->nsigs; i++)
+		if (b->sigs[i].hash == h && !memcmp(b->sigs[i].bits, b->cur_sig, bytes))
+			e = &b->sigs[i];
+	if (!e) {
+		grow((void **)&b->sigs, &b->capsigs, b->nsigs + 1, sizeof(*b->sigs));
+		e = &b->sigs[b->nsigs++];
+		e->hash = h;
+		e->bits = xmalloc(bytes + 1);
+		memcpy(e->bits, b->cur_sig, bytes);
+		snprintf(e->out, sizeof(e->out), "%s", vnic_chain(b, vm, true));
+		snprintf(e->in, sizeof(e->in), "%s", vnic_chain(b, vm, false));
+	} else {
+		for (size_t i = 0; i < b->pl->nchains; i++)
+			if (!strcmp(b->pl->chains[i].name, e->out) || !strcmp(b->pl->chains[i].name, e->in))
+				b->pl->chains[i].refs++;
+	}
+	snprintf(pp->out_chain, sizeof(pp->out_chain), "%s", e->out);
+	snprintf(pp->in_chain, sizeof(pp->in_chain), "%s", e->in);
+}
+
 /* IPv6 link-local address the kernel derives from the MAC (EUI-64). */
 static struct dfw_addr link_local(const uint8_t mac[6])
 {
@@ -424,6 +532,11 @@ struct plan *plan_compile(const struct dfw_policy *p, const struct gengine *e,
 	size_t nlocal = 0;
 
 	b.pl = xcalloc(1, sizeof(*b.pl));
+	b.restricted = xcalloc(p->nrules, sizeof(*b.restricted));
+	for (size_t i = 0; i < p->nrules; i++)
+		if (!p->rules[i].disabled && !p->rules[i].applied_everywhere)
+			b.restricted[b.nrestricted++] = i;
+	b.cur_sig = xcalloc((b.nrestricted + 7) / 8 + 1, 1);
 	for (size_t i = 0; i < p->inv.nvms; i++)
 		nlocal += !strcmp(p->inv.vms[i].host, host);
 	b.pl->ports = xcalloc(nlocal, sizeof(*b.pl->ports));
@@ -445,9 +558,15 @@ struct plan *plan_compile(const struct dfw_policy *p, const struct gengine *e,
 		/* "::" is the source of IPv6 duplicate address detection. */
 		pp->addrs[pp->naddrs++] = (struct dfw_addr){ .family = AF_INET6, .plen = 128 };
 		qsort(pp->addrs, pp->naddrs, sizeof(*pp->addrs), cmp_addr);
-		snprintf(pp->out_chain, sizeof(pp->out_chain), "%s", vnic_chain(&b, i, true));
-		snprintf(pp->in_chain, sizeof(pp->in_chain), "%s", vnic_chain(&b, i, false));
+		vnic_chains(&b, i, pp);
 	}
+	for (size_t i = 0; i < b.nsigs; i++)
+		free(b.sigs[i].bits);
+	free(b.sigs);
+	free(b.cur_sig);
+	free(b.restricted);
+	free(b.sets_by_name.hash);
+	free(b.sets_by_name.pos);
 	if (b.pl->nports)
 		qsort(b.pl->ports, b.pl->nports, sizeof(*b.pl->ports), cmp_port);
 	if (b.pl->nsets)
@@ -612,4 +731,92 @@ bool plan_diff_empty(const struct plan_diff *d)
 {
 	return !(d->nport_del || d->nport_add || d->nset_del || d->nset_add ||
 		 d->nelem_del || d->nelem_add || d->nchain_del || d->nchain_add);
+}
+
+/* --- incremental ------------------------------------------------------------ */
+
+static bool set_has(const struct pset *s, const struct dfw_addr *a)
+{
+	size_t lo = 0, hi = s->nelems;
+
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
+		int c = addr_cmp(&s->elems[mid], a);
+
+		if (!c)
+			return true;
+		if (c < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return false;
+}
+
+void plan_member_delta(const struct plan *pl, const struct gengine *e,
+		       const struct dfw_policy *p, size_t group, size_t vm,
+		       bool joined, struct plan_diff *d)
+{
+	static const uint8_t fams[] = { AF_INET, AF_INET6 };
+	const struct vm *v = &p->inv.vms[vm];
+	const struct dfw_addr *cidrs;
+	size_t ncidrs;
+
+	cidrs = gengine_addrs(e, group, &ncidrs);
+	for (size_t f = 0; f < ARRAY_SIZE(fams); f++) {
+		char name[PLAN_NAME_MAX];
+		const struct pset *s;
+
+		group_set_name(p->inv.groups[group].name, fams[f], name, sizeof(name));
+		if (!(s = plan_find_set(pl, name)))
+			continue; /* no rule uses this group */
+		for (size_t i = 0; i < v->naddrs; i++) {
+			const struct dfw_addr *a = &v->addrs[i];
+			bool covered = false;
+
+			if (a->family != fams[f])
+				continue;
+			for (size_t c = 0; c < ncidrs && !covered; c++)
+				covered = addr_contains(&cidrs[c], a);
+			/* A member inside one of the group's CIDRs is no element
+			 * of its own (set_normalize); nothing changes. */
+			if (covered || joined == set_has(s, a))
+				continue;
+			if (joined)
+				PUSH(d->elem_add, d->nelem_add, ((struct pelem_change){ s, *a }));
+			else
+				PUSH(d->elem_del, d->nelem_del, ((struct pelem_change){ s, *a }));
+		}
+	}
+}
+
+static struct pset *set_mut(struct plan *pl, const struct pset *s)
+{
+	return &pl->sets[s - pl->sets];
+}
+
+void plan_apply_elems(struct plan *pl, const struct plan_diff *d)
+{
+	for (size_t i = 0; i < d->nelem_del; i++) {
+		struct pset *s = set_mut(pl, d->elem_del[i].set);
+
+		for (size_t j = 0; j < s->nelems; j++) {
+			if (addr_cmp(&s->elems[j], &d->elem_del[i].addr))
+				continue;
+			memmove(&s->elems[j], &s->elems[j + 1], (s->nelems - j - 1) * sizeof(*s->elems));
+			s->nelems--;
+			break;
+		}
+	}
+	for (size_t i = 0; i < d->nelem_add; i++) {
+		struct pset *s = set_mut(pl, d->elem_add[i].set);
+		size_t j = 0;
+
+		while (j < s->nelems && addr_cmp(&s->elems[j], &d->elem_add[i].addr) < 0)
+			j++;
+		grow((void **)&s->elems, &s->cap, s->nelems + 1, sizeof(*s->elems));
+		memmove(&s->elems[j + 1], &s->elems[j], (s->nelems - j) * sizeof(*s->elems));
+		s->elems[j] = d->elem_add[i].addr;
+		s->nelems++;
+	}
 }

@@ -119,6 +119,17 @@ void plan_diff(const struct plan *from, const struct plan *to, struct plan_diff 
 void plan_diff_free(struct plan_diff *d);
 bool plan_diff_empty(const struct plan_diff *d);
 
+/* Incremental path: the set-element changes one membership delta causes in
+ * the installed plan pl (the sets of a group used by rules), appended to d;
+ * pointers in d borrow from pl.  A delta that can change which rules apply
+ * at a vNIC (an applied_to group) needs a full compile instead: callers
+ * check that.  Cost: the VM's addresses x the group's CIDRs. */
+void plan_member_delta(const struct plan *pl, const struct gengine *e,
+		       const struct dfw_policy *p, size_t group, size_t vm,
+		       bool joined, struct plan_diff *d);
+/* Records in pl the element changes of d, after the kernel took them. */
+void plan_apply_elems(struct plan *pl, const struct plan_diff *d);
+
 /* Set names, so that callers (daemon, trace) can find a group's sets. */
 void group_set_name(const char *group, uint8_t family, char *buf, size_t len);
 

@@ -1,0 +1,76 @@
+/* Benchmark reporting: see bench.h. */
+#include "tests/bench/bench.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void bench_figure(const char *name, double value, const char *unit)
+{
+	printf("%s: %.3f %s\n", name, value, unit);
+	fflush(stdout);
+}
+
+void bench_note(const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("# ", stdout);
+	va_start(ap, fmt);
+	vprintf(fmt, ap);
+	va_end(ap);
+	fputc('\n', stdout);
+	fflush(stdout);
+}
+
+static int cmp_double(const void *x, const void *y)
+{
+	double a = *(const double *)x, b = *(const double *)y;
+
+	return a < b ? -1 : a > b;
+}
+
+double bench_quantile(double *samples, size_t n, double q)
+{
+	size_t i;
+
+	if (!n)
+		return 0;
+	qsort(samples, n, sizeof(*samples), cmp_double);
+	i = (size_t)(q * (double)(n - 1) + 0.5);
+	return samples[i < n ? i : n - 1];
+}
+
+void bench_latency(const char *name, double *samples, size_t n, const char *unit)
+{
+	char buf[256];
+
+	snprintf(buf, sizeof(buf), "%s_p50", name);
+	bench_figure(buf, bench_quantile(samples, n, 0.50), unit);
+	snprintf(buf, sizeof(buf), "%s_p99", name);
+	bench_figure(buf, bench_quantile(samples, n, 0.99), unit);
+}
+
+bool bench_tiny(int argc, char **argv)
+{
+	for (int i = 1; i < argc; i++)
+		if (!strcmp(argv[i], "--tiny"))
+			return true;
+	return false;
+}
+
+long bench_rss_kib(void)
+{
+	FILE *f = fopen("/proc/self/status", "r");
+	char line[256];
+	long kib = -1;
+
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "VmRSS: %ld kB", &kib) == 1)
+			break;
+	fclose(f);
+	return kib;
+}
