@@ -13,7 +13,7 @@
 # -Werror is on when CI=true or WERROR=1.
 
 DEB_PKGS := gcc make pkg-config libnftnl-dev libmnl-dev libnl-3-dev \
-	libnl-route-3-dev libiniparser-dev libcunit1-dev libsqlite3-dev \
+	libnl-route-3-dev libcunit1-dev libsqlite3-dev \
 	nftables iproute2 iputils-ping netcat-openbsd conntrack procps iperf3 sqlite3
 
 PKG_LIBS := libnftnl libmnl libnl-3.0 libnl-route-3.0 sqlite3
@@ -37,9 +37,9 @@ CFLAGS ?= -O2 -g
 CFLAGS += -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Wshadow -Wformat=2 -Wmissing-prototypes \
 	-Wstrict-prototypes -Wpointer-arith -Wwrite-strings -Wundef \
 	-Wno-unused-parameter -Wno-missing-field-initializers \
-	$(WERR) $(SANFLAGS) -I. -I/usr/include/iniparser $(PKG_CFLAGS) -MMD -MP
+	$(WERR) $(SANFLAGS) -I. $(PKG_CFLAGS) -MMD -MP
 LDFLAGS += $(SANFLAGS)
-LDLIBS += $(PKG_LDLIBS) -liniparser
+LDLIBS += $(PKG_LDLIBS)
 
 ifneq ($(V),1)
 Q := @

@@ -517,6 +517,21 @@ void agent_link(struct agent *a, const char *ifname, bool present)
 		logf_(a, "vNIC port %s %s", ifname, present ? "appeared (policy realized)" : "went away");
 }
 
+void agent_info(const struct agent *a, struct agent_info *out)
+{
+	memset(out, 0, sizeof(*out));
+	out->rev = a->rev;
+	out->last_update_us = a->last_update_us;
+	out->last_msgs = a->last_stats.msgs;
+	out->last_bytes = a->last_stats.bytes;
+	out->in_sync = a->loaded;
+	if (a->installed) {
+		out->vnics = a->installed->nports;
+		out->chains = a->installed->nchains;
+		out->sets = a->installed->nsets;
+	}
+}
+
 /* --- control requests ------------------------------------------------------ */
 
 static void req_status(struct agent *a, struct out *o)

@@ -36,6 +36,17 @@ void agent_link(struct agent *a, const char *ifname, bool present);
 int agent_store_fd(struct agent *a);
 void agent_store_ack(struct agent *a);
 
+/* What the last realized update cost, for benchmarks and status. */
+struct agent_info {
+	uint64_t rev;            /* realized revision */
+	uint64_t last_update_us; /* store read to kernel ack of the last update */
+	size_t last_msgs;        /* netlink messages of its batch */
+	size_t last_bytes;       /* and their bytes */
+	size_t vnics, chains, sets;
+	bool in_sync;
+};
+void agent_info(const struct agent *a, struct agent_info *out);
+
 /* Answers one control request line ("status", "groups [G]", "rules VM",
  * each optionally followed by "json") on f.  Returns 0 when answered, 1 for
  * a bad request (an error line was written). */

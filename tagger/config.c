@@ -1,28 +1,28 @@
 /* Parses and validates the policy INI (docs/CONFIG.md) into struct dfw_policy.
  *
- * iniparser reads the values; a line index built alongside gives every key
- * its file:line, and catches what iniparser silently accepts (duplicate keys
- * or sections, stray lines).  All errors are collected before failing. */
+ * One pass indexes every section and key with its file:line and value;
+ * lookups search that index.  (iniparser was used at first: its dictionary
+ * inserts and lookups scan every entry, which took 2.6 s of 2.9 s for a
+ * 10k-VM, 1k-rule policy.)  All errors are collected before failing. */
 
 #include "tagger/config.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
-#include <iniparser.h>
 #include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <unistd.h>
 
 #define MAX_LINE 1000
 
 struct ini_key {
-	char *section; /* lower case, as iniparser names it */
+	char *section; /* lower case, blanks folded */
 	char *key;     /* lower case */
+	char *value;   /* trimmed; quotes removed; inline comment cut */
 	int line;
 };
 
@@ -34,9 +34,7 @@ struct ini_sec {
 struct parser {
 	const char *file;
 	const char *text;   /* as given */
-	char *clean;        /* what iniparser reads: rejected lines blanked */
 	struct diag *d;
-	dictionary *ini;
 	struct ini_key *keys;
 	size_t nkeys, capkeys;
 	struct ini_sec *secs;        /* file order */
@@ -104,13 +102,6 @@ static int find_word(const char *s, const char *const *names, size_t n)
 
 /* --- the line index ----------------------------------------------------- */
 
-/* Blanks a rejected line in the copy iniparser reads (same length, so line
- * numbers stay), so that one bad line does not hide the other errors. */
-static void blank(struct parser *ps, const char *p, size_t len)
-{
-	memset(ps->clean + (p - ps->text), ' ', len);
-}
-
 /* Section names with blanks folded: "[vm  a]" and "[vm a]" are one name. */
 static void fold_blanks(char *s)
 {
@@ -128,6 +119,21 @@ static void fold_blanks(char *s)
 		*out++ = *in;
 	}
 	*out = '\0';
+}
+
+/* A value: "quoted" or 'quoted' verbatim, otherwise up to an inline
+ * comment (';' or '#'), trimmed. */
+static char *ini_value(char *v)
+{
+	char *end;
+
+	v = str_trim(v);
+	if ((*v == '"' || *v == '\'') && (end = strchr(v + 1, *v))) {
+		*end = '\0';
+		return xstrdup(v + 1);
+	}
+	v[strcspn(v, ";#")] = '\0';
+	return xstrdup(str_trim(v));
 }
 
 static void index_lines(struct parser *ps)
@@ -163,11 +169,6 @@ static void index_lines(struct parser *ps)
 			snprintf(sec, sizeof(sec), "%s", str_trim(line + 1));
 			str_lower(sec);
 			fold_blanks(sec);
-			/* iniparser reads the folded name (never longer). */
-			blank(ps, p, len);
-			memcpy(ps->clean + (p - ps->text), "[", 1);
-			memcpy(ps->clean + (p - ps->text) + 1, sec, strlen(sec));
-			memcpy(ps->clean + (p - ps->text) + 1 + strlen(sec), "]", 1);
 			grow((void **)&ps->secs, &ps->capsecs, ps->nsecs + 1, sizeof(*ps->secs));
 			ps->secs[ps->nsecs++] = (struct ini_sec){ xstrdup(sec), lineno };
 			goto next;
@@ -189,10 +190,10 @@ static void index_lines(struct parser *ps)
 		line = str_trim(line);
 		str_lower(line);
 		grow((void **)&ps->keys, &ps->capkeys, ps->nkeys + 1, sizeof(*ps->keys));
-		ps->keys[ps->nkeys++] = (struct ini_key){ xstrdup(sec), xstrdup(line), lineno };
+		ps->keys[ps->nkeys++] = (struct ini_key){ xstrdup(sec), xstrdup(line),
+							  ini_value(eq + 1), lineno };
 		goto next;
 reject:
-		blank(ps, p, len);
 next:
 		p += len + (nl ? 1 : 0);
 	}
@@ -256,7 +257,7 @@ static void index_finish(struct parser *ps)
 			 "section [%s] already defined at line %d",
 			 ps->secs_sorted[i].name, ps->secs_sorted[first].line);
 		/* Parse a repeated section once: drop the repetition from the
-		 * file-order list (iniparser merged both into one anyway). */
+		 * file-order list; its keys stay in the index for the checks). */
 		for (size_t j = 0; j < ps->nsecs; j++)
 			if (ps->secs[j].line == ps->secs_sorted[i].line)
 				ps->secs[j].line = -1;
@@ -274,7 +275,7 @@ static void index_finish(struct parser *ps)
 
 static int key_line(const struct parser *ps, const char *sec, const char *key)
 {
-	struct ini_key k = { (char *)sec, (char *)key, 0 }, *hit;
+	struct ini_key k = { (char *)sec, (char *)key, NULL, 0 }, *hit;
 
 	hit = bsearch(&k, ps->keys, ps->nkeys, sizeof(k), cmp_key_name);
 	return hit ? hit->line : 0;
@@ -317,10 +318,10 @@ static void check_keys(struct parser *ps, const char *sec,
 /* The value of sec:key, or NULL when absent. */
 static const char *get(const struct parser *ps, const char *sec, const char *key)
 {
-	char full[2 * MAX_LINE + 2];
+	struct ini_key k = { (char *)sec, (char *)key, NULL, 0 }, *hit;
 
-	snprintf(full, sizeof(full), "%s:%s", sec, key);
-	return iniparser_getstring(ps->ini, full, NULL);
+	hit = bsearch(&k, ps->keys, ps->nkeys, sizeof(k), cmp_key_name);
+	return hit ? hit->value : NULL;
 }
 
 #define ERR(ps, sec, key, ...) \
@@ -987,11 +988,6 @@ static int cmp_rule(const void *x, const void *y)
 	return a->line - b->line;
 }
 
-static int ini_quiet(const char *fmt, ...)
-{
-	return 0; /* the line index reports syntax errors with locations */
-}
-
 /* Sections sorted by kind: groups must all be named before any is parsed. */
 static void parse_sections(struct parser *ps)
 {
@@ -1054,48 +1050,28 @@ struct dfw_policy *policy_parse(const char *text, const char *file, struct diag 
 {
 	struct parser ps = { .file = file, .d = d };
 	size_t before = d->n;
-	char path[64];
-	int fd = -1;
 
 	ps.p = xcalloc(1, sizeof(*ps.p));
 	ps.p->file = xstrdup(file);
 	ps.text = text;
-	ps.clean = xstrdup(text);
 	index_lines(&ps);
 	index_finish(&ps);
-	/* iniparser only reads files: hand it the text through a memfd. */
-	fd = memfd_create("dfw-policy", MFD_CLOEXEC);
-	if (fd < 0 || write(fd, ps.clean, strlen(ps.clean)) != (ssize_t)strlen(ps.clean)) {
-		diag_add(d, file, 0, "cannot buffer the policy: %s", strerror(errno));
-		goto out;
-	}
-	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
-	iniparser_set_error_callback(ini_quiet);
-	ps.ini = iniparser_load(path);
-	if (!ps.ini) {
-		diag_add(d, file, 0, "cannot be parsed as INI");
-		goto out;
-	}
 	parse_sections(&ps);
 	if (d->n == before) {
 		struct gengine *e = gengine_new(&ps.p->inv, file, d);
 
 		gengine_free(e);
 	}
-out:
-	if (fd >= 0)
-		close(fd);
-	iniparser_freedict(ps.ini);
 	for (size_t i = 0; i < ps.nkeys; i++) {
 		free(ps.keys[i].section);
 		free(ps.keys[i].key);
+		free(ps.keys[i].value);
 	}
 	for (size_t i = 0; i < ps.nsecs; i++)
 		free(ps.secs_sorted[i].name);
 	free(ps.keys);
 	free(ps.secs);
 	free(ps.secs_sorted);
-	free(ps.clean);
 	if (d->n != before) {
 		policy_free(ps.p);
 		return NULL;
