@@ -27,7 +27,6 @@ struct agent {
 	struct dfw_policy *pol;     /* last good policy, or NULL */
 	struct gengine *eng;
 	struct strv *vm_tags;       /* per VM of pol */
-	bool *applied_group;        /* per group: used in some rule's applied_to */
 	struct plan *installed;
 
 	/* Link presence of local ports, by name. */
@@ -87,8 +86,6 @@ static void drop_policy(struct agent *a)
 	}
 	free(a->vm_tags);
 	a->vm_tags = NULL;
-	free(a->applied_group);
-	a->applied_group = NULL;
 	gengine_free(a->eng);
 	a->eng = NULL;
 	policy_free(a->pol);
@@ -208,7 +205,7 @@ struct deltas {
 	size_t ncut;
 	struct member_change *changes; /* (group, vm) pairs touched */
 	size_t nchanges;
-	bool needs_full;  /* a local vNIC's applied-to rules may have changed */
+	bool needs_full;  /* the policy changed: compile everything */
 };
 
 static void on_delta(void *arg, size_t group, size_t vm, bool joined)
@@ -222,8 +219,6 @@ static void on_delta(void *arg, size_t group, size_t vm, bool joined)
 	}
 	d->changes = xrealloc(d->changes, (d->nchanges + 1) * sizeof(*d->changes));
 	d->changes[d->nchanges++] = (struct member_change){ group, vm };
-	if (d->a->applied_group[group] && !strcmp(d->a->pol->inv.vms[vm].host, d->a->host))
-		d->needs_full = true;
 	logf_(d->a, "group %s: %s %s", g->name, joined ? "+" : "-",
 	      d->a->pol->inv.vms[vm].name);
 }
@@ -264,10 +259,6 @@ static int rebuild(struct agent *a, uint64_t *rev, struct deltas *d)
 			a->pol = p;
 			a->eng = e;
 			a->vm_tags = xcalloc(p->inv.nvms, sizeof(*a->vm_tags));
-			a->applied_group = xcalloc(p->inv.ngroups, sizeof(*a->applied_group));
-			for (size_t r = 0; r < p->nrules; r++)
-				for (size_t g = 0; g < p->rules[r].napplied; g++)
-					a->applied_group[p->rules[r].applied_to[g]] = true;
 		}
 		diag_free(&dg);
 	}
@@ -385,8 +376,10 @@ static int cmp_change(const void *x, const void *y)
 	return a->vm < b->vm ? -1 : a->vm > b->vm;
 }
 
-/* The fast path of a tag change: only set elements change, computed from
- * the membership deltas against the installed plan, no recompilation.
+/* A tag change: only set elements change (tags can only move VMs between
+ * tag-driven groups, whose rules are guarded by vNIC-id sets rather than
+ * shaping chains), computed from the membership deltas against the
+ * installed plan, without recompiling.
  * Each (group, VM) pair counts once, with its final membership, so a tag
  * and untag coalesced into one batch cancel out. */
 static int realize_deltas(struct agent *a, uint64_t rev, struct deltas *d)

@@ -560,6 +560,10 @@ static void policy_rule(struct backend *b, const char *chain, const struct prule
 		bool v6 = fam == NFPROTO_IPV6;
 
 		switch (it->kind) {
+		case PI_PORT_SET:
+			x_meta_load(r, it->u ? NFT_META_PRIORITY : NFT_META_MARK, NFT_REG_1);
+			x_lookup(r, it->name, -1, false);
+			break;
 		case PI_NFPROTO:
 			fam = it->u;
 			x_meta_load(r, NFT_META_NFPROTO, NFT_REG_1);
@@ -663,8 +667,14 @@ static void addr_elems(struct backend *b, const struct pset *s, const struct dfw
 	struct elem *el = xcalloc(2 * n, sizeof(*el));
 	size_t ne = 0;
 
-	for (size_t i = 0; i < n; i++)
-		ne += interval_elems(&addrs[i], &el[ne]);
+	for (size_t i = 0; i < n; i++) {
+		if (s->family) {
+			ne += interval_elems(&addrs[i], &el[ne]);
+		} else { /* a vNIC id */
+			memcpy(el[ne].key, addrs[i].a, 4);
+			el[ne++].key_len = 4;
+		}
+	}
 	elems_msg(b, NFPROTO_INET, s->name, el, ne, type);
 	free(el);
 }
@@ -676,6 +686,10 @@ static void set_add(struct backend *b, const struct pset *s)
 		s->family == AF_INET ? TYPE_IPADDR : TYPE_IP6ADDR,
 		(uint32_t)addr_len(s->family), 0, 0, BO_BIG, 0
 	};
+
+	if (!s->family) /* vNIC ids */
+		spec = (struct set_spec){ s->name, NFPROTO_INET, 0,
+					  s->dst ? TYPE_CLASSID : TYPE_MARK, 4, 0, 0, BO_HOST, 0 };
 
 	set_msg(b, &spec, NFT_MSG_NEWSET);
 	addr_elems(b, s, s->elems, s->nelems, NFT_MSG_NEWSETELEM);

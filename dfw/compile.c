@@ -14,6 +14,11 @@ void group_set_name(const char *group, uint8_t family, char *buf, size_t len)
 	snprintf(buf, len, "g-%s-%c", group, family == AF_INET ? '4' : '6');
 }
 
+void port_set_name(const char *group, bool dst, char *buf, size_t len)
+{
+	snprintf(buf, len, "p-%s-%c", group, dst ? 'i' : 'o');
+}
+
 /* --- address sets --------------------------------------------------------- */
 
 static int cmp_addr(const void *x, const void *y)
@@ -62,7 +67,9 @@ struct sig_entry {
 struct builder {
 	const struct dfw_policy *p;
 	const struct gengine *e;
+	const char *host;
 	struct plan *pl;
+	uint8_t *dynamic;       /* per group: 0 unknown, 1 static, 2 tags change it */
 	size_t capsets, capchains;
 	struct name_index sets_by_name;
 	size_t *restricted;     /* indexes of enabled rules with applied_to */
@@ -285,7 +292,7 @@ static struct prule *chain_push(struct chain_build *cb, uint32_t rule_id)
 
 /* Appends the kernel rules of one action (with optional matches already in
  * proto/family), e.g. reject needs a TCP-reset and an ICMP variant. */
-static void emit(struct chain_build *cb, uint32_t id, uint8_t family,
+static void emit(struct chain_build *cb, uint32_t id, const char *guard, uint8_t family,
 		 const char *sset, const char *dset, uint8_t proto,
 		 uint16_t lo, uint16_t hi, enum dfw_action act, bool out, bool log)
 {
@@ -298,6 +305,12 @@ static void emit(struct chain_build *cb, uint32_t id, uint8_t family,
 		struct prule *r = chain_push(cb, id);
 		uint8_t pr = variants == 2 && k == 0 ? IPPROTO_TCP : proto;
 
+		if (guard) {
+			struct pitem it = { .kind = PI_PORT_SET, .u = out ? 0 : 1 };
+
+			snprintf(it.name, sizeof(it.name), "%s", guard);
+			rule_push(r, it);
+		}
 		if (family)
 			rule_push(r, (struct pitem){ .kind = PI_NFPROTO,
 				.u = family == AF_INET ? NFPROTO_IPV4 : NFPROTO_IPV6 });
@@ -333,6 +346,83 @@ static void emit(struct chain_build *cb, uint32_t id, uint8_t family,
 	}
 }
 
+static bool criteria_use_tags(const struct criterion *c, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		for (size_t j = 0; j < c[i].nconds; j++)
+			if (c[i].conds[j].field == COND_TAG)
+				return true;
+	return false;
+}
+
+/* Whether tags can change a group's members: tag criteria of its own or of
+ * a group it includes or excludes.  (Nesting has no cycles: validated.) */
+static bool group_dynamic(struct builder *b, size_t g)
+{
+	const struct group_def *gd = &b->p->inv.groups[g];
+	bool dyn;
+
+	if (b->dynamic[g])
+		return b->dynamic[g] == 2;
+	dyn = criteria_use_tags(gd->match, gd->nmatch) ||
+	      criteria_use_tags(gd->exclude_match, gd->nexclude_match);
+	for (size_t i = 0; i < gd->nincludes && !dyn; i++)
+		dyn = group_dynamic(b, gd->includes[i]);
+	for (size_t i = 0; i < gd->nexclude_groups && !dyn; i++)
+		dyn = group_dynamic(b, gd->exclude_groups[i]);
+	b->dynamic[g] = dyn ? 2 : 1;
+	return dyn;
+}
+
+/* A rule applied to some group that tags can change: it sits in the
+ * shared chains behind a lookup of the vNIC id (port_set). */
+static bool rule_guarded(struct builder *b, const struct dfw_rule *r)
+{
+	for (size_t i = 0; !r->applied_everywhere && i < r->napplied; i++)
+		if (group_dynamic(b, r->applied_to[i]))
+			return true;
+	return false;
+}
+
+struct port_ctx {
+	const struct builder *b;
+	struct pset *set;
+};
+
+static void add_member_port(void *arg, size_t vm)
+{
+	struct port_ctx *c = arg;
+	struct dfw_addr id = { .family = 0, .plen = 32 };
+	uint32_t v = (uint32_t)vm + 1;
+
+	if (strcmp(c->b->p->inv.vms[vm].host, c->b->host))
+		return;
+	memcpy(id.a, &v, 4);
+	set_push(c->set, &id);
+}
+
+/* The set of the local vNIC ids of a group, for a guarded rule. */
+static const char *port_set(struct builder *b, size_t group, bool dst)
+{
+	char name[PLAN_NAME_MAX];
+	struct port_ctx c = { b, NULL };
+	struct pset *s;
+
+	port_set_name(b->p->inv.groups[group].name, dst, name, sizeof(name));
+	if ((s = find_set_mut(b, name)))
+		return s->name;
+	c.set = s = new_set(b, name, 0);
+	s->dst = dst;
+	gengine_foreach_member(b->e, group, add_member_port, &c);
+	set_normalize(s);
+	return s->name;
+}
+
+static void emit_sides(struct builder *b, struct chain_build *cb, const struct dfw_rule *r,
+		       bool out, const char *guard, const struct side_set *ss, size_t ns,
+		       const struct side_set *ds, size_t nd, const struct dfw_service *svcs,
+		       size_t nsvcs);
+
 static void compile_rule(struct builder *b, struct chain_build *cb,
 			 const struct dfw_rule *r, bool out)
 {
@@ -342,7 +432,27 @@ static void compile_rule(struct builder *b, struct chain_build *cb,
 	struct dfw_service any = { 0 };
 	const struct dfw_service *svcs = r->nsvcs ? r->svcs : &any;
 	size_t nsvcs = r->nsvcs ? r->nsvcs : 1;
+	bool guarded = rule_guarded(b, r);
+	size_t nguards = guarded ? r->napplied : 1;
 
+	for (size_t g = 0; g < nguards; g++) {
+		char guard[PLAN_NAME_MAX] = "";
+
+		if (guarded)
+			snprintf(guard, sizeof(guard), "%s", port_set(b, r->applied_to[g], !out));
+		emit_sides(b, cb, r, out, guard[0] ? guard : NULL, ss, ns, ds, nd, svcs, nsvcs);
+	}
+	free(ss);
+	free(ds);
+}
+
+/* The kernel rules of one policy rule: sources x destinations x services,
+ * families that cannot meet skipped. */
+static void emit_sides(struct builder *b, struct chain_build *cb, const struct dfw_rule *r,
+		       bool out, const char *guard, const struct side_set *ss, size_t ns,
+		       const struct side_set *ds, size_t nd, const struct dfw_service *svcs,
+		       size_t nsvcs)
+{
 	for (size_t i = 0; i < ns; i++) {
 		for (size_t j = 0; j < nd; j++) {
 			uint8_t fam = ss[i].family ? ss[i].family : ds[j].family;
@@ -362,19 +472,18 @@ static void compile_rule(struct builder *b, struct chain_build *cb,
 						continue;
 					f = AF_INET6;
 				}
-				emit(cb, r->id, f, ss[i].set[0] ? ss[i].set : NULL,
+				emit(cb, r->id, guard, f,
+				     ss[i].set[0] ? ss[i].set : NULL,
 				     ds[j].set[0] ? ds[j].set : NULL, s->proto, s->lo,
 				     s->hi, r->action, out, r->log);
 			}
 		}
 	}
-	free(ss);
-	free(ds);
 }
 
-static bool applies_to(const struct builder *b, const struct dfw_rule *r, size_t vm)
+static bool applies_to(struct builder *b, const struct dfw_rule *r, size_t vm)
 {
-	if (r->applied_everywhere)
+	if (r->applied_everywhere || rule_guarded(b, r))
 		return true;
 	for (size_t i = 0; i < r->napplied; i++)
 		if (gengine_is_member(b->e, r->applied_to[i], vm))
@@ -441,7 +550,7 @@ static const char *vnic_chain(struct builder *b, size_t vm, bool out)
 		ids = xrealloc(ids, (nids + 1) * sizeof(*ids));
 		ids[nids++] = r->id;
 	}
-	emit(&cb, 0, 0, NULL, NULL, 0, 0, 0, p->default_action, out, p->default_log);
+	emit(&cb, 0, NULL, 0, NULL, NULL, 0, 0, 0, p->default_action, out, p->default_log);
 	snprintf(name, sizeof(name), "%c-%016llx", out ? 'o' : 'i',
 		 (unsigned long long)hash_rules(cb.rules, cb.n));
 	for (size_t i = 0; i < b->pl->nchains; i++) {
@@ -532,9 +641,12 @@ struct plan *plan_compile(const struct dfw_policy *p, const struct gengine *e,
 	size_t nlocal = 0;
 
 	b.pl = xcalloc(1, sizeof(*b.pl));
+	b.host = host;
+	b.dynamic = xcalloc(p->inv.ngroups + 1, sizeof(*b.dynamic));
 	b.restricted = xcalloc(p->nrules, sizeof(*b.restricted));
 	for (size_t i = 0; i < p->nrules; i++)
-		if (!p->rules[i].disabled && !p->rules[i].applied_everywhere)
+		if (!p->rules[i].disabled && !p->rules[i].applied_everywhere &&
+		    !rule_guarded(&b, &p->rules[i]))
 			b.restricted[b.nrestricted++] = i;
 	b.cur_sig = xcalloc((b.nrestricted + 7) / 8 + 1, 1);
 	for (size_t i = 0; i < p->inv.nvms; i++)
@@ -565,6 +677,7 @@ struct plan *plan_compile(const struct dfw_policy *p, const struct gengine *e,
 	free(b.sigs);
 	free(b.cur_sig);
 	free(b.restricted);
+	free(b.dynamic);
 	free(b.sets_by_name.hash);
 	free(b.sets_by_name.pos);
 	if (b.pl->nports)
@@ -762,6 +875,27 @@ void plan_member_delta(const struct plan *pl, const struct gengine *e,
 	const struct dfw_addr *cidrs;
 	size_t ncidrs;
 
+	/* The group's local vNIC id sets (guarded rules), when the VM is local. */
+	{
+		const struct pport *port = plan_find_port(pl, v->port);
+
+		for (int dst = 0; port && port->vm == vm && dst < 2; dst++) {
+			char name[PLAN_NAME_MAX];
+			const struct pset *s;
+			struct dfw_addr id = { .family = 0, .plen = 32 };
+
+			port_set_name(p->inv.groups[group].name, dst, name, sizeof(name));
+			if (!(s = plan_find_set(pl, name)))
+				continue;
+			memcpy(id.a, &port->id, 4);
+			if (joined == set_has(s, &id))
+				continue;
+			if (joined)
+				PUSH(d->elem_add, d->nelem_add, ((struct pelem_change){ s, id }));
+			else
+				PUSH(d->elem_del, d->nelem_del, ((struct pelem_change){ s, id }));
+		}
+	}
 	cidrs = gengine_addrs(e, group, &ncidrs);
 	for (size_t f = 0; f < ARRAY_SIZE(fams); f++) {
 		char name[PLAN_NAME_MAX];

@@ -7,8 +7,10 @@
  *   - address sets: one per group and family (dynamic members), plus
  *     content-named sets for literal addresses in rules;
  *   - policy chains named by a hash of their content, so vNICs with the same
- *     applied-to rule list share one chain, and a membership change that
- *     alters a vNIC's rule list only re-points its dispatch entry.
+ *     rule list share one chain.  applied_to groups that tags cannot change
+ *     shape the chains; rules applied to groups that tags can change are in
+ *     the shared chain behind a lookup in a set of the group's local vNIC
+ *     ids, so that a tag change only ever edits set elements.
  * Only the backend turns a plan into netlink messages. */
 #ifndef DFW_COMPILE_H
 #define DFW_COMPILE_H
@@ -24,6 +26,7 @@
 
 /* One match or action of a kernel rule. */
 enum pitem_kind {
+	PI_PORT_SET,   /* name: port-id set; u: 0 = source vNIC (meta mark), 1 = destination (meta priority) */
 	PI_NFPROTO,    /* u: NFPROTO_IPV4 / NFPROTO_IPV6 */
 	PI_SADDR_SET,  /* name: address set (family from the preceding PI_NFPROTO) */
 	PI_DADDR_SET,
@@ -57,9 +60,13 @@ struct pchain {
 	size_t refs;        /* ports dispatching to it */
 };
 
+/* An address set (family AF_INET / AF_INET6, interval elements), or a set
+ * of local vNIC ids (family 0: each element's id in a[0..3], host order;
+ * dst says whether it is matched against the destination's id). */
 struct pset {
 	char name[PLAN_NAME_MAX];
-	uint8_t family;          /* AF_INET / AF_INET6 */
+	uint8_t family;
+	bool dst;
 	struct dfw_addr *elems;  /* sorted, disjoint */
 	size_t nelems, cap;
 };
@@ -132,5 +139,6 @@ void plan_apply_elems(struct plan *pl, const struct plan_diff *d);
 
 /* Set names, so that callers (daemon, trace) can find a group's sets. */
 void group_set_name(const char *group, uint8_t family, char *buf, size_t len);
+void port_set_name(const char *group, bool dst, char *buf, size_t len);
 
 #endif

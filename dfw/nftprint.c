@@ -7,6 +7,7 @@
 #include <arpa/inet.h>
 #include <linux/netfilter.h>
 #include <netinet/in.h>
+#include <string.h>
 
 static const char *const verdicts[] = {
 	[PV_ACCEPT] = "accept", [PV_DROP] = "drop", [PV_RETURN] = "return",
@@ -35,6 +36,9 @@ static void print_rule(const struct prule *r, FILE *f)
 		const char *ip = fam == NFPROTO_IPV6 ? "ip6" : "ip";
 
 		switch (it->kind) {
+		case PI_PORT_SET:
+			fprintf(f, "meta %s @%s ", it->u ? "priority" : "mark", it->name);
+			break;
 		case PI_NFPROTO:
 			fam = it->u;
 			fprintf(f, "meta nfproto %s ", fam == NFPROTO_IPV4 ? "ipv4" : "ipv6");
@@ -77,7 +81,17 @@ static void print_elems(const struct pset *s, FILE *f)
 		return;
 	fputs("\t\telements = { ", f);
 	for (size_t i = 0; i < s->nelems; i++) {
-		addr_format(&s->elems[i], buf, sizeof(buf));
+		uint32_t id;
+
+		if (s->family) {
+			addr_format(&s->elems[i], buf, sizeof(buf));
+		} else {
+			memcpy(&id, s->elems[i].a, 4);
+			if (s->dst)
+				snprintf(buf, sizeof(buf), "%x:%x", id >> 16, id & 0xffff);
+			else
+				snprintf(buf, sizeof(buf), "0x%08x", id);
+		}
 		fprintf(f, "%s%s", i ? ", " : "", buf);
 	}
 	fputs(" }\n", f);
@@ -132,8 +146,11 @@ void plan_print_nft(const struct plan *pl, const char *table, FILE *f)
 	for (size_t i = 0; i < pl->nsets; i++) {
 		const struct pset *s = &pl->sets[i];
 
-		fprintf(f, "\tset %s {\n\t\ttype %s\n\t\tflags interval\n", s->name,
-			s->family == AF_INET ? "ipv4_addr" : "ipv6_addr");
+		if (s->family)
+			fprintf(f, "\tset %s {\n\t\ttype %s\n\t\tflags interval\n", s->name,
+				s->family == AF_INET ? "ipv4_addr" : "ipv6_addr");
+		else
+			fprintf(f, "\tset %s {\n\t\ttype %s\n", s->name, s->dst ? "classid" : "mark");
 		print_elems(s, f);
 		fprintf(f, "\t}\n");
 	}

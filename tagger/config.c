@@ -277,7 +277,7 @@ static int key_line(const struct parser *ps, const char *sec, const char *key)
 {
 	struct ini_key k = { (char *)sec, (char *)key, NULL, 0 }, *hit;
 
-	hit = bsearch(&k, ps->keys, ps->nkeys, sizeof(k), cmp_key_name);
+	hit = ps->nkeys ? bsearch(&k, ps->keys, ps->nkeys, sizeof(k), cmp_key_name) : NULL;
 	return hit ? hit->line : 0;
 }
 
@@ -285,7 +285,7 @@ static int sec_line(const struct parser *ps, const char *sec)
 {
 	struct ini_sec k = { (char *)sec, 0 }, *hit;
 
-	hit = bsearch(&k, ps->secs_sorted, ps->nsecs, sizeof(k), cmp_sec_name);
+	hit = ps->nsecs ? bsearch(&k, ps->secs_sorted, ps->nsecs, sizeof(k), cmp_sec_name) : NULL;
 	return hit ? hit->line : 0;
 }
 
@@ -320,7 +320,7 @@ static const char *get(const struct parser *ps, const char *sec, const char *key
 {
 	struct ini_key k = { (char *)sec, (char *)key, NULL, 0 }, *hit;
 
-	hit = bsearch(&k, ps->keys, ps->nkeys, sizeof(k), cmp_key_name);
+	hit = ps->nkeys ? bsearch(&k, ps->keys, ps->nkeys, sizeof(k), cmp_key_name) : NULL;
 	return hit ? hit->value : NULL;
 }
 

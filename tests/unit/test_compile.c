@@ -602,14 +602,27 @@ static void test_applied(void)
 	db1 = plan_find_port(pl, "vnet-db1");
 	db2 = plan_find_port(pl, "vnet-db2");
 	CU_ASSERT_FATAL(web1 && web2 && db1 && db2);
-	/* Web and database vNICs get different chains; each tier shares. */
-	CU_ASSERT_EQUAL(pl->nchains, 4);
+	/* "db" is static (name criteria): its rules shape the chains, so web
+	 * and database vNICs get different in chains.  "web" is tag-driven:
+	 * its rules sit in every chain behind its vNIC-id sets, so one out
+	 * chain serves all. */
+	CU_ASSERT_EQUAL(pl->nchains, 3);
 	CU_ASSERT_STRING_EQUAL(web1->out_chain, web2->out_chain);
 	CU_ASSERT_STRING_EQUAL(web1->in_chain, web2->in_chain);
 	CU_ASSERT_STRING_EQUAL(db1->out_chain, db2->out_chain);
 	CU_ASSERT_STRING_EQUAL(db1->in_chain, db2->in_chain);
-	CU_ASSERT_STRING_NOT_EQUAL(web1->out_chain, db1->out_chain);
+	CU_ASSERT_STRING_EQUAL(web1->out_chain, db1->out_chain);
 	CU_ASSERT_STRING_NOT_EQUAL(web1->in_chain, db1->in_chain);
+	{
+		const struct pset *ids = plan_find_set(pl, "p-web-i");
+		uint32_t a = 0, b = 0;
+
+		CU_ASSERT_FATAL(ids && ids->family == 0 && ids->dst && ids->nelems == 2);
+		memcpy(&a, ids->elems[0].a, 4);
+		memcpy(&b, ids->elems[1].a, 4);
+		/* web1 and web2 only: db vNICs are not members. */
+		CU_ASSERT_TRUE((a == web1->id && b == web2->id) || (a == web2->id && b == web1->id));
+	}
 
 	/* Web in: 10 and 25 (everywhere), 20 (web); not 21 or 50 (db). */
 	c = plan_find_chain(pl, web1->in_chain);
@@ -643,24 +656,30 @@ static void test_applied(void)
 	CU_ASSERT_EQUAL(count_rules(c, 0), 2);
 	CU_ASSERT_EQUAL(verdict_of(c, 0, 0), PV_REJECT_TCP);
 	CU_ASSERT_EQUAL(verdict_of(c, 0, 1), PV_REJECT_ICMPX);
-	/* Db in: 10, 21 (db), 25 (everywhere), 50 (db); db out: 30, 31. */
+	/* Db in: 10, 20 (web, guarded), 21 (db), 25 (everywhere), 50 (db);
+	 * db out is the shared out chain: 22 (guarded), 30, 31. */
 	c = plan_find_chain(pl, db1->in_chain);
-	CU_ASSERT_FATAL(c && c->nrule_ids == 4);
+	CU_ASSERT_FATAL(c && c->nrule_ids == 5);
 	CU_ASSERT_EQUAL(c->rule_ids[0], 10);
-	CU_ASSERT_EQUAL(c->rule_ids[1], 21);
-	CU_ASSERT_EQUAL(c->rule_ids[2], 25);
-	CU_ASSERT_EQUAL(c->rule_ids[3], 50);
+	CU_ASSERT_EQUAL(c->rule_ids[1], 20);
+	CU_ASSERT_EQUAL(c->rule_ids[2], 21);
+	CU_ASSERT_EQUAL(c->rule_ids[3], 25);
+	CU_ASSERT_EQUAL(c->rule_ids[4], 50);
 	CU_ASSERT_EQUAL(verdict_of(c, 50, 0), PV_DROP);
 	CU_ASSERT_EQUAL(count_rules(c, 50), 2);
 	c = plan_find_chain(pl, db1->out_chain);
-	CU_ASSERT_FATAL(c && c->nrule_ids == 2);
-	CU_ASSERT_EQUAL(c->rule_ids[0], 30);
-	CU_ASSERT_EQUAL(c->rule_ids[1], 31);
+	CU_ASSERT_FATAL(c && c->nrule_ids == 3);
+	CU_ASSERT_EQUAL(c->rule_ids[0], 22);
+	CU_ASSERT_EQUAL(c->rule_ids[1], 30);
+	CU_ASSERT_EQUAL(c->rule_ids[2], 31);
+	/* Guarded rules test the vNIC id first: source id in out chains. */
+	CU_ASSERT_EQUAL(c->rules[0].items[0].kind, PI_PORT_SET);
+	CU_ASSERT_STRING_EQUAL(c->rules[0].items[0].name, "p-web-o");
 	for (size_t i = 0; i < pl->nchains; i++)
 		CU_ASSERT_FALSE(chain_has_rule(&pl->chains[i], 40));
 
 	/* Literal sets: vm:admin plus CIDRs, normalized, named by content. */
-	CU_ASSERT_EQUAL(pl->nsets, 8); /* web, db x 2; two literal pairs */
+	CU_ASSERT_EQUAL(pl->nsets, 10); /* web, db x 2; two literal pairs; web ids x 2 */
 	{
 		size_t lit = 0;
 
@@ -694,60 +713,102 @@ static void test_applied(void)
 /* Moving a VM between applied-to groups re-points its dispatch entries: the
  * port changes, its out chain becomes the one the web tier already uses,
  * its in chain is new; no other chain is touched. */
+struct delta_rec {
+	size_t group[16], vm[16];
+	bool joined[16];
+	size_t n;
+};
+
+static void rec_delta(void *arg, size_t group, size_t vm, bool joined)
+{
+	struct delta_rec *r = arg;
+
+	if (r->n < 16) {
+		r->group[r->n] = group;
+		r->vm[r->n] = vm;
+		r->joined[r->n++] = joined;
+	}
+}
+
+static bool has_elem(const struct plan_diff *d, bool add, const char *set, const char *addr)
+{
+	const struct pelem_change *c = add ? d->elem_add : d->elem_del;
+	size_t n = add ? d->nelem_add : d->nelem_del;
+	char buf[64];
+
+	for (size_t i = 0; i < n; i++) {
+		uint32_t id;
+
+		if (c[i].set->family) {
+			addr_format(&c[i].addr, buf, sizeof(buf));
+		} else {
+			memcpy(&id, c[i].addr.a, 4);
+			snprintf(buf, sizeof(buf), "id %u", id);
+		}
+		if (!strcmp(c[i].set->name, set) && !strcmp(buf, addr))
+			return true;
+	}
+	return false;
+}
+
+/* A tag that moves a VM into an applied_to group changes set elements only:
+ * the group's addresses and its local vNIC id sets (the rules applied to a
+ * tag-driven group are guarded by those ids).  The incremental path
+ * (plan_member_delta) finds exactly what a full compile and diff finds. */
 static void test_applied_diff(void)
 {
 	struct fixture fx = LOAD("tests/configs/applied.ini");
 	struct plan *before = COMPILE(&fx, "hv1"), *after;
-	const struct pport *web1;
-	struct plan_diff d;
-	char *text, buf[64];
+	struct delta_rec rec = { 0 };
+	const char *tag = "role.web";
+	long db1 = policy_find_vm(fx.p, "db1");
+	struct plan_diff d, inc;
+	char *text;
 
-	tag1(&fx, "db1", "role.web");
+	CU_ASSERT_FATAL(db1 >= 0);
+	gengine_set_tags(fx.e, (size_t)db1, &tag, 1, rec_delta, &rec);
 	after = COMPILE(&fx, "hv1");
 	text = print_plan(after);
 	GOLDEN("tests/golden/applied-db1-web.nft", text);
 	free(text);
 
 	plan_diff(before, after, &d);
-	CU_ASSERT_EQUAL_FATAL(d.nport_del, 1);
-	CU_ASSERT_EQUAL_FATAL(d.nport_add, 1);
-	CU_ASSERT_STRING_EQUAL(d.port_del[0]->ifname, "vnet-db1");
-	CU_ASSERT_STRING_EQUAL(d.port_add[0]->ifname, "vnet-db1");
-	CU_ASSERT_PTR_EQUAL(d.port_del[0], plan_find_port(before, "vnet-db1"));
-	CU_ASSERT_PTR_EQUAL(d.port_add[0], plan_find_port(after, "vnet-db1"));
-	web1 = plan_find_port(after, "vnet-web1");
-	CU_ASSERT_STRING_EQUAL(d.port_add[0]->out_chain, web1->out_chain);
-	CU_ASSERT_STRING_NOT_EQUAL(d.port_add[0]->in_chain, web1->in_chain);
-	CU_ASSERT_STRING_NOT_EQUAL(d.port_add[0]->in_chain, d.port_del[0]->in_chain);
-	/* db2 still uses the old db chains, so nothing is deleted. */
-	CU_ASSERT_EQUAL(d.nchain_del, 0);
-	CU_ASSERT_EQUAL_FATAL(d.nchain_add, 1);
-	CU_ASSERT_STRING_EQUAL(d.chain_add[0]->name, d.port_add[0]->in_chain);
-	CU_ASSERT_EQUAL_FATAL(d.chain_add[0]->nrule_ids, 5);
-	CU_ASSERT_EQUAL(d.chain_add[0]->rule_ids[0], 10);
-	CU_ASSERT_EQUAL(d.chain_add[0]->rule_ids[1], 20);
-	CU_ASSERT_EQUAL(d.chain_add[0]->rule_ids[2], 21);
-	CU_ASSERT_EQUAL(d.chain_add[0]->rule_ids[3], 25);
-	CU_ASSERT_EQUAL(d.chain_add[0]->rule_ids[4], 50);
+	CU_ASSERT_EQUAL(d.nport_del + d.nport_add, 0);
+	CU_ASSERT_EQUAL(d.nchain_del + d.nchain_add, 0);
 	CU_ASSERT_EQUAL(d.nset_add + d.nset_del, 0);
-	/* db1 (IPv4 only) joins the web set. */
-	CU_ASSERT_EQUAL_FATAL(d.nelem_add, 1);
 	CU_ASSERT_EQUAL(d.nelem_del, 0);
-	CU_ASSERT_STRING_EQUAL(d.elem_add[0].set->name, "g-web-4");
-	addr_format(&d.elem_add[0].addr, buf, sizeof(buf));
-	CU_ASSERT_STRING_EQUAL(buf, "10.20.0.11");
-	plan_diff_free(&d);
+	/* db1 (IPv4 only, vNIC id 3) joins the web set and both id sets. */
+	CU_ASSERT_EQUAL_FATAL(d.nelem_add, 3);
+	CU_ASSERT_TRUE(has_elem(&d, true, "g-web-4", "10.20.0.11"));
+	CU_ASSERT_TRUE(has_elem(&d, true, "p-web-i", "id 3"));
+	CU_ASSERT_TRUE(has_elem(&d, true, "p-web-o", "id 3"));
 
-	/* And back: the in chain only db1 used goes away. */
-	plan_diff(after, before, &d);
-	CU_ASSERT_EQUAL(d.nport_del, 1);
-	CU_ASSERT_EQUAL(d.nport_add, 1);
-	CU_ASSERT_EQUAL(d.nchain_add, 0);
-	CU_ASSERT_EQUAL_FATAL(d.nchain_del, 1);
-	CU_ASSERT_STRING_EQUAL(d.chain_del[0]->name, plan_find_port(after, "vnet-db1")->in_chain);
-	CU_ASSERT_EQUAL(d.nelem_del, 1);
-	CU_ASSERT_EQUAL(d.nelem_add, 0);
+	memset(&inc, 0, sizeof(inc));
+	CU_ASSERT_EQUAL_FATAL(rec.n, 1);
+	for (size_t i = 0; i < rec.n; i++)
+		plan_member_delta(before, fx.e, fx.p, rec.group[i], rec.vm[i], rec.joined[i], &inc);
+	CU_ASSERT_EQUAL_FATAL(inc.nelem_add, 3);
+	CU_ASSERT_EQUAL(inc.nelem_del, 0);
+	CU_ASSERT_TRUE(has_elem(&inc, true, "g-web-4", "10.20.0.11"));
+	CU_ASSERT_TRUE(has_elem(&inc, true, "p-web-i", "id 3"));
+	CU_ASSERT_TRUE(has_elem(&inc, true, "p-web-o", "id 3"));
+	/* Applied to the installed plan, it becomes the freshly compiled one. */
+	plan_apply_elems(before, &inc);
 	plan_diff_free(&d);
+	plan_diff(before, after, &d);
+	CU_ASSERT_TRUE(plan_diff_empty(&d));
+	plan_diff_free(&d);
+	plan_diff_free(&inc);
+
+	/* And back. */
+	rec.n = 0;
+	gengine_set_tags(fx.e, (size_t)db1, NULL, 0, rec_delta, &rec);
+	memset(&inc, 0, sizeof(inc));
+	for (size_t i = 0; i < rec.n; i++)
+		plan_member_delta(before, fx.e, fx.p, rec.group[i], rec.vm[i], rec.joined[i], &inc);
+	CU_ASSERT_EQUAL(inc.nelem_del, 3);
+	CU_ASSERT_EQUAL(inc.nelem_add, 0);
+	plan_diff_free(&inc);
 	plan_free(before);
 	plan_free(after);
 	fixture_free(&fx);

@@ -1,0 +1,524 @@
+/* Dataplane benchmarks: issue targets 1-4 and 7 (docs/PERFORMANCE.md).
+ *
+ *  1. one tag change -> kernel commit acknowledged, at 1k and 10k local
+ *     vNICs, through the real agent (store write, agent_sync); netlink
+ *     bytes per change;
+ *  2. one tag change against a full recompile and reload of the same policy;
+ *  3. full compile + commit of 1k VMs x 1k rules against `nft -f` of the
+ *     same ruleset as text (written by plan_print_nft), and kernel objects
+ *     against a naive one-rule-per-member-per-vNIC expansion;
+ *  4. set elements per second through our batches, against `nft -f` and
+ *     against the kernel's own (system) time for the same load;
+ *  7. resident memory of a real dfwd at 10k vNICs and 1k groups.
+ *
+ * Runs in a network namespace of its own (unshare), so nothing it loads is
+ * seen elsewhere and everything goes when it exits.  Needs root. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "dfw/agent.h"
+#include "dfw/backend.h"
+#include "dfw/compile.h"
+#include "groups/groups.h"
+#include "tagger/config.h"
+#include "tagger/store.h"
+#include "tests/bench/bench.h"
+
+static char bindir[512];
+static char tmpdir[64];
+
+static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+
+static void die(const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("bench-dataplane: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	exit(1);
+}
+
+static double ms_since(uint64_t t0)
+{
+	return (double)(now_ns() - t0) / 1e6;
+}
+
+/* Runs a command; returns its wall time in ms and (optionally) its system
+ * CPU time in ms.  Output goes to /dev/null.  Dies when it fails. */
+static double run(char *const argv[], double *sys_ms)
+{
+	struct rusage ru;
+	uint64_t t0 = now_ns();
+	int status;
+	pid_t pid = fork();
+
+	if (pid == 0) {
+		int fd = open("/dev/null", O_WRONLY);
+
+		dup2(fd, 1);
+		execvp(argv[0], argv);
+		_exit(127);
+	}
+	if (pid < 0 || wait4(pid, &status, 0, &ru) < 0 || !WIFEXITED(status) ||
+	    WEXITSTATUS(status))
+		die("%s failed", argv[0]);
+	if (sys_ms)
+		*sys_ms = (double)ru.ru_stime.tv_sec * 1e3 + (double)ru.ru_stime.tv_usec / 1e3;
+	return ms_since(t0);
+}
+
+/* Writes a synthetic policy with dfw-gen and parses it. */
+static struct dfw_policy *gen_policy(const char *name, unsigned hosts, unsigned vms,
+				     unsigned local, unsigned groups, unsigned rules,
+				     char **text)
+{
+	char path[256], gen[600], a[5][16];
+	struct diag d = { 0 };
+	struct dfw_policy *p;
+
+	snprintf(path, sizeof(path), "%s/%s.ini", tmpdir, name);
+	snprintf(gen, sizeof(gen), "%s/dfw-gen", bindir);
+	snprintf(a[0], sizeof(a[0]), "%u", hosts);
+	snprintf(a[1], sizeof(a[1]), "%u", vms);
+	snprintf(a[2], sizeof(a[2]), "%u", local);
+	snprintf(a[3], sizeof(a[3]), "%u", groups);
+	snprintf(a[4], sizeof(a[4]), "%u", rules);
+	{
+		char *argv[] = { gen, (char *)"--hosts", a[0], (char *)"--vms", a[1],
+				 (char *)"--local-vms", a[2], (char *)"--groups", a[3],
+				 (char *)"--rules", a[4], (char *)"--seed", (char *)"7",
+				 (char *)"-o", path, NULL };
+
+		run(argv, NULL);
+	}
+	p = policy_load(path, text, &d);
+	if (!p)
+		die("%s: %s", path, d.n ? d.msgs[0] : "?");
+	return p;
+}
+
+static struct store *store_with(const char *name, const char *text)
+{
+	char path[256], err[256];
+	struct store *s;
+	struct store_op ops[] = {
+		{ STORE_PUT, "policy", text }, { STORE_PUT, "policy-file", name },
+	};
+	uint64_t rev;
+
+	snprintf(path, sizeof(path), "%s/%s.db", tmpdir, name);
+	s = store_open(path, true, err, sizeof(err));
+	if (!s || store_txn(s, ops, 2, NULL, NULL, &rev, err, sizeof(err)) != 0)
+		die("store %s: %s", path, err);
+	return s;
+}
+
+/* --- 1, 2: tag changes through the real agent -------------------------------- */
+
+struct scale_result {
+	double tag_p50, tag_p99, bytes;
+	double full_compile_ms, full_load_ms;
+};
+
+static void tag_changes(const char *label, unsigned total_vms, unsigned local,
+			unsigned groups, unsigned rules, unsigned changes,
+			struct scale_result *res)
+{
+	char *text = NULL, name[64], storepath[256], err[256], key[300];
+	struct dfw_policy *p;
+	struct store *s;
+	struct agent *a;
+	struct agent_info info;
+	FILE *devnull = fopen("/dev/null", "w");
+	double *lat = xcalloc(changes, sizeof(*lat)), *bytes = xcalloc(changes, sizeof(*bytes));
+	size_t *locals = xcalloc(local, sizeof(*locals)), nlocal = 0;
+
+	snprintf(name, sizeof(name), "tags-%s", label);
+	p = gen_policy(name, total_vms == local ? 1 : 10, total_vms, local, groups, rules, &text);
+	for (size_t i = 0; i < p->inv.nvms; i++)
+		if (!strcmp(p->inv.vms[i].host, "hv1"))
+			locals[nlocal++] = i;
+	s = store_with(name, text);
+	snprintf(storepath, sizeof(storepath), "%s/%s.db", tmpdir, name);
+	{
+		struct agent_opts o = { .host = "hv1", .store_uri = storepath,
+					.table = "dfwbench", .log = getenv("BENCH_LOG") ? stderr : devnull };
+
+		a = agent_new(&o, err, sizeof(err));
+		if (!a)
+			die("agent: %s", err);
+	}
+	if (agent_sync(a) < 0)
+		die("the first load failed");
+	agent_info(a, &info);
+	bench_note("%s: %zu local vNICs, %u VMs, %zu groups, %zu rules: %zu chains, %zu sets",
+		   label, info.vnics, total_vms, p->inv.ngroups, p->nrules, info.chains, info.sets);
+	srand(11);
+	for (unsigned i = 0, cur = 0; i < changes; i++) {
+		/* Quarantine a random local VM, then release it. */
+		const struct vm *v;
+		struct store_op op;
+		uint64_t rev;
+
+		if (i % 2 == 0)
+			cur = (unsigned)locals[(size_t)rand() % nlocal];
+		v = &p->inv.vms[cur];
+		snprintf(key, sizeof(key), "tag/%s/threat.high", v->name);
+		op = (struct store_op){ i % 2 ? STORE_DEL : STORE_PUT, key, i % 2 ? NULL : "" };
+		if (store_txn(s, &op, 1, NULL, NULL, &rev, err, sizeof(err)) != 0)
+			die("store: %s", err);
+		if (agent_sync(a) < 0)
+			die("tag change %u was not realized", i);
+		agent_info(a, &info);
+		if (info.rev != rev)
+			die("realized %llu, wrote %llu", (unsigned long long)info.rev,
+			    (unsigned long long)rev);
+		lat[i] = (double)info.last_update_us;
+		bytes[i] = (double)info.last_bytes;
+	}
+	res->tag_p50 = bench_quantile(lat, changes, 0.5);
+	res->tag_p99 = bench_quantile(lat, changes, 0.99);
+	res->bytes = bench_quantile(bytes, changes, 0.5);
+	{
+		char fig[64];
+
+		snprintf(fig, sizeof(fig), "tag_commit_us_%s", label);
+		bench_latency(fig, lat, changes, "us");
+		snprintf(fig, sizeof(fig), "tag_netlink_bytes_%s", label);
+		bench_figure(fig, res->bytes, "bytes");
+		snprintf(fig, sizeof(fig), "tag_netlink_bytes_max_%s", label);
+		bench_figure(fig, bench_quantile(bytes, changes, 1.0), "bytes");
+	}
+
+	/* 2: the same policy compiled from scratch and reloaded whole. */
+	{
+		struct backend *be = backend_open("dfwfull", err, sizeof(err));
+		double comp[3], load[3];
+		struct diag d = { 0 };
+
+		if (!be)
+			die("backend: %s", err);
+		for (int r = 0; r < 3; r++) {
+			uint64_t t0 = now_ns();
+			struct gengine *e = gengine_new(&p->inv, p->file, &d);
+			struct plan *pl = plan_compile(p, e, "hv1");
+
+			comp[r] = ms_since(t0);
+			t0 = now_ns();
+			if (backend_load(be, pl, false, NULL, err, sizeof(err)) < 0)
+				die("full load: %s", err);
+			load[r] = ms_since(t0);
+			plan_free(pl);
+			gengine_free(e);
+		}
+		res->full_compile_ms = bench_quantile(comp, 3, 0.5);
+		res->full_load_ms = bench_quantile(load, 3, 0.5);
+		backend_close(be);
+	}
+	agent_free(a);
+	store_close(s);
+	policy_free(p);
+	free(text);
+	free(lat);
+	free(bytes);
+	free(locals);
+	fclose(devnull);
+}
+
+/* --- 3: full compile + commit against nft -f; kernel objects ------------------ */
+
+/* Members a rule side expands to when every member is a rule of its own. */
+static size_t side_members(const struct dfw_policy *p, const struct gengine *e,
+			   const struct dfw_side *side)
+{
+	size_t n = 0;
+
+	if (side->any)
+		return 1;
+	for (size_t i = 0; i < side->nrefs; i++) {
+		const struct dfw_ref *r = &side->refs[i];
+
+		if (r->kind == REF_GROUP) {
+			size_t ncidr;
+
+			gengine_addrs(e, r->idx, &ncidr);
+			n += gengine_count(e, r->idx) + ncidr;
+		} else {
+			n++;
+		}
+	}
+	return n;
+}
+
+static const struct dfw_rule *rule_by_id(const struct dfw_policy *p, uint32_t id)
+{
+	for (size_t i = 0; i < p->nrules; i++)
+		if (p->rules[i].id == id)
+			return &p->rules[i];
+	return NULL;
+}
+
+static void objects(const struct dfw_policy *p, const struct gengine *e, const struct plan *pl,
+		    size_t *ours, size_t *naive)
+{
+	*ours = 0;
+	*naive = 0;
+	for (size_t i = 0; i < pl->nchains; i++)
+		*ours += pl->chains[i].nrules;
+	for (size_t i = 0; i < pl->nsets; i++)
+		*ours += pl->sets[i].nelems;
+	for (size_t i = 0; i < pl->nports; i++) {
+		const struct pchain *c[2] = { plan_find_chain(pl, pl->ports[i].out_chain),
+					      plan_find_chain(pl, pl->ports[i].in_chain) };
+
+		*ours += 5 + pl->ports[i].naddrs; /* 2 maps, MAC, addresses, 2 dispatch */
+		for (int dir = 0; dir < 2; dir++) {
+			for (size_t k = 0; c[dir] && k < c[dir]->nrule_ids; k++) {
+				const struct dfw_rule *r = rule_by_id(p, c[dir]->rule_ids[k]);
+				size_t svcs = r->nsvcs ? r->nsvcs : 1;
+
+				/* out: one rule per destination member; in: per source. */
+				*naive += side_members(p, e, dir == 0 ? &r->dst : &r->src) * svcs;
+			}
+		}
+	}
+}
+
+static void full_vs_nft(unsigned vms, unsigned rules, unsigned groups, const char *label)
+{
+	char *text = NULL, path[256], err[256], fig[64];
+	struct dfw_policy *p = gen_policy(label, 1, vms, vms, groups, rules, &text);
+	struct diag d = { 0 };
+	struct gengine *e = gengine_new(&p->inv, p->file, &d);
+	struct backend *be = backend_open("dfw", err, sizeof(err));
+	double ours[5], nft[3];
+	struct plan *pl = NULL;
+	size_t n_ours, n_naive;
+	FILE *f;
+
+	if (!e || !be)
+		die("setup: %s", err);
+	for (int r = 0; r < 5; r++) {
+		uint64_t t0 = now_ns();
+
+		plan_free(pl);
+		pl = plan_compile(p, e, "hv1");
+		if (backend_load(be, pl, false, NULL, err, sizeof(err)) < 0)
+			die("load: %s", err);
+		ours[r] = ms_since(t0);
+	}
+	snprintf(path, sizeof(path), "%s/%s.nft", tmpdir, label);
+	if (!(f = fopen(path, "w")))
+		die("%s: %s", path, strerror(errno));
+	plan_print_nft(pl, "dfw", f);
+	fclose(f);
+	for (int r = 0; r < 3; r++) {
+		char *flush[] = { (char *)"nft", (char *)"flush", (char *)"ruleset", NULL };
+		char *load[] = { (char *)"nft", (char *)"-f", path, NULL };
+
+		run(flush, NULL);
+		nft[r] = run(load, NULL);
+	}
+	{
+		char *flush[] = { (char *)"nft", (char *)"flush", (char *)"ruleset", NULL };
+
+		run(flush, NULL);
+	}
+	snprintf(fig, sizeof(fig), "full_compile_commit_ms_%s", label);
+	bench_figure(fig, bench_quantile(ours, 5, 0.5), "ms");
+	snprintf(fig, sizeof(fig), "full_nft_f_ms_%s", label);
+	bench_figure(fig, bench_quantile(nft, 3, 0.5), "ms");
+	snprintf(fig, sizeof(fig), "full_speedup_vs_nft_f_%s", label);
+	bench_figure(fig, bench_quantile(nft, 3, 0.5) / bench_quantile(ours, 5, 0.5), "ratio");
+	objects(p, e, pl, &n_ours, &n_naive);
+	snprintf(fig, sizeof(fig), "kernel_objects_%s", label);
+	bench_figure(fig, (double)n_ours, "objects");
+	snprintf(fig, sizeof(fig), "kernel_objects_naive_%s", label);
+	bench_figure(fig, (double)n_naive, "objects");
+	snprintf(fig, sizeof(fig), "kernel_objects_ratio_%s", label);
+	bench_figure(fig, n_naive ? (double)n_ours / (double)n_naive : 0, "ratio");
+	plan_free(pl);
+	backend_close(be);
+	gengine_free(e);
+	policy_free(p);
+	free(text);
+	diag_free(&d);
+}
+
+/* --- 4: set elements per second ------------------------------------------------ */
+
+static void elements_rate(size_t n)
+{
+	struct plan pl = { 0 };
+	struct pset set = { .family = AF_INET };
+	struct backend *be;
+	struct rusage r0, r1;
+	char err[256], path[256];
+	double ours[3], sys[3], nft[3], nft_sys[3];
+	FILE *f;
+
+	snprintf(set.name, sizeof(set.name), "g-bench-4");
+	set.elems = xcalloc(n, sizeof(*set.elems));
+	for (size_t i = 0; i < n; i++) {
+		/* 10.0.0.0 upwards, every other address: no two adjacent. */
+		uint32_t a = htonl(0x0a000000u + 2 * (uint32_t)i + 1);
+
+		set.elems[i].family = AF_INET;
+		set.elems[i].plen = 32;
+		memcpy(set.elems[i].a, &a, 4);
+	}
+	set.nelems = n;
+	pl.sets = &set;
+	pl.nsets = 1;
+	be = backend_open("dfw", err, sizeof(err));
+	if (!be)
+		die("backend: %s", err);
+	for (int r = 0; r < 3; r++) {
+		uint64_t t0 = now_ns();
+
+		getrusage(RUSAGE_SELF, &r0);
+		if (backend_load(be, &pl, false, NULL, err, sizeof(err)) < 0)
+			die("load: %s", err);
+		getrusage(RUSAGE_SELF, &r1);
+		ours[r] = ms_since(t0);
+		sys[r] = (double)(r1.ru_stime.tv_sec - r0.ru_stime.tv_sec) * 1e3 +
+			 (double)(r1.ru_stime.tv_usec - r0.ru_stime.tv_usec) / 1e3;
+	}
+	snprintf(path, sizeof(path), "%s/elements.nft", tmpdir);
+	if (!(f = fopen(path, "w")))
+		die("%s: %s", path, strerror(errno));
+	plan_print_nft(&pl, "dfw", f);
+	fclose(f);
+	for (int r = 0; r < 3; r++) {
+		char *flush[] = { (char *)"nft", (char *)"flush", (char *)"ruleset", NULL };
+		char *load[] = { (char *)"nft", (char *)"-f", path, NULL };
+
+		run(flush, NULL);
+		nft[r] = run(load, &nft_sys[r]);
+	}
+	{
+		double o = bench_quantile(ours, 3, 0.5), s = bench_quantile(sys, 3, 0.5);
+		double t = bench_quantile(nft, 3, 0.5);
+
+		bench_note("%zu IPv4 elements in one interval set, one batch", n);
+		bench_figure("set_elems_per_s_ours", (double)n / (o / 1e3), "elem/s");
+		bench_figure("set_elems_per_s_nft_f", (double)n / (t / 1e3), "elem/s");
+		bench_figure("set_elems_kernel_floor_per_s", (double)n / (s / 1e3), "elem/s");
+		bench_figure("set_elems_ratio_vs_nft_f", t / o, "ratio");
+		bench_figure("set_elems_ratio_vs_kernel_floor", s / o, "ratio");
+	}
+	{
+		char *flush[] = { (char *)"nft", (char *)"flush", (char *)"ruleset", NULL };
+
+		run(flush, NULL);
+	}
+	backend_close(be);
+	free(set.elems);
+}
+
+/* --- 7: a real dfwd's resident memory ------------------------------------------- */
+
+static void dfwd_rss(unsigned vms, unsigned groups, unsigned rules)
+{
+	char *text = NULL, dfwd[600], store[256], sock[256], line[256], status[64];
+	struct dfw_policy *p = gen_policy("rss", 1, vms, vms, groups, rules, &text);
+	struct store *s = store_with("rss", text);
+	long rss = -1;
+	pid_t pid;
+
+	snprintf(dfwd, sizeof(dfwd), "%s/dfwd", bindir);
+	snprintf(store, sizeof(store), "%s/rss.db", tmpdir);
+	snprintf(sock, sizeof(sock), "%s/rss.sock", tmpdir);
+	pid = fork();
+	if (pid == 0) {
+		int fd = open("/dev/null", O_WRONLY);
+
+		dup2(fd, 2);
+		execl(dfwd, dfwd, "--host", "hv1", "--store", store, "--socket", sock,
+		      "--table", "dfwrss", (char *)NULL);
+		_exit(127);
+	}
+	for (int i = 0; i < 600 && access(sock, F_OK) < 0; i++)
+		usleep(100000);
+	if (access(sock, F_OK) < 0)
+		die("dfwd did not come up");
+	snprintf(status, sizeof(status), "/proc/%d/status", (int)pid);
+	{
+		FILE *f = fopen(status, "r");
+
+		while (f && fgets(line, sizeof(line), f))
+			if (sscanf(line, "VmRSS: %ld kB", &rss) == 1)
+				break;
+		if (f)
+			fclose(f);
+	}
+	kill(pid, SIGTERM);
+	waitpid(pid, NULL, 0);
+	bench_note("dfwd realizing %u local vNICs, %u groups, %u rules", vms, groups, rules);
+	bench_figure("dfwd_rss_mib", (double)rss / 1024.0, "MiB");
+	store_close(s);
+	policy_free(p);
+	free(text);
+}
+
+int main(int argc, char **argv)
+{
+	bool tiny = bench_tiny(argc, argv);
+	struct scale_result small, big;
+	char exe[512];
+	ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+
+	if (n <= 0)
+		die("cannot find my own path");
+	exe[n] = '\0';
+	snprintf(bindir, sizeof(bindir), "%s", exe);
+	*strrchr(bindir, '/') = '\0';
+	if (unshare(CLONE_NEWNET) < 0)
+		die("unshare(CLONE_NEWNET): %s (needs root)", strerror(errno));
+	snprintf(tmpdir, sizeof(tmpdir), "/tmp/dfw-bench-XXXXXX");
+	if (!mkdtemp(tmpdir))
+		die("mkdtemp: %s", strerror(errno));
+
+	/* 1 and 2 */
+	tag_changes(tiny ? "100" : "1k", tiny ? 300 : 10000, tiny ? 100 : 1000,
+		    tiny ? 20 : 1000, tiny ? 50 : 1000, tiny ? 20 : 400, &small);
+	tag_changes(tiny ? "300" : "10k", tiny ? 300 : 10000, tiny ? 300 : 10000,
+		    tiny ? 20 : 1000, tiny ? 50 : 1000, tiny ? 20 : 400, &big);
+	bench_figure("tag_commit_p99_ratio_large_vs_small", big.tag_p99 / small.tag_p99, "ratio");
+	bench_figure("full_recompile_ms_large", big.full_compile_ms, "ms");
+	bench_figure("full_reload_ms_large", big.full_load_ms, "ms");
+	bench_figure("tag_vs_full_ratio_large",
+		     big.tag_p50 / 1e3 / (big.full_compile_ms + big.full_load_ms), "ratio");
+
+	/* 3 */
+	full_vs_nft(tiny ? 100 : 1000, tiny ? 100 : 1000, tiny ? 20 : 100, tiny ? "100x100" : "1kx1k");
+
+	/* 4 */
+	elements_rate(tiny ? 2000 : 300000);
+
+	/* 7 */
+	dfwd_rss(tiny ? 300 : 10000, tiny ? 20 : 1000, tiny ? 50 : 1000);
+
+	{
+		char cmd[128];
+
+		snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
+		if (system(cmd) != 0)
+			bench_note("could not remove %s", tmpdir);
+	}
+	return 0;
+}
