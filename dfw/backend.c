@@ -668,11 +668,13 @@ static void addr_elems(struct backend *b, const struct pset *s, const struct dfw
 	size_t ne = 0;
 
 	for (size_t i = 0; i < n; i++) {
-		if (s->family) {
+		if (s->interval) {
 			ne += interval_elems(&addrs[i], &el[ne]);
-		} else { /* a vNIC id */
-			memcpy(el[ne].key, addrs[i].a, 4);
-			el[ne++].key_len = 4;
+		} else { /* a host address or a vNIC id */
+			size_t len = s->family ? addr_len(s->family) : 4;
+
+			memcpy(el[ne].key, addrs[i].a, len);
+			el[ne++].key_len = (uint32_t)len;
 		}
 	}
 	elems_msg(b, NFPROTO_INET, s->name, el, ne, type);
@@ -682,7 +684,7 @@ static void addr_elems(struct backend *b, const struct pset *s, const struct dfw
 static void set_add(struct backend *b, const struct pset *s)
 {
 	struct set_spec spec = {
-		s->name, NFPROTO_INET, NFT_SET_INTERVAL,
+		s->name, NFPROTO_INET, s->interval ? NFT_SET_INTERVAL : 0,
 		s->family == AF_INET ? TYPE_IPADDR : TYPE_IP6ADDR,
 		(uint32_t)addr_len(s->family), 0, 0, BO_BIG, 0
 	};

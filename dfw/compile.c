@@ -162,12 +162,13 @@ static void add_member_addrs(void *arg, size_t vm)
 }
 
 /* The set of a group for one family, created on first use. */
+/* The set of a group's VM addresses for one family (a hash set: the
+ * kernel updates it in constant time, where an interval set's commit cost
+ * grows with its size), created on first use. */
 static const char *group_set(struct builder *b, size_t group, uint8_t family)
 {
 	char name[PLAN_NAME_MAX];
 	struct member_ctx c = { &b->p->inv, NULL };
-	const struct dfw_addr *cidrs;
-	size_t ncidrs;
 	struct pset *s;
 
 	group_set_name(b->p->inv.groups[group].name, family, name, sizeof(name));
@@ -175,7 +176,31 @@ static const char *group_set(struct builder *b, size_t group, uint8_t family)
 		return s->name;
 	s = c.set = new_set(b, name, family);
 	gengine_foreach_member(b->e, group, add_member_addrs, &c);
+	set_normalize(s);
+	return s->name;
+}
+
+/* The interval set of a group's IP/CIDR members for one family, or NULL
+ * when it has none.  These come from the policy alone: tags never touch
+ * them. */
+static const char *group_net_set(struct builder *b, size_t group, uint8_t family)
+{
+	char name[PLAN_NAME_MAX];
+	const struct dfw_addr *cidrs;
+	size_t ncidrs, n = 0;
+	struct pset *s;
+
 	cidrs = gengine_addrs(b->e, group, &ncidrs);
+	for (size_t i = 0; i < ncidrs; i++)
+		n += cidrs[i].family == family;
+	if (!n)
+		return NULL;
+	group_set_name(b->p->inv.groups[group].name, family, name, sizeof(name));
+	strncat(name, "n", sizeof(name) - strlen(name) - 1);
+	if ((s = find_set_mut(b, name)))
+		return s->name;
+	s = new_set(b, name, family);
+	s->interval = true;
 	for (size_t i = 0; i < ncidrs; i++)
 		if (cidrs[i].family == family)
 			set_push(s, &cidrs[i]);
@@ -227,6 +252,7 @@ static const char *literal_set(struct builder *b, const struct dfw_side *side,
 		return s->name;
 	}
 	s = new_set(b, name, family);
+	s->interval = true;
 	s->elems = tmp.elems;
 	s->nelems = tmp.nelems;
 	s->cap = tmp.cap;
@@ -259,6 +285,10 @@ static size_t side_sets(struct builder *b, const struct dfw_side *side, struct s
 			out[n].family = fams[f];
 			name = group_set(b, side->refs[i].idx, fams[f]);
 			snprintf(out[n++].set, PLAN_NAME_MAX, "%s", name);
+			if ((name = group_net_set(b, side->refs[i].idx, fams[f]))) {
+				out[n].family = fams[f];
+				snprintf(out[n++].set, PLAN_NAME_MAX, "%s", name);
+			}
 		}
 		if ((name = literal_set(b, side, fams[f]))) {
 			out[n].family = fams[f];
@@ -426,8 +456,8 @@ static void emit_sides(struct builder *b, struct chain_build *cb, const struct d
 static void compile_rule(struct builder *b, struct chain_build *cb,
 			 const struct dfw_rule *r, bool out)
 {
-	struct side_set *ss = xcalloc(2 * r->src.nrefs + 4, sizeof(*ss));
-	struct side_set *ds = xcalloc(2 * r->dst.nrefs + 4, sizeof(*ds));
+	struct side_set *ss = xcalloc(4 * r->src.nrefs + 4, sizeof(*ss));
+	struct side_set *ds = xcalloc(4 * r->dst.nrefs + 4, sizeof(*ds));
 	size_t ns = side_sets(b, &r->src, ss), nd = side_sets(b, &r->dst, ds);
 	struct dfw_service any = { 0 };
 	const struct dfw_service *svcs = r->nsvcs ? r->svcs : &any;
@@ -872,8 +902,6 @@ void plan_member_delta(const struct plan *pl, const struct gengine *e,
 {
 	static const uint8_t fams[] = { AF_INET, AF_INET6 };
 	const struct vm *v = &p->inv.vms[vm];
-	const struct dfw_addr *cidrs;
-	size_t ncidrs;
 
 	/* The group's local vNIC id sets (guarded rules), when the VM is local. */
 	{
@@ -896,7 +924,6 @@ void plan_member_delta(const struct plan *pl, const struct gengine *e,
 				PUSH(d->elem_del, d->nelem_del, ((struct pelem_change){ s, id }));
 		}
 	}
-	cidrs = gengine_addrs(e, group, &ncidrs);
 	for (size_t f = 0; f < ARRAY_SIZE(fams); f++) {
 		char name[PLAN_NAME_MAX];
 		const struct pset *s;
@@ -906,15 +933,8 @@ void plan_member_delta(const struct plan *pl, const struct gengine *e,
 			continue; /* no rule uses this group */
 		for (size_t i = 0; i < v->naddrs; i++) {
 			const struct dfw_addr *a = &v->addrs[i];
-			bool covered = false;
 
-			if (a->family != fams[f])
-				continue;
-			for (size_t c = 0; c < ncidrs && !covered; c++)
-				covered = addr_contains(&cidrs[c], a);
-			/* A member inside one of the group's CIDRs is no element
-			 * of its own (set_normalize); nothing changes. */
-			if (covered || joined == set_has(s, a))
+			if (a->family != fams[f] || joined == set_has(s, a))
 				continue;
 			if (joined)
 				PUSH(d->elem_add, d->nelem_add, ((struct pelem_change){ s, *a }));

@@ -4,8 +4,9 @@
  * A plan is what the host's nftables should hold (docs/DATAPLANE.md):
  *   - one port per local vNIC: its id, MAC and addresses (anti-spoofing), and
  *     the names of its out-policy and in-policy chains;
- *   - address sets: one per group and family (dynamic members), plus
- *     content-named sets for literal addresses in rules;
+ *   - address sets: per group and family, a hash set of its VMs' addresses
+ *     (tags change these) and, when it has IP/CIDR members, an interval set
+ *     of those; content-named sets for literal addresses in rules;
  *   - policy chains named by a hash of their content, so vNICs with the same
  *     rule list share one chain.  applied_to groups that tags cannot change
  *     shape the chains; rules applied to groups that tags can change are in
@@ -60,12 +61,15 @@ struct pchain {
 	size_t refs;        /* ports dispatching to it */
 };
 
-/* An address set (family AF_INET / AF_INET6, interval elements), or a set
- * of local vNIC ids (family 0: each element's id in a[0..3], host order;
- * dst says whether it is matched against the destination's id). */
+/* An address set (family AF_INET / AF_INET6): a hash set of host
+ * addresses (a group's VMs), or with interval set, of prefixes (a group's
+ * CIDRs, literal addresses of rules).  Or a set of local vNIC ids (family
+ * 0: each element's id in a[0..3], host order; dst: matched against the
+ * destination's id). */
 struct pset {
 	char name[PLAN_NAME_MAX];
 	uint8_t family;
+	bool interval;
 	bool dst;
 	struct dfw_addr *elems;  /* sorted, disjoint */
 	size_t nelems, cap;
@@ -127,10 +131,9 @@ void plan_diff_free(struct plan_diff *d);
 bool plan_diff_empty(const struct plan_diff *d);
 
 /* Incremental path: the set-element changes one membership delta causes in
- * the installed plan pl (the sets of a group used by rules), appended to d;
- * pointers in d borrow from pl.  A delta that can change which rules apply
- * at a vNIC (an applied_to group) needs a full compile instead: callers
- * check that.  Cost: the VM's addresses x the group's CIDRs. */
+ * the installed plan pl (the group's address sets and, for a local VM, its
+ * vNIC-id sets), appended to d; pointers in d borrow from pl.  Cost: the
+ * VM's addresses, whatever the size of the policy. */
 void plan_member_delta(const struct plan *pl, const struct gengine *e,
 		       const struct dfw_policy *p, size_t group, size_t vm,
 		       bool joined, struct plan_diff *d);

@@ -147,8 +147,9 @@ void plan_print_nft(const struct plan *pl, const char *table, FILE *f)
 		const struct pset *s = &pl->sets[i];
 
 		if (s->family)
-			fprintf(f, "\tset %s {\n\t\ttype %s\n\t\tflags interval\n", s->name,
-				s->family == AF_INET ? "ipv4_addr" : "ipv6_addr");
+			fprintf(f, "\tset %s {\n\t\ttype %s\n%s", s->name,
+				s->family == AF_INET ? "ipv4_addr" : "ipv6_addr",
+				s->interval ? "\t\tflags interval\n" : "");
 		else
 			fprintf(f, "\tset %s {\n\t\ttype %s\n", s->name, s->dst ? "classid" : "mark");
 		print_elems(s, f);

@@ -823,14 +823,21 @@ static void test_minimal(void)
 
 	GOLDEN("tests/golden/minimal.nft", text);
 	CU_ASSERT_EQUAL_FATAL(pl->nports, 1);
-	CU_ASSERT_EQUAL(pl->nsets, 2);
-	/* CIDR members cover the VMs' addresses: covered elements go. */
-	CU_ASSERT_TRUE(set_is(pl, "g-lan-4", "10.30.0.0/16, 192.0.2.1"));
+	/* VM members in hash sets (constant-time updates); IP/CIDR members in
+	 * an interval set of their own, normalized: 10.30.0.0/24 lies inside
+	 * 10.30.0.0/16. */
+	CU_ASSERT_EQUAL(pl->nsets, 3);
+	CU_ASSERT_TRUE(set_is(pl, "g-lan-4", "10.30.0.5, 10.30.1.1"));
 	CU_ASSERT_TRUE(set_is(pl, "g-lan-6", "fd00:30::5"));
+	CU_ASSERT_TRUE(set_is(pl, "g-lan-4n", "10.30.0.0/16, 192.0.2.1"));
+	CU_ASSERT_FALSE(plan_find_set(pl, "g-lan-4")->interval);
+	CU_ASSERT_TRUE(plan_find_set(pl, "g-lan-4n")->interval);
+	CU_ASSERT_PTR_NULL(plan_find_set(pl, "g-lan-6n"));
 	out = plan_find_chain(pl, pl->ports[0].out_chain);
 	in = plan_find_chain(pl, pl->ports[0].in_chain);
 	CU_ASSERT_FATAL(out && in);
-	CU_ASSERT_EQUAL(out->nrules, 3);
+	/* Rule 1 once per source set (g-lan-4, g-lan-4n, g-lan-6), default. */
+	CU_ASSERT_EQUAL(out->nrules, 4);
 	CU_ASSERT_EQUAL(verdict_of(out, 1, 0), PV_DROP);
 	CU_ASSERT_EQUAL(verdict_of(out, 0, 0), PV_RETURN); /* default allow, out */
 	CU_ASSERT_EQUAL(in->nrules, 1); /* only the default */
