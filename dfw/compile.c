@@ -57,26 +57,13 @@ struct name_index {
 	size_t n;
 };
 
-/* vNICs that the same restricted (applied_to) rules reach share chains. */
-struct sig_entry {
-	uint8_t *bits;     /* one bit per restricted rule */
-	uint64_t hash;
-	char out[PLAN_NAME_MAX], in[PLAN_NAME_MAX];
-};
-
 struct builder {
 	const struct dfw_policy *p;
 	const struct gengine *e;
 	const char *host;
 	struct plan *pl;
-	uint8_t *dynamic;       /* per group: 0 unknown, 1 static, 2 tags change it */
 	size_t capsets, capchains;
 	struct name_index sets_by_name;
-	size_t *restricted;     /* indexes of enabled rules with applied_to */
-	size_t nrestricted;
-	uint8_t *cur_sig;       /* signature of the vNIC being compiled */
-	struct sig_entry *sigs;
-	size_t nsigs, capsigs;
 };
 
 static uint64_t fnv1a(uint64_t h, const void *data, size_t len);
@@ -376,42 +363,13 @@ static void emit(struct chain_build *cb, uint32_t id, const char *guard, uint8_t
 	}
 }
 
-static bool criteria_use_tags(const struct criterion *c, size_t n)
+/* A rule applied to groups sits in the host's one chain behind a lookup of
+ * the vNIC id in the groups' id sets (port_set): which rules apply to a
+ * vNIC then never shapes chains, and a tag that moves a VM between
+ * applied-to groups edits set elements only. */
+static bool rule_guarded(const struct dfw_rule *r)
 {
-	for (size_t i = 0; i < n; i++)
-		for (size_t j = 0; j < c[i].nconds; j++)
-			if (c[i].conds[j].field == COND_TAG)
-				return true;
-	return false;
-}
-
-/* Whether tags can change a group's members: tag criteria of its own or of
- * a group it includes or excludes.  (Nesting has no cycles: validated.) */
-static bool group_dynamic(struct builder *b, size_t g)
-{
-	const struct group_def *gd = &b->p->inv.groups[g];
-	bool dyn;
-
-	if (b->dynamic[g])
-		return b->dynamic[g] == 2;
-	dyn = criteria_use_tags(gd->match, gd->nmatch) ||
-	      criteria_use_tags(gd->exclude_match, gd->nexclude_match);
-	for (size_t i = 0; i < gd->nincludes && !dyn; i++)
-		dyn = group_dynamic(b, gd->includes[i]);
-	for (size_t i = 0; i < gd->nexclude_groups && !dyn; i++)
-		dyn = group_dynamic(b, gd->exclude_groups[i]);
-	b->dynamic[g] = dyn ? 2 : 1;
-	return dyn;
-}
-
-/* A rule applied to some group that tags can change: it sits in the
- * shared chains behind a lookup of the vNIC id (port_set). */
-static bool rule_guarded(struct builder *b, const struct dfw_rule *r)
-{
-	for (size_t i = 0; !r->applied_everywhere && i < r->napplied; i++)
-		if (group_dynamic(b, r->applied_to[i]))
-			return true;
-	return false;
+	return !r->applied_everywhere;
 }
 
 struct port_ctx {
@@ -462,7 +420,7 @@ static void compile_rule(struct builder *b, struct chain_build *cb,
 	struct dfw_service any = { 0 };
 	const struct dfw_service *svcs = r->nsvcs ? r->svcs : &any;
 	size_t nsvcs = r->nsvcs ? r->nsvcs : 1;
-	bool guarded = rule_guarded(b, r);
+	bool guarded = rule_guarded(r);
 	size_t nguards = guarded ? r->napplied : 1;
 
 	for (size_t g = 0; g < nguards; g++) {
@@ -511,29 +469,6 @@ static void emit_sides(struct builder *b, struct chain_build *cb, const struct d
 	}
 }
 
-static bool applies_to(struct builder *b, const struct dfw_rule *r, size_t vm)
-{
-	if (r->applied_everywhere || rule_guarded(b, r))
-		return true;
-	for (size_t i = 0; i < r->napplied; i++)
-		if (gengine_is_member(b->e, r->applied_to[i], vm))
-			return true;
-	return false;
-}
-
-/* The vNIC's signature: which restricted rules apply to it.  Every vNIC
- * with the same signature gets the same chains, so they are built once. */
-static uint64_t vnic_signature(struct builder *b, size_t vm)
-{
-	size_t bytes = (b->nrestricted + 7) / 8;
-
-	memset(b->cur_sig, 0, bytes);
-	for (size_t i = 0; i < b->nrestricted; i++)
-		if (applies_to(b, &b->p->rules[b->restricted[i]], vm))
-			b->cur_sig[i / 8] |= (uint8_t)(1u << (i % 8));
-	return fnv1a(FNV_INIT, b->cur_sig, bytes);
-}
-
 static uint64_t hash_rules(const struct prule *rules, size_t n)
 {
 	uint64_t h = FNV_INIT;
@@ -560,8 +495,9 @@ static void free_rules(struct prule *rules, size_t n)
 	free(rules);
 }
 
-/* Builds the out or in chain of a vNIC; returns its (shared) name. */
-static const char *vnic_chain(struct builder *b, size_t vm, bool out)
+/* Builds the host's out or in chain: every enabled rule of that direction
+ * (rules with applied_to behind their vNIC-id guards), then the default. */
+static const char *vnic_chain(struct builder *b, bool out)
 {
 	const struct dfw_policy *p = b->p;
 	struct chain_build cb = { 0 };
@@ -573,8 +509,7 @@ static const char *vnic_chain(struct builder *b, size_t vm, bool out)
 	for (size_t i = 0; i < p->nrules; i++) {
 		const struct dfw_rule *r = &p->rules[i];
 
-		if (r->disabled || !(r->dir & (out ? DIR_OUT : DIR_IN)) ||
-		    !applies_to(b, r, vm))
+		if (r->disabled || !(r->dir & (out ? DIR_OUT : DIR_IN)))
 			continue;
 		compile_rule(b, &cb, r, out);
 		ids = xrealloc(ids, (nids + 1) * sizeof(*ids));
@@ -584,8 +519,7 @@ static const char *vnic_chain(struct builder *b, size_t vm, bool out)
 	snprintf(name, sizeof(name), "%c-%016llx", out ? 'o' : 'i',
 		 (unsigned long long)hash_rules(cb.rules, cb.n));
 	for (size_t i = 0; i < b->pl->nchains; i++) {
-		if (!strcmp(b->pl->chains[i].name, name)) {
-			b->pl->chains[i].refs++;
+		if (!strcmp(b->pl->chains[i].name, name)) { /* same content both ways */
 			free_rules(cb.rules, cb.n);
 			free(ids);
 			return b->pl->chains[i].name;
@@ -601,34 +535,6 @@ static const char *vnic_chain(struct builder *b, size_t vm, bool out)
 	c->nrule_ids = nids;
 	c->refs = 1;
 	return c->name;
-}
-
-/* Points a port at its chains, building them on the first vNIC of each
- * signature.  Chain refs count the ports using them. */
-static void vnic_chains(struct builder *b, size_t vm, struct pport *pp)
-{
-	uint64_t h = vnic_signature(b, vm);
-	size_t bytes = (b->nrestricted + 7) / 8;
-	struct sig_entry *e = NULL;
-
-	for (size_t i = 0; i < b->nsigs; i++)
-		if (b->sigs[i].hash == h && !memcmp(b->sigs[i].bits, b->cur_sig, bytes))
-			e = &b->sigs[i];
-	if (!e) {
-		grow((void **)&b->sigs, &b->capsigs, b->nsigs + 1, sizeof(*b->sigs));
-		e = &b->sigs[b->nsigs++];
-		e->hash = h;
-		e->bits = xmalloc(bytes + 1);
-		memcpy(e->bits, b->cur_sig, bytes);
-		snprintf(e->out, sizeof(e->out), "%s", vnic_chain(b, vm, true));
-		snprintf(e->in, sizeof(e->in), "%s", vnic_chain(b, vm, false));
-	} else {
-		for (size_t i = 0; i < b->pl->nchains; i++)
-			if (!strcmp(b->pl->chains[i].name, e->out) || !strcmp(b->pl->chains[i].name, e->in))
-				b->pl->chains[i].refs++;
-	}
-	snprintf(pp->out_chain, sizeof(pp->out_chain), "%s", e->out);
-	snprintf(pp->in_chain, sizeof(pp->in_chain), "%s", e->in);
 }
 
 /* IPv6 link-local address the kernel derives from the MAC (EUI-64). */
@@ -668,17 +574,11 @@ struct plan *plan_compile(const struct dfw_policy *p, const struct gengine *e,
 			  const char *host)
 {
 	struct builder b = { .p = p, .e = e };
+	char out_chain[PLAN_NAME_MAX] = "", in_chain[PLAN_NAME_MAX] = "";
 	size_t nlocal = 0;
 
 	b.pl = xcalloc(1, sizeof(*b.pl));
 	b.host = host;
-	b.dynamic = xcalloc(p->inv.ngroups + 1, sizeof(*b.dynamic));
-	b.restricted = xcalloc(p->nrules, sizeof(*b.restricted));
-	for (size_t i = 0; i < p->nrules; i++)
-		if (!p->rules[i].disabled && !p->rules[i].applied_everywhere &&
-		    !rule_guarded(&b, &p->rules[i]))
-			b.restricted[b.nrestricted++] = i;
-	b.cur_sig = xcalloc((b.nrestricted + 7) / 8 + 1, 1);
 	for (size_t i = 0; i < p->inv.nvms; i++)
 		nlocal += !strcmp(p->inv.vms[i].host, host);
 	b.pl->ports = xcalloc(nlocal, sizeof(*b.pl->ports));
@@ -700,14 +600,15 @@ struct plan *plan_compile(const struct dfw_policy *p, const struct gengine *e,
 		/* "::" is the source of IPv6 duplicate address detection. */
 		pp->addrs[pp->naddrs++] = (struct dfw_addr){ .family = AF_INET6, .plen = 128 };
 		qsort(pp->addrs, pp->naddrs, sizeof(*pp->addrs), cmp_addr);
-		vnic_chains(&b, i, pp);
+		if (!out_chain[0]) {
+			snprintf(out_chain, sizeof(out_chain), "%s", vnic_chain(&b, true));
+			snprintf(in_chain, sizeof(in_chain), "%s", vnic_chain(&b, false));
+		}
+		snprintf(pp->out_chain, sizeof(pp->out_chain), "%s", out_chain);
+		snprintf(pp->in_chain, sizeof(pp->in_chain), "%s", in_chain);
 	}
-	for (size_t i = 0; i < b.nsigs; i++)
-		free(b.sigs[i].bits);
-	free(b.sigs);
-	free(b.cur_sig);
-	free(b.restricted);
-	free(b.dynamic);
+	for (size_t i = 0; i < b.pl->nchains; i++)
+		b.pl->chains[i].refs = b.pl->nports;
 	free(b.sets_by_name.hash);
 	free(b.sets_by_name.pos);
 	if (b.pl->nports)

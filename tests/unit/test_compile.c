@@ -602,17 +602,15 @@ static void test_applied(void)
 	db1 = plan_find_port(pl, "vnet-db1");
 	db2 = plan_find_port(pl, "vnet-db2");
 	CU_ASSERT_FATAL(web1 && web2 && db1 && db2);
-	/* "db" is static (name criteria): its rules shape the chains, so web
-	 * and database vNICs get different in chains.  "web" is tag-driven:
-	 * its rules sit in every chain behind its vNIC-id sets, so one out
-	 * chain serves all. */
-	CU_ASSERT_EQUAL(pl->nchains, 3);
+	/* Rules applied to groups sit in the host's one out chain and one in
+	 * chain behind their groups' vNIC-id sets, so every vNIC shares them. */
+	CU_ASSERT_EQUAL(pl->nchains, 2);
 	CU_ASSERT_STRING_EQUAL(web1->out_chain, web2->out_chain);
 	CU_ASSERT_STRING_EQUAL(web1->in_chain, web2->in_chain);
 	CU_ASSERT_STRING_EQUAL(db1->out_chain, db2->out_chain);
 	CU_ASSERT_STRING_EQUAL(db1->in_chain, db2->in_chain);
 	CU_ASSERT_STRING_EQUAL(web1->out_chain, db1->out_chain);
-	CU_ASSERT_STRING_NOT_EQUAL(web1->in_chain, db1->in_chain);
+	CU_ASSERT_STRING_EQUAL(web1->in_chain, db1->in_chain);
 	{
 		const struct pset *ids = plan_find_set(pl, "p-web-i");
 		uint32_t a = 0, b = 0;
@@ -624,18 +622,21 @@ static void test_applied(void)
 		CU_ASSERT_TRUE((a == web1->id && b == web2->id) || (a == web2->id && b == web1->id));
 	}
 
-	/* Web in: 10 and 25 (everywhere), 20 (web); not 21 or 50 (db). */
+	/* In: 10 and 25 (everywhere), 20 (web, guarded), 21 and 50 (db,
+	 * guarded), in evaluation order. */
 	c = plan_find_chain(pl, web1->in_chain);
-	CU_ASSERT_FATAL(c && c->nrule_ids == 3);
+	CU_ASSERT_FATAL(c && c->nrule_ids == 5);
 	CU_ASSERT_EQUAL(c->rule_ids[0], 10);
 	CU_ASSERT_EQUAL(c->rule_ids[1], 20);
-	CU_ASSERT_EQUAL(c->rule_ids[2], 25);
+	CU_ASSERT_EQUAL(c->rule_ids[2], 21);
+	CU_ASSERT_EQUAL(c->rule_ids[3], 25);
+	CU_ASSERT_EQUAL(c->rule_ids[4], 50);
 	/* Rule 10: tcp/22 from the literal set, once per family. */
 	CU_ASSERT_EQUAL(count_rules(c, 10), 2);
 	CU_ASSERT_EQUAL(count_rules(c, 20), 6); /* 3 services x 2 families */
 	CU_ASSERT_EQUAL(count_rules(c, 25), 2); /* icmp in v4, icmpv6 in v6 */
-	CU_ASSERT_EQUAL(c->refs, 2);
-	/* Web out: 22 (web), 30 and 31 (everywhere, out); 40 is disabled. */
+	CU_ASSERT_EQUAL(c->refs, 4);
+	/* Out: 22 (web, guarded), 30 and 31 (everywhere, out); 40 is disabled. */
 	c = plan_find_chain(pl, web1->out_chain);
 	CU_ASSERT_FATAL(c && c->nrule_ids == 3);
 	CU_ASSERT_EQUAL(c->rule_ids[0], 22);
@@ -656,16 +657,11 @@ static void test_applied(void)
 	CU_ASSERT_EQUAL(count_rules(c, 0), 2);
 	CU_ASSERT_EQUAL(verdict_of(c, 0, 0), PV_REJECT_TCP);
 	CU_ASSERT_EQUAL(verdict_of(c, 0, 1), PV_REJECT_ICMPX);
-	/* Db in: 10, 20 (web, guarded), 21 (db), 25 (everywhere), 50 (db);
-	 * db out is the shared out chain: 22 (guarded), 30, 31. */
+	/* Rule 50 (in, db, guarded by the db ids) drops. */
 	c = plan_find_chain(pl, db1->in_chain);
-	CU_ASSERT_FATAL(c && c->nrule_ids == 5);
-	CU_ASSERT_EQUAL(c->rule_ids[0], 10);
-	CU_ASSERT_EQUAL(c->rule_ids[1], 20);
-	CU_ASSERT_EQUAL(c->rule_ids[2], 21);
-	CU_ASSERT_EQUAL(c->rule_ids[3], 25);
-	CU_ASSERT_EQUAL(c->rule_ids[4], 50);
+	CU_ASSERT_FATAL(c != NULL);
 	CU_ASSERT_EQUAL(verdict_of(c, 50, 0), PV_DROP);
+	CU_ASSERT_EQUAL(c->rules[0].items[0].kind, PI_NFPROTO); /* rule 10: unguarded */
 	CU_ASSERT_EQUAL(count_rules(c, 50), 2);
 	c = plan_find_chain(pl, db1->out_chain);
 	CU_ASSERT_FATAL(c && c->nrule_ids == 3);
@@ -679,7 +675,11 @@ static void test_applied(void)
 		CU_ASSERT_FALSE(chain_has_rule(&pl->chains[i], 40));
 
 	/* Literal sets: vm:admin plus CIDRs, normalized, named by content. */
-	CU_ASSERT_EQUAL(pl->nsets, 10); /* web, db x 2; two literal pairs; web ids x 2 */
+	/* web, db x 2; two literal pairs; web ids both ways; db ids for its
+	 * inbound rules only. */
+	CU_ASSERT_EQUAL(pl->nsets, 11);
+	CU_ASSERT_PTR_NOT_NULL(plan_find_set(pl, "p-db-i"));
+	CU_ASSERT_PTR_NULL(plan_find_set(pl, "p-db-o"));
 	{
 		size_t lit = 0;
 
