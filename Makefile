@@ -80,7 +80,8 @@ $(BUILD)/dfw-gen: $(BUILD)/sim/dfw-gen.o $(BUILD)/libdfw.a
 
 # Each tests/bench/bench-NAME.c is one program; tests/bench/bench.c is the
 # shared reporting code.
-$(BUILD)/bench-%: $(BUILD)/tests/bench/bench-%.o $(BUILD)/tests/bench/bench.o $(BUILD)/libdfw.a
+# Each needs dfw-gen (it writes the synthetic datacenters) beside it.
+$(BUILD)/bench-%: $(BUILD)/tests/bench/bench-%.o $(BUILD)/tests/bench/bench.o $(BUILD)/libdfw.a | $(BUILD)/dfw-gen
 	$(call quiet,LD,$@)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(UNIT): $(UNIT_SRCS:%.c=$(BUILD)/%.o) $(BUILD)/libdfw.a
