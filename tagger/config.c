@@ -41,6 +41,7 @@ struct parser {
 	struct ini_sec *secs_sorted; /* by name, for lookups */
 	size_t nsecs, capsecs;
 	size_t nsecs_parse;          /* secs[] without repeated sections */
+	size_t capvms, caprules;
 	struct dfw_policy *p;
 };
 
@@ -459,7 +460,7 @@ static void parse_vm(struct parser *ps, const char *sec, const char *name)
 	const char *v;
 
 	check_keys(ps, sec, vm_keys, ARRAY_SIZE(vm_keys));
-	inv->vms = xrealloc(inv->vms, (inv->nvms + 1) * sizeof(*inv->vms));
+	grow((void **)&inv->vms, &ps->capvms, inv->nvms + 1, sizeof(*inv->vms));
 	vm = &inv->vms[inv->nvms++];
 	memset(vm, 0, sizeof(*vm));
 	vm->name = xstrdup(name);
@@ -840,7 +841,7 @@ static void parse_rule(struct parser *ps, const char *sec, const char *idstr)
 	const char *v;
 
 	check_keys(ps, sec, rule_keys, ARRAY_SIZE(rule_keys));
-	p->rules = xrealloc(p->rules, (p->nrules + 1) * sizeof(*p->rules));
+	grow((void **)&p->rules, &ps->caprules, p->nrules + 1, sizeof(*p->rules));
 	r = &p->rules[p->nrules++];
 	memset(r, 0, sizeof(*r));
 	r->line = sec_line(ps, sec);
@@ -848,10 +849,6 @@ static void parse_rule(struct parser *ps, const char *sec, const char *idstr)
 		diag_add(ps->d, ps->file, r->line,
 			 "rule id '%s' must be a number from 1 to 4294967295", idstr);
 	r->id = (uint32_t)id;
-	for (size_t i = 0; i + 1 < p->nrules; i++)
-		if (p->rules[i].id == r->id && r->id)
-			diag_add(ps->d, ps->file, r->line, "rule id %u already used at line %d",
-				 r->id, p->rules[i].line);
 	r->name = xstrdup((v = get(ps, sec, "name")) ? v : "");
 	r->category = (enum dfw_category)get_word(ps, sec, "category", category_names,
 						  CAT_COUNT, CAT_APPLICATION);
@@ -878,17 +875,33 @@ static void parse_rule(struct parser *ps, const char *sec, const char *idstr)
 	r->disabled = get_bool(ps, sec, "disabled", false);
 }
 
-/* An inventory item that must be unique, with the VM that holds it. */
+/* An inventory item that must be unique, with the VM that holds it:
+ * compact typed keys, so that 100k VMs sort in a few megabytes. */
+enum owned_kind { OWN_MAC, OWN_PORT, OWN_ADDR };
+
 struct owned {
-	char key[160];
+	enum owned_kind kind;
 	size_t vm;
+	union {
+		uint8_t mac[6];
+		struct dfw_addr addr;
+	} u;
 };
 
-static int cmp_owned(const void *x, const void *y)
+static int cmp_owned(const void *x, const void *y, void *arg)
 {
 	const struct owned *a = x, *b = y;
-	int c = strcmp(a->key, b->key);
+	const struct vm *vms = arg;
+	int c = (int)a->kind - (int)b->kind;
 
+	if (!c && a->kind == OWN_MAC)
+		c = memcmp(a->u.mac, b->u.mac, 6);
+	if (!c && a->kind == OWN_ADDR)
+		c = addr_cmp(&a->u.addr, &b->u.addr);
+	if (!c && a->kind == OWN_PORT) {
+		c = strcmp(vms[a->vm].host, vms[b->vm].host);
+		c = c ? c : strcmp(vms[a->vm].port, vms[b->vm].port);
+	}
 	return c ? c : (a->vm < b->vm ? -1 : a->vm > b->vm);
 }
 
@@ -901,29 +914,40 @@ static void check_inventory(struct parser *ps)
 
 	for (size_t i = 0; i < inv->nvms; i++) {
 		const struct vm *vm = &inv->vms[i];
-		char buf[INET6_ADDRSTRLEN + 8];
 
 		grow((void **)&o, &cap, n + 2 + vm->naddrs, sizeof(*o));
-		mac_format(vm->mac, buf, sizeof(buf));
-		snprintf(o[n].key, sizeof(o[n].key), "MAC %s", buf);
-		o[n++].vm = i;
-		snprintf(o[n].key, sizeof(o[n].key), "port %.15s on host %.64s", vm->port, vm->host);
-		o[n++].vm = i;
-		for (size_t a = 0; a < vm->naddrs; a++) {
-			addr_format(&vm->addrs[a], buf, sizeof(buf));
-			snprintf(o[n].key, sizeof(o[n].key), "address %s", buf);
-			o[n++].vm = i;
-		}
+		o[n] = (struct owned){ .kind = OWN_MAC, .vm = i };
+		memcpy(o[n++].u.mac, vm->mac, 6);
+		o[n++] = (struct owned){ .kind = OWN_PORT, .vm = i };
+		for (size_t a = 0; a < vm->naddrs; a++)
+			o[n++] = (struct owned){ .kind = OWN_ADDR, .vm = i, .u.addr = vm->addrs[a] };
 	}
 	if (n)
-		qsort(o, n, sizeof(*o), cmp_owned);
+		qsort_r(o, n, sizeof(*o), cmp_owned, inv->vms);
 	for (size_t i = 1; i < n; i++) {
 		const struct vm *a = &inv->vms[o[i].vm], *b = &inv->vms[o[i - 1].vm];
+		char what[128];
 
-		if (strcmp(o[i].key, o[i - 1].key) || o[i].vm == o[i - 1].vm)
+		if (o[i].vm == o[i - 1].vm || o[i].kind != o[i - 1].kind)
 			continue;
+		if (o[i].kind == OWN_MAC && !memcmp(o[i].u.mac, o[i - 1].u.mac, 6)) {
+			char mac[18];
+
+			mac_format(o[i].u.mac, mac, sizeof(mac));
+			snprintf(what, sizeof(what), "MAC %s", mac);
+		} else if (o[i].kind == OWN_ADDR && !addr_cmp(&o[i].u.addr, &o[i - 1].u.addr)) {
+			char buf[64];
+
+			addr_format(&o[i].u.addr, buf, sizeof(buf));
+			snprintf(what, sizeof(what), "address %s", buf);
+		} else if (o[i].kind == OWN_PORT && !strcmp(a->host, b->host) &&
+			   !strcmp(a->port, b->port)) {
+			snprintf(what, sizeof(what), "port %s on host %s", a->port, a->host);
+		} else {
+			continue;
+		}
 		diag_add(ps->d, ps->file, a->line, "VM %s: %s already used by VM %s",
-			 a->name, o[i].key, b->name);
+			 a->name, what, b->name);
 	}
 	free(o);
 }
@@ -977,6 +1001,30 @@ static size_t *name_index(const void *base, size_t n, size_t stride)
 	if (n)
 		qsort_r(idx, n, sizeof(*idx), cmp_name_at, (void *)&(struct name_ctx){ base, stride });
 	return idx;
+}
+
+static int cmp_rule_id(const void *x, const void *y)
+{
+	const struct dfw_rule *a = x, *b = y;
+
+	if (a->id != b->id)
+		return a->id < b->id ? -1 : 1;
+	return a->line - b->line;
+}
+
+/* Rule ids are unique: sorted by id, neighbours differ. */
+static void check_rule_ids(struct parser *ps)
+{
+	struct dfw_rule *by_id = xcalloc(ps->p->nrules + 1, sizeof(*by_id));
+
+	memcpy(by_id, ps->p->rules, ps->p->nrules * sizeof(*by_id));
+	if (ps->p->nrules)
+		qsort(by_id, ps->p->nrules, sizeof(*by_id), cmp_rule_id);
+	for (size_t i = 1; i < ps->p->nrules; i++)
+		if (by_id[i].id && by_id[i].id == by_id[i - 1].id)
+			diag_add(ps->d, ps->file, by_id[i].line, "rule id %u already used at line %d",
+				 by_id[i].id, by_id[i - 1].line);
+	free(by_id);
 }
 
 static int cmp_rule(const void *x, const void *y)
@@ -1042,6 +1090,7 @@ static void parse_sections(struct parser *ps)
 	for (size_t i = 0; i < ps->nsecs_parse; i++)
 		if (!strncmp(ps->secs[i].name, "rule ", 5))
 			parse_rule(ps, ps->secs[i].name, str_trim(ps->secs[i].name + 5));
+	check_rule_ids(ps);
 	if (p->nrules)
 		qsort(p->rules, p->nrules, sizeof(*p->rules), cmp_rule);
 }
