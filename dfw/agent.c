@@ -312,21 +312,33 @@ static struct plan *desired_plan(struct agent *a)
 	return plan_compile(a->pol, a->eng, a->host);
 }
 
+/* Cuts the existing connections of the VMs that entered a quarantine
+ * group, with one conntrack walk for all of them (each walk visits every
+ * bucket of the conntrack table, whatever it holds). */
 static void cut_connections(struct agent *a, const struct deltas *d)
 {
+	struct dfw_addr *addrs = NULL;
+	size_t n = 0, cap = 0, deleted = 0;
+	char err[256];
+	uint64_t t0 = now_ns();
+
 	for (size_t i = 0; i < d->ncut; i++) {
 		const struct vm *v = &a->pol->inv.vms[d->cut[i]];
-		size_t n = 0;
-		char err[256];
 
-		uint64_t t0 = now_ns();
-
-		if (backend_ct_flush(a->be, v->addrs, v->naddrs, &n, err, sizeof(err)) < 0)
-			logf_(a, "cutting connections of %s: %s", v->name, err);
-		else
-			logf_(a, "quarantine: cut %zu connection(s) of %s in %llu us", n, v->name,
-			      (unsigned long long)(now_ns() - t0) / 1000);
+		grow((void **)&addrs, &cap, n + v->naddrs, sizeof(*addrs));
+		memcpy(addrs + n, v->addrs, v->naddrs * sizeof(*addrs));
+		n += v->naddrs;
 	}
+	if (!n)
+		goto out;
+	if (backend_ct_flush(a->be, addrs, n, &deleted, err, sizeof(err)) < 0)
+		logf_(a, "cutting connections of %zu VM(s) entering quarantine: %s", d->ncut, err);
+	else
+		logf_(a, "quarantine: cut %zu connection(s) of %zu VM(s) (%s%s) in %llu us",
+		      deleted, d->ncut, a->pol->inv.vms[d->cut[0]].name, d->ncut > 1 ? ", ..." : "",
+		      (unsigned long long)(now_ns() - t0) / 1000);
+out:
+	free(addrs);
 }
 
 static int realize(struct agent *a, uint64_t rev, const struct deltas *d)

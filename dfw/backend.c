@@ -39,6 +39,7 @@ enum {
 
 #define ELEMS_PER_MSG 512
 #define REQ_BUF_SIZE 8192 /* one small request: dumps, deletes */
+#define BATCH_KEEP (1024 * 1024) /* batch buffer kept between batches */
 /* One receive size for every read: the kernel sizes dump messages after the
  * largest buffer a socket has read with, so a smaller one would truncate. */
 #define RBUF_SIZE (256 * 1024)
@@ -869,6 +870,16 @@ static int batch_send(struct backend *b, bool check_only, struct backend_stats *
 	}
 	ret = failed ? -1 : 0;
 out:
+	/* A full load can grow the batch buffer to tens of MiB; do not keep
+	 * that for the small batches that follow. */
+	if (b->cap > BATCH_KEEP) {
+		free(b->buf);
+		b->buf = NULL;
+		b->cap = 0;
+		free(b->msgs);
+		b->msgs = NULL;
+		b->capmsgs = 0;
+	}
 	return ret;
 }
 
@@ -1017,7 +1028,9 @@ out:
 int backend_ct_flush(struct backend *b, const struct dfw_addr *addrs, size_t n,
 		     size_t *deleted, char *err, size_t errlen)
 {
-	static const uint8_t fams[] = { AF_INET, AF_INET6 };
+	/* One walk for both families: a dump visits every bucket of the
+	 * conntrack table, so its cost does not depend on what it finds. */
+	static const uint8_t fams[] = { AF_UNSPEC };
 	struct ct_victims cv = { .addrs = addrs, .naddrs = n };
 	char buf[REQ_BUF_SIZE] = { 0 };
 	int ret = -1;
@@ -1153,6 +1166,56 @@ int backend_chain_counters(struct backend *b, const char *chain,
 	nftnl_rule_free(r);
 	if (ct_talk(b, nlh, counter_rule_cb, &c) < 0) {
 		snprintf(err, errlen, "reading chain %s: %s", chain, strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+struct read_set_ctx {
+	backend_elem_fn fn;
+	void *arg;
+};
+
+static int read_set_cb(const struct nlmsghdr *nlh, void *data)
+{
+	struct read_set_ctx *c = data;
+	struct nftnl_set *set = nftnl_set_alloc();
+	struct nftnl_set_elems_iter *it;
+	struct nftnl_set_elem *e;
+
+	if (nftnl_set_elems_nlmsg_parse(nlh, set) < 0)
+		goto out;
+	it = nftnl_set_elems_iter_create(set);
+	while (it && (e = nftnl_set_elems_iter_next(it))) {
+		uint32_t len = 0, flags = 0;
+		const void *key = nftnl_set_elem_get(e, NFTNL_SET_ELEM_KEY, &len);
+
+		if (nftnl_set_elem_is_set(e, NFTNL_SET_ELEM_FLAGS))
+			flags = nftnl_set_elem_get_u32(e, NFTNL_SET_ELEM_FLAGS);
+		if (key)
+			c->fn(c->arg, key, len, flags & NFT_SET_ELEM_INTERVAL_END);
+	}
+	nftnl_set_elems_iter_destroy(it);
+out:
+	nftnl_set_free(set);
+	return MNL_CB_OK;
+}
+
+int backend_read_set(struct backend *b, const char *set_name, backend_elem_fn fn, void *arg,
+		     char *err, size_t errlen)
+{
+	char buf[REQ_BUF_SIZE] = { 0 };
+	struct nftnl_set *set = nftnl_set_alloc();
+	struct nlmsghdr *nlh = nftnl_nlmsg_build_hdr(buf, NFT_MSG_GETSETELEM, NFPROTO_INET,
+						     NLM_F_DUMP, b->seq++);
+	struct read_set_ctx c = { fn, arg };
+
+	nftnl_set_set_str(set, NFTNL_SET_TABLE, b->table);
+	nftnl_set_set_str(set, NFTNL_SET_NAME, set_name);
+	nftnl_set_elems_nlmsg_build_payload(nlh, set);
+	nftnl_set_free(set);
+	if (ct_talk(b, nlh, read_set_cb, &c) < 0) {
+		snprintf(err, errlen, "reading set %s: %s", set_name, strerror(errno));
 		return -1;
 	}
 	return 0;

@@ -50,6 +50,13 @@ typedef void (*backend_counter_fn)(void *arg, uint32_t rule_id, uint64_t packets
 int backend_chain_counters(struct backend *b, const char *chain,
 			   backend_counter_fn fn, void *arg, char *err, size_t errlen);
 
+/* Reads the elements of one of dfw's inet sets back from the kernel:
+ * fn(arg, key, len) per element (interval ends included, flagged by end).
+ * Returns 0, or -1 with the reason in err. */
+typedef void (*backend_elem_fn)(void *arg, const uint8_t *key, uint32_t len, bool end);
+int backend_read_set(struct backend *b, const char *set, backend_elem_fn fn, void *arg,
+		     char *err, size_t errlen);
+
 /* Checks that bridged IPv4/IPv6 traffic reaches the inet hooks
  * (net.bridge.bridge-nf-call-iptables / -ip6tables = 1 in this namespace).
  * Returns 0, or -1 with what to do in err. */

@@ -9,13 +9,19 @@
  *     against a naive one-rule-per-member-per-vNIC expansion;
  *  4. set elements per second through our batches, against `nft -f` and
  *     against the kernel's own (system) time for the same load;
- *  7. resident memory of a real dfwd at 10k vNICs and 1k groups.
+ *  7. resident memory of a real dfwd at 10k vNICs and 1k groups;
+ *  8. churn: tag changes written at a fixed rate by another thread, the
+ *     agent realizing them as they come (coalesced), write-to-realized
+ *     latency, and at the end the kernel's sets read back and compared
+ *     with a fresh compile of the final store.
  *
  * Runs in a network namespace of its own (unshare), so nothing it loads is
  * seen elsewhere and everything goes when it exits.  Needs root. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -475,6 +481,185 @@ static void dfwd_rss(unsigned vms, unsigned groups, unsigned rules)
 	free(text);
 }
 
+/* --- 8: churn ----------------------------------------------------------------- */
+
+struct churn {
+	const char *store_path;
+	const struct dfw_policy *p;
+	unsigned rate, seconds;
+	uint64_t *written_ns;  /* by revision */
+	size_t cap;
+	bool *tagged;          /* per VM: the writer's view of the final state */
+	uint64_t last_rev;
+	volatile bool done;
+	size_t writes;
+};
+
+static void *churn_writer(void *arg)
+{
+	struct churn *c = arg;
+	char err[256], key[300];
+	struct store *s = store_open(c->store_path, false, err, sizeof(err));
+	uint64_t start = now_ns(), period = 1000000000ull / c->rate;
+	unsigned seed = 5;
+
+	if (!s)
+		die("writer: %s", err);
+	for (size_t i = 0; now_ns() - start < (uint64_t)c->seconds * 1000000000ull; i++) {
+		size_t vm = (size_t)rand_r(&seed) % c->p->inv.nvms;
+		struct store_op op;
+		uint64_t rev, due = start + i * period;
+
+		while (now_ns() < due)
+			;
+		snprintf(key, sizeof(key), "tag/%s/threat.high", c->p->inv.vms[vm].name);
+		c->tagged[vm] = !c->tagged[vm];
+		op = (struct store_op){ c->tagged[vm] ? STORE_PUT : STORE_DEL, key,
+					c->tagged[vm] ? "" : NULL };
+		if (store_txn(s, &op, 1, NULL, NULL, &rev, err, sizeof(err)) != 0)
+			die("writer: %s", err);
+		if (rev < c->cap)
+			c->written_ns[rev] = now_ns();
+		c->last_rev = rev;
+		c->writes++;
+	}
+	c->done = true;
+	store_close(s);
+	return NULL;
+}
+
+struct elem_list {
+	struct dfw_addr *a;
+	size_t n, cap;
+	uint8_t family;
+};
+
+static void collect_elem(void *arg, const uint8_t *key, uint32_t len, bool end)
+{
+	struct elem_list *l = arg;
+	struct dfw_addr a = { .family = l->family, .plen = len == 16 ? 128 : 32 };
+
+	memcpy(a.a, key, len > 16 ? 16 : len);
+	grow((void **)&l->a, &l->cap, l->n + 1, sizeof(*l->a));
+	l->a[l->n++] = a;
+}
+
+static int cmp_elem(const void *x, const void *y)
+{
+	return addr_cmp(x, y);
+}
+
+/* Kernel sets (hash and vNIC-id sets: what tags change) against a plan. */
+static size_t kernel_mismatches(struct backend *be, const struct plan *want)
+{
+	size_t bad = 0;
+	char err[256];
+
+	for (size_t i = 0; i < want->nsets; i++) {
+		const struct pset *s = &want->sets[i];
+		struct elem_list l = { .family = s->family };
+
+		if (s->interval)
+			continue;
+		if (backend_read_set(be, s->name, collect_elem, &l, err, sizeof(err)) < 0)
+			die("%s", err);
+		if (l.n)
+			qsort(l.a, l.n, sizeof(*l.a), cmp_elem);
+		if (l.n != s->nelems || memcmp(l.a, s->elems, l.n * sizeof(*l.a)))
+			bad++;
+		free(l.a);
+	}
+	return bad;
+}
+
+static void churn(bool tiny, unsigned rate, unsigned seconds)
+{
+	char *text = NULL, storepath[256], err[256];
+	struct dfw_policy *p = tiny ? gen_policy("churn", 3, 300, 100, 20, 50, &text)
+				    : gen_policy("churn", 10, 10000, 1000, 1000, 1000, &text);
+	struct store *s = store_with("churn", text);
+	FILE *devnull = fopen("/dev/null", "w");
+	struct churn c = { .p = p, .rate = rate, .seconds = seconds };
+	struct agent_info info;
+	struct agent *a;
+	pthread_t writer;
+	double *lat;
+	size_t nlat = 0, batches = 0;
+	uint64_t seen = 1;
+
+	snprintf(storepath, sizeof(storepath), "%s/churn.db", tmpdir);
+	c.store_path = storepath;
+	c.cap = (size_t)rate * seconds + 16;
+	c.written_ns = xcalloc(c.cap, sizeof(*c.written_ns));
+	c.tagged = xcalloc(p->inv.nvms, sizeof(*c.tagged));
+	lat = xcalloc(c.cap, sizeof(*lat));
+	{
+		struct agent_opts o = { .host = "hv1", .store_uri = storepath,
+					.table = "dfwchurn", .log = devnull };
+
+		if (!(a = agent_new(&o, err, sizeof(err))))
+			die("agent: %s", err);
+	}
+	if (agent_sync(a) < 0)
+		die("churn: first load failed");
+	if (pthread_create(&writer, NULL, churn_writer, &c))
+		die("pthread_create");
+	for (;;) {
+		struct pollfd pfd = { .fd = agent_store_fd(a), .events = POLLIN };
+		uint64_t now;
+
+		poll(&pfd, 1, 5);
+		agent_store_ack(a);
+		if (agent_sync(a) < 0)
+			die("churn: a batch was not realized");
+		agent_info(a, &info);
+		now = now_ns();
+		if (info.rev > seen) {
+			batches++;
+			for (uint64_t r = seen + 1; r <= info.rev && r < c.cap; r++)
+				if (c.written_ns[r])
+					lat[nlat++] = (double)(now - c.written_ns[r]) / 1e6;
+			seen = info.rev;
+		}
+		if (c.done && info.rev >= c.last_rev)
+			break;
+	}
+	pthread_join(writer, NULL);
+	bench_note("churn: %zu tag changes in %u s by another thread, %zu realizations",
+		   c.writes, seconds, batches);
+	bench_figure("churn_changes_per_s", (double)c.writes / seconds, "changes/s");
+	bench_figure("churn_changes_per_batch", batches ? (double)c.writes / (double)batches : 0,
+		     "changes");
+	bench_latency("churn_apply_ms", lat, nlat, "ms");
+	{
+		/* The end state: a fresh compile of what the writer left... */
+		struct diag d = { 0 };
+		struct gengine *e = gengine_new(&p->inv, p->file, &d);
+		struct backend *be = backend_open("dfwchurn", err, sizeof(err));
+		struct plan *want;
+		const char *tag = "threat.high";
+
+		for (size_t i = 0; i < p->inv.nvms; i++)
+			if (c.tagged[i])
+				gengine_set_tags(e, i, &tag, 1, NULL, NULL);
+		want = plan_compile(p, e, "hv1");
+		/* ...against what the kernel holds. */
+		bench_figure("churn_kernel_sets_differing", (double)kernel_mismatches(be, want),
+			     "sets");
+		plan_free(want);
+		backend_close(be);
+		gengine_free(e);
+	}
+	agent_free(a);
+	store_close(s);
+	policy_free(p);
+	free(text);
+	free(c.written_ns);
+	free(c.tagged);
+	free(lat);
+	fclose(devnull);
+}
+
 int main(int argc, char **argv)
 {
 	bool tiny = bench_tiny(argc, argv);
@@ -512,6 +697,9 @@ int main(int argc, char **argv)
 
 	/* 7 */
 	dfwd_rss(tiny ? 300 : 10000, tiny ? 20 : 1000, tiny ? 50 : 1000);
+
+	/* 8 */
+	churn(tiny, tiny ? 200 : 1000, tiny ? 2 : 60);
 
 	{
 		char cmd[128];
