@@ -202,9 +202,9 @@ struct member_change {
 struct deltas {
 	struct agent *a;
 	size_t *cut;
-	size_t ncut;
+	size_t ncut, capcut;
 	struct member_change *changes; /* (group, vm) pairs touched */
-	size_t nchanges;
+	size_t nchanges, capchanges;
 	bool needs_full;  /* the policy changed: compile everything */
 };
 
@@ -214,13 +214,16 @@ static void on_delta(void *arg, size_t group, size_t vm, bool joined)
 	const struct group_def *g = &d->a->pol->inv.groups[group];
 
 	if (joined && g->quarantine && !g->keep_connections) {
-		d->cut = xrealloc(d->cut, (d->ncut + 1) * sizeof(*d->cut));
+		grow((void **)&d->cut, &d->capcut, d->ncut + 1, sizeof(*d->cut));
 		d->cut[d->ncut++] = vm;
 	}
-	d->changes = xrealloc(d->changes, (d->nchanges + 1) * sizeof(*d->changes));
+	grow((void **)&d->changes, &d->capchanges, d->nchanges + 1, sizeof(*d->changes));
 	d->changes[d->nchanges++] = (struct member_change){ group, vm };
-	logf_(d->a, "group %s: %s %s", g->name, joined ? "+" : "-",
-	      d->a->pol->inv.vms[vm].name);
+	/* Membership is logged one line each for small updates; large ones
+	 * (a policy load, churn) are summed up in the realization line. */
+	if (d->nchanges < 32)
+		logf_(d->a, "group %s: %s %s", g->name, joined ? "+" : "-",
+		      d->a->pol->inv.vms[vm].name);
 }
 
 static void set_vm_tags(struct agent *a, size_t vm, struct deltas *d)
@@ -341,6 +344,28 @@ out:
 	free(addrs);
 }
 
+/* Bookkeeping after the kernel took a revision: commit time (from t0 to
+ * the acknowledgement), then the connection cuts that follow it. */
+static void realized(struct agent *a, uint64_t rev, const struct backend_stats *st,
+		     uint64_t t0, const struct deltas *d)
+{
+	a->last_update_us = (now_ns() - t0) / 1000;
+	cut_connections(a, d);
+	a->rev = rev;
+	a->last_update = time(NULL);
+	a->last_stats = *st;
+	a->updates++;
+}
+
+/* The kernel refused: report, and replace everything at the next attempt. */
+static int not_realized(struct agent *a, uint64_t rev, const char *err)
+{
+	logf_(a, "revision %llu not realized: %s", (unsigned long long)rev, err);
+	snprintf(a->last_error, sizeof(a->last_error), "%s", err);
+	a->loaded = false;
+	return -1;
+}
+
 static int realize(struct agent *a, uint64_t rev, const struct deltas *d)
 {
 	struct plan *want = desired_plan(a);
@@ -358,21 +383,13 @@ static int realize(struct agent *a, uint64_t rev, const struct deltas *d)
 		ret = backend_load(a->be, want, false, &st, err, sizeof(err));
 	}
 	if (ret < 0) {
-		logf_(a, "revision %llu not realized: %s", (unsigned long long)rev, err);
-		snprintf(a->last_error, sizeof(a->last_error), "%s", err);
 		plan_free(want);
-		a->loaded = false; /* the next attempt replaces everything */
-		return -1;
+		return not_realized(a, rev, err);
 	}
 	plan_free(a->installed);
 	a->installed = want;
 	a->loaded = true;
-	a->last_update_us = (now_ns() - t0) / 1000; /* compile to kernel ack */
-	cut_connections(a, d);
-	a->rev = rev;
-	a->last_update = time(NULL);
-	a->last_stats = st;
-	a->updates++;
+	realized(a, rev, &st, t0, d);
 	logf_(a, "realized revision %llu: %zu vNIC(s), %zu chain(s), %zu set(s); %zu message(s), %zu bytes, committed in %llu us",
 	      (unsigned long long)rev, want->nports, want->nchains, want->nsets, st.msgs,
 	      st.bytes, (unsigned long long)a->last_update_us);
@@ -415,19 +432,11 @@ static int realize_deltas(struct agent *a, uint64_t rev, struct deltas *d)
 		n++;
 	}
 	if (backend_apply(a->be, &diff, false, &st, err, sizeof(err)) < 0) {
-		logf_(a, "revision %llu not realized: %s", (unsigned long long)rev, err);
-		snprintf(a->last_error, sizeof(a->last_error), "%s", err);
 		plan_diff_free(&diff);
-		a->loaded = false; /* the next attempt replaces everything */
-		return -1;
+		return not_realized(a, rev, err);
 	}
 	plan_apply_elems(a->installed, &diff);
-	a->last_update_us = (now_ns() - t0) / 1000; /* store read to kernel ack */
-	cut_connections(a, d);
-	a->rev = rev;
-	a->last_update = time(NULL);
-	a->last_stats = st;
-	a->updates++;
+	realized(a, rev, &st, t0, d);
 	logf_(a, "realized revision %llu: %zu membership change(s), +%zu -%zu set element(s); %zu message(s), %zu bytes, committed in %llu us",
 	      (unsigned long long)rev, n, diff.nelem_add, diff.nelem_del, st.msgs, st.bytes,
 	      (unsigned long long)a->last_update_us);

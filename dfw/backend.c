@@ -912,6 +912,34 @@ int backend_load(struct backend *b, const struct plan *pl, bool check_only,
 	return ret;
 }
 
+static int cmp_change_set(const void *x, const void *y)
+{
+	const struct pelem_change *a = x, *b = y;
+
+	return a->set < b->set ? -1 : a->set > b->set;
+}
+
+/* Element changes grouped by set, one message per set (and per
+ * ELEMS_PER_MSG): the kernel finds a set by walking the table's sets by
+ * name, once per message. */
+static void elem_changes(struct backend *b, const struct pelem_change *c, size_t n,
+			 uint16_t type)
+{
+	struct pelem_change *sorted = xcalloc(n + 1, sizeof(*sorted));
+	struct dfw_addr *addrs = xcalloc(n + 1, sizeof(*addrs));
+
+	memcpy(sorted, c, n * sizeof(*c));
+	if (n)
+		qsort(sorted, n, sizeof(*sorted), cmp_change_set);
+	for (size_t i = 0, j; i < n; i = j) {
+		for (j = i; j < n && sorted[j].set == sorted[i].set; j++)
+			addrs[j - i] = sorted[j].addr;
+		addr_elems(b, sorted[i].set, addrs, j - i, type);
+	}
+	free(sorted);
+	free(addrs);
+}
+
 int backend_apply(struct backend *b, const struct plan_diff *d, bool check_only,
 		  struct backend_stats *st, char *err, size_t errlen)
 {
@@ -924,12 +952,10 @@ int backend_apply(struct backend *b, const struct plan_diff *d, bool check_only,
 	/* Order: unhook what goes away, change sets, add new objects, hook them,
 	 * then delete what is no longer referenced. */
 	ports_msg(b, d->port_del, d->nport_del, NFT_MSG_DELSETELEM);
-	for (size_t i = 0; i < d->nelem_del; i++)
-		addr_elems(b, d->elem_del[i].set, &d->elem_del[i].addr, 1, NFT_MSG_DELSETELEM);
+	elem_changes(b, d->elem_del, d->nelem_del, NFT_MSG_DELSETELEM);
 	for (size_t i = 0; i < d->nset_add; i++)
 		set_add(b, d->set_add[i]);
-	for (size_t i = 0; i < d->nelem_add; i++)
-		addr_elems(b, d->elem_add[i].set, &d->elem_add[i].addr, 1, NFT_MSG_NEWSETELEM);
+	elem_changes(b, d->elem_add, d->nelem_add, NFT_MSG_NEWSETELEM);
 	for (size_t i = 0; i < d->nchain_add; i++)
 		chain_add(b, d->chain_add[i]);
 	ports_msg(b, d->port_add, d->nport_add, NFT_MSG_NEWSETELEM);

@@ -850,28 +850,73 @@ static struct pset *set_mut(struct plan *pl, const struct pset *s)
 	return &pl->sets[s - pl->sets];
 }
 
-void plan_apply_elems(struct plan *pl, const struct plan_diff *d)
+static int cmp_change(const void *x, const void *y)
 {
-	for (size_t i = 0; i < d->nelem_del; i++) {
-		struct pset *s = set_mut(pl, d->elem_del[i].set);
+	const struct pelem_change *a = x, *b = y;
 
-		for (size_t j = 0; j < s->nelems; j++) {
-			if (addr_cmp(&s->elems[j], &d->elem_del[i].addr))
-				continue;
-			memmove(&s->elems[j], &s->elems[j + 1], (s->nelems - j - 1) * sizeof(*s->elems));
-			s->nelems--;
-			break;
+	if (a->set != b->set)
+		return a->set < b->set ? -1 : 1;
+	return addr_cmp(&a->addr, &b->addr);
+}
+
+/* One pass over a set's sorted elements: drop del, merge add in. */
+static void merge_set(struct pset *s, const struct pelem_change *del, size_t nd,
+		      const struct pelem_change *add, size_t na)
+{
+	struct dfw_addr *out = xcalloc(s->nelems + na + 1, sizeof(*out));
+	size_t i = 0, di = 0, ai = 0, n = 0;
+
+	while (i < s->nelems || ai < na) {
+		const struct dfw_addr *e = i < s->nelems ? &s->elems[i] : NULL;
+
+		while (e && di < nd && addr_cmp(&del[di].addr, e) < 0)
+			di++;
+		if (e && di < nd && !addr_cmp(&del[di].addr, e)) {
+			i++;
+			continue;
+		}
+		if (ai < na && (!e || addr_cmp(&add[ai].addr, e) < 0)) {
+			out[n++] = add[ai++].addr;
+		} else if (e) {
+			if (ai < na && !addr_cmp(&add[ai].addr, e))
+				ai++; /* already there */
+			out[n++] = *e;
+			i++;
 		}
 	}
-	for (size_t i = 0; i < d->nelem_add; i++) {
-		struct pset *s = set_mut(pl, d->elem_add[i].set);
-		size_t j = 0;
+	free(s->elems);
+	s->elems = out;
+	s->nelems = n;
+	s->cap = s->nelems + na + 1;
+}
 
-		while (j < s->nelems && addr_cmp(&s->elems[j], &d->elem_add[i].addr) < 0)
-			j++;
-		grow((void **)&s->elems, &s->cap, s->nelems + 1, sizeof(*s->elems));
-		memmove(&s->elems[j + 1], &s->elems[j], (s->nelems - j) * sizeof(*s->elems));
-		s->elems[j] = d->elem_add[i].addr;
-		s->nelems++;
+void plan_apply_elems(struct plan *pl, const struct plan_diff *d)
+{
+	struct pelem_change *del = xcalloc(d->nelem_del + 1, sizeof(*del));
+	struct pelem_change *add = xcalloc(d->nelem_add + 1, sizeof(*add));
+	size_t di = 0, ai = 0;
+
+	memcpy(del, d->elem_del, d->nelem_del * sizeof(*del));
+	memcpy(add, d->elem_add, d->nelem_add * sizeof(*add));
+	if (d->nelem_del)
+		qsort(del, d->nelem_del, sizeof(*del), cmp_change);
+	if (d->nelem_add)
+		qsort(add, d->nelem_add, sizeof(*add), cmp_change);
+	/* Walk the sets that changed, in the (pointer) order of both lists. */
+	while (di < d->nelem_del || ai < d->nelem_add) {
+		const struct pset *s = di == d->nelem_del ? add[ai].set :
+				       ai == d->nelem_add ? del[di].set :
+				       del[di].set < add[ai].set ? del[di].set : add[ai].set;
+		size_t dj = di, aj = ai;
+
+		while (dj < d->nelem_del && del[dj].set == s)
+			dj++;
+		while (aj < d->nelem_add && add[aj].set == s)
+			aj++;
+		merge_set(set_mut(pl, s), del + di, dj - di, add + ai, aj - ai);
+		di = dj;
+		ai = aj;
 	}
+	free(del);
+	free(add);
 }

@@ -660,6 +660,15 @@ static void churn(bool tiny, unsigned rate, unsigned seconds)
 	fclose(devnull);
 }
 
+/* --only PART runs one part: tags, full, elements, rss or churn. */
+static bool want(int argc, char **argv, const char *part)
+{
+	for (int i = 1; i + 1 < argc; i++)
+		if (!strcmp(argv[i], "--only"))
+			return !strcmp(argv[i + 1], part);
+	return true;
+}
+
 int main(int argc, char **argv)
 {
 	bool tiny = bench_tiny(argc, argv);
@@ -678,28 +687,27 @@ int main(int argc, char **argv)
 	if (!mkdtemp(tmpdir))
 		die("mkdtemp: %s", strerror(errno));
 
-	/* 1 and 2 */
-	tag_changes(tiny ? "100" : "1k", tiny ? 300 : 10000, tiny ? 100 : 1000,
-		    tiny ? 20 : 1000, tiny ? 50 : 1000, tiny ? 20 : 400, &small);
-	tag_changes(tiny ? "300" : "10k", tiny ? 300 : 10000, tiny ? 300 : 10000,
-		    tiny ? 20 : 1000, tiny ? 50 : 1000, tiny ? 20 : 400, &big);
-	bench_figure("tag_commit_p99_ratio_large_vs_small", big.tag_p99 / small.tag_p99, "ratio");
-	bench_figure("full_recompile_ms_large", big.full_compile_ms, "ms");
-	bench_figure("full_reload_ms_large", big.full_load_ms, "ms");
-	bench_figure("tag_vs_full_ratio_large",
-		     big.tag_p50 / 1e3 / (big.full_compile_ms + big.full_load_ms), "ratio");
-
-	/* 3 */
-	full_vs_nft(tiny ? 100 : 1000, tiny ? 100 : 1000, tiny ? 20 : 100, tiny ? "100x100" : "1kx1k");
-
-	/* 4 */
-	elements_rate(tiny ? 2000 : 300000);
-
-	/* 7 */
-	dfwd_rss(tiny ? 300 : 10000, tiny ? 20 : 1000, tiny ? 50 : 1000);
-
-	/* 8 */
-	churn(tiny, tiny ? 200 : 1000, tiny ? 2 : 60);
+	if (want(argc, argv, "tags")) { /* 1 and 2 */
+		tag_changes(tiny ? "100" : "1k", tiny ? 300 : 10000, tiny ? 100 : 1000,
+			    tiny ? 20 : 1000, tiny ? 50 : 1000, tiny ? 20 : 400, &small);
+		tag_changes(tiny ? "300" : "10k", tiny ? 300 : 10000, tiny ? 300 : 10000,
+			    tiny ? 20 : 1000, tiny ? 50 : 1000, tiny ? 20 : 400, &big);
+		bench_figure("tag_commit_p99_ratio_large_vs_small", big.tag_p99 / small.tag_p99,
+			     "ratio");
+		bench_figure("full_recompile_ms_large", big.full_compile_ms, "ms");
+		bench_figure("full_reload_ms_large", big.full_load_ms, "ms");
+		bench_figure("tag_vs_full_ratio_large",
+			     big.tag_p50 / 1e3 / (big.full_compile_ms + big.full_load_ms), "ratio");
+	}
+	if (want(argc, argv, "full")) /* 3 */
+		full_vs_nft(tiny ? 100 : 1000, tiny ? 100 : 1000, tiny ? 20 : 100,
+			    tiny ? "100x100" : "1kx1k");
+	if (want(argc, argv, "elements")) /* 4 */
+		elements_rate(tiny ? 2000 : 300000);
+	if (want(argc, argv, "rss")) /* 7 */
+		dfwd_rss(tiny ? 300 : 10000, tiny ? 20 : 1000, tiny ? 50 : 1000);
+	if (want(argc, argv, "churn")) /* 8 */
+		churn(tiny, tiny ? 200 : 1000, tiny ? 2 : 60);
 
 	{
 		char cmd[128];
