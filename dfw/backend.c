@@ -33,6 +33,7 @@
 /* nft's datatype numbers, so `nft list ruleset` shows our sets readably. */
 enum {
 	TYPE_VERDICT = 1, TYPE_IPADDR = 7, TYPE_IP6ADDR = 8, TYPE_ETHERADDR = 9,
+	TYPE_INET_SERVICE = 13,
 	TYPE_MARK = 19, TYPE_CLASSID = 23, TYPE_IFNAME = 41,
 };
 #define CONCAT(a, b) (((a) << 6) | (b))
@@ -591,6 +592,10 @@ static void policy_rule(struct backend *b, const char *chain, const struct prule
 				x_range(r, &lo, &hi, 2);
 			break;
 		}
+		case PI_DPORT_SET:
+			x_payload(r, NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2, NFT_REG_1);
+			x_lookup(r, it->name, -1, false);
+			break;
 		case PI_LOG: {
 			struct nftnl_expr *e = nftnl_expr_alloc("log");
 
@@ -662,6 +667,25 @@ static size_t interval_elems(const struct dfw_addr *a, struct elem *out)
 	return n;
 }
 
+/* A port range [lo, hi] as interval elements: lo, and hi + 1 as the end
+ * (none when the range runs to 65535). */
+static size_t range_elems(const struct dfw_addr *a, struct elem *out)
+{
+	unsigned hi = (unsigned)(a->a[2] << 8 | a->a[3]);
+	size_t n = 0;
+
+	memset(out, 0, 2 * sizeof(*out));
+	memcpy(out[n].key, a->a, 2);
+	out[n++].key_len = 2;
+	if (hi < 65535) {
+		out[n].key[0] = (uint8_t)((hi + 1) >> 8);
+		out[n].key[1] = (uint8_t)(hi + 1);
+		out[n].key_len = 2;
+		out[n++].flags = NFT_SET_ELEM_INTERVAL_END;
+	}
+	return n;
+}
+
 static void addr_elems(struct backend *b, const struct pset *s, const struct dfw_addr *addrs,
 		       size_t n, uint16_t type)
 {
@@ -669,7 +693,9 @@ static void addr_elems(struct backend *b, const struct pset *s, const struct dfw
 	size_t ne = 0;
 
 	for (size_t i = 0; i < n; i++) {
-		if (s->interval) {
+		if (s->service) {
+			ne += range_elems(&addrs[i], &el[ne]);
+		} else if (s->interval) {
 			ne += interval_elems(&addrs[i], &el[ne]);
 		} else { /* a host address or a vNIC id */
 			size_t len = s->family ? addr_len(s->family) : 4;
@@ -690,7 +716,10 @@ static void set_add(struct backend *b, const struct pset *s)
 		(uint32_t)addr_len(s->family), 0, 0, BO_BIG, 0
 	};
 
-	if (!s->family) /* vNIC ids */
+	if (s->service) /* port ranges */
+		spec = (struct set_spec){ s->name, NFPROTO_INET, NFT_SET_INTERVAL,
+					  TYPE_INET_SERVICE, 2, 0, 0, BO_BIG, 0 };
+	else if (!s->family) /* vNIC ids */
 		spec = (struct set_spec){ s->name, NFPROTO_INET, 0,
 					  s->dst ? TYPE_CLASSID : TYPE_MARK, 4, 0, 0, BO_HOST, 0 };
 

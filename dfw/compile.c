@@ -34,10 +34,55 @@ static void set_push(struct pset *s, const struct dfw_addr *a)
 
 /* Sorts and drops elements covered by an earlier (wider or equal) one, so
  * the kernel's interval set never sees an overlap. */
+static uint16_t range_lo(const struct dfw_addr *a)
+{
+	return (uint16_t)(a->a[0] << 8 | a->a[1]);
+}
+
+static uint16_t range_hi(const struct dfw_addr *a)
+{
+	return (uint16_t)(a->a[2] << 8 | a->a[3]);
+}
+
+static struct dfw_addr port_range(uint16_t lo, uint16_t hi)
+{
+	struct dfw_addr a = { .family = 0, .plen = 16 };
+
+	a.a[0] = (uint8_t)(lo >> 8);
+	a.a[1] = (uint8_t)lo;
+	a.a[2] = (uint8_t)(hi >> 8);
+	a.a[3] = (uint8_t)hi;
+	return a;
+}
+
+/* Port ranges sorted and merged where they overlap or touch: the kernel's
+ * interval sets refuse overlaps. */
+static void ranges_normalize(struct pset *s)
+{
+	size_t out = 0;
+
+	qsort(s->elems, s->nelems, sizeof(*s->elems), cmp_addr);
+	for (size_t i = 0; i < s->nelems; i++) {
+		uint16_t lo = range_lo(&s->elems[i]), hi = range_hi(&s->elems[i]);
+
+		if (out && lo <= (uint32_t)range_hi(&s->elems[out - 1]) + 1) {
+			if (hi > range_hi(&s->elems[out - 1]))
+				s->elems[out - 1] = port_range(range_lo(&s->elems[out - 1]), hi);
+			continue;
+		}
+		s->elems[out++] = s->elems[i];
+	}
+	s->nelems = out;
+}
+
 static void set_normalize(struct pset *s)
 {
 	size_t out = 0;
 
+	if (s->service && s->nelems) {
+		ranges_normalize(s);
+		return;
+	}
 	if (s->nelems)
 		qsort(s->elems, s->nelems, sizeof(*s->elems), cmp_addr);
 	for (size_t i = 0; i < s->nelems; i++) {
@@ -246,6 +291,35 @@ static const char *literal_set(struct builder *b, const struct dfw_side *side,
 	return s->name;
 }
 
+/* The ports of one protocol of a rule with several, as a content-named
+ * interval set shared by every rule with the same ports. */
+static const char *service_set(struct builder *b, const struct dfw_rule *r, uint8_t proto)
+{
+	struct pset tmp = { .service = true }, *s;
+	char name[PLAN_NAME_MAX];
+
+	for (size_t i = 0; i < r->nsvcs; i++)
+		if (r->svcs[i].proto == proto && r->svcs[i].lo) {
+			struct dfw_addr a = port_range(r->svcs[i].lo, r->svcs[i].hi);
+
+			set_push(&tmp, &a);
+		}
+	set_normalize(&tmp);
+	snprintf(name, sizeof(name), "s-%012llx",
+		 (unsigned long long)(fnv1a(FNV_INIT, tmp.elems, tmp.nelems * sizeof(*tmp.elems)) >> 16));
+	if ((s = find_set_mut(b, name))) {
+		free(tmp.elems);
+		return s->name;
+	}
+	s = new_set(b, name, 0);
+	s->service = true;
+	s->interval = true;
+	s->elems = tmp.elems;
+	s->nelems = tmp.nelems;
+	s->cap = tmp.cap;
+	return s->name;
+}
+
 /* --- rules and chains ----------------------------------------------------- */
 
 /* Names are copied: creating a set may move the plan's set array. */
@@ -310,7 +384,7 @@ static struct prule *chain_push(struct chain_build *cb, uint32_t rule_id)
 /* Appends the kernel rules of one action (with optional matches already in
  * proto/family), e.g. reject needs a TCP-reset and an ICMP variant. */
 static void emit(struct chain_build *cb, uint32_t id, const char *guard, uint8_t family,
-		 const char *sset, const char *dset, uint8_t proto,
+		 const char *sset, const char *dset, uint8_t proto, const char *ports,
 		 uint16_t lo, uint16_t hi, enum dfw_action act, bool out, bool log)
 {
 	enum pverdict v = act == ACT_ALLOW ? (out ? PV_RETURN : PV_ACCEPT) :
@@ -345,8 +419,14 @@ static void emit(struct chain_build *cb, uint32_t id, const char *guard, uint8_t
 		}
 		if (pr)
 			rule_push(r, (struct pitem){ .kind = PI_L4PROTO, .u = pr });
-		if (pr && lo)
+		if (pr && ports) {
+			struct pitem it = { .kind = PI_DPORT_SET };
+
+			snprintf(it.name, sizeof(it.name), "%s", ports);
+			rule_push(r, it);
+		} else if (pr && lo) {
 			rule_push(r, (struct pitem){ .kind = PI_DPORT, .lo = lo, .hi = hi });
+		}
 		if (log) {
 			struct pitem it = { .kind = PI_LOG };
 
@@ -406,9 +486,54 @@ static const char *port_set(struct builder *b, size_t group, bool dst)
 	return s->name;
 }
 
+/* A rule's services folded per protocol: TCP or UDP with several port
+ * ranges become one group matching a service set. */
+struct svc_group {
+	uint8_t proto;   /* 0: any */
+	uint16_t lo, hi; /* one range (0, 0: all ports) */
+	char ports[PLAN_NAME_MAX]; /* or a service set */
+};
+
+static size_t svc_groups(struct builder *b, const struct dfw_rule *r, struct svc_group *out)
+{
+	static const uint8_t ported[] = { IPPROTO_TCP, IPPROTO_UDP };
+	size_t n = 0;
+
+	if (!r->nsvcs) {
+		out[n++] = (struct svc_group){ 0 };
+		return n;
+	}
+	for (size_t p = 0; p < ARRAY_SIZE(ported); p++) {
+		size_t count = 0, last = 0;
+		bool all = false;
+
+		for (size_t i = 0; i < r->nsvcs; i++) {
+			if (r->svcs[i].proto != ported[p])
+				continue;
+			all |= !r->svcs[i].lo;
+			count++;
+			last = i;
+		}
+		if (!count)
+			continue;
+		out[n] = (struct svc_group){ .proto = ported[p] };
+		if (!all && count == 1) {
+			out[n].lo = r->svcs[last].lo;
+			out[n].hi = r->svcs[last].hi;
+		} else if (!all) {
+			snprintf(out[n].ports, PLAN_NAME_MAX, "%s", service_set(b, r, ported[p]));
+		}
+		n++;
+	}
+	for (size_t i = 0; i < r->nsvcs; i++)
+		if (r->svcs[i].proto != IPPROTO_TCP && r->svcs[i].proto != IPPROTO_UDP)
+			out[n++] = (struct svc_group){ .proto = r->svcs[i].proto };
+	return n;
+}
+
 static void emit_sides(struct builder *b, struct chain_build *cb, const struct dfw_rule *r,
 		       bool out, const char *guard, const struct side_set *ss, size_t ns,
-		       const struct side_set *ds, size_t nd, const struct dfw_service *svcs,
+		       const struct side_set *ds, size_t nd, const struct svc_group *svcs,
 		       size_t nsvcs);
 
 static void compile_rule(struct builder *b, struct chain_build *cb,
@@ -417,9 +542,8 @@ static void compile_rule(struct builder *b, struct chain_build *cb,
 	struct side_set *ss = xcalloc(4 * r->src.nrefs + 4, sizeof(*ss));
 	struct side_set *ds = xcalloc(4 * r->dst.nrefs + 4, sizeof(*ds));
 	size_t ns = side_sets(b, &r->src, ss), nd = side_sets(b, &r->dst, ds);
-	struct dfw_service any = { 0 };
-	const struct dfw_service *svcs = r->nsvcs ? r->svcs : &any;
-	size_t nsvcs = r->nsvcs ? r->nsvcs : 1;
+	struct svc_group *svcs = xcalloc(r->nsvcs + 2, sizeof(*svcs));
+	size_t nsvcs = svc_groups(b, r, svcs);
 	bool guarded = rule_guarded(r);
 	size_t nguards = guarded ? r->napplied : 1;
 
@@ -430,6 +554,7 @@ static void compile_rule(struct builder *b, struct chain_build *cb,
 			snprintf(guard, sizeof(guard), "%s", port_set(b, r->applied_to[g], !out));
 		emit_sides(b, cb, r, out, guard[0] ? guard : NULL, ss, ns, ds, nd, svcs, nsvcs);
 	}
+	free(svcs);
 	free(ss);
 	free(ds);
 }
@@ -438,7 +563,7 @@ static void compile_rule(struct builder *b, struct chain_build *cb,
  * families that cannot meet skipped. */
 static void emit_sides(struct builder *b, struct chain_build *cb, const struct dfw_rule *r,
 		       bool out, const char *guard, const struct side_set *ss, size_t ns,
-		       const struct side_set *ds, size_t nd, const struct dfw_service *svcs,
+		       const struct side_set *ds, size_t nd, const struct svc_group *svcs,
 		       size_t nsvcs)
 {
 	for (size_t i = 0; i < ns; i++) {
@@ -448,7 +573,7 @@ static void emit_sides(struct builder *b, struct chain_build *cb, const struct d
 			if (ss[i].family && ds[j].family && ss[i].family != ds[j].family)
 				continue;
 			for (size_t k = 0; k < nsvcs; k++) {
-				const struct dfw_service *s = &svcs[k];
+				const struct svc_group *s = &svcs[k];
 				uint8_t f = fam;
 
 				if (s->proto == IPPROTO_ICMP) {
@@ -462,8 +587,9 @@ static void emit_sides(struct builder *b, struct chain_build *cb, const struct d
 				}
 				emit(cb, r->id, guard, f,
 				     ss[i].set[0] ? ss[i].set : NULL,
-				     ds[j].set[0] ? ds[j].set : NULL, s->proto, s->lo,
-				     s->hi, r->action, out, r->log);
+				     ds[j].set[0] ? ds[j].set : NULL, s->proto,
+				     s->ports[0] ? s->ports : NULL, s->lo, s->hi,
+				     r->action, out, r->log);
 			}
 		}
 	}
@@ -515,7 +641,7 @@ static const char *vnic_chain(struct builder *b, bool out)
 		ids = xrealloc(ids, (nids + 1) * sizeof(*ids));
 		ids[nids++] = r->id;
 	}
-	emit(&cb, 0, NULL, 0, NULL, NULL, 0, 0, 0, p->default_action, out, p->default_log);
+	emit(&cb, 0, NULL, 0, NULL, NULL, 0, NULL, 0, 0, p->default_action, out, p->default_log);
 	snprintf(name, sizeof(name), "%c-%016llx", out ? 'o' : 'i',
 		 (unsigned long long)hash_rules(cb.rules, cb.n));
 	for (size_t i = 0; i < b->pl->nchains; i++) {

@@ -35,6 +35,7 @@ enum pitem_kind {
 	PI_DPORT,      /* lo..hi */
 	PI_LOG,        /* name: prefix */
 	PI_VERDICT,    /* u: enum pverdict */
+	PI_DPORT_SET,  /* name: service set (transport destination port ranges) */
 };
 
 enum pverdict { PV_ACCEPT, PV_DROP, PV_RETURN, PV_REJECT_TCP, PV_REJECT_ICMPX };
@@ -71,6 +72,7 @@ struct pset {
 	uint8_t family;
 	bool interval;
 	bool dst;
+	bool service;            /* family 0: port ranges, lo in a[0..1], hi in a[2..3] (network order) */
 	struct dfw_addr *elems;  /* sorted, disjoint */
 	size_t nelems, cap;
 };

@@ -59,6 +59,9 @@ static void print_rule(const struct prule *r, FILE *f)
 			else
 				fprintf(f, "th dport %u-%u ", it->lo, it->hi);
 			break;
+		case PI_DPORT_SET:
+			fprintf(f, "th dport @%s ", it->name);
+			break;
 		case PI_LOG:
 			fprintf(f, "log prefix \"%s\" group %u ", it->name, DFW_NFLOG_GROUP);
 			break;
@@ -85,6 +88,14 @@ static void print_elems(const struct pset *s, FILE *f)
 
 		if (s->family) {
 			addr_format(&s->elems[i], buf, sizeof(buf));
+		} else if (s->service) {
+			unsigned lo = s->elems[i].a[0] << 8 | s->elems[i].a[1];
+			unsigned hi = s->elems[i].a[2] << 8 | s->elems[i].a[3];
+
+			if (lo == hi)
+				snprintf(buf, sizeof(buf), "%u", lo);
+			else
+				snprintf(buf, sizeof(buf), "%u-%u", lo, hi);
 		} else {
 			memcpy(&id, s->elems[i].a, 4);
 			if (s->dst)
@@ -150,6 +161,8 @@ void plan_print_nft(const struct plan *pl, const char *table, FILE *f)
 			fprintf(f, "\tset %s {\n\t\ttype %s\n%s", s->name,
 				s->family == AF_INET ? "ipv4_addr" : "ipv6_addr",
 				s->interval ? "\t\tflags interval\n" : "");
+		else if (s->service)
+			fprintf(f, "\tset %s {\n\t\ttype inet_service\n\t\tflags interval\n", s->name);
 		else
 			fprintf(f, "\tset %s {\n\t\ttype %s\n", s->name, s->dst ? "classid" : "mark");
 		print_elems(s, f);

@@ -364,7 +364,7 @@ static void test_vdi_untagged(void)
 	GOLDEN("tests/golden/vdi-untagged.nft", text);
 
 	CU_ASSERT_EQUAL_FATAL(pl->nports, 7);
-	CU_ASSERT_EQUAL(pl->nsets, 12); /* 6 groups x 2 families, no literals */
+	CU_ASSERT_EQUAL(pl->nsets, 14); /* 6 groups x 2 families; 2 service sets */
 	/* Every rule applies everywhere in both directions: one out chain and
 	 * one in chain, shared by all seven vNICs. */
 	CU_ASSERT_EQUAL_FATAL(pl->nchains, 2);
@@ -386,9 +386,11 @@ static void test_vdi_untagged(void)
 	}
 	/* Rule 100: 4 services x 2 families; rule 110: any to any, one rule;
 	 * rule 220: 4 ports x 2 families + icmp (v4) + icmpv6 (v6). */
-	CU_ASSERT_EQUAL(count_rules(out, 100), 8);
+	/* tcp/443,4172,8443 as one service set, udp/4172 alone; x 2 families */
+	CU_ASSERT_EQUAL(count_rules(out, 100), 4);
 	CU_ASSERT_EQUAL(count_rules(out, 110), 2);
-	CU_ASSERT_EQUAL(count_rules(out, 220), 10);
+	/* tcp 53,88,389 (a set), udp/53; icmp in v4, icmpv6 in v6 */
+	CU_ASSERT_EQUAL(count_rules(out, 220), 6);
 	CU_ASSERT_EQUAL(count_rules(out, 0), 1);
 	CU_ASSERT_EQUAL(verdict_of(out, 100, 0), PV_RETURN);
 	CU_ASSERT_EQUAL(verdict_of(in, 100, 0), PV_ACCEPT);
@@ -531,7 +533,7 @@ static void test_diff_identity_and_full(void)
 	plan_diff(NULL, pl, &d);
 	CU_ASSERT_FALSE(plan_diff_empty(&d));
 	CU_ASSERT_EQUAL(d.nport_add, 7);
-	CU_ASSERT_EQUAL(d.nset_add, 12);
+	CU_ASSERT_EQUAL(d.nset_add, 14);
 	CU_ASSERT_EQUAL(d.nchain_add, 2);
 	CU_ASSERT_EQUAL(d.nport_del + d.nset_del + d.nchain_del + d.nelem_add + d.nelem_del, 0);
 	for (size_t i = 0; i < d.nport_add; i++)
@@ -542,7 +544,7 @@ static void test_diff_identity_and_full(void)
 	CU_ASSERT_EQUAL(none->nports + none->nsets + none->nchains, 0);
 	plan_diff(pl, none, &d);
 	CU_ASSERT_EQUAL(d.nport_del, 7);
-	CU_ASSERT_EQUAL(d.nset_del, 12);
+	CU_ASSERT_EQUAL(d.nset_del, 14);
 	CU_ASSERT_EQUAL(d.nchain_del, 2);
 	CU_ASSERT_EQUAL(d.nport_add + d.nset_add + d.nchain_add + d.nelem_add + d.nelem_del, 0);
 	plan_diff_free(&d);
@@ -633,7 +635,7 @@ static void test_applied(void)
 	CU_ASSERT_EQUAL(c->rule_ids[4], 50);
 	/* Rule 10: tcp/22 from the literal set, once per family. */
 	CU_ASSERT_EQUAL(count_rules(c, 10), 2);
-	CU_ASSERT_EQUAL(count_rules(c, 20), 6); /* 3 services x 2 families */
+	CU_ASSERT_EQUAL(count_rules(c, 20), 2); /* one service set x 2 families */
 	CU_ASSERT_EQUAL(count_rules(c, 25), 2); /* icmp in v4, icmpv6 in v6 */
 	CU_ASSERT_EQUAL(c->refs, 4);
 	/* Out: 22 (web, guarded), 30 and 31 (everywhere, out); 40 is disabled. */
@@ -677,7 +679,7 @@ static void test_applied(void)
 	/* Literal sets: vm:admin plus CIDRs, normalized, named by content. */
 	/* web, db x 2; two literal pairs; web ids both ways; db ids for its
 	 * inbound rules only. */
-	CU_ASSERT_EQUAL(pl->nsets, 11);
+	CU_ASSERT_EQUAL(pl->nsets, 12); /* and one service set (80, 443, 8000-8999) */
 	CU_ASSERT_PTR_NOT_NULL(plan_find_set(pl, "p-db-i"));
 	CU_ASSERT_PTR_NULL(plan_find_set(pl, "p-db-o"));
 	{
@@ -700,7 +702,7 @@ static void test_applied(void)
 	CU_ASSERT_PTR_NOT_NULL(strstr(text, "elements = { 2001:db8::/32, fd00:21::1 }"));
 	CU_ASSERT_PTR_NOT_NULL(strstr(text, "elements = { 198.51.100.7 }"));
 	CU_ASSERT_PTR_NOT_NULL(strstr(text, "elements = { 2001:db8:ffff::7 }"));
-	CU_ASSERT_PTR_NOT_NULL(strstr(text, "th dport 8000-8999 counter accept"));
+	CU_ASSERT_PTR_NOT_NULL(strstr(text, "elements = { 80, 443, 8000-8999 }"));
 	CU_ASSERT_PTR_NOT_NULL(strstr(text, "log prefix \"dfw rule=30 out \" group 0 counter "
 					    "reject with tcp reset"));
 	CU_ASSERT_PTR_NOT_NULL(strstr(text, "log prefix \"dfw rule=default in \" group 0 counter "
@@ -874,6 +876,46 @@ static void test_literal_sets_shared(void)
 	fixture_free(&fx);
 }
 
+/* Several ports of one protocol become one service set, with ranges that
+ * overlap or touch merged (the kernel refuses overlapping intervals), shared
+ * by every rule with the same ports. */
+static void test_service_sets(void)
+{
+	struct diag d = { 0 };
+	struct dfw_policy *p = policy_parse(
+		"[vm a]\nhost = h\nport = pa\nmac = 02:00:00:00:00:01\naddresses = 10.0.0.1\n"
+		"[rule 1]\ndestinations = 10.9.0.0/16\nservices = tcp/80, tcp/70-90, tcp/91, udp/53\n"
+		"direction = out\naction = allow\n"
+		"[rule 2]\ndestinations = 10.8.0.0/16\nservices = tcp/91, tcp/70-79, tcp/80-90\n"
+		"direction = out\naction = drop\n", "t.ini", &d);
+	struct gengine *e;
+	struct plan *pl;
+	const struct pchain *out;
+	size_t services = 0;
+
+	CU_ASSERT_PTR_NOT_NULL_FATAL(p);
+	e = gengine_new(&p->inv, "t.ini", &d);
+	pl = plan_compile(p, e, "h");
+	for (size_t i = 0; i < pl->nsets; i++) {
+		if (!pl->sets[i].service)
+			continue;
+		services++;
+		CU_ASSERT_EQUAL(pl->sets[i].nelems, 1); /* 70-91 */
+		CU_ASSERT_EQUAL(pl->sets[i].elems[0].a[1], 70);
+		CU_ASSERT_EQUAL(pl->sets[i].elems[0].a[3], 91);
+	}
+	CU_ASSERT_EQUAL(services, 1); /* both rules share it */
+	out = plan_find_chain(pl, pl->ports[0].out_chain);
+	CU_ASSERT_FATAL(out != NULL);
+	/* rule 1: tcp (set) and udp/53 alone; rule 2: tcp (set); IPv4 only */
+	CU_ASSERT_EQUAL(count_rules(out, 1), 2);
+	CU_ASSERT_EQUAL(count_rules(out, 2), 1);
+	plan_free(pl);
+	gengine_free(e);
+	policy_free(p);
+	diag_free(&d);
+}
+
 /* Names become parts of nftables object names (at most 64 characters), so
  * a name that could not stay distinct there is refused with its line. */
 static void test_long_group_names(void)
@@ -907,6 +949,7 @@ void register_compile_tests(void)
 		{ "moving a VM between applied-to groups", test_applied_diff },
 		{ "default allow, normalized sets (golden)", test_minimal },
 		{ "literal sets are named by content", test_literal_sets_shared },
+		{ "service sets merge and are shared", test_service_sets },
 		{ "long group names keep distinct sets", test_long_group_names },
 	};
 
