@@ -957,9 +957,10 @@ static void elem_changes(struct backend *b, const struct pelem_change *c, size_t
 	struct pelem_change *sorted = xcalloc(n + 1, sizeof(*sorted));
 	struct dfw_addr *addrs = xcalloc(n + 1, sizeof(*addrs));
 
-	memcpy(sorted, c, n * sizeof(*c));
-	if (n)
+	if (n) {
+		memcpy(sorted, c, n * sizeof(*c));
 		qsort(sorted, n, sizeof(*sorted), cmp_change_set);
+	}
 	for (size_t i = 0, j; i < n; i = j) {
 		for (j = i; j < n && sorted[j].set == sorted[i].set; j++)
 			addrs[j - i] = sorted[j].addr;

@@ -1022,12 +1022,14 @@ void plan_apply_elems(struct plan *pl, const struct plan_diff *d)
 	struct pelem_change *add = xcalloc(d->nelem_add + 1, sizeof(*add));
 	size_t di = 0, ai = 0;
 
-	memcpy(del, d->elem_del, d->nelem_del * sizeof(*del));
-	memcpy(add, d->elem_add, d->nelem_add * sizeof(*add));
-	if (d->nelem_del)
+	if (d->nelem_del) {
+		memcpy(del, d->elem_del, d->nelem_del * sizeof(*del));
 		qsort(del, d->nelem_del, sizeof(*del), cmp_change);
-	if (d->nelem_add)
+	}
+	if (d->nelem_add) {
+		memcpy(add, d->elem_add, d->nelem_add * sizeof(*add));
 		qsort(add, d->nelem_add, sizeof(*add), cmp_change);
+	}
 	/* Walk the sets that changed, in the (pointer) order of both lists. */
 	while (di < d->nelem_del || ai < d->nelem_add) {
 		const struct pset *s = di == d->nelem_del ? add[ai].set :

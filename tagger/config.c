@@ -1017,9 +1017,10 @@ static void check_rule_ids(struct parser *ps)
 {
 	struct dfw_rule *by_id = xcalloc(ps->p->nrules + 1, sizeof(*by_id));
 
-	memcpy(by_id, ps->p->rules, ps->p->nrules * sizeof(*by_id));
-	if (ps->p->nrules)
+	if (ps->p->nrules) {
+		memcpy(by_id, ps->p->rules, ps->p->nrules * sizeof(*by_id));
 		qsort(by_id, ps->p->nrules, sizeof(*by_id), cmp_rule_id);
+	}
 	for (size_t i = 1; i < ps->p->nrules; i++)
 		if (by_id[i].id && by_id[i].id == by_id[i - 1].id)
 			diag_add(ps->d, ps->file, by_id[i].line, "rule id %u already used at line %d",
