@@ -84,7 +84,9 @@ $(BUILD)/dfw-gen: $(BUILD)/sim/dfw-gen.o $(BUILD)/libdfw.a
 $(BUILD)/bench-%: $(BUILD)/tests/bench/bench-%.o $(BUILD)/tests/bench/bench.o $(BUILD)/libdfw.a | $(BUILD)/dfw-gen
 	$(call quiet,LD,$@)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(UNIT): $(UNIT_SRCS:%.c=$(BUILD)/%.o) $(BUILD)/libdfw.a
+# The scanner (the simulated security appliance) lives in sim/ and is
+# unit-tested like the libraries.
+$(UNIT): $(UNIT_SRCS:%.c=$(BUILD)/%.o) $(BUILD)/sim/scanner.o $(BUILD)/libdfw.a
 	$(call quiet,LD,$@)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) -lcunit
 
 # Installs the Debian packages the build, the tests and the demo need, only

@@ -10,6 +10,7 @@ void register_groups_tests(void);
 void register_store_tests(void);
 void register_config_tests(void);
 void register_compile_tests(void);
+void register_scanner_tests(void);
 
 /* Adds a suite with the given tests; aborts on CUnit failure. */
 struct unit_test {

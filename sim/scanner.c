@@ -1,0 +1,876 @@
+/* The simulated anti-malware appliance: signature file parser, streaming
+ * multi-pattern scanner, scan cache, actions and detection events.  See
+ * scanner.h. */
+#include "sim/scanner.h"
+
+#include <ctype.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/out.h"
+
+struct sig {
+	char *name;
+	enum scan_severity sev;
+	unsigned char *pat;
+	size_t len;
+	int line; /* in the signature file; 0 when built in */
+};
+
+struct sigdb {
+	struct sig *v;
+	size_t n, cap;
+	size_t maxlen; /* longest pattern */
+};
+
+const char *scan_severity_name(enum scan_severity sev)
+{
+	static const char *const names[] = { "low", "medium", "high" };
+
+	return (unsigned)sev < ARRAY_SIZE(names) ? names[sev] : "?";
+}
+
+const char *scan_verdict_name(enum scan_verdict v)
+{
+	static const char *const names[] = { "clean", "infected", "skipped-policy",
+					     "skipped-cached", "error" };
+
+	return (unsigned)v < ARRAY_SIZE(names) ? names[v] : "?";
+}
+
+const char *scan_action_name(enum scan_action a)
+{
+	return a == SCAN_DELETE_FILE ? "delete" : "quarantine";
+}
+
+/* ---- signature database ------------------------------------------------- */
+
+static void sigdb_add(struct sigdb *db, const char *name, enum scan_severity sev,
+		      const unsigned char *pat, size_t len, int line)
+{
+	struct sig *g;
+
+	grow((void **)&db->v, &db->cap, db->n + 1, sizeof(*db->v));
+	g = &db->v[db->n++];
+	g->name = xstrdup(name);
+	g->sev = sev;
+	g->pat = xmalloc(len);
+	memcpy(g->pat, pat, len);
+	g->len = len;
+	g->line = line;
+	if (len > db->maxlen)
+		db->maxlen = len;
+}
+
+static struct sig *sigdb_find(struct sigdb *db, const char *name)
+{
+	for (size_t i = 0; i < db->n; i++)
+		if (str_eq_nocase(db->v[i].name, name))
+			return &db->v[i];
+	return NULL;
+}
+
+/* Built from two halves so that this source file is not itself the test
+ * virus to a scanner that looks at the tree. */
+struct sigdb *sigdb_builtin(void)
+{
+	static const char a[] = "X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-";
+	static const char b[] = "STANDARD-ANTIVIRUS-TEST-FILE!$H+H*";
+	struct sigdb *db = xcalloc(1, sizeof(*db));
+	unsigned char eicar[sizeof(a) + sizeof(b)];
+
+	memcpy(eicar, a, sizeof(a) - 1);
+	memcpy(eicar + sizeof(a) - 1, b, sizeof(b) - 1);
+	sigdb_add(db, SCAN_EICAR_NAME, SCAN_SEV_HIGH, eicar, sizeof(a) + sizeof(b) - 2, 0);
+	return db;
+}
+
+void sigdb_free(struct sigdb *db)
+{
+	if (!db)
+		return;
+	for (size_t i = 0; i < db->n; i++) {
+		free(db->v[i].name);
+		free(db->v[i].pat);
+	}
+	free(db->v);
+	free(db);
+}
+
+size_t sigdb_count(const struct sigdb *db)
+{
+	return db->n;
+}
+
+static int hexval(int c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+/* A printable rendering of byte c for messages. */
+static const char *show(int c, char buf[8])
+{
+	if (isprint(c))
+		snprintf(buf, 8, "'%c'", c);
+	else
+		snprintf(buf, 8, "0x%02x", (unsigned)(unsigned char)c);
+	return buf;
+}
+
+/* Decodes a PATTERN field (the rest of the line) into out[SIG_PATTERN_MAX]
+ * and *len.  Returns NULL or the reason it is malformed (in why). */
+static const char *parse_pattern(const char *p, unsigned char *out, size_t *len,
+				 char *why, size_t whylen)
+{
+	size_t n = 0, total = 0; /* total counts past the limit, for the message */
+	char c1[8];
+
+	if (!strncmp(p, "hex:", 4)) {
+		p += 4;
+		for (;;) {
+			int hi, lo;
+
+			while (*p == ' ' || *p == '\t')
+				p++;
+			if (!*p)
+				break;
+			hi = hexval((unsigned char)p[0]);
+			lo = hi < 0 ? -1 : hexval((unsigned char)p[1]);
+			if (hi < 0 || lo < 0) {
+				int bad = hi < 0 ? p[0] : p[1];
+
+				if (!bad || bad == ' ' || bad == '\t')
+					snprintf(why, whylen, "bad hex: odd number of digits");
+				else
+					snprintf(why, whylen, "bad hex digit %s", show((unsigned char)bad, c1));
+				return why;
+			}
+			if (n < SIG_PATTERN_MAX)
+				out[n++] = (unsigned char)(hi << 4 | lo);
+			total++;
+			p += 2;
+		}
+	} else if (*p == '"') {
+		for (p++;; p++) {
+			int c = (unsigned char)*p;
+
+			if (!c) {
+				snprintf(why, whylen, "missing closing '\"'");
+				return why;
+			}
+			if (c == '"')
+				break;
+			if (c == '\\') {
+				c = (unsigned char)*++p;
+				if (c == 'x') {
+					int hi = hexval((unsigned char)p[1]);
+					int lo = hi < 0 ? -1 : hexval((unsigned char)p[2]);
+
+					if (hi < 0 || lo < 0) {
+						snprintf(why, whylen, "bad \\x escape: expected two hex digits");
+						return why;
+					}
+					c = hi << 4 | lo;
+					p += 2;
+				} else if (c != '\\' && c != '"') {
+					snprintf(why, whylen, "unknown escape '\\%s' (use \\\\, \\\" or \\xNN)",
+						 c ? (char[]){ (char)c, 0 } : "");
+					return why;
+				}
+			}
+			if (n < SIG_PATTERN_MAX)
+				out[n++] = (unsigned char)c;
+			total++;
+		}
+		p++;
+		while (*p == ' ' || *p == '\t')
+			p++;
+		if (*p) {
+			snprintf(why, whylen, "unexpected text after the pattern: '%.32s'", p);
+			return why;
+		}
+	} else {
+		snprintf(why, whylen, "pattern must be \"quoted\" or hex:…, not '%.32s'", p);
+		return why;
+	}
+	if (total == 0) {
+		snprintf(why, whylen, "empty pattern");
+		return why;
+	}
+	if (total > SIG_PATTERN_MAX) {
+		snprintf(why, whylen, "pattern longer than %d bytes (%zu)", SIG_PATTERN_MAX, total);
+		return why;
+	}
+	*len = n;
+	return NULL;
+}
+
+static bool valid_name(const char *s)
+{
+	size_t n = strlen(s);
+
+	if (n == 0 || n > SIG_NAME_MAX)
+		return false;
+	for (; *s; s++)
+		if (!isalnum((unsigned char)*s) && !strchr("._-", *s))
+			return false;
+	return true;
+}
+
+static int parse_severity(const char *s, enum scan_severity *out)
+{
+	for (int i = SCAN_SEV_LOW; i <= SCAN_SEV_HIGH; i++)
+		if (!strcmp(s, scan_severity_name(i))) {
+			*out = i;
+			return 0;
+		}
+	return -1;
+}
+
+/* Splits off the next blank-separated word of *p (NULL at end of line). */
+static char *next_word(char **p)
+{
+	char *s = *p, *e;
+
+	while (*s == ' ' || *s == '\t')
+		s++;
+	if (!*s)
+		return NULL;
+	e = s + strcspn(s, " \t");
+	if (*e)
+		*e++ = '\0';
+	*p = e;
+	return s;
+}
+
+static void parse_line(struct sigdb *db, char *line, const char *path, int lineno,
+		       struct diag *d)
+{
+	static unsigned char pat[SIG_PATTERN_MAX];
+	char *rest = line, *name, *sevs, why[160];
+	enum scan_severity sev;
+	struct sig *old;
+	size_t len;
+
+	name = next_word(&rest);
+	sevs = next_word(&rest);
+	while (*rest == ' ' || *rest == '\t')
+		rest++;
+	if (!sevs) {
+		diag_add(d, path, lineno, "expected NAME SEVERITY PATTERN, got '%.64s'", name);
+		return;
+	}
+	if (!valid_name(name)) {
+		diag_add(d, path, lineno,
+			 "invalid signature name '%.80s' (1-%d of A-Z a-z 0-9 . _ -)", name,
+			 SIG_NAME_MAX);
+		return;
+	}
+	if (parse_severity(sevs, &sev) < 0) {
+		const char *near = NULL;
+
+		for (int i = SCAN_SEV_LOW; i <= SCAN_SEV_HIGH; i++)
+			if (edit_distance(sevs, scan_severity_name(i)) <= 2)
+				near = scan_severity_name(i);
+		diag_add(d, path, lineno, "unknown severity '%.32s' (high, medium or low)%s%s%s",
+			 sevs, near ? "; did you mean '" : "", near ? near : "", near ? "'?" : "");
+		return;
+	}
+	old = sigdb_find(db, name);
+	if (old && old->line == 0 && !strcmp(old->name, SCAN_EICAR_NAME) && !*rest) {
+		old->sev = sev; /* the built-in EICAR, first override */
+		old->line = lineno;
+		return;
+	}
+	if (old) {
+		if (old->line)
+			diag_add(d, path, lineno, "duplicate signature '%s' (first at line %d)",
+				 name, old->line);
+		else
+			diag_add(d, path, lineno,
+				 "'%s' is built in: give only its severity, no pattern", old->name);
+		return;
+	}
+	if (!*rest) {
+		diag_add(d, path, lineno, "missing pattern for '%s'", name);
+		return;
+	}
+	if (parse_pattern(rest, pat, &len, why, sizeof(why))) {
+		diag_add(d, path, lineno, "%s", why);
+		return;
+	}
+	sigdb_add(db, name, sev, pat, len, lineno);
+}
+
+struct sigdb *sigdb_load(const char *path, struct diag *d)
+{
+	struct sigdb *db = NULL;
+	size_t before = d->n, cap = 0;
+	char *line = NULL, *p;
+	int lineno = 0;
+	ssize_t got;
+	FILE *f;
+
+	f = fopen(path, "re");
+	if (!f) {
+		diag_add(d, path, 0, "%m");
+		return NULL;
+	}
+	db = sigdb_builtin();
+	while ((got = getline(&line, &cap, f)) >= 0) {
+		lineno++;
+		if (memchr(line, '\0', (size_t)got)) {
+			diag_add(d, path, lineno, "NUL byte in line");
+			continue;
+		}
+		p = str_trim(line);
+		if (*p && *p != '#')
+			parse_line(db, p, path, lineno, d);
+	}
+	if (ferror(f))
+		diag_add(d, path, 0, "read error: %m");
+	fclose(f);
+	free(line);
+	if (d->n > before) {
+		sigdb_free(db);
+		return NULL;
+	}
+	return db;
+}
+
+/* ---- scan cache --------------------------------------------------------- */
+
+/* What identifies one version of a file.  ctime is in the key because a
+ * guest can put mtime back after a same-size rewrite (timestomping), but
+ * cannot set ctime. */
+struct cache_key {
+	uint64_t dev, ino, size, mtime_ns, ctime_ns;
+};
+
+/* Open addressing, twice as many slots as entries; cleared when full
+ * rather than evicting, since a full scan rebuilds it anyway. */
+#define CACHE_SLOTS (2 * SCAN_CACHE_MAX)
+
+struct cache {
+	struct cache_key *slot;
+	bool *used;
+	size_t n;
+};
+
+static size_t cache_hash(const struct cache_key *k)
+{
+	uint64_t h = 1469598103934665603ULL;
+	const uint64_t w[] = { k->dev, k->ino, k->size, k->mtime_ns, k->ctime_ns };
+
+	for (size_t i = 0; i < ARRAY_SIZE(w); i++) {
+		h ^= w[i];
+		h *= 1099511628211ULL;
+		h ^= h >> 29;
+	}
+	return (size_t)(h % CACHE_SLOTS);
+}
+
+/* The slot holding k, or the free slot where it would go. */
+static size_t cache_probe(const struct cache *c, const struct cache_key *k)
+{
+	size_t i = cache_hash(k);
+
+	while (c->used[i] && memcmp(&c->slot[i], k, sizeof(*k)))
+		i = (i + 1) % CACHE_SLOTS;
+	return i;
+}
+
+static bool cache_has(const struct cache *c, const struct cache_key *k)
+{
+	return c->used[cache_probe(c, k)];
+}
+
+static void cache_reset(struct cache *c)
+{
+	memset(c->used, 0, CACHE_SLOTS * sizeof(*c->used));
+	c->n = 0;
+}
+
+static void cache_put(struct cache *c, const struct cache_key *k)
+{
+	size_t i;
+
+	if (cache_has(c, k))
+		return;
+	if (c->n >= SCAN_CACHE_MAX)
+		cache_reset(c);
+	i = cache_probe(c, k);
+	c->slot[i] = *k;
+	c->used[i] = true;
+	c->n++;
+}
+
+/* ---- scanner ------------------------------------------------------------ */
+
+struct scanner {
+	const struct sigdb *db;
+	uint64_t max_bytes;
+	struct strv skip;
+	enum scan_action action;
+	char *qdir;
+	struct cache cache;
+	unsigned char *buf; /* the kept tail, then one chunk */
+	size_t keep;        /* longest pattern - 1 */
+};
+
+struct scanner *scanner_new(const struct sigdb *db, const struct scan_policy *pol)
+{
+	struct scanner *s;
+
+	if (!db || !pol ||
+	    (pol->action == SCAN_QUARANTINE_FILE && (!pol->quarantine_dir || !*pol->quarantine_dir))) {
+		errno = EINVAL;
+		return NULL;
+	}
+	s = xcalloc(1, sizeof(*s));
+	s->db = db;
+	s->max_bytes = pol->max_bytes;
+	for (size_t i = 0; i < pol->nskip; i++)
+		strv_push(&s->skip, pol->skip_suffixes[i]);
+	s->action = pol->action;
+	s->qdir = pol->quarantine_dir ? xstrdup(pol->quarantine_dir) : NULL;
+	s->cache.slot = xcalloc(CACHE_SLOTS, sizeof(*s->cache.slot));
+	s->cache.used = xcalloc(CACHE_SLOTS, sizeof(*s->cache.used));
+	s->keep = db->maxlen ? db->maxlen - 1 : 0;
+	s->buf = xmalloc(s->keep + SCAN_CHUNK_SIZE);
+	return s;
+}
+
+void scanner_free(struct scanner *s)
+{
+	if (!s)
+		return;
+	strv_free(&s->skip);
+	free(s->qdir);
+	free(s->cache.slot);
+	free(s->cache.used);
+	free(s->buf);
+	free(s);
+}
+
+void scanner_cache_clear(struct scanner *s)
+{
+	cache_reset(&s->cache);
+}
+
+size_t scanner_cache_size(const struct scanner *s)
+{
+	return s->cache.n;
+}
+
+static bool valid_vm(const char *vm)
+{
+	return vm && *vm && strcmp(vm, ".") && strcmp(vm, "..") && !strchr(vm, '/');
+}
+
+static struct cache_key key_of(const struct stat *st)
+{
+	return (struct cache_key){
+		.dev = st->st_dev,
+		.ino = st->st_ino,
+		.size = (uint64_t)st->st_size,
+		.mtime_ns = (uint64_t)st->st_mtim.tv_sec * 1000000000ULL +
+			    (uint64_t)st->st_mtim.tv_nsec,
+		.ctime_ns = (uint64_t)st->st_ctim.tv_sec * 1000000000ULL +
+			    (uint64_t)st->st_ctim.tv_nsec,
+	};
+}
+
+static const char *file_type(mode_t m)
+{
+	return S_ISDIR(m) ? "directory" : S_ISFIFO(m) ? "fifo" : S_ISSOCK(m) ? "socket"
+		: S_ISCHR(m) ? "character device" : S_ISBLK(m) ? "block device" : "special file";
+}
+
+static bool skipped_suffix(const struct scanner *s, const char *path, const char **which)
+{
+	size_t n = strlen(path);
+
+	for (size_t i = 0; i < s->skip.n; i++) {
+		size_t m = strlen(s->skip.v[i]);
+
+		if (m && m <= n && !strcasecmp(path + n - m, s->skip.v[i])) {
+			*which = s->skip.v[i];
+			return true;
+		}
+	}
+	return false;
+}
+
+/* Streams fd through every pattern, keeping the last keep bytes of the
+ * previous chunk in front of the next so that a pattern across a chunk
+ * boundary is still whole in the buffer.  Returns the matching signature,
+ * NULL when clean, or NULL with *err set to errno on a read error. */
+static const struct sig *scan_fd(struct scanner *s, int fd, uint64_t limit, uint64_t *bytes,
+				 int *err)
+{
+	const struct sigdb *db = s->db;
+	size_t have = 0;
+
+	*bytes = 0;
+	*err = 0;
+	for (;;) {
+		size_t want = SCAN_CHUNK_SIZE;
+		ssize_t got;
+
+		if (limit && limit - *bytes < want)
+			want = (size_t)(limit - *bytes);
+		if (want == 0)
+			return NULL; /* grew past max_bytes while we read: scan what was there */
+		got = read(fd, s->buf + have, want);
+		if (got < 0 && errno == EINTR)
+			continue;
+		if (got < 0) {
+			*err = errno;
+			return NULL;
+		}
+		if (got == 0)
+			return NULL;
+		*bytes += (uint64_t)got;
+		have += (size_t)got;
+		for (size_t i = 0; i < db->n; i++)
+			if (memmem(s->buf, have, db->v[i].pat, db->v[i].len))
+				return &db->v[i];
+		if (have > s->keep) {
+			memmove(s->buf, s->buf + have - s->keep, s->keep);
+			have = s->keep;
+		}
+	}
+}
+
+static int mkdir_ok(const char *path)
+{
+	return mkdir(path, 0700) == 0 || errno == EEXIST ? 0 : -1;
+}
+
+/* Moves path into quarantine_dir/<vm>/ without overwriting anything there. */
+static int quarantine(struct scanner *s, const char *vm, const char *path,
+		      struct scan_result *out)
+{
+	const char *base = strrchr(path, '/');
+	char *dir = xasprintf("%s/%s", s->qdir, vm);
+	int ret = -1;
+
+	base = base ? base + 1 : path;
+	if (mkdir_ok(s->qdir) < 0 || mkdir_ok(dir) < 0) {
+		snprintf(out->why, sizeof(out->why), "quarantine: cannot create %.400s: %m", dir);
+		goto out;
+	}
+	for (int i = 0; i < 1000; i++) {
+		int n = i ? snprintf(out->moved_to, sizeof(out->moved_to), "%s/%s.%lld.%d", dir,
+				     base, (long long)out->time, i)
+			  : snprintf(out->moved_to, sizeof(out->moved_to), "%s/%s.%lld", dir, base,
+				     (long long)out->time);
+
+		if (n < 0 || (size_t)n >= sizeof(out->moved_to)) {
+			snprintf(out->why, sizeof(out->why), "quarantine: path too long");
+			goto out;
+		}
+		if (renameat2(AT_FDCWD, path, AT_FDCWD, out->moved_to, RENAME_NOREPLACE) == 0) {
+			ret = 0;
+			goto out;
+		}
+		if (errno != EEXIST) {
+			snprintf(out->why, sizeof(out->why), "quarantine: cannot move to %.400s: %m",
+				 out->moved_to);
+			goto out;
+		}
+	}
+	snprintf(out->why, sizeof(out->why), "quarantine: too many copies of %.200s in %.200s", base, dir);
+out:
+	if (ret < 0)
+		out->moved_to[0] = '\0';
+	free(dir);
+	return ret;
+}
+
+static void act(struct scanner *s, const char *vm, const char *path, struct scan_result *out)
+{
+	out->action = s->action;
+	if (s->action == SCAN_DELETE_FILE) {
+		if (unlink(path) == 0)
+			out->action_done = true;
+		else
+			snprintf(out->why, sizeof(out->why), "delete failed: %m");
+	} else if (quarantine(s, vm, path, out) == 0) {
+		out->action_done = true;
+	}
+}
+
+int scanner_scan_file(struct scanner *s, const char *vm, const char *path,
+		      struct scan_result *out)
+{
+	const struct sig *hit;
+	struct cache_key key;
+	struct stat st;
+	const char *suffix;
+	struct timespec now;
+	int fd, err;
+
+	memset(out, 0, sizeof(*out));
+	if (!s || !valid_vm(vm) || !path || !*path) {
+		errno = EINVAL;
+		return -1;
+	}
+	clock_gettime(CLOCK_REALTIME, &now);
+	out->time = now.tv_sec;
+	out->verdict = SCAN_ERROR;
+	if (skipped_suffix(s, path, &suffix)) {
+		out->verdict = SCAN_SKIPPED_POLICY;
+		snprintf(out->why, sizeof(out->why), "suffix %s is not scanned", suffix);
+		return 0;
+	}
+	/* O_NONBLOCK: a FIFO planted in the sandbox must not hang the scanner. */
+	fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+	if (fd < 0) {
+		if (errno == ELOOP)
+			snprintf(out->why, sizeof(out->why), "symbolic link, not followed");
+		else
+			snprintf(out->why, sizeof(out->why), "%m");
+		return 0;
+	}
+	if (fstat(fd, &st) < 0) {
+		snprintf(out->why, sizeof(out->why), "%m");
+		goto out;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		snprintf(out->why, sizeof(out->why), "not a regular file (%s)", file_type(st.st_mode));
+		goto out;
+	}
+	if (s->max_bytes && (uint64_t)st.st_size > s->max_bytes) {
+		out->verdict = SCAN_SKIPPED_POLICY;
+		snprintf(out->why, sizeof(out->why), "larger than max_bytes (%llu > %llu)",
+			 (unsigned long long)st.st_size, (unsigned long long)s->max_bytes);
+		goto out;
+	}
+	key = key_of(&st);
+	if (cache_has(&s->cache, &key)) {
+		out->verdict = SCAN_SKIPPED_CACHED;
+		goto out;
+	}
+	hit = scan_fd(s, fd, s->max_bytes, &out->bytes_scanned, &err);
+	if (err) {
+		errno = err;
+		snprintf(out->why, sizeof(out->why), "read error: %m");
+		goto out;
+	}
+	if (hit) {
+		out->verdict = SCAN_INFECTED;
+		snprintf(out->signature, sizeof(out->signature), "%s", hit->name);
+		out->severity = hit->sev;
+		close(fd);
+		fd = -1;
+		act(s, vm, path, out);
+		goto out;
+	}
+	out->verdict = SCAN_CLEAN;
+	/* Cache only what was read: a file changed under us is scanned again. */
+	if (fstat(fd, &st) == 0) {
+		struct cache_key after = key_of(&st);
+
+		if (!memcmp(&key, &after, sizeof(key)))
+			cache_put(&s->cache, &key);
+	}
+out:
+	if (fd >= 0)
+		close(fd);
+	return 0;
+}
+
+/* ---- full scan ---------------------------------------------------------- */
+
+struct walk {
+	struct scanner *s;
+	const char *vm;
+	bool have_q;
+	dev_t qdev;
+	ino_t qino;
+	scan_report_fn *fn;
+	void *arg;
+	struct scan_summary *sum;
+};
+
+static int cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static void report_dir_error(struct walk *w, const char *dir, const char *why)
+{
+	struct scan_result r = { .verdict = SCAN_ERROR, .time = (int64_t)time(NULL) };
+
+	snprintf(r.why, sizeof(r.why), "%s", why);
+	w->sum->errors++;
+	if (w->fn)
+		w->fn(w->arg, &r, dir);
+}
+
+/* Reads a directory's names first, then visits them in order, so that
+ * files moved away by the actions do not disturb the listing. */
+static int walk_dir(struct walk *w, const char *dir, int depth)
+{
+	struct strv names = { 0 };
+	struct dirent *e;
+	DIR *dp;
+
+	if (depth > SCAN_TREE_MAX_DEPTH) {
+		report_dir_error(w, dir, "directory nesting too deep");
+		return 0;
+	}
+	dp = opendir(dir);
+	if (!dp)
+		return -1;
+	while ((e = readdir(dp)))
+		if (strcmp(e->d_name, ".") && strcmp(e->d_name, ".."))
+			strv_push(&names, e->d_name);
+	closedir(dp);
+	if (names.n)
+		qsort(names.v, names.n, sizeof(*names.v), cmp_str);
+	for (size_t i = 0; i < names.n; i++) {
+		char *path = xasprintf("%s/%s", dir, names.v[i]);
+		struct scan_result r;
+		struct stat st;
+
+		if (lstat(path, &st) < 0) {
+			if (errno != ENOENT) { /* gone since the listing: nothing to scan */
+				char why[300];
+
+				snprintf(why, sizeof(why), "%m");
+				report_dir_error(w, path, why);
+			}
+		} else if (S_ISDIR(st.st_mode)) {
+			if (!(w->have_q && st.st_dev == w->qdev && st.st_ino == w->qino) &&
+			    walk_dir(w, path, depth + 1) < 0) {
+				char why[300];
+
+				snprintf(why, sizeof(why), "cannot read directory: %m");
+				report_dir_error(w, path, why);
+			}
+		} else if (S_ISREG(st.st_mode) &&
+			   scanner_scan_file(w->s, w->vm, path, &r) == 0) {
+			w->sum->files++;
+			switch (r.verdict) {
+			case SCAN_CLEAN: w->sum->clean++; break;
+			case SCAN_INFECTED: w->sum->infected++; break;
+			case SCAN_SKIPPED_POLICY:
+			case SCAN_SKIPPED_CACHED: w->sum->skipped++; break;
+			case SCAN_ERROR: w->sum->errors++; break;
+			}
+			if (w->fn)
+				w->fn(w->arg, &r, path);
+		}
+		free(path);
+	}
+	strv_free(&names);
+	return 0;
+}
+
+int scanner_scan_tree(struct scanner *s, const char *vm, const char *dir, bool full,
+		      scan_report_fn *fn, void *arg, struct scan_summary *sum)
+{
+	struct scan_summary dummy;
+	struct walk w = { .s = s, .vm = vm, .fn = fn, .arg = arg, .sum = sum ? sum : &dummy };
+	struct stat st;
+
+	memset(w.sum, 0, sizeof(*w.sum));
+	if (!s || !valid_vm(vm) || !dir) {
+		errno = EINVAL;
+		return -1;
+	}
+	if (full)
+		scanner_cache_clear(s);
+	if (s->qdir && stat(s->qdir, &st) == 0) {
+		w.have_q = true;
+		w.qdev = st.st_dev;
+		w.qino = st.st_ino;
+	}
+	return walk_dir(&w, dir, 0);
+}
+
+/* ---- detection events --------------------------------------------------- */
+
+int detection_from_result(const struct scan_result *r, const char *vm, const char *path,
+			  struct detection *ev)
+{
+	if (r->verdict != SCAN_INFECTED) {
+		errno = EINVAL;
+		return -1;
+	}
+	*ev = (struct detection){ .vm = vm, .path = path, .signature = r->signature,
+				  .severity = r->severity, .time = r->time };
+	return 0;
+}
+
+int detection_json(const struct scan_result *r, const char *vm, const char *path,
+		   char *buf, size_t len)
+{
+	char stamp[32] = "";
+	time_t t = (time_t)r->time;
+	struct out o;
+	struct tm tm;
+	size_t n = 0;
+	char *mem = NULL;
+	FILE *f;
+
+	if (gmtime_r(&t, &tm))
+		strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H:%M:%SZ", &tm);
+	/* Through the one JSON printer, so escaping is the project's. */
+	f = open_memstream(&mem, &n);
+	if (!f)
+		abort();
+	out_init(&o, f, true);
+	out_obj_start(&o, NULL);
+	if (r->verdict == SCAN_INFECTED) {
+		out_str(&o, "event", "detection");
+		out_str(&o, "vm", vm);
+		out_str(&o, "path", path);
+		out_str(&o, "signature", r->signature);
+		out_str(&o, "severity", scan_severity_name(r->severity));
+		out_str(&o, "action", scan_action_name(r->action));
+		out_bool(&o, "action_done", r->action_done);
+		if (r->moved_to[0])
+			out_str(&o, "moved_to", r->moved_to);
+	} else {
+		out_str(&o, "event", "scan");
+		out_str(&o, "vm", vm);
+		out_str(&o, "path", path);
+		out_str(&o, "verdict", scan_verdict_name(r->verdict));
+	}
+	if (r->why[0])
+		out_str(&o, "why", r->why);
+	out_str(&o, "time", stamp);
+	out_u64(&o, "epoch", r->time < 0 ? 0 : (uint64_t)r->time);
+	out_obj_end(&o);
+	out_finish(&o);
+	fclose(f);
+	if (n >= len || n > INT_MAX) {
+		if (len)
+			buf[0] = '\0';
+		free(mem);
+		errno = ENOSPC;
+		return -1;
+	}
+	memcpy(buf, mem, n + 1);
+	free(mem);
+	return (int)n;
+}
