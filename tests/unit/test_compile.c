@@ -881,21 +881,16 @@ static void test_literal_sets_shared(void)
  * by every rule with the same ports. */
 static void test_service_sets(void)
 {
-	struct diag d = { 0 };
-	struct dfw_policy *p = policy_parse(
+	struct fixture fx = PARSE(
 		"[vm a]\nhost = h\nport = pa\nmac = 02:00:00:00:00:01\naddresses = 10.0.0.1\n"
 		"[rule 1]\ndestinations = 10.9.0.0/16\nservices = tcp/80, tcp/70-90, tcp/91, udp/53\n"
 		"direction = out\naction = allow\n"
 		"[rule 2]\ndestinations = 10.8.0.0/16\nservices = tcp/91, tcp/70-79, tcp/80-90\n"
-		"direction = out\naction = drop\n", "t.ini", &d);
-	struct gengine *e;
-	struct plan *pl;
+		"direction = out\naction = drop\n");
+	struct plan *pl = COMPILE(&fx, "h");
 	const struct pchain *out;
 	size_t services = 0;
 
-	CU_ASSERT_PTR_NOT_NULL_FATAL(p);
-	e = gengine_new(&p->inv, "t.ini", &d);
-	pl = plan_compile(p, e, "h");
 	for (size_t i = 0; i < pl->nsets; i++) {
 		if (!pl->sets[i].service)
 			continue;
@@ -911,9 +906,7 @@ static void test_service_sets(void)
 	CU_ASSERT_EQUAL(count_rules(out, 1), 2);
 	CU_ASSERT_EQUAL(count_rules(out, 2), 1);
 	plan_free(pl);
-	gengine_free(e);
-	policy_free(p);
-	diag_free(&d);
+	fixture_free(&fx);
 }
 
 /* Names become parts of nftables object names (at most 64 characters), so
