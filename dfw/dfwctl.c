@@ -15,6 +15,7 @@
 #include "common/util.h"
 #include "tagger/config.h"
 #include "tagger/store.h"
+#include "tagger/tags.h"
 
 enum { EXIT_OK = 0, EXIT_INPUT = 1, EXIT_DATAPLANE = 2, EXIT_UNREACHABLE = 3 };
 
@@ -126,78 +127,9 @@ out:
 	return rc;
 }
 
-/* Tag and untag validate VM and tags against the stored policy inside the
- * write transaction, so a concurrent apply cannot slip between. */
-struct tag_req {
-	const char *vm;
-	char **tags;
-	size_t ntags;
-	bool add;
-	struct store_op *ops;
-	char (*keys)[512];
-	size_t nops;
-};
-
-static int tag_check(struct store *s, void *arg, char *err, size_t errlen)
-{
-	struct tag_req *t = arg;
-	struct diag d = { 0 };
-	struct dfw_policy *p = NULL;
-	char *text = NULL, *file = NULL, perr[256];
-	const char *near;
-	long vm;
-	int ret = 1, r;
-
-	r = store_get(s, "policy", &text, perr, sizeof(perr));
-	if (r != 0) {
-		snprintf(err, errlen, r == 1 ? "the store holds no policy yet: run 'dfwctl apply FILE' first"
-					     : "reading the policy: %s", perr);
-		goto out;
-	}
-	store_get(s, "policy-file", &file, perr, sizeof(perr));
-	p = policy_parse(text, file ? file : "store:policy", &d);
-	if (!p) {
-		snprintf(err, errlen, "the stored policy does not parse: %s", d.n ? d.msgs[0] : "?");
-		goto out;
-	}
-	if ((vm = policy_find_vm(p, t->vm)) < 0) {
-		const char **names = xcalloc(p->inv.nvms, sizeof(*names));
-
-		for (size_t i = 0; i < p->inv.nvms; i++)
-			names[i] = p->inv.vms[i].name;
-		near = nearest_name(t->vm, names, p->inv.nvms);
-		snprintf(err, errlen, "unknown VM '%s'%s%s%s", t->vm, near ? " (did you mean '" : "",
-			 near ? near : "", near ? "'?)" : "");
-		free(names);
-		goto out;
-	}
-	t->nops = 0;
-	for (size_t i = 0; i < t->ntags; i++) {
-		const char *tag = policy_find_tag(p, t->tags[i]);
-
-		if (!tag) {
-			near = nearest_name(t->tags[i], (const char *const *)p->tags.v, p->tags.n);
-			snprintf(err, errlen, "unknown tag '%s'%s%s%s; declared tags: see [tags] in %s",
-				 t->tags[i], near ? " (did you mean '" : "", near ? near : "",
-				 near ? "'?)" : "", p->file);
-			goto out;
-		}
-		snprintf(t->keys[i], sizeof(t->keys[i]), "tag/%s/%s", p->inv.vms[vm].name, tag);
-		t->ops[t->nops++] = (struct store_op){ t->add ? STORE_PUT : STORE_DEL, t->keys[i],
-						       t->add ? "" : NULL };
-	}
-	ret = 0;
-out:
-	diag_free(&d);
-	policy_free(p);
-	free(text);
-	free(file);
-	return ret;
-}
-
 static int tag_common(struct ctx *c, bool add)
 {
-	struct tag_req t = { 0 };
+	char (*names)[TAG_KEY_MAX] = NULL;
 	struct store *s = NULL;
 	char err[512];
 	uint64_t rev;
@@ -207,30 +139,23 @@ static int tag_common(struct ctx *c, bool add)
 		fprintf(stderr, "usage: dfwctl %s VM TAG...\n", add ? "tag" : "untag");
 		return EXIT_INPUT;
 	}
-	t.vm = c->argv[0];
-	t.tags = c->argv + 1;
-	t.ntags = (size_t)c->argc - 1;
-	t.add = add;
-	t.ops = xcalloc(t.ntags, sizeof(*t.ops));
-	t.keys = xcalloc(t.ntags, sizeof(*t.keys));
 	if (!(s = open_store(c, false, &rc)))
 		goto out;
-	/* ops are filled in by tag_check, inside the transaction. */
-	r = store_txn(s, t.ops, t.ntags, tag_check, &t, &rev, err, sizeof(err));
+	names = xcalloc((size_t)c->argc, sizeof(*names));
+	r = tags_write(s, c->argv[0], c->argv + 1, (size_t)c->argc - 1, add, names, &rev,
+		       err, sizeof(err));
 	if (r != 0) {
 		fprintf(stderr, "dfwctl: %s; nothing changed\n", err);
 		rc = r == 1 ? EXIT_INPUT : EXIT_UNREACHABLE;
 		goto out;
 	}
-	for (size_t i = 0; i < t.ntags; i++)
-		printf("%s %s %s\n", add ? "tagged" : "untagged", c->argv[0],
-		       strrchr(t.keys[i], '/') + 1);
+	for (int i = 0; i < c->argc - 1; i++)
+		printf("%s %s %s\n", add ? "tagged" : "untagged", c->argv[0], names[i]);
 	printf("revision %llu\n", (unsigned long long)rev);
 	rc = EXIT_OK;
 out:
 	store_close(s);
-	free(t.ops);
-	free(t.keys);
+	free(names);
 	return rc;
 }
 

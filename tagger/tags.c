@@ -1,0 +1,96 @@
+/* Writing security tags: validated against the stored policy inside the
+ * write transaction, so a concurrent apply cannot slip between.  Shared by
+ * dfwctl (a person) and the scanner (a detection). */
+#include "tagger/tags.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tagger/config.h"
+
+/* Tag and untag validate VM and tags against the stored policy inside the
+ * write transaction, so a concurrent apply cannot slip between. */
+struct tag_req {
+	const char *vm;
+	char **tags;
+	size_t ntags;
+	bool add;
+	struct store_op *ops;
+	char (*keys)[TAG_KEY_MAX];
+	size_t nops;
+};
+
+static int tag_check(struct store *s, void *arg, char *err, size_t errlen)
+{
+	struct tag_req *t = arg;
+	struct diag d = { 0 };
+	struct dfw_policy *p = NULL;
+	char *text = NULL, *file = NULL, perr[256];
+	const char *near;
+	long vm;
+	int ret = 1, r;
+
+	r = store_get(s, "policy", &text, perr, sizeof(perr));
+	if (r != 0) {
+		snprintf(err, errlen, r == 1 ? "the store holds no policy yet: run 'dfwctl apply FILE' first"
+					     : "reading the policy: %s", perr);
+		goto out;
+	}
+	store_get(s, "policy-file", &file, perr, sizeof(perr));
+	p = policy_parse(text, file ? file : "store:policy", &d);
+	if (!p) {
+		snprintf(err, errlen, "the stored policy does not parse: %s", d.n ? d.msgs[0] : "?");
+		goto out;
+	}
+	if ((vm = policy_find_vm(p, t->vm)) < 0) {
+		const char **names = xcalloc(p->inv.nvms, sizeof(*names));
+
+		for (size_t i = 0; i < p->inv.nvms; i++)
+			names[i] = p->inv.vms[i].name;
+		near = nearest_name(t->vm, names, p->inv.nvms);
+		snprintf(err, errlen, "unknown VM '%s'%s%s%s", t->vm, near ? " (did you mean '" : "",
+			 near ? near : "", near ? "'?)" : "");
+		free(names);
+		goto out;
+	}
+	t->nops = 0;
+	for (size_t i = 0; i < t->ntags; i++) {
+		const char *tag = policy_find_tag(p, t->tags[i]);
+
+		if (!tag) {
+			near = nearest_name(t->tags[i], (const char *const *)p->tags.v, p->tags.n);
+			snprintf(err, errlen, "unknown tag '%s'%s%s%s; declared tags: see [tags] in %s",
+				 t->tags[i], near ? " (did you mean '" : "", near ? near : "",
+				 near ? "'?)" : "", p->file);
+			goto out;
+		}
+		snprintf(t->keys[i], sizeof(t->keys[i]), "tag/%s/%s", p->inv.vms[vm].name, tag);
+		t->ops[t->nops++] = (struct store_op){ t->add ? STORE_PUT : STORE_DEL, t->keys[i],
+						       t->add ? "" : NULL };
+	}
+	ret = 0;
+out:
+	diag_free(&d);
+	policy_free(p);
+	free(text);
+	free(file);
+	return ret;
+}
+
+int tags_write(struct store *s, const char *vm, char *const *tags, size_t ntags, bool add,
+	       char (*names)[TAG_KEY_MAX], uint64_t *rev, char *err, size_t errlen)
+{
+	struct tag_req t = { .vm = vm, .tags = (char **)tags, .ntags = ntags, .add = add };
+	int r;
+
+	t.ops = xcalloc(ntags + 1, sizeof(*t.ops));
+	t.keys = xcalloc(ntags + 1, sizeof(*t.keys));
+	/* ops are filled in by tag_check, inside the transaction. */
+	r = store_txn(s, t.ops, ntags, tag_check, &t, rev, err, errlen);
+	for (size_t i = 0; r == 0 && names && i < ntags; i++)
+		snprintf(names[i], TAG_KEY_MAX, "%s", strrchr(t.keys[i], '/') + 1);
+	free(t.ops);
+	free(t.keys);
+	return r;
+}
