@@ -49,12 +49,12 @@ endif
 LIB_SRCS := $(wildcard common/*.c groups/*.c tagger/*.c) \
 	$(filter-out dfw/dfwd.c dfw/dfwctl.c,$(wildcard dfw/*.c))
 LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/%.o)
-LAB_SRCS := $(filter-out sim/dfw-lab.c sim/dfw-gen.c,$(wildcard sim/*.c))
+LAB_SRCS := $(filter-out sim/dfw-lab.c sim/dfw-gen.c sim/dfw-scan.c,$(wildcard sim/*.c))
 UNIT_SRCS := $(wildcard tests/unit/*.c)
 BENCH_SRCS := $(filter-out tests/bench/bench.c,$(wildcard tests/bench/bench-*.c))
 BENCHES := $(BENCH_SRCS:tests/bench/%.c=$(BUILD)/%)
 
-PROGS := $(BUILD)/dfwd $(BUILD)/dfwctl $(BUILD)/dfw-lab $(BUILD)/dfw-gen
+PROGS := $(BUILD)/dfwd $(BUILD)/dfwctl $(BUILD)/dfw-lab $(BUILD)/dfw-gen $(BUILD)/dfw-scan
 UNIT := $(BUILD)/unit-tests
 
 all: $(PROGS)
@@ -73,6 +73,9 @@ $(BUILD)/dfwctl: $(BUILD)/dfw/dfwctl.o $(BUILD)/libdfw.a
 	$(call quiet,LD,$@)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/dfw-lab: $(BUILD)/sim/dfw-lab.o $(LAB_SRCS:%.c=$(BUILD)/%.o) $(BUILD)/libdfw.a
+	$(call quiet,LD,$@)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/dfw-scan: $(BUILD)/sim/dfw-scan.o $(BUILD)/sim/scanner.o $(BUILD)/libdfw.a
 	$(call quiet,LD,$@)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/dfw-gen: $(BUILD)/sim/dfw-gen.o $(BUILD)/libdfw.a
