@@ -51,6 +51,20 @@ check "desktop2 is quarantined" wait_quarantined desktop2
 check "desktop2 carries threat.medium" sh -c "'$LAB_BIN' ctl --lab $LAB -- tags desktop2 | grep -q threat.medium"
 check "desktop2 is cut off from the file server" blocked desktop2 fs1 tcp/445
 
+echo "# release after a clean full scan (auto-release)"
+SCAN1=("$SCAN_BIN" --store "/run/dfw-lab/$LAB/store.db" --sandbox "$SB" --signatures "$TOP/configs/signatures.txt" --audit "$SB/audit.jsonl")
+check "a clean full scan of desktop2 exits 0" "${SCAN1[@]}" --full-scan desktop2 --auto-release
+check "desktop2 lost its threat tag" exits 1 in_quarantine desktop2
+check "desktop2 reaches the file server again" reach desktop2 fs1 tcp/445
+check "the release is in the audit log" grep -q '"event":"untag","vm":"desktop2"' "$SB/audit.jsonl"
+check "the guest got a release notice" grep -q "network access is restored" "$SB/desktop2/DFW-NOTICE.txt"
+
+echo "# a reinfection found by the full scan keeps the VM quarantined"
+printf '%s' 'X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*' >"$SB/desktop1/.hidden.com"
+check "the full scan of desktop1 reports threats (exit 4)" exits 4 "${SCAN1[@]}" --full-scan desktop1 --auto-release
+check "desktop1 stays quarantined" in_quarantine desktop1
+check "desktop1 is still cut off" blocked desktop1 fs1 tcp/445
+
 echo "# manual release"
 rev=$(ctl untag desktop1 threat.high | sed -n 's/^revision //p')
 check "the untag is realized" wait_realized "$rev"
