@@ -54,7 +54,13 @@ static const char *const op_names[] = {
 	"equals", "not-equals", "contains", "starts-with", "ends-with"
 };
 
+static const char *const severity_names[] = { "low", "medium", "high" };
+static const char *const nt_mode_names[] = { "off", "monitor", "enforce" };
+static const char *const file_action_names[] = { "quarantine", "delete" };
+
 const char *action_name(enum dfw_action a) { return action_names[a]; }
+const char *severity_name(enum dfw_severity s) { return severity_names[s]; }
+const char *nt_mode_name(enum nt_mode m) { return nt_mode_names[m]; }
 const char *category_name(enum dfw_category c) { return category_names[c]; }
 
 const char *dir_name(enum dfw_dir d)
@@ -104,6 +110,8 @@ static int find_word(const char *s, const char *const *names, size_t n)
 /* --- the line index ----------------------------------------------------- */
 
 /* Section names with blanks folded: "[vm  a]" and "[vm a]" are one name. */
+int severity_parse(const char *s) { return find_word(s, severity_names, SEV_COUNT); }
+
 static void fold_blanks(char *s)
 {
 	char *out = s;
@@ -420,7 +428,15 @@ static const char *const rule_keys[] = {
 	"name", "category", "sources", "destinations", "services", "applied_to",
 	"direction", "action", "log", "disabled", "notes"
 };
-static const char *const section_kinds[] = { "global", "tags", "vm", "group", "rule" };
+static const char *const detection_keys[] = {
+	"tag_high", "tag_medium", "tag_low", "auto_release", "file_action", "max_file_bytes"
+};
+static const char *const netthreat_keys[] = {
+	"mode", "window", "max_ports", "max_hosts", "block_for", "tag"
+};
+static const char *const section_kinds[] = {
+	"global", "tags", "detection", "netthreat", "vm", "group", "rule"
+};
 
 static void parse_global(struct parser *ps)
 {
@@ -450,6 +466,95 @@ static void parse_tags(struct parser *ps)
 			strv_push(&ps->p->tags, names.v[i]);
 	}
 	strv_free(&names);
+}
+
+/* A tag named by [detection] or [netthreat]: it must be declared, and the
+ * declared spelling is kept. */
+static char *declared_tag(struct parser *ps, const char *sec, const char *key, const char *v)
+{
+	const char *t = policy_find_tag(ps->p, v);
+	char hint[128];
+
+	if (!t)
+		ERR(ps, sec, key, "%s: tag '%s' is not declared in [tags]%s", key, v,
+		    suggest(hint, sizeof(hint), v, (const char *const *)ps->p->tags.v, ps->p->tags.n));
+	return t ? xstrdup(t) : NULL;
+}
+
+static uint64_t get_duration(struct parser *ps, const char *sec, const char *key,
+			     uint64_t def, uint64_t min_ms, uint64_t max_ms)
+{
+	const char *v = get(ps, sec, key);
+	uint64_t ms;
+
+	if (!v)
+		return def;
+	if (parse_duration_ms(v, &ms) < 0 || ms < min_ms || ms > max_ms) {
+		ERR(ps, sec, key, "%s: '%s' is not a duration from %llu ms to %llu s "
+			"(e.g. 500ms, 10s, 5m, 1h)", key, v, (unsigned long long)min_ms,
+		    (unsigned long long)(max_ms / 1000));
+		return def;
+	}
+	return ms;
+}
+
+static uint64_t get_count(struct parser *ps, const char *sec, const char *key,
+			  uint64_t def, uint64_t min, uint64_t max)
+{
+	const char *v = get(ps, sec, key);
+	uint64_t n;
+
+	if (!v)
+		return def;
+	if (parse_u64(v, max, &n) < 0 || n < min) {
+		ERR(ps, sec, key, "%s: '%s' is not a whole number from %llu to %llu", key, v,
+		    (unsigned long long)min, (unsigned long long)max);
+		return def;
+	}
+	return n;
+}
+
+/* [detection]: defaults are threat.<severity>, which need to be declared
+ * only when the section is present (a policy without it never scans). */
+static void parse_detection(struct parser *ps)
+{
+	struct dfw_detection *det = &ps->p->detection;
+	bool present = sec_line(ps, "detection") > 0;
+
+	check_keys(ps, "detection", detection_keys, ARRAY_SIZE(detection_keys));
+	for (int sev = SEV_COUNT - 1; sev >= 0; sev--) {
+		char key[16], def[32];
+		const char *v;
+
+		snprintf(key, sizeof(key), "tag_%s", severity_names[sev]);
+		snprintf(def, sizeof(def), "threat.%s", severity_names[sev]);
+		v = get(ps, "detection", key);
+		if (present)
+			det->tag[sev] = declared_tag(ps, "detection", key, v ? v : def);
+		else
+			det->tag[sev] = xstrdup(def);
+	}
+	det->auto_release = get_bool(ps, "detection", "auto_release", true);
+	det->delete_files = get_word(ps, "detection", "file_action", file_action_names,
+				     ARRAY_SIZE(file_action_names), 0) == 1;
+	det->max_file_bytes = get_count(ps, "detection", "max_file_bytes", 64ull << 20,
+					0, UINT64_MAX);
+}
+
+static void parse_netthreat(struct parser *ps)
+{
+	struct dfw_netthreat *nt = &ps->p->netthreat;
+	const char *v;
+
+	check_keys(ps, "netthreat", netthreat_keys, ARRAY_SIZE(netthreat_keys));
+	nt->mode = (enum nt_mode)get_word(ps, "netthreat", "mode", nt_mode_names,
+					  ARRAY_SIZE(nt_mode_names), NT_OFF);
+	nt->window_ms = get_duration(ps, "netthreat", "window", 10000, 100, 3600000);
+	nt->max_ports = (uint32_t)get_count(ps, "netthreat", "max_ports", 50, 2, 65536);
+	nt->max_hosts = (uint32_t)get_count(ps, "netthreat", "max_hosts", 20, 2, 65536);
+	nt->block_ms = get_duration(ps, "netthreat", "block_for", 300000, 1000, 7 * 86400000ull);
+	if ((v = get(ps, "netthreat", "tag")) && *v)
+		nt->tag = declared_tag(ps, "netthreat", "tag", v);
 }
 
 static void parse_vm(struct parser *ps, const char *sec, const char *name)
@@ -1051,7 +1156,8 @@ static void parse_sections(struct parser *ps)
 		const char *arg = sp ? str_trim((char *)sp) : NULL;
 
 		snprintf(kind, sizeof(kind), "%.*s", (int)(klen < 31 ? klen : 31), sec);
-		if (!strcmp(sec, "global") || !strcmp(sec, "tags"))
+		if (!strcmp(sec, "global") || !strcmp(sec, "tags") ||
+		    !strcmp(sec, "detection") || !strcmp(sec, "netthreat"))
 			continue;
 		if ((!strcmp(kind, "vm") || !strcmp(kind, "group") || !strcmp(kind, "rule")) && arg && *arg) {
 			if (!strcmp(kind, "group")) {
@@ -1063,11 +1169,14 @@ static void parse_sections(struct parser *ps)
 			continue;
 		}
 		diag_add(ps->d, ps->file, ps->secs[i].line,
-			 "unknown section [%s]; sections are [global], [tags], [vm NAME], [group NAME], [rule ID]%s",
+			 "unknown section [%s]; sections are [global], [tags], [detection], [netthreat], "
+			 "[vm NAME], [group NAME], [rule ID]%s",
 			 sec, suggest(hint, sizeof(hint), kind, section_kinds, ARRAY_SIZE(section_kinds)));
 	}
 	parse_global(ps);
 	parse_tags(ps);
+	parse_detection(ps);
+	parse_netthreat(ps);
 	for (size_t i = 0; i < ps->nsecs_parse; i++)
 		if (!strncmp(ps->secs[i].name, "vm ", 3))
 			parse_vm(ps, ps->secs[i].name, str_trim(ps->secs[i].name + 3));
@@ -1213,6 +1322,9 @@ void policy_free(struct dfw_policy *p)
 	free(p->vm_by_name);
 	free(p->group_by_name);
 	strv_free(&p->tags);
+	for (size_t i = 0; i < SEV_COUNT; i++)
+		free(p->detection.tag[i]);
+	free(p->netthreat.tag);
 	free(p->file);
 	free(p);
 }

@@ -58,6 +58,29 @@ struct dfw_rule {
 	int line;
 };
 
+/* [detection]: what the host's anti-malware appliance (dfw-scan) does.
+ * Severities are indexed low, medium, high. */
+enum dfw_severity { SEV_LOW, SEV_MEDIUM, SEV_HIGH, SEV_COUNT };
+
+struct dfw_detection {
+	char *tag[SEV_COUNT];     /* the threat tag a detection of that severity sets */
+	bool auto_release;        /* a clean full scan removes the threat tags */
+	bool delete_files;        /* infected files are deleted, not moved aside */
+	uint64_t max_file_bytes;  /* larger files are not scanned; 0: no limit */
+};
+
+/* [netthreat]: the network threat detector in dfwd (scanning behaviour). */
+enum nt_mode { NT_OFF, NT_MONITOR, NT_ENFORCE };
+
+struct dfw_netthreat {
+	enum nt_mode mode;
+	uint64_t window_ms;       /* the sliding window */
+	uint32_t max_ports;       /* distinct (destination, protocol, port) in a window */
+	uint32_t max_hosts;       /* distinct destination addresses in a window */
+	uint64_t block_ms;        /* enforce: how long the attacker stays blocked */
+	char *tag;                /* enforce: also put this tag on the VM; NULL: none */
+};
+
 struct dfw_policy {
 	char *file;                /* name used in diagnostics */
 	struct inventory inv;
@@ -66,6 +89,8 @@ struct dfw_policy {
 	size_t nrules;
 	enum dfw_action default_action;
 	bool default_log;
+	struct dfw_detection detection;
+	struct dfw_netthreat netthreat;
 	size_t *vm_by_name, *group_by_name; /* sorted name indexes, for lookups */
 };
 
@@ -88,5 +113,8 @@ const char *nearest_name(const char *s, const char *const *names, size_t n);
 const char *action_name(enum dfw_action a);
 const char *category_name(enum dfw_category c);
 const char *dir_name(enum dfw_dir d);
+const char *severity_name(enum dfw_severity s);     /* "low", "medium", "high" */
+int severity_parse(const char *s);                  /* -1 when unknown */
+const char *nt_mode_name(enum nt_mode m);           /* "off", "monitor", "enforce" */
 
 #endif

@@ -345,7 +345,7 @@ static void test_sections(void)
 	EXPECT_ERR(BASE "[globl]\ndefault_log = no\n", L(1), "unknown section [globl]",
 		   "(did you mean 'global'?)", 1);
 	EXPECT_ERR(BASE "[firewall]\n", L(1), "unknown section [firewall]; sections are "
-		   "[global], [tags], [vm NAME], [group NAME], [rule ID]", NULL, 1);
+		   "[global], [tags], [detection], [netthreat], [vm NAME], [group NAME], [rule ID]", NULL, 1);
 	/* A kind without its name is not a section either. */
 	EXPECT_ERR(BASE "[rule]\naction = allow\n", L(1), "unknown section [rule]", NULL, 1);
 	EXPECT_ERR(BASE "[vm a\n", L(1), "malformed section header '[vm a'", NULL, -1);
@@ -560,6 +560,71 @@ static void test_tags_errors(void)
 		CU_ASSERT_STRING_EQUAL(p->tags.v[0], "env=prod");
 		policy_free(p);
 	}
+}
+
+/* ---- [detection] and [netthreat] ------------------------------------------ */
+
+static void test_detection(void)
+{
+	struct dfw_policy *p = PARSE_OK(BASE);
+
+	/* Absent: the defaults, with no need to declare them. */
+	CU_ASSERT_STRING_EQUAL(p->detection.tag[SEV_HIGH], "threat.high");
+	CU_ASSERT_STRING_EQUAL(p->detection.tag[SEV_LOW], "threat.low");
+	CU_ASSERT_TRUE(p->detection.auto_release);
+	CU_ASSERT_FALSE(p->detection.delete_files);
+	CU_ASSERT_EQUAL(p->detection.max_file_bytes, 64ull << 20);
+	CU_ASSERT_EQUAL(p->netthreat.mode, NT_OFF);
+	CU_ASSERT_PTR_NULL(p->netthreat.tag);
+	policy_free(p);
+
+	p = PARSE_OK(BASE "[detection]\ntag_high = Threat.High\ntag_medium = threat.high\n"
+		     "tag_low = role.web\nauto_release = no\nfile_action = delete\n"
+		     "max_file_bytes = 1000\n"
+		     "[netthreat]\nmode = enforce\nwindow = 2s\nmax_ports = 10\n"
+		     "max_hosts = 5\nblock_for = 1m\ntag = threat.high\n");
+	CU_ASSERT_STRING_EQUAL(p->detection.tag[SEV_HIGH], "threat.high"); /* declared spelling */
+	CU_ASSERT_STRING_EQUAL(p->detection.tag[SEV_LOW], "role.web");
+	CU_ASSERT_FALSE(p->detection.auto_release);
+	CU_ASSERT_TRUE(p->detection.delete_files);
+	CU_ASSERT_EQUAL(p->detection.max_file_bytes, 1000);
+	CU_ASSERT_EQUAL(p->netthreat.mode, NT_ENFORCE);
+	CU_ASSERT_EQUAL(p->netthreat.window_ms, 2000);
+	CU_ASSERT_EQUAL(p->netthreat.max_ports, 10);
+	CU_ASSERT_EQUAL(p->netthreat.max_hosts, 5);
+	CU_ASSERT_EQUAL(p->netthreat.block_ms, 60000);
+	CU_ASSERT_STRING_EQUAL(p->netthreat.tag, "threat.high");
+	policy_free(p);
+
+	/* Present: the default tags must then be declared (threat.medium is not). */
+	EXPECT_ERR(BASE "[detection]\nauto_release = yes\n", L(1),
+		   "tag_medium: tag 'threat.medium' is not declared in [tags]", NULL, 2);
+	EXPECT_ERR(BASE "[detection]\ntag_high = threat.hihg\n", L(2),
+		   "tag 'threat.hihg' is not declared", "did you mean 'threat.high'", 3);
+	EXPECT_ERR(BASE "[detection]\ntag_high = threat.high\ntag_medium = threat.high\n"
+		   "tag_low = threat.high\nfile_action = shred\n", L(5),
+		   "file_action: unknown value 'shred'", NULL, 1);
+	EXPECT_ERR(BASE "[detection]\ntag_high = threat.high\ntag_medium = threat.high\n"
+		   "tag_low = threat.high\nmax_file_bytes = 10MB\nseverity = high\n", L(5),
+		   "max_file_bytes: '10MB' is not a whole number", NULL, 2);
+	EXPECT_ERR(BASE "[netthreat]\nmode = block\n", L(2),
+		   "mode: unknown value 'block'", NULL, 1);
+	EXPECT_ERR(BASE "[netthreat]\nwindow = 10 seconds\n", L(2),
+		   "window: '10 seconds' is not a duration", NULL, 1);
+	EXPECT_ERR(BASE "[netthreat]\nwindow = 1ms\n", L(2),
+		   "window: '1ms' is not a duration from 100 ms", NULL, 1);
+	EXPECT_ERR(BASE "[netthreat]\nmax_ports = 1\n", L(2),
+		   "max_ports: '1' is not a whole number from 2 to 65536", NULL, 1);
+	EXPECT_ERR(BASE "[netthreat]\nmax_hosts = -3\n", L(2), "max_hosts: '-3'", NULL, 1);
+	EXPECT_ERR(BASE "[netthreat]\nblock_for = 8d\n", L(2), "block_for: '8d'", NULL, 1);
+	EXPECT_ERR(BASE "[netthreat]\ntag = threat.low\n", L(2),
+		   "tag: tag 'threat.low' is not declared", NULL, 1);
+	EXPECT_ERR(BASE "[netthreat]\nthreshold = 5\n", L(2),
+		   "unknown key 'threshold' in [netthreat]", NULL, 1);
+	CU_ASSERT_STRING_EQUAL(severity_name(SEV_MEDIUM), "medium");
+	CU_ASSERT_EQUAL(severity_parse("HIGH"), SEV_HIGH);
+	CU_ASSERT_EQUAL(severity_parse("severe"), -1);
+	CU_ASSERT_STRING_EQUAL(nt_mode_name(NT_MONITOR), "monitor");
 }
 
 /* ---- groups --------------------------------------------------------------- */
@@ -947,6 +1012,7 @@ void register_config_tests(void)
 		{ "one VM name in two sections", test_vm_name_twice },
 		{ "long host names do not collide", test_long_host_names },
 		{ "tags", test_tags_errors },
+		{ "[detection] and [netthreat]", test_detection },
 		{ "group references", test_group_refs },
 		{ "group criteria", test_criteria_errors },
 		{ "nested-group cycles", test_cycles },
