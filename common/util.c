@@ -387,3 +387,20 @@ uint64_t now_ns(void)
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
+
+void log_line(FILE *f, const char *who, const char *fmt, ...)
+{
+	char ts[32];
+	time_t now = time(NULL);
+	va_list ap;
+
+	if (!f)
+		return;
+	strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", gmtime(&now));
+	fprintf(f, "%s %s: ", ts, who);
+	va_start(ap, fmt);
+	vfprintf(f, fmt, ap);
+	va_end(ap);
+	fputc('\n', f);
+	fflush(f);
+}

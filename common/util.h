@@ -5,6 +5,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdint.h>
 
 #define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
@@ -78,5 +79,8 @@ size_t edit_distance(const char *a, const char *b);
 
 /* Monotonic clock in nanoseconds. */
 uint64_t now_ns(void);
+
+/* One log line "2026-11-22T10:00:00 WHO: message\n", flushed; f may be NULL. */
+void log_line(FILE *f, const char *who, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 #endif

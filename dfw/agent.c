@@ -11,12 +11,14 @@
 #include "common/out.h"
 #include "dfw/backend.h"
 #include "dfw/compile.h"
+#include "dfw/threat.h"
 #include "groups/groups.h"
 #include "tagger/config.h"
 #include "tagger/store.h"
 
 struct agent {
 	char host[64];
+	char who[80];               /* "dfwd[HOST]", for the log */
 	char table[64];
 	FILE *log;
 	struct store *store;
@@ -28,6 +30,7 @@ struct agent {
 	struct gengine *eng;
 	struct strv *vm_tags;       /* per VM of pol */
 	struct plan *installed;
+	struct threat *threat;      /* [netthreat]: the network threat response */
 
 	/* Link presence of local ports, by name. */
 	struct strv present;
@@ -40,30 +43,14 @@ struct agent {
 	struct backend_stats last_stats;
 };
 
-static void logf_(struct agent *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static void logf_(struct agent *a, const char *fmt, ...)
-{
-	char ts[32];
-	time_t now = time(NULL);
-	va_list ap;
-
-	if (!a->log)
-		return;
-	strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", gmtime(&now));
-	fprintf(a->log, "%s dfwd[%s]: ", ts, a->host);
-	va_start(ap, fmt);
-	vfprintf(a->log, fmt, ap);
-	va_end(ap);
-	fputc('\n', a->log);
-	fflush(a->log);
-}
+#define logf_(a, ...) log_line((a)->log, (a)->who, __VA_ARGS__)
 
 struct agent *agent_new(const struct agent_opts *o, char *err, size_t errlen)
 {
 	struct agent *a = xcalloc(1, sizeof(*a));
 
 	snprintf(a->host, sizeof(a->host), "%s", o->host);
+	snprintf(a->who, sizeof(a->who), "dfwd[%s]", o->host);
 	snprintf(a->table, sizeof(a->table), "%s", o->table);
 	a->log = o->log;
 	a->store = store_open(o->store_uri, true, err, errlen);
@@ -72,6 +59,7 @@ struct agent *agent_new(const struct agent_opts *o, char *err, size_t errlen)
 	a->be = backend_open(o->table, err, errlen);
 	if (!a->be)
 		goto fail;
+	a->threat = threat_new(a->be, a->store, a->log, a->who);
 	return a;
 fail:
 	agent_free(a);
@@ -96,12 +84,23 @@ void agent_free(struct agent *a)
 {
 	if (!a)
 		return;
+	threat_free(a->threat);
 	drop_policy(a);
 	plan_free(a->installed);
 	strv_free(&a->present);
 	backend_close(a->be);
 	store_close(a->store);
 	free(a);
+}
+
+int agent_threat_fd(struct agent *a)
+{
+	return threat_fd(a->threat);
+}
+
+void agent_threat_read(struct agent *a)
+{
+	threat_read(a->threat);
 }
 
 int agent_store_fd(struct agent *a)
@@ -349,8 +348,12 @@ out:
 static void realized(struct agent *a, uint64_t rev, const struct backend_stats *st,
 		     uint64_t t0, const struct deltas *d)
 {
+	char err[256];
+
 	a->last_update_us = (now_ns() - t0) / 1000;
 	cut_connections(a, d);
+	if (threat_configure(a->threat, a->pol, a->installed, err, sizeof(err)) < 0)
+		logf_(a, "netthreat: cannot watch new flows: %s", err);
 	a->rev = rev;
 	a->last_update = time(NULL);
 	a->last_stats = *st;
@@ -780,9 +783,12 @@ int agent_request(struct agent *a, const char *line, FILE *f)
 		ret = req_groups(a, &o, n == 2 ? words[1] : NULL, err, sizeof(err));
 	} else if (!strcmp(words[0], "rules") && n <= 2) {
 		ret = req_rules(a, &o, n == 2 ? words[1] : NULL, err, sizeof(err));
+	} else if (!strcmp(words[0], "threats") && n == 1) {
+		threat_print(a->threat, &o);
+		ret = 0;
 	} else {
-		snprintf(err, sizeof(err), "unknown request '%.64s' (status, groups [GROUP], rules VM)",
-			 line);
+		snprintf(err, sizeof(err),
+			 "unknown request '%.64s' (status, groups [GROUP], rules VM, threats)", line);
 	}
 	out_finish(&o);
 	fclose(mem);

@@ -32,6 +32,10 @@ int agent_sync(struct agent *a);
 void agent_heartbeat(struct agent *a);
 /* A link appeared or went away in this namespace. */
 void agent_link(struct agent *a, const char *ifname, bool present);
+/* The network threat detector's nflog descriptor (-1 while [netthreat] is
+ * off), and what to do when it is readable. */
+int agent_threat_fd(struct agent *a);
+void agent_threat_read(struct agent *a);
 /* The store's watch descriptor (or -1) and its acknowledgement. */
 int agent_store_fd(struct agent *a);
 void agent_store_ack(struct agent *a);
@@ -48,7 +52,7 @@ struct agent_info {
 void agent_info(const struct agent *a, struct agent_info *out);
 
 /* Answers one control request line ("status", "groups [G]", "rules VM",
- * each optionally followed by "json") on f.  Returns 0 when answered, 1 for
+ * "threats", each optionally followed by "json") on f.  Returns 0 when answered, 1 for
  * a bad request (an error line was written). */
 int agent_request(struct agent *a, const char *line, FILE *f);
 

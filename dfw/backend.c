@@ -226,6 +226,7 @@ struct elem {
 	bool has_data;
 	uint32_t data;          /* u32 data (mark / classid) */
 	const char *jump;       /* verdict map: jump to this chain */
+	uint64_t timeout_ms;    /* sets with timeouts: 0 for the set's default */
 };
 
 /* Sends elements in messages of at most ELEMS_PER_MSG (an attribute nest is
@@ -247,6 +248,8 @@ static void elems_msg(struct backend *b, uint16_t family, const char *set_name,
 			nftnl_set_elem_set(e, NFTNL_SET_ELEM_KEY, el[i].key, el[i].key_len);
 			if (el[i].flags)
 				nftnl_set_elem_set_u32(e, NFTNL_SET_ELEM_FLAGS, el[i].flags);
+			if (el[i].timeout_ms && type == NFT_MSG_NEWSETELEM)
+				nftnl_set_elem_set_u64(e, NFTNL_SET_ELEM_TIMEOUT, el[i].timeout_ms);
 			if (el[i].has_data && type == NFT_MSG_NEWSETELEM)
 				nftnl_set_elem_set(e, NFTNL_SET_ELEM_DATA, &el[i].data, 4);
 			if (el[i].jump && type == NFT_MSG_NEWSETELEM) {
@@ -498,7 +501,15 @@ static void inet_base(struct backend *b)
 	static const struct set_spec maps[] = {
 		{ DFW_MAP_OUT, NFPROTO_INET, NFT_SET_MAP, TYPE_MARK, 4, NFT_DATA_VERDICT, 0, BO_HOST, 0 },
 		{ DFW_MAP_IN, NFPROTO_INET, NFT_SET_MAP, TYPE_CLASSID, 4, NFT_DATA_VERDICT, 0, BO_HOST, 0 },
+		{ DFW_SET_BLOCK4, NFPROTO_INET, NFT_SET_TIMEOUT, TYPE_IPADDR, 4, 0, 0, BO_BIG, 0 },
+		{ DFW_SET_BLOCK6, NFPROTO_INET, NFT_SET_TIMEOUT, TYPE_IP6ADDR, 16, 0, 0, BO_BIG, 0 },
 	};
+	/* Blocked addresses, either way: saddr and daddr of each family. */
+	static const struct { uint8_t nfproto; uint32_t off, len; const char *set; } blocks[] = {
+		{ NFPROTO_IPV4, 12, 4, DFW_SET_BLOCK4 }, { NFPROTO_IPV4, 16, 4, DFW_SET_BLOCK4 },
+		{ NFPROTO_IPV6, 8, 16, DFW_SET_BLOCK6 }, { NFPROTO_IPV6, 24, 16, DFW_SET_BLOCK6 },
+	};
+	struct nftnl_expr *e;
 	const uint16_t fam = NFPROTO_INET;
 	struct nftnl_rule *r;
 	uint32_t zero = 0;
@@ -529,6 +540,24 @@ static void inet_base(struct backend *b)
 	x_ct_state(r, NF_CT_STATE_INVALID_BIT);
 	x_counter(r);
 	x_verdict(r, NF_DROP);
+	rule_send(b, r);
+	for (size_t i = 0; i < ARRAY_SIZE(blocks); i++) {
+		r = rule_new(b, fam, DFW_CHAIN_INET_FWD, "blocked");
+		x_meta_load(r, NFT_META_NFPROTO, NFT_REG_1);
+		x_cmp_u8(r, blocks[i].nfproto);
+		x_payload(r, NFT_PAYLOAD_NETWORK_HEADER, blocks[i].off, blocks[i].len, NFT_REG_1);
+		x_lookup(r, blocks[i].set, -1, false);
+		x_counter(r);
+		x_verdict(r, NF_DROP);
+		rule_send(b, r);
+	}
+	/* Copies nothing unless someone listens on the group (dfwd does only
+	 * when [netthreat] is on). */
+	r = rule_new(b, fam, DFW_CHAIN_INET_FWD, "new flow");
+	e = nftnl_expr_alloc("log");
+	nftnl_expr_set_u16(e, NFTNL_EXPR_LOG_GROUP, DFW_NFLOG_NEWFLOWS);
+	nftnl_expr_set_u32(e, NFTNL_EXPR_LOG_SNAPLEN, DFW_NFLOG_SNAPLEN);
+	expr_add(r, e);
 	rule_send(b, r);
 	r = rule_new(b, fam, DFW_CHAIN_INET_FWD, NULL);
 	x_meta_load(r, NFT_META_MARK, NFT_REG_1);
@@ -912,12 +941,21 @@ out:
 	return ret;
 }
 
+static void block_elems(struct backend *b, const struct backend_block *bl, size_t n);
+
 int backend_load(struct backend *b, const struct plan *pl, bool check_only,
 		 struct backend_stats *st, char *err, size_t errlen)
 {
 	const struct pport **ports = xcalloc(pl->nports, sizeof(*ports));
+	struct backend_block *blocks = NULL;
+	size_t nblocks = 0;
+	char rerr[256];
 	int ret;
 
+	/* Timed blocks outlive a reload (and a restart of dfwd): they carry
+	 * over with the time they have left. */
+	if (backend_tables_exist(b))
+		backend_read_blocks(b, &blocks, &nblocks, rerr, sizeof(rerr));
 	batch_begin(b);
 	/* add + delete + add: the table is replaced whether or not it existed. */
 	for (int i = 0; i < 2; i++) {
@@ -936,7 +974,9 @@ int backend_load(struct backend *b, const struct plan *pl, bool check_only,
 	for (size_t i = 0; i < pl->nports; i++)
 		ports[i] = &pl->ports[i];
 	ports_msg(b, ports, pl->nports, NFT_MSG_NEWSETELEM);
+	block_elems(b, blocks, nblocks);
 	free(ports);
+	free(blocks);
 	ret = batch_send(b, check_only, st, err, errlen);
 	return ret;
 }
@@ -1244,12 +1284,15 @@ static int read_set_cb(const struct nlmsghdr *nlh, void *data)
 	it = nftnl_set_elems_iter_create(set);
 	while (it && (e = nftnl_set_elems_iter_next(it))) {
 		uint32_t len = 0, flags = 0;
+		uint64_t left = 0;
 		const void *key = nftnl_set_elem_get(e, NFTNL_SET_ELEM_KEY, &len);
 
 		if (nftnl_set_elem_is_set(e, NFTNL_SET_ELEM_FLAGS))
 			flags = nftnl_set_elem_get_u32(e, NFTNL_SET_ELEM_FLAGS);
+		if (nftnl_set_elem_is_set(e, NFTNL_SET_ELEM_EXPIRATION))
+			left = nftnl_set_elem_get_u64(e, NFTNL_SET_ELEM_EXPIRATION);
 		if (key)
-			c->fn(c->arg, key, len, flags & NFT_SET_ELEM_INTERVAL_END);
+			c->fn(c->arg, key, len, flags & NFT_SET_ELEM_INTERVAL_END, left);
 	}
 	nftnl_set_elems_iter_destroy(it);
 out:
@@ -1275,6 +1318,82 @@ int backend_read_set(struct backend *b, const char *set_name, backend_elem_fn fn
 		return -1;
 	}
 	return 0;
+}
+
+/* --- timed blocks ------------------------------------------------------------------ */
+
+struct blocks_read {
+	struct backend_block *v;
+	size_t n, cap;
+};
+
+static void collect_block(void *arg, const uint8_t *key, uint32_t len, bool end, uint64_t left_ms)
+{
+	struct blocks_read *r = arg;
+	struct backend_block *bl;
+
+	if (end || (len != 4 && len != 16))
+		return;
+	grow((void **)&r->v, &r->cap, r->n + 1, sizeof(*r->v));
+	bl = &r->v[r->n++];
+	memset(bl, 0, sizeof(*bl));
+	bl->addr.family = len == 4 ? AF_INET : AF_INET6;
+	bl->addr.plen = (uint8_t)(len * 8);
+	memcpy(bl->addr.a, key, len);
+	bl->timeout_ms = left_ms ? left_ms : 1;
+}
+
+int backend_read_blocks(struct backend *b, struct backend_block **out, size_t *n,
+			char *err, size_t errlen)
+{
+	struct blocks_read r = { 0 };
+
+	*out = NULL;
+	*n = 0;
+	if (backend_read_set(b, DFW_SET_BLOCK4, collect_block, &r, err, errlen) < 0 ||
+	    backend_read_set(b, DFW_SET_BLOCK6, collect_block, &r, err, errlen) < 0) {
+		free(r.v);
+		return -1;
+	}
+	*out = r.v;
+	*n = r.n;
+	return 0;
+}
+
+/* Block elements of both families, in the batch being built. */
+static void block_elems(struct backend *b, const struct backend_block *bl, size_t n)
+{
+	struct elem *el = xcalloc(n + 1, sizeof(*el));
+
+	for (int v6 = 0; v6 < 2; v6++) {
+		size_t ne = 0;
+
+		for (size_t i = 0; i < n; i++) {
+			if ((bl[i].addr.family == AF_INET6) != v6)
+				continue;
+			memset(&el[ne], 0, sizeof(el[ne]));
+			el[ne].key_len = (uint32_t)addr_len(bl[i].addr.family);
+			memcpy(el[ne].key, bl[i].addr.a, el[ne].key_len);
+			el[ne++].timeout_ms = bl[i].timeout_ms ? bl[i].timeout_ms : 1;
+		}
+		if (ne)
+			elems_msg(b, NFPROTO_INET, v6 ? DFW_SET_BLOCK6 : DFW_SET_BLOCK4, el, ne,
+				  NFT_MSG_NEWSETELEM);
+	}
+	free(el);
+}
+
+int backend_block(struct backend *b, const struct backend_block *bl, size_t n,
+		  struct backend_stats *st, char *err, size_t errlen)
+{
+	if (!n) {
+		if (st)
+			memset(st, 0, sizeof(*st));
+		return 0;
+	}
+	batch_begin(b);
+	block_elems(b, bl, n);
+	return batch_send(b, false, st, err, errlen);
 }
 
 int backend_check_bridge_nf(char *err, size_t errlen)

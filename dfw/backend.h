@@ -51,11 +51,28 @@ int backend_chain_counters(struct backend *b, const char *chain,
 			   backend_counter_fn fn, void *arg, char *err, size_t errlen);
 
 /* Reads the elements of one of dfw's inet sets back from the kernel:
- * fn(arg, key, len) per element (interval ends included, flagged by end).
+ * fn(arg, key, len, end, left_ms) per element (interval ends included,
+ * flagged by end; left_ms: time before a timed element expires, else 0).
  * Returns 0, or -1 with the reason in err. */
-typedef void (*backend_elem_fn)(void *arg, const uint8_t *key, uint32_t len, bool end);
+typedef void (*backend_elem_fn)(void *arg, const uint8_t *key, uint32_t len, bool end,
+				uint64_t left_ms);
 int backend_read_set(struct backend *b, const char *set, backend_elem_fn fn, void *arg,
 		     char *err, size_t errlen);
+
+/* Timed blocks: new flows from or to a blocked address are dropped until
+ * the kernel expires the element by itself.  A full load keeps the blocks
+ * that are still running. */
+struct backend_block {
+	struct dfw_addr addr;  /* a host address */
+	uint64_t timeout_ms;   /* block for (add) / time left (read) */
+};
+/* Adds blocks in one transaction; an address already blocked keeps its
+ * running timeout.  Returns 0 or -1. */
+int backend_block(struct backend *b, const struct backend_block *bl, size_t n,
+		  struct backend_stats *st, char *err, size_t errlen);
+/* The running blocks (malloc'd array, *n entries) with their time left. */
+int backend_read_blocks(struct backend *b, struct backend_block **out, size_t *n,
+			char *err, size_t errlen);
 
 /* Checks that bridged IPv4/IPv6 traffic reaches the inet hooks
  * (net.bridge.bridge-nf-call-iptables / -ip6tables = 1 in this namespace).

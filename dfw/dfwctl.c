@@ -265,13 +265,24 @@ static int ask_daemon(struct ctx *c, const char *req)
 	return rc;
 }
 
-static int cmd_status(struct ctx *c)
+/* A request without arguments. */
+static int ask_plain(struct ctx *c, const char *req)
 {
 	if (c->argc) {
-		fprintf(stderr, "usage: dfwctl status\n");
+		fprintf(stderr, "usage: dfwctl %s (no arguments)\n", req);
 		return EXIT_INPUT;
 	}
-	return ask_daemon(c, "status");
+	return ask_daemon(c, req);
+}
+
+static int cmd_status(struct ctx *c)
+{
+	return ask_plain(c, "status");
+}
+
+static int cmd_threats(struct ctx *c)
+{
+	return ask_plain(c, "threats");
 }
 
 static bool safe_word(const char *s)
@@ -315,6 +326,8 @@ static const struct command commands[] = {
 	{ "status", "", "what dfwd on this host has realized", cmd_status },
 	{ "groups", "[GROUP]", "group members as dfwd sees them", cmd_groups },
 	{ "rules", "VM", "the rules in force at a VM's vNIC, with hit counts", cmd_rules },
+	{ "threats", "", "network threat detector: mode, scans reported, addresses blocked (time left)",
+	  cmd_threats },
 	{ "help", "", "this text", cmd_help },
 };
 

@@ -239,13 +239,14 @@ int main(int argc, char **argv)
 	}
 	last_beat = now_ns();
 	for (;;) {
-		struct pollfd p[4] = {
+		struct pollfd p[5] = {
 			{ .fd = sfd, .events = POLLIN },
 			{ .fd = lfd, .events = POLLIN },
 			{ .fd = nl_socket_get_fd(links.sk), .events = POLLIN },
+			{ .fd = agent_threat_fd(a), .events = POLLIN },
 			{ .fd = agent_store_fd(a), .events = POLLIN },
 		};
-		int n = poll(p, p[3].fd >= 0 ? 4 : 3, STORE_POLL_MS);
+		int n = poll(p, ARRAY_SIZE(p), STORE_POLL_MS); /* fd -1 is skipped */
 
 		if (n < 0 && errno != EINTR)
 			break;
@@ -264,7 +265,9 @@ int main(int argc, char **argv)
 		}
 		if (p[2].revents & POLLIN)
 			nl_recvmsgs_default(links.sk);
-		if (p[3].fd >= 0 && (p[3].revents & POLLIN))
+		if (p[3].revents & POLLIN)
+			agent_threat_read(a);
+		if (p[4].revents & POLLIN)
 			agent_store_ack(a);
 		agent_sync(a);
 		if (p[1].revents & POLLIN)

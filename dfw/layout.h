@@ -9,7 +9,10 @@
  *  inet table: enforces with conntrack.  forward: established/related pass,
  *    IPv6 neighbour discovery passes, invalid drops, then the source vNIC's
  *    out-policy chain (allow = return), then the destination vNIC's in-policy
- *    chain (allow = accept); anything else drops (fail closed). */
+ *    chain (allow = accept); anything else drops (fail closed).  Before the
+ *    dispatch, new flows from or to a blocked address drop (timed blocks,
+ *    expired by the kernel), and every new flow's first packet is copied to
+ *    nflog group DFW_NFLOG_NEWFLOWS (nothing is copied while no one listens). */
 #ifndef DFW_LAYOUT_H
 #define DFW_LAYOUT_H
 
@@ -25,12 +28,17 @@
 #define DFW_MAP_OUT "out_dispatch"    /* mark -> out-policy chain */
 #define DFW_MAP_IN "in_dispatch"      /* classid -> in-policy chain */
 #define DFW_CHAIN_INET_FWD "enforce"
+#define DFW_SET_BLOCK4 "blocked4"     /* ipv4_addr, element timeouts */
+#define DFW_SET_BLOCK6 "blocked6"     /* ipv6_addr, element timeouts */
 
 #define DFW_PRIO_BR_PRE (-300)
 #define DFW_PRIO_BR_FWD (-100)
 #define DFW_PRIO_INET_FWD 0
 
-#define DFW_NFLOG_GROUP 0
+#define DFW_NFLOG_GROUP 0      /* rules with log = yes */
+#define DFW_NFLOG_NEWFLOWS 1   /* every new flow's first packet, for the
+				* network threat detector */
+#define DFW_NFLOG_SNAPLEN 80   /* an IPv6 header and the ports */
 
 /* The base chains as nft text, for plan_print_nft().  Keep in step with
  * backend.c's base_chains(); the kernel tests check the behaviour. */
@@ -53,6 +61,13 @@
 	"\t\tmeta priority 0:0 counter drop comment \"unknown port\"\n" \
 	"\t}\n"
 
+#define DFW_STR_(x) #x
+#define DFW_STR(x) DFW_STR_(x)
+
+#define DFW_INET_SETS_NFT \
+	"\tset " DFW_SET_BLOCK4 " {\n\t\ttype ipv4_addr\n\t\tflags timeout\n\t}\n" \
+	"\tset " DFW_SET_BLOCK6 " {\n\t\ttype ipv6_addr\n\t\tflags timeout\n\t}\n"
+
 #define DFW_INET_CHAINS_NFT \
 	"\tchain " DFW_CHAIN_INET_FWD " {\n" \
 	"\t\ttype filter hook forward priority 0; policy accept;\n" \
@@ -60,6 +75,12 @@
 	"\t\tct state established,related accept\n" \
 	"\t\ticmpv6 type { nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit, nd-router-advert } accept\n" \
 	"\t\tct state invalid counter drop\n" \
+	"\t\tip saddr @" DFW_SET_BLOCK4 " counter drop comment \"blocked\"\n" \
+	"\t\tip daddr @" DFW_SET_BLOCK4 " counter drop comment \"blocked\"\n" \
+	"\t\tip6 saddr @" DFW_SET_BLOCK6 " counter drop comment \"blocked\"\n" \
+	"\t\tip6 daddr @" DFW_SET_BLOCK6 " counter drop comment \"blocked\"\n" \
+	"\t\tlog group " DFW_STR(DFW_NFLOG_NEWFLOWS) " snaplen " DFW_STR(DFW_NFLOG_SNAPLEN) \
+	" comment \"new flow\"\n" \
 	"\t\tmeta mark vmap @" DFW_MAP_OUT "\n" \
 	"\t\tmeta priority vmap @" DFW_MAP_IN "\n" \
 	"\t\tcounter drop comment \"no realized policy\"\n" \

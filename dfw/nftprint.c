@@ -186,6 +186,6 @@ void plan_print_nft(const struct plan *pl, const char *table, FILE *f)
 		fprintf(f, "%s%x:%x : jump %s", i ? ", " : "\t\telements = { ",
 			pl->ports[i].id >> 16, pl->ports[i].id & 0xffff, pl->ports[i].in_chain);
 	fprintf(f, "%s\t}\n", pl->nports ? " }\n" : "");
-	fprintf(f, "%s", DFW_INET_CHAINS_NFT);
+	fprintf(f, "%s%s", DFW_INET_SETS_NFT, DFW_INET_CHAINS_NFT);
 	fprintf(f, "}\n");
 }

@@ -534,7 +534,8 @@ struct elem_list {
 	uint8_t family;
 };
 
-static void collect_elem(void *arg, const uint8_t *key, uint32_t len, bool end)
+static void collect_elem(void *arg, const uint8_t *key, uint32_t len, bool end,
+			 uint64_t left_ms)
 {
 	struct elem_list *l = arg;
 	struct dfw_addr a = { .family = l->family, .plen = len == 16 ? 128 : 32 };

@@ -183,7 +183,11 @@ static void test_vdi(void)
 	CU_ASSERT_EQUAL_FATAL(v->naddrs, 2);
 	CU_ASSERT_TRUE(addr_is(&v->addrs[0], "10.10.0.11"));
 	CU_ASSERT_TRUE(addr_is(&v->addrs[1], "fd00:10::11"));
-	CU_ASSERT_EQUAL(v->line, 20);
+	CU_ASSERT_EQUAL(v->line, 44);
+	CU_ASSERT_STRING_EQUAL(p->detection.tag[SEV_MEDIUM], "threat.medium");
+	CU_ASSERT_TRUE(p->detection.auto_release);
+	CU_ASSERT_EQUAL(p->netthreat.mode, NT_ENFORCE);
+	CU_ASSERT_STRING_EQUAL(p->netthreat.tag, "threat.high");
 
 	q = policy_find_group(p, "quarantine");
 	desk = policy_find_group(p, "Desktops");

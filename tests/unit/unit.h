@@ -11,6 +11,7 @@ void register_store_tests(void);
 void register_config_tests(void);
 void register_compile_tests(void);
 void register_scanner_tests(void);
+void register_netthreat_tests(void);
 
 /* Adds a suite with the given tests; aborts on CUnit failure. */
 struct unit_test {
