@@ -17,7 +17,10 @@
 # for * = nofw, 100, 10k, linear10k; and the ratios
 #   pkt_tcp_ratio_10k_vs_nofw, pkt_udp64_ratio_10k_vs_nofw,
 #   pkt_newflow_cost_ratio_10k_vs_100 (cost = 1/rate),
-#   pkt_newflow_ratio_sets_vs_linear (rate with dfw / rate with the linear chain).
+#   pkt_newflow_ratio_sets_vs_linear (rate with dfw / rate with the linear chain),
+#   pkt_newflows_per_s_100_netthreat and pkt_newflow_cost_ratio_netthreat_vs_off:
+#   the 100-rule policy with dfwd's network threat detector reading every
+#   new flow (monitor mode), and what that costs a new flow.
 #
 # --tiny: tiny policies, 1-second runs, one repetition (exercised by
 # `make check`; the figures mean nothing).
@@ -295,6 +298,23 @@ sanity "dfw $SMALL_RULES rules" fw
 measure 100
 only_last_hit "dfw $SMALL_RULES rules" "inet dfw" "rule $SMALL_RULES"
 
+# The same policy with the network threat detector listening (monitor mode,
+# thresholds out of reach): every new flow's first packet is copied to dfwd
+# through nflog and counted.
+{ cat "$TMP/small.ini"; printf '\n[netthreat]\nmode = monitor\nmax_ports = 65536\nmax_hosts = 65536\n'; } >"$TMP/small-nt.ini"
+rev=$(apply "$TMP/small-nt.ini") || exit 1
+realized "$rev"
+ctl threats | grep -qx 'mode: monitor' || die "dfwd's detector is not in monitor mode"
+seen0=$(ctl threats | sed -n 's/^new_flows_seen: //p')
+nf=""
+for i in $(seq "$REPS"); do v=$(newflows) || exit 1; nf+="$v"$'\n'; done
+FIG[nf_100nt]=$(printf '%s' "$nf" | median)
+seen=$(( $(ctl threats | sed -n 's/^new_flows_seen: //p') - seen0 ))
+echo "pkt_newflows_per_s_100_netthreat: ${FIG[nf_100nt]} flows/s"
+echo "# 100_netthreat runs: newflows [$(echo $nf)]; dfwd's detector read $seen new-flow record(s), $(ctl threats | sed -n 's/^overruns: //p') overrun(s)"
+rev=$(apply "$TMP/small.ini") || exit 1
+realized "$rev"
+
 rev=$(apply "$TMP/big.ini") || exit 1
 t=${EPOCHREALTIME/./}
 realized "$rev"
@@ -323,5 +343,6 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f\n", (b > 0 ? a / b : 0) 
 echo "pkt_tcp_ratio_10k_vs_nofw: $(ratio "${FIG[tcp_10k]}" "${FIG[tcp_nofw]}") ratio"
 echo "pkt_udp64_ratio_10k_vs_nofw: $(ratio "${FIG[udp_10k]}" "${FIG[udp_nofw]}") ratio"
 echo "pkt_newflow_cost_ratio_10k_vs_100: $(ratio "${FIG[nf_100]}" "${FIG[nf_10k]}") ratio"
+echo "pkt_newflow_cost_ratio_netthreat_vs_off: $(ratio "${FIG[nf_100]}" "${FIG[nf_100nt]}") ratio"
 echo "pkt_newflow_ratio_sets_vs_linear: $(ratio "${FIG[nf_10k]}" "${FIG[nf_linear10k]}") ratio"
 echo "# bench-packet: $(( (${EPOCHREALTIME/./} - T0) / 1000000 )) s; load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
