@@ -966,8 +966,13 @@ int backend_load(struct backend *b, const struct plan *pl, bool check_only,
 		table_msg(b, fam, NFT_MSG_NEWTABLE);
 	}
 	bridge_objects(b);
-	for (size_t i = 0; i < pl->nsets; i++)
-		set_add(b, &pl->sets[i]);
+	/* The kernel finds a set by walking the table's sets by name, in
+	 * creation order, for every message: the sets that tag changes edit
+	 * come first. */
+	for (int hot = 1; hot >= 0; hot--)
+		for (size_t i = 0; i < pl->nsets; i++)
+			if (pl->sets[i].hot == hot)
+				set_add(b, &pl->sets[i]);
 	for (size_t i = 0; i < pl->nchains; i++)
 		chain_add(b, &pl->chains[i]);
 	inet_base(b);

@@ -207,6 +207,7 @@ static const char *group_set(struct builder *b, size_t group, uint8_t family)
 	if ((s = find_set_mut(b, name)))
 		return s->name;
 	s = c.set = new_set(b, name, family);
+	s->hot = gengine_tag_driven(b->e, group);
 	gengine_foreach_member(b->e, group, add_member_addrs, &c);
 	set_normalize(s);
 	return s->name;
@@ -481,6 +482,7 @@ static const char *port_set(struct builder *b, size_t group, bool dst)
 		return s->name;
 	c.set = s = new_set(b, name, 0);
 	s->dst = dst;
+	s->hot = gengine_tag_driven(b->e, group);
 	gengine_foreach_member(b->e, group, add_member_port, &c);
 	set_normalize(s);
 	return s->name;

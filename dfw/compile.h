@@ -73,6 +73,7 @@ struct pset {
 	bool interval;
 	bool dst;
 	bool service;            /* family 0: port ranges, lo in a[0..1], hi in a[2..3] (network order) */
+	bool hot;                /* tag changes edit it (its group is tag-driven) */
 	struct dfw_addr *elems;  /* sorted, disjoint */
 	size_t nelems, cap;
 };

@@ -35,6 +35,7 @@ struct gstate {
 	struct dfw_addr *addrs; /* effective IP/CIDR members, sorted, unique */
 	size_t naddrs;
 	struct glist users; /* groups that include or exclude this one */
+	bool tag_driven;    /* a tag change can change its members */
 };
 
 struct tagset {
@@ -670,6 +671,20 @@ static void effective_addrs(struct gengine *e, size_t g)
 	gs->naddrs = k;
 }
 
+static bool uses_tags(const struct criterion *c, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		for (size_t j = 0; j < c[i].nconds; j++)
+			if (c[i].conds[j].field == COND_TAG)
+				return true;
+	return false;
+}
+
+bool gengine_tag_driven(const struct gengine *e, size_t group)
+{
+	return e->gs[group].tag_driven;
+}
+
 struct gengine *gengine_new(const struct inventory *inv, const char *file,
 			    struct diag *d)
 {
@@ -700,6 +715,11 @@ struct gengine *gengine_new(const struct inventory *inv, const char *file,
 		index_tags(e, g, gd->match, gd->nmatch);
 		index_tags(e, g, gd->exclude_match, gd->nexclude_match);
 		effective_addrs(e, g);
+		gs->tag_driven = uses_tags(gd->match, gd->nmatch) ||
+				 uses_tags(gd->exclude_match, gd->nexclude_match);
+		/* order: the groups it depends on are done already */
+		for (size_t i = 0; i < gd->nincludes + gd->nexclude_groups; i++)
+			gs->tag_driven |= e->gs[dep_at(gd, i)].tag_driven;
 	}
 	evaluate_all(e);
 	return e;

@@ -88,6 +88,9 @@ void gengine_set_tags(struct gengine *e, size_t vm, const char *const *tags,
 		      size_t ntags, gengine_delta_fn fn, void *arg);
 
 bool gengine_is_member(const struct gengine *e, size_t group, size_t vm);
+/* True when a tag change can change the group's members: a criterion of
+ * it, or of a group it includes or excludes, tests a tag. */
+bool gengine_tag_driven(const struct gengine *e, size_t group);
 /* Number of VM members of a group (addresses not counted). */
 size_t gengine_count(const struct gengine *e, size_t group);
 /* Visits the VM members of a group in ascending VM index order. */
