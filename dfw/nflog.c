@@ -103,6 +103,18 @@ uint64_t nflog_lost(const struct nflog *l)
 	return l->lost;
 }
 
+/* Source then destination address, adjacent in both IP headers. */
+static void set_addrs(struct nflog_pkt *p, uint8_t family, const uint8_t *addrs, uint8_t proto)
+{
+	size_t alen = family == AF_INET ? 4 : 16;
+
+	p->src.family = p->dst.family = family;
+	p->src.plen = p->dst.plen = (uint8_t)(alen * 8);
+	memcpy(p->src.a, addrs, alen);
+	memcpy(p->dst.a, addrs + alen, alen);
+	p->proto = proto;
+}
+
 int nflog_parse_ip(const uint8_t *pkt, size_t len, struct nflog_pkt *p)
 {
 	size_t l4;
@@ -117,11 +129,7 @@ int nflog_parse_ip(const uint8_t *pkt, size_t len, struct nflog_pkt *p)
 
 		if (len < 20 || ihl < 20)
 			return -1;
-		p->src.family = p->dst.family = AF_INET;
-		p->src.plen = p->dst.plen = 32;
-		memcpy(p->src.a, pkt + 12, 4);
-		memcpy(p->dst.a, pkt + 16, 4);
-		p->proto = pkt[9];
+		set_addrs(p, AF_INET, pkt + 12, pkt[9]);
 		frag = (uint16_t)(pkt[6] << 8 | pkt[7]);
 		if (frag & 0x1fff) /* a later fragment: no ports */
 			return 0;
@@ -129,11 +137,7 @@ int nflog_parse_ip(const uint8_t *pkt, size_t len, struct nflog_pkt *p)
 	} else if (pkt[0] >> 4 == 6) {
 		if (len < 40)
 			return -1;
-		p->src.family = p->dst.family = AF_INET6;
-		p->src.plen = p->dst.plen = 128;
-		memcpy(p->src.a, pkt + 8, 16);
-		memcpy(p->dst.a, pkt + 24, 16);
-		p->proto = pkt[6];
+		set_addrs(p, AF_INET6, pkt + 8, pkt[6]);
 		l4 = 40; /* extension headers are not walked: their ports stay 0 */
 	} else {
 		return -1;

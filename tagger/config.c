@@ -481,37 +481,27 @@ static char *declared_tag(struct parser *ps, const char *sec, const char *key, c
 	return t ? xstrdup(t) : NULL;
 }
 
-static uint64_t get_duration(struct parser *ps, const char *sec, const char *key,
-			     uint64_t def, uint64_t min_ms, uint64_t max_ms)
-{
-	const char *v = get(ps, sec, key);
-	uint64_t ms;
-
-	if (!v)
-		return def;
-	if (parse_duration_ms(v, &ms) < 0 || ms < min_ms || ms > max_ms) {
-		ERR(ps, sec, key, "%s: '%s' is not a duration from %llu ms to %llu s "
-			"(e.g. 500ms, 10s, 5m, 1h)", key, v, (unsigned long long)min_ms,
-		    (unsigned long long)(max_ms / 1000));
-		return def;
-	}
-	return ms;
-}
-
-static uint64_t get_count(struct parser *ps, const char *sec, const char *key,
-			  uint64_t def, uint64_t min, uint64_t max)
+/* A whole number, or with duration a duration in ms, in [min, max]. */
+static uint64_t get_ranged(struct parser *ps, const char *sec, const char *key, uint64_t def,
+			   uint64_t min, uint64_t max, bool duration)
 {
 	const char *v = get(ps, sec, key);
 	uint64_t n;
+	int r;
 
 	if (!v)
 		return def;
-	if (parse_u64(v, max, &n) < 0 || n < min) {
+	r = duration ? parse_duration_ms(v, &n) : parse_u64(v, max, &n);
+	if (r == 0 && n >= min && n <= max)
+		return n;
+	if (duration)
+		ERR(ps, sec, key, "%s: '%s' is not a duration from %llu ms to %llu s "
+			"(e.g. 500ms, 10s, 5m, 1h)", key, v, (unsigned long long)min,
+		    (unsigned long long)(max / 1000));
+	else
 		ERR(ps, sec, key, "%s: '%s' is not a whole number from %llu to %llu", key, v,
 		    (unsigned long long)min, (unsigned long long)max);
-		return def;
-	}
-	return n;
+	return def;
 }
 
 /* [detection]: defaults are threat.<severity>, which need to be declared
@@ -537,8 +527,8 @@ static void parse_detection(struct parser *ps)
 	det->auto_release = get_bool(ps, "detection", "auto_release", true);
 	det->delete_files = get_word(ps, "detection", "file_action", file_action_names,
 				     ARRAY_SIZE(file_action_names), 0) == 1;
-	det->max_file_bytes = get_count(ps, "detection", "max_file_bytes", 64ull << 20,
-					0, UINT64_MAX);
+	det->max_file_bytes = get_ranged(ps, "detection", "max_file_bytes", 64ull << 20,
+					  0, UINT64_MAX, false);
 }
 
 static void parse_netthreat(struct parser *ps)
@@ -549,10 +539,10 @@ static void parse_netthreat(struct parser *ps)
 	check_keys(ps, "netthreat", netthreat_keys, ARRAY_SIZE(netthreat_keys));
 	nt->mode = (enum nt_mode)get_word(ps, "netthreat", "mode", nt_mode_names,
 					  ARRAY_SIZE(nt_mode_names), NT_OFF);
-	nt->window_ms = get_duration(ps, "netthreat", "window", 10000, 100, 3600000);
-	nt->max_ports = (uint32_t)get_count(ps, "netthreat", "max_ports", 50, 2, 65536);
-	nt->max_hosts = (uint32_t)get_count(ps, "netthreat", "max_hosts", 20, 2, 65536);
-	nt->block_ms = get_duration(ps, "netthreat", "block_for", 300000, 1000, 7 * 86400000ull);
+	nt->window_ms = get_ranged(ps, "netthreat", "window", 10000, 100, 3600000, true);
+	nt->max_ports = (uint32_t)get_ranged(ps, "netthreat", "max_ports", 50, 2, 65536, false);
+	nt->max_hosts = (uint32_t)get_ranged(ps, "netthreat", "max_hosts", 20, 2, 65536, false);
+	nt->block_ms = get_ranged(ps, "netthreat", "block_for", 300000, 1000, 7 * 86400000ull, true);
 	if ((v = get(ps, "netthreat", "tag")) && *v)
 		nt->tag = declared_tag(ps, "netthreat", "tag", v);
 }
