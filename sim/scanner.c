@@ -1,6 +1,6 @@
 /* The simulated anti-malware appliance: signature file parser, streaming
- * multi-pattern scanner, scan cache, actions and detection events.  See
- * scanner.h. */
+ * multi-pattern scanner, scan cache, actions, thin-driver event lines and
+ * detection events.  See scanner.h. */
 #include "sim/scanner.h"
 
 #include <ctype.h>
@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -109,6 +110,21 @@ void sigdb_free(struct sigdb *db)
 size_t sigdb_count(const struct sigdb *db)
 {
 	return db->n;
+}
+
+/* The built-in EICAR comes first in db->v, then the file's in file order. */
+int sigdb_pick(const struct sigdb *db, enum scan_severity sev, const char **name,
+	       const unsigned char **pat, size_t *len)
+{
+	for (size_t i = 0; i < db->n; i++) {
+		if (db->v[i].sev != sev)
+			continue;
+		*name = db->v[i].name;
+		*pat = db->v[i].pat;
+		*len = db->v[i].len;
+		return 0;
+	}
+	return -1;
 }
 
 static int hexval(int c)
@@ -433,22 +449,34 @@ struct scanner {
 	size_t keep;        /* longest pattern - 1 */
 };
 
-struct scanner *scanner_new(const struct sigdb *db, const struct scan_policy *pol)
+static bool policy_ok(const struct scan_policy *pol)
 {
-	struct scanner *s;
+	return pol && (pol->action != SCAN_QUARANTINE_FILE ||
+		       (pol->quarantine_dir && *pol->quarantine_dir));
+}
 
-	if (!db || !pol ||
-	    (pol->action == SCAN_QUARANTINE_FILE && (!pol->quarantine_dir || !*pol->quarantine_dir))) {
-		errno = EINVAL;
-		return NULL;
-	}
-	s = xcalloc(1, sizeof(*s));
-	s->db = db;
+static void policy_copy(struct scanner *s, const struct scan_policy *pol)
+{
+	strv_free(&s->skip);
+	free(s->qdir);
 	s->max_bytes = pol->max_bytes;
 	for (size_t i = 0; i < pol->nskip; i++)
 		strv_push(&s->skip, pol->skip_suffixes[i]);
 	s->action = pol->action;
 	s->qdir = pol->quarantine_dir ? xstrdup(pol->quarantine_dir) : NULL;
+}
+
+struct scanner *scanner_new(const struct sigdb *db, const struct scan_policy *pol)
+{
+	struct scanner *s;
+
+	if (!db || !policy_ok(pol)) {
+		errno = EINVAL;
+		return NULL;
+	}
+	s = xcalloc(1, sizeof(*s));
+	s->db = db;
+	policy_copy(s, pol);
 	s->cache.slot = xcalloc(CACHE_SLOTS, sizeof(*s->cache.slot));
 	s->cache.used = xcalloc(CACHE_SLOTS, sizeof(*s->cache.used));
 	s->keep = db->maxlen ? db->maxlen - 1 : 0;
@@ -466,6 +494,16 @@ void scanner_free(struct scanner *s)
 	free(s->cache.used);
 	free(s->buf);
 	free(s);
+}
+
+int scanner_set_policy(struct scanner *s, const struct scan_policy *pol)
+{
+	if (!s || !policy_ok(pol)) {
+		errno = EINVAL;
+		return -1;
+	}
+	policy_copy(s, pol);
+	return 0;
 }
 
 void scanner_cache_clear(struct scanner *s)
@@ -625,7 +663,7 @@ int scanner_scan_file(struct scanner *s, const char *vm, const char *path,
 	struct stat st;
 	const char *suffix;
 	struct timespec now;
-	int fd, err;
+	int fd = -1, err;
 
 	memset(out, 0, sizeof(*out));
 	if (!s || !valid_vm(vm) || !path || !*path) {
@@ -638,7 +676,7 @@ int scanner_scan_file(struct scanner *s, const char *vm, const char *path,
 	if (skipped_suffix(s, path, &suffix)) {
 		out->verdict = SCAN_SKIPPED_POLICY;
 		snprintf(out->why, sizeof(out->why), "suffix %s is not scanned", suffix);
-		return 0;
+		goto out;
 	}
 	/* O_NONBLOCK: a FIFO planted in the sandbox must not hang the scanner. */
 	fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
@@ -647,7 +685,7 @@ int scanner_scan_file(struct scanner *s, const char *vm, const char *path,
 			snprintf(out->why, sizeof(out->why), "symbolic link, not followed");
 		else
 			snprintf(out->why, sizeof(out->why), "%m");
-		return 0;
+		goto out;
 	}
 	if (fstat(fd, &st) < 0) {
 		snprintf(out->why, sizeof(out->why), "%m");
@@ -694,6 +732,7 @@ int scanner_scan_file(struct scanner *s, const char *vm, const char *path,
 out:
 	if (fd >= 0)
 		close(fd);
+	out->done_ns = now_ns();
 	return 0;
 }
 
@@ -822,7 +861,7 @@ int detection_from_result(const struct scan_result *r, const char *vm, const cha
 }
 
 int detection_json(const struct scan_result *r, const char *vm, const char *path,
-		   char *buf, size_t len)
+		   const struct detection_extra *x, char *buf, size_t len)
 {
 	char stamp[32] = "";
 	time_t t = (time_t)r->time;
@@ -858,8 +897,23 @@ int detection_json(const struct scan_result *r, const char *vm, const char *path
 	}
 	if (r->why[0])
 		out_str(&o, "why", r->why);
+	if (x && x->source)
+		out_str(&o, "source", x->source);
+	if (x && x->tag)
+		out_str(&o, "tag", x->tag);
+	if (x && x->tag_error)
+		out_str(&o, "tag_error", x->tag_error);
+	if (x && x->revision)
+		out_u64(&o, "revision", x->revision);
 	out_str(&o, "time", stamp);
 	out_u64(&o, "epoch", r->time < 0 ? 0 : (uint64_t)r->time);
+	/* The hypervisor-side stages of a detection, for latency breakdowns. */
+	if (x && x->event_ns)
+		out_u64(&o, "event_ns", x->event_ns);
+	if (x && r->done_ns)
+		out_u64(&o, "scanned_ns", r->done_ns);
+	if (x && x->tagged_ns)
+		out_u64(&o, "tagged_ns", x->tagged_ns);
 	out_obj_end(&o);
 	out_finish(&o);
 	fclose(f);
@@ -873,4 +927,272 @@ int detection_json(const struct scan_result *r, const char *vm, const char *path
 	memcpy(buf, mem, n + 1);
 	free(mem);
 	return (int)n;
+}
+
+/* ---- thin-driver events ------------------------------------------------- */
+
+/* A strict reader of the one JSON shape the channel carries: an object of
+ * string members.  Nothing more of JSON is needed, and accepting less
+ * keeps every odd line a clear rejection. */
+struct jreader {
+	const unsigned char *p, *end;
+	char *why;
+	size_t whylen;
+};
+
+static int jfail(struct jreader *j, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static int jfail(struct jreader *j, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(j->why, j->whylen, fmt, ap);
+	va_end(ap);
+	return -1;
+}
+
+static void jblanks(struct jreader *j)
+{
+	while (j->p < j->end && (*j->p == ' ' || *j->p == '\t' || *j->p == '\r'))
+		j->p++;
+}
+
+/* Length of the valid UTF-8 sequence at s (n bytes left), or 0. */
+static size_t utf8_seq(const unsigned char *s, size_t n)
+{
+	unsigned char lo = 0x80, hi = 0xbf;
+	size_t len;
+
+	if (s[0] < 0x80)
+		return 1;
+	if (s[0] >= 0xc2 && s[0] <= 0xdf)
+		len = 2;
+	else if (s[0] >= 0xe0 && s[0] <= 0xef)
+		len = 3;
+	else if (s[0] >= 0xf0 && s[0] <= 0xf4)
+		len = 4;
+	else
+		return 0;
+	/* No overlong forms, no surrogates, nothing above U+10FFFF. */
+	if (s[0] == 0xe0)
+		lo = 0xa0;
+	else if (s[0] == 0xed)
+		hi = 0x9f;
+	else if (s[0] == 0xf0)
+		lo = 0x90;
+	else if (s[0] == 0xf4)
+		hi = 0x8f;
+	if (n < len || s[1] < lo || s[1] > hi)
+		return 0;
+	for (size_t i = 2; i < len; i++)
+		if (s[i] < 0x80 || s[i] > 0xbf)
+			return 0;
+	return len;
+}
+
+static int hex4(const unsigned char *p, const unsigned char *end, unsigned *out)
+{
+	*out = 0;
+	if (end - p < 4)
+		return -1;
+	for (int i = 0; i < 4; i++) {
+		int v = hexval(p[i]);
+
+		if (v < 0)
+			return -1;
+		*out = *out << 4 | (unsigned)v;
+	}
+	return 0;
+}
+
+static size_t utf8_put(unsigned cp, unsigned char *o)
+{
+	if (cp < 0x80) {
+		o[0] = (unsigned char)cp;
+		return 1;
+	}
+	if (cp < 0x800) {
+		o[0] = (unsigned char)(0xc0 | cp >> 6);
+		o[1] = (unsigned char)(0x80 | (cp & 0x3f));
+		return 2;
+	}
+	if (cp < 0x10000) {
+		o[0] = (unsigned char)(0xe0 | cp >> 12);
+		o[1] = (unsigned char)(0x80 | (cp >> 6 & 0x3f));
+		o[2] = (unsigned char)(0x80 | (cp & 0x3f));
+		return 3;
+	}
+	o[0] = (unsigned char)(0xf0 | cp >> 18);
+	o[1] = (unsigned char)(0x80 | (cp >> 12 & 0x3f));
+	o[2] = (unsigned char)(0x80 | (cp >> 6 & 0x3f));
+	o[3] = (unsigned char)(0x80 | (cp & 0x3f));
+	return 4;
+}
+
+/* Reads a JSON string at j->p into out (cap bytes, NUL-terminated; the
+ * decoded length in *len).  what names it in messages. */
+static int jstring(struct jreader *j, const char *what, char *out, size_t cap, size_t *len)
+{
+	unsigned char *o = (unsigned char *)out, u8[4];
+	size_t n = 0;
+
+	if (j->p >= j->end || *j->p != '"')
+		return jfail(j, "%s must be a string", what);
+	for (j->p++;;) {
+		size_t k;
+		unsigned cp;
+
+		if (j->p >= j->end)
+			return jfail(j, "%s: missing closing '\"'", what);
+		if (*j->p == '"') {
+			j->p++;
+			break;
+		}
+		if (*j->p < 0x20)
+			return jfail(j, "%s: raw control character 0x%02x (escape it)", what, *j->p);
+		if (*j->p == '\\') {
+			if (j->end - j->p < 2)
+				return jfail(j, "%s: missing closing '\"'", what);
+			switch (j->p[1]) {
+			case '"': case '\\': case '/': u8[0] = j->p[1]; k = 1; break;
+			case 'b': u8[0] = '\b'; k = 1; break;
+			case 'f': u8[0] = '\f'; k = 1; break;
+			case 'n': u8[0] = '\n'; k = 1; break;
+			case 'r': u8[0] = '\r'; k = 1; break;
+			case 't': u8[0] = '\t'; k = 1; break;
+			case 'u':
+				if (hex4(j->p + 2, j->end, &cp) < 0)
+					return jfail(j, "%s: bad \\u escape (four hex digits)", what);
+				j->p += 4;
+				if (cp >= 0xdc00 && cp <= 0xdfff)
+					return jfail(j, "%s: lone low surrogate in \\u escape", what);
+				if (cp >= 0xd800 && cp <= 0xdbff) {
+					unsigned lo;
+
+					if (j->end - j->p < 4 || j->p[2] != '\\' || j->p[3] != 'u' ||
+					    hex4(j->p + 4, j->end, &lo) < 0 || lo < 0xdc00 || lo > 0xdfff)
+						return jfail(j, "%s: high surrogate without its low half", what);
+					cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
+					j->p += 6;
+				}
+				if (cp == 0)
+					return jfail(j, "%s contains a NUL character", what);
+				k = utf8_put(cp, u8);
+				break;
+			default:
+				return jfail(j, "%s: unknown escape '\\%c'", what,
+					     isprint(j->p[1]) ? j->p[1] : '?');
+			}
+			j->p += 2;
+		} else {
+			k = utf8_seq(j->p, (size_t)(j->end - j->p));
+			if (!k)
+				return jfail(j, "%s is not valid UTF-8", what);
+			memcpy(u8, j->p, k);
+			j->p += k;
+		}
+		if (n + k >= cap)
+			return jfail(j, "%s is longer than %zu bytes", what, cap - 1);
+		memcpy(o + n, u8, k);
+		n += k;
+	}
+	o[n] = '\0';
+	*len = n;
+	return 0;
+}
+
+/* A VM or file name that stays inside the sandbox. */
+static int check_name(struct jreader *j, const char *what, const char *s, size_t len)
+{
+	if (len == 0)
+		return jfail(j, "empty %s name", what);
+	if (strlen(s) != len)
+		return jfail(j, "%s name contains a NUL character", what);
+	if (strchr(s, '/'))
+		return jfail(j, "%s name '%.80s' contains '/' (names only: no paths)", what, s);
+	if (!strcmp(s, ".") || !strcmp(s, ".."))
+		return jfail(j, "%s name '%s' would leave the sandbox", what, s);
+	return 0;
+}
+
+int scan_event_parse(const char *line, size_t len, struct scan_event *ev, char *why,
+		     size_t whylen)
+{
+	struct jreader j = { (const unsigned char *)line, (const unsigned char *)line + len,
+			     why, whylen };
+	bool have_vm = false, have_file = false;
+	char key[32], val[SCAN_EVENT_LINE_MAX + 1];
+	size_t klen, vlen;
+
+	memset(ev, 0, sizeof(*ev));
+	why[0] = '\0';
+	if (len > SCAN_EVENT_LINE_MAX)
+		return jfail(&j, "line longer than %d bytes", SCAN_EVENT_LINE_MAX);
+	jblanks(&j);
+	if (j.p >= j.end)
+		return jfail(&j, "empty line");
+	if (*j.p != '{')
+		return jfail(&j, "not a JSON object (expected '{', got '%c')",
+			     isprint(*j.p) ? *j.p : '?');
+	j.p++;
+	jblanks(&j);
+	if (j.p < j.end && *j.p == '}') {
+		j.p++;
+	} else {
+		for (;;) {
+			char *dst;
+			bool *seen;
+
+			jblanks(&j);
+			if (j.p >= j.end)
+				return jfail(&j, "the line ends inside the object");
+			if (*j.p != '"')
+				return jfail(&j, "expected a member name in quotes at byte %zu",
+					     (size_t)(j.p - (const unsigned char *)line) + 1);
+			if (jstring(&j, "member name", key, sizeof(key), &klen) < 0)
+				return -1;
+			if (!strcmp(key, "vm")) {
+				dst = ev->vm;
+				seen = &have_vm;
+			} else if (!strcmp(key, "file")) {
+				dst = ev->file;
+				seen = &have_file;
+			} else {
+				return jfail(&j, "unknown member \"%s\" (expected \"vm\" and \"file\")", key);
+			}
+			if (*seen)
+				return jfail(&j, "duplicate member \"%s\"", key);
+			*seen = true;
+			jblanks(&j);
+			if (j.p >= j.end || *j.p != ':')
+				return jfail(&j, "expected ':' after \"%s\"", key);
+			j.p++;
+			jblanks(&j);
+			if (jstring(&j, key, val, sizeof(val), &vlen) < 0)
+				return -1;
+			if (vlen > SCAN_EVENT_NAME_MAX)
+				return jfail(&j, "%s name longer than %d bytes", key, SCAN_EVENT_NAME_MAX);
+			if (check_name(&j, key, val, vlen) < 0)
+				return -1;
+			memcpy(dst, val, vlen + 1);
+			jblanks(&j);
+			if (j.p < j.end && *j.p == ',') {
+				j.p++;
+				continue;
+			}
+			if (j.p < j.end && *j.p == '}') {
+				j.p++;
+				break;
+			}
+			return jfail(&j, "expected ',' or '}' after \"%s\"", key);
+		}
+	}
+	jblanks(&j);
+	if (j.p < j.end)
+		return jfail(&j, "unexpected text after the object at byte %zu",
+			     (size_t)(j.p - (const unsigned char *)line) + 1);
+	if (!have_vm || !have_file)
+		return jfail(&j, "missing member \"%s\"", !have_vm ? "vm" : "file");
+	return 0;
 }

@@ -1,7 +1,8 @@
 /* The simulated agentless anti-malware appliance's core: a signature
- * database, a scanner with a scan cache and a per-host policy, and the
- * detection events it emits.  No event loop, no inotify, no store: callers
- * hand it file paths from a VM's sandbox directory. */
+ * database, a scanner with a scan cache and a per-host policy, the file
+ * events it receives from a guest's thin driver (one JSON line each), and
+ * the detection events it emits.  No event loop, no inotify, no store:
+ * callers hand it file paths from a VM's sandbox directory. */
 #ifndef DFW_SCANNER_H
 #define DFW_SCANNER_H
 
@@ -48,6 +49,11 @@ struct sigdb *sigdb_load(const char *path, struct diag *d);
 struct sigdb *sigdb_builtin(void);
 void sigdb_free(struct sigdb *db); /* accepts NULL */
 size_t sigdb_count(const struct sigdb *db); /* including EICAR */
+/* A signature of severity sev, to write a test file with: EICAR when it has
+ * that severity, else the first of the file's.  The name and pattern are
+ * borrowed from db.  Returns 0, or -1 when db has none of that severity. */
+int sigdb_pick(const struct sigdb *db, enum scan_severity sev, const char **name,
+	       const unsigned char **pat, size_t *len);
 
 /* ---- scanner ------------------------------------------------------------ */
 
@@ -69,6 +75,7 @@ struct scan_result {
 	char moved_to[4096];     /* quarantined: the file's new path; else "" */
 	uint64_t bytes_scanned;
 	int64_t time;            /* when the verdict was made, epoch seconds */
+	uint64_t done_ns;        /* when the verdict and its action were done, CLOCK_MONOTONIC */
 };
 
 struct scan_summary {
@@ -86,6 +93,10 @@ struct scanner;
  * and quarantine_dir is empty. */
 struct scanner *scanner_new(const struct sigdb *db, const struct scan_policy *pol);
 void scanner_free(struct scanner *s); /* accepts NULL */
+/* Replaces the policy (copied) of a running scanner, as scanner_new checks
+ * it: -1 with errno EINVAL changes nothing.  The scan cache is kept: it
+ * holds only files that were read whole, whatever the policy. */
+int scanner_set_policy(struct scanner *s, const struct scan_policy *pol);
 
 /* Scans one file of VM vm's sandbox.  Returns 0 with *out filled whatever
  * happened to the file (I/O failures are SCAN_ERROR verdicts), and -1 with
@@ -124,13 +135,50 @@ struct detection {
 int detection_from_result(const struct scan_result *r, const char *vm, const char *path,
 			  struct detection *ev);
 
+/* What the caller adds to a verdict's audit record: where the event came
+ * from, the tag written for a detection, and the hypervisor-side stage
+ * times (CLOCK_MONOTONIC ns) that break a detection's latency down.  Any
+ * member may be NULL or 0 (then left out). */
+struct detection_extra {
+	const char *source;   /* "watch" (inotify), "event" (the event channel), "full-scan" */
+	const char *tag;      /* the tag the detection put on the VM */
+	const char *tag_error; /* or why it could not */
+	uint64_t revision;    /* the store revision of the tag */
+	uint64_t event_ns;    /* the file event was read */
+	uint64_t tagged_ns;   /* the tag's store commit returned */
+};
+
 /* Writes the result as one JSON line (with its '\n') for the audit log:
  * {"event":"detection","vm":…,"path":…,"signature":…,"severity":…,
  *  "action":…,"action_done":…,"moved_to":…,"time":"…Z","epoch":…}, and for
  * other verdicts {"event":"scan","vm":…,"path":…,"verdict":…,"why":…,
- * "time":…,"epoch":…}.  Returns the length written, or -1 with errno
- * ENOSPC when it does not fit in len (buf is then ""). */
+ * "time":…,"epoch":…}.  With x: "source", "tag" (or "tag_error"),
+ * "revision", and "event_ns", "scanned_ns" (r->done_ns), "tagged_ns".
+ * Returns the length written, or -1 with errno ENOSPC when it does not fit
+ * in len (buf is then ""). */
 int detection_json(const struct scan_result *r, const char *vm, const char *path,
-		   char *buf, size_t len);
+		   const struct detection_extra *x, char *buf, size_t len);
+
+/* ---- thin-driver events --------------------------------------------------- */
+
+/* A file event as a guest's thin driver would send it: one line of JSON,
+ * {"vm":"NAME","file":"NAME"}, the file being a name in the top directory
+ * of the VM's sandbox. */
+#define SCAN_EVENT_LINE_MAX 4096 /* bytes of a line, without its '\n' */
+#define SCAN_EVENT_NAME_MAX 255  /* bytes of a VM or file name */
+
+struct scan_event {
+	char vm[SCAN_EVENT_NAME_MAX + 1];
+	char file[SCAN_EVENT_NAME_MAX + 1];
+};
+
+/* Parses one line (len bytes, no '\n') strictly: one JSON object with
+ * exactly the string members "vm" and "file" (standard escapes, valid
+ * UTF-8, nothing after it but blanks).  The names must be 1 to
+ * SCAN_EVENT_NAME_MAX bytes with no '/' and no NUL, and not "." or "..",
+ * so that they cannot leave the sandbox.  Returns 0, or -1 with the reason
+ * in why (e.g. "missing member \"file\"", "file name contains '/'"). */
+int scan_event_parse(const char *line, size_t len, struct scan_event *ev, char *why,
+		     size_t whylen);
 
 #endif

@@ -776,7 +776,7 @@ static void test_detection_json(void)
 	char buf[1024];
 	int n;
 
-	n = detection_json(&r, "desktop1", "/sb/a\"b\\c\nd\x01", buf, sizeof(buf));
+	n = detection_json(&r, "desktop1", "/sb/a\"b\\c\nd\x01", NULL, buf, sizeof(buf));
 	want = "{\"event\":\"detection\",\"vm\":\"desktop1\",\"path\":\"/sb/a\\\"b\\\\c\\nd\\u0001\","
 	       "\"signature\":\"Test.Ransom.Sim\",\"severity\":\"high\",\"action\":\"quarantine\","
 	       "\"action_done\":true,\"moved_to\":\"/q/vm/x.0\",\"time\":\"1970-01-02T01:01:01Z\","
@@ -784,7 +784,7 @@ static void test_detection_json(void)
 	CU_ASSERT_STRING_EQUAL(buf, want);
 	CU_ASSERT_EQUAL(n, (int)strlen(want));
 	errno = 0;
-	CU_ASSERT_EQUAL(detection_json(&r, "desktop1", "/sb/x", buf, 50), -1);
+	CU_ASSERT_EQUAL(detection_json(&r, "desktop1", "/sb/x", NULL, buf, 50), -1);
 	CU_ASSERT_EQUAL(errno, ENOSPC);
 	CU_ASSERT_STRING_EQUAL(buf, "");
 
@@ -796,7 +796,7 @@ static void test_detection_json(void)
 
 	r = (struct scan_result){ .verdict = SCAN_ERROR, .why = "not a regular file (fifo)" };
 	CU_ASSERT_EQUAL(detection_from_result(&r, "vm", "/p", &ev), -1);
-	detection_json(&r, "vm", "/p", buf, sizeof(buf));
+	detection_json(&r, "vm", "/p", NULL, buf, sizeof(buf));
 	CU_ASSERT_STRING_EQUAL(buf, "{\"event\":\"scan\",\"vm\":\"vm\",\"path\":\"/p\","
 				    "\"verdict\":\"error\",\"why\":\"not a regular file (fifo)\","
 				    "\"time\":\"1970-01-01T00:00:00Z\",\"epoch\":0}\n");
@@ -806,7 +806,7 @@ static void test_detection_json(void)
 	write_str(f, eicar());
 	CU_ASSERT_EQUAL(scanner_scan_file(s, "vm", f, &r), 0);
 	CU_ASSERT_EQUAL(r.verdict, SCAN_INFECTED);
-	CU_ASSERT(detection_json(&r, "vm", f, buf, sizeof(buf)) > 0);
+	CU_ASSERT(detection_json(&r, "vm", f, NULL, buf, sizeof(buf)) > 0);
 	CU_ASSERT_PTR_NOT_NULL(strstr(buf, "/we\\\"ird\\\\na\\nme\\u0009.exe\",\"signature\""));
 	CU_ASSERT_PTR_NOT_NULL(strstr(buf, "\"moved_to\":\""));
 	CU_ASSERT_PTR_EQUAL(strchr(buf, '\n'), buf + strlen(buf) - 1); /* one line */
@@ -818,6 +818,225 @@ static void test_detection_json(void)
 	free(d);
 }
 
+
+/* What `dfw-lab infect` writes: a signature of each severity, EICAR first. */
+static void test_sigdb_pick(void)
+{
+	char *d = tdir("pick"), *path;
+	struct diag dg = { 0 };
+	struct sigdb *db = load_text(d, "Low.A low \"aaa\"\nLow.B low \"bbb\"\nHigh.C high \"ccc\"\n",
+				     &dg, &path);
+	struct sigdb *builtin = sigdb_builtin();
+	const unsigned char *pat;
+	const char *name;
+	size_t len;
+
+	CU_ASSERT_PTR_NOT_NULL_FATAL(db);
+	CU_ASSERT_EQUAL(sigdb_pick(db, SCAN_SEV_HIGH, &name, &pat, &len), 0);
+	CU_ASSERT_STRING_EQUAL(name, SCAN_EICAR_NAME);
+	CU_ASSERT_EQUAL(len, strlen(eicar()));
+	CU_ASSERT(!memcmp(pat, eicar(), len));
+	CU_ASSERT_EQUAL(sigdb_pick(db, SCAN_SEV_LOW, &name, &pat, &len), 0);
+	CU_ASSERT_STRING_EQUAL(name, "Low.A"); /* the first of the file's */
+	CU_ASSERT_EQUAL(len, 3);
+	CU_ASSERT(!memcmp(pat, "aaa", 3));
+	CU_ASSERT_EQUAL(sigdb_pick(db, SCAN_SEV_MEDIUM, &name, &pat, &len), -1);
+	CU_ASSERT_EQUAL(sigdb_pick(builtin, SCAN_SEV_LOW, &name, &pat, &len), -1);
+	sigdb_free(db);
+	free(path);
+
+	/* EICAR moved to medium: high is the file's own */
+	db = load_text(d, "EICAR-Test-File medium\nHigh.C high \"ccc\"\n", &dg, &path);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(db);
+	CU_ASSERT_EQUAL(sigdb_pick(db, SCAN_SEV_HIGH, &name, &pat, &len), 0);
+	CU_ASSERT_STRING_EQUAL(name, "High.C");
+	CU_ASSERT_EQUAL(sigdb_pick(db, SCAN_SEV_MEDIUM, &name, &pat, &len), 0);
+	CU_ASSERT_STRING_EQUAL(name, SCAN_EICAR_NAME);
+
+	sigdb_free(db);
+	sigdb_free(builtin);
+	diag_free(&dg);
+	free(path);
+	free(d);
+}
+
+/* A running scanner follows a new policy (the store's [detection]) and
+ * keeps its cache. */
+static void test_set_policy(void)
+{
+	char *d = tdir("setpol"), *q = xasprintf("%s/q", d), *big = xasprintf("%s/big", d);
+	char *clean = xasprintf("%s/clean", d), *bad = xasprintf("%s/bad", d);
+	struct sigdb *db = sigdb_builtin();
+	struct scan_policy pol = policy(q);
+	struct scanner *s = scanner_new(db, &pol);
+	struct scan_result r;
+
+	write_padded(big, 5000, eicar(), strlen(eicar()));
+	write_str(clean, "nothing here");
+	CU_ASSERT_EQUAL(scanner_scan_file(s, "vm", clean, &r), 0);
+	CU_ASSERT_EQUAL(r.verdict, SCAN_CLEAN);
+	CU_ASSERT(r.done_ns > 0);
+
+	pol.max_bytes = 1000;
+	pol.action = SCAN_DELETE_FILE;
+	CU_ASSERT_EQUAL(scanner_set_policy(s, &pol), 0);
+	CU_ASSERT_EQUAL(scanner_scan_file(s, "vm", big, &r), 0);
+	CU_ASSERT_EQUAL(r.verdict, SCAN_SKIPPED_POLICY);
+	CU_ASSERT_PTR_NOT_NULL(strstr(r.why, "larger than max_bytes (5077 > 1000)"));
+	CU_ASSERT_EQUAL(scanner_scan_file(s, "vm", clean, &r), 0);
+	CU_ASSERT_EQUAL(r.verdict, SCAN_SKIPPED_CACHED); /* the cache survived */
+	write_str(bad, eicar());
+	CU_ASSERT_EQUAL(scanner_scan_file(s, "vm", bad, &r), 0);
+	CU_ASSERT_EQUAL(r.verdict, SCAN_INFECTED);
+	CU_ASSERT_EQUAL(r.action, SCAN_DELETE_FILE);
+	CU_ASSERT_TRUE(r.action_done);
+	CU_ASSERT_FALSE(exists(bad));
+
+	/* A bad policy changes nothing. */
+	pol.action = SCAN_QUARANTINE_FILE;
+	pol.quarantine_dir = "";
+	errno = 0;
+	CU_ASSERT_EQUAL(scanner_set_policy(s, &pol), -1);
+	CU_ASSERT_EQUAL(errno, EINVAL);
+	CU_ASSERT_EQUAL(scanner_scan_file(s, "vm", big, &r), 0);
+	CU_ASSERT_EQUAL(r.verdict, SCAN_SKIPPED_POLICY);
+	write_str(bad, eicar());
+	CU_ASSERT_EQUAL(scanner_scan_file(s, "vm", bad, &r), 0);
+	CU_ASSERT_EQUAL(r.action, SCAN_DELETE_FILE);
+
+	scanner_free(s);
+	sigdb_free(db);
+	free(bad);
+	free(clean);
+	free(big);
+	free(q);
+	free(d);
+}
+
+/* The thin driver's event lines: the one good shape, and every way a line
+ * can be wrong, each with its reason. */
+static void test_event_parse(void)
+{
+	static const struct {
+		const char *line, *why; /* why NULL: accepted */
+		const char *vm, *file;
+	} cases[] = {
+		{ "{\"vm\":\"desktop1\",\"file\":\"invoice.com\"}", NULL, "desktop1", "invoice.com" },
+		{ "  { \"file\" : \"a b.exe\" , \"vm\" : \"d\" }\r", NULL, "d", "a b.exe" },
+		{ "{\"vm\":\"d\",\"file\":\"caf\\u00e9 \\\"x\\\" \\\\ \\b.txt\"}", NULL, "d",
+		  "caf\xc3\xa9 \"x\" \\ \b.txt" },
+		{ "{\"vm\":\"d\",\"file\":\"\\ud83d\\ude00.exe\"}", NULL, "d", "\xf0\x9f\x98\x80.exe" },
+		{ "{\"vm\":\"d\",\"file\":\"r\xc3\xa9sum\xc3\xa9.pdf\"}", NULL, "d", "r\xc3\xa9sum\xc3\xa9.pdf" },
+		{ "{\"vm\":\"d\",\"file\":\"..x\"}", NULL, "d", "..x" },
+		{ "", "empty line" },
+		{ "   ", "empty line" },
+		{ "not json", "not a JSON object (expected '{', got 'n')" },
+		{ "[1]", "not a JSON object (expected '{', got '[')" },
+		{ "{}", "missing member \"vm\"" },
+		{ "{\"vm\":\"d\"}", "missing member \"file\"" },
+		{ "{\"file\":\"f\"}", "missing member \"vm\"" },
+		{ "{\"vm\":\"d\",\"file\":\"f\",\"x\":\"y\"}", "unknown member \"x\" (expected \"vm\" and \"file\")" },
+		{ "{\"vm\":\"d\",\"vm\":\"e\",\"file\":\"f\"}", "duplicate member \"vm\"" },
+		{ "{\"vm\":1,\"file\":\"f\"}", "vm must be a string" },
+		{ "{\"vm\":\"d\",\"file\":null}", "file must be a string" },
+		{ "{\"vm\" \"d\"}", "expected ':' after \"vm\"" },
+		{ "{\"vm\":\"d\" \"file\":\"f\"}", "expected ',' or '}' after \"vm\"" },
+		{ "{\"vm\":\"d\",}", "expected a member name in quotes at byte 11" },
+		{ "{\"vm\":\"d\",", "the line ends inside the object" },
+		{ "{\"vm\":\"d", "vm: missing closing '\"'" },
+		{ "{\"vm\":\"d\",\"file\":\"f\"} x", "unexpected text after the object at byte 23" },
+		{ "{\"vm\":\"d\",\"file\":\"f\"}{}", "unexpected text after the object at byte 22" },
+		{ "{\"vm\":\"d\",\"file\":\"a/b\"}", "file name 'a/b' contains '/' (names only: no paths)" },
+		{ "{\"vm\":\"d\",\"file\":\"../../etc/passwd\"}",
+		  "file name '../../etc/passwd' contains '/' (names only: no paths)" },
+		{ "{\"vm\":\"d\",\"file\":\"\\/etc\"}", "file name '/etc' contains '/' (names only: no paths)" },
+		{ "{\"vm\":\"d\",\"file\":\"..\"}", "file name '..' would leave the sandbox" },
+		{ "{\"vm\":\".\",\"file\":\"f\"}", "vm name '.' would leave the sandbox" },
+		{ "{\"vm\":\"a/..\",\"file\":\"f\"}", "vm name 'a/..' contains '/' (names only: no paths)" },
+		{ "{\"vm\":\"\",\"file\":\"f\"}", "empty vm name" },
+		{ "{\"vm\":\"d\",\"file\":\"a\\u0000b\"}", "file contains a NUL character" },
+		{ "{\"vm\":\"d\",\"file\":\"a\tb\"}", "file: raw control character 0x09 (escape it)" },
+		{ "{\"vm\":\"d\",\"file\":\"a\\qb\"}", "file: unknown escape '\\q'" },
+		{ "{\"vm\":\"d\",\"file\":\"a\\u12\"}", "file: bad \\u escape (four hex digits)" },
+		{ "{\"vm\":\"d\",\"file\":\"\\ud83d.exe\"}", "file: high surrogate without its low half" },
+		{ "{\"vm\":\"d\",\"file\":\"\\ude00\"}", "file: lone low surrogate in \\u escape" },
+		{ "{\"vm\":\"d\",\"file\":\"\xff.exe\"}", "file is not valid UTF-8" },
+		{ "{\"vm\":\"d\",\"file\":\"\xc0\xaf.exe\"}", "file is not valid UTF-8" },   /* overlong '/' */
+		{ "{\"vm\":\"d\",\"file\":\"\xed\xa0\x80\"}", "file is not valid UTF-8" },   /* surrogate */
+		{ "{\"vm\":\"d\",\"file\":\"\xf4\x90\x80\x80\"}", "file is not valid UTF-8" }, /* > U+10FFFF */
+		{ "{\"vm\":\"d\",\"file\":\"\xe2\x82\"}", "file is not valid UTF-8" },       /* cut short */
+	};
+	static const char nul[] = "{\"vm\":\"d\0\",\"file\":\"f\"}";
+	struct scan_event ev;
+	char why[256], *line;
+
+	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+		int r = scan_event_parse(cases[i].line, strlen(cases[i].line), &ev, why, sizeof(why));
+
+		if (cases[i].why) {
+			CU_ASSERT_EQUAL(r, -1);
+			if (strcmp(why, cases[i].why))
+				fprintf(stderr, "\ncase %zu: got '%s', want '%s'\n", i, why, cases[i].why);
+			CU_ASSERT_STRING_EQUAL(why, cases[i].why);
+		} else {
+			CU_ASSERT_EQUAL(r, 0);
+			if (r)
+				fprintf(stderr, "\ncase %zu: rejected: %s\n", i, why);
+			CU_ASSERT_STRING_EQUAL(ev.vm, cases[i].vm);
+			CU_ASSERT_STRING_EQUAL(ev.file, cases[i].file);
+		}
+	}
+
+	/* A NUL byte inside the line, not escaped */
+	CU_ASSERT_EQUAL(scan_event_parse(nul, sizeof(nul) - 1, &ev, why, sizeof(why)), -1);
+	CU_ASSERT_STRING_EQUAL(why, "vm: raw control character 0x00 (escape it)");
+
+	/* Lengths: a 255-byte name is fine, 256 is not; a line has a limit. */
+	line = xasprintf("{\"vm\":\"d\",\"file\":\"%0255d\"}", 0);
+	CU_ASSERT_EQUAL(scan_event_parse(line, strlen(line), &ev, why, sizeof(why)), 0);
+	CU_ASSERT_EQUAL(strlen(ev.file), 255);
+	free(line);
+	line = xasprintf("{\"vm\":\"d\",\"file\":\"%0256d\"}", 0);
+	CU_ASSERT_EQUAL(scan_event_parse(line, strlen(line), &ev, why, sizeof(why)), -1);
+	CU_ASSERT_STRING_EQUAL(why, "file name longer than 255 bytes");
+	free(line);
+	line = xasprintf("{\"vm\":\"d\",\"file\":\"%04100d\"}", 0);
+	CU_ASSERT_EQUAL(scan_event_parse(line, strlen(line), &ev, why, sizeof(why)), -1);
+	CU_ASSERT_STRING_EQUAL(why, "line longer than 4096 bytes");
+	free(line);
+	line = xasprintf("{\"%040d\":\"d\"}", 0);
+	CU_ASSERT_EQUAL(scan_event_parse(line, strlen(line), &ev, why, sizeof(why)), -1);
+	CU_ASSERT_STRING_EQUAL(why, "member name is longer than 31 bytes");
+	free(line);
+}
+
+/* The audit record of a detection with its source, tag and stage times. */
+static void test_detection_extra(void)
+{
+	struct scan_result r = { .verdict = SCAN_INFECTED, .severity = SCAN_SEV_LOW,
+				 .action = SCAN_DELETE_FILE, .action_done = true,
+				 .signature = "Test.Adware.Sim", .time = 0, .done_ns = 2000 };
+	struct detection_extra x = { .source = "event", .tag = "threat.low", .revision = 7,
+				     .event_ns = 1000, .tagged_ns = 3000 };
+	char buf[1024];
+
+	CU_ASSERT(detection_json(&r, "vm", "/sb/vm/a", &x, buf, sizeof(buf)) > 0);
+	CU_ASSERT_STRING_EQUAL(buf, "{\"event\":\"detection\",\"vm\":\"vm\",\"path\":\"/sb/vm/a\","
+				    "\"signature\":\"Test.Adware.Sim\",\"severity\":\"low\","
+				    "\"action\":\"delete\",\"action_done\":true,\"source\":\"event\","
+				    "\"tag\":\"threat.low\",\"revision\":7,"
+				    "\"time\":\"1970-01-01T00:00:00Z\",\"epoch\":0,"
+				    "\"event_ns\":1000,\"scanned_ns\":2000,\"tagged_ns\":3000}\n");
+	x = (struct detection_extra){ .source = "watch", .tag_error = "unknown VM 'vm'" };
+	CU_ASSERT(detection_json(&r, "vm", "/sb/vm/a", &x, buf, sizeof(buf)) > 0);
+	CU_ASSERT_PTR_NOT_NULL(strstr(buf, "\"source\":\"watch\",\"tag_error\":\"unknown VM 'vm'\","));
+	CU_ASSERT_PTR_NULL(strstr(buf, "\"revision\""));
+	CU_ASSERT_PTR_NULL(strstr(buf, "\"event_ns\""));
+	CU_ASSERT_PTR_NOT_NULL(strstr(buf, "\"scanned_ns\":2000}"));
+	/* without extras, no stage times at all */
+	CU_ASSERT(detection_json(&r, "vm", "/sb/vm/a", NULL, buf, sizeof(buf)) > 0);
+	CU_ASSERT_PTR_NULL(strstr(buf, "_ns\""));
+}
 
 void register_scanner_tests(void)
 {
@@ -836,6 +1055,10 @@ void register_scanner_tests(void)
 		{ "unscannable files", test_unscannable },
 		{ "scan tree", test_scan_tree },
 		{ "detection json", test_detection_json },
+		{ "sigdb pick", test_sigdb_pick },
+		{ "set policy", test_set_policy },
+		{ "event parse", test_event_parse },
+		{ "detection extra", test_detection_extra },
 	};
 
 	unit_suite("scanner", tests, ARRAY_SIZE(tests));
