@@ -1,7 +1,8 @@
-/* The lab's processes: dfwctl (to load the policy into the lab's store) and
- * one dfwd per host, run inside the host's namespace; and the `daemon` and
- * `ctl` subcommands built on them.  A dfwd is only ever signalled after its
- * pidfile's pid is checked to still be a dfwd of this lab. */
+/* The lab's processes: dfwctl (to load the policy into the lab's store),
+ * and on each host, inside its namespace, one dfwd and one dfw-scan (the
+ * host's anti-malware appliance); and the `daemon` and `ctl` subcommands
+ * built on them.  A process is only ever signalled after its pidfile's pid
+ * is checked to still be a dfwd or dfw-scan of this lab. */
 #include "sim/lab.h"
 
 #include <dirent.h>
@@ -33,7 +34,7 @@ static int need_prog(const char *path, char *err, size_t errlen)
 {
 	if (access(path, X_OK) < 0)
 		return errf(err, errlen,
-			    "%s: %s (dfw-lab runs dfwd and dfwctl from its own directory; build them, or use --no-daemon)",
+			    "%s: %s (dfw-lab runs dfwd, dfw-scan and dfwctl from its own directory; build them, or use --no-daemon)",
 			    path, strerror(errno));
 	return 0;
 }
@@ -166,13 +167,32 @@ static bool sock_ready(const char *path)
 	return ok;
 }
 
-/* The pid in HOST.pid when it is a live dfwd of this lab, else 0. */
-static pid_t live_daemon(const char *labname, const char *host)
+/* The lab's programs on each host: each runs in its host's namespace,
+ * leads a session of its own, writes its own pidfile, and is ready when
+ * its socket accepts connections.  Files are HOST<suffix> in the lab dir. */
+struct hostprog {
+	const char *prog; /* beside dfw-lab */
+	const char *pid, *log, *sock;
+};
+
+static const struct hostprog hostprogs[] = {
+	[LAB_DFWD] = { "dfwd", ".pid", ".log", ".sock" },
+	[LAB_SCANNER] = { "dfw-scan", ".scan.pid", ".scan.log", ".events.sock" },
+};
+
+const char *daemon_name(enum lab_proc which)
 {
-	char *pidfile = lab_host_path(labname, host, ".pid");
+	return hostprogs[which].prog;
+}
+
+/* The pid in pidfile when it is a live process of this lab running
+ * hostprogs[which] (any of them when which < 0), else 0. */
+static pid_t live_pid(const char *labname, const char *pidfile, int which)
+{
 	char *store = lab_path(labname, "store.db");
 	char buf[64], exe[PATH_MAX], cmdline[8192], *base;
 	char *exelink = NULL, *cmdpath = NULL;
+	bool ours = false;
 	uint64_t v;
 	pid_t pid = 0;
 	ssize_t n;
@@ -198,7 +218,11 @@ static pid_t live_daemon(const char *labname, const char *host)
 	if (n > 10 && !strcmp(exe + n - 10, " (deleted)"))
 		exe[n - 10] = '\0'; /* rebuilt while running */
 	base = strrchr(exe, '/');
-	if (strcmp(base ? base + 1 : exe, "dfwd"))
+	base = base ? base + 1 : exe;
+	for (size_t k = 0; k < ARRAY_SIZE(hostprogs); k++)
+		if ((which < 0 || (size_t)which == k) && !strcmp(base, hostprogs[k].prog))
+			ours = true;
+	if (!ours)
 		goto out;
 	/* ...and one of this lab: its command line names the lab's store. */
 	cmdpath = xasprintf("/proc/%d/cmdline", (int)v);
@@ -219,8 +243,16 @@ static pid_t live_daemon(const char *labname, const char *host)
 out:
 	free(cmdpath);
 	free(exelink);
-	free(pidfile);
 	free(store);
+	return pid;
+}
+
+static pid_t live_daemon(const char *labname, enum lab_proc which, const char *host)
+{
+	char *pidfile = lab_host_path(labname, host, hostprogs[which].pid);
+	pid_t pid = live_pid(labname, pidfile, (int)which);
+
+	free(pidfile);
 	return pid;
 }
 
@@ -255,36 +287,38 @@ static bool wait_gone(pid_t pid, unsigned ms)
 	return gone(pid);
 }
 
-/* Signals pid and waits for it to go, with SIGKILL after STOP_TIMEOUT_MS. */
-static int stop_pid(pid_t pid, int sig, const char *host, char *err, size_t errlen)
+/* Signals pid and waits for it to go, with SIGKILL after STOP_TIMEOUT_MS.
+ * what and host name it in messages. */
+static int stop_pid(pid_t pid, int sig, const char *what, const char *host, char *err,
+		    size_t errlen)
 {
-	/* A dfwd leads its own session (setsid below): its process group is
+	/* Each leads its own session (setsid below): its process group is
 	 * everything it started, which goes with it. */
 	pid_t target = getpgid(pid) == pid ? -pid : pid;
 
 	if (kill(target, sig) < 0 && errno != ESRCH)
-		return errf(err, errlen, "cannot signal dfwd of host %s (pid %d): %s", host,
+		return errf(err, errlen, "cannot signal %s of host %s (pid %d): %s", what, host,
 			    (int)pid, strerror(errno));
 	if (wait_gone(pid, STOP_TIMEOUT_MS))
 		return 0;
 	kill(target, SIGKILL);
 	if (wait_gone(pid, STOP_TIMEOUT_MS))
 		return 0;
-	return errf(err, errlen, "dfwd of host %s (pid %d) does not exit, even after SIGKILL",
-		    host, (int)pid);
+	return errf(err, errlen, "%s of host %s (pid %d) does not exit, even after SIGKILL",
+		    what, host, (int)pid);
 }
 
-int daemon_stop(const char *labname, const char *host, int sig, bool *stopped, char *err,
-		size_t errlen)
+int daemon_stop(const char *labname, enum lab_proc which, const char *host, int sig,
+		bool *stopped, char *err, size_t errlen)
 {
-	char *pidfile = lab_host_path(labname, host, ".pid");
-	pid_t pid = live_daemon(labname, host);
+	char *pidfile = lab_host_path(labname, host, hostprogs[which].pid);
+	pid_t pid = live_pid(labname, pidfile, (int)which);
 	int ret = 0;
 
 	*stopped = false;
-	/* Without a live dfwd of ours under that pid, the pidfile is stale. */
+	/* Without a live process of ours under that pid, the pidfile is stale. */
 	if (pid) {
-		ret = stop_pid(pid, sig, host, err, errlen);
+		ret = stop_pid(pid, sig, hostprogs[which].prog, host, err, errlen);
 		*stopped = ret == 0;
 	}
 	if (ret == 0)
@@ -293,10 +327,12 @@ int daemon_stop(const char *labname, const char *host, int sig, bool *stopped, c
 	return ret;
 }
 
+/* Every pidfile of the lab, whatever it names: only a live dfwd or
+ * dfw-scan of this lab is signalled, and any other pidfile is stale. */
 int daemon_stop_all(const char *labname, char *err, size_t errlen)
 {
 	char *dir = lab_path(labname, NULL);
-	struct strv hosts = { 0 };
+	struct strv files = { 0 };
 	struct dirent *de;
 	DIR *d = opendir(dir);
 	int ret = 0;
@@ -309,34 +345,76 @@ int daemon_stop_all(const char *labname, char *err, size_t errlen)
 	while ((de = readdir(d))) {
 		size_t n = strlen(de->d_name);
 
-		if (n > 4 && !strcmp(de->d_name + n - 4, ".pid")) {
-			de->d_name[n - 4] = '\0';
-			strv_push(&hosts, de->d_name);
-		}
+		if (n > 4 && !strcmp(de->d_name + n - 4, ".pid"))
+			strv_push(&files, de->d_name);
 	}
 	closedir(d);
-	for (size_t i = 0; i < hosts.n; i++) {
-		bool stopped;
+	for (size_t i = 0; i < files.n; i++) {
+		char *path = xasprintf("%s/%s", dir, files.v[i]);
+		pid_t pid = live_pid(labname, path, -1);
 
-		if (daemon_stop(labname, hosts.v[i], SIGTERM, &stopped, err, errlen) < 0)
+		files.v[i][strlen(files.v[i]) - 4] = '\0';
+		if (pid && stop_pid(pid, SIGTERM, "the process", files.v[i], err, errlen) < 0)
 			ret = -1;
+		else
+			unlink(path);
+		free(path);
 	}
 out:
-	strv_free(&hosts);
+	strv_free(&files);
 	free(dir);
 	return ret;
 }
 
-/* In the child: becomes the host's dfwd.  Never returns. */
-static void exec_dfwd(const char *dfwd, int nsfd, const char *labname, const char *host)
+/* The command line of hostprogs[which] for host. */
+static void prog_args(enum lab_proc which, const char *prog, const char *labname,
+		      const char *host, struct strv *a)
 {
 	char *store = lab_path(labname, "store.db");
-	char *sock = lab_host_path(labname, host, ".sock");
-	char *log = lab_host_path(labname, host, ".log");
-	char *pidfile = lab_host_path(labname, host, ".pid");
+	char *sock = lab_host_path(labname, host, hostprogs[which].sock);
+	char *log = lab_host_path(labname, host, hostprogs[which].log);
+
+	strv_push(a, prog);
+	strv_push(a, "--store");
+	strv_push(a, store);
+	strv_push(a, "--host");
+	strv_push(a, host);
+	if (which == LAB_DFWD) {
+		strv_push(a, "--socket");
+		strv_push(a, sock);
+		strv_push(a, "--log");
+		strv_push(a, log);
+	} else {
+		char *sandbox = lab_sandbox_path(labname, host, NULL);
+		char *sigs = lab_path(labname, LAB_SIGNATURES);
+		char *audit = lab_host_path(labname, host, ".audit.jsonl");
+
+		strv_push(a, "--sandbox");
+		strv_push(a, sandbox);
+		if (access(sigs, F_OK) == 0) {
+			strv_push(a, "--signatures");
+			strv_push(a, sigs);
+		}
+		strv_push(a, "--audit");
+		strv_push(a, audit);
+		strv_push(a, "--events");
+		strv_push(a, sock);
+		free(sandbox);
+		free(sigs);
+		free(audit);
+	}
+	free(store);
+	free(sock);
+	free(log);
+}
+
+/* In the child: becomes the host's program.  Never returns. */
+static void exec_prog(enum lab_proc which, int nsfd, const char *labname, const char *host,
+		      char **argv)
+{
+	char *log = lab_host_path(labname, host, hostprogs[which].log);
+	char *pidfile = lab_host_path(labname, host, hostprogs[which].pid);
 	char *tmp = xasprintf("%s.tmp", pidfile);
-	char *argv[] = { (char *)dfwd, (char *)"--store", store, (char *)"--host", (char *)host,
-			 (char *)"--socket", sock, (char *)"--log", log, NULL };
 	sigset_t none;
 	int fd;
 
@@ -363,14 +441,16 @@ static void exec_dfwd(const char *dfwd, int nsfd, const char *labname, const cha
 		rename(tmp, pidfile);
 	}
 	close_range(3, ~0U, 0);
-	execv(dfwd, argv);
-	dprintf(STDERR_FILENO, "dfw-lab: cannot run %s: %s\n", dfwd, strerror(errno));
+	execv(argv[0], argv);
+	dprintf(STDERR_FILENO, "dfw-lab: cannot run %s: %s\n", argv[0], strerror(errno));
 	_exit(127);
 }
 
-int daemon_start(struct lab *lab, const size_t *hosts, size_t n, char *err, size_t errlen)
+int daemon_start(struct lab *lab, enum lab_proc which, const size_t *hosts, size_t n,
+		 char *err, size_t errlen)
 {
-	char *dfwd = prog_path("dfwd");
+	const struct hostprog *k = &hostprogs[which];
+	char *path = prog_path(k->prog);
 	size_t count = hosts ? n : lab->nhosts;
 	pid_t *pids = xcalloc(count ? count : 1, sizeof(*pids));
 	bool *ready = xcalloc(count ? count : 1, sizeof(*ready));
@@ -378,13 +458,15 @@ int daemon_start(struct lab *lab, const size_t *hosts, size_t n, char *err, size
 	uint64_t deadline;
 	int ret = -1;
 
-	if (need_prog(dfwd, err, errlen) < 0)
+	if (need_prog(path, err, errlen) < 0)
 		goto out;
-	for (size_t k = 0; k < count; k++) {
-		size_t h = hosts ? hosts[k] : k;
-		char *sock = lab_host_path(lab->name, lab->hosts[h], ".sock");
+	for (size_t j = 0; j < count; j++) {
+		size_t h = hosts ? hosts[j] : j;
+		char *sock = lab_host_path(lab->name, lab->hosts[h], k->sock);
 		size_t slen = strlen(sock);
-		pid_t old = live_daemon(lab->name, lab->hosts[h]);
+		pid_t old = live_daemon(lab->name, which, lab->hosts[h]);
+		struct strv args = { 0 };
+		char **argv;
 		int fd;
 
 		free(sock);
@@ -393,20 +475,25 @@ int daemon_start(struct lab *lab, const size_t *hosts, size_t n, char *err, size
 			goto out;
 		}
 		if (old) {
-			errf(err, errlen, "dfwd of host %s is already running (pid %d)", lab->hosts[h],
-			     (int)old);
+			errf(err, errlen, "%s of host %s is already running (pid %d)", k->prog,
+			     lab->hosts[h], (int)old);
 			goto out;
 		}
 		fd = lab_host_fd(lab, h, err, errlen);
 		if (fd < 0)
 			goto out;
-		pids[k] = fork();
-		if (pids[k] < 0) {
+		prog_args(which, path, lab->name, lab->hosts[h], &args);
+		argv = xcalloc(args.n + 1, sizeof(*argv)); /* NULL-terminated for execv */
+		memcpy(argv, args.v, args.n * sizeof(*argv));
+		pids[j] = fork();
+		if (pids[j] == 0)
+			exec_prog(which, fd, lab->name, lab->hosts[h], argv);
+		free(argv);
+		strv_free(&args);
+		if (pids[j] < 0) {
 			errf(err, errlen, "fork: %s", strerror(errno));
 			goto out;
 		}
-		if (pids[k] == 0)
-			exec_dfwd(dfwd, fd, lab->name, lab->hosts[h]);
 		started++;
 	}
 	/* All start together; wait for every socket to accept connections. */
@@ -414,33 +501,33 @@ int daemon_start(struct lab *lab, const size_t *hosts, size_t n, char *err, size
 	while (nready < count) {
 		bool late = now_ns() >= deadline;
 
-		for (size_t k = 0; k < count; k++) {
-			size_t h = hosts ? hosts[k] : k;
+		for (size_t j = 0; j < count; j++) {
+			size_t h = hosts ? hosts[j] : j;
 			char *sock, *log, tail[LAB_ERRLEN / 2];
 			int st;
 
-			if (ready[k])
+			if (ready[j])
 				continue;
-			sock = lab_host_path(lab->name, lab->hosts[h], ".sock");
-			log = lab_host_path(lab->name, lab->hosts[h], ".log");
+			sock = lab_host_path(lab->name, lab->hosts[h], k->sock);
+			log = lab_host_path(lab->name, lab->hosts[h], k->log);
 			if (sock_ready(sock)) {
-				ready[k] = true;
+				ready[j] = true;
 				nready++;
-			} else if (waitpid(pids[k], &st, WNOHANG) == pids[k]) {
+			} else if (waitpid(pids[j], &st, WNOHANG) == pids[j]) {
 				log_tail(log, tail, sizeof(tail));
-				errf(err, errlen, "dfwd of host %s exited (%s %d) before opening %s; last lines of %s:\n%s",
-				     lab->hosts[h], WIFEXITED(st) ? "exit" : "signal",
+				errf(err, errlen, "%s of host %s exited (%s %d) before opening %s; last lines of %s:\n%s",
+				     k->prog, lab->hosts[h], WIFEXITED(st) ? "exit" : "signal",
 				     WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st), sock, log, tail);
-				pids[k] = 0;
+				pids[j] = 0;
 			} else if (late || lab_interrupted) {
 				log_tail(log, tail, sizeof(tail));
-				errf(err, errlen, "dfwd of host %s %s before %s accepted connections; last lines of %s:\n%s",
-				     lab->hosts[h],
+				errf(err, errlen, "%s of host %s %s before %s accepted connections; last lines of %s:\n%s",
+				     k->prog, lab->hosts[h],
 				     lab_interrupted ? "interrupted" : "timed out (10 s)", sock, log, tail);
 			}
 			free(sock);
 			free(log);
-			if (!ready[k] && (pids[k] == 0 || late || lab_interrupted))
+			if (!ready[j] && (pids[j] == 0 || late || lab_interrupted))
 				goto out;
 		}
 		if (nready < count)
@@ -448,20 +535,20 @@ int daemon_start(struct lab *lab, const size_t *hosts, size_t n, char *err, size
 	}
 	ret = 0;
 out:
-	/* On failure stop what this call started: a daemon that never got
+	/* On failure stop what this call started: a process that never got
 	 * ready is of no use, and the caller's rollback needs none running. */
-	for (size_t k = 0; ret < 0 && k < started; k++) {
-		size_t h = hosts ? hosts[k] : k;
-		char *pidfile = lab_host_path(lab->name, lab->hosts[h], ".pid");
+	for (size_t j = 0; ret < 0 && j < started; j++) {
+		size_t h = hosts ? hosts[j] : j;
+		char *pidfile = lab_host_path(lab->name, lab->hosts[h], k->pid);
 
 		/* Our own children: no pidfile check needed (nor yet possible). */
-		if (pids[k] > 0 && stop_pid(pids[k], SIGTERM, lab->hosts[h], NULL, 0) == 0)
+		if (pids[j] > 0 && stop_pid(pids[j], SIGTERM, k->prog, lab->hosts[h], NULL, 0) == 0)
 			unlink(pidfile);
 		free(pidfile);
 	}
 	free(pids);
 	free(ready);
-	free(dfwd);
+	free(path);
 	return ret;
 }
 
@@ -541,18 +628,20 @@ out:
 	return ret;
 }
 
-/* dfw-lab daemon stop|kill|start HOST [--lab NAME] */
+/* dfw-lab daemon stop|kill|start HOST [--scanner] [--lab NAME] */
 int cmd_daemon(int argc, char **argv)
 {
 	static const struct option opts[] = {
 		{ "lab", required_argument, NULL, 'l' },
+		{ "scanner", no_argument, NULL, 's' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 }
 	};
 	static const struct { const char *name; int sig; } verbs[] = {
 		{ "start", 0 }, { "stop", SIGTERM }, { "kill", SIGKILL },
 	};
-	const char *labname = LAB_DEFAULT_NAME, *verb, *hostname;
+	const char *labname = LAB_DEFAULT_NAME, *verb, *hostname, *what;
+	enum lab_proc which = LAB_DFWD;
 	char err[LAB_ERRLEN];
 	struct lab *lab = NULL;
 	size_t v, h;
@@ -563,6 +652,7 @@ int cmd_daemon(int argc, char **argv)
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		switch (c) {
 		case 'l': labname = optarg; break;
+		case 's': which = LAB_SCANNER; break;
 		case 'h': lab_usage("daemon"); ret = LAB_OK; goto out;
 		default: ret = lab_usage("daemon"); goto out;
 		}
@@ -593,29 +683,31 @@ int cmd_daemon(int argc, char **argv)
 		goto out;
 	}
 	h = (size_t)found;
+	what = daemon_name(which);
 	if (verbs[v].sig == 0) {
-		pid_t old = live_daemon(labname, lab->hosts[h]);
+		pid_t old = live_daemon(labname, which, lab->hosts[h]);
 
 		if (old) {
-			lab_errorf("dfwd of host %s is already running (pid %d); stop it first",
+			lab_errorf("%s of host %s is already running (pid %d); stop it first", what,
 				   lab->hosts[h], (int)old);
 			ret = LAB_EINPUT;
 			goto out;
 		}
 		lab_catch_signals();
-		if (daemon_start(lab, &h, 1, err, sizeof(err)) < 0) {
+		if (daemon_start(lab, which, &h, 1, err, sizeof(err)) < 0) {
 			lab_errorf("%s", err);
 			ret = LAB_EDAEMON;
 			goto out;
 		}
-		printf("dfwd of host %s started\n", lab->hosts[h]);
+		printf("%s of host %s started\n", what, lab->hosts[h]);
 	} else {
-		if (daemon_stop(labname, lab->hosts[h], verbs[v].sig, &stopped, err, sizeof(err)) < 0) {
+		if (daemon_stop(labname, which, lab->hosts[h], verbs[v].sig, &stopped, err,
+				sizeof(err)) < 0) {
 			lab_errorf("%s", err);
 			ret = LAB_EDAEMON;
 			goto out;
 		}
-		printf("dfwd of host %s %s\n", lab->hosts[h],
+		printf("%s of host %s %s\n", what, lab->hosts[h],
 		       !stopped ? "was not running" : verbs[v].sig == SIGKILL ? "killed" : "stopped");
 	}
 	ret = LAB_OK;

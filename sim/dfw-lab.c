@@ -15,9 +15,11 @@ static const struct subcommand {
 	const char *args;
 	const char *help;
 } subcommands[] = {
-	{ "up", cmd_up, "CONFIG [--lab NAME] [--no-daemon] [--bridge BR]",
-	  "build a namespace per host and per VM from CONFIG's inventory, load the\n"
-	  "policy into the lab's store and start dfwd on every host" },
+	{ "up", cmd_up, "CONFIG [--lab NAME] [--no-daemon] [--bridge BR] [--signatures FILE]",
+	  "build a namespace per host and per VM from CONFIG's inventory and a\n"
+	  "sandbox directory per VM (its disk), load the policy into the lab's\n"
+	  "store and start dfwd and dfw-scan on every host (signatures: FILE, by\n"
+	  "default configs/signatures.txt beside the build directory)" },
 	{ "down", cmd_down, "[--lab NAME]",
 	  "stop the lab's daemons and remove its namespaces and state (idempotent)" },
 	{ "probe", cmd_probe, "SRC DST tcp/PORT|udp/PORT|icmp [--lab NAME] [--timeout MS] [-6]",
@@ -32,8 +34,17 @@ static const struct subcommand {
 	{ "ctl", cmd_ctl, "[--lab NAME] [--host HOST] -- DFWCTL-ARGS...",
 	  "run dfwctl with the lab's store and a host's dfwd socket (default: the\n"
 	  "first host)" },
-	{ "daemon", cmd_daemon, "start|stop|kill HOST [--lab NAME]",
-	  "start, stop (SIGTERM) or kill (SIGKILL) one host's dfwd" },
+	{ "daemon", cmd_daemon, "start|stop|kill HOST [--scanner] [--lab NAME]",
+	  "start, stop (SIGTERM) or kill (SIGKILL) one host's dfwd (or its dfw-scan)" },
+	{ "infect", cmd_infect, "VM [--severity high|medium|low] [--file NAME] [--lab NAME]",
+	  "write a test file into VM's sandbox, as malware landing on its disk:\n"
+	  "EICAR for high (default), for medium and low the pattern of a signature\n"
+	  "of that severity from the lab's signature file; the host's dfw-scan\n"
+	  "detects it and the tag of that severity isolates the VM" },
+	{ "scan", cmd_scan, "VM --full [--auto-release yes|no] [--lab NAME]",
+	  "a full scan of VM's sandbox by dfw-scan: exit 0 clean (then, when the\n"
+	  "policy's auto_release is yes, the VM is released), 4 threats found or\n"
+	  "files unreadable (it stays quarantined), 1 bad input, 3 store failure" },
 	{ "help", cmd_help, "[SUBCOMMAND]", "show this help" },
 };
 

@@ -5,7 +5,10 @@
  *   /run/netns/dfwl-NAME-h-HOST   one per hypervisor: bridge (br-dfw) + ports
  *   /run/netns/dfwl-NAME-v-VM     one per VM: eth0 (the VM's MAC and addresses)
  *   /run/netns/dfwl-NAME-fabric   only with several hosts: joins their bridges
- *   /run/dfw-lab/NAME/            config.ini, store.db, HOST.{sock,log,pid}
+ *   /run/dfw-lab/NAME/            config.ini, store.db, signatures.txt,
+ *                                 HOST.{sock,log,pid} (dfwd),
+ *                                 HOST.{events.sock,scan.log,scan.pid,audit.jsonl}
+ *                                 (dfw-scan), sandbox/HOST/VM/ (each VM's disk)
  *
  * Helpers return 0, or -1 with a one-line reason in err; only the cmd_*
  * functions print, and they return the process exit code. */
@@ -36,6 +39,7 @@ enum {
 #define LAB_NS_PREFIX "dfwl-"
 #define LAB_UPLINK "dfw-uplink"   /* a host bridge's port to the fabric */
 #define LAB_FABRIC_BRIDGE "br-fabric"
+#define LAB_SIGNATURES "signatures.txt" /* the lab's copy, in its state dir */
 
 /* Set by the SIGINT/SIGTERM/SIGHUP handler; long loops check it so that an
  * interrupted `up` still rolls back. */
@@ -136,20 +140,45 @@ int topo_build(struct lab *lab, const struct topo_opts *o, char *err, size_t err
  * namespaces deleted. */
 int lab_teardown(const char *labname, size_t *nns, char *err, size_t errlen);
 
-/* ---- daemon.c: dfwd and dfwctl processes ---- */
+/* ---- daemon.c: dfwd, dfw-scan and dfwctl processes ---- */
+
+/* The programs the lab runs on each host. */
+enum lab_proc {
+	LAB_DFWD,    /* the agent: HOST.{pid,log,sock} */
+	LAB_SCANNER, /* dfw-scan: HOST.{scan.pid,scan.log,events.sock,audit.jsonl} */
+};
+const char *daemon_name(enum lab_proc which); /* "dfwd", "dfw-scan" */
 
 /* Runs `dfwctl --store STORE apply config`; on failure err holds its
  * output.  Returns 0 or -1. */
 int daemon_apply(const char *labname, const char *config, char *err, size_t errlen);
-/* Starts dfwd of each listed host (NULL: every host) and waits up to 10 s
- * for their sockets to accept connections; err gets the log tail on failure. */
-int daemon_start(struct lab *lab, const size_t *hosts, size_t n, char *err, size_t errlen);
-/* Stops the dfwd whose pidfile is HOST.pid in the lab's dir: sig first,
- * SIGKILL after 3 s.  A missing or stale pidfile is fine (*stopped false). */
-int daemon_stop(const char *labname, const char *host, int sig, bool *stopped,
-		char *err, size_t errlen);
-/* daemon_stop for every HOST.pid in the lab's dir. */
+/* Starts the program of each listed host (NULL: every host) and waits up
+ * to 10 s for their sockets to accept connections; err gets the log tail
+ * on failure, and then none of them is left running. */
+int daemon_start(struct lab *lab, enum lab_proc which, const size_t *hosts, size_t n,
+		 char *err, size_t errlen);
+/* Stops the host's program named by its pidfile in the lab's dir: sig
+ * first, SIGKILL after 3 s.  A missing or stale pidfile is fine (*stopped
+ * false). */
+int daemon_stop(const char *labname, enum lab_proc which, const char *host, int sig,
+		bool *stopped, char *err, size_t errlen);
+/* Stops whatever live dfwd or dfw-scan of the lab each *.pid names. */
 int daemon_stop_all(const char *labname, char *err, size_t errlen);
+
+/* ---- detect.c: sandboxes, signatures, `infect` and `scan` ---- */
+
+/* LAB_RUN_DIR/NAME/sandbox[/HOST[/VM]]; malloc'd. */
+char *lab_sandbox_path(const char *labname, const char *host, const char *vm);
+/* Creates the sandbox of every VM of the lab, under its host's. */
+int lab_sandbox_make(const struct lab *lab, char *err, size_t errlen);
+/* configs/signatures.txt of the tree this binary was built in (beside its
+ * build directory), or NULL when there is none; malloc'd. */
+char *lab_default_signatures(void);
+/* Checks a signature file as dfw-scan will; on errors err holds every one
+ * as "file:line: reason" (one per line). */
+int lab_signatures_check(const char *path, char *err, size_t errlen);
+/* Copies the signature file into the lab's state dir (LAB_SIGNATURES). */
+int lab_signatures_install(const char *labname, const char *path, char *err, size_t errlen);
 
 /* ---- probe.c: real connection attempts between VMs ---- */
 
@@ -194,6 +223,8 @@ int cmd_matrix(int argc, char **argv);
 int cmd_exec(int argc, char **argv);
 int cmd_ctl(int argc, char **argv);
 int cmd_daemon(int argc, char **argv);
+int cmd_infect(int argc, char **argv);
+int cmd_scan(int argc, char **argv);
 /* Prints the usage line of one subcommand to stderr; returns LAB_EINPUT. */
 int lab_usage(const char *cmd);
 

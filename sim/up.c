@@ -50,18 +50,20 @@ static bool lab_exists(const char *labname)
 	return exists;
 }
 
-/* dfw-lab up CONFIG [--lab NAME] [--no-daemon] [--bridge BR] */
+/* dfw-lab up CONFIG [--lab NAME] [--no-daemon] [--bridge BR] [--signatures FILE] */
 int cmd_up(int argc, char **argv)
 {
 	static const struct option opts[] = {
 		{ "lab", required_argument, NULL, 'l' },
 		{ "no-daemon", no_argument, NULL, 'n' },
 		{ "bridge", required_argument, NULL, 'b' },
+		{ "signatures", required_argument, NULL, 's' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 }
 	};
 	struct topo_opts to = { .bridge = LAB_DEFAULT_BRIDGE };
-	const char *labname = LAB_DEFAULT_NAME, *config;
+	const char *labname = LAB_DEFAULT_NAME, *config, *sigopt = NULL;
+	char *sigs = NULL;
 	struct dfw_policy *pol = NULL;
 	struct diag d = { 0 };
 	struct lab *lab = NULL;
@@ -76,6 +78,7 @@ int cmd_up(int argc, char **argv)
 		case 'l': labname = optarg; break;
 		case 'n': daemons = false; break;
 		case 'b': to.bridge = optarg; break;
+		case 's': sigopt = optarg; break;
 		case 'h': lab_usage("up"); ret = LAB_OK; goto out;
 		default: ret = lab_usage("up"); goto out;
 		}
@@ -95,6 +98,18 @@ int cmd_up(int argc, char **argv)
 			fprintf(stderr, "%s\n", d.msgs[i]);
 		lab_errorf("up: '%s' is not a valid policy (%zu problem%s)", config, d.n,
 			   d.n == 1 ? "" : "s");
+		goto out;
+	}
+	/* The scanners' signatures, checked before anything is made. */
+	sigs = sigopt ? xstrdup(sigopt) : lab_default_signatures();
+	if (!sigs && daemons) {
+		lab_errorf("up: no signature file beside %s (../configs/signatures.txt): give --signatures FILE",
+			   lab_bindir());
+		goto out;
+	}
+	if (sigs && lab_signatures_check(sigs, err, sizeof(err)) < 0) {
+		fprintf(stderr, "%s\n", err);
+		lab_errorf("up: '%s' is not a valid signature file", sigs);
 		goto out;
 	}
 	lab = lab_new(labname, pol);
@@ -125,21 +140,24 @@ int cmd_up(int argc, char **argv)
 	 * the text that was validated, even if CONFIG changes afterwards. */
 	path = lab_path(labname, "config.ini");
 	if (write_file(path, text ? text : "", err, sizeof(err)) < 0 ||
-	    topo_build(lab, &to, err, sizeof(err)) < 0) {
+	    topo_build(lab, &to, err, sizeof(err)) < 0 ||
+	    lab_sandbox_make(lab, err, sizeof(err)) < 0 ||
+	    (sigs && lab_signatures_install(labname, sigs, err, sizeof(err)) < 0)) {
 		lab_errorf("up: %s", err);
 		goto out;
 	}
 	if (daemons) {
 		ret = LAB_EDAEMON;
 		if (daemon_apply(labname, config, err, sizeof(err)) < 0 ||
-		    daemon_start(lab, NULL, 0, err, sizeof(err)) < 0) {
+		    daemon_start(lab, LAB_DFWD, NULL, 0, err, sizeof(err)) < 0 ||
+		    daemon_start(lab, LAB_SCANNER, NULL, 0, err, sizeof(err)) < 0) {
 			lab_errorf("up: %s", err);
 			goto out;
 		}
 	}
 	printf("lab %s up: %zu host%s, %zu VM%s, %s in %llu ms\n", labname, lab->nhosts,
 	       lab->nhosts == 1 ? "" : "s", lab->pol->inv.nvms, lab->pol->inv.nvms == 1 ? "" : "s",
-	       daemons ? "dfwd running on each host" : "no daemons",
+	       daemons ? "dfwd and dfw-scan running on each host" : "no daemons",
 	       (unsigned long long)((now_ns() - t0) / 1000000));
 	ret = LAB_OK;
 out:
@@ -155,6 +173,7 @@ out:
 	lab_free(lab);
 	free(text);
 	free(path);
+	free(sigs);
 	return ret;
 }
 
