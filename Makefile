@@ -87,6 +87,11 @@ $(BUILD)/dfw-gen: $(BUILD)/sim/dfw-gen.o $(BUILD)/libdfw.a
 $(BUILD)/bench-%: $(BUILD)/tests/bench/bench-%.o $(BUILD)/tests/bench/bench.o $(BUILD)/libdfw.a | $(BUILD)/dfw-gen
 	$(call quiet,LD,$@)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
+# The detection benchmark writes the lab's test signatures (sim/scanner.c)
+# and probes from two threads.
+$(BUILD)/bench-detect: $(BUILD)/tests/bench/bench-detect.o $(BUILD)/tests/bench/bench.o $(BUILD)/sim/scanner.o $(BUILD)/libdfw.a | $(BUILD)/dfw-lab $(BUILD)/dfw-scan $(BUILD)/dfwd $(BUILD)/dfwctl
+	$(call quiet,LD,$@)$(CC) $(LDFLAGS) -pthread -o $@ $^ $(LDLIBS)
+
 # The scanner (the simulated security appliance) lives in sim/ and is
 # unit-tested like the libraries.
 $(UNIT): $(UNIT_SRCS:%.c=$(BUILD)/%.o) $(BUILD)/sim/scanner.o $(BUILD)/libdfw.a
