@@ -19,6 +19,7 @@
  * not read everything. */
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <limits.h>
 #include <poll.h>
@@ -337,19 +338,29 @@ static size_t threat_tags(const struct scand *d, char *out[SEV_COUNT])
 /* ---- detections ---------------------------------------------------------- */
 
 /* A plain-text notice in the guest's sandbox: nothing runs inside the
- * guest to show one (seed 000's notifier). */
+ * guest to show one (seed 000's notifier).  The guest owns that directory:
+ * a symbolic link or a FIFO in the notice's place gets no notice, rather
+ * than redirecting a root write or blocking the scanner. */
 static void notice(struct scand *d, const char *vm, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 
 static void notice(struct scand *d, const char *vm, const char *fmt, ...)
 {
 	char npath[PATH_MAX];
+	struct stat st;
 	va_list ap;
 	FILE *f;
+	int fd;
 
 	snprintf(npath, sizeof(npath), "%s/%s/%s", d->sandbox, vm, NOTICE_NAME);
-	if (!(f = fopen(npath, "ae")))
+	fd = open(npath, O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0644);
+	if (fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || !(f = fdopen(fd, "a"))) {
+		logmsg("%s: no notice written to %s: %s", vm, npath,
+		       fd < 0 ? strerror(errno) : "not a regular file");
+		if (fd >= 0)
+			close(fd);
 		return;
+	}
 	fprintf(f, "Security notice for %s\n", vm);
 	va_start(ap, fmt);
 	vfprintf(f, fmt, ap);

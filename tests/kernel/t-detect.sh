@@ -239,6 +239,18 @@ printf '%s' "$EICAR" >"$SB/ghost/x.com"
 check "the refused tag is in the audit log" wait_audit '"event":"tag-refused","by":"dfw-scan","vm":"ghost"'
 check "dfw-scan keeps running" scanner_alive
 
+echo "# a notice file planted as a symbolic link"
+: >"$TMPD/outside"
+rm -f "$SB/desktop4/DFW-NOTICE.txt"
+ln -s "$TMPD/outside" "$SB/desktop4/DFW-NOTICE.txt"
+check "desktop4 is infected" lab infect desktop4
+check "desktop4 is quarantined" wait_quarantined desktop4
+check "the file the link points to is untouched" test ! -s "$TMPD/outside"
+check "the scanner says why there is no notice" grep -q "desktop4: no notice written to $SB/desktop4/DFW-NOTICE.txt" "$SLOG"
+check "a full scan still releases desktop4" lab scan desktop4 --full
+check "the file the link points to is still untouched" test ! -s "$TMPD/outside"
+rm -f "$SB/desktop4/DFW-NOTICE.txt"
+
 echo "# bad input to the commands"
 check "infect: unknown VM is exit 1" exits 1 lab infect desktopx
 check "infect: unknown severity is exit 1" exits 1 lab infect desktop1 --severity extreme
