@@ -251,6 +251,22 @@ check "a full scan still releases desktop4" lab scan desktop4 --full
 check "the file the link points to is still untouched" test ! -s "$TMPD/outside"
 rm -f "$SB/desktop4/DFW-NOTICE.txt"
 
+echo "# a file that lands while the scanner is down"
+check "dfw-lab daemon stop hv1 --scanner" sh -c "'$LAB_BIN' daemon stop hv1 --scanner --lab $LAB | grep -q 'dfw-scan of host hv1 stopped'"
+check "its event socket is gone" test ! -e "$EVSOCK"
+check "dfwd still runs" ctl status
+printf '%s' "$EICAR" >"$SB/desktop2/while-down.com"
+sleep 0.3
+check "nothing saw the file" exits 1 in_quarantine desktop2
+check "dfw-lab daemon start hv1 --scanner" sh -c "'$LAB_BIN' daemon start hv1 --scanner --lab $LAB | grep -q 'dfw-scan of host hv1 started'"
+check "a second start is refused" exits 1 lab daemon start hv1 --scanner
+SCAN_PID=$(cat "$RUN/hv1.scan.pid")
+check "the restarted scanner does not see an old file" exits 1 in_quarantine desktop2
+check "a full scan finds it (exit 4)" exits 4 lab scan desktop2 --full
+check "and quarantines desktop2" wait_quarantined desktop2
+check "the next full scan is clean and releases it" lab scan desktop2 --full
+check "desktop2 reaches the file server" reach desktop2 fs1 tcp/445
+
 echo "# bad input to the commands"
 check "infect: unknown VM is exit 1" exits 1 lab infect desktopx
 check "infect: unknown severity is exit 1" exits 1 lab infect desktop1 --severity extreme
