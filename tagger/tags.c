@@ -21,28 +21,61 @@ struct tag_req {
 	size_t nops;
 };
 
+/* The last policy this process parsed, reused while the stored text is
+ * byte-identical: a long-running tagger (the scanner, dfwd's threat
+ * response) then does not parse a 10k-VM policy on every detection. */
+static struct {
+	char *text, *file;
+	struct dfw_policy *p;
+} cache;
+
+static const struct dfw_policy *cached_policy(char *text, char *file, char *err, size_t errlen)
+{
+	struct diag d = { 0 };
+	const char *name = file ? file : "store:policy";
+	struct dfw_policy *p;
+
+	if (cache.p && !strcmp(cache.text, text) && !strcmp(cache.file, name)) {
+		free(text);
+		free(file);
+		return cache.p;
+	}
+	p = policy_parse(text, name, &d);
+	if (!p) {
+		snprintf(err, errlen, "the stored policy does not parse: %s", d.n ? d.msgs[0] : "?");
+		diag_free(&d);
+		free(text);
+		free(file);
+		return NULL;
+	}
+	policy_free(cache.p);
+	free(cache.text);
+	free(cache.file);
+	cache.p = p;
+	cache.text = text;
+	cache.file = file ? file : xstrdup(name);
+	return p;
+}
+
 static int tag_check(struct store *s, void *arg, char *err, size_t errlen)
 {
 	struct tag_req *t = arg;
-	struct diag d = { 0 };
-	struct dfw_policy *p = NULL;
+	const struct dfw_policy *p;
 	char *text = NULL, *file = NULL, perr[256];
 	const char *near;
 	long vm;
-	int ret = 1, r;
+	int r;
 
 	r = store_get(s, "policy", &text, perr, sizeof(perr));
 	if (r != 0) {
 		snprintf(err, errlen, r == 1 ? "the store holds no policy yet: run 'dfwctl apply FILE' first"
 					     : "reading the policy: %s", perr);
-		goto out;
+		free(text);
+		return 1;
 	}
 	store_get(s, "policy-file", &file, perr, sizeof(perr));
-	p = policy_parse(text, file ? file : "store:policy", &d);
-	if (!p) {
-		snprintf(err, errlen, "the stored policy does not parse: %s", d.n ? d.msgs[0] : "?");
-		goto out;
-	}
+	if (!(p = cached_policy(text, file, err, errlen)))
+		return 1;
 	if ((vm = policy_find_vm(p, t->vm)) < 0) {
 		const char **names = xcalloc(p->inv.nvms, sizeof(*names));
 
@@ -52,7 +85,7 @@ static int tag_check(struct store *s, void *arg, char *err, size_t errlen)
 		snprintf(err, errlen, "unknown VM '%s'%s%s%s", t->vm, near ? " (did you mean '" : "",
 			 near ? near : "", near ? "'?)" : "");
 		free(names);
-		goto out;
+		return 1;
 	}
 	t->nops = 0;
 	for (size_t i = 0; i < t->ntags; i++) {
@@ -63,19 +96,13 @@ static int tag_check(struct store *s, void *arg, char *err, size_t errlen)
 			snprintf(err, errlen, "unknown tag '%s'%s%s%s; declared tags: see [tags] in %s",
 				 t->tags[i], near ? " (did you mean '" : "", near ? near : "",
 				 near ? "'?)" : "", p->file);
-			goto out;
+			return 1;
 		}
 		snprintf(t->keys[i], sizeof(t->keys[i]), "tag/%s/%s", p->inv.vms[vm].name, tag);
 		t->ops[t->nops++] = (struct store_op){ t->add ? STORE_PUT : STORE_DEL, t->keys[i],
 						       t->add ? "" : NULL };
 	}
-	ret = 0;
-out:
-	diag_free(&d);
-	policy_free(p);
-	free(text);
-	free(file);
-	return ret;
+	return 0;
 }
 
 int tags_write(struct store *s, const char *vm, char *const *tags, size_t ntags, bool add,

@@ -18,6 +18,7 @@
 
 #include "common/util.h"
 #include "tagger/store.h"
+#include "tagger/tags.h"
 
 #define NWRITERS 4
 #define NTXNS 200
@@ -214,6 +215,41 @@ static void test_put_get_del(void)
 	assert_value(s, "policy", "v2");
 	store_close(s);
 	store_close(NULL);
+	free(path);
+}
+
+/* tags_write validates against the stored policy; a process reuses its
+ * parse only while the stored text is the same. */
+static void test_tags_write_follows_policy(void)
+{
+	static const char pol1[] = "[tags]\nnames = red, blue\n[vm web1]\nhost = h\nport = p1\n"
+				   "mac = 02:00:00:00:00:01\naddresses = 10.0.0.1\n";
+	static const char pol2[] = "[tags]\nnames = red\n[vm web1]\nhost = h\nport = p1\n"
+				   "mac = 02:00:00:00:00:01\naddresses = 10.0.0.1\n";
+	char *path = fresh_path("tags.db"), err[256];
+	struct store *s = open_ok(path, true);
+	char *blue[1] = { (char *)"BLUE" }, *red[1] = { (char *)"red" };
+	char names[1][TAG_KEY_MAX];
+	uint64_t rev = 0;
+
+	CU_ASSERT_EQUAL(tags_write(s, "web1", blue, 1, true, names, &rev, err, sizeof(err)), 1);
+	CU_ASSERT_PTR_NOT_NULL(strstr(err, "no policy yet"));
+	put(s, "policy", pol1);
+	CU_ASSERT_EQUAL(tags_write(s, "web1", blue, 1, true, names, &rev, err, sizeof(err)), 0);
+	CU_ASSERT_STRING_EQUAL(names[0], "blue");
+	assert_value(s, "tag/web1/blue", "");
+	CU_ASSERT_EQUAL(tags_write(s, "web2", red, 1, true, NULL, &rev, err, sizeof(err)), 1);
+	CU_ASSERT_PTR_NOT_NULL(strstr(err, "unknown VM 'web2' (did you mean 'web1'?)"));
+	/* A new policy without "blue": the cached parse must not be used. */
+	put(s, "policy", pol2);
+	CU_ASSERT_EQUAL(tags_write(s, "web1", blue, 1, true, NULL, &rev, err, sizeof(err)), 1);
+	CU_ASSERT_PTR_NOT_NULL(strstr(err, "unknown tag 'BLUE'"));
+	CU_ASSERT_EQUAL(tags_write(s, "web1", red, 1, true, NULL, &rev, err, sizeof(err)), 0);
+	put(s, "policy", "[tags]\nnames = red,,\n");
+	CU_ASSERT_EQUAL(tags_write(s, "web1", red, 1, false, NULL, &rev, err, sizeof(err)), 1);
+	CU_ASSERT_PTR_NOT_NULL(strstr(err, "the stored policy does not parse"));
+	assert_value(s, "tag/web1/red", "");
+	store_close(s);
 	free(path);
 }
 
@@ -989,6 +1025,7 @@ void register_store_tests(void)
 	static const struct unit_test tests[] = {
 		{ "put, get and del", test_put_get_del },
 		{ "scan by prefix", test_scan_prefix },
+		{ "tags_write follows the stored policy", test_tags_write_follows_policy },
 		{ "scan and changes read one snapshot", test_snapshot },
 		{ "one revision per transaction", test_revisions },
 		{ "changes since a revision", test_changes },
