@@ -150,33 +150,6 @@ static int file_name_check(const char *name, char *err, size_t errlen)
 	return 0;
 }
 
-static int write_all(const char *path, const unsigned char *data, size_t len, char *err,
-		     size_t errlen)
-{
-	/* Written in place, not renamed into place: the close after writing
-	 * is the event the scanner (the guest's thin driver) reacts to. */
-	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0644);
-	size_t off = 0;
-
-	if (fd < 0)
-		return errf(err, errlen, "cannot create %s: %s", path, strerror(errno));
-	while (off < len) {
-		ssize_t w = write(fd, data + off, len - off);
-
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w < 0) {
-			errf(err, errlen, "cannot write %s: %s", path, strerror(errno));
-			close(fd);
-			return -1;
-		}
-		off += (size_t)w;
-	}
-	if (close(fd) < 0)
-		return errf(err, errlen, "cannot write %s: %s", path, strerror(errno));
-	return 0;
-}
-
 /* dfw-lab infect VM [--severity high|medium|low] [--file NAME] [--lab NAME] */
 int cmd_infect(int argc, char **argv)
 {
@@ -260,7 +233,7 @@ int cmd_infect(int argc, char **argv)
 		file = defname;
 	}
 	path = xasprintf("%s/%s", dir, file);
-	if (write_all(path, pat, len, err, sizeof(err)) < 0) {
+	if (lab_write_file(path, pat, len, O_TRUNC | O_NOFOLLOW, err, sizeof(err)) < 0) {
 		lab_errorf("infect: %s", err);
 		goto out;
 	}

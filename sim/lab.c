@@ -366,3 +366,29 @@ void args_split(int *argc, char **argv, char ***tail, int *ntail)
 		}
 	}
 }
+
+int lab_write_file(const char *path, const void *buf, size_t len, int oflags, char *err,
+		   size_t errlen)
+{
+	const unsigned char *data = buf;
+	int fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC | oflags, 0644);
+	size_t off = 0;
+
+	if (fd < 0)
+		return errf(err, errlen, "cannot create %s: %s", path, strerror(errno));
+	while (off < len) {
+		ssize_t w = write(fd, data + off, len - off);
+
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0) {
+			errf(err, errlen, "cannot write %s: %s", path, strerror(errno));
+			close(fd);
+			return -1;
+		}
+		off += (size_t)w;
+	}
+	if (close(fd) < 0)
+		return errf(err, errlen, "cannot write %s: %s", path, strerror(errno));
+	return 0;
+}

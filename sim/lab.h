@@ -48,6 +48,13 @@ void lab_catch_signals(void);
 
 /* printf to stderr, prefixed with "dfw-lab: ". */
 void lab_errorf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Writes len bytes to path, created with mode 0644 and open(2) flags
+ * O_WRONLY | O_CREAT | oflags (O_EXCL: never an existing file; O_TRUNC |
+ * O_NOFOLLOW: replace it in place, never through a link).  The write is
+ * in place: its close is what an inotify watcher sees.  Returns 0, or -1
+ * with the reason in err. */
+int lab_write_file(const char *path, const void *buf, size_t len, int oflags, char *err,
+		   size_t errlen);
 /* snprintf into err (no-op when err is NULL); returns -1 for "return errf(...)". */
 int errf(char *err, size_t errlen, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));

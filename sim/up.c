@@ -11,30 +11,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static int write_file(const char *path, const char *text, char *err, size_t errlen)
-{
-	size_t len = strlen(text), off = 0;
-	int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-
-	if (fd < 0)
-		return errf(err, errlen, "cannot create %s: %s", path, strerror(errno));
-	while (off < len) {
-		ssize_t w = write(fd, text + off, len - off);
-
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w < 0) {
-			errf(err, errlen, "cannot write %s: %s", path, strerror(errno));
-			close(fd);
-			return -1;
-		}
-		off += (size_t)w;
-	}
-	if (close(fd) < 0)
-		return errf(err, errlen, "cannot write %s: %s", path, strerror(errno));
-	return 0;
-}
-
 /* Something of the lab is there already: a state dir or a namespace. */
 static bool lab_exists(const char *labname)
 {
@@ -139,7 +115,8 @@ int cmd_up(int argc, char **argv)
 	/* The copy is what later subcommands read the inventory from: exactly
 	 * the text that was validated, even if CONFIG changes afterwards. */
 	path = lab_path(labname, "config.ini");
-	if (write_file(path, text ? text : "", err, sizeof(err)) < 0 ||
+	if (lab_write_file(path, text ? text : "", text ? strlen(text) : 0, O_EXCL, err,
+			   sizeof(err)) < 0 ||
 	    topo_build(lab, &to, err, sizeof(err)) < 0 ||
 	    lab_sandbox_make(lab, err, sizeof(err)) < 0 ||
 	    (sigs && lab_signatures_install(labname, sigs, err, sizeof(err)) < 0)) {
