@@ -67,3 +67,17 @@ has() { printf '%s\n' "$1" | grep -q -- "$2"; }
 ask() { printf '%s\n' "$2" | timeout 3 nc -U -q1 "$1" 2>/dev/null | head -1; }
 # exits CODE COMMAND...: COMMAND ran and exited with exactly CODE.
 exits() { local want=$1; shift; "$@" >/dev/null 2>&1; [ $? -eq "$want" ]; }
+
+# stream NAME DSTVM DSTIP PORT: a long-lived TCP stream from desktop1 to
+# DSTVM (nc listening there writes into $TMPD/NAME), a line every 50 ms;
+# both processes' group ids go to $PGIDS for the test's cleanup.
+stream() {
+	setsid "$LAB_BIN" exec --lab "$LAB" "$2" -- sh -c "exec nc -l -p $4 > $TMPD/$1" &
+	PGIDS="$PGIDS $!"
+	sleep 0.3
+	setsid "$LAB_BIN" exec --lab "$LAB" desktop1 -- sh -c \
+		"i=0; while :; do i=\$((i+1)); echo \$i; sleep 0.05; done | nc $3 $4" &
+	PGIDS="$PGIDS $!"
+}
+# lines NAME: lines the stream NAME delivered so far.
+lines() { wc -l <"$TMPD/$1"; }

@@ -49,15 +49,6 @@ before=$(guest_state)
 
 # Two long-lived TCP streams from desktop1: to the file server (cut by the
 # quarantine) and to the connection server (kept by the exception rule).
-stream() { # stream NAME DSTVM DSTIP PORT
-	setsid "$LAB_BIN" exec --lab "$LAB" "$2" -- sh -c "exec nc -l -p $4 > $TMPD/$1" &
-	PGIDS="$PGIDS $!"
-	sleep 0.3
-	setsid "$LAB_BIN" exec --lab "$LAB" desktop1 -- sh -c \
-		"i=0; while :; do i=\$((i+1)); echo \$i; sleep 0.05; done | nc $3 $4" &
-	PGIDS="$PGIDS $!"
-}
-lines() { wc -l <"$TMPD/$1"; }
 stream fs fs1 10.10.0.22 445
 stream cs cs1 10.10.0.21 8443
 sleep 1
