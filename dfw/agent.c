@@ -624,15 +624,7 @@ static int req_groups(struct agent *a, struct out *o, const char *name, char *er
 		return 1;
 	}
 	if (name && (g = policy_find_group(a->pol, name)) < 0) {
-		const char **names = xcalloc(a->pol->inv.ngroups, sizeof(*names));
-		const char *near;
-
-		for (size_t i = 0; i < a->pol->inv.ngroups; i++)
-			names[i] = a->pol->inv.groups[i].name;
-		near = nearest_name(name, names, a->pol->inv.ngroups);
-		snprintf(err, len, "unknown group '%s'%s%s%s", name, near ? " (did you mean '" : "",
-			 near ? near : "", near ? "'?)" : "");
-		free(names);
+		policy_unknown(a->pol, true, name, err, len);
 		return 1;
 	}
 	out_arr_start(o, NULL);

@@ -484,15 +484,7 @@ static const char *known_vm(const struct scand *d, const char *vm, char *why, si
 	}
 	i = policy_find_vm(d->pol, vm);
 	if (i < 0) {
-		const char **names = xcalloc(d->pol->inv.nvms + 1, sizeof(*names));
-		const char *near;
-
-		for (size_t k = 0; k < d->pol->inv.nvms; k++)
-			names[k] = d->pol->inv.vms[k].name;
-		near = nearest_name(vm, names, d->pol->inv.nvms);
-		snprintf(why, len, "unknown VM '%s'%s%s%s", vm, near ? " (did you mean '" : "",
-			 near ? near : "", near ? "'?)" : "");
-		free(names);
+		policy_unknown(d->pol, false, vm, why, len);
 		return NULL;
 	}
 	v = &d->pol->inv.vms[i];

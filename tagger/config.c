@@ -99,6 +99,20 @@ static const char *suggest(char *buf, size_t len, const char *s,
 	return buf;
 }
 
+void policy_unknown(const struct dfw_policy *p, bool group, const char *name, char *buf,
+		    size_t len)
+{
+	size_t n = group ? p->inv.ngroups : p->inv.nvms;
+	const char **all = xcalloc(n + 1, sizeof(*all));
+	char hint[128];
+
+	for (size_t i = 0; i < n; i++)
+		all[i] = group ? p->inv.groups[i].name : p->inv.vms[i].name;
+	snprintf(buf, len, "unknown %s '%s'%s", group ? "group" : "VM", name,
+		 suggest(hint, sizeof(hint), name, all, n));
+	free(all);
+}
+
 static int find_word(const char *s, const char *const *names, size_t n)
 {
 	for (size_t i = 0; i < n; i++)
@@ -593,14 +607,10 @@ static void parse_vm(struct parser *ps, const char *sec, const char *name)
 
 static void unknown_vm(struct parser *ps, const char *sec, const char *key, const char *name)
 {
-	const char **all = xcalloc(ps->p->inv.nvms, sizeof(*all));
-	char hint[128];
+	char msg[256];
 
-	for (size_t j = 0; j < ps->p->inv.nvms; j++)
-		all[j] = ps->p->inv.vms[j].name;
-	ERR(ps, sec, key, "%s: unknown VM '%s'%s", key, name,
-	    suggest(hint, sizeof(hint), name, all, ps->p->inv.nvms));
-	free(all);
+	policy_unknown(ps->p, false, name, msg, sizeof(msg));
+	ERR(ps, sec, key, "%s: %s", key, msg);
 }
 
 /* Resolves a list of VM names to indexes. */

@@ -107,6 +107,10 @@ long policy_find_vm(const struct dfw_policy *p, const char *name);
 long policy_find_group(const struct dfw_policy *p, const char *name);
 /* The declared spelling of a tag, or NULL when it is not declared. */
 const char *policy_find_tag(const struct dfw_policy *p, const char *tag);
+/* "unknown VM 'x'" (or group), with " (did you mean 'y'?)" when a name
+ * of the policy is near. */
+void policy_unknown(const struct dfw_policy *p, bool group, const char *name, char *buf,
+		    size_t len);
 /* The nearest of the given names to s, or NULL when none is close. */
 const char *nearest_name(const char *s, const char *const *names, size_t n);
 

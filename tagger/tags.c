@@ -77,14 +77,7 @@ static int tag_check(struct store *s, void *arg, char *err, size_t errlen)
 	if (!(p = cached_policy(text, file, err, errlen)))
 		return 1;
 	if ((vm = policy_find_vm(p, t->vm)) < 0) {
-		const char **names = xcalloc(p->inv.nvms, sizeof(*names));
-
-		for (size_t i = 0; i < p->inv.nvms; i++)
-			names[i] = p->inv.vms[i].name;
-		near = nearest_name(t->vm, names, p->inv.nvms);
-		snprintf(err, errlen, "unknown VM '%s'%s%s%s", t->vm, near ? " (did you mean '" : "",
-			 near ? near : "", near ? "'?)" : "");
-		free(names);
+		policy_unknown(p, false, t->vm, err, errlen);
 		return 1;
 	}
 	t->nops = 0;
