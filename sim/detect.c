@@ -160,7 +160,6 @@ int cmd_infect(int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 }
 	};
-	static const char *const sevs[] = { "low", "medium", "high" };
 	const char *labname = LAB_DEFAULT_NAME, *sevname = "high", *file = NULL, *signame;
 	char err[LAB_ERRLEN], *sigpath = NULL, *dir = NULL, *path = NULL, *defname = NULL;
 	const unsigned char *pat;
@@ -168,7 +167,8 @@ int cmd_infect(int argc, char **argv)
 	struct lab *lab = NULL;
 	struct stat st;
 	size_t len, vm;
-	int c, sev = -1, ret = LAB_EINPUT;
+	enum scan_severity sev;
+	int c, ret = LAB_EINPUT;
 	long found;
 
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -184,14 +184,8 @@ int cmd_infect(int argc, char **argv)
 		ret = lab_usage("infect");
 		goto out;
 	}
-	for (int i = 0; i < (int)ARRAY_SIZE(sevs); i++)
-		if (!strcmp(sevname, sevs[i]))
-			sev = i;
-	if (sev < 0) {
-		const char *near = nearest_name(sevname, sevs, ARRAY_SIZE(sevs));
-
-		lab_errorf("infect: unknown severity '%s' (high, medium or low)%s%s%s", sevname,
-			   near ? "; did you mean '" : "", near ? near : "", near ? "'?" : "");
+	if (scan_severity_parse(sevname, &sev, err, sizeof(err)) < 0) {
+		lab_errorf("infect: %s", err);
 		goto out;
 	}
 	if (file && file_name_check(file, err, sizeof(err)) < 0) {
@@ -214,7 +208,7 @@ int cmd_infect(int argc, char **argv)
 		lab_errorf("infect: the lab's signature file is not valid:\n%s", err);
 		goto out;
 	}
-	if (sigdb_pick(db, (enum scan_severity)sev, &signame, &pat, &len) < 0) {
+	if (sigdb_pick(db, sev, &signame, &pat, &len) < 0) {
 		lab_errorf("infect: no signature of severity %s in %s (the format is in configs/signatures.txt)",
 			   sevname, sigpath ? sigpath : "the lab (it has no signature file: EICAR only)");
 		goto out;

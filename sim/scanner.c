@@ -248,13 +248,20 @@ static bool valid_name(const char *s)
 	return true;
 }
 
-static int parse_severity(const char *s, enum scan_severity *out)
+int scan_severity_parse(const char *s, enum scan_severity *out, char *why, size_t len)
 {
-	for (int i = SCAN_SEV_LOW; i <= SCAN_SEV_HIGH; i++)
+	const char *near = NULL;
+
+	for (int i = SCAN_SEV_LOW; i <= SCAN_SEV_HIGH; i++) {
 		if (!strcmp(s, scan_severity_name(i))) {
 			*out = i;
 			return 0;
 		}
+		if (edit_distance(s, scan_severity_name(i)) <= 2)
+			near = scan_severity_name(i);
+	}
+	snprintf(why, len, "unknown severity '%.32s' (high, medium or low)%s%s%s", s,
+		 near ? "; did you mean '" : "", near ? near : "", near ? "'?" : "");
 	return -1;
 }
 
@@ -297,14 +304,8 @@ static void parse_line(struct sigdb *db, char *line, const char *path, int linen
 			 SIG_NAME_MAX);
 		return;
 	}
-	if (parse_severity(sevs, &sev) < 0) {
-		const char *near = NULL;
-
-		for (int i = SCAN_SEV_LOW; i <= SCAN_SEV_HIGH; i++)
-			if (edit_distance(sevs, scan_severity_name(i)) <= 2)
-				near = scan_severity_name(i);
-		diag_add(d, path, lineno, "unknown severity '%.32s' (high, medium or low)%s%s%s",
-			 sevs, near ? "; did you mean '" : "", near ? near : "", near ? "'?" : "");
+	if (scan_severity_parse(sevs, &sev, why, sizeof(why)) < 0) {
+		diag_add(d, path, lineno, "%s", why);
 		return;
 	}
 	old = sigdb_find(db, name);

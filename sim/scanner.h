@@ -32,6 +32,9 @@ enum scan_verdict {
 /* "high", "medium", "low"; "clean", "infected", "skipped-policy",
  * "skipped-cached", "error"; "quarantine", "delete". */
 const char *scan_severity_name(enum scan_severity sev);
+/* Parses "high", "medium" or "low"; -1 with the reason (and a "did you
+ * mean") in why otherwise. */
+int scan_severity_parse(const char *s, enum scan_severity *out, char *why, size_t len);
 const char *scan_verdict_name(enum scan_verdict v);
 const char *scan_action_name(enum scan_action a);
 
