@@ -132,8 +132,26 @@ int sysctl_write(const char *path, const char *value, char *err, size_t errlen);
 
 /* ---- topo.c: building and tearing down the lab's links (libnl) ---- */
 
+/* The underlay: a /24 on the fabric namespace's bridge, where host h is
+ * LAB_UNDERLAY_NET ".(h+1)" on its veth LAB_UNDERLAY and the fabric's bridge
+ * itself (the lab's services, etcd) is LAB_UNDERLAY_GW_ADDR.  Over it, with
+ * several hosts, each host bridge's port LAB_UPLINK is a VXLAN device. */
+#define LAB_UNDERLAY "underlay"
+#define LAB_UNDERLAY_NET "10.255.0"
+#define LAB_UNDERLAY_PLEN 24
+#define LAB_UNDERLAY_GW 254
+#define LAB_STR_(x) #x
+#define LAB_STR(x) LAB_STR_(x)
+#define LAB_UNDERLAY_GW_ADDR LAB_UNDERLAY_NET "." LAB_STR(LAB_UNDERLAY_GW)
+#define LAB_UNDERLAY_MTU 1600  /* room for the VXLAN headers (50 bytes) */
+#define LAB_OVERLAY_MTU 1500
+#define LAB_VXLAN_VNI 4242
+#define LAB_VXLAN_PORT 4789    /* IANA's, not Linux's default 8472 */
+#define LAB_MAX_HOSTS 253      /* .1 .. .253 of the underlay */
+
 struct topo_opts {
 	const char *bridge;  /* bridge name in each host namespace */
+	bool fabric;         /* build the fabric and underlay even for one host */
 };
 
 /* Checks the names the kernel would refuse (ports, hosts, VMs), before

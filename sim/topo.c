@@ -1,7 +1,9 @@
 /* The lab's links, built over rtnetlink (libnl-route): a bridge per host
- * namespace, a veth per VM from the host's bridge to the VM's eth0, and,
- * with several hosts, a fabric namespace whose bridge joins the host bridges
- * so that VMs on different hosts reach each other (like an overlay would).
+ * namespace and a veth per VM from the host's bridge to the VM's eth0.  With
+ * several hosts (or when asked), a fabric namespace is the underlay: its
+ * bridge holds LAB_UNDERLAY_GW_ADDR and a veth to each host, and with several
+ * hosts each host bridge gets a VXLAN port (LAB_UPLINK) over it, flooding
+ * to every other host by head-end replication, as a real overlay does.
  *
  * Everything is done from this one process: a namespace is entered with
  * setns() only to write its sysctls and to open a netlink socket that then
@@ -17,13 +19,16 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <linux/neighbour.h>
 #include <netlink/netlink.h>
 #include <netlink/route/addr.h>
 #include <netlink/route/link.h>
 #include <netlink/route/link/bridge.h>
 #include <netlink/route/link/veth.h>
+#include <netlink/route/link/vxlan.h>
+#include <netlink/route/neighbour.h>
 
-#define UPLINK_IFINDEX 0x10000
+#define UNDERLAY_IFINDEX 0x10000
 #define READY_TIMEOUT_MS 5000
 #define BRNF_IPT "net/bridge/bridge-nf-call-iptables"
 #define BRNF_IP6T "net/bridge/bridge-nf-call-ip6tables"
@@ -132,6 +137,7 @@ struct veth_spec {
 	int near_fd, far_fd;
 	int near_index;  /* ifindex to ask for, 0: any */
 	const uint8_t *mac;
+	unsigned mtu;    /* of both ends, 0: the default */
 };
 
 static int veth_add(struct nl_sock *sk, const struct veth_spec *v, const char *what,
@@ -151,6 +157,10 @@ static int veth_add(struct nl_sock *sk, const struct veth_spec *v, const char *w
 	rtnl_link_set_flags(near, IFF_UP);
 	rtnl_link_set_name(far, v->far);
 	rtnl_link_set_ns_fd(far, v->far_fd);
+	if (v->mtu) {
+		rtnl_link_set_mtu(near, v->mtu);
+		rtnl_link_set_mtu(far, v->mtu);
+	}
 	if (v->mac) {
 		mac = nl_addr_build(AF_LLC, v->mac, 6);
 		if (!mac)
@@ -167,13 +177,12 @@ static int veth_add(struct nl_sock *sk, const struct veth_spec *v, const char *w
 	return 0;
 }
 
-static int addr_add(struct nl_sock *sk, const char *ns, int ifindex, const struct dfw_addr *a,
-		    char *err, size_t errlen)
+/* Adds address a with prefix length plen to link ifname (ifindex). */
+static int addr_add(struct nl_sock *sk, const char *ns, int ifindex, const char *ifname,
+		    const struct dfw_addr *a, unsigned plen, char *err, size_t errlen)
 {
 	struct rtnl_addr *ra = rtnl_addr_alloc();
 	bool v4 = a->family == AF_INET;
-	/* The lab's subnet: every VM of one /24 (/64) shares its bridges. */
-	unsigned plen = v4 ? 24 : 64;
 	struct nl_addr *local = nl_addr_build(a->family, a->a, v4 ? 4 : 16);
 	char shown[64];
 	int e;
@@ -192,8 +201,8 @@ static int addr_add(struct nl_sock *sk, const char *ns, int ifindex, const struc
 	rtnl_addr_put(ra);
 	if (e < 0) {
 		addr_format(a, shown, sizeof(shown));
-		return errf(err, errlen, "%s: cannot add address %s/%u to eth0: %s", ns, shown,
-			    plen, nl_geterror(e));
+		return errf(err, errlen, "%s: cannot add address %s/%u to %s: %s", ns, shown,
+			    plen, ifname, nl_geterror(e));
 	}
 	return 0;
 }
@@ -245,6 +254,8 @@ struct build {
 	int fabric_fd;
 	struct nl_sock *fabric_sk;
 	int fabric_br;
+	bool underlay;      /* the fabric and each host's underlay veth */
+	bool overlay;       /* each host's VXLAN port (several hosts) */
 	bool have_ipv6;
 };
 
@@ -290,50 +301,164 @@ static int build_host(struct build *b, size_t h, char *err, size_t errlen)
 	return ret;
 }
 
-/* Joins the host bridges through one fabric bridge. */
-static int build_fabric(struct build *b, char *err, size_t errlen)
+/* LAB_UNDERLAY_NET ".n" */
+static void underlay_addr(unsigned n, struct dfw_addr *a)
 {
-	char *ns = lab_fabric_ns(b->lab->name);
-	bool entered = false;
-	int ret = -1;
+	char s[32];
+	const char *why;
 
-	if (bridge_ns(ns, LAB_FABRIC_BRIDGE, false, &b->fabric_fd, &b->fabric_sk,
-		      &b->fabric_br, err, errlen) < 0 ||
-	    netns_enter(b->fabric_fd, err, errlen) < 0)
+	snprintf(s, sizeof(s), LAB_UNDERLAY_NET ".%u", n);
+	if (addr_parse(s, a, &why) < 0)
+		abort();
+}
+
+static struct nl_addr *nl_addr4(const struct dfw_addr *a)
+{
+	struct nl_addr *n = nl_addr_build(AF_INET, a->a, 4);
+
+	if (!n)
+		abort();
+	return n;
+}
+
+/* The host's VXLAN port LAB_UPLINK: VNI LAB_VXLAN_VNI over the underlay
+ * from local, learning where remote MACs live from what arrives, an up port
+ * of the host's bridge. */
+static int vxlan_add(struct nl_sock *sk, const char *ns, const struct dfw_addr *local,
+		     int bridge, int *ifindex, char *err, size_t errlen)
+{
+	struct rtnl_link *l = rtnl_link_vxlan_alloc();
+	struct nl_addr *src = nl_addr4(local);
+	int e;
+
+	if (!l)
+		abort();
+	rtnl_link_set_name(l, LAB_UPLINK);
+	rtnl_link_set_mtu(l, LAB_OVERLAY_MTU);
+	rtnl_link_set_master(l, bridge);
+	rtnl_link_set_flags(l, IFF_UP);
+	e = rtnl_link_vxlan_set_id(l, LAB_VXLAN_VNI);
+	if (e >= 0)
+		e = rtnl_link_vxlan_set_port(l, LAB_VXLAN_PORT);
+	if (e >= 0)
+		e = rtnl_link_vxlan_set_local(l, src);
+	if (e >= 0)
+		e = rtnl_link_vxlan_set_link(l, UNDERLAY_IFINDEX);
+	if (e >= 0)
+		e = rtnl_link_vxlan_set_learning(l, 1);
+	if (e >= 0)
+		e = rtnl_link_add(sk, l, NLM_F_CREATE | NLM_F_EXCL);
+	nl_addr_put(src);
+	rtnl_link_put(l);
+	if (e < 0)
+		return errf(err, errlen, "%s: cannot create VXLAN device %s (VNI %d over %s): %s", ns,
+			    LAB_UPLINK, LAB_VXLAN_VNI, LAB_UNDERLAY, nl_geterror(e));
+	return link_index(sk, ns, LAB_UPLINK, ifindex, err, errlen);
+}
+
+/* Head-end replication: each all-zero-MAC entry of a VXLAN device's FDB
+ * (appended, one per remote VTEP) gets a copy of every broadcast, multicast
+ * and unknown-unicast frame, so that ARP and neighbour discovery reach all
+ * hosts without underlay multicast. */
+static int flood_add(struct nl_sock *sk, const char *ns, int vxlan, const struct dfw_addr *remote,
+		     char *err, size_t errlen)
+{
+	static const uint8_t zero[6];
+	struct rtnl_neigh *n = rtnl_neigh_alloc();
+	struct nl_addr *mac = nl_addr_build(AF_LLC, zero, sizeof(zero)), *dst = nl_addr4(remote);
+	char shown[64];
+	int e;
+
+	if (!n || !mac)
+		abort();
+	rtnl_neigh_set_ifindex(n, vxlan);
+	/* The destination first: it sets the family to its own, and a
+	 * family set before would have to match it. */
+	e = rtnl_neigh_set_dst(n, dst);
+	rtnl_neigh_set_family(n, AF_BRIDGE);
+	rtnl_neigh_set_lladdr(n, mac);
+	rtnl_neigh_set_state(n, NUD_PERMANENT);
+	rtnl_neigh_set_flags(n, NTF_SELF);
+	if (e >= 0)
+		e = rtnl_neigh_add(sk, n, NLM_F_CREATE | NLM_F_APPEND);
+	nl_addr_put(mac);
+	nl_addr_put(dst);
+	rtnl_neigh_put(n);
+	if (e < 0) {
+		addr_format(remote, shown, sizeof(shown));
+		return errf(err, errlen, "%s: cannot add the flood entry to %s on %s: %s", ns, shown,
+			    LAB_UPLINK, nl_geterror(e));
+	}
+	return 0;
+}
+
+/* Host h's side of the underlay: its veth LAB_UNDERLAY, a port of the
+ * fabric's bridge, with address LAB_UNDERLAY_NET ".(h+1)"; with several
+ * hosts, its VXLAN port over it, flooding to every other host. */
+static int build_underlay(struct build *b, size_t h, const char *fns, char *err, size_t errlen)
+{
+	const char *host = b->lab->hosts[h];
+	char *hns = lab_host_ns(b->lab, h);
+	char port[IFNAMSIZ];
+	/* A veth end whose ifindex equals its peer's gets its carrier
+	 * changes handled "not urgent", up to a second late (linkwatch), and
+	 * the hosts' underlay ends and the fabric ports would both count from
+	 * 3: an ifindex no fabric port has avoids that. */
+	struct veth_spec v = {
+		.near = LAB_UNDERLAY, .near_fd = b->host_fd[h], .near_index = UNDERLAY_IFINDEX,
+		.far = port, .far_fd = b->fabric_fd, .mtu = LAB_UNDERLAY_MTU,
+	};
+	struct dfw_addr local, remote;
+	int vxlan, ret = -1;
+
+	/* The fabric's port is named after its host when that fits. */
+	if (strlen(host) < IFNAMSIZ && strcmp(host, LAB_FABRIC_BRIDGE) && strcmp(host, "lo"))
+		snprintf(port, sizeof(port), "%s", host);
+	else
+		snprintf(port, sizeof(port), "h%u", (unsigned)h);
+	underlay_addr((unsigned)h + 1, &local);
+	if (veth_add(b->fabric_sk, &v, hns, err, errlen) < 0 ||
+	    link_set_master(b->fabric_sk, fns, port, b->fabric_br, LAB_FABRIC_BRIDGE, err,
+			    errlen) < 0 ||
+	    addr_add(b->host_sk[h], hns, UNDERLAY_IFINDEX, LAB_UNDERLAY, &local, LAB_UNDERLAY_PLEN,
+		     err, errlen) < 0)
 		goto out;
-	entered = true;
-	for (size_t h = 0; h < b->lab->nhosts; h++) {
-		const char *host = b->lab->hosts[h];
-		char port[IFNAMSIZ];
-		/* A veth end whose ifindex equals its peer's gets its carrier
-		 * changes handled "not urgent", up to a second late (linkwatch),
-		 * and the host uplinks and fabric ports would both count from
-		 * 3: an ifindex no fabric port has avoids that. */
-		struct veth_spec v = {
-			.near = LAB_UPLINK, .near_fd = b->host_fd[h], .near_index = UPLINK_IFINDEX,
-			.far = port, .far_fd = b->fabric_fd,
-		};
-		char *hns = lab_host_ns(b->lab, h);
-		int e;
-
-		/* The fabric's port is named after its host when that fits. */
-		if (strlen(host) < IFNAMSIZ && strcmp(host, LAB_FABRIC_BRIDGE) && strcmp(host, "lo"))
-			snprintf(port, sizeof(port), "%s", host);
-		else
-			snprintf(port, sizeof(port), "h%u", (unsigned)h);
-		e = veth_add(b->fabric_sk, &v, ns, err, errlen) < 0 ||
-		    link_set_master(b->fabric_sk, ns, port, b->fabric_br, LAB_FABRIC_BRIDGE,
-				    err, errlen) < 0 ||
-		    link_set_master(b->host_sk[h], hns, LAB_UPLINK, b->bridge_idx[h],
-				    b->o->bridge, err, errlen) < 0;
-		free(hns);
-		if (e)
+	if (b->overlay) {
+		if (vxlan_add(b->host_sk[h], hns, &local, b->bridge_idx[h], &vxlan, err, errlen) < 0)
 			goto out;
+		for (size_t k = 0; k < b->lab->nhosts; k++) {
+			if (k == h)
+				continue;
+			underlay_addr((unsigned)k + 1, &remote);
+			if (flood_add(b->host_sk[h], hns, vxlan, &remote, err, errlen) < 0)
+				goto out;
+		}
 	}
 	ret = 0;
 out:
-	if (entered)
-		netns_leave(NULL, 0);
+	free(hns);
+	return ret;
+}
+
+/* The underlay: the fabric namespace's bridge, holding LAB_UNDERLAY_GW_ADDR
+ * (where the lab's services listen), with every host on it. */
+static int build_fabric(struct build *b, char *err, size_t errlen)
+{
+	char *ns = lab_fabric_ns(b->lab->name);
+	struct dfw_addr gw;
+	int ret = -1;
+
+	underlay_addr(LAB_UNDERLAY_GW, &gw);
+	if (bridge_ns(ns, LAB_FABRIC_BRIDGE, false, &b->fabric_fd, &b->fabric_sk, &b->fabric_br,
+		      err, errlen) < 0 ||
+	    addr_add(b->fabric_sk, ns, b->fabric_br, LAB_FABRIC_BRIDGE, &gw, LAB_UNDERLAY_PLEN, err,
+		     errlen) < 0)
+		goto out;
+	for (size_t h = 0; h < b->lab->nhosts; h++)
+		if (interrupted(err, errlen) < 0 || build_underlay(b, h, ns, err, errlen) < 0)
+			goto out;
+	ret = 0;
+out:
 	free(ns);
 	return ret;
 }
@@ -388,8 +513,10 @@ static int build_vm(struct build *b, size_t i, char *err, size_t errlen)
 	if (link_index(sk, ns, "eth0", &ifindex, err, errlen) < 0 ||
 	    link_up(sk, ns, ifindex, "eth0", err, errlen) < 0)
 		goto out;
+	/* The lab's subnet: every VM of one /24 (/64) shares its bridges. */
 	for (size_t k = 0; k < vm->naddrs; k++)
-		if (addr_add(sk, ns, ifindex, &vm->addrs[k], err, errlen) < 0)
+		if (addr_add(sk, ns, ifindex, "eth0", &vm->addrs[k],
+			     vm->addrs[k].family == AF_INET ? 24 : 64, err, errlen) < 0)
 			goto out;
 	ret = 0;
 out:
@@ -402,10 +529,25 @@ out:
 	return ret;
 }
 
-/* Counts the bridge ports of the socket's namespace not yet operationally
- * up (the bridge drops frames until a port is), naming one in *which. */
-static int ports_down(struct nl_sock *sk, const char *ns, size_t *down, char *which,
-		      size_t wlen, char *err, size_t errlen)
+/* Whether link l passes frames, as a bridge asks of its ports
+ * (netif_oper_up): up, and operationally up; a VXLAN device, which has no
+ * carrier to report, stays "unknown" when up. */
+static bool link_passes(struct rtnl_link *l)
+{
+	const char *type = rtnl_link_get_type(l);
+	uint8_t op = rtnl_link_get_operstate(l);
+
+	if (!(rtnl_link_get_flags(l) & IFF_UP))
+		return false;
+	return op == IF_OPER_UP || (op == IF_OPER_UNKNOWN && type && !strcmp(type, "vxlan"));
+}
+
+/* Counts the links of the socket's namespace that do not pass frames yet:
+ * the bridge ports (when ports) and the links named in need (a missing one
+ * counts too); names one of them in *which. */
+static int links_down(struct nl_sock *sk, const char *ns, bool ports, const char *const *need,
+		      size_t nneed, size_t *down, char *which, size_t wlen, char *err,
+		      size_t errlen)
 {
 	struct nl_cache *cache = NULL;
 	struct nl_object *o;
@@ -414,41 +556,66 @@ static int ports_down(struct nl_sock *sk, const char *ns, size_t *down, char *wh
 	if (e < 0)
 		return errf(err, errlen, "%s: cannot list links: %s", ns, nl_geterror(e));
 	*down = 0;
-	for (o = nl_cache_get_first(cache); o; o = nl_cache_get_next(o)) {
+	for (o = ports ? nl_cache_get_first(cache) : NULL; o; o = nl_cache_get_next(o)) {
 		struct rtnl_link *l = (struct rtnl_link *)o;
 
-		if (rtnl_link_get_master(l) > 0 && rtnl_link_get_operstate(l) != IF_OPER_UP) {
-			if (!(*down)++)
-				snprintf(which, wlen, "%s", rtnl_link_get_name(l));
-		}
+		const char *name = rtnl_link_get_name(l);
+		bool needed = false;
+
+		for (size_t k = 0; k < nneed; k++)
+			needed |= !strcmp(name, need[k]);
+		/* The needed ones are counted below. */
+		if (!needed && rtnl_link_get_master(l) > 0 && !link_passes(l) && !(*down)++)
+			snprintf(which, wlen, "%s", name);
+	}
+	for (size_t k = 0; k < nneed; k++) {
+		struct rtnl_link *l = rtnl_link_get_by_name(cache, need[k]);
+
+		if ((!l || !link_passes(l)) && !(*down)++)
+			snprintf(which, wlen, "%s%s", need[k], l ? "" : " (missing)");
+		if (l)
+			rtnl_link_put(l);
 	}
 	nl_cache_free(cache);
 	return 0;
 }
 
-/* Waits until every bridge port is up, so that `up` returns a lab that
- * forwards at once. */
+/* Waits until links_down() finds none, or deadline (now_ns()). */
+static int links_wait(struct nl_sock *sk, const char *ns, bool ports, const char *const *need,
+		      size_t nneed, uint64_t deadline, char *err, size_t errlen)
+{
+	char which[IFNAMSIZ + 16] = "";
+	size_t down = 0;
+	int ret;
+
+	while ((ret = links_down(sk, ns, ports, need, nneed, &down, which, sizeof(which), err,
+				 errlen)) == 0 &&
+	       down && now_ns() < deadline && !lab_interrupted) {
+		struct timespec ts = { 0, 10000000 };
+
+		nanosleep(&ts, NULL);
+	}
+	if (ret == 0 && down)
+		ret = errf(err, errlen, "%s: %zu link%s (%s...) still not up after %d ms", ns, down,
+			   down == 1 ? "" : "s", which, READY_TIMEOUT_MS);
+	return ret;
+}
+
+/* Waits until every bridge port, underlay and VXLAN device is up, so that
+ * `up` returns a lab that forwards at once. */
 static int wait_ready(struct build *b, char *err, size_t errlen)
 {
+	static const char *const host_links[] = { LAB_UNDERLAY, LAB_UPLINK };
 	size_t n = b->lab->nhosts + (b->fabric_sk ? 1 : 0);
+	size_t nneed = b->overlay ? 2 : b->underlay ? 1 : 0;
 	uint64_t deadline = now_ns() + READY_TIMEOUT_MS * 1000000ull;
 
 	for (size_t k = 0; k < n; k++) {
-		struct nl_sock *sk = k < b->lab->nhosts ? b->host_sk[k] : b->fabric_sk;
-		char *ns = k < b->lab->nhosts ? lab_host_ns(b->lab, k) : lab_fabric_ns(b->lab->name);
-		char which[IFNAMSIZ] = "";
-		size_t down = 0;
-		int ret;
+		bool host = k < b->lab->nhosts;
+		char *ns = host ? lab_host_ns(b->lab, k) : lab_fabric_ns(b->lab->name);
+		int ret = links_wait(host ? b->host_sk[k] : b->fabric_sk, ns, true, host_links,
+				     host ? nneed : 0, deadline, err, errlen);
 
-		while ((ret = ports_down(sk, ns, &down, which, sizeof(which), err, errlen)) == 0 &&
-		       down && now_ns() < deadline && !lab_interrupted) {
-			struct timespec ts = { 0, 10000000 };
-
-			nanosleep(&ts, NULL);
-		}
-		if (ret == 0 && down)
-			ret = errf(err, errlen, "%s: %zu bridge port%s (%s...) still not up after %d ms",
-				   ns, down, down == 1 ? "" : "s", which, READY_TIMEOUT_MS);
 		free(ns);
 		if (ret < 0)
 			return -1;
@@ -461,9 +628,14 @@ int topo_check(const struct lab *lab, const struct topo_opts *o, char *err, size
 	const struct inventory *inv = &lab->pol->inv;
 
 	if (!*o->bridge || strlen(o->bridge) >= IFNAMSIZ || strpbrk(o->bridge, "/: \t") ||
-	    !strcmp(o->bridge, "lo") || !strcmp(o->bridge, LAB_UPLINK))
+	    !strcmp(o->bridge, "lo") || !strcmp(o->bridge, LAB_UPLINK) ||
+	    !strcmp(o->bridge, LAB_UNDERLAY))
 		return errf(err, errlen, "bridge name '%s' is not a usable interface name (at most %d characters)",
 			    o->bridge, IFNAMSIZ - 1);
+	if (lab->nhosts > LAB_MAX_HOSTS)
+		return errf(err, errlen, "%zu hosts: the lab's underlay, " LAB_UNDERLAY_NET
+			    ".0/%d, has addresses for at most %d",
+			    lab->nhosts, LAB_UNDERLAY_PLEN, LAB_MAX_HOSTS);
 	for (size_t h = 0; h < lab->nhosts; h++)
 		if (lab_ident_check("host", lab->hosts[h], err, errlen) < 0)
 			return -1;
@@ -477,7 +649,7 @@ int topo_check(const struct lab *lab, const struct topo_opts *o, char *err, size
 			return errf(err, errlen, "VM %s: port '%s' is not a valid interface name",
 				    vm->name, vm->port ? vm->port : "");
 		if (!strcmp(vm->port, o->bridge) || !strcmp(vm->port, LAB_UPLINK) ||
-		    !strcmp(vm->port, "lo"))
+		    !strcmp(vm->port, LAB_UNDERLAY) || !strcmp(vm->port, "lo"))
 			return errf(err, errlen, "VM %s: port '%s' is a name the lab uses itself on host %s",
 				    vm->name, vm->port, vm->host);
 	}
@@ -495,12 +667,14 @@ int topo_build(struct lab *lab, const struct topo_opts *o, char *err, size_t err
 	for (size_t h = 0; h < lab->nhosts; h++)
 		b.host_fd[h] = -1;
 	b.have_ipv6 = access("/proc/sys/net/ipv6/conf", F_OK) == 0;
+	b.underlay = lab->nhosts > 1 || o->fabric;
+	b.overlay = lab->nhosts > 1;
 	if (topo_check(lab, o, err, errlen) < 0)
 		goto out;
 	for (size_t h = 0; h < lab->nhosts; h++)
 		if (interrupted(err, errlen) < 0 || build_host(&b, h, err, errlen) < 0)
 			goto out;
-	if (lab->nhosts > 1 && build_fabric(&b, err, errlen) < 0)
+	if (b.underlay && build_fabric(&b, err, errlen) < 0)
 		goto out;
 	for (size_t i = 0; i < lab->pol->inv.nvms; i++)
 		if (interrupted(err, errlen) < 0 || build_vm(&b, i, err, errlen) < 0)
