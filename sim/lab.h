@@ -165,6 +165,36 @@ int topo_build(struct lab *lab, const struct topo_opts *o, char *err, size_t err
  * namespaces deleted. */
 int lab_teardown(const char *labname, size_t *nns, char *err, size_t errlen);
 
+struct nl_sock;
+/* An rtnetlink socket bound to the network namespace nsfd, which the
+ * calling thread leaves again at once; ns names it in err.  Free it with
+ * nl_socket_free(). */
+struct nl_sock *topo_nl_open(int nsfd, const char *ns, char *err, size_t errlen);
+/* Makes link port (by name) an up port of bridge in sk's namespace ns and
+ * waits until it passes frames (operationally up). */
+int topo_port_attach(struct nl_sock *sk, const char *ns, const char *port, const char *bridge,
+		     char *err, size_t errlen);
+
+/* ---- migrate.c: the link-level half of moving a VM between hosts ---- */
+
+/* Moves VM vm's port (the host-side veth end, named vm->port) from host
+ * from's namespace to host to's: into the namespace (RTM_NEWLINK with the
+ * target's namespace fd), enslaved to that host's bridge o->bridge, set up,
+ * and waits until it is operationally up.  The VM's own eth0 (its ifindex,
+ * MAC, addresses, admin state) is never touched; lab->vm_host (the
+ * inventory's placement) is left as it is.  When the port cannot be
+ * attached on to, it is put back on from. */
+int topo_move_port(struct lab *lab, size_t vm, size_t from, size_t to,
+		   const struct topo_opts *o, char *err, size_t errlen);
+/* The self-announce a hypervisor makes for a migrated guest (as QEMU does):
+ * a gratuitous ARP for each IPv4 address and an unsolicited neighbour
+ * advertisement for each IPv6 address of the VM, sent out of its eth0 from
+ * inside its namespace through an AF_PACKET socket, so that bridges and
+ * VXLAN FDBs everywhere learn the port's new place at once.  One round;
+ * QEMU repeats it (announce-rounds), and a caller whose first round may be
+ * dropped (a dataplane not yet told of the port) calls it again. */
+int topo_announce(struct lab *lab, size_t vm, char *err, size_t errlen);
+
 /* ---- daemon.c: dfwd, dfw-scan and dfwctl processes ---- */
 
 /* The programs the lab runs on each host. */

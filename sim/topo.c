@@ -697,6 +697,29 @@ out:
 	return ret;
 }
 
+struct nl_sock *topo_nl_open(int nsfd, const char *ns, char *err, size_t errlen)
+{
+	struct nl_sock *sk;
+
+	if (netns_enter(nsfd, err, errlen) < 0)
+		return NULL;
+	sk = nl_open(ns, err, errlen);
+	netns_leave(NULL, 0);
+	return sk;
+}
+
+int topo_port_attach(struct nl_sock *sk, const char *ns, const char *port, const char *bridge,
+		     char *err, size_t errlen)
+{
+	int br;
+
+	if (link_index(sk, ns, bridge, &br, err, errlen) < 0 ||
+	    link_set_master(sk, ns, port, br, bridge, err, errlen) < 0)
+		return -1;
+	return links_wait(sk, ns, false, &port, 1, now_ns() + READY_TIMEOUT_MS * 1000000ull, err,
+			  errlen);
+}
+
 int lab_teardown(const char *labname, size_t *nns, char *err, size_t errlen)
 {
 	char *prefix = lab_ns_prefix(labname), *dir = lab_path(labname, NULL);
