@@ -14,9 +14,10 @@
 
 DEB_PKGS := gcc make pkg-config libnftnl-dev libmnl-dev libnl-3-dev \
 	libnl-route-3-dev libcunit1-dev libsqlite3-dev \
+	etcd-server libcurl4-openssl-dev libjansson-dev \
 	nftables iproute2 iputils-ping netcat-openbsd conntrack procps iperf3 sqlite3
 
-PKG_LIBS := libnftnl libmnl libnl-3.0 libnl-route-3.0 sqlite3
+PKG_LIBS := libnftnl libmnl libnl-3.0 libnl-route-3.0 sqlite3 libcurl jansson
 
 ifeq ($(SAN),1)
 BUILD ?= build-san
@@ -39,7 +40,7 @@ CFLAGS += -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Wshadow -Wformat=2 -Wmissing-p
 	-Wno-unused-parameter -Wno-missing-field-initializers \
 	$(WERR) $(SANFLAGS) -I. $(PKG_CFLAGS) -MMD -MP
 LDFLAGS += $(SANFLAGS)
-LDLIBS += $(PKG_LDLIBS)
+LDLIBS += $(PKG_LDLIBS) -pthread
 
 ifneq ($(V),1)
 Q := @
