@@ -471,6 +471,7 @@ static void bridge_objects(struct backend *b)
 		{ 0x86dd, NFT_PAYLOAD_NETWORK_HEADER, 8, 16, DFW_SET_PORT_IP6, "spoofed IPv6" },
 	};
 	const uint16_t fam = NFPROTO_BRIDGE;
+	const uint32_t uplink = DFW_UPLINK_ID;
 	struct nftnl_rule *r;
 
 	for (size_t i = 0; i < ARRAY_SIZE(sets); i++)
@@ -480,6 +481,11 @@ static void bridge_objects(struct backend *b)
 
 	/* classify: the ingress port's id into meta mark, anti-spoofing. */
 	port_id_rules(b, DFW_CHAIN_BR_PRE, NFT_META_IIFNAME, DFW_MAP_PORT_SRC, NFT_META_MARK);
+	r = rule_new(b, fam, DFW_CHAIN_BR_PRE, "uplink: checked at the sending host");
+	x_meta_load(r, NFT_META_MARK, NFT_REG_1);
+	x_cmp(r, NFT_CMP_EQ, &uplink, 4);
+	x_verdict(r, NF_ACCEPT);
+	rule_send(b, r);
 	for (size_t i = 0; i < ARRAY_SIZE(spoof); i++) {
 		r = rule_new(b, fam, DFW_CHAIN_BR_PRE, spoof[i].why);
 		if (spoof[i].ethertype)
@@ -512,7 +518,7 @@ static void inet_base(struct backend *b)
 	struct nftnl_expr *e;
 	const uint16_t fam = NFPROTO_INET;
 	struct nftnl_rule *r;
-	uint32_t zero = 0;
+	const uint32_t zero = 0, uplink = DFW_UPLINK_ID;
 	uint8_t nd_lo = 133, nd_hi = 136; /* neighbour/router solicit/advert */
 
 	for (size_t i = 0; i < ARRAY_SIZE(maps); i++)
@@ -562,6 +568,11 @@ static void inet_base(struct backend *b)
 	r = rule_new(b, fam, DFW_CHAIN_INET_FWD, NULL);
 	x_meta_load(r, NFT_META_MARK, NFT_REG_1);
 	x_lookup(r, DFW_MAP_OUT, NFT_REG_VERDICT, false);
+	rule_send(b, r);
+	r = rule_new(b, fam, DFW_CHAIN_INET_FWD, "to an uplink: the receiving host checks");
+	x_meta_load(r, NFT_META_PRIORITY, NFT_REG_1);
+	x_cmp(r, NFT_CMP_EQ, &uplink, 4);
+	x_verdict(r, NF_ACCEPT);
 	rule_send(b, r);
 	r = rule_new(b, fam, DFW_CHAIN_INET_FWD, NULL);
 	x_meta_load(r, NFT_META_PRIORITY, NFT_REG_1);
@@ -943,6 +954,20 @@ out:
 
 static void block_elems(struct backend *b, const struct backend_block *bl, size_t n);
 
+/* The uplinks' ids, in both port maps (no anti-spoofing, no dispatch). */
+static void uplinks_msg(struct backend *b, const struct plan *pl)
+{
+	struct elem e[DFW_MAX_UPLINKS];
+
+	for (size_t i = 0; i < pl->nuplinks; i++) {
+		ifname_key(&e[i], pl->uplinks[i]);
+		e[i].has_data = true;
+		e[i].data = DFW_UPLINK_ID;
+	}
+	elems_msg(b, NFPROTO_BRIDGE, DFW_MAP_PORT_SRC, e, pl->nuplinks, NFT_MSG_NEWSETELEM);
+	elems_msg(b, NFPROTO_BRIDGE, DFW_MAP_PORT_DST, e, pl->nuplinks, NFT_MSG_NEWSETELEM);
+}
+
 int backend_load(struct backend *b, const struct plan *pl, bool check_only,
 		 struct backend_stats *st, char *err, size_t errlen)
 {
@@ -979,6 +1004,7 @@ int backend_load(struct backend *b, const struct plan *pl, bool check_only,
 	for (size_t i = 0; i < pl->nports; i++)
 		ports[i] = &pl->ports[i];
 	ports_msg(b, ports, pl->nports, NFT_MSG_NEWSETELEM);
+	uplinks_msg(b, pl);
 	block_elems(b, blocks, nblocks);
 	free(ports);
 	free(blocks);

@@ -21,6 +21,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "dfw/layout.h"
 #include "tagger/config.h"
 
 #define PLAN_NAME_MAX 64
@@ -91,6 +92,10 @@ struct pport {
 
 struct plan {
 	struct pport *ports;   size_t nports;   /* sorted by ifname */
+	/* The host's uplinks (id DFW_UPLINK_ID): fixed for a dfwd's lifetime,
+	 * so only a full load writes them and plan_diff ignores them. */
+	char uplinks[DFW_MAX_UPLINKS][16];
+	size_t nuplinks;
 	struct pset *sets;     size_t nsets;    /* sorted by name */
 	struct pchain *chains; size_t nchains;  /* sorted by name */
 };

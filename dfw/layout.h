@@ -3,7 +3,8 @@
  * that shows them.
  *
  *  bridge table: classifies ports.  prerouting (-300) sets meta mark to the
- *    ingress vNIC id and drops frames of unknown ports and spoofed MAC/IP/ARP;
+ *    ingress vNIC id (DFW_UPLINK_ID for an uplink) and drops frames of
+ *    unknown ports and spoofed MAC/IP/ARP;
  *    forward (-100, before br_netfilter) sets meta priority to the egress
  *    vNIC id and drops frames to unknown ports.
  *  inet table: enforces with conntrack.  forward: established/related pass,
@@ -31,6 +32,16 @@
 #define DFW_SET_BLOCK4 "blocked4"     /* ipv4_addr, element timeouts */
 #define DFW_SET_BLOCK6 "blocked6"     /* ipv6_addr, element timeouts */
 
+/* The id of the host's uplinks (the overlay's ports on the bridge, e.g. a
+ * VXLAN device): frames from an uplink were checked at the sending host's
+ * source vNIC (out) and are checked here at the destination vNIC (in);
+ * frames to an uplink are checked here (out) and at the receiving host
+ * (in).  Uplinks carry many MACs, so they skip anti-spoofing. */
+#define DFW_UPLINK_ID 0xfffffffeu
+#define DFW_UPLINK_ID_NFT "0xfffffffe"
+#define DFW_UPLINK_CLASSID_NFT "ffff:fffe"
+#define DFW_MAX_UPLINKS 8
+
 #define DFW_PRIO_BR_PRE (-300)
 #define DFW_PRIO_BR_FWD (-100)
 #define DFW_PRIO_INET_FWD 0
@@ -48,6 +59,7 @@
 	"\t\tmeta mark set 0x0\n" \
 	"\t\tmeta mark set iifname map @" DFW_MAP_PORT_SRC "\n" \
 	"\t\tmeta mark 0x0 counter drop comment \"unknown port\"\n" \
+	"\t\tmeta mark " DFW_UPLINK_ID_NFT " accept comment \"uplink: checked at the sending host\"\n" \
 	"\t\tiifname . ether saddr != @" DFW_SET_PORT_MAC " counter drop comment \"spoofed MAC\"\n" \
 	"\t\tether type ip iifname . ip saddr != @" DFW_SET_PORT_IP4 " counter drop comment \"spoofed IPv4\"\n" \
 	"\t\tether type arp iifname . arp saddr ether != @" DFW_SET_PORT_MAC " counter drop comment \"spoofed ARP\"\n" \
@@ -82,6 +94,7 @@
 	"\t\tlog group " DFW_STR(DFW_NFLOG_NEWFLOWS) " snaplen " DFW_STR(DFW_NFLOG_SNAPLEN) \
 	" comment \"new flow\"\n" \
 	"\t\tmeta mark vmap @" DFW_MAP_OUT "\n" \
+	"\t\tmeta priority " DFW_UPLINK_CLASSID_NFT " accept comment \"to an uplink: the receiving host checks\"\n" \
 	"\t\tmeta priority vmap @" DFW_MAP_IN "\n" \
 	"\t\tcounter drop comment \"no realized policy\"\n" \
 	"\t}\n"

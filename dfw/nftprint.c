@@ -113,15 +113,24 @@ static void print_bridge(const struct plan *pl, const char *table, FILE *f)
 	char mac[18], buf[64];
 
 	fprintf(f, "table bridge %s {\n", table);
-	fprintf(f, "\tmap %s {\n\t\ttype ifname : mark\n", DFW_MAP_PORT_SRC);
-	for (size_t i = 0; i < pl->nports; i++)
-		fprintf(f, "%s\"%s\" : 0x%08x%s", i ? ", " : "\t\telements = { ",
-			pl->ports[i].ifname, pl->ports[i].id, i + 1 == pl->nports ? " }\n" : "");
-	fprintf(f, "\t}\n\tmap %s {\n\t\ttype ifname : classid\n", DFW_MAP_PORT_DST);
-	for (size_t i = 0; i < pl->nports; i++)
-		fprintf(f, "%s\"%s\" : %x:%x", i ? ", " : "\t\telements = { ", pl->ports[i].ifname,
-			pl->ports[i].id >> 16, pl->ports[i].id & 0xffff);
-	fprintf(f, "%s\t}\n", pl->nports ? " }\n" : "");
+	for (int dst = 0; dst < 2; dst++) {
+		size_t n = 0;
+
+		fprintf(f, "\tmap %s {\n\t\ttype ifname : %s\n",
+			dst ? DFW_MAP_PORT_DST : DFW_MAP_PORT_SRC, dst ? "classid" : "mark");
+		for (size_t i = 0; i < pl->nports + pl->nuplinks; i++, n++) {
+			bool up = i >= pl->nports;
+			const char *name = up ? pl->uplinks[i - pl->nports] : pl->ports[i].ifname;
+			uint32_t id = up ? DFW_UPLINK_ID : pl->ports[i].id;
+
+			fprintf(f, "%s\"%s\" : ", n ? ", " : "\t\telements = { ", name);
+			if (dst)
+				fprintf(f, "%x:%x", id >> 16, id & 0xffff);
+			else
+				fprintf(f, "0x%08x", id);
+		}
+		fprintf(f, "%s\t}\n", n ? " }\n" : "");
+	}
 	fprintf(f, "\tset %s {\n\t\ttype ifname . ether_addr\n", DFW_SET_PORT_MAC);
 	for (size_t i = 0; i < pl->nports; i++) {
 		mac_format(pl->ports[i].mac, mac, sizeof(mac));

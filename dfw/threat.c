@@ -165,6 +165,8 @@ static void on_flow(void *arg, const struct nflog_pkt *p)
 	struct report *r;
 
 	t->flows_seen++;
+	if (p->mark == DFW_UPLINK_ID)
+		return; /* another host's vNIC: its own host watches it */
 	if (!nt_feed(t->nt, p->mark, &p->dst, p->proto, p->dport, now,
 		     t->cfg.mode == NT_ENFORCE ? t->cfg.block_ms : t->cfg.window_ms, &al))
 		return;
