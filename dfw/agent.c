@@ -7,6 +7,7 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "common/out.h"
 #include "dfw/backend.h"
@@ -15,11 +16,14 @@
 #include "groups/groups.h"
 #include "tagger/config.h"
 #include "tagger/store.h"
+#include "tagger/tags.h"
 
 struct agent {
 	char host[64];
 	char who[80];               /* "dfwd[HOST]", for the log */
 	char table[64];
+	char uplinks[DFW_MAX_UPLINKS][16];
+	size_t nuplinks;
 	FILE *log;
 	struct store *store;
 	struct backend *be;
@@ -34,6 +38,11 @@ struct agent {
 
 	/* Link presence of local ports, by name. */
 	struct strv present;
+
+	/* Host status in the store (store_host_publish). */
+	unsigned status_ttl_s;
+	char *published;            /* the value last published, or NULL */
+	uint64_t published_ns;      /* when (CLOCK_MONOTONIC), or the failed try */
 
 	/* For status. */
 	time_t last_update;
@@ -53,6 +62,21 @@ struct agent *agent_new(const struct agent_opts *o, char *err, size_t errlen)
 	snprintf(a->who, sizeof(a->who), "dfwd[%s]", o->host);
 	snprintf(a->table, sizeof(a->table), "%s", o->table);
 	a->log = o->log;
+	if (o->nuplinks > DFW_MAX_UPLINKS) {
+		snprintf(err, errlen, "at most %d uplinks", DFW_MAX_UPLINKS);
+		goto fail;
+	}
+	for (size_t i = 0; i < o->nuplinks; i++) {
+		if (!*o->uplinks[i] || strlen(o->uplinks[i]) >= sizeof(a->uplinks[i]) ||
+		    strpbrk(o->uplinks[i], "/: \t")) {
+			snprintf(err, errlen, "uplink '%s' is not an interface name (1-15 characters)",
+				 o->uplinks[i]);
+			goto fail;
+		}
+		snprintf(a->uplinks[i], sizeof(a->uplinks[i]), "%s", o->uplinks[i]);
+	}
+	a->nuplinks = o->nuplinks;
+	a->status_ttl_s = o->status_ttl_s ? o->status_ttl_s : AGENT_STATUS_TTL_S;
 	a->store = store_open(o->store_uri, true, err, errlen);
 	if (!a->store)
 		goto fail;
@@ -88,6 +112,7 @@ void agent_free(struct agent *a)
 	drop_policy(a);
 	plan_free(a->installed);
 	strv_free(&a->present);
+	free(a->published);
 	backend_close(a->be);
 	store_close(a->store);
 	free(a);
@@ -174,6 +199,8 @@ struct snapshot {
 	char *policy;
 	char *policy_file;
 	struct strv tag_keys;
+	struct strv placement; /* VM, host, VM, host, ... */
+	struct agent *a;
 };
 
 static int snapshot_kv(void *arg, const char *key, const char *value)
@@ -188,8 +215,35 @@ static int snapshot_kv(void *arg, const char *key, const char *value)
 		s->policy_file = xstrdup(value);
 	} else if (!strncmp(key, "tag/", 4)) {
 		strv_push(&s->tag_keys, key);
+	} else if (!strncmp(key, PLACEMENT_PREFIX, strlen(PLACEMENT_PREFIX))) {
+		strv_push(&s->placement, key + strlen(PLACEMENT_PREFIX));
+		strv_push(&s->placement, value);
+	} else {
+		logf_(s->a, "store key '%s': not a key dfw writes; ignored", key);
 	}
 	return 0;
+}
+
+/* Where the VMs run now: placement/VM keys (written by `dfwctl place`
+ * when a VM migrates) override the inventory's host.  Bad keys are
+ * reported with the key and ignored. */
+static void apply_placement(struct agent *a, const struct strv *pl)
+{
+	for (size_t i = 0; i + 1 < pl->n; i += 2) {
+		const char *vm = pl->v[i], *host = pl->v[i + 1];
+		long idx = policy_find_vm(a->pol, vm);
+
+		if (idx < 0) {
+			logf_(a, "store key '%s%s': no VM '%s' in the policy; ignored", PLACEMENT_PREFIX,
+			      vm, vm);
+		} else if (!policy_name_ok(host)) {
+			logf_(a, "store key '%s%s': '%.64s' is not a host name; ignored", PLACEMENT_PREFIX,
+			      vm, host);
+		} else {
+			free(a->pol->inv.vms[idx].host);
+			a->pol->inv.vms[idx].host = xstrdup(host);
+		}
+	}
 }
 
 /* Quarantine groups a VM just entered: their connections are cut after the
@@ -235,7 +289,7 @@ static void set_vm_tags(struct agent *a, size_t vm, struct deltas *d)
  * A policy that does not parse leaves the last good one in force. */
 static int rebuild(struct agent *a, uint64_t *rev, struct deltas *d)
 {
-	struct snapshot s = { 0 };
+	struct snapshot s = { .a = a };
 	char err[256];
 	int ret = -1;
 
@@ -265,6 +319,7 @@ static int rebuild(struct agent *a, uint64_t *rev, struct deltas *d)
 		diag_free(&dg);
 	}
 	if (a->pol) {
+		apply_placement(a, &s.placement);
 		for (size_t i = 0; i < a->pol->inv.nvms; i++)
 			strv_free(&a->vm_tags[i]);
 		for (size_t i = 0; i < s.tag_keys.n; i++)
@@ -277,6 +332,7 @@ out:
 	free(s.policy);
 	free(s.policy_file);
 	strv_free(&s.tag_keys);
+	strv_free(&s.placement);
 	return ret;
 }
 
@@ -291,7 +347,8 @@ static int on_change(void *arg, uint64_t rev, const char *key, const char *value
 	struct change_ctx *c = arg;
 	long vm;
 
-	if (!strcmp(key, "policy") || !strcmp(key, "policy-file")) {
+	if (!strcmp(key, "policy") || !strcmp(key, "policy-file") ||
+	    !strncmp(key, PLACEMENT_PREFIX, strlen(PLACEMENT_PREFIX))) {
 		c->policy_changed = true;
 		return 0;
 	}
@@ -308,10 +365,12 @@ static int on_change(void *arg, uint64_t rev, const char *key, const char *value
 static struct plan *desired_plan(struct agent *a)
 {
 	static const struct dfw_policy empty = { .file = (char *)"(none)" };
+	struct plan *pl = a->pol ? plan_compile(a->pol, a->eng, a->host)
+				 : plan_compile(&empty, NULL, a->host);
 
-	if (!a->pol)
-		return plan_compile(&empty, NULL, a->host);
-	return plan_compile(a->pol, a->eng, a->host);
+	memcpy(pl->uplinks, a->uplinks, sizeof(pl->uplinks));
+	pl->nuplinks = a->nuplinks;
+	return pl;
 }
 
 /* Cuts the existing connections of the VMs that entered a quarantine
@@ -790,4 +849,51 @@ int agent_request(struct agent *a, const char *line, FILE *f)
 		fprintf(f, "error: %s\n", err);
 	free(body);
 	return ret;
+}
+
+/* --- host status ----------------------------------------------------------- */
+
+void agent_publish(struct agent *a)
+{
+	uint64_t now = now_ns(), every = (uint64_t)a->status_ttl_s * 1000000000ull / 3;
+	char *val = NULL, err[256];
+	size_t len = 0;
+	FILE *f = open_memstream(&val, &len);
+	struct out o;
+
+	out_init(&o, f, true);
+	out_obj_start(&o, NULL);
+	out_u64(&o, "revision", a->rev);
+	out_u64(&o, "vnics", a->installed ? a->installed->nports : 0);
+	out_bool(&o, "loaded", a->loaded);
+	out_str(&o, "last_error", a->last_error);
+	out_u64(&o, "updated", (uint64_t)a->last_update);
+	out_u64(&o, "pid", (uint64_t)getpid());
+	out_obj_end(&o);
+	out_finish(&o);
+	fclose(f);
+	/* A changed status goes out at once, an unchanged one every ttl/3;
+	 * after a failure, the next try waits as long. */
+	if ((a->published && !strcmp(a->published, val) && now - a->published_ns < every) ||
+	    (!a->published && a->published_ns && now - a->published_ns < every)) {
+		free(val);
+		return;
+	}
+	a->published_ns = now;
+	free(a->published);
+	a->published = NULL;
+	if (store_host_publish(a->store, a->host, val, a->status_ttl_s, err, sizeof(err)) < 0) {
+		logf_(a, "publishing host status: %s", err);
+		free(val);
+		return;
+	}
+	a->published = val;
+}
+
+void agent_withdraw(struct agent *a)
+{
+	char err[256];
+
+	if (a->published && store_host_withdraw(a->store, a->host, err, sizeof(err)) < 0)
+		logf_(a, "withdrawing host status: %s", err);
 }

@@ -19,7 +19,12 @@ struct agent_opts {
 	const char *store_uri;
 	const char *table;     /* nftables table name */
 	FILE *log;             /* one line per event */
+	const char *const *uplinks; /* the bridge's overlay ports (e.g. VXLAN) */
+	size_t nuplinks;            /* at most DFW_MAX_UPLINKS */
+	unsigned status_ttl_s;      /* host status liveness; 0: AGENT_STATUS_TTL_S */
 };
+
+#define AGENT_STATUS_TTL_S 10
 
 struct agent *agent_new(const struct agent_opts *o, char *err, size_t errlen);
 void agent_free(struct agent *a);
@@ -28,6 +33,12 @@ void agent_free(struct agent *a);
  * Returns 0, or -1 when the kernel refused (logged; retried next time with
  * a full load). */
 int agent_sync(struct agent *a);
+/* Publishes this host's status (realized revision, vNICs, last error) in
+ * the store when it changed, and every status_ttl_s/3 to stay alive;
+ * cheap to call on every loop. */
+void agent_publish(struct agent *a);
+/* Clean shutdown: the host's status stays, marked not alive. */
+void agent_withdraw(struct agent *a);
 /* Periodic check: reloads the whole plan if dfw's tables went missing. */
 void agent_heartbeat(struct agent *a);
 /* A link appeared or went away in this namespace. */

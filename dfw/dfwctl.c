@@ -9,10 +9,12 @@
 #include <strings.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/out.h"
 #include "common/util.h"
+#include "dfw/hosts.h"
 #include "tagger/config.h"
 #include "tagger/store.h"
 #include "tagger/tags.h"
@@ -24,6 +26,8 @@ struct ctx {
 	const char *socket;
 	bool json;
 	bool check;
+	bool wait;
+	uint64_t wait_ms;
 	int argc;
 	char **argv;
 };
@@ -53,6 +57,116 @@ static void print_diag(const struct diag *d)
 {
 	for (size_t i = 0; i < d->n; i++)
 		fprintf(stderr, "%s\n", d->msgs[i]);
+}
+
+/* --- host status and --wait ----------------------------------------------- */
+
+/* After a write at revision rev: waits until no host lags (host_lags), or
+ * the timeout.  Prints how long it took, or the hosts that lag.  Returns
+ * an exit code. */
+static int wait_realized(const struct ctx *c, struct store *s, uint64_t rev)
+{
+	struct host_list l = { 0 };
+	uint64_t t0 = now_ns();
+	size_t lag = 0, live = 0;
+	char err[512];
+	int rc = EXIT_OK, r = hosts_wait(s, rev, c->wait_ms, &l, err, sizeof(err));
+
+	if (r < 0) {
+		fprintf(stderr, "dfwctl: --wait: %s\n", err);
+		rc = EXIT_UNREACHABLE;
+		goto out;
+	}
+	for (size_t i = 0; i < l.n; i++) {
+		live += l.v[i].alive;
+		lag += host_lags(&l.v[i], rev);
+	}
+	if (r == 0) {
+		printf("realized on %zu host(s) in %.1f ms\n", live, (double)(now_ns() - t0) / 1e6);
+		if (!live)
+			printf("(no live host agent: nothing to wait for)\n");
+		goto out;
+	}
+	fprintf(stderr, "dfwctl: --wait: revision %llu not realized after %llu ms by %zu host(s) (%zu live):",
+		(unsigned long long)rev, (unsigned long long)c->wait_ms, lag, live);
+	for (size_t i = 0; i < l.n; i++)
+		if (host_lags(&l.v[i], rev))
+			fprintf(stderr, " %s (at %llu%s%s%s)", l.v[i].name,
+				(unsigned long long)l.v[i].rev, l.v[i].alive ? "" : ", no live agent",
+				l.v[i].error[0] ? ": " : "", l.v[i].error);
+	fprintf(stderr, "\n");
+	rc = EXIT_DATAPLANE;
+out:
+	hosts_free(&l);
+	return rc;
+}
+
+static int cmd_hosts(struct ctx *c)
+{
+	struct host_list l = { 0 };
+	struct store *s;
+	struct out o;
+	char err[512];
+	int rc = EXIT_INPUT;
+	time_t now = time(NULL);
+
+	if (c->argc) {
+		fprintf(stderr, "usage: dfwctl hosts (no arguments)\n");
+		return EXIT_INPUT;
+	}
+	if (!(s = open_store(c, false, &rc)))
+		return rc;
+	if (hosts_read(s, &l, err, sizeof(err)) < 0) {
+		fprintf(stderr, "dfwctl: %s\n", err);
+		store_close(s);
+		return EXIT_UNREACHABLE;
+	}
+	out_init(&o, stdout, c->json);
+	out_arr_start(&o, NULL);
+	for (size_t i = 0; i < l.n; i++) {
+		const struct host_row *r = &l.v[i];
+
+		out_obj_start(&o, NULL);
+		out_str(&o, "host", r->name);
+		out_bool(&o, "alive", r->alive);
+		out_u64(&o, "revision", r->rev);
+		out_u64(&o, "vnics", r->vnics);
+		out_bool(&o, "loaded", r->loaded);
+		out_u64(&o, "updated", r->updated);
+		out_u64(&o, "age_s", r->updated && (uint64_t)now > r->updated ? (uint64_t)now - r->updated : 0);
+		out_str(&o, "last_error", r->error[0] ? r->error : "none");
+		out_obj_end(&o);
+	}
+	out_arr_end(&o);
+	out_finish(&o);
+	hosts_free(&l);
+	store_close(s);
+	return EXIT_OK;
+}
+
+static int cmd_place(struct ctx *c)
+{
+	struct store *s = NULL;
+	char err[512];
+	uint64_t rev;
+	int rc = EXIT_INPUT, r;
+
+	if (c->argc != 2) {
+		fprintf(stderr, "usage: dfwctl place [--wait[=TIMEOUT]] VM HOST\n");
+		return EXIT_INPUT;
+	}
+	if (!(s = open_store(c, false, &rc)))
+		return rc;
+	r = placement_write(s, c->argv[0], c->argv[1], &rev, err, sizeof(err));
+	if (r != 0) {
+		fprintf(stderr, "dfwctl: %s; nothing changed\n", err);
+		store_close(s);
+		return r == 1 ? EXIT_INPUT : EXIT_UNREACHABLE;
+	}
+	printf("placed %s on %s\nrevision %llu\n", c->argv[0], c->argv[1], (unsigned long long)rev);
+	rc = c->wait ? wait_realized(c, s, rev) : EXIT_OK;
+	store_close(s);
+	return rc;
 }
 
 static int cmd_validate(struct ctx *c)
@@ -87,7 +201,7 @@ static int cmd_apply(struct ctx *c)
 	int rc = EXIT_INPUT;
 
 	if (c->argc != 1) {
-		fprintf(stderr, "usage: dfwctl apply [--check] FILE\n");
+		fprintf(stderr, "usage: dfwctl apply [--check] [--wait[=TIMEOUT]] FILE\n");
 		return EXIT_INPUT;
 	}
 	p = policy_load(c->argv[0], &text, &d);
@@ -118,7 +232,8 @@ static int cmd_apply(struct ctx *c)
 	}
 	printf("applied %s as revision %llu (%zu VMs, %zu groups, %zu rules)\n", c->argv[0],
 	       (unsigned long long)rev, p->inv.nvms, p->inv.ngroups, p->nrules);
-	rc = EXIT_OK;
+	fflush(stdout);
+	rc = c->wait ? wait_realized(c, s, rev) : EXIT_OK;
 out:
 	diag_free(&d);
 	policy_free(p);
@@ -136,7 +251,7 @@ static int tag_common(struct ctx *c, bool add)
 	int rc = EXIT_INPUT, r;
 
 	if (c->argc < 2) {
-		fprintf(stderr, "usage: dfwctl %s VM TAG...\n", add ? "tag" : "untag");
+		fprintf(stderr, "usage: dfwctl %s [--wait[=TIMEOUT]] VM TAG...\n", add ? "tag" : "untag");
 		return EXIT_INPUT;
 	}
 	if (!(s = open_store(c, false, &rc)))
@@ -152,7 +267,8 @@ static int tag_common(struct ctx *c, bool add)
 	for (int i = 0; i < c->argc - 1; i++)
 		printf("%s %s %s\n", add ? "tagged" : "untagged", c->argv[0], names[i]);
 	printf("revision %llu\n", (unsigned long long)rev);
-	rc = EXIT_OK;
+	fflush(stdout);
+	rc = c->wait ? wait_realized(c, s, rev) : EXIT_OK;
 out:
 	store_close(s);
 	free(names);
@@ -323,6 +439,8 @@ static const struct command commands[] = {
 	{ "tag", "VM TAG...", "put security tags on a VM", cmd_tag },
 	{ "untag", "VM TAG...", "remove security tags from a VM", cmd_untag },
 	{ "tags", "[VM]", "list the tags in the store", cmd_tags },
+	{ "place", "VM HOST", "record that a VM now runs on HOST (migration)", cmd_place },
+	{ "hosts", "", "every host agent: alive, realized revision, vNICs, last update", cmd_hosts },
 	{ "status", "", "what dfwd on this host has realized", cmd_status },
 	{ "groups", "[GROUP]", "group members as dfwd sees them", cmd_groups },
 	{ "rules", "VM", "the rules in force at a VM's vNIC, with hit counts", cmd_rules },
@@ -339,6 +457,8 @@ static int cmd_help(struct ctx *c)
 	printf("\n  --store   store URI (env DFW_STORE; default /var/lib/dfw/store.db)\n"
 	       "  --socket  dfwd control socket (env DFW_SOCKET; default /run/dfw/dfwd.sock)\n"
 	       "  --json    JSON output for read commands\n"
+	       "  --wait[=TIMEOUT]  apply, tag, untag, place: return once every live host\n"
+	       "            agent has realized the change (default timeout 30s)\n"
 	       "exit: 0 ok, 1 bad usage or input, 2 dataplane failure, 3 store or daemon unreachable\n");
 	return EXIT_OK;
 }
@@ -348,6 +468,7 @@ int main(int argc, char **argv)
 	struct ctx c = {
 		.store = getenv("DFW_STORE") ? getenv("DFW_STORE") : "/var/lib/dfw/store.db",
 		.socket = getenv("DFW_SOCKET") ? getenv("DFW_SOCKET") : "/run/dfw/dfwd.sock",
+		.wait_ms = 30000,
 	};
 	const struct command *cmd = NULL;
 	const char *names[ARRAY_SIZE(commands)], *near;
@@ -362,6 +483,15 @@ int main(int argc, char **argv)
 			c.json = true;
 		} else if (!strcmp(argv[i], "--check")) {
 			c.check = true;
+		} else if (!strcmp(argv[i], "--wait") || !strncmp(argv[i], "--wait=", 7)) {
+			c.wait = true;
+			if (argv[i][6] == '=' && (parse_duration_ms(argv[i] + 7, &c.wait_ms) < 0 ||
+						  !c.wait_ms)) {
+				fprintf(stderr, "dfwctl: --wait=%s: not a duration (e.g. 500ms, 10s, 2m)\n",
+					argv[i] + 7);
+				free(rest);
+				return EXIT_INPUT;
+			}
 		} else if ((!strcmp(argv[i], "--store") || !strcmp(argv[i], "--socket"))) {
 			if (i + 1 == argc) {
 				fprintf(stderr, "dfwctl: %s needs a value\n", argv[i]);
@@ -394,6 +524,13 @@ int main(int argc, char **argv)
 		near = nearest_name(rest[0], names, ARRAY_SIZE(commands));
 		fprintf(stderr, "dfwctl: unknown command '%s'%s%s%s; see 'dfwctl help'\n", rest[0],
 			near ? " (did you mean '" : "", near ? near : "", near ? "'?)" : "");
+		free(rest);
+		return EXIT_INPUT;
+	}
+	if (c.wait && cmd->fn != cmd_apply && cmd->fn != cmd_tag && cmd->fn != cmd_untag &&
+	    cmd->fn != cmd_place) {
+		fprintf(stderr, "dfwctl: --wait goes with apply, tag, untag and place, not %s\n",
+			cmd->name);
 		free(rest);
 		return EXIT_INPUT;
 	}

@@ -27,12 +27,17 @@
 
 static const char usage[] =
 	"usage: dfwd --host NAME [--store URI] [--socket PATH] [--table NAME]\n"
-	"            [--log FILE] [--pidfile FILE]\n"
+	"            [--log FILE] [--pidfile FILE] [--uplink IFNAME]...\n"
+	"            [--status-ttl SECONDS]\n"
 	"  --host     this hypervisor's name, as in the inventory's 'host' keys\n"
 	"  --store    desired-state store (default /var/lib/dfw/store.db)\n"
 	"  --socket   control socket (default /run/dfw/dfwd.sock)\n"
 	"  --table    nftables table name (default dfw)\n"
-	"  --log      append log lines here (default stderr)\n";
+	"  --log      append log lines here (default stderr)\n"
+	"  --status-ttl SECONDS  host status liveness in the store (default 10)\n"
+	"  --uplink   a bridge port to other hosts (e.g. a VXLAN device); repeatable:\n"
+	"             traffic from it is checked at its destination vNIC, traffic to\n"
+	"             it at its source vNIC\n";
 
 struct links {
 	struct nl_sock *sk;
@@ -170,15 +175,19 @@ int main(int argc, char **argv)
 		{ "table", required_argument, NULL, 't' },
 		{ "log", required_argument, NULL, 'l' },
 		{ "pidfile", required_argument, NULL, 'p' },
+		{ "uplink", required_argument, NULL, 'u' },
+		{ "status-ttl", required_argument, NULL, 'T' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 }
 	};
 	struct agent_opts ao = { .store_uri = "/var/lib/dfw/store.db", .table = DFW_TABLE_DEFAULT };
 	const char *sock_path = "/run/dfw/dfwd.sock", *log_path = NULL, *pidfile = NULL;
+	const char *uplinks[DFW_MAX_UPLINKS];
+	size_t nuplinks = 0;
 	struct links links = { 0 };
 	struct agent *a = NULL;
 	char err[512];
-	int c, lfd = -1, sfd = -1, ret = 1;
+	int c, lfd = -1, sfd = -1, ret = 1, poll_ms;
 	uint64_t last_beat;
 	sigset_t mask;
 
@@ -190,6 +199,23 @@ int main(int argc, char **argv)
 		case 't': ao.table = optarg; break;
 		case 'l': log_path = optarg; break;
 		case 'p': pidfile = optarg; break;
+		case 'T': {
+			uint64_t v;
+
+			if (parse_u64(optarg, 3600, &v) < 0 || v < 2) {
+				fprintf(stderr, "dfwd: --status-ttl '%s': seconds, 2 to 3600\n", optarg);
+				return 1;
+			}
+			ao.status_ttl_s = (unsigned)v;
+			break;
+		}
+		case 'u':
+			if (nuplinks == DFW_MAX_UPLINKS) {
+				fprintf(stderr, "dfwd: at most %d --uplink\n", DFW_MAX_UPLINKS);
+				return 1;
+			}
+			uplinks[nuplinks++] = optarg;
+			break;
 		case 'h': fputs(usage, stdout); return 0;
 		default: fputs(usage, stderr); return 1;
 		}
@@ -199,6 +225,8 @@ int main(int argc, char **argv)
 			usage);
 		return 1;
 	}
+	ao.uplinks = uplinks;
+	ao.nuplinks = nuplinks;
 	ao.log = log_path ? fopen(log_path, "a") : stderr;
 	if (!ao.log) {
 		fprintf(stderr, "dfwd: %s: %s\n", log_path, strerror(errno));
@@ -238,6 +266,8 @@ int main(int argc, char **argv)
 		}
 	}
 	last_beat = now_ns();
+	poll_ms = ao.status_ttl_s && ao.status_ttl_s * 1000 / 3 < STORE_POLL_MS
+			  ? (int)(ao.status_ttl_s * 1000 / 3) : STORE_POLL_MS;
 	for (;;) {
 		struct pollfd p[5] = {
 			{ .fd = sfd, .events = POLLIN },
@@ -246,7 +276,7 @@ int main(int argc, char **argv)
 			{ .fd = agent_threat_fd(a), .events = POLLIN },
 			{ .fd = agent_store_fd(a), .events = POLLIN },
 		};
-		int n = poll(p, ARRAY_SIZE(p), STORE_POLL_MS); /* fd -1 is skipped */
+		int n = poll(p, ARRAY_SIZE(p), poll_ms); /* fd -1 is skipped */
 
 		if (n < 0 && errno != EINTR)
 			break;
@@ -270,6 +300,7 @@ int main(int argc, char **argv)
 		if (p[4].revents & POLLIN)
 			agent_store_ack(a);
 		agent_sync(a);
+		agent_publish(a);
 		if (p[1].revents & POLLIN)
 			control_serve(lfd, a, ao.log);
 		if (now_ns() - last_beat > HEARTBEAT_MS * 1000000ull) {
@@ -277,6 +308,8 @@ int main(int argc, char **argv)
 			last_beat = now_ns();
 		}
 	}
+	if (ret == 0)
+		agent_withdraw(a);
 out:
 	if (lfd >= 0) {
 		close(lfd);

@@ -408,7 +408,7 @@ static void split_list(struct parser *ps, const char *sec, const char *key,
 	strv_free(&all);
 }
 
-static bool valid_name(const char *s)
+bool policy_name_ok(const char *s)
 {
 	if (!*s || !isalnum((unsigned char)*s) || strlen(s) > NAME_MAX_LEN)
 		return false;
@@ -577,12 +577,12 @@ static void parse_vm(struct parser *ps, const char *sec, const char *name)
 	vm->host = xstrdup((v = require(ps, sec, "host")) ? v : "");
 	vm->port = xstrdup((v = require(ps, sec, "port")) ? v : "");
 	vm->os = xstrdup((v = get(ps, sec, "os")) ? v : "");
-	if (!valid_name(name))
+	if (!policy_name_ok(name))
 		diag_add(ps->d, ps->file, vm->line,
 			 "VM name '%s': 1-48 letters, digits and . _ -", name);
-	if (vm->host[0] && !valid_name(vm->host))
+	if (vm->host[0] && !policy_name_ok(vm->host))
 		ERR(ps, sec, "host", "host '%s': 1-48 letters, digits and . _ -", vm->host);
-	if (vm->port[0] && (strlen(vm->port) > 15 || !valid_name(vm->port)))
+	if (vm->port[0] && (strlen(vm->port) > 15 || !policy_name_ok(vm->port)))
 		ERR(ps, sec, "port", "port '%s': an interface name of 1-15 letters, digits, . _ -",
 		    vm->port);
 	if ((v = require(ps, sec, "mac")) && mac_parse(v, vm->mac) < 0)
@@ -1162,7 +1162,7 @@ static void parse_sections(struct parser *ps)
 		if ((!strcmp(kind, "vm") || !strcmp(kind, "group") || !strcmp(kind, "rule")) && arg && *arg) {
 			if (!strcmp(kind, "group")) {
 				ngroups++;
-				if (!valid_name(arg))
+				if (!policy_name_ok(arg))
 					diag_add(ps->d, ps->file, ps->secs[i].line,
 						 "group name '%s': 1-48 letters, digits and . _ -", arg);
 			}

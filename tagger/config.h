@@ -104,6 +104,9 @@ void policy_free(struct dfw_policy *p);
 
 /* Lookups by name, case-insensitive; -1 (as ssize_t) when absent. */
 long policy_find_vm(const struct dfw_policy *p, const char *name);
+/* A VM, group or host name: 1-48 letters, digits and . _ - (starting with
+ * a letter or digit). */
+bool policy_name_ok(const char *s);
 long policy_find_group(const struct dfw_policy *p, const char *name);
 /* The declared spelling of a tag, or NULL when it is not declared. */
 const char *policy_find_tag(const struct dfw_policy *p, const char *tag);

@@ -57,13 +57,13 @@ static const struct dfw_policy *cached_policy(char *text, char *file, char *err,
 	return p;
 }
 
-static int tag_check(struct store *s, void *arg, char *err, size_t errlen)
+/* The stored policy and the index of vm in it, inside a transaction's
+ * check; NULL with the reason in err. */
+static const struct dfw_policy *stored_vm(struct store *s, const char *name, long *vm, char *err,
+					  size_t errlen)
 {
-	struct tag_req *t = arg;
 	const struct dfw_policy *p;
 	char *text = NULL, *file = NULL, perr[256];
-	const char *near;
-	long vm;
 	int r;
 
 	r = store_get(s, "policy", &text, perr, sizeof(perr));
@@ -71,15 +71,27 @@ static int tag_check(struct store *s, void *arg, char *err, size_t errlen)
 		snprintf(err, errlen, r == 1 ? "the store holds no policy yet: run 'dfwctl apply FILE' first"
 					     : "reading the policy: %s", perr);
 		free(text);
-		return 1;
+		return NULL;
 	}
 	store_get(s, "policy-file", &file, perr, sizeof(perr));
 	if (!(p = cached_policy(text, file, err, errlen)))
-		return 1;
-	if ((vm = policy_find_vm(p, t->vm)) < 0) {
-		policy_unknown(p, false, t->vm, err, errlen);
-		return 1;
+		return NULL;
+	if ((*vm = policy_find_vm(p, name)) < 0) {
+		policy_unknown(p, false, name, err, errlen);
+		return NULL;
 	}
+	return p;
+}
+
+static int tag_check(struct store *s, void *arg, char *err, size_t errlen)
+{
+	struct tag_req *t = arg;
+	const struct dfw_policy *p;
+	const char *near;
+	long vm;
+
+	if (!(p = stored_vm(s, t->vm, &vm, err, errlen)))
+		return 1;
 	t->nops = 0;
 	for (size_t i = 0; i < t->ntags; i++) {
 		const char *tag = policy_find_tag(p, t->tags[i]);
@@ -113,4 +125,36 @@ int tags_write(struct store *s, const char *vm, char *const *tags, size_t ntags,
 	free(t.ops);
 	free(t.keys);
 	return r;
+}
+
+struct place_req {
+	const char *vm, *host;
+	char key[TAG_KEY_MAX];
+	struct store_op op;
+};
+
+static int place_check(struct store *s, void *arg, char *err, size_t errlen)
+{
+	struct place_req *q = arg;
+	const struct dfw_policy *p;
+	long vm;
+
+	if (!(p = stored_vm(s, q->vm, &vm, err, errlen)))
+		return 1;
+	snprintf(q->key, sizeof(q->key), "%s%s", PLACEMENT_PREFIX, p->inv.vms[vm].name);
+	q->op = (struct store_op){ STORE_PUT, q->key, q->host };
+	return 0;
+}
+
+int placement_write(struct store *s, const char *vm, const char *host, uint64_t *rev, char *err,
+		    size_t errlen)
+{
+	struct place_req q = { .vm = vm, .host = host };
+
+	if (!policy_name_ok(host)) {
+		snprintf(err, errlen, "host '%s': 1-48 letters, digits and . _ -", host);
+		return 1;
+	}
+	/* op is filled in by place_check, inside the transaction. */
+	return store_txn(s, &q.op, 1, place_check, &q, rev, err, errlen);
 }

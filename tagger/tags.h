@@ -19,4 +19,13 @@
 int tags_write(struct store *s, const char *vm, char *const *tags, size_t ntags, bool add,
 	       char (*names)[TAG_KEY_MAX], uint64_t *rev, char *err, size_t errlen);
 
+/* Where a VM runs since it migrated: "placement/VM" holds the host and
+ * overrides the inventory's `host` (dfwd on every host follows it). */
+#define PLACEMENT_PREFIX "placement/"
+
+/* Records that vm now runs on host, as one revision, validated against
+ * the stored policy.  Returns like tags_write. */
+int placement_write(struct store *s, const char *vm, const char *host, uint64_t *rev, char *err,
+		    size_t errlen);
+
 #endif
