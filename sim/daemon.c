@@ -17,6 +17,8 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <netinet/in.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -46,15 +48,21 @@ static void sleep_ms(unsigned ms)
 	nanosleep(&ts, NULL);
 }
 
-int daemon_apply(const char *labname, const char *config, char *err, size_t errlen)
+int lab_dfwctl(const char *labname, char *const *args, size_t nargs, char *out, size_t outlen,
+	       char *err, size_t errlen)
 {
-	char *dfwctl = prog_path("dfwctl"), *store = lab_path(labname, "store.db");
-	char out[LAB_ERRLEN - 256];
+	char *dfwctl = prog_path("dfwctl"), *store = lab_store_uri(labname);
+	char **argv = xcalloc(nargs + 4, sizeof(*argv));
 	size_t len = 0;
 	int pipefd[2] = { -1, -1 }, st, ret = -1;
 	pid_t pid;
 	ssize_t r;
 
+	argv[0] = dfwctl;
+	argv[1] = (char *)"--store";
+	argv[2] = store;
+	memcpy(argv + 3, args, nargs * sizeof(*argv));
+	out[0] = '\0';
 	if (need_prog(dfwctl, err, errlen) < 0)
 		goto out;
 	if (pipe2(pipefd, O_CLOEXEC) < 0) {
@@ -67,11 +75,14 @@ int daemon_apply(const char *labname, const char *config, char *err, size_t errl
 		goto out;
 	}
 	if (pid == 0) {
-		char *argv[] = { dfwctl, (char *)"--store", store, (char *)"apply",
-				 (char *)config, NULL };
+		char nserr[256];
 
 		dup2(pipefd[1], STDOUT_FILENO);
 		dup2(pipefd[1], STDERR_FILENO);
+		if (lab_store_ns_enter(labname, nserr, sizeof(nserr)) < 0) {
+			dprintf(STDERR_FILENO, "%s\n", nserr);
+			_exit(126);
+		}
 		execv(dfwctl, argv);
 		dprintf(STDERR_FILENO, "cannot run %s: %s\n", dfwctl, strerror(errno));
 		_exit(127);
@@ -80,13 +91,13 @@ int daemon_apply(const char *labname, const char *config, char *err, size_t errl
 	pipefd[1] = -1;
 	/* Keep the start and, past the buffer, drop the middle: errors come
 	 * first in dfwctl's output. */
-	while ((r = read(pipefd[0], out + len, sizeof(out) - 1 - len)) != 0) {
+	while ((r = read(pipefd[0], out + len, outlen - 1 - len)) != 0) {
 		if (r < 0 && errno == EINTR)
 			continue;
 		if (r < 0)
 			break;
 		len += (size_t)r;
-		if (len == sizeof(out) - 1) {
+		if (len == outlen - 1) {
 			char sink[4096];
 
 			while (read(pipefd[0], sink, sizeof(sink)) > 0)
@@ -104,8 +115,8 @@ int daemon_apply(const char *labname, const char *config, char *err, size_t errl
 		}
 	}
 	if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
-		errf(err, errlen, "`dfwctl --store %s apply %s` failed (%s %d):\n%s", store, config,
-		     WIFEXITED(st) ? "exit" : "signal",
+		errf(err, errlen, "`dfwctl --store %s %s%s` failed (%s %d):\n%s", store, args[0],
+		     nargs > 1 ? " ..." : "", WIFEXITED(st) ? "exit" : "signal",
 		     WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st), out);
 		goto out;
 	}
@@ -115,9 +126,18 @@ out:
 		close(pipefd[0]);
 	if (pipefd[1] >= 0)
 		close(pipefd[1]);
+	free(argv);
 	free(dfwctl);
 	free(store);
 	return ret;
+}
+
+int daemon_apply(const char *labname, const char *config, char *err, size_t errlen)
+{
+	char *args[] = { (char *)"apply", (char *)config };
+	char out[LAB_ERRLEN - 256];
+
+	return lab_dfwctl(labname, args, ARRAY_SIZE(args), out, sizeof(out), err, errlen);
 }
 
 /* The last lines of a log file, for failure messages. */
@@ -178,6 +198,9 @@ struct hostprog {
 static const struct hostprog hostprogs[] = {
 	[LAB_DFWD] = { "dfwd", ".pid", ".log", ".sock" },
 	[LAB_SCANNER] = { "dfw-scan", ".scan.pid", ".scan.log", ".events.sock" },
+	/* Not a host's: the lab's one etcd, in the fabric namespace, with
+	 * files LAB_ETCD_FILES.pid/.log. */
+	[LAB_ETCD] = { "etcd", ".pid", ".log", NULL },
 };
 
 const char *daemon_name(enum lab_proc which)
@@ -189,16 +212,19 @@ const char *daemon_name(enum lab_proc which)
  * hostprogs[which] (any of them when which < 0), else 0. */
 static pid_t live_pid(const char *labname, const char *pidfile, int which)
 {
-	char *store = lab_path(labname, "store.db");
+	char *own = NULL;
+	char *store = lab_store_uri(labname), *data = lab_path(labname, LAB_ETCD_DATA);
 	char buf[64], exe[PATH_MAX], cmdline[8192], *base;
 	char *exelink = NULL, *cmdpath = NULL;
-	bool ours = false;
+	const char *marker = NULL;
 	uint64_t v;
 	pid_t pid = 0;
 	ssize_t n;
 	FILE *f;
 	int fd;
 
+	if (!pidfile)
+		pidfile = own = lab_host_path(labname, LAB_ETCD_FILES, hostprogs[LAB_ETCD].pid);
 	f = fopen(pidfile, "re");
 	if (!f)
 		goto out;
@@ -221,10 +247,11 @@ static pid_t live_pid(const char *labname, const char *pidfile, int which)
 	base = base ? base + 1 : exe;
 	for (size_t k = 0; k < ARRAY_SIZE(hostprogs); k++)
 		if ((which < 0 || (size_t)which == k) && !strcmp(base, hostprogs[k].prog))
-			ours = true;
-	if (!ours)
+			marker = k == LAB_ETCD ? data : store;
+	if (!marker)
 		goto out;
-	/* ...and one of this lab: its command line names the lab's store. */
+	/* ...and one of this lab: its command line names the lab's store (or,
+	 * for etcd, the lab's data dir). */
 	cmdpath = xasprintf("/proc/%d/cmdline", (int)v);
 	fd = open(cmdpath, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
@@ -235,7 +262,7 @@ static pid_t live_pid(const char *labname, const char *pidfile, int which)
 		goto out;
 	cmdline[n] = '\0';
 	for (ssize_t off = 0; off < n; off += (ssize_t)strlen(cmdline + off) + 1) {
-		if (!strcmp(cmdline + off, store)) {
+		if (!strcmp(cmdline + off, marker)) {
 			pid = (pid_t)v;
 			break;
 		}
@@ -244,6 +271,8 @@ out:
 	free(cmdpath);
 	free(exelink);
 	free(store);
+	free(data);
+	free(own);
 	return pid;
 }
 
@@ -367,10 +396,11 @@ out:
 }
 
 /* The command line of hostprogs[which] for host. */
-static void prog_args(enum lab_proc which, const char *prog, const char *labname,
+static void prog_args(enum lab_proc which, const char *prog, const struct lab *lab,
 		      const char *host, struct strv *a)
 {
-	char *store = lab_path(labname, "store.db");
+	const char *labname = lab->name;
+	char *store = lab_store_uri(labname);
 	char *sock = lab_host_path(labname, host, hostprogs[which].sock);
 	char *log = lab_host_path(labname, host, hostprogs[which].log);
 
@@ -384,6 +414,12 @@ static void prog_args(enum lab_proc which, const char *prog, const char *labname
 		strv_push(a, sock);
 		strv_push(a, "--log");
 		strv_push(a, log);
+		strv_push(a, "--status-ttl");
+		strv_push(a, LAB_STATUS_TTL);
+		if (lab->nhosts > 1) {
+			strv_push(a, "--uplink");
+			strv_push(a, LAB_UPLINK);
+		}
 	} else {
 		char *sandbox = lab_sandbox_path(labname, host, NULL);
 		char *sigs = lab_path(labname, LAB_SIGNATURES);
@@ -482,7 +518,7 @@ int daemon_start(struct lab *lab, enum lab_proc which, const size_t *hosts, size
 		fd = lab_host_fd(lab, h, err, errlen);
 		if (fd < 0)
 			goto out;
-		prog_args(which, path, lab->name, lab->hosts[h], &args);
+		prog_args(which, path, lab, lab->hosts[h], &args);
 		argv = xcalloc(args.n + 1, sizeof(*argv)); /* NULL-terminated for execv */
 		memcpy(argv, args.v, args.n * sizeof(*argv));
 		pids[j] = fork();
@@ -552,6 +588,107 @@ out:
 	return ret;
 }
 
+/* One HTTP GET of etcd's /health on 127.0.0.1 of the calling thread's
+ * namespace: true when it answers healthy. */
+static bool etcd_healthy(void)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons(LAB_ETCD_PORT),
+				  .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	static const char req[] = "GET /health HTTP/1.0\r\n\r\n";
+	struct timeval tv = { 1, 0 };
+	char buf[1024];
+	size_t len = 0;
+	ssize_t n;
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	bool ok = false;
+
+	if (fd < 0)
+		return false;
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 &&
+	    write(fd, req, sizeof(req) - 1) == (ssize_t)sizeof(req) - 1) {
+		while (len < sizeof(buf) - 1 && (n = read(fd, buf + len, sizeof(buf) - 1 - len)) > 0)
+			len += (size_t)n;
+		buf[len] = '\0';
+		ok = strstr(buf, "\"health\":\"true\"") != NULL;
+	}
+	close(fd);
+	return ok;
+}
+
+int etcd_start(const struct lab *lab, char *err, size_t errlen)
+{
+	char *ns = lab_fabric_ns(lab->name), *data = lab_path(lab->name, LAB_ETCD_DATA);
+	char *log = lab_host_path(lab->name, LAB_ETCD_FILES, hostprogs[LAB_ETCD].log);
+	char *listen = xasprintf("http://" LAB_UNDERLAY_GW_ADDR ":%d,http://127.0.0.1:%d",
+				 LAB_ETCD_PORT, LAB_ETCD_PORT);
+	char *advertise = xasprintf("http://" LAB_UNDERLAY_GW_ADDR ":%d", LAB_ETCD_PORT);
+	char *peer = xasprintf("http://127.0.0.1:%d", LAB_ETCD_PORT + 1);
+	char *cluster = xasprintf("%s=%s", lab->name, peer);
+	char tail[LAB_ERRLEN / 2];
+	/* Restarted on its data dir, it keeps its keys and revisions. */
+	char *argv[] = { (char *)LAB_ETCD_BIN, (char *)"--name", lab->name, (char *)"--data-dir", data,
+			 (char *)"--listen-client-urls", listen, (char *)"--advertise-client-urls",
+			 advertise, (char *)"--listen-peer-urls", peer,
+			 (char *)"--initial-advertise-peer-urls", peer, (char *)"--initial-cluster",
+			 cluster, (char *)"--log-level", (char *)"warn", NULL };
+	int fd = netns_open(ns), ret = -1, st;
+	uint64_t deadline = now_ns() + START_TIMEOUT_MS * 1000000ull;
+	pid_t pid, old = live_pid(lab->name, NULL, LAB_ETCD);
+
+	if (old) {
+		errf(err, errlen, "etcd of lab %s is already running (pid %d)", lab->name, (int)old);
+		goto out;
+	}
+	if (access(LAB_ETCD_BIN, X_OK) < 0) {
+		errf(err, errlen, "%s: %s (install Debian's etcd-server)", LAB_ETCD_BIN, strerror(errno));
+		goto out;
+	}
+	if (fd < 0) {
+		errf(err, errlen, "%s: %s", ns, strerror(errno));
+		goto out;
+	}
+	pid = fork();
+	if (pid < 0) {
+		errf(err, errlen, "fork: %s", strerror(errno));
+		goto out;
+	}
+	if (pid == 0)
+		exec_prog(LAB_ETCD, fd, lab->name, LAB_ETCD_FILES, argv);
+	for (;;) {
+		bool up = false;
+
+		if (netns_enter(fd, err, errlen) < 0)
+			goto out;
+		up = etcd_healthy();
+		netns_leave(NULL, 0);
+		if (up)
+			break;
+		if (waitpid(pid, &st, WNOHANG) == pid || now_ns() >= deadline || lab_interrupted) {
+			log_tail(log, tail, sizeof(tail));
+			errf(err, errlen, "etcd of lab %s did not answer /health on %s:%d within %d s; last lines of %s:\n%s",
+			     lab->name, LAB_UNDERLAY_GW_ADDR, LAB_ETCD_PORT, START_TIMEOUT_MS / 1000, log,
+			     tail);
+			if (!gone(pid))
+				stop_pid(pid, SIGTERM, "etcd", "fabric", NULL, 0);
+			goto out;
+		}
+		sleep_ms(50);
+	}
+	ret = 0;
+out:
+	if (fd >= 0)
+		close(fd);
+	free(ns);
+	free(data);
+	free(log);
+	free(listen);
+	free(advertise);
+	free(peer);
+	free(cluster);
+	return ret;
+}
+
 /* ---- subcommands ---- */
 
 /* dfw-lab ctl [--lab NAME] [--host HOST] -- DFWCTL-ARGS... */
@@ -605,7 +742,12 @@ int cmd_ctl(int argc, char **argv)
 		goto out;
 	}
 	dfwctl = prog_path("dfwctl");
-	store = lab_path(labname, "store.db");
+	store = lab_store_uri(labname);
+	if (lab_store_ns_enter(labname, err, sizeof(err)) < 0) {
+		lab_errorf("ctl: %s", err);
+		ret = LAB_EKERNEL;
+		goto out;
+	}
 	sock = lab_host_path(labname, lab->hosts[h], ".sock");
 	args = xcalloc((size_t)ntail + 6, sizeof(*args));
 	args[0] = dfwctl;
@@ -628,12 +770,43 @@ out:
 	return ret;
 }
 
-/* dfw-lab daemon stop|kill|start HOST [--scanner] [--lab NAME] */
+/* `daemon start|stop|kill --etcd`: the lab's etcd (sig 0: start). */
+static int etcd_verb(struct lab *lab, int sig)
+{
+	char err[LAB_ERRLEN];
+	bool stopped;
+
+	if (!lab_store_is_etcd(lab->name)) {
+		lab_errorf("daemon: lab %s keeps its store in SQLite, not etcd (see `up --store`)",
+			   lab->name);
+		return LAB_EINPUT;
+	}
+	if (!sig) {
+		lab_catch_signals();
+		if (etcd_start(lab, err, sizeof(err)) < 0) {
+			lab_errorf("%s", err);
+			return LAB_EDAEMON;
+		}
+		printf("etcd of lab %s started\n", lab->name);
+		return LAB_OK;
+	}
+	if (daemon_stop(lab->name, LAB_ETCD, LAB_ETCD_FILES, sig, &stopped, err, sizeof(err)) < 0) {
+		lab_errorf("%s", err);
+		return LAB_EDAEMON;
+	}
+	printf("etcd of lab %s %s\n", lab->name,
+	       !stopped ? "was not running" : sig == SIGKILL ? "killed" : "stopped");
+	return LAB_OK;
+}
+
+/* dfw-lab daemon stop|kill|start HOST [--scanner] [--lab NAME],
+ * dfw-lab daemon stop|kill|start --etcd [--lab NAME] */
 int cmd_daemon(int argc, char **argv)
 {
 	static const struct option opts[] = {
 		{ "lab", required_argument, NULL, 'l' },
 		{ "scanner", no_argument, NULL, 's' },
+		{ "etcd", no_argument, NULL, 'e' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 }
 	};
@@ -653,16 +826,17 @@ int cmd_daemon(int argc, char **argv)
 		switch (c) {
 		case 'l': labname = optarg; break;
 		case 's': which = LAB_SCANNER; break;
+		case 'e': which = LAB_ETCD; break;
 		case 'h': lab_usage("daemon"); ret = LAB_OK; goto out;
 		default: ret = lab_usage("daemon"); goto out;
 		}
 	}
-	if (argc - optind != 2) {
+	if (argc - optind != (which == LAB_ETCD ? 1 : 2)) {
 		ret = lab_usage("daemon");
 		goto out;
 	}
 	verb = argv[optind];
-	hostname = argv[optind + 1];
+	hostname = which == LAB_ETCD ? NULL : argv[optind + 1];
 	for (v = 0; v < ARRAY_SIZE(verbs); v++)
 		if (!strcmp(verb, verbs[v].name))
 			break;
@@ -674,6 +848,10 @@ int cmd_daemon(int argc, char **argv)
 	ret = lab_open(labname, &lab, err, sizeof(err));
 	if (ret != LAB_OK) {
 		lab_errorf("%s", err);
+		goto out;
+	}
+	if (which == LAB_ETCD) {
+		ret = etcd_verb(lab, verbs[v].sig);
 		goto out;
 	}
 	found = lab_find_host(lab, hostname, err, sizeof(err));

@@ -294,7 +294,12 @@ int cmd_scan(int argc, char **argv)
 	}
 	host = lab->hosts[lab->vm_host[vm]];
 	prog = xasprintf("%s/dfw-scan", lab_bindir());
-	store = lab_path(labname, "store.db");
+	store = lab_store_uri(labname);
+	if (lab_store_ns_enter(labname, err, sizeof(err)) < 0) {
+		lab_errorf("scan: %s", err);
+		ret = LAB_EKERNEL;
+		goto out;
+	}
 	sandbox = lab_sandbox_path(labname, host, NULL);
 	sigs = lab_path(labname, LAB_SIGNATURES);
 	audit = lab_host_path(labname, host, ".audit.jsonl");

@@ -15,11 +15,15 @@ static const struct subcommand {
 	const char *args;
 	const char *help;
 } subcommands[] = {
-	{ "up", cmd_up, "CONFIG [--lab NAME] [--no-daemon] [--bridge BR] [--signatures FILE]",
+	{ "up", cmd_up,
+	  "CONFIG [--lab NAME] [--no-daemon] [--bridge BR] [--signatures FILE] [--store sqlite|etcd]",
 	  "build a namespace per host and per VM from CONFIG's inventory and a\n"
 	  "sandbox directory per VM (its disk), load the policy into the lab's\n"
 	  "store and start dfwd and dfw-scan on every host (signatures: FILE, by\n"
-	  "default configs/signatures.txt beside the build directory)" },
+	  "default configs/signatures.txt beside the build directory).  Several\n"
+	  "hosts are joined by VXLAN over an underlay in a fabric namespace.\n"
+	  "--store etcd: the store is an etcd the lab runs in the fabric namespace\n"
+	  "(cluster mode); default sqlite, one file in the lab's state dir" },
 	{ "down", cmd_down, "[--lab NAME]",
 	  "stop the lab's daemons and remove its namespaces and state (idempotent)" },
 	{ "probe", cmd_probe, "SRC DST tcp/PORT|udp/PORT|icmp [--lab NAME] [--timeout MS] [-6]",
@@ -34,8 +38,15 @@ static const struct subcommand {
 	{ "ctl", cmd_ctl, "[--lab NAME] [--host HOST] -- DFWCTL-ARGS...",
 	  "run dfwctl with the lab's store and a host's dfwd socket (default: the\n"
 	  "first host)" },
-	{ "daemon", cmd_daemon, "start|stop|kill HOST [--scanner] [--lab NAME]",
-	  "start, stop (SIGTERM) or kill (SIGKILL) one host's dfwd (or its dfw-scan)" },
+	{ "daemon", cmd_daemon, "start|stop|kill HOST [--scanner] [--lab NAME] | start|stop|kill --etcd",
+	  "start, stop (SIGTERM) or kill (SIGKILL) one host's dfwd (or its dfw-scan),\n"
+	  "or the etcd of a lab made with `up --store etcd`" },
+	{ "migrate", cmd_migrate, "VM HOST [--no-place] [--lab NAME]",
+	  "move a VM's port to another host's bridge, as a live migration: first\n"
+	  "`dfwctl place VM HOST --wait` (every host agent realizes the new placement),\n"
+	  "then the port moves and the VM is announced (gratuitous ARP / unsolicited\n"
+	  "NA); the guest's eth0, MAC and addresses stay.  --no-place moves the port\n"
+	  "only (the new host then drops its traffic: fail closed)" },
 	{ "infect", cmd_infect, "VM [--severity high|medium|low] [--file NAME] [--lab NAME]",
 	  "write a test file into VM's sandbox, as malware landing on its disk:\n"
 	  "EICAR for high (default), for medium and low the pattern of a signature\n"

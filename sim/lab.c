@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -115,6 +116,91 @@ struct lab *lab_new(const char *name, struct dfw_policy *pol)
 	return lab;
 }
 
+/* Applies LAB_PLACEMENT ("VM HOST" lines, written by `migrate`). */
+static int placement_load(struct lab *lab, char *err, size_t errlen)
+{
+	char *path = lab_path(lab->name, LAB_PLACEMENT), line[256], vm[128], host[128];
+	FILE *f = fopen(path, "re");
+	int n = 0, ret = 0;
+
+	while (f && fgets(line, sizeof(line), f)) {
+		long v, h;
+
+		n++;
+		if (sscanf(line, "%127s %127s", vm, host) != 2 ||
+		    (v = lab_find_vm(lab, vm, NULL, 0)) < 0 ||
+		    (h = lab_find_host(lab, host, NULL, 0)) < 0) {
+			ret = errf(err, errlen, "%s:%d: not a VM and a host of lab %s", path, n,
+				   lab->name);
+			break;
+		}
+		lab->vm_host[v] = (size_t)h;
+	}
+	if (f)
+		fclose(f);
+	free(path);
+	return ret;
+}
+
+int lab_placement_save(const struct lab *lab, char *err, size_t errlen)
+{
+	char *path = lab_path(lab->name, LAB_PLACEMENT), *text = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&text, &len);
+	int ret;
+
+	for (size_t i = 0; i < lab->pol->inv.nvms; i++)
+		fprintf(f, "%s %s\n", lab->pol->inv.vms[i].name, lab->hosts[lab->vm_host[i]]);
+	fclose(f);
+	ret = lab_write_file(path, text, len, O_TRUNC | O_NOFOLLOW, err, errlen);
+	free(text);
+	free(path);
+	return ret;
+}
+
+char *lab_store_uri(const char *labname)
+{
+	char *path = lab_path(labname, LAB_STORE_URI), line[512];
+	FILE *f = fopen(path, "re");
+
+	free(path);
+	if (f && fgets(line, sizeof(line), f)) {
+		fclose(f);
+		line[strcspn(line, "\n")] = '\0';
+		return xstrdup(line);
+	}
+	if (f)
+		fclose(f);
+	return lab_path(labname, "store.db");
+}
+
+bool lab_store_is_etcd(const char *labname)
+{
+	char *uri = lab_store_uri(labname);
+	bool etcd = !strncmp(uri, "etcd://", 7);
+
+	free(uri);
+	return etcd;
+}
+
+int lab_store_ns_enter(const char *labname, char *err, size_t errlen)
+{
+	char *ns;
+	int fd, ret = 0;
+
+	if (!lab_store_is_etcd(labname))
+		return 0;
+	ns = lab_fabric_ns(labname);
+	fd = netns_open(ns);
+	if (fd < 0 || setns(fd, CLONE_NEWNET) < 0)
+		ret = errf(err, errlen, "%s: %s (the namespace of the lab's etcd)", ns,
+			   strerror(errno));
+	if (fd >= 0)
+		close(fd);
+	free(ns);
+	return ret;
+}
+
 int lab_open(const char *name, struct lab **out, char *err, size_t errlen)
 {
 	struct diag d = { 0 };
@@ -142,6 +228,11 @@ int lab_open(const char *name, struct lab **out, char *err, size_t errlen)
 		goto out;
 	}
 	*out = lab_new(name, pol);
+	if (placement_load(*out, err, errlen) < 0) {
+		lab_free(*out);
+		*out = NULL;
+		goto out;
+	}
 	ret = LAB_OK;
 out:
 	diag_free(&d);

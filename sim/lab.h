@@ -40,6 +40,13 @@ enum {
 #define LAB_UPLINK "dfw-uplink"   /* a host bridge's port to the fabric */
 #define LAB_FABRIC_BRIDGE "br-fabric"
 #define LAB_SIGNATURES "signatures.txt" /* the lab's copy, in its state dir */
+#define LAB_STORE_URI "store.uri"    /* etcd-backed labs: the store's URI */
+#define LAB_PLACEMENT "placement"    /* VM -> host after migrations */
+#define LAB_ETCD_FILES "etcd"        /* etcd.pid, etcd.log */
+#define LAB_ETCD_DATA "etcd.data"    /* etcd's data dir */
+#define LAB_ETCD_PORT 2379
+#define LAB_ETCD_BIN "/usr/bin/etcd"
+#define LAB_STATUS_TTL "3"           /* dfwd --status-ttl in the lab */
 
 /* Set by the SIGINT/SIGTERM/SIGHUP handler; long loops check it so that an
  * interrupted `up` still rolls back. */
@@ -103,6 +110,17 @@ int lab_vm_fd(struct lab *lab, size_t vm, char *err, size_t errlen);
 int lab_host_fd(struct lab *lab, size_t host, char *err, size_t errlen);
 /* The VM's first address of family (AF_INET/AF_INET6), or NULL. */
 const struct dfw_addr *lab_vm_addr(const struct lab *lab, size_t vm, int family);
+
+/* The lab's store: LAB_RUN_DIR/NAME/store.db (SQLite), or for a lab made
+ * with `up --store etcd` the etcd URI in its LAB_STORE_URI file; malloc'd. */
+char *lab_store_uri(const char *labname);
+bool lab_store_is_etcd(const char *labname);
+/* Moves the calling process into the namespace from which the lab's
+ * store is reached (the fabric, where etcd listens); no-op for SQLite. */
+int lab_store_ns_enter(const char *labname, char *err, size_t errlen);
+/* Records the lab's current VM placement (LAB_PLACEMENT: "VM HOST" lines,
+ * read back by lab_open) after a migration. */
+int lab_placement_save(const struct lab *lab, char *err, size_t errlen);
 
 /* Directory holding this binary (and dfwd, dfwctl next to it). */
 const char *lab_bindir(void);
@@ -201,12 +219,21 @@ int topo_announce(struct lab *lab, size_t vm, char *err, size_t errlen);
 enum lab_proc {
 	LAB_DFWD,    /* the agent: HOST.{pid,log,sock} */
 	LAB_SCANNER, /* dfw-scan: HOST.{scan.pid,scan.log,events.sock,audit.jsonl} */
+	LAB_ETCD,    /* the lab's etcd (not a host's): etcd.{pid,log}, etcd.data/ */
 };
 const char *daemon_name(enum lab_proc which); /* "dfwd", "dfw-scan" */
 
-/* Runs `dfwctl --store STORE apply config`; on failure err holds its
- * output.  Returns 0 or -1. */
+/* Runs `dfwctl --store STORE ARGS...` where the store is reachable, with
+ * its output (stdout and stderr, the start of it) in out; on failure err
+ * holds the command and its output.  Returns 0 or -1. */
+int lab_dfwctl(const char *labname, char *const *args, size_t nargs, char *out, size_t outlen,
+	       char *err, size_t errlen);
+/* lab_dfwctl(apply config). */
 int daemon_apply(const char *labname, const char *config, char *err, size_t errlen);
+/* Starts the lab's etcd in its fabric namespace, listening on
+ * LAB_UNDERLAY_GW_ADDR and 127.0.0.1 (port LAB_ETCD_PORT), with its data
+ * in LAB_ETCD_DATA, and waits until it answers /health. */
+int etcd_start(const struct lab *lab, char *err, size_t errlen);
 /* Starts the program of each listed host (NULL: every host) and waits up
  * to 10 s for their sockets to accept connections; err gets the log tail
  * on failure, and then none of them is left running. */
@@ -280,6 +307,7 @@ int cmd_ctl(int argc, char **argv);
 int cmd_daemon(int argc, char **argv);
 int cmd_infect(int argc, char **argv);
 int cmd_scan(int argc, char **argv);
+int cmd_migrate(int argc, char **argv);
 /* Prints the usage line of one subcommand to stderr; returns LAB_EINPUT. */
 int lab_usage(const char *cmd);
 

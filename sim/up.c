@@ -26,7 +26,8 @@ static bool lab_exists(const char *labname)
 	return exists;
 }
 
-/* dfw-lab up CONFIG [--lab NAME] [--no-daemon] [--bridge BR] [--signatures FILE] */
+/* dfw-lab up CONFIG [--lab NAME] [--no-daemon] [--bridge BR] [--signatures FILE]
+ *               [--store sqlite|etcd] */
 int cmd_up(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -34,6 +35,7 @@ int cmd_up(int argc, char **argv)
 		{ "no-daemon", no_argument, NULL, 'n' },
 		{ "bridge", required_argument, NULL, 'b' },
 		{ "signatures", required_argument, NULL, 's' },
+		{ "store", required_argument, NULL, 'S' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 }
 	};
@@ -55,6 +57,13 @@ int cmd_up(int argc, char **argv)
 		case 'n': daemons = false; break;
 		case 'b': to.bridge = optarg; break;
 		case 's': sigopt = optarg; break;
+		case 'S':
+			if (strcmp(optarg, "sqlite") && strcmp(optarg, "etcd")) {
+				lab_errorf("up: --store '%s': sqlite or etcd", optarg);
+				goto out;
+			}
+			to.fabric = !strcmp(optarg, "etcd");
+			break;
 		case 'h': lab_usage("up"); ret = LAB_OK; goto out;
 		default: ret = lab_usage("up"); goto out;
 		}
@@ -123,6 +132,22 @@ int cmd_up(int argc, char **argv)
 		lab_errorf("up: %s", err);
 		goto out;
 	}
+	if (to.fabric) {
+		/* etcd: the store every host's agent watches, in the fabric
+		 * namespace, reached over the underlay. */
+		char *uri = xasprintf("etcd://" LAB_UNDERLAY_GW_ADDR ":%d/%s", LAB_ETCD_PORT, labname);
+		char *file = lab_path(labname, LAB_STORE_URI);
+		int e = lab_write_file(file, uri, strlen(uri), O_EXCL, err, sizeof(err)) < 0 ||
+			etcd_start(lab, err, sizeof(err)) < 0;
+
+		free(uri);
+		free(file);
+		if (e) {
+			lab_errorf("up: %s", err);
+			ret = LAB_EDAEMON;
+			goto out;
+		}
+	}
 	if (daemons) {
 		ret = LAB_EDAEMON;
 		if (daemon_apply(labname, config, err, sizeof(err)) < 0 ||
@@ -132,9 +157,10 @@ int cmd_up(int argc, char **argv)
 			goto out;
 		}
 	}
-	printf("lab %s up: %zu host%s, %zu VM%s, %s in %llu ms\n", labname, lab->nhosts,
+	printf("lab %s up: %zu host%s, %zu VM%s, %s%s in %llu ms\n", labname, lab->nhosts,
 	       lab->nhosts == 1 ? "" : "s", lab->pol->inv.nvms, lab->pol->inv.nvms == 1 ? "" : "s",
 	       daemons ? "dfwd and dfw-scan running on each host" : "no daemons",
+	       to.fabric ? ", store in etcd" : "",
 	       (unsigned long long)((now_ns() - t0) / 1000000));
 	ret = LAB_OK;
 out:

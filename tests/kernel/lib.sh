@@ -36,12 +36,15 @@ finish() {
 	[ $FAIL -eq 0 ] && [ $rc -eq 0 ]
 }
 
-# lab_up NAME CONFIG: a fresh lab with dfwd running on every host.
+# lab_up NAME CONFIG [UP-OPTIONS...]: a fresh lab with dfwd running on
+# every host.
 lab_up() {
 	LAB=$1
+	local config=$2
+	shift 2
 	trap finish EXIT
 	"$LAB_BIN" down --lab "$LAB" >/dev/null 2>&1
-	if ! "$LAB_BIN" up "$2" --lab "$LAB"; then
+	if ! "$LAB_BIN" up "$config" --lab "$LAB" "$@"; then
 		bad "lab $LAB comes up"
 		exit 1
 	fi
