@@ -4,6 +4,7 @@
 #include "tagger/store_impl.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <sqlite3.h>
 #include <stdarg.h>
@@ -531,6 +532,30 @@ static int apply_op(struct sqlite_store *s, const struct store_op *op, uint64_t 
 	return step_change(s, st, err, errlen) < 0 ? -1 : 0;
 }
 
+/* Wakes watchers once the commit is visible.  The -wal file is written
+ * before the commit is published in the shared-memory index, which inotify
+ * cannot see: a watcher woken by the -wal write alone can read the old
+ * revision and then hear nothing more.  A write to DB-commit after COMMIT
+ * closes that race.  Best effort: a watcher also polls. */
+static void notify_commit(struct sqlite_store *s)
+{
+	const char *db = sqlite3_db_filename(s->db, "main");
+	char *path;
+	int fd;
+
+	if (!db || !*db)
+		return;
+	path = xasprintf("%s-commit", db);
+	fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
+	if (fd >= 0) {
+		if (pwrite(fd, "", 1, 0) < 0) {
+			/* nothing to do: watchers poll as well */
+		}
+		close(fd);
+	}
+	free(path);
+}
+
 /* Every successful call makes exactly one new revision, also when ops is
  * empty or changes nothing (a DEL of a missing key, a PUT of the value
  * already there): callers can count on the revision moving.  Such no-op
@@ -588,6 +613,7 @@ static int sq_txn(struct store *base, const struct store_op *ops, size_t nops,
 		goto out;
 	if (exec(s, "COMMIT", "cannot commit", err, errlen) < 0)
 		goto out;
+	notify_commit(s);
 	if (rev)
 		*rev = cur;
 	ret = 0;
