@@ -93,6 +93,9 @@ $(BUILD)/bench-%: $(BUILD)/tests/bench/bench-%.o $(BUILD)/tests/bench/bench.o $(
 $(BUILD)/bench-detect: $(BUILD)/tests/bench/bench-detect.o $(BUILD)/tests/bench/bench.o $(BUILD)/sim/scanner.o $(BUILD)/libdfw.a | $(BUILD)/dfw-lab $(BUILD)/dfw-scan $(BUILD)/dfwd $(BUILD)/dfwctl
 	$(call quiet,LD,$@)$(CC) $(LDFLAGS) -pthread -o $@ $^ $(LDLIBS)
 
+# The cluster benchmark drives dfw-lab (and so dfwd, dfwctl, dfw-scan).
+$(BUILD)/bench-cluster: | $(BUILD)/dfw-lab $(BUILD)/dfw-scan $(BUILD)/dfwd $(BUILD)/dfwctl
+
 # The scanner (the simulated security appliance) lives in sim/ and is
 # unit-tested like the libraries.
 $(UNIT): $(UNIT_SRCS:%.c=$(BUILD)/%.o) $(BUILD)/sim/scanner.o $(BUILD)/libdfw.a
@@ -107,14 +110,15 @@ deps:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
+# The store's etcd tests need an etcd: the driver starts a private one.
 unit: $(UNIT)
-	$(Q)$(UNIT)
+	$(Q)tests/unit/with-etcd.sh $(UNIT)
 
 check: deps
 	$(Q)$(MAKE) --no-print-directory all $(UNIT)
-	$(Q)$(UNIT)
+	$(Q)tests/unit/with-etcd.sh $(UNIT)
 	$(Q)$(MAKE) --no-print-directory SAN=1 $(BUILD:build=build-san)/unit-tests
-	$(Q)ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 build-san/unit-tests
+	$(Q)ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 tests/unit/with-etcd.sh build-san/unit-tests
 	$(Q)tests/kernel/run.sh $(BUILD)
 	$(Q)$(MAKE) --no-print-directory $(BENCHES)
 	$(Q)tests/bench/run.sh $(BUILD) --tiny

@@ -1,6 +1,10 @@
-/* Unit tests of the SQLite store: reads and writes, prefix scans, revisions,
- * the change history, vetoes, durability, concurrent writers in separate
- * processes, damaged files and the watch descriptor. */
+/* Unit tests of the store, one body for both backends (suites "store" on
+ * SQLite and "store-etcd" on the etcd named by DFW_TEST_ETCD, which
+ * tests/unit/with-etcd.sh provides): reads and writes, prefix scans,
+ * revisions, the change history, vetoes, durability, concurrent writers in
+ * separate processes, the watch descriptor and host status; then what only
+ * one backend has (damaged SQLite files; etcd's URIs, compaction, reconnects
+ * and contents that are not text). */
 #include "tests/unit/unit.h"
 
 #include <errno.h>
@@ -12,8 +16,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <curl/curl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/util.h"
@@ -22,6 +29,21 @@
 
 #define NWRITERS 4
 #define NTXNS 200
+
+enum backend { B_SQLITE, B_ETCD };
+static enum backend backend;
+
+static int use_sqlite(void)
+{
+	backend = B_SQLITE;
+	return 0;
+}
+
+static int use_etcd(void)
+{
+	backend = B_ETCD;
+	return 0;
+}
 
 /* A path for this test's store, with any earlier files of that name gone. */
 static char *fresh_path(const char *name)
@@ -36,6 +58,17 @@ static char *fresh_path(const char *name)
 		free(f);
 	}
 	return path;
+}
+
+/* A store of the backend under test that nobody used before: a new file,
+ * or a new prefix in the test etcd. */
+static char *fresh_uri(const char *name)
+{
+	static unsigned seq;
+
+	if (backend == B_SQLITE)
+		return fresh_path(name);
+	return xasprintf("%s-%u-%s", getenv("DFW_TEST_ETCD"), ++seq, name);
 }
 
 static struct store *open_ok(const char *path, bool create)
@@ -127,13 +160,28 @@ static int collect_kv(void *arg, const char *key, const char *value)
 	return c->limit && c->items.n >= c->limit;
 }
 
-/* "rev:key=value", or "rev:key" for a deletion. */
+/* The revision the running test started at (0 with SQLite; etcd's
+ * revisions are shared by all tests): histories are written relative to it. */
+static uint64_t hist_base;
+
+static uint64_t base_rev(struct store *s)
+{
+	hist_base = rev_of(s);
+	if (backend == B_SQLITE) {
+		CU_ASSERT_EQUAL(hist_base, 0);
+	}
+	return hist_base;
+}
+
+/* "rev:key=value", or "rev:key" for a deletion, rev relative to
+ * hist_base. */
 static int collect_change(void *arg, uint64_t rev, const char *key,
 			  const char *value)
 {
 	struct collect *c = arg;
-	char *item = value ? xasprintf("%" PRIu64 ":%s=%s", rev, key, value)
-			   : xasprintf("%" PRIu64 ":%s", rev, key);
+	uint64_t r = rev - hist_base;
+	char *item = value ? xasprintf("%" PRIu64 ":%s=%s", r, key, value)
+			   : xasprintf("%" PRIu64 ":%s", r, key);
 
 	strv_push(&c->items, item);
 	free(item);
@@ -193,16 +241,99 @@ static void raw_exec(const char *path, const char *sql)
 	sqlite3_close(db);
 }
 
+static size_t on_reply(char *data, size_t size, size_t n, void *arg)
+{
+	strv_push(arg, data); /* the tests' replies are small; truncation ok */
+	return size * n;
+}
+
+/* POSTs json to the test etcd's gateway, as another client would; returns
+ * the first bytes of the reply (caller frees) or NULL. */
+static char *etcd_post(const char *path, const char *json)
+{
+	const char *base = getenv("DFW_TEST_ETCD") + strlen("etcd://");
+	char *url = xasprintf("http://%.*s%s", (int)strcspn(base, "/"), base, path);
+	struct strv reply = { 0 };
+	CURL *c = curl_easy_init();
+	char *ret = NULL;
+	long http = 0;
+
+	CU_ASSERT_PTR_NOT_NULL_FATAL(c);
+	curl_easy_setopt(c, CURLOPT_URL, url);
+	curl_easy_setopt(c, CURLOPT_POSTFIELDS, json);
+	curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 5000L);
+	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_reply);
+	curl_easy_setopt(c, CURLOPT_WRITEDATA, &reply);
+	if (curl_easy_perform(c) == CURLE_OK &&
+	    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &http) == CURLE_OK &&
+	    http == 200 && reply.n)
+		ret = xstrdup(reply.v[0]);
+	else
+		fprintf(stderr, "\n%s %s: HTTP %ld %s\n", url, json, http,
+			reply.n ? reply.v[0] : "");
+	curl_easy_cleanup(c);
+	strv_free(&reply);
+	free(url);
+	return ret;
+}
+
+static void etcd_compact(uint64_t rev)
+{
+	char *json = xasprintf("{\"revision\":\"%" PRIu64 "\",\"physical\":true}", rev);
+	char *reply = etcd_post("/v3/kv/compaction", json);
+
+	CU_ASSERT_PTR_NOT_NULL(reply);
+	free(reply);
+	free(json);
+}
+
+static char *b64(const char *data, size_t n)
+{
+	static const char tab[] =
+		"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+	const unsigned char *d = (const unsigned char *)data;
+	char *out = xmalloc((n + 2) / 3 * 4 + 1), *o = out;
+
+	for (size_t i = 0; i < n; i += 3) {
+		unsigned v = (unsigned)d[i] << 16 | (i + 1 < n ? d[i + 1] << 8 : 0) |
+			     (i + 2 < n ? d[i + 2] : 0);
+
+		*o++ = tab[v >> 18 & 63];
+		*o++ = tab[v >> 12 & 63];
+		*o++ = i + 1 < n ? tab[v >> 6 & 63] : '=';
+		*o++ = i + 2 < n ? tab[v & 63] : '=';
+	}
+	*o = '\0';
+	return out;
+}
+
+/* Puts raw bytes at PREFIX/kv/KEY of the store at uri, past store_txn. */
+static void etcd_raw_put(const char *uri, const char *key, const char *value)
+{
+	const char *prefix = strchr(uri + strlen("etcd://"), '/') + 1;
+	char *full = xasprintf("%s/kv/%s", prefix, key);
+	char *k = b64(full, strlen(full)), *v = b64(value, strlen(value));
+	char *json = xasprintf("{\"key\":\"%s\",\"value\":\"%s\"}", k, v);
+	char *reply = etcd_post("/v3/kv/put", json);
+
+	CU_ASSERT_PTR_NOT_NULL(reply);
+	free(reply);
+	free(json);
+	free(k);
+	free(v);
+	free(full);
+}
+
 static void test_put_get_del(void)
 {
-	char *path = fresh_path("basic.db");
+	char *path = fresh_uri("basic");
 	struct store *s = open_ok(path, true);
 	struct store_op ops[] = {
 		{ STORE_PUT, "policy", "[vm web1]\n" },
 		{ STORE_PUT, "tag/web1/pci", "" },
 	};
 
-	CU_ASSERT_EQUAL(rev_of(s), 0);
+	base_rev(s);
 	assert_value(s, "policy", NULL);
 	txn_ok(s, ops, ARRAY_SIZE(ops));
 	assert_value(s, "policy", "[vm web1]\n");
@@ -226,7 +357,7 @@ static void test_tags_write_follows_policy(void)
 				   "mac = 02:00:00:00:00:01\naddresses = 10.0.0.1\n";
 	static const char pol2[] = "[tags]\nnames = red\n[vm web1]\nhost = h\nport = p1\n"
 				   "mac = 02:00:00:00:00:01\naddresses = 10.0.0.1\n";
-	char *path = fresh_path("tags.db"), err[256];
+	char *path = fresh_uri("tags"), err[256];
 	struct store *s = open_ok(path, true);
 	char *blue[1] = { (char *)"BLUE" }, *red[1] = { (char *)"red" };
 	char names[1][TAG_KEY_MAX];
@@ -253,6 +384,17 @@ static void test_tags_write_follows_policy(void)
 	free(path);
 }
 
+/* Keeps the items without a byte 0xff, which etcd cannot hold as text. */
+static size_t text_items(const char *const *in, size_t n, const char **out)
+{
+	size_t k = 0;
+
+	for (size_t i = 0; i < n; i++)
+		if (backend == B_SQLITE || !strchr(in[i], '\xff'))
+			out[k++] = in[i];
+	return k;
+}
+
 static void test_scan_prefix(void)
 {
 	static const char *const keys[] = {
@@ -277,15 +419,27 @@ static void test_scan_prefix(void)
 	static const char *const pct[] = { "a%b/1=v" };
 	static const char *const tagpct[] = { "tag%y=v" };
 	static const char *const ff[] = { "z\xff=v", "z\xff\x01=v" };
-	char *path = fresh_path("scan.db");
+	const char *want[ARRAY_SIZE(all)];
+	char *path = fresh_uri("scan");
 	struct store *s = open_ok(path, true);
 	struct collect c = { .limit = 2 };
 	char err[256];
-	uint64_t rev = 0;
+	uint64_t r0 = base_rev(s), rev = 0, n = 0;
 
-	for (size_t i = 0; i < ARRAY_SIZE(keys); i++)
-		put(s, keys[i], "v");
-	assert_scan(s, "", all, ARRAY_SIZE(all));
+	for (size_t i = 0; i < ARRAY_SIZE(keys); i++) {
+		struct store_op op = { STORE_PUT, keys[i], "v" };
+
+		if (backend == B_SQLITE || !strchr(keys[i], '\xff')) {
+			put(s, keys[i], "v");
+			n++;
+			continue;
+		}
+		/* etcd would skip it when reading: refused when written. */
+		CU_ASSERT_EQUAL(store_txn(s, &op, 1, NULL, NULL, NULL, err,
+					  sizeof(err)), -1);
+		CU_ASSERT_PTR_NOT_NULL(strstr(err, "is not UTF-8 text"));
+	}
+	assert_scan(s, "", want, text_items(all, ARRAY_SIZE(all), want));
 	assert_scan(s, "tag/vm1/", vm1, ARRAY_SIZE(vm1));
 	assert_scan(s, "tag/vm1", vm1x, ARRAY_SIZE(vm1x));
 	assert_scan(s, "tag/", tag, ARRAY_SIZE(tag));
@@ -296,14 +450,14 @@ static void test_scan_prefix(void)
 	assert_scan(s, "tag/vm3", NULL, 0);
 	assert_scan(s, "zz", NULL, 0);
 	/* A prefix ending in 0xff has a shorter upper bound. */
-	assert_scan(s, "z\xff", ff, ARRAY_SIZE(ff));
+	assert_scan(s, "z\xff", want, text_items(ff, ARRAY_SIZE(ff), want));
 	assert_scan(s, "\xff", NULL, 0);
 
 	/* Stopping early. */
 	CU_ASSERT_EQUAL(store_scan(s, "", collect_kv, &c, &rev, err,
 				   sizeof(err)), 0);
 	CU_ASSERT_EQUAL(c.items.n, 2);
-	CU_ASSERT_EQUAL(rev, ARRAY_SIZE(keys));
+	CU_ASSERT_EQUAL(rev, r0 + n);
 	strv_free(&c.items);
 	store_close(s);
 	free(path);
@@ -360,31 +514,31 @@ static void test_snapshot(void)
 		"1:s/a=1", "2:s/b=2", "3:s/b=changed", "3:s/c=new", "3:s/a",
 	};
 
-	char *path = fresh_path("snapshot.db");
+	char *path = fresh_uri("snapshot");
 	struct store *s = open_ok(path, true);
 	struct interfere in = { .other = open_ok(path, false) };
 	char err[256];
-	uint64_t rev = 0;
+	uint64_t r0 = base_rev(s), rev = 0;
 
 	put(s, "s/a", "1");
 	put(s, "s/b", "2");
 	CU_ASSERT_EQUAL(store_scan(s, "s/", scan_and_write, &in, &rev, err,
 				   sizeof(err)), 0);
-	CU_ASSERT_EQUAL(rev, 2);
-	CU_ASSERT_EQUAL(in.rev, 3);
+	CU_ASSERT_EQUAL(rev, r0 + 2);
+	CU_ASSERT_EQUAL(in.rev, r0 + 3);
 	assert_items(&in.seen.items, before, ARRAY_SIZE(before));
 	strv_free(&in.seen.items);
 	assert_scan(s, "s/", after, ARRAY_SIZE(after));
 
-	CU_ASSERT_EQUAL(store_changes(s, 0, changes_and_write, &in, &rev, err,
+	CU_ASSERT_EQUAL(store_changes(s, r0, changes_and_write, &in, &rev, err,
 				      sizeof(err)), 0);
-	CU_ASSERT_EQUAL(rev, 3);
-	CU_ASSERT_EQUAL(in.rev, 4);
+	CU_ASSERT_EQUAL(rev, r0 + 3);
+	CU_ASSERT_EQUAL(in.rev, r0 + 4);
 	assert_items(&in.seen.items, hist, ARRAY_SIZE(hist));
 	strv_free(&in.seen.items);
 	/* Revision 4 wrote the same again: a revision without changes. */
-	assert_changes(s, 2, hist + 2, ARRAY_SIZE(hist) - 2);
-	CU_ASSERT_EQUAL(rev_of(s), 4);
+	assert_changes(s, r0 + 2, hist + 2, ARRAY_SIZE(hist) - 2);
+	CU_ASSERT_EQUAL(rev_of(s), r0 + 4);
 
 	store_close(in.other);
 	store_close(s);
@@ -393,32 +547,32 @@ static void test_snapshot(void)
 
 static void test_revisions(void)
 {
-	char *path = fresh_path("rev.db");
+	char *path = fresh_uri("rev");
 	struct store *s = open_ok(path, true);
 	struct store_op two[] = {
 		{ STORE_PUT, "a", "1" },
 		{ STORE_PUT, "b", "2" },
 	};
 	char err[256];
+	uint64_t r0 = base_rev(s);
 
-	CU_ASSERT_EQUAL(rev_of(s), 0);
-	CU_ASSERT_EQUAL(put(s, "a", "0"), 1);
-	CU_ASSERT_EQUAL(txn_ok(s, two, ARRAY_SIZE(two)), 2);
+	CU_ASSERT_EQUAL(put(s, "a", "0"), r0 + 1);
+	CU_ASSERT_EQUAL(txn_ok(s, two, ARRAY_SIZE(two)), r0 + 2);
 	/* Writes that change nothing still make one revision each. */
-	CU_ASSERT_EQUAL(txn_ok(s, NULL, 0), 3);
-	CU_ASSERT_EQUAL(del(s, "missing"), 4);
-	CU_ASSERT_EQUAL(put(s, "a", "1"), 5);
-	CU_ASSERT_EQUAL(rev_of(s), 5);
+	CU_ASSERT_EQUAL(txn_ok(s, NULL, 0), r0 + 3);
+	CU_ASSERT_EQUAL(del(s, "missing"), r0 + 4);
+	CU_ASSERT_EQUAL(put(s, "a", "1"), r0 + 5);
+	CU_ASSERT_EQUAL(rev_of(s), r0 + 5);
 	/* A NULL rev pointer is allowed. */
 	CU_ASSERT_EQUAL(store_txn(s, two, 1, NULL, NULL, NULL, err,
 				  sizeof(err)), 0);
-	CU_ASSERT_EQUAL(rev_of(s), 6);
+	CU_ASSERT_EQUAL(rev_of(s), r0 + 6);
 	/* A malformed op fails the whole write. */
 	two[1].value = NULL;
 	CU_ASSERT_EQUAL(store_txn(s, two, 2, NULL, NULL, NULL, err,
 				  sizeof(err)), -1);
 	CU_ASSERT_PTR_NOT_NULL(strstr(err, "op 1 is malformed"));
-	CU_ASSERT_EQUAL(rev_of(s), 6);
+	CU_ASSERT_EQUAL(rev_of(s), r0 + 6);
 	store_close(s);
 	free(path);
 }
@@ -428,7 +582,7 @@ static void test_changes(void)
 	static const char *const all[] = {
 		"1:a=1", "1:b=2", "2:a", "4:b=3", "5:c=2",
 	};
-	char *path = fresh_path("changes.db");
+	char *path = fresh_uri("changes");
 	struct store *s = open_ok(path, true);
 	struct store_op r1[] = {
 		{ STORE_PUT, "a", "1" },
@@ -448,50 +602,54 @@ static void test_changes(void)
 	};
 	struct collect c = { .limit = 3 };
 	char err[256] = "";
-	uint64_t now = 0;
+	uint64_t r0 = base_rev(s), now = 0;
 
-	assert_changes(s, 0, NULL, 0);
+	assert_changes(s, r0, NULL, 0);
 	txn_ok(s, r1, ARRAY_SIZE(r1));
 	txn_ok(s, r2, ARRAY_SIZE(r2));
 	txn_ok(s, NULL, 0);
 	put(s, "b", "3");
 	txn_ok(s, r5, ARRAY_SIZE(r5));
-	CU_ASSERT_EQUAL(rev_of(s), 5);
+	CU_ASSERT_EQUAL(rev_of(s), r0 + 5);
 	assert_value(s, "a", NULL);
 
-	assert_changes(s, 0, all, ARRAY_SIZE(all));
-	assert_changes(s, 1, all + 2, ARRAY_SIZE(all) - 2);
-	assert_changes(s, 2, all + 3, ARRAY_SIZE(all) - 3);
-	assert_changes(s, 3, all + 3, ARRAY_SIZE(all) - 3);
-	assert_changes(s, 4, all + 4, 1);
-	assert_changes(s, 5, NULL, 0);
+	assert_changes(s, r0, all, ARRAY_SIZE(all));
+	assert_changes(s, r0 + 1, all + 2, ARRAY_SIZE(all) - 2);
+	assert_changes(s, r0 + 2, all + 3, ARRAY_SIZE(all) - 3);
+	assert_changes(s, r0 + 3, all + 3, ARRAY_SIZE(all) - 3);
+	assert_changes(s, r0 + 4, all + 4, 1);
+	assert_changes(s, r0 + 5, NULL, 0);
 
 	/* Stopping after revision 2's change: *now is the revision before,
 	 * so that resuming from it skips nothing. */
-	CU_ASSERT_EQUAL(store_changes(s, 0, collect_change, &c, &now, err,
+	CU_ASSERT_EQUAL(store_changes(s, r0, collect_change, &c, &now, err,
 				      sizeof(err)), 0);
 	CU_ASSERT_EQUAL(c.items.n, 3);
-	CU_ASSERT_EQUAL(now, 1);
+	CU_ASSERT_EQUAL(now, r0 + 1);
 	strv_free(&c.items);
 
 	/* A revision beyond the store's: the caller must re-scan. */
-	CU_ASSERT_EQUAL(store_changes(s, 6, collect_change, &c, &now, err,
-				      sizeof(err)), -2);
+	CU_ASSERT_EQUAL(store_changes(s, rev_of(s) + 1, collect_change, &c, &now,
+				      err, sizeof(err)), -2);
 	CU_ASSERT_EQUAL(c.items.n, 0);
 	CU_ASSERT_PTR_NOT_NULL(strstr(err, path));
 	store_close(s);
 
 	/* History compacted (by another tool): asking from before it is -2,
-	 * from it on is fine. */
-	raw_exec(path, "DELETE FROM changes WHERE rev <= 2;"
-		       "UPDATE meta SET value = 2 WHERE name = 'compacted'");
+	 * from it on is fine.  etcd keeps the history from the revision it
+	 * compacted at on. */
+	if (backend == B_SQLITE)
+		raw_exec(path, "DELETE FROM changes WHERE rev <= 2;"
+			       "UPDATE meta SET value = 2 WHERE name = 'compacted'");
+	else
+		etcd_compact(r0 + 3);
 	s = open_ok(path, false);
 	err[0] = '\0';
-	CU_ASSERT_EQUAL(store_changes(s, 1, collect_change, &c, &now, err,
+	CU_ASSERT_EQUAL(store_changes(s, r0 + 1, collect_change, &c, &now, err,
 				      sizeof(err)), -2);
 	CU_ASSERT_EQUAL(c.items.n, 0);
 	CU_ASSERT_PTR_NOT_NULL(strstr(err, "no longer kept"));
-	assert_changes(s, 2, all + 3, ARRAY_SIZE(all) - 3);
+	assert_changes(s, r0 + 2, all + 3, ARRAY_SIZE(all) - 3);
 	store_close(s);
 	free(path);
 }
@@ -540,7 +698,7 @@ static int silent_veto(struct store *s, void *arg, char *err, size_t errlen)
 
 static void test_veto(void)
 {
-	char *path = fresh_path("veto.db");
+	char *path = fresh_uri("veto");
 	struct store *s = open_ok(path, true);
 	struct store_op op = { STORE_PUT, "k/new", "1" };
 	struct veto v = { .forbidden = "lock" };
@@ -584,11 +742,12 @@ static void test_veto(void)
 
 static void test_durability(void)
 {
-	char *path = fresh_path("durable.db");
-	char *uri = xasprintf("sqlite:%s", path);
+	char *path = fresh_uri("durable");
+	/* The same store by another name: sqlite:PATH for PATH. */
+	char *uri = backend == B_SQLITE ? xasprintf("sqlite:%s", path) : xstrdup(path);
 	struct store *s = open_ok(uri, true);
 	static const char *const hist[] = { "1:a=1", "2:b=2", "3:a", "4:c=3" };
-	uint64_t r;
+	uint64_t r, r0 = base_rev(s);
 	int fds[2], status;
 	pid_t pid;
 
@@ -598,7 +757,7 @@ static void test_durability(void)
 	store_close(s);
 
 	s = open_ok(path, false);
-	CU_ASSERT_EQUAL(rev_of(s), 3);
+	CU_ASSERT_EQUAL(rev_of(s), r0 + 3);
 	assert_value(s, "a", NULL);
 	assert_value(s, "b", "2");
 	store_close(s);
@@ -628,12 +787,12 @@ static void test_durability(void)
 	kill(pid, SIGKILL);
 	CU_ASSERT_EQUAL(waitpid(pid, &status, 0), pid);
 	CU_ASSERT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
-	CU_ASSERT_EQUAL(r, 4);
+	CU_ASSERT_EQUAL(r, r0 + 4);
 
 	s = open_ok(uri, false);
-	CU_ASSERT_EQUAL(rev_of(s), 4);
+	CU_ASSERT_EQUAL(rev_of(s), r0 + 4);
 	assert_value(s, "c", "3");
-	assert_changes(s, 0, hist, ARRAY_SIZE(hist));
+	assert_changes(s, r0, hist, ARRAY_SIZE(hist));
 	store_close(s);
 	free(uri);
 	free(path);
@@ -641,9 +800,15 @@ static void test_durability(void)
 
 /* A read-modify-write: the check reads the counter inside the transaction
  * and fills in the value the PUT op points to. */
+/* Checks run by this process: more than its transactions when etcd made
+ * it retry. */
+static unsigned checks_run;
+
 static int bump_counter(struct store *s, void *arg, char *err, size_t errlen)
 {
 	char *buf = arg, *v = NULL;
+
+	checks_run++;
 	uint64_t n = 0;
 	int rc = store_get(s, "counter", &v, err, errlen);
 
@@ -659,8 +824,9 @@ static int bump_counter(struct store *s, void *arg, char *err, size_t errlen)
 }
 
 /* One writer process: NTXNS transactions, each adding its own key and
- * bumping the shared counter.  Returns the exit status. */
-static int writer(const char *path, int id, int start_fd)
+ * bumping the shared counter; reports how many checks it ran on
+ * report_fd.  Returns the exit status. */
+static int writer(const char *path, int id, int start_fd, int report_fd)
 {
 	char err[256], key[32], counter[32];
 	struct store_op ops[] = {
@@ -684,7 +850,7 @@ static int writer(const char *path, int id, int start_fd)
 			      NULL, err, sizeof(err)) != 0)
 			goto out;
 	}
-	ret = 0;
+	ret = write(report_fd, &checks_run, sizeof(checks_run)) == sizeof(checks_run) ? 0 : 1;
 out:
 	if (ret)
 		fprintf(stderr, "\nwriter %d: %s\n", id, err);
@@ -720,36 +886,48 @@ static int check_history(void *arg, uint64_t rev, const char *key,
 
 static void test_concurrent_writers(void)
 {
-	char *path = fresh_path("concurrent.db");
+	char *path = fresh_uri("concurrent");
 	struct store *s = open_ok(path, true);
 	struct history h = { 0 };
 	struct collect c = { 0 };
 	char err[256], key[32];
 	pid_t pids[NWRITERS];
-	int fds[2], status, failed = 0;
-	uint64_t r0, now = 0, rev = 0;
+	int fds[2], rep[2], status, failed = 0;
+	uint64_t r0, now = 0, rev = 0, t0;
+	unsigned checks = 0, n;
 	size_t i = 0;
 
 	r0 = put(s, "unrelated", "1");
 	/* No handle is open across fork. */
 	store_close(s);
 	CU_ASSERT_EQUAL_FATAL(pipe(fds), 0);
+	CU_ASSERT_EQUAL_FATAL(pipe(rep), 0);
 	for (int w = 0; w < NWRITERS; w++) {
 		pids[w] = fork();
 		CU_ASSERT_FATAL(pids[w] >= 0);
 		if (pids[w] == 0) {
 			close(fds[1]);
-			_exit(writer(path, w, fds[0]));
+			_exit(writer(path, w, fds[0], rep[1]));
 		}
 	}
 	close(fds[0]);
+	t0 = now_ns();
 	close(fds[1]);
+	close(rep[1]);
 	for (int w = 0; w < NWRITERS; w++) {
 		CU_ASSERT_EQUAL(waitpid(pids[w], &status, 0), pids[w]);
 		if (!WIFEXITED(status) || WEXITSTATUS(status))
 			failed++;
 	}
 	CU_ASSERT_EQUAL(failed, 0);
+	while (read(rep[0], &n, sizeof(n)) == sizeof(n))
+		checks += n;
+	close(rep[0]);
+	printf("\n  [%s: %d writers x %d read-modify-write txns in %.0f ms;"
+	       " %u checks run, %u of them retries] ",
+	       backend == B_SQLITE ? "sqlite" : "etcd", NWRITERS, NTXNS,
+	       (double)(now_ns() - t0) / 1e6, checks, checks - NWRITERS * NTXNS);
+	CU_ASSERT_EQUAL(checks >= NWRITERS * NTXNS, true);
 
 	s = open_ok(path, false);
 	CU_ASSERT_EQUAL(rev_of(s), r0 + NWRITERS * NTXNS);
@@ -780,13 +958,21 @@ static void test_concurrent_writers(void)
  * the others open it, and every write lands. */
 static void test_concurrent_create(void)
 {
-	char *path = fresh_path("create.db");
+	char *path = fresh_uri("create");
 	struct store *s;
 	struct collect c = { 0 };
 	pid_t pids[NWRITERS];
 	int fds[2], status, failed = 0;
 	char err[256];
-	uint64_t rev = 0;
+	uint64_t rev = 0, r0 = 0;
+
+	/* etcd's revisions are shared: where this test starts (no handle is
+	 * open across fork). */
+	if (backend == B_ETCD) {
+		s = open_ok(path, true);
+		r0 = rev_of(s);
+		store_close(s);
+	}
 
 	CU_ASSERT_EQUAL_FATAL(pipe(fds), 0);
 	for (int w = 0; w < NWRITERS; w++) {
@@ -820,7 +1006,7 @@ static void test_concurrent_create(void)
 	}
 	CU_ASSERT_EQUAL(failed, 0);
 	s = open_ok(path, false);
-	CU_ASSERT_EQUAL(rev_of(s), NWRITERS);
+	CU_ASSERT_EQUAL(rev_of(s), r0 + NWRITERS);
 	CU_ASSERT_EQUAL(store_scan(s, "k/", collect_kv, &c, &rev, err,
 				   sizeof(err)), 0);
 	CU_ASSERT_EQUAL(c.items.n, NWRITERS);
@@ -965,7 +1151,7 @@ static bool readable(int fd, int timeout_ms)
 
 static void test_watch(void)
 {
-	char *path = fresh_path("watch.db");
+	char *path = fresh_uri("watch");
 	struct store *s, *other;
 	char err[256];
 	uint64_t r = 0;
@@ -1023,23 +1209,661 @@ static void test_watch(void)
 	free(path);
 }
 
+/* "host=value alive" or "host=value dead". */
+static int collect_host(void *arg, const struct store_host *h)
+{
+	char *item = xasprintf("%s=%s %s", h->host, h->value, h->alive ? "alive" : "dead");
+
+	strv_push(arg, item);
+	free(item);
+	return 0;
+}
+
+static void assert_hosts(struct store *s, const char *const *want, size_t n)
+{
+	struct strv got = { 0 };
+	char err[256];
+
+	CU_ASSERT_EQUAL(store_host_scan(s, collect_host, &got, err, sizeof(err)), 0);
+	assert_items(&got, want, n);
+	strv_free(&got);
+}
+
+static bool host_alive(struct store *s, const char *host)
+{
+	struct strv got = { 0 };
+	char err[256];
+	bool alive = false;
+
+	CU_ASSERT_EQUAL(store_host_scan(s, collect_host, &got, err, sizeof(err)), 0);
+	for (size_t i = 0; i < got.n; i++)
+		if (!strncmp(got.v[i], host, strlen(host)) && got.v[i][strlen(host)] == '=')
+			alive = strstr(got.v[i], " alive") != NULL;
+	strv_free(&got);
+	return alive;
+}
+
+static void publish_ok(struct store *s, const char *host, const char *value,
+		       unsigned ttl)
+{
+	char err[256] = "";
+	int rc = store_host_publish(s, host, value, ttl, err, sizeof(err));
+
+	if (rc)
+		fprintf(stderr, "\nstore_host_publish: %s\n", err);
+	CU_ASSERT_EQUAL(rc, 0);
+}
+
+static void withdraw_ok(struct store *s, const char *host)
+{
+	char err[256] = "";
+	int rc = store_host_withdraw(s, host, err, sizeof(err));
+
+	if (rc)
+		fprintf(stderr, "\nstore_host_withdraw: %s\n", err);
+	CU_ASSERT_EQUAL(rc, 0);
+}
+
+static void sleep_ms(unsigned ms)
+{
+	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
+
+	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+		;
+}
+
+static void test_hosts(void)
+{
+	static const char *const two[] = { "h1={\"n\":1} alive", "h2={\"n\":2} alive" };
+	static const char *const changed[] = { "h1={\"n\":1} alive", "h2={\"n\":22} alive" };
+	static const char *const gone[] = { "h1={\"n\":1} dead", "h2={\"n\":22} alive" };
+	char *path = fresh_uri("hosts");
+	struct store *s = open_ok(path, true), *other = open_ok(path, false);
+	struct collect c = { 0 };
+	char err[256];
+	uint64_t r0, r1, now = 0, t0;
+	long ms;
+
+	r0 = put(s, "policy", "p");
+	hist_base = r0;
+	assert_hosts(s, NULL, 0);
+	publish_ok(s, "h2", "{\"n\":2}", 30);
+	publish_ok(other, "h1", "{\"n\":1}", 30);
+	assert_hosts(s, two, ARRAY_SIZE(two));
+
+	/* Outside the desired state: nothing for a watcher. */
+	CU_ASSERT_EQUAL(store_changes(s, r0, collect_change, &c, &now, err,
+				      sizeof(err)), 0);
+	CU_ASSERT_EQUAL(c.items.n, 0);
+	CU_ASSERT_EQUAL(now, r0);
+	if (backend == B_SQLITE) {
+		CU_ASSERT_EQUAL(rev_of(s), r0);
+	}
+
+	/* The same again is cheap: with etcd a keepalive, no write. */
+	r1 = rev_of(s);
+	publish_ok(s, "h2", "{\"n\":2}", 30);
+	CU_ASSERT_EQUAL(rev_of(s), r1);
+	publish_ok(s, "h2", "{\"n\":22}", 30);
+	assert_hosts(s, changed, ARRAY_SIZE(changed));
+
+	/* Withdrawn: the status stays, not alive; back on publishing. */
+	withdraw_ok(other, "h1");
+	assert_hosts(s, gone, ARRAY_SIZE(gone));
+	publish_ok(other, "h1", "{\"n\":1}", 30);
+	assert_hosts(s, changed, ARRAY_SIZE(changed));
+
+	/* Not published again within its ttl: not alive (etcd's leases last
+	 * at least about 2 s whatever was asked). */
+	publish_ok(s, "h3", "x", 1);
+	t0 = now_ns();
+	CU_ASSERT_TRUE(host_alive(s, "h3"));
+	while (host_alive(s, "h3") && now_ns() - t0 < 10000000000ull)
+		sleep_ms(50);
+	ms = (long)((now_ns() - t0) / 1000000);
+	CU_ASSERT_FALSE(host_alive(s, "h3"));
+	CU_ASSERT(ms >= 900);
+	printf("\n  [%s: a 1 s status ttl ran out after %ld ms] ",
+	       backend == B_SQLITE ? "sqlite" : "etcd", ms);
+	/* Publishing the same value after that makes it alive again. */
+	publish_ok(s, "h3", "x", 1);
+	CU_ASSERT_TRUE(host_alive(s, "h3"));
+
+	CU_ASSERT_EQUAL(store_host_publish(s, "a/b", "x", 5, err, sizeof(err)), -1);
+	CU_ASSERT_PTR_NOT_NULL(strstr(err, "not a host name"));
+	CU_ASSERT_EQUAL(store_host_publish(s, "", "x", 5, err, sizeof(err)), -1);
+	CU_ASSERT_EQUAL(store_host_publish(s, "h4", "\xff", 5, err, sizeof(err)), -1);
+	CU_ASSERT_PTR_NOT_NULL(strstr(err, "not UTF-8"));
+
+	/* No lease left to expire into a later test's revisions. */
+	withdraw_ok(s, "h2");
+	withdraw_ok(s, "h3");
+	withdraw_ok(other, "h1");
+	store_close(other);
+	store_close(s);
+	free(path);
+}
+
+/* A store made before host status existed gets its table at the first
+ * publish; reading it before that finds no hosts. */
+static void test_hosts_old_store(void)
+{
+	static const char *const one[] = { "h=v alive" };
+	char *path = make_store("oldhosts.db");
+	struct store *s;
+
+	raw_exec(path, "DROP TABLE hosts");
+	s = open_ok(path, false);
+	assert_hosts(s, NULL, 0);
+	publish_ok(s, "h", "v", 30);
+	assert_hosts(s, one, ARRAY_SIZE(one));
+	CU_ASSERT_EQUAL(rev_of(s), 100);
+	store_close(s);
+	s = open_ok(path, false);
+	assert_hosts(s, one, ARRAY_SIZE(one));
+	store_close(s);
+	free(path);
+}
+
+/* A port on 127.0.0.1 that nobody listens on (just released). */
+static unsigned closed_port(void)
+{
+	char *cmd = NULL;
+	unsigned port = 0;
+	FILE *f;
+
+	/* bash's /dev/tcp would need a listener; the kernel picks a free
+	 * port for an unbound connect-less socket instead. */
+	cmd = xasprintf("python3 -c 'import socket; s=socket.socket();"
+			" s.bind((\"127.0.0.1\", 0)); print(s.getsockname()[1])'"
+			" 2>/dev/null");
+	f = popen(cmd, "r");
+	if (f) {
+		if (fscanf(f, "%u", &port) != 1)
+			port = 0;
+		pclose(f);
+	}
+	free(cmd);
+	return port ? port : 9; /* discard: nobody listens on loopback */
+}
+
+static void test_etcd_uri(void)
+{
+	char err[256], *v = NULL, *uri, *want;
+	struct store *s;
+	uint64_t rev = 0;
+	struct store_op op = { STORE_PUT, "k", "v" };
+	unsigned port = closed_port();
+
+	assert_open_fails("etcd://127.0.0.1:99999/x", true, "etcd://127.0.0.1:99999/x", "bad port");
+	assert_open_fails("etcd://127.0.0.1:/x", true, "etcd://127.0.0.1:/x", "bad port");
+	assert_open_fails("etcd://127.0.0.1:23x9", true, "etcd://", "bad port \"23x9\"");
+	assert_open_fails("etcd://127.0.0.1:0", true, "etcd://", "bad port");
+	assert_open_fails("etcd://:2379/x", true, "etcd://:2379/x", "no host");
+	assert_open_fails("etcd:///x", true, "etcd:///x", "no host");
+	assert_open_fails("etcd://user@h:1/x", true, "etcd://user@h:1/x", "bad host");
+	assert_open_fails("etcd://h_1:1/x", true, "etcd://h_1:1/x", "bad host");
+	assert_open_fails("etcd://[zz]:1/x", true, "etcd://[zz]:1/x", "bad host");
+	assert_open_fails("etcd://h:1/a//b", true, "etcd://h:1/a//b", "bad prefix");
+	assert_open_fails("etcd://h:1/a/", true, "etcd://h:1/a/", "bad prefix");
+	assert_open_fails("etcd://h:1/a b", true, "etcd://h:1/a b", "bad prefix");
+	store_close(open_ok("etcd://[::1]:2379/a/b-c_d.e", false));
+	store_close(open_ok("etcd://localhost", false));
+
+	/* Opening never needs etcd; the first call that does says why. */
+	uri = xasprintf("etcd://127.0.0.1:%u", port);
+	want = xasprintf("etcd 127.0.0.1:%u: connection refused", port);
+	s = open_ok(uri, true);
+	CU_ASSERT_EQUAL(store_rev(s, &rev, err, sizeof(err)), -1);
+	CU_ASSERT_STRING_EQUAL(err, want);
+	CU_ASSERT_EQUAL(store_get(s, "k", &v, err, sizeof(err)), -1);
+	CU_ASSERT_PTR_NULL(v);
+	CU_ASSERT_STRING_EQUAL(err, want);
+	CU_ASSERT_EQUAL(store_scan(s, "", collect_kv, NULL, &rev, err, sizeof(err)), -1);
+	CU_ASSERT_EQUAL(store_txn(s, &op, 1, NULL, NULL, &rev, err, sizeof(err)), -1);
+	CU_ASSERT_STRING_EQUAL(err, want);
+	CU_ASSERT_EQUAL(store_changes(s, 0, collect_change, NULL, &rev, err, sizeof(err)), -1);
+	CU_ASSERT_STRING_EQUAL(err, want);
+	CU_ASSERT_EQUAL(store_host_publish(s, "h", "x", 5, err, sizeof(err)), -1);
+	CU_ASSERT_STRING_EQUAL(err, want);
+	CU_ASSERT_FATAL(store_watch_fd(s) >= 0);
+	CU_ASSERT_FALSE(readable(store_watch_fd(s), 0));
+	store_close(s);
+	free(want);
+	free(uri);
+}
+
+/* --- etcd only --- */
+
+/* A check that reads two keys while another writer changes both in
+ * between: the reads are of one revision, and the write happens only
+ * after the check ran again without interference. */
+struct pinned {
+	struct store *other;
+	unsigned runs;
+	struct strv seen;
+};
+
+static int pinned_check(struct store *s, void *arg, char *err, size_t errlen)
+{
+	static const struct store_op both[] = {
+		{ STORE_PUT, "a", "2" },
+		{ STORE_PUT, "b", "2" },
+	};
+	struct pinned *p = arg;
+	char *a = NULL, *b = NULL, *item;
+
+	p->runs++;
+	if (store_get(s, "a", &a, err, errlen) != 0)
+		return -1;
+	if (p->runs == 1)
+		CU_ASSERT_EQUAL(store_txn(p->other, both, 2, NULL, NULL, NULL, err,
+					  errlen), 0);
+	if (store_get(s, "b", &b, err, errlen) != 0) {
+		free(a);
+		return -1;
+	}
+	item = xasprintf("%s%s", a, b);
+	strv_push(&p->seen, item);
+	free(item);
+	free(a);
+	free(b);
+	return 0;
+}
+
+static void test_etcd_check_pinned(void)
+{
+	static const char *const seen[] = { "11", "22" };
+	char *path = fresh_uri("pinned");
+	struct store *s = open_ok(path, true);
+	struct pinned p = { .other = open_ok(path, false) };
+	struct store_op op = { STORE_PUT, "c", "3" };
+	struct store_op ab[] = { { STORE_PUT, "a", "1" }, { STORE_PUT, "b", "1" } };
+	char err[256];
+	uint64_t r0 = base_rev(s), rev = 0;
+
+	txn_ok(s, ab, 2);
+	CU_ASSERT_EQUAL(store_txn(s, &op, 1, pinned_check, &p, &rev, err, sizeof(err)), 0);
+	CU_ASSERT_EQUAL(p.runs, 2);
+	assert_items(&p.seen, seen, ARRAY_SIZE(seen));
+	CU_ASSERT_EQUAL(rev, r0 + 3);
+	strv_free(&p.seen);
+	store_close(p.other);
+	store_close(s);
+	free(path);
+}
+
+static void capture_warn(void *arg, const char *msg)
+{
+	strv_push(arg, msg);
+}
+
+static size_t count_containing(const struct strv *v, const char *what)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < v->n; i++)
+		n += strstr(v->v[i], what) != NULL;
+	return n;
+}
+
+/* Keys and values that are not text, written past the store: each is
+ * reported once, with its key, and skipped; nothing else is lost. */
+static void test_etcd_not_text(void)
+{
+	static const char *const good[] = { "a=1", "z=2" };
+	static const char *const hist[] = { "1:a=1", "4:z=2" };
+	char *path = fresh_uri("nottext");
+	struct store *s = open_ok(path, true);
+	struct strv warned = { 0 };
+	struct collect c = { 0 };
+	char err[256], *v = NULL;
+	uint64_t r0 = base_rev(s), rev, now;
+
+	store_set_warn(s, capture_warn, &warned);
+	put(s, "a", "1");
+	etcd_raw_put(path, "bad", "\xff\xfe");
+	etcd_raw_put(path, "b\xc0\xaf" "d", "x"); /* an overlong '/' */
+	put(s, "z", "2");
+	assert_scan(s, "", good, ARRAY_SIZE(good));
+	assert_scan(s, "", good, ARRAY_SIZE(good));
+	CU_ASSERT_EQUAL(warned.n, 2);
+	CU_ASSERT_EQUAL(count_containing(&warned, "key \"bad\""), 1);
+	CU_ASSERT_EQUAL(count_containing(&warned, "the value is not UTF-8 text"), 1);
+	CU_ASSERT_EQUAL(count_containing(&warned, "key \"b\\xc0\\xafd\""), 1);
+	CU_ASSERT_EQUAL(count_containing(&warned, "the key is not UTF-8 text"), 1);
+	CU_ASSERT_EQUAL(count_containing(&warned, path), 2);
+
+	/* The history skips them too, without saying it again. */
+	CU_ASSERT_EQUAL(store_changes(s, r0, collect_change, &c, &now, err,
+				      sizeof(err)), 0);
+	assert_items(&c.items, hist, ARRAY_SIZE(hist));
+	CU_ASSERT_EQUAL(now, r0 + 4);
+	CU_ASSERT_EQUAL(warned.n, 2);
+	strv_free(&c.items);
+
+	CU_ASSERT_EQUAL(store_get(s, "bad", &v, err, sizeof(err)), -1);
+	CU_ASSERT_PTR_NOT_NULL(strstr(err, "key \"bad\": the value is not UTF-8"));
+	CU_ASSERT_PTR_NULL(v);
+
+	/* Rewritten as text, it is read again. */
+	put(s, "bad", "ok");
+	assert_value(s, "bad", "ok");
+	CU_ASSERT_EQUAL(store_rev(s, &rev, err, sizeof(err)), 0);
+	strv_free(&warned);
+	store_close(s);
+	free(path);
+}
+
+/* Compaction: a running watch is past it and goes on; a handle that has to
+ * start its watch from before it gets -2, re-scans, and follows from the
+ * scan's revision. */
+static void test_etcd_compaction(void)
+{
+	static const char *const abc[] = { "1:a=1", "2:b=2", "3:c=3" };
+	static const char *const d[] = { "4:d=4" };
+	char *path = fresh_uri("compaction");
+	struct store *s = open_ok(path, true), *late = open_ok(path, false);
+	struct collect c = { 0 };
+	char err[256] = "";
+	uint64_t r0 = base_rev(s), now, rev = 0;
+	int fd = store_watch_fd(s), fd2 = store_watch_fd(late);
+
+	CU_ASSERT_FATAL(fd >= 0 && fd2 >= 0);
+	put(s, "a", "1");
+	put(s, "b", "2");
+	CU_ASSERT_TRUE(readable(fd, 2000));
+	etcd_compact(rev_of(s));
+	put(s, "c", "3");
+	assert_changes(s, r0, abc, ARRAY_SIZE(abc));
+
+	/* late's watch started at r0; asked for r0 + 1 on it is fine, it
+	 * holds that history; from further back it must restart, and
+	 * cannot. */
+	CU_ASSERT_EQUAL(store_changes(late, r0 - 1, collect_change, &c, &now, err,
+				      sizeof(err)), -2);
+	CU_ASSERT_PTR_NOT_NULL(strstr(err, "no longer kept"));
+	CU_ASSERT_PTR_NOT_NULL(strstr(err, path));
+	CU_ASSERT_EQUAL(c.items.n, 0);
+	CU_ASSERT_EQUAL(now, rev_of(s));
+	/* Asking again is still -2: nothing was read in between. */
+	CU_ASSERT_EQUAL(store_changes(late, r0 - 1, collect_change, &c, &now, err,
+				      sizeof(err)), -2);
+	CU_ASSERT_EQUAL(store_scan(late, "", collect_kv, &c, &rev, err, sizeof(err)), 0);
+	CU_ASSERT_EQUAL(rev, r0 + 3);
+	CU_ASSERT_EQUAL(c.items.n, 3);
+	strv_free(&c.items);
+	store_watch_ack(late);
+	put(s, "d", "4");
+	CU_ASSERT_TRUE(readable(fd2, 2000));
+	store_watch_ack(late);
+	CU_ASSERT_EQUAL(store_changes(late, rev, collect_change, &c, &now, err,
+				      sizeof(err)), 0);
+	assert_items(&c.items, d, ARRAY_SIZE(d));
+	CU_ASSERT_EQUAL(now, r0 + 4);
+	strv_free(&c.items);
+	store_close(late);
+	store_close(s);
+	free(path);
+}
+
+/* Many keys: pages of a scan are one snapshot; a fresh handle catches up
+ * over many revisions of history. */
+struct page_interfere {
+	struct store *other;
+	size_t n;
+	struct strv seen;
+};
+
+static int page_scan(void *arg, const char *key, const char *value)
+{
+	static const struct store_op ops[] = {
+		{ STORE_PUT, "k99999", "late" },
+		{ STORE_DEL, "k02400", NULL },
+	};
+	struct page_interfere *p = arg;
+	char err[256];
+
+	strv_push(&p->seen, key);
+	if (++p->n == 1500)
+		CU_ASSERT_EQUAL(store_txn(p->other, ops, 2, NULL, NULL, NULL, err,
+					  sizeof(err)), 0);
+	return 0;
+}
+
+static void test_etcd_paging(void)
+{
+	char *path = fresh_uri("paging");
+	struct store *s = open_ok(path, true), *cold;
+	struct page_interfere p = { .other = open_ok(path, false) };
+	struct store_op ops[100];
+	char keys[100][16], err[256];
+	struct collect c = { 0 };
+	uint64_t r0 = base_rev(s), rev = 0, now = 0, t0;
+	size_t bad = 0;
+
+	for (int t = 0; t < 25; t++) {
+		for (int i = 0; i < 100; i++) {
+			snprintf(keys[i], sizeof(keys[i]), "k%05d", t * 100 + i);
+			ops[i] = (struct store_op){ STORE_PUT, keys[i], "v" };
+		}
+		txn_ok(s, ops, 100);
+	}
+	CU_ASSERT_EQUAL(store_scan(s, "", page_scan, &p, &rev, err, sizeof(err)), 0);
+	CU_ASSERT_EQUAL(rev, r0 + 25);
+	CU_ASSERT_EQUAL(p.seen.n, 2500);
+	for (size_t i = 0; i < p.seen.n; i++) {
+		snprintf(keys[0], sizeof(keys[0]), "k%05u", (unsigned)i);
+		bad += strcmp(p.seen.v[i], keys[0]) != 0;
+	}
+	CU_ASSERT_EQUAL(bad, 0);
+	strv_free(&p.seen);
+
+	cold = open_ok(path, false);
+	t0 = now_ns();
+	CU_ASSERT_EQUAL(store_changes(cold, r0, collect_change, &c, &now, err,
+				      sizeof(err)), 0);
+	printf("\n  [etcd: 2502 changes over 26 revisions read by a new handle in %.1f ms] ",
+	       (double)(now_ns() - t0) / 1e6);
+	CU_ASSERT_EQUAL(c.items.n, 2502);
+	CU_ASSERT_EQUAL(now, r0 + 26);
+	if (c.items.n == 2502) {
+		CU_ASSERT_STRING_EQUAL(c.items.v[0], "1:k00000=v");
+		CU_ASSERT_STRING_EQUAL(c.items.v[2500], "26:k99999=late");
+		CU_ASSERT_STRING_EQUAL(c.items.v[2501], "26:k02400");
+	}
+	strv_free(&c.items);
+	store_close(cold);
+	store_close(p.other);
+	store_close(s);
+	free(path);
+}
+
+static int sort_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return (x > y) - (x < y);
+}
+
+/* From store_txn starting in one handle to another's watch descriptor. */
+static void test_etcd_watch_latency(void)
+{
+	enum { N = 50 };
+	char *path = fresh_uri("latency");
+	struct store *s = open_ok(path, true), *other = open_ok(path, false);
+	uint64_t lat[N], txn[N], r, t0, since = rev_of(s), now;
+	struct collect c = { 0 };
+	char err[256], val[16];
+	int fd = store_watch_fd(s);
+
+	CU_ASSERT_FATAL(fd >= 0);
+	for (int i = 0; i < N; i++) {
+		snprintf(val, sizeof(val), "%d", i);
+		t0 = now_ns();
+		r = put(other, "k", val);
+		txn[i] = now_ns() - t0;
+		CU_ASSERT_TRUE(readable(fd, 2000));
+		lat[i] = now_ns() - t0;
+		store_watch_ack(s);
+		CU_ASSERT_EQUAL(store_changes(s, since, collect_change, &c, &now, err,
+					      sizeof(err)), 0);
+		CU_ASSERT_EQUAL(now, r);
+		since = now;
+	}
+	CU_ASSERT_EQUAL(c.items.n, N);
+	qsort(lat, N, sizeof(*lat), sort_u64);
+	qsort(txn, N, sizeof(*txn), sort_u64);
+	printf("\n  [etcd: store_txn median %.2f ms; from its start to the other"
+	       " handle's watch fd: median %.2f ms, max %.2f ms] ",
+	       (double)txn[N / 2] / 1e6, (double)lat[N / 2] / 1e6,
+	       (double)lat[N - 1] / 1e6);
+	CU_ASSERT(lat[N - 1] < 1000000000ull);
+	strv_free(&c.items);
+	store_close(other);
+	store_close(s);
+	free(path);
+}
+
+static void etcd_ctl(const char *what)
+{
+	char *cmd = xasprintf("%s %s", getenv("DFW_TEST_ETCD_CTL"), what);
+
+	CU_ASSERT_EQUAL(system(cmd), 0);
+	free(cmd);
+}
+
+static double cpu_s(void)
+{
+	struct rusage ru;
+
+	getrusage(RUSAGE_SELF, &ru);
+	return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
+	       (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+}
+
+/* etcd stopped and started again under a running watch: calls fail with
+ * the reason meanwhile, the watch thread waits quietly, then resumes after
+ * the last revision it saw: nothing lost, nothing twice. */
+static void test_etcd_reconnect(void)
+{
+	static const char *const one[] = { "1:k=1" };
+	static const char *const two[] = { "2:k=2", "3:j=3" };
+	char *path, err[256];
+	struct store *s, *other;
+	struct collect c = { 0 };
+	uint64_t r0, now = 0, rev, t0;
+	double cpu;
+	int fd;
+
+	if (!getenv("DFW_TEST_ETCD_CTL")) {
+		fprintf(stderr, "\n  SKIPPED: DFW_TEST_ETCD_CTL is not set"
+				" (tests/unit/with-etcd.sh sets it)\n");
+		return;
+	}
+	path = fresh_uri("reconnect");
+	s = open_ok(path, true);
+	other = open_ok(path, false);
+	r0 = base_rev(s);
+	fd = store_watch_fd(s);
+	CU_ASSERT_FATAL(fd >= 0);
+	put(other, "k", "1");
+	CU_ASSERT_TRUE(readable(fd, 2000));
+	store_watch_ack(s);
+	CU_ASSERT_EQUAL(store_changes(s, r0, collect_change, &c, &now, err,
+				      sizeof(err)), 0);
+	assert_items(&c.items, one, ARRAY_SIZE(one));
+	strv_free(&c.items);
+
+	etcd_ctl("stop");
+	CU_ASSERT_EQUAL(store_rev(s, &rev, err, sizeof(err)), -1);
+	CU_ASSERT_PTR_NOT_NULL(strstr(err, "connection refused"));
+	CU_ASSERT_EQUAL(store_changes(s, now, collect_change, &c, &now, err,
+				      sizeof(err)), -1);
+	cpu = cpu_s();
+	sleep_ms(2000);
+	cpu = cpu_s() - cpu;
+	printf("\n  [etcd down 2 s: the watch thread used %.1f ms of CPU] ", cpu * 1e3);
+	CU_ASSERT(cpu < 0.2);
+	CU_ASSERT_FALSE(readable(fd, 0));
+
+	etcd_ctl("start");
+	t0 = now_ns();
+	put(other, "k", "2");
+	put(other, "j", "3");
+	CU_ASSERT_TRUE(readable(fd, 5000));
+	printf("[etcd back: the watch delivered %.0f ms after it answered] ",
+	       (double)(now_ns() - t0) / 1e6);
+	store_watch_ack(s);
+	CU_ASSERT_EQUAL(store_changes(s, now, collect_change, &c, &now, err,
+				      sizeof(err)), 0);
+	assert_items(&c.items, two, ARRAY_SIZE(two));
+	CU_ASSERT_EQUAL(now, r0 + 3);
+	strv_free(&c.items);
+	store_close(other);
+	store_close(s);
+	free(path);
+}
+
+/* The tests both backends pass. */
+static const struct unit_test common_tests[] = {
+	{ "put, get and del", test_put_get_del },
+	{ "scan by prefix", test_scan_prefix },
+	{ "tags_write follows the stored policy", test_tags_write_follows_policy },
+	{ "scan and changes read one snapshot", test_snapshot },
+	{ "one revision per transaction", test_revisions },
+	{ "changes since a revision", test_changes },
+	{ "check vetoes a write", test_veto },
+	{ "durable across close, reopen and kill", test_durability },
+	{ "concurrent writers lose nothing", test_concurrent_writers },
+	{ "concurrent creation", test_concurrent_create },
+	{ "watch fd wakes on another writer", test_watch },
+	{ "host status: publish, ttl, withdraw", test_hosts },
+};
+
+static CU_pSuite add_suite(const char *name, CU_InitializeFunc init,
+			   const struct unit_test *a, size_t na,
+			   const struct unit_test *b, size_t nb)
+{
+	CU_pSuite s = CU_add_suite(name, init, NULL);
+
+	if (!s)
+		abort();
+	for (size_t i = 0; i < na + nb; i++) {
+		const struct unit_test *t = i < na ? &a[i] : &b[i - na];
+
+		if (!CU_add_test(s, t->name, t->fn))
+			abort();
+	}
+	return s;
+}
+
 void register_store_tests(void)
 {
-	static const struct unit_test tests[] = {
-		{ "put, get and del", test_put_get_del },
-		{ "scan by prefix", test_scan_prefix },
-		{ "tags_write follows the stored policy", test_tags_write_follows_policy },
-		{ "scan and changes read one snapshot", test_snapshot },
-		{ "one revision per transaction", test_revisions },
-		{ "changes since a revision", test_changes },
-		{ "check vetoes a write", test_veto },
-		{ "durable across close, reopen and kill", test_durability },
-		{ "concurrent writers lose nothing", test_concurrent_writers },
-		{ "concurrent creation", test_concurrent_create },
+	static const struct unit_test sqlite_tests[] = {
 		{ "missing store", test_missing },
 		{ "damaged store rejected", test_damaged },
-		{ "watch fd wakes on another writer", test_watch },
+		{ "host status in a store made before it", test_hosts_old_store },
+		{ "etcd URIs checked; opening needs no etcd", test_etcd_uri },
 	};
+	static const struct unit_test etcd_tests[] = {
+		{ "a check reads one revision", test_etcd_check_pinned },
+		{ "contents that are not text are skipped", test_etcd_not_text },
+		{ "compaction: -2, re-scan, follow on", test_etcd_compaction },
+		{ "scan pages are one snapshot; long catch-up", test_etcd_paging },
+		{ "watch latency", test_etcd_watch_latency },
+		{ "reconnect after etcd restarts", test_etcd_reconnect },
+	};
+	CU_pSuite etcd;
 
-	unit_suite("store", tests, ARRAY_SIZE(tests));
+	add_suite("store", use_sqlite, common_tests, ARRAY_SIZE(common_tests),
+		  sqlite_tests, ARRAY_SIZE(sqlite_tests));
+	etcd = add_suite("store-etcd", use_etcd, common_tests,
+			 ARRAY_SIZE(common_tests), etcd_tests, ARRAY_SIZE(etcd_tests));
+	if (!getenv("DFW_TEST_ETCD")) {
+		fprintf(stderr, "\n*** store-etcd: SKIPPED: DFW_TEST_ETCD is not set;"
+				" run the tests through tests/unit/with-etcd.sh"
+				" (make unit and make check do) ***\n\n");
+		CU_set_suite_active(etcd, CU_FALSE);
+	}
 }
