@@ -1181,20 +1181,62 @@ static json_t *del_op(const char *key, size_t klen)
 	return op;
 }
 
-/* A PUT that writes only when the value differs (a nested transaction),
- * so that the history holds changes only, as with SQLite. */
-static json_t *put_if_changed(const char *key, size_t klen, const char *value)
+/* Drops from ops the PUTs of the value already there, so that the history
+ * holds changes only, as with SQLite.  The keys are read in one request
+ * after the check: if the transaction then commits, no other store_txn
+ * came in between (the sequencer did not move), so they were still the
+ * values at the commit.  (Comparing values inside the transaction would
+ * send every value twice, and a big policy would pass etcd's request size
+ * limit sooner.) */
+static int drop_unchanged(struct etcd_store *s, struct store_op *ops, size_t *n,
+			  char *err, size_t errlen)
 {
-	json_t *cmp = json_object(), *txn = json_object(), *op = json_object();
+	json_t *reads = json_array(), *reply, *resps;
+	size_t nputs = 0, k = 0, vlen, r = 0;
+	char *v;
 
-	json_object_set_new(cmp, "key", jb64(key, klen));
-	json_object_set_new(cmp, "target", json_string("VALUE"));
-	json_object_set_new(cmp, "result", json_string("EQUAL"));
-	json_object_set_new(cmp, "value", jb64(value, strlen(value)));
-	json_object_set_new(txn, "compare", json_pack("[o]", cmp));
-	json_object_set_new(txn, "failure", json_pack("[o]", put_op(key, klen, value, 0)));
-	json_object_set_new(op, "request_txn", txn);
-	return op;
+	for (size_t i = 0; i < *n; i++) {
+		size_t klen;
+		char *key;
+		json_t *op;
+
+		if (ops[i].kind != STORE_PUT)
+			continue;
+		key = kv_key(s, ops[i].key, &klen);
+		op = json_object();
+		json_object_set_new(op, "request_range", range_req(key, klen, NULL, 0, 0, 0));
+		json_array_append_new(reads, op);
+		free(key);
+		nputs++;
+	}
+	if (!nputs) {
+		json_decref(reads);
+		return 0;
+	}
+	reply = post(s, "/v3/kv/txn", json_pack("{s:o}", "success", reads), NULL,
+		     err, errlen);
+	if (!reply)
+		return -1;
+	resps = json_object_get(reply, "responses");
+	for (size_t i = 0; i < *n; i++) {
+		bool same = false;
+
+		if (ops[i].kind == STORE_PUT) {
+			json_t *kvs = json_object_get(json_object_get(json_array_get(resps, r++),
+								      "response_range"), "kvs");
+
+			if (json_array_size(kvs) &&
+			    jbytes(json_array_get(kvs, 0), "value", &v, &vlen) == 0) {
+				same = vlen == strlen(ops[i].value) && !memcmp(v, ops[i].value, vlen);
+				free(v);
+			}
+		}
+		if (!same)
+			ops[k++] = ops[i];
+	}
+	*n = k;
+	json_decref(reply);
+	return 0;
 }
 
 /* The transaction: if the sequencer is still at mod, apply ops and bump
@@ -1215,7 +1257,7 @@ static json_t *txn_req(struct etcd_store *s, uint64_t mod,
 		char *key = kv_key(s, ops[i].key, &klen);
 
 		json_array_append_new(succ, ops[i].kind == STORE_PUT
-						    ? put_if_changed(key, klen, ops[i].value)
+						    ? put_op(key, klen, ops[i].value, 0)
 						    : del_op(key, klen));
 		free(key);
 	}
@@ -1291,6 +1333,8 @@ static int etcd_txn(struct store *base, const struct store_op *ops, size_t nops,
 				goto out;
 			}
 		}
+		if (drop_unchanged(s, fin, &nfin, err, errlen) < 0)
+			goto out;
 		reply = post(s, "/v3/kv/txn", txn_req(s, mod, fin, nfin), NULL, err,
 			     errlen);
 		if (!reply)
