@@ -83,17 +83,23 @@ void store_watch_ack(struct store *s)
 		s->ops->watch_ack(s);
 }
 
+/* A host name is a key component in both backends. */
+static bool host_name_ok(const char *host, char *err, size_t errlen)
+{
+	if (*host && !strchr(host, '/') && store_utf8(host, strlen(host), NULL))
+		return true;
+	store_seterr(err, errlen, "host name \"%s\": not a host name", host);
+	return false;
+}
+
 int store_host_publish(struct store *s, const char *host, const char *value,
 		       unsigned ttl_s, char *err, size_t errlen)
 {
 	size_t bad;
 
-	/* The name is a key component in both backends; the value is
-	 * opaque but must be text. */
-	if (!*host || strchr(host, '/') || !store_utf8(host, strlen(host), &bad)) {
-		store_seterr(err, errlen, "host name \"%s\": not a host name", host);
+	/* The value is opaque but must be text. */
+	if (!host_name_ok(host, err, errlen))
 		return -1;
-	}
 	if (!store_utf8(value, strlen(value), &bad)) {
 		store_seterr(err, errlen,
 			     "host %s: status is not UTF-8 text (byte %zu)", host, bad);
@@ -110,6 +116,8 @@ int store_host_publish(struct store *s, const char *host, const char *value,
 int store_host_withdraw(struct store *s, const char *host, char *err,
 			size_t errlen)
 {
+	if (!host_name_ok(host, err, errlen))
+		return -1;
 	return s->ops->host_withdraw(s, host, err, errlen);
 }
 

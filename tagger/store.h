@@ -9,6 +9,7 @@
  *   policy              the validated config text (inventory, groups, rules)
  *   policy-file         the file name that text came from, for diagnostics
  *   tag/<vm>/<tag>      present while the VM carries the tag (value "")
+ *   placement/<vm>      the host a VM runs on since it migrated (tagger/tags.h)
  *
  * Backends: "sqlite:PATH" or a plain PATH (SQLite, WAL mode), and
  * "etcd://HOST:PORT[/PREFIX]" (etcd v3 through its JSON gateway; PREFIX

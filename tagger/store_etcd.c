@@ -1077,7 +1077,7 @@ static int etcd_get(struct store *base, const char *key, char **value,
 {
 	struct etcd_store *s = ES(base);
 	size_t klen, vlen, bad;
-	char *full = kv_key(s, key, &klen), *k = NULL, *v = NULL;
+	char *full = kv_key(s, key, &klen), *v = NULL;
 	json_t *reply, *kvs;
 	uint64_t mod = 0;
 	int ret = -1;
@@ -1111,7 +1111,6 @@ static int etcd_get(struct store *base, const char *key, char **value,
 out:
 	json_decref(reply);
 	free(full);
-	free(k);
 	free(v);
 	return ret;
 }
