@@ -373,19 +373,28 @@ static struct plan *desired_plan(struct agent *a)
 	return pl;
 }
 
-/* Cuts the existing connections of the VMs that entered a quarantine
- * group, with one conntrack walk for all of them (each walk visits every
- * bucket of the conntrack table, whatever it holds). */
+/* Cuts the existing connections of the local VMs that entered a
+ * quarantine group, with one conntrack walk for all of them (each walk
+ * visits every bucket of the conntrack table, whatever it holds).  A VM on
+ * another host is cut there: every packet of its connections crosses its
+ * own host's conntrack, so one cut suffices, and the other hosts spare the
+ * walk. */
 static void cut_connections(struct agent *a, const struct deltas *d)
 {
 	struct dfw_addr *addrs = NULL;
-	size_t n = 0, cap = 0, deleted = 0;
+	size_t n = 0, cap = 0, deleted = 0, nvms = 0;
+	const char *first = NULL;
 	char err[256];
 	uint64_t t0 = now_ns();
 
 	for (size_t i = 0; i < d->ncut; i++) {
 		const struct vm *v = &a->pol->inv.vms[d->cut[i]];
+		const struct pport *port = a->installed ? plan_find_port(a->installed, v->port) : NULL;
 
+		if (!port || port->vm != d->cut[i])
+			continue;
+		if (!nvms++)
+			first = v->name;
 		grow((void **)&addrs, &cap, n + v->naddrs, sizeof(*addrs));
 		memcpy(addrs + n, v->addrs, v->naddrs * sizeof(*addrs));
 		n += v->naddrs;
@@ -393,10 +402,10 @@ static void cut_connections(struct agent *a, const struct deltas *d)
 	if (!n)
 		goto out;
 	if (backend_ct_flush(a->be, addrs, n, &deleted, err, sizeof(err)) < 0)
-		logf_(a, "cutting connections of %zu VM(s) entering quarantine: %s", d->ncut, err);
+		logf_(a, "cutting connections of %zu VM(s) entering quarantine: %s", nvms, err);
 	else
 		logf_(a, "quarantine: cut %zu connection(s) of %zu VM(s) (%s%s) in %llu us",
-		      deleted, d->ncut, a->pol->inv.vms[d->cut[0]].name, d->ncut > 1 ? ", ..." : "",
+		      deleted, nvms, first, nvms > 1 ? ", ..." : "",
 		      (unsigned long long)(now_ns() - t0) / 1000);
 out:
 	free(addrs);

@@ -8,7 +8,9 @@
 source "$(dirname "$0")/lib.sh"
 TMPD=$(mktemp -d)
 PING_PID=""
-cleanup() { [ -n "$PING_PID" ] && kill "$PING_PID" 2>/dev/null; rm -rf "$TMPD"; }
+PGIDS=""
+cleanup_streams() { for p in $PGIDS; do kill -- "-$p" 2>/dev/null; done; PGIDS=""; }
+cleanup() { [ -n "$PING_PID" ] && kill "$PING_PID" 2>/dev/null; cleanup_streams; rm -rf "$TMPD"; }
 PORTS=tcp/443,tcp/445,tcp/4001,udp/53,icmp
 
 echo "# the single-host truth table, for comparison"
@@ -77,6 +79,19 @@ check "cross-host IPv6 (desktop4@hv3 -> dc1@hv3, desktop1@hv1 -> cs1)" sh -c \
 check "a 1 MB TCP transfer crosses the overlay (desktop3 -> cs1:443)" sh -c \
 	"'$LAB_BIN' exec --lab $LAB cs1 -- sh -c 'timeout 5 nc -l -p 443 | wc -c' >$TMPD/bytes & sleep 0.3;
 	 head -c 1000000 /dev/zero | '$LAB_BIN' exec --lab $LAB desktop3 -- timeout 5 nc -q1 10.10.0.21 443; wait; test \$(cat $TMPD/bytes) = 1000000"
+
+echo "# an open connection across hosts is cut when its server is quarantined"
+stream xhost fs1 10.10.0.22 445
+sleep 0.5
+n1=$(lines xhost)
+ctl --wait tag fs1 threat.high >/dev/null 2>&1
+sleep 0.3; n2=$(lines xhost); sleep 0.5; n3=$(lines xhost)
+check "the desktop1@hv1 -> fs1@hv2 stream flowed ($n1 lines)" test "$n1" -gt 3
+check "and stopped once fs1 was quarantined ($n2 -> $n3)" test "$n2" = "$n3"
+check "hv2 (fs1's host) cut its connections" grep -q "quarantine: cut [1-9][0-9]* connection(s) of 1 VM(s) (fs1)" "/run/dfw-lab/$LAB/hv2.log"
+check "hv1 did not walk its conntrack for a VM it does not hold" sh -c "! grep -q 'quarantine: cut' /run/dfw-lab/$LAB/hv1.log"
+ctl --wait untag fs1 threat.high >/dev/null 2>&1
+cleanup_streams
 
 echo "# quarantine a VM on hv2 from a CLI anywhere, with --wait"
 out=$(ctl --wait tag desktop3 threat.high 2>&1)
