@@ -117,46 +117,6 @@ static void sleep_ms(unsigned ms)
 	nanosleep(&ts, NULL);
 }
 
-/* Runs argv; its stdout and stderr into out[len] (when out is not NULL;
- * else stdout is dropped and stderr is ours).  Returns the exit status, or
- * -1. */
-static int run(char *const argv[], char *out, size_t len)
-{
-	int fds[2] = { -1, -1 }, st;
-	size_t got = 0;
-	pid_t pid;
-
-	if (out && pipe(fds) < 0)
-		return -1;
-	pid = fork();
-	if (pid == 0) {
-		int fd = open("/dev/null", O_WRONLY);
-
-		dup2(out ? fds[1] : fd, STDOUT_FILENO);
-		if (out)
-			dup2(fds[1], STDERR_FILENO);
-		execv(argv[0], argv);
-		_exit(127);
-	}
-	if (out) {
-		close(fds[1]);
-		for (ssize_t n; pid > 0 && (n = read(fds[0], out + got, len - 1 - got)) != 0;) {
-			if (n < 0 && errno == EINTR)
-				continue;
-			if (n < 0 || (got += (size_t)n) == len - 1)
-				break;
-		}
-		out[got] = '\0';
-		close(fds[0]);
-	}
-	if (pid < 0)
-		return -1;
-	while (waitpid(pid, &st, 0) < 0)
-		if (errno != EINTR)
-			return -1;
-	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
 static int lab_cmd(const char *a1, const char *a2, const char *a3, const char *a4,
 		   char *out, size_t len)
 {
@@ -164,7 +124,7 @@ static int lab_cmd(const char *a1, const char *a2, const char *a3, const char *a
 	char *argv[] = { prog, (char *)a1, (char *)a2, (char *)a3, (char *)a4, NULL };
 
 	snprintf(prog, sizeof(prog), "%s/dfw-lab", bindir);
-	return run(argv, out, len);
+	return bench_run(argv, out, len);
 }
 
 static void teardown(void)
@@ -176,7 +136,7 @@ static void teardown(void)
 
 		snprintf(prog, sizeof(prog), "%s/dfw-lab", bindir);
 		argv[0] = prog;
-		run(argv, NULL, 0);
+		bench_run(argv, NULL, 0);
 		lab_made = false;
 	}
 }
@@ -524,7 +484,7 @@ int main(int argc, char **argv)
 					  (char *)"--", (char *)"--json", (char *)"status", NULL };
 
 			snprintf(prog, sizeof(prog), "%s/dfw-lab", bindir);
-			if (run(cargv, out, sizeof(out)) == 0 &&
+			if (bench_run(cargv, out, sizeof(out)) == 0 &&
 			    json_u64(out, "realized_revision", &realized) &&
 			    json_u64(out, "last_update_us", &us) && realized == rev)
 				apply[napply++] = (double)us / 1e3;

@@ -1,10 +1,14 @@
 /* Benchmark reporting: see bench.h. */
 #include "tests/bench/bench.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 void bench_figure(const char *name, double value, const char *unit)
 {
@@ -73,4 +77,41 @@ long bench_rss_kib(void)
 			break;
 	fclose(f);
 	return kib;
+}
+
+int bench_run(char *const argv[], char *out, size_t len)
+{
+	int fds[2] = { -1, -1 }, st;
+	size_t got = 0;
+	pid_t pid;
+
+	if (out && pipe(fds) < 0)
+		return -1;
+	pid = fork();
+	if (pid == 0) {
+		int fd = open("/dev/null", O_WRONLY);
+
+		dup2(out ? fds[1] : fd, STDOUT_FILENO);
+		if (out)
+			dup2(fds[1], STDERR_FILENO);
+		execv(argv[0], argv);
+		_exit(127);
+	}
+	if (out) {
+		close(fds[1]);
+		for (ssize_t n; pid > 0 && (n = read(fds[0], out + got, len - 1 - got)) != 0;) {
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n < 0 || (got += (size_t)n) == len - 1)
+				break;
+		}
+		out[got] = '\0';
+		close(fds[0]);
+	}
+	if (pid < 0)
+		return -1;
+	while (waitpid(pid, &st, 0) < 0)
+		if (errno != EINTR)
+			return -1;
+	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }

@@ -26,6 +26,11 @@ void bench_latency(const char *name, double *samples, size_t n, const char *unit
 /* True when the program was started with --tiny (the `make check` run). */
 bool bench_tiny(int argc, char **argv);
 
+/* Runs argv; its stdout and stderr into out[len] (when out is not NULL;
+ * else stdout is dropped and stderr is ours).  Returns the exit status, or
+ * -1. */
+int bench_run(char *const argv[], char *out, size_t len);
+
 /* Resident set size of this process, in KiB (from /proc/self/status). */
 long bench_rss_kib(void);
 
