@@ -84,7 +84,9 @@ if ! command -v "$ETCD" >/dev/null; then
 fi
 
 dir=$(mktemp -d /tmp/dfw-etcd-XXXXXX) || exit 1
+child=
 cleanup() {
+	[ -n "$child" ] && kill "$child" 2>/dev/null
 	ctl_stop "$dir"
 	rm -rf "$dir"
 }
@@ -113,4 +115,11 @@ fi
 
 export DFW_TEST_ETCD="etcd://127.0.0.1:$cport/t$RANDOM$RANDOM"
 export DFW_TEST_ETCD_CTL="$(cd "$(dirname "$0")" && pwd)/$(basename "$0") --ctl $dir"
-"$@"
+# In the background so that a signal to this script is handled at once
+# (bash runs traps only between foreground commands).
+"$@" &
+child=$!
+wait "$child"
+rc=$?
+child=
+exit $rc
