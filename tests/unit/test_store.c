@@ -1586,7 +1586,7 @@ static void test_etcd_compaction(void)
 	CU_ASSERT_PTR_NOT_NULL(strstr(err, path));
 	CU_ASSERT_EQUAL(c.items.n, 0);
 	CU_ASSERT_EQUAL(now, rev_of(s));
-	/* Asking again is still -2: nothing was read in between. */
+	/* Asking from there again is still -2. */
 	CU_ASSERT_EQUAL(store_changes(late, r0 - 1, collect_change, &c, &now, err,
 				      sizeof(err)), -2);
 	CU_ASSERT_EQUAL(store_scan(late, "", collect_kv, &c, &rev, err, sizeof(err)), 0);
