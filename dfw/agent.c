@@ -54,6 +54,15 @@ struct agent {
 
 #define logf_(a, ...) log_line((a)->log, (a)->who, __VA_ARGS__)
 
+/* Store contents the backend cannot read (a key or value written behind
+ * dfw's back), into the agent's log. */
+static void store_warn(void *arg, const char *msg)
+{
+	struct agent *a = arg;
+
+	logf_(a, "store: %s", msg);
+}
+
 struct agent *agent_new(const struct agent_opts *o, char *err, size_t errlen)
 {
 	struct agent *a = xcalloc(1, sizeof(*a));
@@ -80,6 +89,7 @@ struct agent *agent_new(const struct agent_opts *o, char *err, size_t errlen)
 	a->store = store_open(o->store_uri, true, err, errlen);
 	if (!a->store)
 		goto fail;
+	store_set_warn(a->store, store_warn, a);
 	a->be = backend_open(o->table, err, errlen);
 	if (!a->be)
 		goto fail;

@@ -220,5 +220,10 @@ check "the last good policy stays in force (allowed flow passes)" reach desktop3
 etcd_put tag/ghost/threat.high "" >/dev/null
 sleep 0.5
 check "a tag of an unknown VM is reported with its key" grep -q "store key 'tag/ghost/threat.high': no VM 'ghost'" "/run/dfw-lab/$LAB/hv2.log"
+etcd_put tag/desktop2/threat.high "$(printf '\377\376')" >/dev/null
+sleep 0.5
+check "a value that is not UTF-8 is reported with its key" grep -q 'store: .*key "tag/desktop2/threat.high".*skipped' "/run/dfw-lab/$LAB/hv1.log"
+check "and ignored: desktop2 is not quarantined" reach desktop2 cs1 tcp/443
+check "and ignored: desktop2 still blocked east-west" blocked desktop2 desktop4 icmp
 out=$(ctl --wait apply "$TOP/configs/cluster.ini" 2>&1)
 check "a good apply --wait recovers on all hosts" has "$out" "^realized on 3 host(s)"
