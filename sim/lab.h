@@ -4,8 +4,10 @@
  * Layout of a lab NAME (see dfw-lab help):
  *   /run/netns/dfwl-NAME-h-HOST   one per hypervisor: bridge (br-dfw) + ports
  *   /run/netns/dfwl-NAME-v-VM     one per VM: eth0 (the VM's MAC and addresses)
- *   /run/netns/dfwl-NAME-fabric   only with several hosts: joins their bridges
- *   /run/dfw-lab/NAME/            config.ini, store.db, signatures.txt,
+ *   /run/netns/dfwl-NAME-fabric   with several hosts or --store etcd: the
+ *                                 underlay bridge (and the lab's etcd)
+ *   /run/dfw-lab/NAME/            config.ini, store.db or store.uri (etcd),
+ *                                 etcd.{pid,log,data/}, placement, signatures.txt,
  *                                 HOST.{sock,log,pid} (dfwd),
  *                                 HOST.{events.sock,scan.log,scan.pid,audit.jsonl}
  *                                 (dfw-scan), sandbox/HOST/VM/ (each VM's disk)
@@ -37,7 +39,7 @@ enum {
 #define LAB_DEFAULT_BRIDGE "br-dfw"
 #define LAB_RUN_DIR "/run/dfw-lab"
 #define LAB_NS_PREFIX "dfwl-"
-#define LAB_UPLINK "dfw-uplink"   /* a host bridge's port to the fabric */
+#define LAB_UPLINK "dfw-uplink"   /* a host bridge's VXLAN port to the others */
 #define LAB_FABRIC_BRIDGE "br-fabric"
 #define LAB_SIGNATURES "signatures.txt" /* the lab's copy, in its state dir */
 #define LAB_STORE_URI "store.uri"    /* etcd-backed labs: the store's URI */
