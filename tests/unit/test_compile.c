@@ -850,6 +850,35 @@ static void test_minimal(void)
 	fixture_free(&fx);
 }
 
+/* Uplinks (dfwd --uplink) share one id in both port maps and have no
+ * dispatch, MAC or address elements; the golden file goes through nft -c
+ * in the kernel tests. */
+static void test_uplinks(void)
+{
+	struct fixture fx = LOAD("tests/configs/minimal.ini");
+	struct plan *pl = COMPILE(&fx, "hv1");
+	struct plan *bare = COMPILE(&fx, "hv1");
+	struct plan_diff d;
+	char *text;
+
+	snprintf(pl->uplinks[0], sizeof(pl->uplinks[0]), "dfw-uplink");
+	snprintf(pl->uplinks[1], sizeof(pl->uplinks[1]), "bond0");
+	pl->nuplinks = 2;
+	text = print_plan(pl);
+	GOLDEN("tests/golden/minimal-uplinks.nft", text);
+	CU_ASSERT_PTR_NOT_NULL(strstr(text, "\"dfw-uplink\" : 0xfffffffe"));
+	CU_ASSERT_PTR_NOT_NULL(strstr(text, "\"bond0\" : ffff:fffe"));
+	CU_ASSERT_PTR_NULL(strstr(text, "\"bond0\" . "));
+	/* Fixed for a dfwd's lifetime: never part of a diff. */
+	plan_diff(bare, pl, &d);
+	CU_ASSERT_TRUE(plan_diff_empty(&d));
+	plan_diff_free(&d);
+	free(text);
+	plan_free(pl);
+	plan_free(bare);
+	fixture_free(&fx);
+}
+
 /* Literal sets are named by content: the same addresses in another order,
  * or through a VM rather than its address, give the same set. */
 static void test_literal_sets_shared(void)
@@ -941,6 +970,7 @@ void register_compile_tests(void)
 		{ "applied_to, literals, reject, log, disabled (golden)", test_applied },
 		{ "moving a VM between applied-to groups", test_applied_diff },
 		{ "default allow, normalized sets (golden)", test_minimal },
+		{ "uplinks in the port maps (golden)", test_uplinks },
 		{ "literal sets are named by content", test_literal_sets_shared },
 		{ "service sets merge and are shared", test_service_sets },
 		{ "long group names keep distinct sets", test_long_group_names },
