@@ -43,6 +43,7 @@ struct agent {
 	unsigned status_ttl_s;
 	char *published;            /* the value last published, or NULL */
 	uint64_t published_ns;      /* when (CLOCK_MONOTONIC), or the failed try */
+	bool status_dirty;          /* something published changed since */
 
 	/* For status. */
 	time_t last_update;
@@ -317,6 +318,7 @@ static int rebuild(struct agent *a, uint64_t *rev, struct deltas *d)
 			logf_(a, "store key 'policy' is not a valid policy; keeping the last good one:");
 			for (size_t i = 0; i < dg.n; i++)
 				logf_(a, "  %s", dg.msgs[i]);
+			a->status_dirty = true;
 			snprintf(a->last_error, sizeof(a->last_error),
 				 "store key 'policy' rejected: %s", dg.n ? dg.msgs[0] : "?");
 			policy_free(p);
@@ -433,6 +435,7 @@ static void realized(struct agent *a, uint64_t rev, const struct backend_stats *
 	if (threat_configure(a->threat, a->pol, a->installed, err, sizeof(err)) < 0)
 		logf_(a, "netthreat: cannot watch new flows: %s", err);
 	a->rev = rev;
+	a->status_dirty = true;
 	a->last_update = time(NULL);
 	a->last_stats = *st;
 	a->updates++;
@@ -444,6 +447,7 @@ static int not_realized(struct agent *a, uint64_t rev, const char *err)
 	logf_(a, "revision %llu not realized: %s", (unsigned long long)rev, err);
 	snprintf(a->last_error, sizeof(a->last_error), "%s", err);
 	a->loaded = false;
+	a->status_dirty = true;
 	return -1;
 }
 
@@ -877,9 +881,16 @@ void agent_publish(struct agent *a)
 	uint64_t now = now_ns(), every = (uint64_t)a->status_ttl_s * 1000000000ull / 3;
 	char *val = NULL, err[256];
 	size_t len = 0;
-	FILE *f = open_memstream(&val, &len);
+	FILE *f;
 	struct out o;
 
+	/* A changed status goes out at once, an unchanged one (a keepalive)
+	 * every ttl/3; after a failure, the next try waits as long.  Called
+	 * on every wake-up of dfwd's loop, so the common case costs nothing. */
+	if (now - a->published_ns < every &&
+	    ((a->published && !a->status_dirty) || (!a->published && a->published_ns)))
+		return;
+	f = open_memstream(&val, &len);
 	out_init(&o, f, true);
 	out_obj_start(&o, NULL);
 	out_u64(&o, "revision", a->rev);
@@ -891,13 +902,6 @@ void agent_publish(struct agent *a)
 	out_obj_end(&o);
 	out_finish(&o);
 	fclose(f);
-	/* A changed status goes out at once, an unchanged one every ttl/3;
-	 * after a failure, the next try waits as long. */
-	if ((a->published && !strcmp(a->published, val) && now - a->published_ns < every) ||
-	    (!a->published && a->published_ns && now - a->published_ns < every)) {
-		free(val);
-		return;
-	}
 	a->published_ns = now;
 	free(a->published);
 	a->published = NULL;
@@ -907,6 +911,7 @@ void agent_publish(struct agent *a)
 		return;
 	}
 	a->published = val;
+	a->status_dirty = false;
 }
 
 void agent_withdraw(struct agent *a)
