@@ -47,6 +47,13 @@ void agent_link(struct agent *a, const char *ifname, bool present);
  * off), and what to do when it is readable. */
 int agent_threat_fd(struct agent *a);
 void agent_threat_read(struct agent *a);
+/* Address learning (trust on first use): the guest behind vNIC ifname
+ * used addr (seen in its ARP / neighbour discovery / DHCP by the learn
+ * nflog group).  For a VM with addresses = learn that has no locked
+ * address of that family yet, the agent locks it in the store (first
+ * writer wins, cluster-wide) and realizes it; otherwise it is ignored. */
+struct dfw_addr;
+void agent_learn(struct agent *a, const char *ifname, const struct dfw_addr *addr);
 /* The store's watch descriptor (or -1) and its acknowledgement. */
 int agent_store_fd(struct agent *a);
 void agent_store_ack(struct agent *a);

@@ -30,13 +30,17 @@
 enum pitem_kind {
 	PI_PORT_SET,   /* name: port-id set; u: 0 = source vNIC (meta mark), 1 = destination (meta priority) */
 	PI_NFPROTO,    /* u: NFPROTO_IPV4 / NFPROTO_IPV6 */
-	PI_SADDR_SET,  /* name: address set (family from the preceding PI_NFPROTO) */
+	PI_SADDR_SET,  /* name: address set (family from the preceding PI_NFPROTO);
+			* u: 1 = negated (the address is NOT in the set) */
 	PI_DADDR_SET,
-	PI_L4PROTO,    /* u: IPPROTO_* */
+	PI_L4PROTO,    /* u: IPPROTO_* (meta l4proto: any protocol number) */
 	PI_DPORT,      /* lo..hi */
 	PI_LOG,        /* name: prefix */
 	PI_VERDICT,    /* u: enum pverdict */
 	PI_DPORT_SET,  /* name: service set (transport destination port ranges) */
+	PI_ICMP_TYPE,  /* u: IPPROTO_ICMP / IPPROTO_ICMPV6; lo: type */
+	PI_ICMP_CODE,  /* u: as above; lo: code (after a PI_ICMP_TYPE) */
+	PI_COUNTER,    /* name: named counter object (plan->counters) */
 };
 
 enum pverdict { PV_ACCEPT, PV_DROP, PV_RETURN, PV_REJECT_TCP, PV_REJECT_ICMPX };
@@ -86,6 +90,9 @@ struct pport {
 	uint8_t mac[6];
 	struct dfw_addr *addrs;  /* declared addresses + IPv6 link-local (EUI-64) */
 	size_t naddrs;
+	bool learn4, learn6;     /* addresses = learn, nothing locked yet for
+				  * that family: ARP / ND / DHCP of the port go
+				  * to nflog group DFW_NFLOG_LEARN */
 	char out_chain[PLAN_NAME_MAX];
 	char in_chain[PLAN_NAME_MAX];
 };
@@ -98,6 +105,9 @@ struct plan {
 	size_t nuplinks;
 	struct pset *sets;     size_t nsets;    /* sorted by name */
 	struct pchain *chains; size_t nchains;  /* sorted by name */
+	/* Named counter objects, one per policy rule and direction
+	 * ("r-ID-in", "r-ID-out"; "r-default-in/out"), sorted. */
+	char (*counters)[PLAN_NAME_MAX]; size_t ncounters;
 };
 
 struct gengine;
@@ -132,6 +142,8 @@ struct plan_diff {
 	struct pelem_change *elem_add;   size_t nelem_add;
 	const struct pchain **chain_del; size_t nchain_del;
 	const struct pchain **chain_add; size_t nchain_add;
+	const char **counter_del;        size_t ncounter_del; /* names */
+	const char **counter_add;        size_t ncounter_add;
 };
 
 void plan_diff(const struct plan *from, const struct plan *to, struct plan_diff *d);

@@ -49,6 +49,8 @@
 #define DFW_NFLOG_GROUP 0      /* rules with log = yes */
 #define DFW_NFLOG_NEWFLOWS 1   /* every new flow's first packet, for the
 				* network threat detector */
+#define DFW_NFLOG_LEARN 2      /* ARP / ND / DHCP of ports that learn
+				* their addresses (bridge table) */
 #define DFW_NFLOG_SNAPLEN 80   /* an IPv6 header and the ports */
 
 /* The base chains as nft text, for plan_print_nft().  Keep in step with

@@ -21,6 +21,11 @@ struct vm {
 	struct dfw_addr *addrs; /* host addresses (plen 32/128) */
 	size_t naddrs;
 	char *os;    /* may be "" */
+	/* addresses = learn: no declared addresses; the first IPv4 and the
+	 * first IPv6 address the guest uses (ARP, neighbour discovery, DHCP)
+	 * are learned and then locked (trust on first use).  The agent puts
+	 * the locked ones in addrs. */
+	bool learn;
 	int line;    /* where it was declared, for diagnostics */
 };
 

@@ -28,17 +28,32 @@ struct dfw_ref {
 	struct dfw_addr addr;  /* REF_ADDR */
 };
 
-/* Sources or destinations of a rule: any, or a union of references. */
+/* Sources or destinations of a rule: any, or a union of references; with
+ * negate, every address NOT in that union ("not desktops, 10.0.0.0/8"). */
 struct dfw_side {
 	bool any;
+	bool negate;
 	struct dfw_ref *refs;
 	size_t nrefs;
 };
 
-/* proto 0 means any protocol (then ports are unused). */
+/* proto 0 means any protocol (then the rest is unused).
+ *   IPPROTO_TCP, IPPROTO_UDP: destination ports lo..hi; 0,0 for all ports.
+ *   IPPROTO_ICMP, IPPROTO_ICMPV6: icmp_type (-1: any type) and icmp_code
+ *     (-1: any code; a code needs a type).
+ *   any other number: that IP protocol (IPv4 protocol / IPv6 next header). */
 struct dfw_service {
-	uint8_t proto;        /* IPPROTO_TCP, IPPROTO_UDP, IPPROTO_ICMP, IPPROTO_ICMPV6 */
-	uint16_t lo, hi;      /* TCP/UDP port range; 0,0 for all ports */
+	uint8_t proto;
+	uint16_t lo, hi;
+	int16_t icmp_type, icmp_code;
+};
+
+/* A named service object ([service NAME]): reusable in rules' services. */
+struct dfw_service_obj {
+	char *name;           /* lower case, unique */
+	struct dfw_service *svcs;
+	size_t nsvcs;
+	int line;
 };
 
 struct dfw_rule {
@@ -55,6 +70,10 @@ struct dfw_rule {
 	enum dfw_action action;
 	bool log;
 	bool disabled;
+	/* Monitor mode (set at run time from the store's mode/ keys, see
+	 * policy_set_modes()): a drop or reject rule only logs and counts;
+	 * evaluation goes on with the next rule. */
+	bool monitor;
 	int line;
 };
 
@@ -87,6 +106,8 @@ struct dfw_policy {
 	struct strv tags;          /* declared tags, spelling as declared */
 	struct dfw_rule *rules;    /* sorted: category, then file order */
 	size_t nrules;
+	struct dfw_service_obj *services; /* [service NAME] objects, file order */
+	size_t nservices;
 	enum dfw_action default_action;
 	bool default_log;
 	struct dfw_detection detection;
