@@ -266,6 +266,21 @@ static void elems_msg(struct backend *b, uint16_t family, const char *set_name,
 	}
 }
 
+/* A delete of elements without an element list flushes the set. */
+static void set_flush(struct backend *b, uint16_t family, const char *set_name)
+{
+	struct nftnl_set *set = nftnl_set_alloc();
+	struct nlmsghdr *nlh;
+
+	nftnl_set_set_str(set, NFTNL_SET_TABLE, b->table);
+	nftnl_set_set_str(set, NFTNL_SET_NAME, set_name);
+	nftnl_set_set_u32(set, NFTNL_SET_FAMILY, family);
+	nlh = msg_hdr(b, NFT_MSG_DELSETELEM, family, 0);
+	nftnl_set_elems_nlmsg_build_payload(nlh, set);
+	msg_done(b, nlh, "flush set %s", set_name);
+	nftnl_set_free(set);
+}
+
 /* --- expressions ------------------------------------------------------------ */
 
 static void expr_add(struct nftnl_rule *r, struct nftnl_expr *e)
@@ -509,11 +524,34 @@ static void inet_base(struct backend *b)
 		{ DFW_MAP_IN, NFPROTO_INET, NFT_SET_MAP, TYPE_CLASSID, 4, NFT_DATA_VERDICT, 0, BO_HOST, 0 },
 		{ DFW_SET_BLOCK4, NFPROTO_INET, NFT_SET_TIMEOUT, TYPE_IPADDR, 4, 0, 0, BO_BIG, 0 },
 		{ DFW_SET_BLOCK6, NFPROTO_INET, NFT_SET_TIMEOUT, TYPE_IP6ADDR, 16, 0, 0, BO_BIG, 0 },
+		{ DFW_SET_OPBLOCK4, NFPROTO_INET, NFT_SET_TIMEOUT, TYPE_IPADDR, 4, 0, 0, BO_BIG, 0 },
+		{ DFW_SET_OPBLOCK6, NFPROTO_INET, NFT_SET_TIMEOUT, TYPE_IP6ADDR, 16, 0, 0, BO_BIG, 0 },
+		{ DFW_SET_OPSCOPE4, NFPROTO_INET, NFT_SET_TIMEOUT,
+		  CONCAT(TYPE_IPADDR, TYPE_MARK), 8, 0, 0, BO_BIG, 0 },
+		{ DFW_SET_OPSCOPE6, NFPROTO_INET, NFT_SET_TIMEOUT,
+		  CONCAT(TYPE_IP6ADDR, TYPE_MARK), 20, 0, 0, BO_BIG, 0 },
 	};
-	/* Blocked addresses, either way: saddr and daddr of each family. */
-	static const struct { uint8_t nfproto; uint32_t off, len; const char *set; } blocks[] = {
-		{ NFPROTO_IPV4, 12, 4, DFW_SET_BLOCK4 }, { NFPROTO_IPV4, 16, 4, DFW_SET_BLOCK4 },
-		{ NFPROTO_IPV6, 8, 16, DFW_SET_BLOCK6 }, { NFPROTO_IPV6, 24, 16, DFW_SET_BLOCK6 },
+	/* Blocked addresses, either way: saddr and daddr of each family; the
+	 * scoped operator blocks pair the address with the vNIC's id (meta
+	 * priority: destination vNIC; meta mark: source vNIC). */
+	static const struct {
+		uint8_t nfproto;
+		uint32_t off, len;
+		const char *set, *why;
+		uint32_t id_key; /* 0: none */
+	} blocks[] = {
+		{ NFPROTO_IPV4, 12, 4, DFW_SET_BLOCK4, "blocked", 0 },
+		{ NFPROTO_IPV4, 16, 4, DFW_SET_BLOCK4, "blocked", 0 },
+		{ NFPROTO_IPV6, 8, 16, DFW_SET_BLOCK6, "blocked", 0 },
+		{ NFPROTO_IPV6, 24, 16, DFW_SET_BLOCK6, "blocked", 0 },
+		{ NFPROTO_IPV4, 12, 4, DFW_SET_OPBLOCK4, "operator block", 0 },
+		{ NFPROTO_IPV4, 16, 4, DFW_SET_OPBLOCK4, "operator block", 0 },
+		{ NFPROTO_IPV6, 8, 16, DFW_SET_OPBLOCK6, "operator block", 0 },
+		{ NFPROTO_IPV6, 24, 16, DFW_SET_OPBLOCK6, "operator block", 0 },
+		{ NFPROTO_IPV4, 12, 4, DFW_SET_OPSCOPE4, "operator block in scope", NFT_META_PRIORITY },
+		{ NFPROTO_IPV4, 16, 4, DFW_SET_OPSCOPE4, "operator block in scope", NFT_META_MARK },
+		{ NFPROTO_IPV6, 8, 16, DFW_SET_OPSCOPE6, "operator block in scope", NFT_META_PRIORITY },
+		{ NFPROTO_IPV6, 24, 16, DFW_SET_OPSCOPE6, "operator block in scope", NFT_META_MARK },
 	};
 	struct nftnl_expr *e;
 	const uint16_t fam = NFPROTO_INET;
@@ -548,10 +586,13 @@ static void inet_base(struct backend *b)
 	x_verdict(r, NF_DROP);
 	rule_send(b, r);
 	for (size_t i = 0; i < ARRAY_SIZE(blocks); i++) {
-		r = rule_new(b, fam, DFW_CHAIN_INET_FWD, "blocked");
+		r = rule_new(b, fam, DFW_CHAIN_INET_FWD, blocks[i].why);
 		x_meta_load(r, NFT_META_NFPROTO, NFT_REG_1);
 		x_cmp_u8(r, blocks[i].nfproto);
 		x_payload(r, NFT_PAYLOAD_NETWORK_HEADER, blocks[i].off, blocks[i].len, NFT_REG_1);
+		/* A concatenation continues in the next 32-bit register. */
+		if (blocks[i].id_key)
+			x_meta_load(r, blocks[i].id_key, blocks[i].len == 4 ? NFT_REG32_01 : NFT_REG_2);
 		x_lookup(r, blocks[i].set, -1, false);
 		x_counter(r);
 		x_verdict(r, NF_DROP);
@@ -1424,6 +1465,47 @@ int backend_block(struct backend *b, const struct backend_block *bl, size_t n,
 	}
 	batch_begin(b);
 	block_elems(b, bl, n);
+	return batch_send(b, false, st, err, errlen);
+}
+
+int backend_set_op_blocks(struct backend *b, const struct backend_block *g, size_t ng,
+			  const struct backend_scoped_block *sc, size_t ns,
+			  struct backend_stats *st, char *err, size_t errlen)
+{
+	static const char *const sets[] = { DFW_SET_OPBLOCK4, DFW_SET_OPBLOCK6, DFW_SET_OPSCOPE4,
+					    DFW_SET_OPSCOPE6 };
+	struct elem *el = xcalloc(ng + ns + 1, sizeof(*el));
+
+	batch_begin(b);
+	for (size_t i = 0; i < ARRAY_SIZE(sets); i++)
+		set_flush(b, NFPROTO_INET, sets[i]);
+	for (int v6 = 0; v6 < 2; v6++) {
+		size_t ne = 0, alen = v6 ? 16 : 4;
+
+		for (size_t i = 0; i < ng; i++) {
+			if ((g[i].addr.family == AF_INET6) != v6)
+				continue;
+			memset(&el[ne], 0, sizeof(el[ne]));
+			el[ne].key_len = (uint32_t)alen;
+			memcpy(el[ne].key, g[i].addr.a, alen);
+			el[ne++].timeout_ms = g[i].timeout_ms ? g[i].timeout_ms : 1;
+		}
+		if (ne)
+			elems_msg(b, NFPROTO_INET, sets[v6], el, ne, NFT_MSG_NEWSETELEM);
+		ne = 0;
+		for (size_t i = 0; i < ns; i++) {
+			if ((sc[i].addr.family == AF_INET6) != v6)
+				continue;
+			memset(&el[ne], 0, sizeof(el[ne]));
+			el[ne].key_len = (uint32_t)alen + 4;
+			memcpy(el[ne].key, sc[i].addr.a, alen);
+			memcpy(el[ne].key + alen, &sc[i].port_id, 4);
+			el[ne++].timeout_ms = sc[i].timeout_ms ? sc[i].timeout_ms : 1;
+		}
+		if (ne)
+			elems_msg(b, NFPROTO_INET, sets[2 + v6], el, ne, NFT_MSG_NEWSETELEM);
+	}
+	free(el);
 	return batch_send(b, false, st, err, errlen);
 }
 

@@ -74,6 +74,19 @@ int backend_block(struct backend *b, const struct backend_block *bl, size_t n,
 int backend_read_blocks(struct backend *b, struct backend_block **out, size_t *n,
 			char *err, size_t errlen);
 
+/* Operator blocks (dfwctl block): replaces, in one transaction, the
+ * addresses blocked everywhere (g) and the (address, vNIC id) pairs
+ * blocked at vNICs of a scope (sc: traffic from or to that address at
+ * that vNIC), each with its time left; the kernel expires them. */
+struct backend_scoped_block {
+	struct dfw_addr addr;
+	uint32_t port_id;
+	uint64_t timeout_ms;
+};
+int backend_set_op_blocks(struct backend *b, const struct backend_block *g, size_t ng,
+			  const struct backend_scoped_block *sc, size_t ns,
+			  struct backend_stats *st, char *err, size_t errlen);
+
 /* Checks that bridged IPv4/IPv6 traffic reaches the inet hooks
  * (net.bridge.bridge-nf-call-iptables / -ip6tables = 1 in this namespace).
  * Returns 0, or -1 with what to do in err. */

@@ -31,6 +31,13 @@
 #define DFW_CHAIN_INET_FWD "enforce"
 #define DFW_SET_BLOCK4 "blocked4"     /* ipv4_addr, element timeouts */
 #define DFW_SET_BLOCK6 "blocked6"     /* ipv6_addr, element timeouts */
+/* Operator blocks (dfwctl block): everywhere, and scoped to vNICs as
+ * (address . vNIC id); element timeouts.  Apart from the threat
+ * detector's, because the agent rewrites them whole. */
+#define DFW_SET_OPBLOCK4 "opblock4"
+#define DFW_SET_OPBLOCK6 "opblock6"
+#define DFW_SET_OPSCOPE4 "opscope4"   /* ipv4_addr . mark */
+#define DFW_SET_OPSCOPE6 "opscope6"   /* ipv6_addr . mark */
 
 /* The id of the host's uplinks (the overlay's ports on the bridge, e.g. a
  * VXLAN device): frames from an uplink were checked at the sending host's
@@ -80,7 +87,11 @@
 
 #define DFW_INET_SETS_NFT \
 	"\tset " DFW_SET_BLOCK4 " {\n\t\ttype ipv4_addr\n\t\tflags timeout\n\t}\n" \
-	"\tset " DFW_SET_BLOCK6 " {\n\t\ttype ipv6_addr\n\t\tflags timeout\n\t}\n"
+	"\tset " DFW_SET_BLOCK6 " {\n\t\ttype ipv6_addr\n\t\tflags timeout\n\t}\n" \
+	"\tset " DFW_SET_OPBLOCK4 " {\n\t\ttype ipv4_addr\n\t\tflags timeout\n\t}\n" \
+	"\tset " DFW_SET_OPBLOCK6 " {\n\t\ttype ipv6_addr\n\t\tflags timeout\n\t}\n" \
+	"\tset " DFW_SET_OPSCOPE4 " {\n\t\ttype ipv4_addr . mark\n\t\tflags timeout\n\t}\n" \
+	"\tset " DFW_SET_OPSCOPE6 " {\n\t\ttype ipv6_addr . mark\n\t\tflags timeout\n\t}\n"
 
 #define DFW_INET_CHAINS_NFT \
 	"\tchain " DFW_CHAIN_INET_FWD " {\n" \
@@ -93,6 +104,14 @@
 	"\t\tip daddr @" DFW_SET_BLOCK4 " counter drop comment \"blocked\"\n" \
 	"\t\tip6 saddr @" DFW_SET_BLOCK6 " counter drop comment \"blocked\"\n" \
 	"\t\tip6 daddr @" DFW_SET_BLOCK6 " counter drop comment \"blocked\"\n" \
+	"\t\tip saddr @" DFW_SET_OPBLOCK4 " counter drop comment \"operator block\"\n" \
+	"\t\tip daddr @" DFW_SET_OPBLOCK4 " counter drop comment \"operator block\"\n" \
+	"\t\tip6 saddr @" DFW_SET_OPBLOCK6 " counter drop comment \"operator block\"\n" \
+	"\t\tip6 daddr @" DFW_SET_OPBLOCK6 " counter drop comment \"operator block\"\n" \
+	"\t\tip saddr . meta priority @" DFW_SET_OPSCOPE4 " counter drop comment \"operator block in scope\"\n" \
+	"\t\tip daddr . meta mark @" DFW_SET_OPSCOPE4 " counter drop comment \"operator block in scope\"\n" \
+	"\t\tip6 saddr . meta priority @" DFW_SET_OPSCOPE6 " counter drop comment \"operator block in scope\"\n" \
+	"\t\tip6 daddr . meta mark @" DFW_SET_OPSCOPE6 " counter drop comment \"operator block in scope\"\n" \
 	"\t\tlog group " DFW_STR(DFW_NFLOG_NEWFLOWS) " snaplen " DFW_STR(DFW_NFLOG_SNAPLEN) \
 	" comment \"new flow\"\n" \
 	"\t\tmeta mark vmap @" DFW_MAP_OUT "\n" \
