@@ -79,6 +79,8 @@ size_t edit_distance(const char *a, const char *b);
 
 /* Monotonic clock in nanoseconds. */
 uint64_t now_ns(void);
+/* Wall-clock time in ms since the epoch (CLOCK_REALTIME). */
+uint64_t wall_ms(void);
 
 /* One log line "2026-11-22T10:00:00 WHO: message\n", flushed; f may be NULL. */
 void log_line(FILE *f, const char *who, const char *fmt, ...) __attribute__((format(printf, 3, 4)));

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -15,6 +16,7 @@
 #include "dfw/threat.h"
 #include "groups/groups.h"
 #include "tagger/config.h"
+#include "tagger/state.h"
 #include "tagger/store.h"
 #include "tagger/tags.h"
 
@@ -35,6 +37,15 @@ struct agent {
 	struct strv *vm_tags;       /* per VM of pol */
 	struct plan *installed;
 	struct threat *threat;      /* [netthreat]: the network threat response */
+
+	/* Operator blocks (dfwctl block), as the store holds them. */
+	struct dfw_block *blocks;
+	size_t nblocks;
+	bool blocks_dirty;          /* to be (re)written to the kernel */
+
+	/* Learned addresses written to the store, "vm/ipv4", until the
+	 * rebuild that realizes them. */
+	struct strv learn_pending;
 
 	/* Link presence of local ports, by name. */
 	struct strv present;
@@ -122,6 +133,8 @@ void agent_free(struct agent *a)
 	threat_free(a->threat);
 	drop_policy(a);
 	plan_free(a->installed);
+	free(a->blocks);
+	strv_free(&a->learn_pending);
 	strv_free(&a->present);
 	free(a->published);
 	backend_close(a->be);
@@ -151,44 +164,22 @@ void agent_store_ack(struct agent *a)
 
 /* --- reading the store --------------------------------------------------- */
 
-/* Splits "tag/<vm>/<tag>"; returns false for any other shape. */
-static bool split_tag_key(const char *key, char *vm, size_t vmlen, const char **tag)
+static void state_warn(void *arg, const char *msg)
 {
-	const char *p, *slash;
+	struct agent *a = arg;
 
-	if (strncmp(key, "tag/", 4))
-		return false;
-	p = key + 4;
-	slash = strchr(p, '/');
-	if (!slash || slash == p || !slash[1] || strchr(slash + 1, '/') ||
-	    (size_t)(slash - p) >= vmlen)
-		return false;
-	memcpy(vm, p, (size_t)(slash - p));
-	vm[slash - p] = '\0';
-	*tag = slash + 1;
-	return true;
+	logf_(a, "%s", msg);
 }
 
 /* Records one tag key of the store in vm_tags; bad keys are reported with
  * the key and ignored. */
 static long apply_tag_key(struct agent *a, const char *key, bool present)
 {
-	char vm[256];
-	const char *tag, *declared;
-	long idx;
+	const char *declared;
+	size_t idx;
 
-	if (!split_tag_key(key, vm, sizeof(vm), &tag)) {
-		logf_(a, "store key '%s': not of the form tag/VM/TAG; ignored", key);
+	if (!state_tag_key(a->pol, key, &idx, &declared, state_warn, a))
 		return -1;
-	}
-	if ((idx = policy_find_vm(a->pol, vm)) < 0) {
-		logf_(a, "store key '%s': no VM '%s' in the policy; ignored", key, vm);
-		return -1;
-	}
-	if (!(declared = policy_find_tag(a->pol, tag))) {
-		logf_(a, "store key '%s': tag '%s' is not declared in the policy; ignored", key, tag);
-		return -1;
-	}
 	if (present) {
 		if (!strv_contains(&a->vm_tags[idx], declared, true))
 			strv_push(&a->vm_tags[idx], declared);
@@ -203,58 +194,7 @@ static long apply_tag_key(struct agent *a, const char *key, bool present)
 			break;
 		}
 	}
-	return idx;
-}
-
-struct snapshot {
-	char *policy;
-	char *policy_file;
-	struct strv tag_keys;
-	struct strv placement; /* VM, host, VM, host, ... */
-	struct agent *a;
-};
-
-static int snapshot_kv(void *arg, const char *key, const char *value)
-{
-	struct snapshot *s = arg;
-
-	if (!strcmp(key, "policy")) {
-		free(s->policy);
-		s->policy = xstrdup(value);
-	} else if (!strcmp(key, "policy-file")) {
-		free(s->policy_file);
-		s->policy_file = xstrdup(value);
-	} else if (!strncmp(key, "tag/", 4)) {
-		strv_push(&s->tag_keys, key);
-	} else if (!strncmp(key, PLACEMENT_PREFIX, strlen(PLACEMENT_PREFIX))) {
-		strv_push(&s->placement, key + strlen(PLACEMENT_PREFIX));
-		strv_push(&s->placement, value);
-	} else {
-		logf_(s->a, "store key '%s': not a key dfw writes; ignored", key);
-	}
-	return 0;
-}
-
-/* Where the VMs run now: placement/VM keys (written by `dfwctl place`
- * when a VM migrates) override the inventory's host.  Bad keys are
- * reported with the key and ignored. */
-static void apply_placement(struct agent *a, const struct strv *pl)
-{
-	for (size_t i = 0; i + 1 < pl->n; i += 2) {
-		const char *vm = pl->v[i], *host = pl->v[i + 1];
-		long idx = policy_find_vm(a->pol, vm);
-
-		if (idx < 0) {
-			logf_(a, "store key '%s%s': no VM '%s' in the policy; ignored", PLACEMENT_PREFIX,
-			      vm, vm);
-		} else if (!policy_name_ok(host)) {
-			logf_(a, "store key '%s%s': '%.64s' is not a host name; ignored", PLACEMENT_PREFIX,
-			      vm, host);
-		} else {
-			free(a->pol->inv.vms[idx].host);
-			a->pol->inv.vms[idx].host = xstrdup(host);
-		}
-	}
+	return (long)idx;
 }
 
 /* Quarantine groups a VM just entered: their connections are cut after the
@@ -296,15 +236,54 @@ static void set_vm_tags(struct agent *a, size_t vm, struct deltas *d)
 			 a->vm_tags[vm].n, on_delta, d);
 }
 
+/* The operator blocks of the store ("addr[/group]", until, ...) that fit
+ * the policy; the others are reported and ignored. */
+static void blocks_load(struct agent *a, const struct strv *pairs)
+{
+	char err[256];
+
+	a->nblocks = 0;
+	a->blocks = xrealloc(a->blocks, (pairs->n / 2 + 1) * sizeof(*a->blocks));
+	for (size_t i = 0; i + 1 < pairs->n; i += 2) {
+		if (state_block(a->pol, pairs->v[i], pairs->v[i + 1], &a->blocks[a->nblocks], err,
+				sizeof(err)))
+			a->nblocks++;
+		else
+			logf_(a, "store key '%s%s': %s; ignored", BLOCK_PREFIX, pairs->v[i], err);
+	}
+	a->blocks_dirty = true;
+}
+
+static int collect_block(void *arg, const char *key, const char *value)
+{
+	strv_push(arg, key + strlen(BLOCK_PREFIX));
+	strv_push(arg, value);
+	return 0;
+}
+
+/* Re-reads the blocks after block/ keys changed. */
+static void blocks_reload(struct agent *a)
+{
+	struct strv pairs = { 0 };
+	char err[256];
+	uint64_t rev;
+
+	if (store_scan(a->store, BLOCK_PREFIX, collect_block, &pairs, &rev, err, sizeof(err)) < 0)
+		logf_(a, "reading blocks: %s", err);
+	else
+		blocks_load(a, &pairs);
+	strv_free(&pairs);
+}
+
 /* Reads the whole store at one revision and rebuilds policy and membership.
  * A policy that does not parse leaves the last good one in force. */
 static int rebuild(struct agent *a, uint64_t *rev, struct deltas *d)
 {
-	struct snapshot s = { .a = a };
+	struct snapshot s;
 	char err[256];
 	int ret = -1;
 
-	if (store_scan(a->store, "", snapshot_kv, &s, rev, err, sizeof(err)) < 0) {
+	if (snapshot_read(a->store, &s, rev, state_warn, a, err, sizeof(err)) < 0) {
 		logf_(a, "reading the store: %s", err);
 		goto out;
 	}
@@ -312,8 +291,14 @@ static int rebuild(struct agent *a, uint64_t *rev, struct deltas *d)
 		struct diag dg = { 0 };
 		const char *file = s.policy_file ? s.policy_file : "store:policy";
 		struct dfw_policy *p = policy_parse(s.policy, file, &dg);
-		struct gengine *e = p ? gengine_new(&p->inv, file, &dg) : NULL;
+		struct gengine *e = NULL;
 
+		if (p) {
+			/* Placement, modes and learned addresses shape the
+			 * inventory the engine indexes. */
+			state_apply(p, &s, state_warn, a);
+			e = gengine_new(&p->inv, file, &dg);
+		}
 		if (!e) {
 			logf_(a, "store key 'policy' is not a valid policy; keeping the last good one:");
 			for (size_t i = 0; i < dg.n; i++)
@@ -331,26 +316,25 @@ static int rebuild(struct agent *a, uint64_t *rev, struct deltas *d)
 		diag_free(&dg);
 	}
 	if (a->pol) {
-		apply_placement(a, &s.placement);
 		for (size_t i = 0; i < a->pol->inv.nvms; i++)
 			strv_free(&a->vm_tags[i]);
 		for (size_t i = 0; i < s.tag_keys.n; i++)
 			apply_tag_key(a, s.tag_keys.v[i], true);
 		for (size_t i = 0; i < a->pol->inv.nvms; i++)
 			set_vm_tags(a, i, d);
+		blocks_load(a, &s.blocks);
 	}
+	strv_free(&a->learn_pending);
 	ret = 0;
 out:
-	free(s.policy);
-	free(s.policy_file);
-	strv_free(&s.tag_keys);
-	strv_free(&s.placement);
+	snapshot_free(&s);
 	return ret;
 }
 
 struct change_ctx {
 	struct agent *a;
 	bool policy_changed;
+	bool blocks_changed;
 	bool *dirty; /* per VM */
 };
 
@@ -359,9 +343,12 @@ static int on_change(void *arg, uint64_t rev, const char *key, const char *value
 	struct change_ctx *c = arg;
 	long vm;
 
-	if (!strcmp(key, "policy") || !strcmp(key, "policy-file") ||
-	    !strncmp(key, PLACEMENT_PREFIX, strlen(PLACEMENT_PREFIX))) {
+	if (state_key_reshapes(key)) {
 		c->policy_changed = true;
+		return 0;
+	}
+	if (!strncmp(key, BLOCK_PREFIX, strlen(BLOCK_PREFIX))) {
+		c->blocks_changed = true;
 		return 0;
 	}
 	if (c->policy_changed || !c->a->pol || strncmp(key, "tag/", 4))
@@ -466,6 +453,7 @@ static int realize(struct agent *a, uint64_t rev, const struct deltas *d)
 		plan_diff_free(&diff);
 	} else {
 		ret = backend_load(a->be, want, false, &st, err, sizeof(err));
+		a->blocks_dirty = true; /* a full load empties the block sets */
 	}
 	if (ret < 0) {
 		plan_free(want);
@@ -529,6 +517,74 @@ static int realize_deltas(struct agent *a, uint64_t rev, struct deltas *d)
 	return 0;
 }
 
+struct scope_ctx {
+	struct agent *a;
+	const struct dfw_block *b;
+	uint64_t left_ms;
+	struct backend_scoped_block *v;
+	size_t n, cap;
+};
+
+static void add_scoped(void *arg, size_t vm)
+{
+	struct scope_ctx *c = arg;
+	const struct pport *port = plan_find_port(c->a->installed, c->a->pol->inv.vms[vm].port);
+
+	if (!port || port->vm != vm)
+		return; /* not a vNIC of this host */
+	grow((void **)&c->v, &c->cap, c->n + 1, sizeof(*c->v));
+	c->v[c->n++] = (struct backend_scoped_block){ c->b->addr, port->id, c->left_ms };
+}
+
+/* Writes the operator blocks to the kernel: global ones as addresses,
+ * scoped ones as (address, vNIC id) pairs for the scope's local members,
+ * each with its time left, replacing what the sets held (one batch). */
+static void blocks_sync(struct agent *a)
+{
+	struct backend_block *g = xcalloc(a->nblocks + 1, sizeof(*g));
+	struct scope_ctx c = { .a = a };
+	struct backend_stats st = { 0 };
+	uint64_t now = wall_ms();
+	size_t ng = 0;
+	char err[512];
+
+	for (size_t i = 0; i < a->nblocks; i++) {
+		const struct dfw_block *b = &a->blocks[i];
+
+		if (b->until_ms <= now)
+			continue;
+		if (b->group < 0) {
+			g[ng++] = (struct backend_block){ b->addr, b->until_ms - now };
+			continue;
+		}
+		c.b = b;
+		c.left_ms = b->until_ms - now;
+		gengine_foreach_member(a->eng, (size_t)b->group, add_scoped, &c);
+	}
+	if (backend_set_op_blocks(a->be, g, ng, c.v, c.n, &st, err, sizeof(err)) < 0) {
+		logf_(a, "operator blocks: %s", err);
+		snprintf(a->last_error, sizeof(a->last_error), "operator blocks: %.400s", err);
+		a->status_dirty = true;
+	} else {
+		a->blocks_dirty = false;
+		logf_(a, "operator blocks: %zu address(es) everywhere, %zu (address, vNIC) pair(s) in scopes",
+		      ng, c.n);
+	}
+	free(g);
+	free(c.v);
+}
+
+/* Blocks follow membership of their scope groups and survive full loads. */
+static bool blocks_need_sync(const struct agent *a, const struct deltas *d)
+{
+	if (a->blocks_dirty)
+		return true;
+	for (size_t i = 0; i < a->nblocks && d->nchanges; i++)
+		if (a->blocks[i].group >= 0)
+			return true;
+	return false;
+}
+
 int agent_sync(struct agent *a)
 {
 	struct deltas d = { .a = a };
@@ -543,7 +599,7 @@ int agent_sync(struct agent *a)
 		if (rebuild(a, &rev, &d) < 0)
 			goto out;
 		ret = realize(a, rev, &d);
-		goto out;
+		goto blocks;
 	}
 	{
 		struct change_ctx c = { .a = a };
@@ -570,11 +626,16 @@ int agent_sync(struct agent *a)
 			ret = 0;
 		}
 		free(c.dirty);
+		if (ret == 0 && c.blocks_changed && !d.needs_full && a->pol)
+			blocks_reload(a);
 		if (ret == 0 && !d.needs_full && a->loaded)
 			ret = realize_deltas(a, rev, &d);
 		else if (ret == 0)
 			ret = realize(a, rev, &d);
 	}
+blocks:
+	if (ret == 0 && a->pol && a->loaded && blocks_need_sync(a, &d))
+		blocks_sync(a);
 out:
 	free(d.cut);
 	free(d.changes);
@@ -590,7 +651,8 @@ void agent_heartbeat(struct agent *a)
 	if (!a->loaded) {
 		struct deltas d = { .a = a };
 
-		realize(a, a->rev, &d);
+		if (realize(a, a->rev, &d) == 0 && a->pol)
+			blocks_sync(a);
 	}
 }
 
@@ -614,6 +676,56 @@ void agent_link(struct agent *a, const char *ifname, bool present)
 	}
 	if (known)
 		logf_(a, "vNIC port %s %s", ifname, present ? "appeared (policy realized)" : "went away");
+}
+
+/* True when some VM other than vm holds addr (declared or locked). */
+static bool addr_taken(const struct dfw_policy *p, size_t vm, const struct dfw_addr *addr)
+{
+	for (size_t i = 0; i < p->inv.nvms; i++)
+		for (size_t j = 0; i != vm && j < p->inv.vms[i].naddrs; j++)
+			if (!addr_cmp(&p->inv.vms[i].addrs[j], addr))
+				return true;
+	return false;
+}
+
+void agent_learn(struct agent *a, const char *ifname, const struct dfw_addr *addr)
+{
+	const struct pport *port = a->installed ? plan_find_port(a->installed, ifname) : NULL;
+	char buf[64], key[128], err[512];
+	struct vm *v;
+	uint64_t rev;
+	int r;
+
+	if (!port || !a->pol)
+		return;
+	v = &a->pol->inv.vms[port->vm];
+	if (!v->learn || !(addr->family == AF_INET ? port->learn4 : port->learn6))
+		return; /* locked already: the anti-spoofing decides */
+	addr_format(addr, buf, sizeof(buf));
+	/* Only global unicast is learned: IPv6 link-local is derived from the
+	 * MAC anyway; unspecified, multicast and loopback never identify a
+	 * guest. */
+	if ((addr->family == AF_INET && (addr->a[0] == 0 || addr->a[0] == 127 || addr->a[0] >= 224)) ||
+	    (addr->family == AF_INET6 && (addr->a[0] == 0xff || (addr->a[0] == 0xfe &&
+	     (addr->a[1] & 0xc0) == 0x80) || !memcmp(addr->a, (uint8_t[16]){ 0 }, 15)))) {
+		return;
+	}
+	if (addr_taken(a->pol, port->vm, addr)) {
+		logf_(a, "learn: %s (%s) claims %s, which belongs to another VM; not learned", v->name,
+		      ifname, buf);
+		return;
+	}
+	snprintf(key, sizeof(key), "%s/%s", v->name, learned_family(addr->family));
+	if (strv_contains(&a->learn_pending, key, false))
+		return; /* written; realized with the next rebuild */
+	r = learned_write(a->store, v->name, addr, &rev, err, sizeof(err));
+	strv_push(&a->learn_pending, key);
+	if (r == 0) {
+		logf_(a, "learn: %s (%s) locked to %s on first use (revision %llu)", v->name, ifname,
+		      buf, (unsigned long long)rev);
+	} else {
+		logf_(a, "learn: %s (%s) %s: %s", v->name, ifname, buf, err);
+	}
 }
 
 void agent_info(const struct agent *a, struct agent_info *out)

@@ -3,11 +3,15 @@
  * dfwctl (a person) and the scanner (a detection). */
 #include "tagger/tags.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
 
 #include "tagger/config.h"
+#include "tagger/state.h"
 
 /* Tag and untag validate VM and tags against the stored policy inside the
  * write transaction, so a concurrent apply cannot slip between. */
@@ -57,12 +61,10 @@ static const struct dfw_policy *cached_policy(char *text, char *file, char *err,
 	return p;
 }
 
-/* The stored policy and the index of vm in it, inside a transaction's
- * check; NULL with the reason in err. */
-static const struct dfw_policy *stored_vm(struct store *s, const char *name, long *vm, char *err,
-					  size_t errlen)
+/* The stored policy, inside a transaction's check; NULL with the reason
+ * in err. */
+static const struct dfw_policy *stored_policy(struct store *s, char *err, size_t errlen)
 {
-	const struct dfw_policy *p;
 	char *text = NULL, *file = NULL, perr[256];
 	int r;
 
@@ -74,7 +76,17 @@ static const struct dfw_policy *stored_vm(struct store *s, const char *name, lon
 		return NULL;
 	}
 	store_get(s, "policy-file", &file, perr, sizeof(perr));
-	if (!(p = cached_policy(text, file, err, errlen)))
+	return cached_policy(text, file, err, errlen);
+}
+
+/* The stored policy and the index of vm in it, inside a transaction's
+ * check; NULL with the reason in err. */
+static const struct dfw_policy *stored_vm(struct store *s, const char *name, long *vm, char *err,
+					  size_t errlen)
+{
+	const struct dfw_policy *p = stored_policy(s, err, errlen);
+
+	if (!p)
 		return NULL;
 	if ((*vm = policy_find_vm(p, name)) < 0) {
 		policy_unknown(p, false, name, err, errlen);
@@ -157,4 +169,284 @@ int placement_write(struct store *s, const char *vm, const char *host, uint64_t 
 	}
 	/* op is filled in by place_check, inside the transaction. */
 	return store_txn(s, &q.op, 1, place_check, &q, rev, err, errlen);
+}
+
+/* --- monitor mode ----------------------------------------------------------- */
+
+/* Keys and ops of a write whose ops are known before the transaction. */
+struct key_ops {
+	struct store_op *ops;
+	char (*keys)[TAG_KEY_MAX];
+	size_t n, cap;
+};
+
+static void key_op(struct key_ops *k, bool put, const char *value, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+
+static void key_op(struct key_ops *k, bool put, const char *value, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (k->n == k->cap) {
+		k->cap = k->cap ? 2 * k->cap : 8;
+		k->ops = xrealloc(k->ops, k->cap * sizeof(*k->ops));
+		k->keys = xrealloc(k->keys, k->cap * sizeof(*k->keys));
+	}
+	va_start(ap, fmt);
+	vsnprintf(k->keys[k->n], TAG_KEY_MAX, fmt, ap);
+	va_end(ap);
+	k->ops[k->n++] = (struct store_op){ put ? STORE_PUT : STORE_DEL, NULL, put ? value : NULL };
+}
+
+/* Points the ops at their keys (the key array moved while growing) and
+ * writes them as one revision. */
+static int key_ops_write(struct store *s, struct key_ops *k, store_check_fn check, void *arg,
+			 uint64_t *rev, char *err, size_t errlen)
+{
+	int r;
+
+	for (size_t i = 0; i < k->n; i++)
+		k->ops[i].key = k->keys[i];
+	r = store_txn(s, k->ops, k->n, check, arg, rev, err, errlen);
+	free(k->ops);
+	free(k->keys);
+	return r;
+}
+
+struct mode_req {
+	char *const *cats;
+	size_t ncat;
+	const uint32_t *rules;
+	size_t nrules;
+};
+
+static int mode_check(struct store *s, void *arg, char *err, size_t errlen)
+{
+	const struct mode_req *m = arg;
+	const struct dfw_policy *p = stored_policy(s, err, errlen);
+
+	if (!p)
+		return 1;
+	for (size_t i = 0; i < m->nrules; i++) {
+		size_t r;
+
+		for (r = 0; r < p->nrules && p->rules[r].id != m->rules[i]; r++)
+			;
+		if (r == p->nrules) {
+			snprintf(err, errlen, "no rule %u in the stored policy (%s)", m->rules[i],
+				 p->file);
+			return 1;
+		}
+	}
+	return 0;
+}
+
+static int list_mode_key(void *arg, const char *key, const char *value)
+{
+	(void)value;
+	key_op(arg, false, NULL, "%s", key);
+	return 0;
+}
+
+int modes_write(struct store *s, bool monitor, char *const *categories, size_t ncat,
+		const uint32_t *rules, size_t nrules, bool all, uint64_t *rev, char *err,
+		size_t errlen)
+{
+	struct mode_req m = { categories, ncat, rules, nrules };
+	struct key_ops k = { 0 };
+	const char *names[CAT_COUNT], *near;
+	uint64_t at;
+
+	for (int c = 0; c < CAT_COUNT; c++)
+		names[c] = category_name((enum dfw_category)c);
+	if (all && !monitor &&
+	    store_scan(s, MODE_PREFIX, list_mode_key, &k, &at, err, errlen) < 0) {
+		free(k.ops);
+		free(k.keys);
+		return -1;
+	}
+	for (size_t i = 0; i < ncat; i++) {
+		int c;
+
+		for (c = 0; c < CAT_COUNT && strcasecmp(names[c], categories[i]); c++)
+			;
+		if (c == CAT_COUNT) {
+			near = nearest_name(categories[i], names, CAT_COUNT);
+			snprintf(err, errlen, "unknown category '%s'%s%s%s; categories: emergency, infrastructure, environment, application",
+				 categories[i], near ? " (did you mean '" : "", near ? near : "",
+				 near ? "'?)" : "");
+			free(k.ops);
+			free(k.keys);
+			return 1;
+		}
+		key_op(&k, monitor, "monitor", MODE_PREFIX "category/%s", names[c]);
+	}
+	for (size_t i = 0; i < nrules; i++)
+		key_op(&k, monitor, "monitor", MODE_PREFIX "rule/%u", rules[i]);
+	return key_ops_write(s, &k, mode_check, &m, rev, err, errlen);
+}
+
+/* --- timed blocks ------------------------------------------------------------- */
+
+struct block_req {
+	const char *scope;
+	uint64_t now_ms;
+	struct key_ops *k;
+	const char *key;   /* block_delete: the key that must exist */
+};
+
+static int expired_block(void *arg, const char *key, const char *value)
+{
+	struct block_req *b = arg;
+	char *end;
+	uint64_t until = strtoull(value, &end, 10);
+
+	if (*value && !*end && until <= b->now_ms)
+		key_op(b->k, false, NULL, "%s", key);
+	return 0;
+}
+
+static int block_check(struct store *s, void *arg, char *err, size_t errlen)
+{
+	struct block_req *b = arg;
+	const struct dfw_policy *p;
+	char *v = NULL;
+	int r;
+
+	if (b->scope) {
+		if (!(p = stored_policy(s, err, errlen)))
+			return 1;
+		if (policy_find_group(p, b->scope) < 0) {
+			policy_unknown(p, true, b->scope, err, errlen);
+			return 1;
+		}
+	}
+	if (b->key) {
+		r = store_get(s, b->key, &v, err, errlen);
+		free(v);
+		if (r < 0)
+			return -1;
+		if (r == 1) {
+			snprintf(err, errlen, "no block %s", b->key + strlen(BLOCK_PREFIX));
+			return 1;
+		}
+	}
+	return 0;
+}
+
+static void block_key(char *buf, size_t len, const struct dfw_addr *addr, const char *scope)
+{
+	char a[64];
+	char low[64] = "";
+
+	addr_format(addr, a, sizeof(a));
+	if (scope) {
+		snprintf(low, sizeof(low), "%s", scope);
+		str_lower(low);
+	}
+	snprintf(buf, len, BLOCK_PREFIX "%s%s%s", a, scope ? "/" : "", low);
+}
+
+int block_write(struct store *s, const struct dfw_addr *addr, const char *scope,
+		uint64_t until_ms, uint64_t *rev, char *err, size_t errlen)
+{
+	struct key_ops k = { 0 };
+	struct block_req b = { .scope = scope, .now_ms = wall_ms(), .k = &k };
+	char key[TAG_KEY_MAX], until[32];
+	uint64_t at;
+
+	if (scope && !policy_name_ok(scope)) {
+		snprintf(err, errlen, "scope '%s': not a group name", scope);
+		return 1;
+	}
+	/* Expired blocks go in the same revision (the kernel dropped them
+	 * already); a concurrent writer's expired key is at worst kept. */
+	if (store_scan(s, BLOCK_PREFIX, expired_block, &b, &at, err, errlen) < 0) {
+		free(k.ops);
+		free(k.keys);
+		return -1;
+	}
+	block_key(key, sizeof(key), addr, scope);
+	snprintf(until, sizeof(until), "%llu", (unsigned long long)until_ms);
+	key_op(&k, true, until, "%s", key);
+	return key_ops_write(s, &k, block_check, &b, rev, err, errlen);
+}
+
+int block_delete(struct store *s, const struct dfw_addr *addr, const char *scope,
+		 uint64_t *rev, char *err, size_t errlen)
+{
+	struct key_ops k = { 0 };
+	char key[TAG_KEY_MAX];
+	struct block_req b = { .key = key };
+
+	block_key(key, sizeof(key), addr, scope);
+	key_op(&k, false, NULL, "%s", key);
+	return key_ops_write(s, &k, block_check, &b, rev, err, errlen);
+}
+
+/* --- address learning ---------------------------------------------------------- */
+
+struct learn_req {
+	const char *vm;
+	const struct dfw_addr *addr;
+	struct key_ops *k;
+	bool forget;
+};
+
+static int learn_check(struct store *s, void *arg, char *err, size_t errlen)
+{
+	struct learn_req *l = arg;
+	const struct dfw_policy *p;
+	char *v = NULL, a[64];
+	long vm;
+	int r;
+
+	if (!(p = stored_vm(s, l->vm, &vm, err, errlen)))
+		return 1;
+	if (!p->inv.vms[vm].learn) {
+		snprintf(err, errlen, "VM %s does not learn its addresses (addresses = learn)",
+			 p->inv.vms[vm].name);
+		return 1;
+	}
+	if (l->forget)
+		return 0;
+	r = store_get(s, l->k->keys[0], &v, err, errlen);
+	if (r < 0)
+		return -1;
+	if (r == 0) {
+		addr_format(l->addr, a, sizeof(a));
+		snprintf(err, errlen, "VM %s has %s locked already; %s refused", p->inv.vms[vm].name, v,
+			 a);
+		free(v);
+		return 1;
+	}
+	return 0;
+}
+
+int learned_write(struct store *s, const char *vm, const struct dfw_addr *addr, uint64_t *rev,
+		  char *err, size_t errlen)
+{
+	struct key_ops k = { 0 };
+	struct learn_req l = { vm, addr, &k, false };
+	char a[64], low[64];
+
+	snprintf(low, sizeof(low), "%s", vm);
+	str_lower(low);
+	addr_format(addr, a, sizeof(a));
+	key_op(&k, true, a, LEARNED_PREFIX "%s/%s", low, learned_family(addr->family));
+	/* The value points into a: written before a goes out of scope. */
+	return key_ops_write(s, &k, learn_check, &l, rev, err, errlen);
+}
+
+int learned_forget(struct store *s, const char *vm, uint64_t *rev, char *err, size_t errlen)
+{
+	struct key_ops k = { 0 };
+	struct learn_req l = { vm, NULL, &k, true };
+	char low[64];
+
+	snprintf(low, sizeof(low), "%s", vm);
+	str_lower(low);
+	key_op(&k, false, NULL, LEARNED_PREFIX "%s/ipv4", low);
+	key_op(&k, false, NULL, LEARNED_PREFIX "%s/ipv6", low);
+	return key_ops_write(s, &k, learn_check, &l, rev, err, errlen);
 }

@@ -8,6 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/util.h"
 #include "tagger/store.h"
 
 #define TAG_KEY_MAX 512
@@ -27,5 +28,32 @@ int tags_write(struct store *s, const char *vm, char *const *tags, size_t ntags,
  * the stored policy.  Returns like tags_write. */
 int placement_write(struct store *s, const char *vm, const char *host, uint64_t *rev, char *err,
 		    size_t errlen);
+
+/* Monitor mode (keys mode/..., tagger/state.h): puts the given categories
+ * (names as in the policy) and rules (ids) in monitor mode, or back in
+ * enforce mode, as one revision validated against the stored policy.  With
+ * all and !monitor, every monitor key goes.  Returns like tags_write. */
+int modes_write(struct store *s, bool monitor, char *const *categories, size_t ncat,
+		const uint32_t *rules, size_t nrules, bool all, uint64_t *rev, char *err,
+		size_t errlen);
+
+/* Timed blocks (keys block/..., tagger/state.h): blocks addr (a host
+ * address) until until_ms (wall clock, ms), at the vNICs of scope (a group
+ * of the stored policy) or everywhere (scope NULL); expired blocks are
+ * removed in the same revision.  block_delete removes one.  Returns like
+ * tags_write (block_delete: 1 also when there is no such block). */
+int block_write(struct store *s, const struct dfw_addr *addr, const char *scope,
+		uint64_t until_ms, uint64_t *rev, char *err, size_t errlen);
+int block_delete(struct store *s, const struct dfw_addr *addr, const char *scope,
+		 uint64_t *rev, char *err, size_t errlen);
+
+/* Address learning: locks addr as the learned address of its family for
+ * vm, unless one is locked already (first writer wins, also between hosts).
+ * Returns 0 when it was locked now (*rev set), 1 when refused (one is
+ * locked already, or vm does not learn; reason in err), -1 on error.
+ * learned_forget removes the VM's locked addresses (both families). */
+int learned_write(struct store *s, const char *vm, const struct dfw_addr *addr, uint64_t *rev,
+		  char *err, size_t errlen);
+int learned_forget(struct store *s, const char *vm, uint64_t *rev, char *err, size_t errlen);
 
 #endif
