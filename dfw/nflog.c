@@ -2,11 +2,13 @@
 #include "dfw/nflog.h"
 
 #include <arpa/inet.h>
+#include <endian.h>
 #include <errno.h>
 #include <libmnl/libmnl.h>
 #include <linux/netfilter.h>
 #include <linux/netfilter/nfnetlink.h>
 #include <linux/netfilter/nfnetlink_log.h>
+#include <net/if.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -54,9 +56,14 @@ static int config(struct nflog *l, uint8_t family, uint16_t attr, const void *da
 
 struct nflog *nflog_open(uint16_t group, char *err, size_t errlen)
 {
+	return nflog_open_len(group, DFW_NFLOG_SNAPLEN, err, errlen);
+}
+
+struct nflog *nflog_open_len(uint16_t group, uint32_t copy_len, char *err, size_t errlen)
+{
 	struct nflog *l = xcalloc(1, sizeof(*l));
 	struct nfulnl_msg_config_cmd bind = { NFULNL_CFG_CMD_BIND };
-	struct nfulnl_msg_config_mode mode = { htonl(DFW_NFLOG_SNAPLEN), NFULNL_COPY_PACKET, 0 };
+	struct nfulnl_msg_config_mode mode = { htonl(copy_len), NFULNL_COPY_PACKET, 0 };
 	int rcvbuf = NFLOG_RCVBUF;
 
 	l->group = group;
@@ -148,10 +155,12 @@ int nflog_parse_ip(const uint8_t *pkt, size_t len, struct nflog_pkt *p)
 	case IPPROTO_TCP: case IPPROTO_UDP: case IPPROTO_SCTP: case IPPROTO_UDPLITE:
 		p->sport = (uint16_t)(pkt[l4] << 8 | pkt[l4 + 1]);
 		p->dport = (uint16_t)(pkt[l4 + 2] << 8 | pkt[l4 + 3]);
+		p->l4 = true;
 		break;
 	case IPPROTO_ICMP: case IPPROTO_ICMPV6:
 		p->sport = pkt[l4];
 		p->dport = pkt[l4 + 1];
+		p->l4 = true;
 		break;
 	default:
 		break;
@@ -159,10 +168,19 @@ int nflog_parse_ip(const uint8_t *pkt, size_t len, struct nflog_pkt *p)
 	return 0;
 }
 
+const char *nflog_port_name(const struct nflog_pkt *p, bool egress, char buf[16])
+{
+	uint32_t ifindex = egress ? (p->physoutdev ? p->physoutdev : p->outdev)
+				  : (p->physindev ? p->physindev : p->indev);
+
+	return ifindex ? if_indextoname(ifindex, buf) : NULL;
+}
+
 struct read_ctx {
 	nflog_fn *fn;
 	void *arg;
 	int n;
+	bool frames;   /* non-IP packets too */
 };
 
 static int attr_cb(const struct nlattr *a, void *data)
@@ -175,31 +193,73 @@ static int attr_cb(const struct nlattr *a, void *data)
 	return MNL_CB_OK;
 }
 
+static uint32_t attr_u32(const struct nlattr *a)
+{
+	return a && mnl_attr_get_payload_len(a) == 4 ? ntohl(mnl_attr_get_u32(a)) : 0;
+}
+
 static int packet_cb(const struct nlmsghdr *nlh, void *data)
 {
 	const struct nlattr *tb[NFULA_MAX + 1] = { 0 };
 	struct read_ctx *c = data;
 	struct nflog_pkt p;
+	const uint8_t *payload;
+	size_t len;
+	uint16_t hwproto = 0;
+	bool ip;
 
 	if ((nlh->nlmsg_type & 0xff) != NFULNL_MSG_PACKET)
 		return MNL_CB_OK;
 	mnl_attr_parse(nlh, sizeof(struct nfgenmsg), attr_cb, tb);
-	if (!tb[NFULA_PAYLOAD] ||
-	    nflog_parse_ip(mnl_attr_get_payload(tb[NFULA_PAYLOAD]),
-			   mnl_attr_get_payload_len(tb[NFULA_PAYLOAD]), &p) < 0)
+	if (!tb[NFULA_PAYLOAD])
 		return MNL_CB_OK;
-	if (tb[NFULA_MARK] && mnl_attr_get_payload_len(tb[NFULA_MARK]) == 4)
-		p.mark = ntohl(mnl_attr_get_u32(tb[NFULA_MARK]));
+	payload = mnl_attr_get_payload(tb[NFULA_PAYLOAD]);
+	len = mnl_attr_get_payload_len(tb[NFULA_PAYLOAD]);
+	if (tb[NFULA_PACKET_HDR] &&
+	    mnl_attr_get_payload_len(tb[NFULA_PACKET_HDR]) >= sizeof(struct nfulnl_msg_packet_hdr)) {
+		const struct nfulnl_msg_packet_hdr *h = mnl_attr_get_payload(tb[NFULA_PACKET_HDR]);
+
+		hwproto = ntohs(h->hw_protocol);
+	}
+	/* An ARP payload may well start with a nibble of 4 or 6: trust the
+	 * ethertype when there is one. */
+	ip = (hwproto == 0 || hwproto == 0x0800 || hwproto == 0x86dd) &&
+	     nflog_parse_ip(payload, len, &p) == 0;
+	if (!ip) {
+		if (!c->frames)
+			return MNL_CB_OK;
+		memset(&p, 0, sizeof(p));
+		p.prefix = "";
+	}
+	p.mark = attr_u32(tb[NFULA_MARK]);
 	if (tb[NFULA_PREFIX])
 		p.prefix = mnl_attr_get_str(tb[NFULA_PREFIX]);
+	p.indev = attr_u32(tb[NFULA_IFINDEX_INDEV]);
+	p.outdev = attr_u32(tb[NFULA_IFINDEX_OUTDEV]);
+	p.physindev = attr_u32(tb[NFULA_IFINDEX_PHYSINDEV]);
+	p.physoutdev = attr_u32(tb[NFULA_IFINDEX_PHYSOUTDEV]);
+	p.hwproto = hwproto;
+	if (tb[NFULA_TIMESTAMP] &&
+	    mnl_attr_get_payload_len(tb[NFULA_TIMESTAMP]) >= sizeof(struct nfulnl_msg_packet_timestamp)) {
+		struct nfulnl_msg_packet_timestamp ts;
+
+		memcpy(&ts, mnl_attr_get_payload(tb[NFULA_TIMESTAMP]), sizeof(ts));
+		p.time_us = be64toh(ts.sec) * 1000000u + be64toh(ts.usec);
+	}
+	p.payload = payload;
+	p.len = len;
+	if (tb[NFULA_HWHEADER]) {
+		p.hwhdr = mnl_attr_get_payload(tb[NFULA_HWHEADER]);
+		p.hwhdr_len = mnl_attr_get_payload_len(tb[NFULA_HWHEADER]);
+	}
 	c->n++;
 	c->fn(c->arg, &p);
 	return MNL_CB_OK;
 }
 
-int nflog_read(struct nflog *l, nflog_fn *fn, void *arg)
+static int read_all(struct nflog *l, bool frames, nflog_fn *fn, void *arg)
 {
-	struct read_ctx c = { fn, arg, 0 };
+	struct read_ctx c = { fn, arg, 0, frames };
 
 	for (;;) {
 		ssize_t n = recv(mnl_socket_get_fd(l->nl), l->buf, NFLOG_BUF_SIZE, MSG_DONTWAIT);
@@ -216,4 +276,14 @@ int nflog_read(struct nflog *l, nflog_fn *fn, void *arg)
 		mnl_cb_run(l->buf, (size_t)n, 0, 0, packet_cb, &c);
 	}
 	return c.n;
+}
+
+int nflog_read(struct nflog *l, nflog_fn *fn, void *arg)
+{
+	return read_all(l, false, fn, arg);
+}
+
+int nflog_read_frames(struct nflog *l, nflog_fn *fn, void *arg)
+{
+	return read_all(l, true, fn, arg);
 }
