@@ -42,6 +42,7 @@ struct parser {
 	size_t nsecs, capsecs;
 	size_t nsecs_parse;          /* secs[] without repeated sections */
 	size_t capvms, caprules;
+	size_t *service_by_name;     /* sorted index of p->services, for lookups */
 	struct dfw_policy *p;
 };
 
@@ -442,6 +443,7 @@ static const char *const rule_keys[] = {
 	"name", "category", "sources", "destinations", "services", "applied_to",
 	"direction", "action", "log", "disabled", "notes"
 };
+static const char *const service_keys[] = { "entries", "description" };
 static const char *const detection_keys[] = {
 	"tag_high", "tag_medium", "tag_low", "auto_release", "file_action", "max_file_bytes"
 };
@@ -449,7 +451,7 @@ static const char *const netthreat_keys[] = {
 	"mode", "window", "max_ports", "max_hosts", "block_for", "tag"
 };
 static const char *const section_kinds[] = {
-	"global", "tags", "detection", "netthreat", "vm", "group", "rule"
+	"global", "tags", "detection", "netthreat", "vm", "group", "service", "rule"
 };
 
 static void parse_global(struct parser *ps)
@@ -594,6 +596,14 @@ static void parse_vm(struct parser *ps, const char *sec, const char *name)
 		struct dfw_addr a;
 		const char *why;
 
+		/* learn: the agent locks the first addresses the guest uses. */
+		if (!strcasecmp(addrs.v[i], "learn")) {
+			if (addrs.n > 1 && !vm->learn)
+				ERR(ps, sec, "addresses", "addresses: 'learn' cannot be combined "
+				    "with addresses (a learning VM declares none)");
+			vm->learn = true;
+			continue;
+		}
 		if (addr_parse(addrs.v[i], &a, &why) < 0)
 			ERR(ps, sec, "addresses", "address '%s': %s", addrs.v[i], why);
 		else if (a.plen != (a.family == AF_INET ? 32 : 128))
@@ -800,7 +810,20 @@ static void parse_group(struct parser *ps, const char *sec, struct group_def *g)
 		    "keep_connections only applies to a group with quarantine = yes");
 }
 
-/* One source/destination item: any, group:X, vm:X, X (group or VM), IP/CIDR. */
+/* The word 'not' at the start of s (alone or before blanks): the rest of s,
+ * or NULL when s does not start with it. */
+static const char *after_not(const char *s)
+{
+	if (strncasecmp(s, "not", 3) || (s[3] && !isspace((unsigned char)s[3])))
+		return NULL;
+	s += 3;
+	while (isspace((unsigned char)*s))
+		s++;
+	return s;
+}
+
+/* Sources or destinations: any, or a list of group:X, vm:X, X (group or
+ * VM) and IP/CIDR items; "not" before the first item negates the list. */
 static void parse_side(struct parser *ps, const char *sec, const char *key,
 		       struct dfw_side *side)
 {
@@ -816,12 +839,30 @@ static void parse_side(struct parser *ps, const char *sec, const char *key,
 	split_list(ps, sec, key, v, &items);
 	side->refs = xcalloc(items.n, sizeof(*side->refs));
 	for (size_t i = 0; i < items.n; i++) {
-		const char *it = items.v[i], *why;
+		const char *it = items.v[i], *why, *rest = after_not(it);
 		struct dfw_ref r = { 0 };
 		long g, vm;
 
+		if (rest && i > 0) {
+			ERR(ps, sec, key, "%s: 'not' may only start the list; it negates the "
+			    "whole list ('not a, b': every address in neither a nor b)", key);
+			continue;
+		}
+		if (rest) {
+			side->negate = true;
+			if (!*rest) {
+				ERR(ps, sec, key, "%s: 'not' must be followed by a group, VM or "
+				    "address, e.g. 'not desktops'", key);
+				continue;
+			}
+			it = rest;
+		}
 		if (!strcasecmp(it, "any")) {
-			side->any = true;
+			if (side->negate)
+				ERR(ps, sec, key, "%s: 'not any' matches no address; disable the "
+				    "rule instead", key);
+			else
+				side->any = true;
 			continue;
 		}
 		if (strchr(it, '.') && isdigit((unsigned char)it[0]) &&
@@ -872,70 +913,510 @@ out:
 	free(groups);
 }
 
-static void parse_services(struct parser *ps, const char *sec, struct dfw_rule *r)
+/* --- services ----------------------------------------------------------- */
+
+static size_t *name_index(const void *base, size_t n, size_t stride);
+static long find_name(const void *base, size_t stride, const size_t *idx, size_t n,
+		      const char *name);
+
+struct type_name {
+	int n;
+	const char *name;
+};
+
+/* nft's names of ICMP and ICMPv6 types, so that rules read like nft's. */
+static const struct type_name icmp4_types[] = {
+	{ 0, "echo-reply" }, { 3, "destination-unreachable" }, { 4, "source-quench" },
+	{ 5, "redirect" }, { 8, "echo-request" }, { 9, "router-advertisement" },
+	{ 10, "router-solicitation" }, { 11, "time-exceeded" }, { 12, "parameter-problem" },
+	{ 13, "timestamp-request" }, { 14, "timestamp-reply" }, { 15, "info-request" },
+	{ 16, "info-reply" }, { 17, "address-mask-request" }, { 18, "address-mask-reply" },
+};
+static const struct type_name icmp6_types[] = {
+	{ 1, "destination-unreachable" }, { 2, "packet-too-big" }, { 3, "time-exceeded" },
+	{ 4, "parameter-problem" }, { 128, "echo-request" }, { 129, "echo-reply" },
+	{ 130, "mld-listener-query" }, { 131, "mld-listener-report" },
+	{ 132, "mld-listener-done" }, { 133, "nd-router-solicit" },
+	{ 134, "nd-router-advert" }, { 135, "nd-neighbor-solicit" },
+	{ 136, "nd-neighbor-advert" }, { 137, "nd-redirect" }, { 138, "router-renumbering" },
+	{ 143, "mld2-listener-report" },
+};
+/* IP protocols by name, for proto/NAME (/etc/protocols' names). */
+static const struct type_name ip_protos[] = {
+	{ 1, "icmp" }, { 2, "igmp" }, { 4, "ipip" }, { 6, "tcp" }, { 8, "egp" },
+	{ 17, "udp" }, { 46, "rsvp" }, { 47, "gre" }, { 50, "esp" }, { 51, "ah" },
+	{ 58, "icmpv6" }, { 89, "ospf" }, { 103, "pim" }, { 112, "vrrp" }, { 115, "l2tp" },
+	{ 132, "sctp" }, { 136, "udplite" },
+};
+
+static const struct type_name *icmp_table(uint8_t proto, size_t *n)
 {
-	const char *v = get(ps, sec, "services");
-	struct strv items = { 0 };
-	static const char *const protos[] = { "tcp", "udp", "icmp", "icmpv6", "any" };
-	bool any = false;
+	*n = proto == IPPROTO_ICMP ? ARRAY_SIZE(icmp4_types) : ARRAY_SIZE(icmp6_types);
+	return proto == IPPROTO_ICMP ? icmp4_types : icmp6_types;
+}
 
-	if (!v)
-		return;
-	split_list(ps, sec, "services", v, &items);
-	r->svcs = xcalloc(items.n, sizeof(*r->svcs));
-	for (size_t i = 0; i < items.n; i++) {
-		char *it = items.v[i], *slash = strchr(it, '/'), *dash;
-		struct dfw_service s = { 0 };
-		uint64_t lo, hi;
+static int type_by_name(const struct type_name *t, size_t n, const char *name)
+{
+	for (size_t i = 0; i < n; i++)
+		if (!strcasecmp(t[i].name, name))
+			return t[i].n;
+	return -1;
+}
+
+/* The names of a table, for suggestions; the caller frees the array. */
+static const char **type_names(const struct type_name *t, size_t n)
+{
+	const char **v = xcalloc(n, sizeof(*v));
+
+	for (size_t i = 0; i < n; i++)
+		v[i] = t[i].name;
+	return v;
+}
+
+const char *icmp_type_name(uint8_t proto, int type)
+{
+	const struct type_name *t;
+	size_t n;
+
+	if (proto != IPPROTO_ICMP && proto != IPPROTO_ICMPV6)
+		return NULL;
+	t = icmp_table(proto, &n);
+	for (size_t i = 0; i < n; i++)
+		if (t[i].n == type)
+			return t[i].name;
+	return NULL;
+}
+
+void service_format(const struct dfw_service *s, char *buf, size_t len)
+{
+	const char *icmp = s->proto == IPPROTO_ICMP ? "icmp" : "icmpv6";
+	const char *pname = s->proto == IPPROTO_TCP ? "tcp" : "udp";
+	const char *tname = icmp_type_name(s->proto, s->icmp_type);
+
+	switch (s->proto) {
+	case 0:
+		snprintf(buf, len, "any");
+		break;
+	case IPPROTO_TCP:
+	case IPPROTO_UDP:
+		if (!s->lo)
+			snprintf(buf, len, "%s", pname);
+		else if (s->lo == s->hi)
+			snprintf(buf, len, "%s/%u", pname, s->lo);
+		else
+			snprintf(buf, len, "%s/%u-%u", pname, s->lo, s->hi);
+		break;
+	case IPPROTO_ICMP:
+	case IPPROTO_ICMPV6:
+		if (s->icmp_type < 0)
+			snprintf(buf, len, "%s", icmp);
+		else if (s->icmp_code >= 0)
+			snprintf(buf, len, "%s/%d:%d", icmp, s->icmp_type, s->icmp_code);
+		else if (tname)
+			snprintf(buf, len, "%s/%s", icmp, tname);
+		else
+			snprintf(buf, len, "%s/%d", icmp, s->icmp_type);
+		break;
+	default:
+		snprintf(buf, len, "proto/%u", s->proto);
+		break;
+	}
+}
+
+static bool all_digits(const char *s)
+{
+	return *s && s[strspn(s, "0123456789")] == '\0';
+}
+
+/* The words that start a service literal; they cannot name service objects. */
+enum svc_kw { KW_TCP, KW_UDP, KW_ICMP, KW_ICMPV6, KW_ANY, KW_PROTO };
+static const char *const svc_keywords[] = { "tcp", "udp", "icmp", "icmpv6", "any", "proto" };
+
+enum lit { LIT_NAME = -2, LIT_BAD = -1, LIT_OK = 0, LIT_ANY = 1 };
+
+/* tcp/PORT or tcp/LOW-HIGH (arg is what follows the slash). */
+static enum lit svc_ports(const char *item, char *arg, struct dfw_service *s,
+			  char *why, size_t len)
+{
+	char *dash = strchr(arg, '-');
+	uint64_t lo, hi = 0;
+
+	if (dash)
+		*dash++ = '\0';
+	if (parse_u64(arg, 65535, &lo) < 0 || lo == 0 ||
+	    (dash && (parse_u64(dash, 65535, &hi) < 0 || hi < lo))) {
+		snprintf(why, len, "'%s': ports are 1-65535, a range is LOW-HIGH", item);
+		return LIT_BAD;
+	}
+	s->lo = (uint16_t)lo;
+	s->hi = (uint16_t)(dash ? hi : lo);
+	return LIT_OK;
+}
+
+/* icmp/TYPE or icmp/TYPE:CODE, TYPE a number or a name of that family. */
+static enum lit svc_icmp(const char *item, char *arg, struct dfw_service *s,
+			 char *why, size_t len)
+{
+	const char *fam = s->proto == IPPROTO_ICMP ? "ICMP" : "ICMPv6";
+	uint8_t other = s->proto == IPPROTO_ICMP ? IPPROTO_ICMPV6 : IPPROTO_ICMP;
+	char *colon = strchr(arg, ':');
+	const struct type_name *t;
+	uint64_t n;
+	size_t nt;
+	int type;
+
+	if (colon)
+		*colon++ = '\0';
+	t = icmp_table(s->proto, &nt);
+	if (all_digits(arg)) {
+		if (parse_u64(arg, 255, &n) < 0) {
+			snprintf(why, len, "'%s': an %s type is 0-255 or a name such as "
+				 "echo-request", item, fam);
+			return LIT_BAD;
+		}
+		type = (int)n;
+	} else if ((type = type_by_name(t, nt, arg)) < 0) {
+		const char **names = type_names(t, nt);
+		size_t no;
+		const struct type_name *ot = icmp_table(other, &no);
 		char hint[128];
-		int pr;
 
-		if (slash)
-			*slash = '\0';
-		pr = find_word(it, protos, ARRAY_SIZE(protos));
-		if (pr < 0) {
-			ERR(ps, sec, "services", "services: unknown protocol '%s'%s", it,
-			    suggest(hint, sizeof(hint), it, protos, ARRAY_SIZE(protos)));
-			continue;
+		if (type_by_name(ot, no, arg) >= 0)
+			snprintf(why, len, "'%s': '%s' is an %s type; write %s/%s", item, arg,
+				 other == IPPROTO_ICMP ? "ICMP" : "ICMPv6",
+				 other == IPPROTO_ICMP ? "icmp" : "icmpv6", arg);
+		else
+			snprintf(why, len, "'%s': unknown %s type '%s'%s; a type is 0-255 or a "
+				 "name such as echo-request", item, fam, arg,
+				 suggest(hint, sizeof(hint), arg, names, nt));
+		free(names);
+		return LIT_BAD;
+	}
+	s->icmp_type = (int16_t)type;
+	if (colon) {
+		if (parse_u64(colon, 255, &n) < 0) {
+			snprintf(why, len, "'%s': an %s code is 0-255", item, fam);
+			return LIT_BAD;
 		}
-		if (pr == 4) { /* any: the rule matches every service */
-			if (slash)
-				ERR(ps, sec, "services", "services: 'any' takes no port");
-			if (items.n > 1)
-				ERR(ps, sec, "services", "services: 'any' cannot be combined with other items");
-			any = true;
-			continue;
+		s->icmp_code = (int16_t)n;
+	}
+	return LIT_OK;
+}
+
+/* proto/N or proto/NAME; the protocols that have their own syntax become it. */
+static enum lit svc_proto(const char *item, const char *arg, struct dfw_service *s,
+			  char *why, size_t len)
+{
+	uint64_t n;
+	int num;
+
+	if (all_digits(arg)) {
+		if (parse_u64(arg, 255, &n) < 0) {
+			snprintf(why, len, "'%s': a protocol number is 1-255", item);
+			return LIT_BAD;
 		}
-		s.proto = (uint8_t)(pr == 0 ? IPPROTO_TCP : pr == 1 ? IPPROTO_UDP :
-				    pr == 2 ? IPPROTO_ICMP : IPPROTO_ICMPV6);
-		if (slash && pr >= 2) {
-			ERR(ps, sec, "services", "services: %s takes no port", it);
-			continue;
+		num = (int)n;
+	} else if ((num = type_by_name(ip_protos, ARRAY_SIZE(ip_protos), arg)) < 0) {
+		const char **names = type_names(ip_protos, ARRAY_SIZE(ip_protos));
+		char hint[128];
+
+		snprintf(why, len, "'%s': unknown protocol '%s'%s; write a number 1-255 or a "
+			 "name such as gre, esp, sctp", item, arg,
+			 suggest(hint, sizeof(hint), arg, names, ARRAY_SIZE(ip_protos)));
+		free(names);
+		return LIT_BAD;
+	}
+	if (num == 0) {
+		snprintf(why, len, "'%s': protocol 0 is reserved; write any for every protocol",
+			 item);
+		return LIT_BAD;
+	}
+	/* tcp, udp, icmp and icmpv6: the same as their own keyword alone */
+	s->proto = (uint8_t)num;
+	return LIT_OK;
+}
+
+/* Parses one service literal into s.  LIT_NAME: item is not a literal (so
+ * it may name a service object); LIT_BAD: why says what is wrong. */
+static enum lit service_literal(const char *item, struct dfw_service *s, char *why,
+				size_t len)
+{
+	char buf[MAX_LINE + 1], *arg, hint[128];
+	int kw;
+
+	*s = (struct dfw_service){ .icmp_type = -1, .icmp_code = -1 };
+	snprintf(buf, sizeof(buf), "%s", item);
+	if ((arg = strchr(buf, '/')))
+		*arg++ = '\0';
+	kw = find_word(buf, svc_keywords, ARRAY_SIZE(svc_keywords));
+	switch (kw) {
+	case -1:
+		if (!arg)
+			return LIT_NAME;
+		if (type_by_name(ip_protos, ARRAY_SIZE(ip_protos), buf) >= 0)
+			snprintf(why, len, "unknown protocol '%s'; other IP protocols are "
+				 "written proto/%s, without ports", buf, buf);
+		else
+			snprintf(why, len, "unknown protocol '%s'%s", buf,
+				 suggest(hint, sizeof(hint), buf, svc_keywords,
+					 ARRAY_SIZE(svc_keywords)));
+		return LIT_BAD;
+	case KW_ANY:
+		if (arg) {
+			snprintf(why, len, "'any' takes no port");
+			return LIT_BAD;
 		}
-		if (slash) {
-			dash = strchr(slash + 1, '-');
-			if (dash)
-				*dash = '\0';
-			if (parse_u64(slash + 1, 65535, &lo) < 0 || lo == 0 ||
-			    (dash && (parse_u64(dash + 1, 65535, &hi) < 0 || hi < lo))) {
-				if (dash)
-					*dash = '-';
-				ERR(ps, sec, "services",
-				    "services: '%s/%s': ports are 1-65535, a range is LOW-HIGH",
-				    it, slash + 1);
+		return LIT_ANY;
+	case KW_TCP:
+	case KW_UDP:
+		s->proto = kw == KW_TCP ? IPPROTO_TCP : IPPROTO_UDP;
+		return arg ? svc_ports(item, arg, s, why, len) : LIT_OK;
+	case KW_ICMP:
+	case KW_ICMPV6:
+		s->proto = kw == KW_ICMP ? IPPROTO_ICMP : IPPROTO_ICMPV6;
+		return arg ? svc_icmp(item, arg, s, why, len) : LIT_OK;
+	case KW_PROTO:
+		if (!arg) {
+			snprintf(why, len, "'proto' needs a protocol: proto/NUMBER or "
+				 "proto/NAME, e.g. proto/gre");
+			return LIT_BAD;
+		}
+		return svc_proto(item, arg, s, why, len);
+	}
+	abort();
+}
+
+static bool svc_equal(const struct dfw_service *a, const struct dfw_service *b)
+{
+	return a->proto == b->proto && a->lo == b->lo && a->hi == b->hi &&
+	       a->icmp_type == b->icmp_type && a->icmp_code == b->icmp_code;
+}
+
+/* Appends s unless the list has it already: repeated entries (often through
+ * service objects) are folded, so a list never holds one service twice. */
+static void svc_append(struct dfw_service **v, size_t *n, size_t *cap,
+		       const struct dfw_service *s)
+{
+	for (size_t i = 0; i < *n; i++)
+		if (svc_equal(&(*v)[i], s))
+			return;
+	grow((void **)v, cap, *n + 1, sizeof(**v));
+	(*v)[(*n)++] = *s;
+}
+
+/* One entry of a services list: a literal, or a service object. */
+struct svc_item {
+	bool ref;
+	size_t obj;               /* ref: index in p->services */
+	struct dfw_service svc;   /* otherwise */
+};
+
+static long find_service(const struct parser *ps, const char *name);
+
+static void unknown_service(struct parser *ps, const char *sec, const char *key,
+			    const char *name)
+{
+	const struct dfw_policy *p = ps->p;
+	const char **all = xcalloc(p->nservices + ARRAY_SIZE(svc_keywords), sizeof(*all));
+	size_t n = 0;
+	char hint[128];
+
+	for (size_t i = 0; i < p->nservices; i++)
+		all[n++] = p->services[i].name;
+	for (size_t i = 0; i < ARRAY_SIZE(svc_keywords); i++)
+		all[n++] = svc_keywords[i];
+	if (all_digits(name))
+		ERR(ps, sec, key, "%s: '%s': a port needs its protocol, e.g. tcp/%s or udp/%s",
+		    key, name, name, name);
+	else
+		ERR(ps, sec, key, "%s: unknown service '%s'%s", key, name,
+		    suggest(hint, sizeof(hint), name, all, n));
+	free(all);
+}
+
+/* Parses the list in sec:key (a rule's services or a service object's
+ * entries) into items; *any is set when 'any' was among them. */
+static struct svc_item *parse_svc_items(struct parser *ps, const char *sec, const char *key,
+					bool object, size_t *n, bool *any)
+{
+	const char *v = get(ps, sec, key);
+	struct strv items = { 0 };
+	struct svc_item *out;
+
+	*n = 0;
+	*any = false;
+	if (!v)
+		return NULL;
+	split_list(ps, sec, key, v, &items);
+	out = xcalloc(items.n, sizeof(*out));
+	for (size_t i = 0; i < items.n; i++) {
+		struct svc_item it = { 0 };
+		char why[3 * MAX_LINE];
+		long obj;
+
+		switch (service_literal(items.v[i], &it.svc, why, sizeof(why))) {
+		case LIT_BAD:
+			ERR(ps, sec, key, "%s: %s", key, why);
+			continue;
+		case LIT_ANY:
+			*any = true;
+			if (object)
+				ERR(ps, sec, key, "%s: 'any' cannot be part of a service object; "
+				    "a rule with services = any allows every service", key);
+			else if (items.n > 1)
+				ERR(ps, sec, key, "%s: 'any' cannot be combined with other items",
+				    key);
+			continue;
+		case LIT_NAME:
+			if ((obj = find_service(ps, items.v[i])) < 0) {
+				unknown_service(ps, sec, key, items.v[i]);
 				continue;
 			}
-			s.lo = (uint16_t)lo;
-			s.hi = (uint16_t)(dash ? hi : lo);
+			it.ref = true;
+			it.obj = (size_t)obj;
+			break;
+		case LIT_OK:
+			break;
 		}
-		r->svcs[r->nsvcs++] = s;
-	}
-	if (any) { /* no service list means every service */
-		free(r->svcs);
-		r->svcs = NULL;
-		r->nsvcs = 0;
+		out[(*n)++] = it;
 	}
 	strv_free(&items);
+	return out;
+}
+
+/* Expands items into a service list; objects must be expanded already. */
+static void expand_svc_items(const struct dfw_policy *p, const struct svc_item *items,
+			     size_t n, struct dfw_service **svcs, size_t *nsvcs)
+{
+	size_t cap = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		const struct dfw_service_obj *o = items[i].ref ? &p->services[items[i].obj] : NULL;
+
+		if (!o)
+			svc_append(svcs, nsvcs, &cap, &items[i].svc);
+		for (size_t k = 0; o && k < o->nsvcs; k++)
+			svc_append(svcs, nsvcs, &cap, &o->svcs[k]);
+	}
+}
+
+static void parse_services(struct parser *ps, const char *sec, struct dfw_rule *r)
+{
+	size_t n;
+	bool any;
+	struct svc_item *items = parse_svc_items(ps, sec, "services", false, &n, &any);
+
+	/* any, or no list at all, is every service: nsvcs = 0 */
+	if (!any)
+		expand_svc_items(ps->p, items, n, &r->svcs, &r->nsvcs);
+	free(items);
+}
+
+/* Reports the cycle path[0..len) -> path[0] of service objects. */
+static void report_service_cycle(struct parser *ps, const size_t *path, size_t len)
+{
+	const struct dfw_service_obj *first = &ps->p->services[path[0]];
+	char buf[MAX_LINE * 2];
+	size_t off = 0;
+
+	for (size_t i = 0; i < len && off < sizeof(buf); i++)
+		off += (size_t)snprintf(buf + off, sizeof(buf) - off, "%s -> ",
+					ps->p->services[path[i]].name);
+	if (off < sizeof(buf))
+		snprintf(buf + off, sizeof(buf) - off, "%s", first->name);
+	diag_add(ps->d, ps->file, first->line, "service %s: cycle %s", first->name, buf);
+}
+
+/* Expands every service object, each after those it lists (depth-first,
+ * post-order), reporting each cycle found. */
+static void expand_services(struct parser *ps, struct svc_item **items, const size_t *nitems)
+{
+	enum { NEW, OPEN, DONE };
+	struct dfw_policy *p = ps->p;
+	size_t ns = p->nservices;
+	uint8_t *state = xcalloc(ns, sizeof(*state));
+	size_t *path = xcalloc(ns, sizeof(*path));
+	size_t *next = xcalloc(ns, sizeof(*next)); /* next item of path[i] */
+
+	for (size_t root = 0; root < ns; root++) {
+		size_t depth = 1;
+
+		if (state[root] != NEW)
+			continue;
+		state[root] = OPEN;
+		path[0] = root;
+		next[0] = 0;
+		while (depth) {
+			size_t o = path[depth - 1], h, i;
+			size_t *k = &next[depth - 1];
+
+			while (*k < nitems[o] && !items[o][*k].ref)
+				(*k)++;
+			if (*k == nitems[o]) {
+				state[o] = DONE;
+				expand_svc_items(p, items[o], nitems[o], &p->services[o].svcs,
+						 &p->services[o].nsvcs);
+				depth--;
+				continue;
+			}
+			h = items[o][(*k)++].obj;
+			if (state[h] == NEW) {
+				state[h] = OPEN;
+				path[depth] = h;
+				next[depth++] = 0;
+			} else if (state[h] == OPEN) {
+				for (i = 0; path[i] != h; i++)
+					;
+				report_service_cycle(ps, path + i, depth - i);
+			}
+		}
+	}
+	free(state);
+	free(path);
+	free(next);
+}
+
+/* [service NAME] sections: all names first, since objects may list others. */
+static void parse_service_objects(struct parser *ps)
+{
+	struct dfw_policy *p = ps->p;
+	struct svc_item **items;
+	size_t *nitems, cap = 0;
+
+	for (size_t i = 0; i < ps->nsecs_parse; i++) {
+		const char *sec = ps->secs[i].name, *name = sec + 8;
+		struct dfw_service_obj *o;
+
+		if (strncmp(sec, "service ", 8))
+			continue;
+		if (!policy_name_ok(name))
+			diag_add(ps->d, ps->file, ps->secs[i].line,
+				 "service name '%s': 1-48 letters, digits and . _ -", name);
+		else if (find_word(name, svc_keywords, ARRAY_SIZE(svc_keywords)) >= 0)
+			diag_add(ps->d, ps->file, ps->secs[i].line,
+				 "service name '%s' is a protocol keyword; choose another name",
+				 name);
+		grow((void **)&p->services, &cap, p->nservices + 1, sizeof(*p->services));
+		o = &p->services[p->nservices++];
+		*o = (struct dfw_service_obj){ .name = xstrdup(name), .line = ps->secs[i].line };
+	}
+	ps->service_by_name = name_index(p->services, p->nservices, sizeof(*p->services));
+	items = xcalloc(p->nservices, sizeof(*items));
+	nitems = xcalloc(p->nservices, sizeof(*nitems));
+	for (size_t i = 0; i < p->nservices; i++) {
+		char sec[MAX_LINE + 16];
+		bool any;
+
+		snprintf(sec, sizeof(sec), "service %s", p->services[i].name);
+		check_keys(ps, sec, service_keys, ARRAY_SIZE(service_keys));
+		if (require(ps, sec, "entries"))
+			items[i] = parse_svc_items(ps, sec, "entries", true, &nitems[i], &any);
+	}
+	expand_services(ps, items, nitems);
+	for (size_t i = 0; i < p->nservices; i++)
+		free(items[i]);
+	free(items);
+	free(nitems);
 }
 
 static void parse_rule(struct parser *ps, const char *sec, const char *idstr)
@@ -1108,6 +1589,12 @@ static size_t *name_index(const void *base, size_t n, size_t stride)
 	return idx;
 }
 
+static long find_service(const struct parser *ps, const char *name)
+{
+	return find_name(ps->p->services, sizeof(*ps->p->services), ps->service_by_name,
+			 ps->p->nservices, name);
+}
+
 static int cmp_rule_id(const void *x, const void *y)
 {
 	const struct dfw_rule *a = x, *b = y;
@@ -1159,7 +1646,8 @@ static void parse_sections(struct parser *ps)
 		if (!strcmp(sec, "global") || !strcmp(sec, "tags") ||
 		    !strcmp(sec, "detection") || !strcmp(sec, "netthreat"))
 			continue;
-		if ((!strcmp(kind, "vm") || !strcmp(kind, "group") || !strcmp(kind, "rule")) && arg && *arg) {
+		if ((!strcmp(kind, "vm") || !strcmp(kind, "group") || !strcmp(kind, "service") ||
+		     !strcmp(kind, "rule")) && arg && *arg) {
 			if (!strcmp(kind, "group")) {
 				ngroups++;
 				if (!policy_name_ok(arg))
@@ -1170,7 +1658,7 @@ static void parse_sections(struct parser *ps)
 		}
 		diag_add(ps->d, ps->file, ps->secs[i].line,
 			 "unknown section [%s]; sections are [global], [tags], [detection], [netthreat], "
-			 "[vm NAME], [group NAME], [rule ID]%s",
+			 "[vm NAME], [group NAME], [service NAME], [rule ID]%s",
 			 sec, suggest(hint, sizeof(hint), kind, section_kinds, ARRAY_SIZE(section_kinds)));
 	}
 	parse_global(ps);
@@ -1197,6 +1685,7 @@ static void parse_sections(struct parser *ps)
 	for (size_t i = 0, g = 0; i < ps->nsecs_parse; i++)
 		if (!strncmp(ps->secs[i].name, "group ", 6))
 			parse_group(ps, ps->secs[i].name, &p->inv.groups[g++]);
+	parse_service_objects(ps);
 	for (size_t i = 0; i < ps->nsecs_parse; i++)
 		if (!strncmp(ps->secs[i].name, "rule ", 5))
 			parse_rule(ps, ps->secs[i].name, str_trim(ps->secs[i].name + 5));
@@ -1229,6 +1718,7 @@ struct dfw_policy *policy_parse(const char *text, const char *file, struct diag 
 	for (size_t i = 0; i < ps.nsecs; i++)
 		free(ps.secs_sorted[i].name);
 	free(ps.keys);
+	free(ps.service_by_name);
 	free(ps.secs);
 	free(ps.secs_sorted);
 	if (d->n != before) {
@@ -1319,6 +1809,11 @@ void policy_free(struct dfw_policy *p)
 		free(r->applied_to);
 	}
 	free(p->rules);
+	for (size_t i = 0; i < p->nservices; i++) {
+		free(p->services[i].name);
+		free(p->services[i].svcs);
+	}
+	free(p->services);
 	free(p->vm_by_name);
 	free(p->group_by_name);
 	strv_free(&p->tags);

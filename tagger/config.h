@@ -138,6 +138,15 @@ void policy_unknown(const struct dfw_policy *p, bool group, const char *name, ch
 /* The nearest of the given names to s, or NULL when none is close. */
 const char *nearest_name(const char *s, const char *const *names, size_t n);
 
+/* A service as a policy writes it: "any", "tcp", "tcp/443", "tcp/4001-4002",
+ * "icmp", "icmp/echo-request" (a named type), "icmp/42", "icmpv6/128:0"
+ * (with a code, the type is a number), "proto/47".  Truncated to len. */
+void service_format(const struct dfw_service *s, char *buf, size_t len);
+/* nft's name of an ICMP (proto IPPROTO_ICMP) or ICMPv6 (IPPROTO_ICMPV6)
+ * type, e.g. "echo-request"; NULL when the type has none (or for another
+ * protocol). */
+const char *icmp_type_name(uint8_t proto, int type);
+
 const char *action_name(enum dfw_action a);
 const char *category_name(enum dfw_category c);
 const char *dir_name(enum dfw_dir d);

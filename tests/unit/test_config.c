@@ -234,6 +234,9 @@ static void test_vdi(void)
 	CU_ASSERT_EQUAL(r->svcs[0].proto, IPPROTO_TCP);
 	CU_ASSERT_EQUAL(r->svcs[0].lo, 443);
 	CU_ASSERT_EQUAL(r->svcs[0].hi, 443);
+	/* Not ICMP type 0: no type at all. */
+	CU_ASSERT_EQUAL(r->svcs[0].icmp_type, -1);
+	CU_ASSERT_EQUAL(r->svcs[0].icmp_code, -1);
 	CU_ASSERT_EQUAL(r->svcs[2].proto, IPPROTO_UDP);
 	CU_ASSERT_EQUAL(r->svcs[2].lo, 4172);
 	CU_ASSERT_EQUAL(r->action, ACT_ALLOW);
@@ -262,6 +265,9 @@ static void test_vdi(void)
 	CU_ASSERT_EQUAL(r->svcs[4].proto, IPPROTO_ICMP);
 	CU_ASSERT_EQUAL(r->svcs[4].lo, 0);
 	CU_ASSERT_EQUAL(r->svcs[5].proto, IPPROTO_ICMPV6);
+	CU_ASSERT_EQUAL(r->svcs[4].icmp_type, -1);
+	CU_ASSERT_EQUAL(r->svcs[5].icmp_type, -1);
+	CU_ASSERT_EQUAL(r->svcs[5].icmp_code, -1);
 	CU_ASSERT_EQUAL(r->category, CAT_APPLICATION);
 
 	policy_free(p);
@@ -349,7 +355,11 @@ static void test_sections(void)
 	EXPECT_ERR(BASE "[globl]\ndefault_log = no\n", L(1), "unknown section [globl]",
 		   "(did you mean 'global'?)", 1);
 	EXPECT_ERR(BASE "[firewall]\n", L(1), "unknown section [firewall]; sections are "
-		   "[global], [tags], [detection], [netthreat], [vm NAME], [group NAME], [rule ID]", NULL, 1);
+		   "[global], [tags], [detection], [netthreat], [vm NAME], [group NAME], "
+		   "[service NAME], [rule ID]", NULL, 1);
+	EXPECT_ERR(BASE "[servce web]\nentries = tcp/80\n", L(1), "unknown section [servce web]",
+		   "(did you mean 'service'?)", 1);
+	EXPECT_ERR(BASE "[service]\nentries = tcp/80\n", L(1), "unknown section [service]", NULL, 1);
 	/* A kind without its name is not a section either. */
 	EXPECT_ERR(BASE "[rule]\naction = allow\n", L(1), "unknown section [rule]", NULL, 1);
 	EXPECT_ERR(BASE "[vm a\n", L(1), "malformed section header '[vm a'", NULL, -1);
@@ -782,6 +792,54 @@ static void test_side_errors(void)
 		   "destinations: 'any' cannot be combined with other items", NULL, 1);
 }
 
+static void test_negation_errors(void)
+{
+	EXPECT_ERR(BASE RULE5 "sources = not\n", L(3), "sources: 'not' must be followed by a "
+		   "group, VM or address, e.g. 'not desktops'", NULL, 1);
+	EXPECT_ERR(BASE RULE5 "destinations = NOT , servers\n", L(3),
+		   "destinations: 'not' must be followed by a group", NULL, 1);
+	EXPECT_ERR(BASE RULE5 "sources = not any\n", L(3),
+		   "sources: 'not any' matches no address; disable the rule instead", NULL, 1);
+	EXPECT_ERR(BASE RULE5 "sources = not desktops, any\n", L(3), "sources: 'not any'", NULL, 1);
+	EXPECT_ERR(BASE RULE5 "destinations = desktops, not servers\n", L(3),
+		   "destinations: 'not' may only start the list; it negates the whole list", NULL, 1);
+	/* What follows 'not' is checked like any item. */
+	EXPECT_ERR(BASE RULE5 "sources = not desktps\n", L(3),
+		   "sources: 'desktps' is no group, VM or address", "(did you mean 'desktops'?)", 1);
+	EXPECT_ERR(BASE RULE5 "sources = not 10.0.0.1/8\n", L(3),
+		   "sources: '10.0.0.1/8': host bits set", NULL, 1);
+	/* 'nothing' is a name, not 'not hing'. */
+	EXPECT_ERR(BASE RULE5 "sources = nothing\n", L(3), "sources: 'nothing' is no group", NULL, 1);
+}
+
+static void test_negation_accepted(void)
+{
+	struct dfw_policy *p = PARSE_OK(BASE
+		"[rule 5]\naction = drop\nsources = not desktops, 10.0.0.0/8\n"
+		"destinations = Not   vm:server1\n"
+		"[rule 6]\naction = allow\nsources = desktops\ndestinations = group:not-servers\n"
+		"[group not-servers]\nmatch = name equals nothing\n");
+	const struct dfw_rule *r = rule_by_id(p, 5);
+
+	CU_ASSERT_TRUE(r->src.negate);
+	CU_ASSERT_FALSE(r->src.any);
+	CU_ASSERT_EQUAL_FATAL(r->src.nrefs, 2);
+	CU_ASSERT_EQUAL(r->src.refs[0].kind, REF_GROUP);
+	CU_ASSERT_EQUAL(r->src.refs[0].idx, (size_t)policy_find_group(p, "desktops"));
+	CU_ASSERT_EQUAL(r->src.refs[1].kind, REF_ADDR);
+	CU_ASSERT_TRUE(addr_is(&r->src.refs[1].addr, "10.0.0.0/8"));
+	CU_ASSERT_TRUE(r->dst.negate);
+	CU_ASSERT_EQUAL_FATAL(r->dst.nrefs, 1);
+	CU_ASSERT_EQUAL(r->dst.refs[0].kind, REF_VM);
+	CU_ASSERT_EQUAL(r->dst.refs[0].idx, 1);
+	r = rule_by_id(p, 6);
+	CU_ASSERT_FALSE(r->src.negate);
+	CU_ASSERT_FALSE(r->dst.negate);
+	CU_ASSERT_EQUAL_FATAL(r->dst.nrefs, 1);
+	CU_ASSERT_EQUAL(r->dst.refs[0].idx, (size_t)policy_find_group(p, "not-servers"));
+	policy_free(p);
+}
+
 static void test_service_errors(void)
 {
 	EXPECT_ERR(BASE RULE5 "services = tcpp/80\n", L(3),
@@ -799,13 +857,277 @@ static void test_service_errors(void)
 	EXPECT_ERR(BASE RULE5 "services = tcp/\n", L(3), "'tcp/': ports are", NULL, 1);
 	EXPECT_ERR(BASE RULE5 "services = tcp/80-\n", L(3), "'tcp/80-': ports are", NULL, 1);
 	EXPECT_ERR(BASE RULE5 "services = tcp/http\n", L(3), "'tcp/http': ports are", NULL, 1);
-	EXPECT_ERR(BASE RULE5 "services = icmp/8\n", L(3), "services: icmp takes no port", NULL, 1);
-	EXPECT_ERR(BASE RULE5 "services = icmpv6/128\n", L(3), "services: icmpv6 takes no port",
+	/* Other IP protocols are proto/NAME, and take no port. */
+	EXPECT_ERR(BASE RULE5 "services = sctp/80\n", L(3), "services: unknown protocol 'sctp'; "
+		   "other IP protocols are written proto/sctp, without ports", NULL, 1);
+	EXPECT_ERR(BASE RULE5 "services = icmp/256\n", L(3),
+		   "services: 'icmp/256': an ICMP type is 0-255 or a name such as echo-request",
 		   NULL, 1);
+	EXPECT_ERR(BASE RULE5 "services = icmp/echo-reqest\n", L(3),
+		   "services: 'icmp/echo-reqest': unknown ICMP type 'echo-reqest'",
+		   "(did you mean 'echo-request'?)", 1);
+	EXPECT_ERR(BASE RULE5 "services = icmp/nd-neighbor-solicit\n", L(3),
+		   "'icmp/nd-neighbor-solicit': 'nd-neighbor-solicit' is an ICMPv6 type; "
+		   "write icmpv6/nd-neighbor-solicit", NULL, 1);
+	EXPECT_ERR(BASE RULE5 "services = icmpv6/source-quench\n", L(3),
+		   "'icmpv6/source-quench': 'source-quench' is an ICMP type; write icmp/source-quench",
+		   NULL, 1);
+	EXPECT_ERR(BASE RULE5 "services = icmpv6/-1\n", L(3), "unknown ICMPv6 type '-1'", NULL, 1);
+	EXPECT_ERR(BASE RULE5 "services = icmp/\n", L(3), "'icmp/': unknown ICMP type ''", NULL, 1);
+	EXPECT_ERR(BASE RULE5 "services = icmp/3:256\n", L(3),
+		   "services: 'icmp/3:256': an ICMP code is 0-255", NULL, 1);
+	EXPECT_ERR(BASE RULE5 "services = icmpv6/1:\n", L(3),
+		   "services: 'icmpv6/1:': an ICMPv6 code is 0-255", NULL, 1);
+	EXPECT_ERR(BASE RULE5 "services = icmp/3:x\n", L(3), "'icmp/3:x': an ICMP code is 0-255",
+		   NULL, 1);
+	EXPECT_ERR(BASE RULE5 "services = proto\n", L(3), "services: 'proto' needs a protocol: "
+		   "proto/NUMBER or proto/NAME, e.g. proto/gre", NULL, 1);
+	EXPECT_ERR(BASE RULE5 "services = proto/0\n", L(3),
+		   "services: 'proto/0': protocol 0 is reserved", NULL, 1);
+	EXPECT_ERR(BASE RULE5 "services = proto/256\n", L(3),
+		   "services: 'proto/256': a protocol number is 1-255", NULL, 1);
+	EXPECT_ERR(BASE RULE5 "services = proto/grr\n", L(3),
+		   "services: 'proto/grr': unknown protocol 'grr' (did you mean 'gre'?)", NULL, 1);
+	EXPECT_ERR(BASE RULE5 "services = proto/\n", L(3), "'proto/': unknown protocol ''", NULL, 1);
+	EXPECT_ERR(BASE RULE5 "services = proto/47/1\n", L(3), "unknown protocol '47/1'", NULL, 1);
+	EXPECT_ERR(BASE RULE5 "services = proto/-6\n", L(3), "unknown protocol '-6'", NULL, 1);
+	/* A word that is no literal names a service object. */
+	EXPECT_ERR(BASE RULE5 "services = tpc\n", L(3), "services: unknown service 'tpc'",
+		   "(did you mean 'tcp'?)", 1);
+	EXPECT_ERR(BASE RULE5 "services = 443\n", L(3),
+		   "services: '443': a port needs its protocol, e.g. tcp/443 or udp/443", NULL, 1);
 	EXPECT_ERR(BASE RULE5 "services = any/80\n", L(3), "services: 'any' takes no port", NULL, 1);
 	/* Each bad item is reported. */
 	EXPECT_ERR(BASE RULE5 "services = tcp/0, udp/99999, tcp/22\n", L(3), "'tcp/0'", NULL, 2);
 	EXPECT_ERR(BASE RULE5 "services = tcp/0, udp/99999, tcp/22\n", L(3), "'udp/99999'", NULL, 2);
+}
+
+/* Every literal form, and what it becomes. */
+static void test_service_literals(void)
+{
+	static const struct {
+		const char *text;
+		uint8_t proto;
+		uint16_t lo, hi;
+		int type, code;
+		const char *formatted;
+	} cases[] = {
+		{ "tcp", IPPROTO_TCP, 0, 0, -1, -1, "tcp" },
+		{ "UDP", IPPROTO_UDP, 0, 0, -1, -1, "udp" },
+		{ "tcp/443", IPPROTO_TCP, 443, 443, -1, -1, "tcp/443" },
+		{ "udp/4001-4002", IPPROTO_UDP, 4001, 4002, -1, -1, "udp/4001-4002" },
+		{ "tcp/1-65535", IPPROTO_TCP, 1, 65535, -1, -1, "tcp/1-65535" },
+		{ "icmp", IPPROTO_ICMP, 0, 0, -1, -1, "icmp" },
+		{ "icmpv6", IPPROTO_ICMPV6, 0, 0, -1, -1, "icmpv6" },
+		{ "icmp/echo-request", IPPROTO_ICMP, 0, 0, 8, -1, "icmp/echo-request" },
+		{ "icmp/Echo-Reply", IPPROTO_ICMP, 0, 0, 0, -1, "icmp/echo-reply" },
+		{ "icmp/8", IPPROTO_ICMP, 0, 0, 8, -1, "icmp/echo-request" },
+		{ "icmp/42", IPPROTO_ICMP, 0, 0, 42, -1, "icmp/42" },
+		{ "icmp/3:4", IPPROTO_ICMP, 0, 0, 3, 4, "icmp/3:4" },
+		{ "icmp/destination-unreachable:13", IPPROTO_ICMP, 0, 0, 3, 13, "icmp/3:13" },
+		{ "icmp/address-mask-reply", IPPROTO_ICMP, 0, 0, 18, -1, "icmp/address-mask-reply" },
+		{ "icmpv6/echo-request", IPPROTO_ICMPV6, 0, 0, 128, -1, "icmpv6/echo-request" },
+		{ "icmpv6/128:0", IPPROTO_ICMPV6, 0, 0, 128, 0, "icmpv6/128:0" },
+		{ "icmpv6/nd-neighbor-solicit", IPPROTO_ICMPV6, 0, 0, 135, -1,
+		  "icmpv6/nd-neighbor-solicit" },
+		{ "icmpv6/mld2-listener-report", IPPROTO_ICMPV6, 0, 0, 143, -1,
+		  "icmpv6/mld2-listener-report" },
+		{ "icmpv6/packet-too-big:255", IPPROTO_ICMPV6, 0, 0, 2, 255, "icmpv6/2:255" },
+		{ "icmpv6/0", IPPROTO_ICMPV6, 0, 0, 0, -1, "icmpv6/0" },
+		{ "proto/47", 47, 0, 0, -1, -1, "proto/47" },
+		{ "proto/gre", 47, 0, 0, -1, -1, "proto/47" },
+		{ "PROTO/ESP", 50, 0, 0, -1, -1, "proto/50" },
+		{ "proto/ah", 51, 0, 0, -1, -1, "proto/51" },
+		{ "proto/igmp", 2, 0, 0, -1, -1, "proto/2" },
+		{ "proto/ipip", 4, 0, 0, -1, -1, "proto/4" },
+		{ "proto/ospf", 89, 0, 0, -1, -1, "proto/89" },
+		{ "proto/vrrp", 112, 0, 0, -1, -1, "proto/112" },
+		{ "proto/sctp", 132, 0, 0, -1, -1, "proto/132" },
+		{ "proto/255", 255, 0, 0, -1, -1, "proto/255" },
+		/* The protocols with their own syntax become it. */
+		{ "proto/6", IPPROTO_TCP, 0, 0, -1, -1, "tcp" },
+		{ "proto/udp", IPPROTO_UDP, 0, 0, -1, -1, "udp" },
+		{ "proto/1", IPPROTO_ICMP, 0, 0, -1, -1, "icmp" },
+		{ "proto/58", IPPROTO_ICMPV6, 0, 0, -1, -1, "icmpv6" },
+	};
+
+	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+		char text[512], buf[64];
+		struct dfw_policy *p;
+		const struct dfw_rule *r;
+
+		snprintf(text, sizeof(text), BASE RULE5 "services = %s\n", cases[i].text);
+		p = PARSE_OK(text);
+		r = &p->rules[0];
+		CU_ASSERT_EQUAL_FATAL(r->nsvcs, 1);
+		CU_ASSERT_EQUAL(r->svcs[0].proto, cases[i].proto);
+		CU_ASSERT_EQUAL(r->svcs[0].lo, cases[i].lo);
+		CU_ASSERT_EQUAL(r->svcs[0].hi, cases[i].hi);
+		CU_ASSERT_EQUAL(r->svcs[0].icmp_type, cases[i].type);
+		CU_ASSERT_EQUAL(r->svcs[0].icmp_code, cases[i].code);
+		service_format(&r->svcs[0], buf, sizeof(buf));
+		if (strcmp(buf, cases[i].formatted))
+			fprintf(stderr, "\n  %s formatted as %s\n", cases[i].text, buf);
+		CU_ASSERT_STRING_EQUAL(buf, cases[i].formatted);
+		policy_free(p);
+	}
+}
+
+/* Repeated services fold into one; the order of first appearance stays. */
+static void test_service_duplicates(void)
+{
+	struct dfw_policy *p = PARSE_OK(BASE RULE5
+		"services = tcp/80, udp/53, TCP/80, proto/6, tcp, icmp/8, icmp/echo-request, "
+		"proto/tcp\n");
+	const struct dfw_rule *r = &p->rules[0];
+
+	CU_ASSERT_EQUAL_FATAL(r->nsvcs, 4);
+	CU_ASSERT_EQUAL(r->svcs[0].lo, 80);
+	CU_ASSERT_EQUAL(r->svcs[1].proto, IPPROTO_UDP);
+	CU_ASSERT_EQUAL(r->svcs[2].proto, IPPROTO_TCP);
+	CU_ASSERT_EQUAL(r->svcs[2].lo, 0);
+	CU_ASSERT_EQUAL(r->svcs[3].icmp_type, 8);
+	policy_free(p);
+}
+
+static void test_service_format_helpers(void)
+{
+	struct dfw_service s = { .icmp_type = -1, .icmp_code = -1 };
+	char buf[64];
+
+	service_format(&s, buf, sizeof(buf));
+	CU_ASSERT_STRING_EQUAL(buf, "any");
+	s.proto = IPPROTO_TCP;
+	s.lo = 4001;
+	s.hi = 4002;
+	service_format(&s, buf, 8); /* truncated, terminated */
+	CU_ASSERT_STRING_EQUAL(buf, "tcp/400");
+	CU_ASSERT_STRING_EQUAL(icmp_type_name(IPPROTO_ICMP, 8), "echo-request");
+	CU_ASSERT_STRING_EQUAL(icmp_type_name(IPPROTO_ICMPV6, 8 + 120), "echo-request");
+	CU_ASSERT_STRING_EQUAL(icmp_type_name(IPPROTO_ICMPV6, 136), "nd-neighbor-advert");
+	CU_ASSERT_STRING_EQUAL(icmp_type_name(IPPROTO_ICMP, 13), "timestamp-request");
+	CU_ASSERT_PTR_NULL(icmp_type_name(IPPROTO_ICMP, 1));
+	CU_ASSERT_PTR_NULL(icmp_type_name(IPPROTO_ICMP, -1));
+	CU_ASSERT_PTR_NULL(icmp_type_name(IPPROTO_ICMPV6, 135 - 128));
+	CU_ASSERT_PTR_NULL(icmp_type_name(IPPROTO_TCP, 8));
+}
+
+/* ---- service objects ------------------------------------------------------ */
+
+static void test_service_objects(void)
+{
+	struct dfw_policy *p = PARSE_OK(BASE
+		"[service web]\n"                                   /* L(1) */
+		"entries = tcp/80, tcp/443\n"
+		"description = the web\n"
+		"[service Admin]\n"                                 /* L(4) */
+		"entries = tcp/22, web, ping, tcp/443\n"           /* ping: declared later */
+		"[service ping]\n"                                  /* L(6) */
+		"entries = icmp/echo-request, icmpv6/echo-request\n"
+		"[service unused]\n"                                /* L(8): no error */
+		"entries = udp/53\n"
+		"[rule 5]\naction = allow\nservices = udp/123, admin, tcp/80\n"
+		"[rule 6]\naction = allow\nservices = WEB\n");
+	const struct dfw_service_obj *o;
+	const struct dfw_rule *r;
+	char buf[64];
+
+	CU_ASSERT_EQUAL_FATAL(p->nservices, 4);
+	o = &p->services[0];
+	CU_ASSERT_STRING_EQUAL(o->name, "web");
+	CU_ASSERT_EQUAL(o->line, L(1));
+	CU_ASSERT_EQUAL_FATAL(o->nsvcs, 2);
+	CU_ASSERT_EQUAL(o->svcs[1].lo, 443);
+	CU_ASSERT_EQUAL(o->svcs[1].icmp_type, -1);
+	o = &p->services[1];
+	CU_ASSERT_STRING_EQUAL(o->name, "admin");
+	/* expanded in place; tcp/443 again is folded */
+	CU_ASSERT_EQUAL_FATAL(o->nsvcs, 5);
+	{
+		static const char *const want[] = {
+			"tcp/22", "tcp/80", "tcp/443", "icmp/echo-request", "icmpv6/echo-request"
+		};
+
+		for (size_t i = 0; i < 5; i++) {
+			service_format(&o->svcs[i], buf, sizeof(buf));
+			CU_ASSERT_STRING_EQUAL(buf, want[i]);
+		}
+	}
+	CU_ASSERT_EQUAL(p->services[3].nsvcs, 1);
+	r = rule_by_id(p, 5);
+	CU_ASSERT_EQUAL_FATAL(r->nsvcs, 6);
+	service_format(&r->svcs[0], buf, sizeof(buf));
+	CU_ASSERT_STRING_EQUAL(buf, "udp/123");
+	service_format(&r->svcs[1], buf, sizeof(buf));
+	CU_ASSERT_STRING_EQUAL(buf, "tcp/22");
+	service_format(&r->svcs[5], buf, sizeof(buf));
+	CU_ASSERT_STRING_EQUAL(buf, "icmpv6/echo-request");
+	r = rule_by_id(p, 6);
+	CU_ASSERT_EQUAL_FATAL(r->nsvcs, 2);
+	CU_ASSERT_EQUAL(r->svcs[0].lo, 80);
+	policy_free(p);
+}
+
+static void test_service_object_errors(void)
+{
+	EXPECT_ERR(BASE "[service web]\ndescription = x\n", L(1), "[service web] needs 'entries'",
+		   NULL, 1);
+	EXPECT_ERR(BASE "[service web]\nentries =\n", L(2), "[service web] needs 'entries'", NULL, 1);
+	EXPECT_ERR(BASE "[service web]\nentries = tcp/80\nports = 80\n", L(3),
+		   "unknown key 'ports' in [service web]", NULL, 1);
+	EXPECT_ERR(BASE "[service web]\nentries = tcp/80,\n", L(2),
+		   "entries: empty item in the list", NULL, 1);
+	EXPECT_ERR(BASE "[service web]\nentries = tcp/0\n", L(2),
+		   "entries: 'tcp/0': ports are 1-65535", NULL, 1);
+	EXPECT_ERR(BASE "[service web]\nentries = any\n", L(2),
+		   "entries: 'any' cannot be part of a service object", NULL, 1);
+	EXPECT_ERR(BASE "[service web!]\nentries = tcp/80\n", L(1),
+		   "service name 'web!': 1-48 letters, digits and . _ -", NULL, 1);
+	EXPECT_ERR(BASE "[service TCP]\nentries = tcp/80\n", L(1),
+		   "service name 'tcp' is a protocol keyword; choose another name", NULL, 1);
+	EXPECT_ERR(BASE "[service proto]\nentries = tcp/80\n", L(1),
+		   "service name 'proto' is a protocol keyword", NULL, 1);
+	EXPECT_ERR(BASE "[service web]\nentries = tcp/80\n[service Web]\nentries = tcp/81\n", L(3),
+		   "section [service web] already defined at line 19", NULL, -1);
+	/* Unknown names, with the nearest service object. */
+	EXPECT_ERR(BASE "[service https]\nentries = tcp/443\n" RULE5 "services = htps\n", L(5),
+		   "services: unknown service 'htps'", "(did you mean 'https'?)", 1);
+	EXPECT_ERR(BASE "[service https]\nentries = tcp/443\n[service web]\nentries = htps\n",
+		   L(4), "entries: unknown service 'htps'", "(did you mean 'https'?)", 1);
+	/* Cycles, named. */
+	EXPECT_ERR(BASE "[service a]\nentries = tcp/1, b\n[service b]\nentries = a\n", L(1),
+		   "service a: cycle a -> b -> a", NULL, 1);
+	EXPECT_ERR(BASE "[service a]\nentries = a\n", L(1), "service a: cycle a -> a", NULL, 1);
+	EXPECT_ERR(BASE "[service x]\nentries = a\n[service a]\nentries = udp/1, b\n"
+		   "[service b]\nentries = c\n[service c]\nentries = tcp/2, a\n", L(3),
+		   "service a: cycle a -> b -> c -> a", NULL, 1);
+	/* 'any' and a service object do not mix in a rule either. */
+	EXPECT_ERR(BASE "[service web]\nentries = tcp/80\n" RULE5 "services = any, web\n", L(5),
+		   "services: 'any' cannot be combined with other items", NULL, 1);
+}
+
+/* ---- address learning ----------------------------------------------------- */
+
+static void test_vm_learn(void)
+{
+	struct dfw_policy *p = PARSE_OK(BASE VM_X("hv1", "vnet-x", "02:00:00:00:00:09", "Learn")
+		"[vm y]\nhost = hv1\nport = vnet-y\nmac = 02:00:00:00:00:0a\naddresses = learn\n"
+		RULE5 "sources = x\ndestinations = vm:y\n");
+
+	CU_ASSERT_EQUAL_FATAL(p->inv.nvms, 4);
+	CU_ASSERT_TRUE(p->inv.vms[2].learn);
+	CU_ASSERT_EQUAL(p->inv.vms[2].naddrs, 0);
+	CU_ASSERT_TRUE(p->inv.vms[3].learn);
+	CU_ASSERT_FALSE(p->inv.vms[0].learn);
+	policy_free(p);
+	EXPECT_ERR(BASE VM_X("hv1", "vnet-x", "02:00:00:00:00:09", "learn, 10.0.0.9"), L(5),
+		   "addresses: 'learn' cannot be combined with addresses", NULL, 1);
+	EXPECT_ERR(BASE VM_X("hv1", "vnet-x", "02:00:00:00:00:09", "10.0.0.9, learn"), L(5),
+		   "addresses: 'learn' cannot be combined with addresses", NULL, 1);
+	EXPECT_ERR(BASE VM_X("hv1", "vnet-x", "02:00:00:00:00:09", "learn, learn"), L(5),
+		   "addresses: 'learn' cannot be combined", NULL, 1);
+	EXPECT_ERR(BASE VM_X("hv1", "vnet-x", "02:00:00:00:00:09", "lern"), L(5),
+		   "address 'lern': not an IPv4 or IPv6 address", NULL, 1);
 }
 
 /* 'any' ends the list, so what follows it is never looked at: a typo there
@@ -1024,6 +1346,14 @@ void register_config_tests(void)
 		{ "no empty suggestion for direction", test_direction_no_empty_suggestion },
 		{ "bad sources and destinations", test_side_errors },
 		{ "bad services", test_service_errors },
+		{ "bad negations", test_negation_errors },
+		{ "negated sides", test_negation_accepted },
+		{ "service literals", test_service_literals },
+		{ "repeated services fold", test_service_duplicates },
+		{ "service_format and icmp_type_name", test_service_format_helpers },
+		{ "service objects", test_service_objects },
+		{ "bad service objects", test_service_object_errors },
+		{ "addresses = learn", test_vm_learn },
 		{ "services after 'any' are checked", test_service_any_hides_items },
 		{ "all errors are reported", test_all_errors_reported },
 		{ "accepted rule forms", test_accepted_rules },
