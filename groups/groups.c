@@ -110,6 +110,25 @@ static bool text_match(enum cond_op op, const char *s, const char *value)
 	abort();
 }
 
+/* One tag against a tag condition's value.  Both may carry a scope,
+ * "scope|tag" (split at the first '|').  A value with a scope needs the
+ * tag's scope to be the same, and then an empty tag part ("scope|") means
+ * any tag of that scope; a value without one is compared with the tag part
+ * of every tag, whatever its scope ("finance" matches "dept|finance"). */
+static bool tag_match(enum cond_op op, const char *tag, const char *value)
+{
+	const char *vbar = strchr(value, '|'), *tbar = strchr(tag, '|');
+	const char *part = tbar ? tbar + 1 : tag;
+	size_t scope_len;
+
+	if (!vbar)
+		return text_match(op, part, value);
+	scope_len = (size_t)(vbar - value);
+	if (!tbar || (size_t)(tbar - tag) != scope_len || strncasecmp(tag, value, scope_len))
+		return false;
+	return !vbar[1] || text_match(op, part, vbar + 1);
+}
+
 static bool cond_holds(const struct cond *c, const struct vm *vm,
 		       const char *const *tags, size_t ntags)
 {
@@ -122,7 +141,7 @@ static bool cond_holds(const struct cond *c, const struct vm *vm,
 		return text_match(c->op, vm->os ? vm->os : "", c->value) != negate;
 	case COND_TAG:
 		for (size_t i = 0; i < ntags; i++)
-			if (text_match(c->op, tags[i], c->value))
+			if (tag_match(c->op, tags[i], c->value))
 				return !negate;
 		return negate;
 	}
@@ -149,24 +168,45 @@ bool criteria_match(const struct criterion *c, size_t n, const struct vm *vm,
 
 /* ---- small containers -------------------------------------------------- */
 
-static uint64_t hash_nocase(const char *s)
+/* Hashes the first len characters of s. */
+static uint64_t hash_nocase(const char *s, size_t len)
 {
 	uint64_t h = 14695981039346656037ull; /* FNV-1a */
 
-	for (; *s; s++) {
-		h ^= (uint64_t)tolower((unsigned char)*s);
+	for (size_t i = 0; i < len; i++) {
+		h ^= (uint64_t)tolower((unsigned char)s[i]);
 		h *= 1099511628211ull;
 	}
 	return h;
 }
 
-static size_t intern_slot(const struct intern *t, const char *s)
+/* The slot of the first len characters of s: theirs, or the free one where
+ * they would go. */
+static size_t intern_slot_n(const struct intern *t, const char *s, size_t len)
 {
-	size_t mask = t->nslots - 1, i = (size_t)hash_nocase(s) & mask;
+	size_t mask = t->nslots - 1, i = (size_t)hash_nocase(s, len) & mask;
 
-	while (t->slots[i] && strcasecmp(t->strs[t->slots[i] - 1], s))
+	while (t->slots[i] && (strncasecmp(t->strs[t->slots[i] - 1], s, len) ||
+			       t->strs[t->slots[i] - 1][len]))
 		i = (i + 1) & mask;
 	return i;
+}
+
+static size_t intern_slot(const struct intern *t, const char *s)
+{
+	return intern_slot_n(t, s, strlen(s));
+}
+
+/* The id of the first len characters of s, without interning them; UINT32_MAX
+ * when they have none. */
+static uint32_t intern_find(const struct intern *t, const char *s, size_t len)
+{
+	size_t i;
+
+	if (!t->nslots)
+		return UINT32_MAX;
+	i = intern_slot_n(t, s, len);
+	return t->slots[i] ? t->slots[i] - 1 : UINT32_MAX;
 }
 
 static uint32_t intern_id(struct intern *t, const char *s)
@@ -597,7 +637,9 @@ static bool sort_groups(struct gengine *e, const char *file, struct diag *d)
 
 /* Files group g under the tags its criteria depend on.  A criterion whose tag
  * conditions are all EQUALS / NOT_EQUALS only changes when one of those tags
- * comes or goes; any other tag condition may change with any tag. */
+ * comes or goes; any other tag condition may change with any tag.  The key
+ * is the value as written: "scope|tag", "scope|" or "tag"; a tag change
+ * looks up all three forms of the tag (gengine_set_tags). */
 static void index_tags(struct gengine *e, size_t g, const struct criterion *c,
 		       size_t n)
 {
@@ -811,6 +853,15 @@ static size_t sym_diff(const uint32_t *a, size_t na, const uint32_t *b,
 	return n;
 }
 
+/* Queues the groups filed under tag key id (UINT32_MAX: none). */
+static void push_tag_groups(struct gengine *e, uint32_t id)
+{
+	const struct glist *l = id < e->nby_tag ? &e->by_tag[id] : NULL;
+
+	for (size_t k = 0; l && k < l->n; k++)
+		heap_push(e, l->v[k]);
+}
+
 void gengine_set_tags(struct gengine *e, size_t vm, const char *const *tags,
 		      size_t ntags, gengine_delta_fn fn, void *arg)
 {
@@ -842,11 +893,15 @@ void gengine_set_tags(struct gengine *e, size_t vm, const char *const *tags,
 		e->strs[i] = e->tags.strs[ts->ids[i]];
 
 	for (size_t i = 0; i < ndiff; i++) {
-		const struct glist *l = e->diff[i] < e->nby_tag ? &e->by_tag[e->diff[i]]
-							     : NULL;
+		const char *t = e->tags.strs[e->diff[i]], *bar = strchr(t, '|');
 
-		for (size_t k = 0; l && k < l->n; k++)
-			heap_push(e, l->v[k]);
+		push_tag_groups(e, e->diff[i]);
+		/* "scope|tag" is also seen by conditions on "scope|" (any tag of
+		 * the scope) and on "tag" (that tag part in any scope). */
+		if (bar) {
+			push_tag_groups(e, intern_find(&e->tags, t, (size_t)(bar - t) + 1));
+			push_tag_groups(e, intern_find(&e->tags, bar + 1, strlen(bar + 1)));
+		}
 	}
 	for (size_t k = 0; k < e->any_tag.n; k++)
 		heap_push(e, e->any_tag.v[k]);

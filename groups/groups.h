@@ -35,7 +35,13 @@ enum cond_op { OP_EQUALS, OP_NOT_EQUALS, OP_CONTAINS, OP_STARTS_WITH, OP_ENDS_WI
 /* One condition.  For COND_TAG, the VM's tags are searched: EQUALS,
  * CONTAINS, STARTS_WITH, ENDS_WITH hold when SOME tag of the VM satisfies
  * them; NOT_EQUALS holds when NO tag equals the value.  For NAME and OS the
- * VM's field is compared.  All comparisons ignore case. */
+ * VM's field is compared.  All comparisons ignore case.
+ *
+ * Tags may carry a scope, "scope|tag" (e.g. "os|windows"; split at the
+ * first '|').  A tag value "scope|x" compares the scope exactly and applies
+ * the operator to the tag part; "scope|" (empty tag part) is any tag of that
+ * scope; a value without '|' applies the operator to the tag part of every
+ * tag, whatever its scope ("finance" matches "finance" and "dept|finance"). */
 struct cond {
 	enum cond_field field;
 	enum cond_op op;

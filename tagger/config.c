@@ -419,12 +419,16 @@ bool policy_name_ok(const char *s)
 	return true;
 }
 
+/* A tag: letters, digits and . _ = : -, optionally in a scope, "scope|tag"
+ * (one '|', with something on both sides). */
 static bool valid_tag(const char *s)
 {
-	if (!*s || strlen(s) > NAME_MAX_LEN)
+	const char *bar = strchr(s, '|');
+
+	if (!*s || strlen(s) > NAME_MAX_LEN || bar == s || (bar && (!bar[1] || strchr(bar + 1, '|'))))
 		return false;
 	for (; *s; s++)
-		if (!isalnum((unsigned char)*s) && !strchr("._=:-", *s))
+		if (!isalnum((unsigned char)*s) && !strchr("._=:-|", *s))
 			return false;
 	return true;
 }
@@ -474,8 +478,8 @@ static void parse_tags(struct parser *ps)
 	split_list(ps, "tags", "names", v, &names);
 	for (size_t i = 0; i < names.n; i++) {
 		if (!valid_tag(names.v[i]))
-			ERR(ps, "tags", "names", "tag '%s': 1-48 letters, digits and . _ = : -",
-			    names.v[i]);
+			ERR(ps, "tags", "names", "tag '%s': 1-48 letters, digits and . _ = : -, "
+			    "optionally after a scope and '|' (os|windows)", names.v[i]);
 		else if (strv_contains(&ps->p->tags, names.v[i], true))
 			ERR(ps, "tags", "names", "tag '%s' declared twice", names.v[i]);
 		else
@@ -684,6 +688,78 @@ out:
 	return idx;
 }
 
+/* Whether tag t has the scope of the first len characters of s. */
+static bool tag_in_scope(const char *t, const char *s, size_t len)
+{
+	const char *bar = strchr(t, '|');
+
+	return bar && (size_t)(bar - t) == len && !strncasecmp(t, s, len);
+}
+
+static bool tag_part_is(const char *t, const char *part)
+{
+	const char *bar = strchr(t, '|');
+
+	return !strcasecmp(bar ? bar + 1 : t, part);
+}
+
+/* The value of a tag condition: SCOPE|TAG, SCOPE| (any tag of the scope,
+ * with equals / not-equals only) or TAG.  equals / not-equals must be able
+ * to match a declared tag: a typo there would silently never match. */
+static void check_tag_value(struct parser *ps, const char *sec, const char *key, int op,
+			 const char *v)
+{
+	const struct strv *tags = &ps->p->tags;
+	const char *bar = strchr(v, '|');
+	bool presence = op == OP_EQUALS || op == OP_NOT_EQUALS;
+	char hint[128];
+
+	if (bar && (bar == v || strchr(bar + 1, '|'))) {
+		ERR(ps, sec, key, "%s: tag '%s': write SCOPE|TAG, SCOPE| (any tag of the scope) "
+		    "or TAG", key, v);
+		return;
+	}
+	if (bar && !bar[1] && !presence) {
+		ERR(ps, sec, key, "%s: '%s' (any tag of scope '%.*s') works only with equals "
+		    "or not-equals", key, v, (int)(bar - v), v);
+		return;
+	}
+	if (!presence)
+		return;
+	if (bar && !bar[1]) {
+		const char **scopes = xcalloc(tags->n, sizeof(*scopes));
+		char (*buf)[NAME_MAX_LEN + 1] = xcalloc(tags->n, sizeof(*buf));
+		size_t n = 0;
+		bool found = false;
+
+		for (size_t i = 0; i < tags->n; i++) {
+			const char *tb = strchr(tags->v[i], '|');
+
+			found |= tag_in_scope(tags->v[i], v, (size_t)(bar - v));
+			if (tb) {
+				snprintf(buf[n], sizeof(buf[n]), "%.*s|", (int)(tb - tags->v[i]),
+					 tags->v[i]);
+				scopes[n] = buf[n];
+				n++;
+			}
+		}
+		if (!found)
+			ERR(ps, sec, key, "%s: no tag of scope '%.*s' is declared in [tags]%s", key,
+			    (int)(bar - v), v, suggest(hint, sizeof(hint), v, scopes, n));
+		free(scopes);
+		free(buf);
+		return;
+	}
+	if (policy_find_tag(ps->p, v))
+		return;
+	/* TAG without a scope also matches it in any scope */
+	for (size_t i = 0; !bar && i < tags->n; i++)
+		if (tag_part_is(tags->v[i], v))
+			return;
+	ERR(ps, sec, key, "%s: tag '%s' is not declared in [tags]%s", key, v,
+	    suggest(hint, sizeof(hint), v, (const char *const *)tags->v, tags->n));
+}
+
 /* Parses "tag equals x and name starts-with d or os contains win". */
 static struct criterion *parse_criteria(struct parser *ps, const char *sec,
 					const char *key, size_t *ncrit)
@@ -731,14 +807,8 @@ static struct criterion *parse_criteria(struct parser *ps, const char *sec,
 				ERR(ps, sec, key, "%s: unknown operator '%s'%s", key, words[1],
 				    suggest(hint, sizeof(hint), words[1], op_names,
 					    ARRAY_SIZE(op_names)));
-			if (f == COND_TAG && (o == OP_EQUALS || o == OP_NOT_EQUALS) &&
-			    !policy_find_tag(ps->p, words[2])) {
-				const char **tags = (const char **)ps->p->tags.v;
-
-				ERR(ps, sec, key, "%s: tag '%s' is not declared in [tags]%s", key,
-				    words[2], suggest(hint, sizeof(hint), words[2], tags,
-						      ps->p->tags.n));
-			}
+			if (f == COND_TAG && o >= 0)
+				check_tag_value(ps, sec, key, o, words[2]);
 			if (f < 0 || o < 0)
 				goto fail;
 			c->conds = xrealloc(c->conds, (c->nconds + 1) * sizeof(*c->conds));

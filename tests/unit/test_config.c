@@ -574,6 +574,80 @@ static void test_tags_errors(void)
 		CU_ASSERT_STRING_EQUAL(p->tags.v[0], "env=prod");
 		policy_free(p);
 	}
+	/* Scoped tags: one '|' with a scope before it and a tag after it. */
+	{
+		struct dfw_policy *p = PARSE_OK("[tags]\nnames = os|Windows, dept|finance, finance\n");
+
+		CU_ASSERT_EQUAL(p->tags.n, 3);
+		CU_ASSERT_STRING_EQUAL(policy_find_tag(p, "OS|WINDOWS"), "os|Windows");
+		CU_ASSERT_PTR_NULL(policy_find_tag(p, "windows"));
+		policy_free(p);
+	}
+	EXPECT_ERR("[tags]\nnames = |windows\n", 2, "tag '|windows': 1-48 letters, digits and "
+		   ". _ = : -, optionally after a scope and '|' (os|windows)", NULL, 1);
+	EXPECT_ERR("[tags]\nnames = os|\n", 2, "tag 'os|': 1-48 letters", NULL, 1);
+	EXPECT_ERR("[tags]\nnames = a|b|c\n", 2, "tag 'a|b|c': 1-48 letters", NULL, 1);
+	EXPECT_ERR("[tags]\nnames = os|Windows, OS|windows\n", 2,
+		   "tag 'OS|windows' declared twice", NULL, 1);
+}
+
+/* Conditions on scoped tags: the forms, and what equals / not-equals must
+ * name. */
+static void test_scoped_criteria(void)
+{
+#define TAGS "[tags]\nnames = os|windows, os|linux, dept|finance, threat.high\n"
+	struct dfw_policy *p = PARSE_OK(TAGS
+		"[group a]\nmatch = tag equals os|windows or tag equals OS|Linux\n"
+		"[group b]\nmatch = tag equals finance and tag not-equals os|\n"
+		"[group c]\nmatch = tag contains os|win or tag starts-with fin or tag ends-with dept|ce\n"
+		"[group d]\nmatch = tag equals dept| and tag not-equals threat.high\n"
+		"[group e]\nexclude_match = tag contains hr|x\nmembers =\n");
+	const struct group_def *g = &p->inv.groups[1];
+
+	CU_ASSERT_EQUAL_FATAL(g->nmatch, 1);
+	CU_ASSERT_EQUAL_FATAL(g->match[0].nconds, 2);
+	CU_ASSERT_STRING_EQUAL(g->match[0].conds[0].value, "finance");
+	CU_ASSERT_STRING_EQUAL(g->match[0].conds[1].value, "os|");
+	CU_ASSERT_EQUAL(g->match[0].conds[1].op, OP_NOT_EQUALS);
+	policy_free(p);
+
+	/* a scope no declared tag has */
+	EXPECT_ERR(TAGS "[group g]\nmatch = tag equals dpt|\n", 4,
+		   "match: no tag of scope 'dpt' is declared in [tags]", "(did you mean 'dept|'?)", 1);
+	EXPECT_ERR(TAGS "[group g]\nmatch = tag not-equals hr|\n", 4,
+		   "match: no tag of scope 'hr' is declared in [tags]", NULL, 1);
+	/* a scoped tag that is not declared */
+	EXPECT_ERR(TAGS "[group g]\nmatch = tag equals os|windws\n", 4,
+		   "match: tag 'os|windws' is not declared in [tags]", "(did you mean 'os|windows'?)", 1);
+	EXPECT_ERR(TAGS "[group g]\nmatch = tag equals dept|windows\n", 4,
+		   "match: tag 'dept|windows' is not declared", NULL, 1);
+	/* an unscoped tag that is neither declared nor the tag part of one */
+	EXPECT_ERR(TAGS "[group g]\nmatch = tag equals financ\n", 4,
+		   "match: tag 'financ' is not declared", NULL, 1);
+	EXPECT_ERR(TAGS "[group g]\nmatch = tag equals os\n", 4,
+		   "match: tag 'os' is not declared", NULL, 1);
+	/* any tag of a scope only with equals / not-equals */
+	EXPECT_ERR(TAGS "[group g]\nmatch = tag contains os|\n", 4,
+		   "match: 'os|' (any tag of scope 'os') works only with equals or not-equals",
+		   NULL, 1);
+	EXPECT_ERR(TAGS "[group g]\nmatch = tag starts-with os|\n", 4, "works only with equals",
+		   NULL, 1);
+	/* the shape of the value, for every operator */
+	EXPECT_ERR(TAGS "[group g]\nmatch = tag equals |windows\n", 4,
+		   "match: tag '|windows': write SCOPE|TAG, SCOPE| (any tag of the scope) or TAG",
+		   NULL, 1);
+	EXPECT_ERR(TAGS "[group g]\nmatch = tag contains a|b|c\n", 4,
+		   "match: tag 'a|b|c': write SCOPE|TAG", NULL, 1);
+	EXPECT_ERR(TAGS "[group g]\nmatch = tag ends-with |\n", 4, "match: tag '|': write", NULL, 1);
+	/* every bad condition of a criterion is reported */
+	EXPECT_ERR(TAGS "[group g]\nmatch = tag equals nope1 and tag equals hr|\n", 4,
+		   "tag 'nope1' is not declared", NULL, 2);
+	EXPECT_ERR(TAGS "[group g]\nmatch = tag equals nope1 and tag equals hr|\n", 4,
+		   "no tag of scope 'hr'", NULL, 2);
+	/* name and os values are free text: '|' means nothing there */
+	p = PARSE_OK(TAGS "[group g]\nmatch = os equals a|b\n");
+	policy_free(p);
+#undef TAGS
 }
 
 /* ---- [detection] and [netthreat] ------------------------------------------ */
@@ -1341,6 +1415,7 @@ void register_config_tests(void)
 		{ "[detection] and [netthreat]", test_detection },
 		{ "group references", test_group_refs },
 		{ "group criteria", test_criteria_errors },
+		{ "scoped tags in criteria", test_scoped_criteria },
 		{ "nested-group cycles", test_cycles },
 		{ "bad rules", test_rule_errors },
 		{ "no empty suggestion for direction", test_direction_no_empty_suggestion },

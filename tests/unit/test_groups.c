@@ -241,6 +241,93 @@ static void test_tag_ops(void)
 	CU_ASSERT_FALSE(holds("tag~e", &vm, NULL, 0));
 }
 
+/* Scoped tags, "scope|tag": a value with a scope needs it; one without
+ * looks at the tag part of every tag; "scope|" is any tag of the scope. */
+static void test_scoped_tag_ops(void)
+{
+	struct vm vm = { .name = (char *)"pc1", .os = (char *)"" };
+	const char *const tags[] = { "dept|Finance", "OS|windows", "plain" };
+	static const struct { const char *spec; bool want; } cases[] = {
+		{ "tag=finance", true },       /* the tag part, in any scope */
+		{ "tag=FINANCE", true },
+		{ "tag=dept|finance", true },
+		{ "tag=Dept|FINANCE", true },
+		{ "tag=os|finance", false },   /* the scope is compared */
+		{ "tag=dept", false },         /* a scope is not a tag */
+		{ "tag=dept|Finance2", false },
+		{ "tag=plain", true },
+		{ "tag=x|plain", false },      /* plain has no scope */
+		{ "tag=plain|", false },
+		{ "tag=dept|", true },         /* any tag of the scope */
+		{ "tag=os|", true },
+		{ "tag=hr|", false },
+		{ "tag!=dept|", false },
+		{ "tag!=hr|", true },
+		{ "tag!=finance", false },
+		{ "tag!=dept|finance", false },
+		{ "tag!=os|finance", true },
+		{ "tag!=windows", false },
+		{ "tag~fin", true },
+		{ "tag~dept", false },         /* operators see the tag part only */
+		{ "tag~os|IND", true },
+		{ "tag~dept|ind", false },
+		{ "tag^os|WIN", true },
+		{ "tag^win", true },
+		{ "tag^os", false },
+		{ "tag$dept|nce", true },
+		{ "tag$os|nce", false },
+		{ "tag$ws", true },
+	};
+
+	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+		bool got = holds(cases[i].spec, &vm, tags, 3);
+
+		if (got != cases[i].want)
+			fprintf(stderr, "\n  %s: got %d\n", cases[i].spec, got);
+		CU_ASSERT_EQUAL(got, cases[i].want);
+	}
+	/* With no tags at all, only not-equals holds. */
+	CU_ASSERT_TRUE(holds("tag!=dept|", &vm, NULL, 0));
+	CU_ASSERT_FALSE(holds("tag=dept|", &vm, NULL, 0));
+	CU_ASSERT_FALSE(holds("tag=finance", &vm, NULL, 0));
+}
+
+/* Each form of value is found by the tag index: a change of "dept|finance"
+ * reaches the groups on "dept|finance", on "dept|" and on "finance". */
+static void test_scoped_tag_deltas(void)
+{
+	struct inventory inv = { 0 };
+	struct gengine *e;
+	struct rec r = { .inv = &inv };
+	size_t a = vm_add(&inv, "a", "");
+	size_t b = vm_add(&inv, "b", "");
+	size_t finance = group_add(&inv, "finance");
+	size_t dfin = group_add(&inv, "dfin");
+	size_t dept = group_add(&inv, "dept");
+	size_t nodept = group_add(&inv, "nodept");
+	size_t win = group_add(&inv, "win");
+
+	crit_add(&inv, finance, false, "tag=finance");
+	crit_add(&inv, dfin, false, "tag=dept|finance");
+	crit_add(&inv, dept, false, "tag=dept|");
+	crit_add(&inv, nodept, false, "tag!=dept|");
+	crit_add(&inv, win, false, "tag^os|win");
+	e = engine(&inv);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(e);
+	CU_ASSERT_STRING_EQUAL(members(e, &r, nodept), "a b");
+	CU_ASSERT_STRING_EQUAL(retag(e, &r, a, "finance"), "finance+a");
+	CU_ASSERT_STRING_EQUAL(retag(e, &r, a, "Dept|Finance"),
+			       "dfin+a dept+a nodept-a");
+	CU_ASSERT_STRING_EQUAL(retag(e, &r, a, "dept|hr"), "finance-a dfin-a");
+	CU_ASSERT_STRING_EQUAL(retag(e, &r, b, "hr|finance,os|windows-11"), "finance+b win+b");
+	CU_ASSERT_STRING_EQUAL(retag(e, &r, b, "os|windows-11"), "finance-b");
+	CU_ASSERT_STRING_EQUAL(retag(e, &r, a, ""), "dept-a nodept+a");
+	CU_ASSERT_STRING_EQUAL(members(e, &r, win), "b");
+	CU_ASSERT_STRING_EQUAL(members(e, &r, dept), "");
+	gengine_free(e);
+	inv_free(&inv);
+}
+
 /* Name and OS operators, through criteria_match and through the engine's
  * first evaluation, which finds candidates through indexes. */
 static void test_name_os_ops(void)
@@ -718,6 +805,8 @@ static void random_criterion(struct inventory *inv, size_t g, bool exclude)
 {
 	static const char *const conds[] = {
 		"tag=web", "tag=PROD", "tag!=db", "tag~e", "tag^pro", "tag$EU",
+		"tag=dept|web", "tag=DEPT|", "tag!=os|", "tag=os|db", "tag~dept|e",
+		"tag!=dept|x",
 		"name=vm1", "name=VM12", "name^vm1", "name!=vm3", "name~2", "name$0",
 		"os=linux", "os^LINUX", "os!=windows", "os~rt", "os=", "os$s",
 	};
@@ -773,7 +862,10 @@ static bool agrees(const struct gengine *e, const struct inventory *inv,
 
 static void test_random_against_rule(void)
 {
-	static const char *const vocab[] = { "web", "Web", "db", "prod", "PROD-eu", "eu", "x" };
+	static const char *const vocab[] = {
+		"web", "Web", "db", "prod", "PROD-eu", "eu", "x", "dept|web", "os|DB", "Dept|x",
+		"os|prod",
+	};
 	static const char *const oses[] = { "linux", "Linux-RT", "windows", "", "solaris" };
 	enum { NVMS = 70, NGROUPS = 12, ROUNDS = 400 };
 	struct inventory inv = { 0 };
@@ -862,6 +954,8 @@ void register_groups_tests(void)
 {
 	static const struct unit_test tests[] = {
 		{ "tag operators", test_tag_ops },
+		{ "scoped tag operators", test_scoped_tag_ops },
+		{ "scoped tag deltas", test_scoped_tag_deltas },
 		{ "name and os operators", test_name_os_ops },
 		{ "AND within, OR across criteria", test_and_or },
 		{ "tag deltas for non-equality operators", test_tag_deltas_any_op },
