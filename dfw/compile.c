@@ -107,7 +107,7 @@ struct builder {
 	const struct gengine *e;
 	const char *host;
 	struct plan *pl;
-	size_t capsets, capchains;
+	size_t capsets, capchains, capcounters;
 	struct name_index sets_by_name;
 };
 
@@ -323,47 +323,88 @@ static const char *service_set(struct builder *b, const struct dfw_rule *r, uint
 
 /* --- rules and chains ----------------------------------------------------- */
 
-/* Names are copied: creating a set may move the plan's set array. */
-struct side_set {
-	uint8_t family; /* 0: any */
-	char set[PLAN_NAME_MAX]; /* "" for any */
+/* A rule side compiled to alternatives: the side matches a packet when one
+ * of them does.
+ *   - Positive: one alternative per set (a group's hash set, its CIDR set,
+ *     the side's literal set), each in its family; "any" is one alternative
+ *     with no set and no family.
+ *   - Negated: one alternative per family holding ALL the side's sets of
+ *     that family as negated lookups (the address is in none of them).  A
+ *     family without sets matches every address of that family: "not
+ *     10.0.0.0/8" admits all of IPv6.  "not any" has no alternative: it
+ *     matches nothing, so the rule compiles to no kernel rule.
+ * Names are copied: creating a set may move the plan's set array. */
+struct side_alt {
+	uint8_t family;  /* 0: any family (the positive "any") */
+	bool negate;
+	size_t first, n; /* its sets: names[first .. first + n) */
 };
 
-static size_t side_sets(struct builder *b, const struct dfw_side *side, struct side_set *out)
+struct side {
+	struct side_alt *alts;
+	size_t nalts;
+	char (*names)[PLAN_NAME_MAX];
+	size_t nnames, capnames;
+};
+
+static void side_name(struct side *s, const char *name)
+{
+	grow((void **)&s->names, &s->capnames, s->nnames + 1, sizeof(*s->names));
+	snprintf(s->names[s->nnames++], PLAN_NAME_MAX, "%s", name);
+}
+
+static void side_build(struct builder *b, const struct dfw_side *side, struct side *s)
 {
 	static const uint8_t fams[] = { AF_INET, AF_INET6 };
-	size_t n = 0;
 
+	memset(s, 0, sizeof(*s));
+	/* At most two sets per group and one literal set, per family. */
+	s->alts = xcalloc(4 * side->nrefs + 4, sizeof(*s->alts));
 	if (side->any) {
-		out[n++] = (struct side_set){ 0, "" };
-		return n;
+		if (!side->negate)
+			s->alts[s->nalts++] = (struct side_alt){ 0 };
+		return;
 	}
 	for (size_t f = 0; f < ARRAY_SIZE(fams); f++) {
+		size_t first = s->nnames;
 		const char *name;
 
 		for (size_t i = 0; i < side->nrefs; i++) {
 			if (side->refs[i].kind != REF_GROUP)
 				continue;
-			out[n].family = fams[f];
-			name = group_set(b, side->refs[i].idx, fams[f]);
-			snprintf(out[n++].set, PLAN_NAME_MAX, "%s", name);
-			if ((name = group_net_set(b, side->refs[i].idx, fams[f]))) {
-				out[n].family = fams[f];
-				snprintf(out[n++].set, PLAN_NAME_MAX, "%s", name);
-			}
+			side_name(s, group_set(b, side->refs[i].idx, fams[f]));
+			if ((name = group_net_set(b, side->refs[i].idx, fams[f])))
+				side_name(s, name);
 		}
-		if ((name = literal_set(b, side, fams[f]))) {
-			out[n].family = fams[f];
-			snprintf(out[n++].set, PLAN_NAME_MAX, "%s", name);
-		}
+		if ((name = literal_set(b, side, fams[f])))
+			side_name(s, name);
+		if (side->negate)
+			s->alts[s->nalts++] = (struct side_alt){ fams[f], true, first,
+								 s->nnames - first };
+		else
+			for (size_t i = first; i < s->nnames; i++)
+				s->alts[s->nalts++] = (struct side_alt){ fams[f], false, i, 1 };
 	}
-	return n;
+}
+
+static void side_free(struct side *s)
+{
+	free(s->alts);
+	free(s->names);
 }
 
 static void rule_push(struct prule *r, struct pitem it)
 {
 	r->items = xrealloc(r->items, (r->nitems + 1) * sizeof(*r->items));
 	r->items[r->nitems++] = it;
+}
+
+static void rule_push_named(struct prule *r, enum pitem_kind kind, uint32_t u, const char *name)
+{
+	struct pitem it = { .kind = kind, .u = u };
+
+	snprintf(it.name, sizeof(it.name), "%s", name);
+	rule_push(r, it);
 }
 
 struct chain_build {
@@ -382,65 +423,104 @@ static struct prule *chain_push(struct chain_build *cb, uint32_t rule_id)
 	return r;
 }
 
-/* Appends the kernel rules of one action (with optional matches already in
- * proto/family), e.g. reject needs a TCP-reset and an ICMP variant. */
-static void emit(struct chain_build *cb, uint32_t id, const char *guard, uint8_t family,
-		 const char *sset, const char *dset, uint8_t proto, const char *ports,
-		 uint16_t lo, uint16_t hi, enum dfw_action act, bool out, bool log)
+/* The named counter of a policy rule (0: the default rule) in one
+ * direction: every kernel rule it compiles to counts there, so the count
+ * survives chain rewrites and covers all the rule's families and services. */
+static void counter_name(uint32_t id, bool out, char *buf, size_t len)
 {
-	enum pverdict v = act == ACT_ALLOW ? (out ? PV_RETURN : PV_ACCEPT) :
-			  act == ACT_DROP ? PV_DROP :
-			  proto == IPPROTO_TCP ? PV_REJECT_TCP : PV_REJECT_ICMPX;
-	int variants = act == ACT_REJECT && proto == 0 ? 2 : 1;
+	if (id)
+		snprintf(buf, len, "r-%u-%s", id, out ? "out" : "in");
+	else
+		snprintf(buf, len, "r-default-%s", out ? "out" : "in");
+}
+
+/* A rule's services folded per protocol: TCP or UDP with several port
+ * ranges become one group matching a service set; an ICMP type (and code)
+ * or another protocol is one group each. */
+struct svc_group {
+	uint8_t proto;   /* 0: any */
+	uint16_t lo, hi; /* one range (0, 0: all ports) */
+	int16_t icmp_type, icmp_code; /* ICMP / ICMPv6; -1: any */
+	char ports[PLAN_NAME_MAX]; /* or a service set */
+};
+
+/* What one kernel rule matches (besides its action). */
+struct match {
+	const char *guard;            /* vNIC-id set, or NULL */
+	uint8_t family;               /* AF_INET, AF_INET6; 0: both */
+	const struct side *src, *dst;
+	const struct side_alt *sa, *da; /* NULL: any address */
+	const struct svc_group *svc;  /* NULL: any service */
+};
+
+static void push_side(struct prule *r, enum pitem_kind kind, const struct side *s,
+		      const struct side_alt *a)
+{
+	for (size_t i = 0; i < a->n; i++)
+		rule_push_named(r, kind, a->negate, s->names[a->first + i]);
+}
+
+static void push_service(struct prule *r, const struct svc_group *s, uint8_t proto)
+{
+	rule_push(r, (struct pitem){ .kind = PI_L4PROTO, .u = proto });
+	if (!s || s->proto != proto)
+		return; /* the TCP variant of a reject of any protocol */
+	if (s->ports[0]) {
+		rule_push_named(r, PI_DPORT_SET, 0, s->ports);
+	} else if (s->lo) {
+		rule_push(r, (struct pitem){ .kind = PI_DPORT, .lo = s->lo, .hi = s->hi });
+	} else if (s->icmp_type >= 0) {
+		rule_push(r, (struct pitem){ .kind = PI_ICMP_TYPE, .u = proto,
+					     .lo = (uint16_t)s->icmp_type });
+		if (s->icmp_code >= 0)
+			rule_push(r, (struct pitem){ .kind = PI_ICMP_CODE, .u = proto,
+						     .lo = (uint16_t)s->icmp_code });
+	}
+}
+
+/* Appends the kernel rules of one action after the matches m.  Reject of
+ * any protocol needs two: a TCP reset for TCP, ICMPX for the rest.  A drop
+ * or reject in monitor mode only logs and counts: no verdict, so
+ * evaluation goes on with the next rule. */
+static void emit(struct chain_build *cb, uint32_t id, bool out, const struct match *m,
+		 enum dfw_action act, bool log, bool monitor)
+{
+	uint8_t proto = m->svc ? m->svc->proto : 0;
+	bool watch = monitor && act != ACT_ALLOW;
+	int variants = act == ACT_REJECT && proto == 0 && !watch ? 2 : 1;
+	char name[PLAN_NAME_MAX];
 
 	for (int k = 0; k < variants; k++) {
 		struct prule *r = chain_push(cb, id);
 		uint8_t pr = variants == 2 && k == 0 ? IPPROTO_TCP : proto;
+		enum pverdict v = act == ACT_ALLOW ? (out ? PV_RETURN : PV_ACCEPT) :
+				  act == ACT_DROP ? PV_DROP :
+				  pr == IPPROTO_TCP ? PV_REJECT_TCP : PV_REJECT_ICMPX;
 
-		if (guard) {
-			struct pitem it = { .kind = PI_PORT_SET, .u = out ? 0 : 1 };
-
-			snprintf(it.name, sizeof(it.name), "%s", guard);
-			rule_push(r, it);
-		}
-		if (family)
+		if (m->guard)
+			rule_push_named(r, PI_PORT_SET, out ? 0 : 1, m->guard);
+		if (m->family)
 			rule_push(r, (struct pitem){ .kind = PI_NFPROTO,
-				.u = family == AF_INET ? NFPROTO_IPV4 : NFPROTO_IPV6 });
-		if (sset) {
-			struct pitem it = { .kind = PI_SADDR_SET };
-
-			snprintf(it.name, sizeof(it.name), "%s", sset);
-			rule_push(r, it);
-		}
-		if (dset) {
-			struct pitem it = { .kind = PI_DADDR_SET };
-
-			snprintf(it.name, sizeof(it.name), "%s", dset);
-			rule_push(r, it);
-		}
+				.u = m->family == AF_INET ? NFPROTO_IPV4 : NFPROTO_IPV6 });
+		if (m->sa)
+			push_side(r, PI_SADDR_SET, m->src, m->sa);
+		if (m->da)
+			push_side(r, PI_DADDR_SET, m->dst, m->da);
 		if (pr)
-			rule_push(r, (struct pitem){ .kind = PI_L4PROTO, .u = pr });
-		if (pr && ports) {
-			struct pitem it = { .kind = PI_DPORT_SET };
-
-			snprintf(it.name, sizeof(it.name), "%s", ports);
-			rule_push(r, it);
-		} else if (pr && lo) {
-			rule_push(r, (struct pitem){ .kind = PI_DPORT, .lo = lo, .hi = hi });
-		}
-		if (log) {
-			struct pitem it = { .kind = PI_LOG };
-
+			push_service(r, m->svc, pr);
+		if (log || watch) {
 			if (id)
-				snprintf(it.name, sizeof(it.name), "dfw rule=%u %s ", id,
-					 out ? "out" : "in");
+				snprintf(name, sizeof(name), "dfw rule=%u %s %s", id,
+					 out ? "out" : "in", watch ? "monitor " : "");
 			else
-				snprintf(it.name, sizeof(it.name), "dfw rule=default %s ",
+				snprintf(name, sizeof(name), "dfw rule=default %s ",
 					 out ? "out" : "in");
-			rule_push(r, it);
+			rule_push_named(r, PI_LOG, 0, name);
 		}
-		rule_push(r, (struct pitem){ .kind = PI_VERDICT,
-			.u = variants == 2 ? (k == 0 ? PV_REJECT_TCP : PV_REJECT_ICMPX) : v });
+		counter_name(id, out, name, sizeof(name));
+		rule_push_named(r, PI_COUNTER, 0, name);
+		if (!watch)
+			rule_push(r, (struct pitem){ .kind = PI_VERDICT, .u = v });
 	}
 }
 
@@ -488,21 +568,22 @@ static const char *port_set(struct builder *b, size_t group, bool dst)
 	return s->name;
 }
 
-/* A rule's services folded per protocol: TCP or UDP with several port
- * ranges become one group matching a service set. */
-struct svc_group {
-	uint8_t proto;   /* 0: any */
-	uint16_t lo, hi; /* one range (0, 0: all ports) */
-	char ports[PLAN_NAME_MAX]; /* or a service set */
-};
+/* Whether service group a matches everything b does (ICMP / other
+ * protocols only). */
+static bool svc_covers(const struct svc_group *a, const struct svc_group *b)
+{
+	return a->proto == b->proto &&
+	       (a->icmp_type < 0 || (a->icmp_type == b->icmp_type &&
+				     (a->icmp_code < 0 || a->icmp_code == b->icmp_code)));
+}
 
 static size_t svc_groups(struct builder *b, const struct dfw_rule *r, struct svc_group *out)
 {
 	static const uint8_t ported[] = { IPPROTO_TCP, IPPROTO_UDP };
-	size_t n = 0;
+	size_t n = 0, first;
 
 	if (!r->nsvcs) {
-		out[n++] = (struct svc_group){ 0 };
+		out[n++] = (struct svc_group){ .icmp_type = -1, .icmp_code = -1 };
 		return n;
 	}
 	for (size_t p = 0; p < ARRAY_SIZE(ported); p++) {
@@ -518,7 +599,7 @@ static size_t svc_groups(struct builder *b, const struct dfw_rule *r, struct svc
 		}
 		if (!count)
 			continue;
-		out[n] = (struct svc_group){ .proto = ported[p] };
+		out[n] = (struct svc_group){ .proto = ported[p], .icmp_type = -1, .icmp_code = -1 };
 		if (!all && count == 1) {
 			out[n].lo = r->svcs[last].lo;
 			out[n].hi = r->svcs[last].hi;
@@ -527,74 +608,90 @@ static size_t svc_groups(struct builder *b, const struct dfw_rule *r, struct svc
 		}
 		n++;
 	}
-	for (size_t i = 0; i < r->nsvcs; i++)
-		if (r->svcs[i].proto != IPPROTO_TCP && r->svcs[i].proto != IPPROTO_UDP)
-			out[n++] = (struct svc_group){ .proto = r->svcs[i].proto };
+	/* ICMP types and codes, other protocols: one group each, without
+	 * repeats and without what an earlier or later item covers (icmp/8
+	 * next to icmp). */
+	first = n;
+	for (size_t i = 0; i < r->nsvcs; i++) {
+		const struct dfw_service *sv = &r->svcs[i];
+		struct svc_group g = { .proto = sv->proto, .icmp_type = -1, .icmp_code = -1 };
+		bool covered = false;
+		size_t k = first;
+
+		if (sv->proto == IPPROTO_TCP || sv->proto == IPPROTO_UDP || !sv->proto)
+			continue;
+		if ((sv->proto == IPPROTO_ICMP || sv->proto == IPPROTO_ICMPV6) &&
+		    sv->icmp_type >= 0) {
+			g.icmp_type = sv->icmp_type;
+			g.icmp_code = sv->icmp_code >= 0 ? sv->icmp_code : -1;
+		}
+		for (size_t j = first; j < n; j++)
+			covered |= svc_covers(&out[j], &g);
+		if (covered)
+			continue;
+		for (size_t j = first; j < n; j++) /* drop what g covers */
+			if (!svc_covers(&g, &out[j]))
+				out[k++] = out[j];
+		n = k;
+		out[n++] = g;
+	}
 	return n;
 }
 
-static void emit_sides(struct builder *b, struct chain_build *cb, const struct dfw_rule *r,
-		       bool out, const char *guard, const struct side_set *ss, size_t ns,
-		       const struct side_set *ds, size_t nd, const struct svc_group *svcs,
-		       size_t nsvcs);
+/* The kernel rules of one policy rule: sources x destinations x services,
+ * combinations whose families cannot meet skipped. */
+static void emit_sides(struct chain_build *cb, const struct dfw_rule *r, bool out,
+		       const char *guard, const struct side *src, const struct side *dst,
+		       const struct svc_group *svcs, size_t nsvcs)
+{
+	for (size_t i = 0; i < src->nalts; i++) {
+		for (size_t j = 0; j < dst->nalts; j++) {
+			const struct side_alt *sa = &src->alts[i], *da = &dst->alts[j];
+			uint8_t fam = sa->family ? sa->family : da->family;
+
+			if (sa->family && da->family && sa->family != da->family)
+				continue;
+			for (size_t k = 0; k < nsvcs; k++) {
+				const struct svc_group *s = &svcs[k];
+				struct match m = { guard, fam, src, dst, sa->n ? sa : NULL,
+						   da->n ? da : NULL, s };
+
+				if (s->proto == IPPROTO_ICMP) {
+					if (fam == AF_INET6)
+						continue;
+					m.family = AF_INET;
+				} else if (s->proto == IPPROTO_ICMPV6) {
+					if (fam == AF_INET)
+						continue;
+					m.family = AF_INET6;
+				}
+				emit(cb, r->id, out, &m, r->action, r->log, r->monitor);
+			}
+		}
+	}
+}
 
 static void compile_rule(struct builder *b, struct chain_build *cb,
 			 const struct dfw_rule *r, bool out)
 {
-	struct side_set *ss = xcalloc(4 * r->src.nrefs + 4, sizeof(*ss));
-	struct side_set *ds = xcalloc(4 * r->dst.nrefs + 4, sizeof(*ds));
-	size_t ns = side_sets(b, &r->src, ss), nd = side_sets(b, &r->dst, ds);
+	struct side src, dst;
 	struct svc_group *svcs = xcalloc(r->nsvcs + 2, sizeof(*svcs));
 	size_t nsvcs = svc_groups(b, r, svcs);
 	bool guarded = rule_guarded(r);
 	size_t nguards = guarded ? r->napplied : 1;
 
+	side_build(b, &r->src, &src);
+	side_build(b, &r->dst, &dst);
 	for (size_t g = 0; g < nguards; g++) {
 		char guard[PLAN_NAME_MAX] = "";
 
 		if (guarded)
 			snprintf(guard, sizeof(guard), "%s", port_set(b, r->applied_to[g], !out));
-		emit_sides(b, cb, r, out, guard[0] ? guard : NULL, ss, ns, ds, nd, svcs, nsvcs);
+		emit_sides(cb, r, out, guard[0] ? guard : NULL, &src, &dst, svcs, nsvcs);
 	}
 	free(svcs);
-	free(ss);
-	free(ds);
-}
-
-/* The kernel rules of one policy rule: sources x destinations x services,
- * families that cannot meet skipped. */
-static void emit_sides(struct builder *b, struct chain_build *cb, const struct dfw_rule *r,
-		       bool out, const char *guard, const struct side_set *ss, size_t ns,
-		       const struct side_set *ds, size_t nd, const struct svc_group *svcs,
-		       size_t nsvcs)
-{
-	for (size_t i = 0; i < ns; i++) {
-		for (size_t j = 0; j < nd; j++) {
-			uint8_t fam = ss[i].family ? ss[i].family : ds[j].family;
-
-			if (ss[i].family && ds[j].family && ss[i].family != ds[j].family)
-				continue;
-			for (size_t k = 0; k < nsvcs; k++) {
-				const struct svc_group *s = &svcs[k];
-				uint8_t f = fam;
-
-				if (s->proto == IPPROTO_ICMP) {
-					if (f == AF_INET6)
-						continue;
-					f = AF_INET;
-				} else if (s->proto == IPPROTO_ICMPV6) {
-					if (f == AF_INET)
-						continue;
-					f = AF_INET6;
-				}
-				emit(cb, r->id, guard, f,
-				     ss[i].set[0] ? ss[i].set : NULL,
-				     ds[j].set[0] ? ds[j].set : NULL, s->proto,
-				     s->ports[0] ? s->ports : NULL, s->lo, s->hi,
-				     r->action, out, r->log);
-			}
-		}
-	}
+	side_free(&src);
+	side_free(&dst);
 }
 
 static uint64_t hash_rules(const struct prule *rules, size_t n)
@@ -643,7 +740,15 @@ static const char *vnic_chain(struct builder *b, bool out)
 		ids = xrealloc(ids, (nids + 1) * sizeof(*ids));
 		ids[nids++] = r->id;
 	}
-	emit(&cb, 0, NULL, 0, NULL, NULL, 0, NULL, 0, 0, p->default_action, out, p->default_log);
+	emit(&cb, 0, out, &(struct match){ 0 }, p->default_action, p->default_log, false);
+	/* A counter for every rule the chain enforces, also one that compiled
+	 * to no kernel rule (icmp between IPv6-only sides): it reads 0. */
+	for (size_t i = 0; i <= nids; i++) {
+		grow((void **)&b->pl->counters, &b->capcounters, b->pl->ncounters + 1,
+		     sizeof(*b->pl->counters));
+		counter_name(i < nids ? ids[i] : 0, out, b->pl->counters[b->pl->ncounters++],
+			     PLAN_NAME_MAX);
+	}
 	snprintf(name, sizeof(name), "%c-%016llx", out ? 'o' : 'i',
 		 (unsigned long long)hash_rules(cb.rules, cb.n));
 	for (size_t i = 0; i < b->pl->nchains; i++) {
@@ -698,6 +803,11 @@ static int cmp_chain(const void *x, const void *y)
 	return strcmp(((const struct pchain *)x)->name, ((const struct pchain *)y)->name);
 }
 
+static int cmp_name(const void *x, const void *y)
+{
+	return strcmp(x, y);
+}
+
 struct plan *plan_compile(const struct dfw_policy *p, const struct gengine *e,
 			  const char *host)
 {
@@ -724,6 +834,15 @@ struct plan *plan_compile(const struct dfw_policy *p, const struct gengine *e,
 		pp->addrs = xcalloc(v->naddrs + 2, sizeof(*pp->addrs));
 		memcpy(pp->addrs, v->addrs, v->naddrs * sizeof(*pp->addrs));
 		pp->naddrs = v->naddrs;
+		/* addresses = learn: a family with no locked address yet has its
+		 * ARP / neighbour discovery / DHCP copied to the learn group. */
+		pp->learn4 = pp->learn6 = v->learn;
+		for (size_t a = 0; a < v->naddrs; a++) {
+			if (v->addrs[a].family == AF_INET)
+				pp->learn4 = false;
+			else
+				pp->learn6 = false;
+		}
 		pp->addrs[pp->naddrs++] = link_local(v->mac);
 		/* "::" is the source of IPv6 duplicate address detection. */
 		pp->addrs[pp->naddrs++] = (struct dfw_addr){ .family = AF_INET6, .plen = 128 };
@@ -745,6 +864,15 @@ struct plan *plan_compile(const struct dfw_policy *p, const struct gengine *e,
 		qsort(b.pl->sets, b.pl->nsets, sizeof(*b.pl->sets), cmp_set);
 	if (b.pl->nchains)
 		qsort(b.pl->chains, b.pl->nchains, sizeof(*b.pl->chains), cmp_chain);
+	if (b.pl->ncounters) {
+		size_t n = 1;
+
+		qsort(b.pl->counters, b.pl->ncounters, sizeof(*b.pl->counters), cmp_name);
+		for (size_t i = 1; i < b.pl->ncounters; i++)
+			if (strcmp(b.pl->counters[i], b.pl->counters[n - 1]))
+				memcpy(b.pl->counters[n++], b.pl->counters[i], PLAN_NAME_MAX);
+		b.pl->ncounters = n;
+	}
 	return b.pl;
 }
 
@@ -763,6 +891,7 @@ void plan_free(struct plan *pl)
 	free(pl->ports);
 	free(pl->sets);
 	free(pl->chains);
+	free(pl->counters);
 	free(pl);
 }
 
@@ -808,6 +937,7 @@ const struct pport *plan_find_port(const struct plan *pl, const char *ifname)
 static bool port_equal(const struct pport *a, const struct pport *b)
 {
 	return a->id == b->id && !memcmp(a->mac, b->mac, 6) &&
+	       a->learn4 == b->learn4 && a->learn6 == b->learn6 &&
 	       a->naddrs == b->naddrs &&
 	       !memcmp(a->addrs, b->addrs, a->naddrs * sizeof(*a->addrs)) &&
 	       !strcmp(a->out_chain, b->out_chain) && !strcmp(a->in_chain, b->in_chain);
@@ -882,6 +1012,19 @@ void plan_diff(const struct plan *from, const struct plan *to, struct plan_diff 
 		i += c <= 0;
 		j += c >= 0;
 	}
+	/* Counters by name: one that stays keeps its kernel object (and its
+	 * count), whatever happens to the chains that use it. */
+	for (i = 0, j = 0; i < from->ncounters || j < to->ncounters;) {
+		int c = i == from->ncounters ? 1 : j == to->ncounters ? -1 :
+			strcmp(from->counters[i], to->counters[j]);
+
+		if (c < 0)
+			PUSH(d->counter_del, d->ncounter_del, from->counters[i]);
+		if (c > 0)
+			PUSH(d->counter_add, d->ncounter_add, to->counters[j]);
+		i += c <= 0;
+		j += c >= 0;
+	}
 }
 
 void plan_diff_free(struct plan_diff *d)
@@ -896,13 +1039,16 @@ void plan_diff_free(struct plan_diff *d)
 	free(d->elem_add);
 	free(d->chain_del);
 	free(d->chain_add);
+	free(d->counter_del);
+	free(d->counter_add);
 	memset(d, 0, sizeof(*d));
 }
 
 bool plan_diff_empty(const struct plan_diff *d)
 {
 	return !(d->nport_del || d->nport_add || d->nset_del || d->nset_add ||
-		 d->nelem_del || d->nelem_add || d->nchain_del || d->nchain_add);
+		 d->nelem_del || d->nelem_add || d->nchain_del || d->nchain_add ||
+		 d->ncounter_del || d->ncounter_add);
 }
 
 /* --- incremental ------------------------------------------------------------ */

@@ -11,7 +11,15 @@
  *     rule list share one chain.  applied_to groups that tags cannot change
  *     shape the chains; rules applied to groups that tags can change are in
  *     the shared chain behind a lookup in a set of the group's local vNIC
- *     ids, so that a tag change only ever edits set elements.
+ *     ids, so that a tag change only ever edits set elements;
+ *   - a named counter per policy rule and direction, which all its kernel
+ *     rules reference (plan_diff adds and removes counters with their
+ *     rules, so a count survives chain rewrites);
+ *   - per port, whether it learns its IPv4 / IPv6 address (addresses =
+ *     learn with nothing locked yet in that family).
+ * A negated side ("not a, b") is one kernel rule per family with every set
+ * of the side in that family as a negated lookup; a drop or reject rule in
+ * monitor mode logs and counts without a verdict.
  * Only the backend turns a plan into netlink messages. */
 #ifndef DFW_COMPILE_H
 #define DFW_COMPILE_H

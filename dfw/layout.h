@@ -4,9 +4,13 @@
  *
  *  bridge table: classifies ports.  prerouting (-300) sets meta mark to the
  *    ingress vNIC id (DFW_UPLINK_ID for an uplink) and drops frames of
- *    unknown ports and spoofed MAC/IP/ARP;
+ *    unknown ports and spoofed MAC/IP/ARP; for ports that learn their
+ *    addresses (sets learn4 / learn6), ARP, neighbour solicitations and
+ *    advertisements and DHCP client messages are first copied to nflog
+ *    group DFW_NFLOG_LEARN, and a DHCP client without an address passes;
  *    forward (-100, before br_netfilter) sets meta priority to the egress
- *    vNIC id and drops frames to unknown ports.
+ *    vNIC id and drops frames to unknown ports; DHCP replies to a learning
+ *    port are copied to the learn group.
  *  inet table: enforces with conntrack.  forward: established/related pass,
  *    IPv6 neighbour discovery passes, invalid drops, then the source vNIC's
  *    out-policy chain (allow = return), then the destination vNIC's in-policy
@@ -24,6 +28,8 @@
 #define DFW_SET_PORT_MAC "port_mac"   /* ifname . ether_addr */
 #define DFW_SET_PORT_IP4 "port_ip4"   /* ifname . ipv4_addr */
 #define DFW_SET_PORT_IP6 "port_ip6"   /* ifname . ipv6_addr */
+#define DFW_SET_LEARN4 "learn4"       /* ifname: ports learning their IPv4 address */
+#define DFW_SET_LEARN6 "learn6"       /* ifname: ports learning their IPv6 address */
 #define DFW_CHAIN_BR_PRE "classify"
 #define DFW_CHAIN_BR_FWD "steer"
 #define DFW_MAP_OUT "out_dispatch"    /* mark -> out-policy chain */
@@ -59,6 +65,16 @@
 #define DFW_NFLOG_LEARN 2      /* ARP / ND / DHCP of ports that learn
 				* their addresses (bridge table) */
 #define DFW_NFLOG_SNAPLEN 80   /* an IPv6 header and the ports */
+#define DFW_NFLOG_LEARN_SNAPLEN 400 /* from the network header: a whole
+				     * ARP / ND message, a DHCP message up to
+				     * its first options (the yiaddr is at 16
+				     * of 236 fixed bytes after the UDP header) */
+
+#define DFW_STR_(x) #x
+#define DFW_STR(x) DFW_STR_(x)
+
+#define DFW_LEARN_LOG_NFT \
+	"log group " DFW_STR(DFW_NFLOG_LEARN) " snaplen " DFW_STR(DFW_NFLOG_LEARN_SNAPLEN)
 
 /* The base chains as nft text, for plan_print_nft().  Keep in step with
  * backend.c's base_chains(); the kernel tests check the behaviour. */
@@ -70,6 +86,13 @@
 	"\t\tmeta mark 0x0 counter drop comment \"unknown port\"\n" \
 	"\t\tmeta mark " DFW_UPLINK_ID_NFT " accept comment \"uplink: checked at the sending host\"\n" \
 	"\t\tiifname . ether saddr != @" DFW_SET_PORT_MAC " counter drop comment \"spoofed MAC\"\n" \
+	"\t\tether type arp iifname @" DFW_SET_LEARN4 " " DFW_LEARN_LOG_NFT " comment \"learn\"\n" \
+	"\t\tether type ip6 iifname @" DFW_SET_LEARN6 " meta l4proto ipv6-icmp icmpv6 type 135-136 " \
+	DFW_LEARN_LOG_NFT " comment \"learn\"\n" \
+	"\t\tether type ip iifname @" DFW_SET_LEARN4 " meta l4proto udp th sport 68 th dport 67 " \
+	DFW_LEARN_LOG_NFT " comment \"learn: DHCP\"\n" \
+	"\t\tether type ip iifname @" DFW_SET_LEARN4 " ip saddr 0.0.0.0 ip daddr 255.255.255.255 " \
+	"meta l4proto udp th sport 68 th dport 67 accept comment \"learn: DHCP without an address\"\n" \
 	"\t\tether type ip iifname . ip saddr != @" DFW_SET_PORT_IP4 " counter drop comment \"spoofed IPv4\"\n" \
 	"\t\tether type arp iifname . arp saddr ether != @" DFW_SET_PORT_MAC " counter drop comment \"spoofed ARP\"\n" \
 	"\t\tether type arp iifname . arp saddr ip != @" DFW_SET_PORT_IP4 " counter drop comment \"spoofed ARP\"\n" \
@@ -80,10 +103,9 @@
 	"\t\tmeta priority set 0:0\n" \
 	"\t\tmeta priority set oifname map @" DFW_MAP_PORT_DST "\n" \
 	"\t\tmeta priority 0:0 counter drop comment \"unknown port\"\n" \
+	"\t\tether type ip oifname @" DFW_SET_LEARN4 " meta l4proto udp th sport 67 th dport 68 " \
+	DFW_LEARN_LOG_NFT " comment \"learn: DHCP reply\"\n" \
 	"\t}\n"
-
-#define DFW_STR_(x) #x
-#define DFW_STR(x) DFW_STR_(x)
 
 #define DFW_INET_SETS_NFT \
 	"\tset " DFW_SET_BLOCK4 " {\n\t\ttype ipv4_addr\n\t\tflags timeout\n\t}\n" \

@@ -15,58 +15,70 @@ static const char *const verdicts[] = {
 	[PV_REJECT_ICMPX] = "reject with icmpx type admin-prohibited",
 };
 
-static const char *proto_name(uint32_t p)
+/* The protocol's name where nft has one that reads better than a number. */
+static void print_proto(uint32_t p, FILE *f)
 {
 	switch (p) {
-	case IPPROTO_TCP: return "tcp";
-	case IPPROTO_UDP: return "udp";
-	case IPPROTO_ICMP: return "icmp";
-	case IPPROTO_ICMPV6: return "ipv6-icmp";
+	case IPPROTO_TCP: fputs("tcp", f); return;
+	case IPPROTO_UDP: fputs("udp", f); return;
+	case IPPROTO_ICMP: fputs("icmp", f); return;
+	case IPPROTO_ICMPV6: fputs("ipv6-icmp", f); return;
 	}
-	return "?";
+	fprintf(f, "%u", p);
 }
 
 static void print_rule(const struct prule *r, FILE *f)
 {
-	uint32_t fam = 0, proto = 0;
+	uint32_t fam = 0;
 
 	fputs("\t\t", f);
 	for (size_t i = 0; i < r->nitems; i++) {
 		const struct pitem *it = &r->items[i];
 		const char *ip = fam == NFPROTO_IPV6 ? "ip6" : "ip";
+		const char *icmp = it->u == IPPROTO_ICMPV6 ? "icmpv6" : "icmp";
 
+		if (i)
+			fputc(' ', f);
 		switch (it->kind) {
 		case PI_PORT_SET:
-			fprintf(f, "meta %s @%s ", it->u ? "priority" : "mark", it->name);
+			fprintf(f, "meta %s @%s", it->u ? "priority" : "mark", it->name);
 			break;
 		case PI_NFPROTO:
 			fam = it->u;
-			fprintf(f, "meta nfproto %s ", fam == NFPROTO_IPV4 ? "ipv4" : "ipv6");
+			fprintf(f, "meta nfproto %s", fam == NFPROTO_IPV4 ? "ipv4" : "ipv6");
 			break;
 		case PI_SADDR_SET:
-			fprintf(f, "%s saddr @%s ", ip, it->name);
-			break;
 		case PI_DADDR_SET:
-			fprintf(f, "%s daddr @%s ", ip, it->name);
+			fprintf(f, "%s %s %s@%s", ip, it->kind == PI_SADDR_SET ? "saddr" : "daddr",
+				it->u ? "!= " : "", it->name);
 			break;
 		case PI_L4PROTO:
-			proto = it->u;
-			fprintf(f, "meta l4proto %s ", proto_name(proto));
+			fputs("meta l4proto ", f);
+			print_proto(it->u, f);
 			break;
 		case PI_DPORT:
 			if (it->lo == it->hi)
-				fprintf(f, "th dport %u ", it->lo);
+				fprintf(f, "th dport %u", it->lo);
 			else
-				fprintf(f, "th dport %u-%u ", it->lo, it->hi);
+				fprintf(f, "th dport %u-%u", it->lo, it->hi);
 			break;
 		case PI_DPORT_SET:
-			fprintf(f, "th dport @%s ", it->name);
+			fprintf(f, "th dport @%s", it->name);
+			break;
+		case PI_ICMP_TYPE:
+			fprintf(f, "%s type %u", icmp, it->lo);
+			break;
+		case PI_ICMP_CODE:
+			fprintf(f, "%s code %u", icmp, it->lo);
 			break;
 		case PI_LOG:
-			fprintf(f, "log prefix \"%s\" group %u ", it->name, DFW_NFLOG_GROUP);
+			fprintf(f, "log prefix \"%s\" group %u", it->name, DFW_NFLOG_GROUP);
+			break;
+		case PI_COUNTER:
+			fprintf(f, "counter name \"%s\"", it->name);
 			break;
 		case PI_VERDICT:
-			fprintf(f, "counter %s", verdicts[it->u]);
+			fputs(verdicts[it->u], f);
 			break;
 		}
 	}
@@ -155,6 +167,16 @@ static void print_bridge(const struct plan *pl, const char *table, FILE *f)
 		}
 		fprintf(f, "%s\t}\n", first ? "" : " }\n");
 	}
+	for (int v6 = 0; v6 < 2; v6++) {
+		size_t n = 0;
+
+		fprintf(f, "\tset %s {\n\t\ttype ifname\n", v6 ? DFW_SET_LEARN6 : DFW_SET_LEARN4);
+		for (size_t i = 0; i < pl->nports; i++)
+			if (v6 ? pl->ports[i].learn6 : pl->ports[i].learn4)
+				fprintf(f, "%s\"%s\"", n++ ? ", " : "\t\telements = { ",
+					pl->ports[i].ifname);
+		fprintf(f, "%s\t}\n", n ? " }\n" : "");
+	}
 	fprintf(f, "%s", DFW_BRIDGE_CHAINS_NFT);
 	fprintf(f, "}\n");
 }
@@ -163,6 +185,8 @@ void plan_print_nft(const struct plan *pl, const char *table, FILE *f)
 {
 	print_bridge(pl, table, f);
 	fprintf(f, "table inet %s {\n", table);
+	for (size_t i = 0; i < pl->ncounters; i++)
+		fprintf(f, "\tcounter %s {\n\t}\n", pl->counters[i]);
 	for (size_t i = 0; i < pl->nsets; i++) {
 		const struct pset *s = &pl->sets[i];
 

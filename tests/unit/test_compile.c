@@ -73,8 +73,21 @@ static struct fixture parse_at(int at, const char *text)
 	return fixture_at(at, policy_parse(text, "t.ini", &d), &d);
 }
 
+/* Parses text, lets mut change the policy the way dfwd does at run time
+ * (monitor modes, locked learned addresses), then builds the engine. */
+static struct fixture parse_mut_at(int at, const char *text, void (*mut)(struct dfw_policy *))
+{
+	struct diag d = { 0 };
+	struct dfw_policy *p = policy_parse(text, "t.ini", &d);
+
+	if (p && !d.n)
+		mut(p);
+	return fixture_at(at, p, &d);
+}
+
 #define LOAD(path) load_at(__LINE__, path)
 #define PARSE(text) parse_at(__LINE__, text)
+#define PARSE_MUT(text, mut) parse_mut_at(__LINE__, text, mut)
 
 /* Replaces the tags of the named VM. */
 static void set_tags(struct fixture *fx, const char *vm, const char *const *tags, size_t n)
@@ -163,6 +176,11 @@ static void golden_at(int at, const char *path, const char *text)
 
 /* ---- structural checks of a plan ------------------------------------------- */
 
+static int cmp_str(const void *x, const void *y)
+{
+	return strcmp(x, y);
+}
+
 static bool sorted_names(const void *base, size_t n, size_t stride, size_t off)
 {
 	for (size_t i = 1; i < n; i++) {
@@ -181,10 +199,18 @@ static bool sorted_names(const void *base, size_t n, size_t stride, size_t off)
  * exist and count it; every set a rule names exists, in the rule's family;
  * icmp only in IPv4 rules and icmpv6 only in IPv6 ones; allow is 'return'
  * in out chains and 'accept' in in chains; each chain ends with the default
- * rule (rule id 0) and rule_ids lists the policy rules it enforces. */
+ * rule (rule id 0) and rule_ids lists the policy rules it enforces.
+ * Every kernel rule counts in its policy rule's named counter of the
+ * chain's direction, which the plan lists (sorted, unique), and ends with
+ * its verdict, or with that counter in monitor mode (after a "monitor"
+ * log); ICMP types and codes follow their protocol. */
 static bool plan_ok(const struct plan *pl)
 {
 	bool ok = true;
+
+	for (size_t i = 1; i < pl->ncounters; i++)
+		if (strcmp(pl->counters[i - 1], pl->counters[i]) >= 0)
+			PROBLEM("counters not sorted or not unique\n");
 
 	if (!sorted_names(pl->ports, pl->nports, sizeof(*pl->ports),
 			  offsetof(struct pport, ifname)))
@@ -245,11 +271,40 @@ static bool plan_ok(const struct plan *pl)
 				else
 					ids++;
 			}
+			char want[PLAN_NAME_MAX];
+			bool counted = false, monitor = false;
+			uint32_t proto = 0;
+
+			if (pr->rule_id)
+				snprintf(want, sizeof(want), "r-%u-%s", pr->rule_id, out ? "out" : "in");
+			else
+				snprintf(want, sizeof(want), "r-default-%s", out ? "out" : "in");
 			for (size_t k = 0; k < pr->nitems; k++) {
 				const struct pitem *it = &pr->items[k];
 				const struct pset *s;
 
 				switch (it->kind) {
+				case PI_COUNTER:
+					if (strcmp(it->name, want))
+						PROBLEM("chain %s: rule %u counts in %s\n", ch->name,
+							pr->rule_id, it->name);
+					if (!bsearch(it->name, pl->counters, pl->ncounters,
+						     sizeof(*pl->counters), cmp_str))
+						PROBLEM("chain %s: counter %s not in the plan\n", ch->name,
+							it->name);
+					counted = true;
+					break;
+				case PI_LOG:
+					monitor = strstr(it->name, " monitor ") != NULL;
+					break;
+				case PI_ICMP_TYPE:
+				case PI_ICMP_CODE:
+					if (it->u != proto || !k || (it->kind == PI_ICMP_TYPE ?
+						pr->items[k - 1].kind != PI_L4PROTO :
+						pr->items[k - 1].kind != PI_ICMP_TYPE))
+						PROBLEM("chain %s: rule %u: ICMP type/code out of place\n",
+							ch->name, pr->rule_id);
+					break;
 				case PI_NFPROTO:
 					fam = it->u;
 					break;
@@ -264,6 +319,7 @@ static bool plan_ok(const struct plan *pl)
 							ch->name, pr->rule_id, it->name);
 					break;
 				case PI_L4PROTO:
+					proto = it->u;
 					if (it->u == IPPROTO_ICMP && fam != NFPROTO_IPV4)
 						PROBLEM("chain %s: icmp outside IPv4\n", ch->name);
 					if (it->u == IPPROTO_ICMPV6 && fam != NFPROTO_IPV6)
@@ -275,11 +331,19 @@ static bool plan_ok(const struct plan *pl)
 							out ? "return" : "accept");
 					if (k + 1 != pr->nitems)
 						PROBLEM("chain %s: verdict not last\n", ch->name);
+					if (monitor)
+						PROBLEM("chain %s: rule %u: a verdict in monitor mode\n",
+							ch->name, pr->rule_id);
 					break;
 				default:
 					break;
 				}
 			}
+			if (!counted)
+				PROBLEM("chain %s: rule %u counts nowhere\n", ch->name, pr->rule_id);
+			if (!pr->nitems || (pr->items[pr->nitems - 1].kind != PI_VERDICT &&
+					    !(monitor && pr->items[pr->nitems - 1].kind == PI_COUNTER)))
+				PROBLEM("chain %s: rule %u: no verdict\n", ch->name, pr->rule_id);
 		}
 	}
 	return ok;
@@ -430,10 +494,10 @@ static void test_vdi_untagged(void)
 
 	/* Text checks that do not depend on the golden file. */
 	CU_ASSERT_PTR_NOT_NULL(strstr(text, "meta nfproto ipv4 ip saddr @g-desktops-4 ip daddr "
-					    "@g-infra-servers-4 meta l4proto icmp counter "));
+					    "@g-infra-servers-4 meta l4proto icmp counter name "));
 	CU_ASSERT_PTR_NOT_NULL(strstr(text, "meta nfproto ipv6 ip6 saddr @g-desktops-6 ip6 daddr "
-					    "@g-infra-servers-6 meta l4proto ipv6-icmp counter "));
-	CU_ASSERT_PTR_NOT_NULL(strstr(text, "log prefix \"dfw rule=110 out \" group 0 counter drop"));
+					    "@g-infra-servers-6 meta l4proto ipv6-icmp counter name "));
+	CU_ASSERT_PTR_NOT_NULL(strstr(text, "log prefix \"dfw rule=110 out \" group 0 counter name \"r-110-out\" drop"));
 	free(text);
 	plan_free(pl);
 	fixture_free(&fx);
@@ -703,10 +767,10 @@ static void test_applied(void)
 	CU_ASSERT_PTR_NOT_NULL(strstr(text, "elements = { 198.51.100.7 }"));
 	CU_ASSERT_PTR_NOT_NULL(strstr(text, "elements = { 2001:db8:ffff::7 }"));
 	CU_ASSERT_PTR_NOT_NULL(strstr(text, "elements = { 80, 443, 8000-8999 }"));
-	CU_ASSERT_PTR_NOT_NULL(strstr(text, "log prefix \"dfw rule=30 out \" group 0 counter "
-					    "reject with tcp reset"));
-	CU_ASSERT_PTR_NOT_NULL(strstr(text, "log prefix \"dfw rule=default in \" group 0 counter "
-					    "reject with icmpx type admin-prohibited"));
+	CU_ASSERT_PTR_NOT_NULL(strstr(text, "log prefix \"dfw rule=30 out \" group 0 counter name "
+					    "\"r-30-out\" reject with tcp reset"));
+	CU_ASSERT_PTR_NOT_NULL(strstr(text, "log prefix \"dfw rule=default in \" group 0 counter name "
+					    "\"r-default-in\" reject with icmpx type admin-prohibited"));
 	free(text);
 	plan_free(pl);
 	fixture_free(&fx);
@@ -959,6 +1023,445 @@ static void test_long_group_names(void)
 	diag_free(&d);
 }
 
+/* ---- negation, ICMP, protocols, monitor mode, counters, learning --------- */
+
+static struct dfw_rule *find_rule(struct dfw_policy *p, uint32_t id)
+{
+	for (size_t i = 0; i < p->nrules; i++)
+		if (p->rules[i].id == id)
+			return &p->rules[i];
+	CU_FAIL_FATAL("no such rule");
+	return NULL;
+}
+
+/* The k-th kernel rule of chain c from policy rule id, as nft text. */
+static char *rule_text(const struct pchain *c, uint32_t id, size_t k)
+{
+	struct plan one = { 0 };
+	struct pchain ch = { .name = "x" };
+	char *text, *line, *end;
+
+	for (size_t i = 0; i < c->nrules; i++) {
+		if (c->rules[i].rule_id != id || k--)
+			continue;
+		ch.rules = &c->rules[i];
+		ch.nrules = 1;
+		break;
+	}
+	if (!ch.nrules)
+		return xstrdup("(none)");
+	one.chains = &ch;
+	one.nchains = 1;
+	text = print_plan(&one);
+	line = strstr(text, "chain x {\n\t\t");
+	CU_ASSERT_PTR_NOT_NULL_FATAL(line);
+	line += strlen("chain x {\n\t\t");
+	end = strchr(line, '\n');
+	*end = '\0';
+	memmove(text, line, strlen(line) + 1);
+	return text;
+}
+
+static bool rule_is_at(int at, const struct pchain *c, uint32_t id, size_t k, const char *want)
+{
+	char *got = rule_text(c, id, k);
+	bool ok = !strcmp(got, want);
+
+	if (!ok)
+		fprintf(stderr, "\n  line %d: rule %u #%zu\n    want: %s\n    got:  %s\n", at, id, k,
+			want, got);
+	free(got);
+	return ok;
+}
+
+#define RULE_IS(c, id, k, want) CU_ASSERT_TRUE(rule_is_at(__LINE__, c, id, k, want))
+
+static const char negation_ini[] =
+	"[vm a]\nhost = h\nport = pa\nmac = 02:00:00:00:00:01\naddresses = 10.0.0.1, fd00::1\n"
+	"[vm b]\nhost = h2\nport = pb\nmac = 02:00:00:00:00:02\naddresses = 10.0.0.2\n"
+	"[group ga]\nmembers = a\n"
+	"[group gb]\nmembers = b\naddresses = 10.99.0.0/16\n"
+	"[rule 1]\nsources = not ga\nservices = tcp/22\ndirection = in\naction = drop\n"
+	"[rule 2]\ndestinations = not gb, 10.0.0.0/8\ndirection = out\naction = drop\n"
+	"[rule 3]\nsources = not ga\ndestinations = not 192.0.2.0/24\ndirection = in\n"
+	"action = reject\n"
+	"[rule 4]\nsources = not ga\ndestinations = fd00:99::/64\ndirection = in\naction = allow\n"
+	"[rule 5]\nsources = not 10.0.0.0/8\nservices = icmp/echo-request, icmpv6/echo-request\n"
+	"direction = in\naction = allow\n";
+
+/* A negated side matches an address in none of its sets: per family one
+ * kernel rule with every set of the side of that family as a negated
+ * lookup; a family in which the side has no set matches all of it. */
+static void test_negation(void)
+{
+	struct fixture fx = PARSE(negation_ini);
+	struct plan *pl = COMPILE(&fx, "h");
+	const struct pchain *in, *out;
+	char *text = print_plan(pl), lit4[PLAN_NAME_MAX], lit6[PLAN_NAME_MAX], want[512];
+
+	GOLDEN("tests/golden/negation.nft", text);
+	in = plan_find_chain(pl, pl->ports[0].in_chain);
+	out = plan_find_chain(pl, pl->ports[0].out_chain);
+	CU_ASSERT_FATAL(in && out);
+
+	/* Source negated, destination any: both families. */
+	CU_ASSERT_EQUAL(count_rules(in, 1), 2);
+	RULE_IS(in, 1, 0, "meta nfproto ipv4 ip saddr != @g-ga-4 meta l4proto tcp th dport 22 "
+			      "counter name \"r-1-in\" drop comment \"rule 1\"");
+	RULE_IS(in, 1, 1, "meta nfproto ipv6 ip6 saddr != @g-ga-6 meta l4proto tcp th dport 22 "
+			      "counter name \"r-1-in\" drop comment \"rule 1\"");
+
+	/* A group with CIDR members and a literal: all three sets in one
+	 * IPv4 rule; IPv6 has only the group's set. */
+	CU_ASSERT_EQUAL(count_rules(out, 2), 2);
+	snprintf(lit4, sizeof(lit4), "%s", out->rules[0].items[3].name);
+	CU_ASSERT_EQUAL(strncmp(lit4, "a-", 2), 0);
+	CU_ASSERT_TRUE(set_is(pl, lit4, "10.0.0.0/8"));
+	snprintf(want, sizeof(want), "meta nfproto ipv4 ip daddr != @g-gb-4 ip daddr != @g-gb-4n "
+		 "ip daddr != @%s counter name \"r-2-out\" drop comment \"rule 2\"", lit4);
+	RULE_IS(out, 2, 0, want);
+	RULE_IS(out, 2, 1, "meta nfproto ipv6 ip6 daddr != @g-gb-6 counter name \"r-2-out\" "
+			       "drop comment \"rule 2\"");
+
+	/* Both sides negated; the destination has no IPv6 set, so in IPv6
+	 * only the source is tested.  Reject: TCP reset, then ICMPX. */
+	CU_ASSERT_EQUAL(count_rules(in, 3), 4);
+	snprintf(lit4, sizeof(lit4), "%s", in->rules[2].items[2].name);
+	CU_ASSERT_TRUE(set_is(pl, lit4, "192.0.2.0/24"));
+	snprintf(want, sizeof(want), "meta nfproto ipv4 ip saddr != @g-ga-4 ip daddr != @%s "
+		 "meta l4proto tcp counter name \"r-3-in\" reject with tcp reset comment \"rule 3\"",
+		 lit4);
+	RULE_IS(in, 3, 0, want);
+	snprintf(want, sizeof(want), "meta nfproto ipv4 ip saddr != @g-ga-4 ip daddr != @%s "
+		 "counter name \"r-3-in\" reject with icmpx type admin-prohibited comment \"rule 3\"",
+		 lit4);
+	RULE_IS(in, 3, 1, want);
+	RULE_IS(in, 3, 3, "meta nfproto ipv6 ip6 saddr != @g-ga-6 counter name \"r-3-in\" "
+			      "reject with icmpx type admin-prohibited comment \"rule 3\"");
+
+	/* Negated source, IPv6-only positive destination: IPv6 only. */
+	CU_ASSERT_EQUAL(count_rules(in, 4), 1);
+	snprintf(lit6, sizeof(lit6), "%s", in->rules[6].items[2].name);
+	CU_ASSERT_TRUE(set_is(pl, lit6, "fd00:99::/64"));
+	snprintf(want, sizeof(want), "meta nfproto ipv6 ip6 saddr != @g-ga-6 ip6 daddr @%s "
+		 "counter name \"r-4-in\" accept comment \"rule 4\"", lit6);
+	RULE_IS(in, 4, 0, want);
+
+	/* "not 10.0.0.0/8" with ICMP: IPv4 outside 10/8; ICMPv6 from any
+	 * IPv6 address. */
+	CU_ASSERT_EQUAL(count_rules(in, 5), 2);
+	RULE_IS(in, 5, 1, "meta nfproto ipv6 meta l4proto ipv6-icmp icmpv6 type 128 "
+			      "counter name \"r-5-in\" accept comment \"rule 5\"");
+	{
+		char *r5 = rule_text(in, 5, 0);
+
+		CU_ASSERT_PTR_NOT_NULL(strstr(r5, "meta nfproto ipv4 ip saddr != @a-"));
+		CU_ASSERT_PTR_NOT_NULL(strstr(r5, " meta l4proto icmp icmp type 8 counter"));
+		free(r5);
+	}
+	free(text);
+	plan_free(pl);
+	fixture_free(&fx);
+}
+
+/* "not any" (refused by the parser, but the compiler must not widen it)
+ * matches nothing: no kernel rule, while the counter still exists. */
+static void not_any(struct dfw_policy *p)
+{
+	find_rule(p, 2)->dst.any = true;
+}
+
+static void test_negated_any(void)
+{
+	struct fixture fx = PARSE_MUT(negation_ini, not_any);
+	struct plan *pl = COMPILE(&fx, "h");
+	const struct pchain *out = plan_find_chain(pl, pl->ports[0].out_chain);
+
+	CU_ASSERT_FATAL(out != NULL);
+	CU_ASSERT_TRUE(find_rule(fx.p, 2)->dst.negate);
+	CU_ASSERT_EQUAL(count_rules(out, 2), 0);
+	CU_ASSERT_TRUE(chain_has_rule(out, 2));
+	CU_ASSERT_PTR_NOT_NULL(bsearch("r-2-out", pl->counters, pl->ncounters,
+				       sizeof(*pl->counters), cmp_str));
+	plan_free(pl);
+	fixture_free(&fx);
+}
+
+static const char services_ini[] =
+	"[vm a]\nhost = h\nport = pa\nmac = 02:00:00:00:00:01\naddresses = 10.0.0.1, fd00::1\n"
+	"[service web]\nentries = tcp/80, tcp/443, tcp/8000-8999\n"
+	"[rule 10]\ndestinations = 10.5.0.0/16\nservices = web, udp/1000-2000\n"
+	"direction = out\naction = allow\n"
+	"[rule 11]\nservices = icmp/echo-request, icmp/3:4, icmpv6/128, icmpv6/1:4\n"
+	"direction = in\naction = allow\n"
+	"[rule 12]\nservices = icmp/echo-request, icmp, icmpv6/echo-reply\n"
+	"direction = in\naction = drop\n"
+	"[rule 13]\nservices = proto/47, proto/sctp, tcp\ndirection = in\naction = drop\n"
+	"[rule 14]\nservices = tcp/25, udp/514, icmp/timestamp-request\ndirection = out\n"
+	"action = reject\n";
+
+/* ICMP types and codes in their own family only, protocols by number in
+ * both, all ports of a protocol, port ranges, service objects, reject per
+ * protocol. */
+static void test_services(void)
+{
+	struct fixture fx = PARSE(services_ini);
+	struct plan *pl = COMPILE(&fx, "h");
+	const struct pchain *in, *out;
+	char *text = print_plan(pl);
+
+	GOLDEN("tests/golden/services.nft", text);
+	in = plan_find_chain(pl, pl->ports[0].in_chain);
+	out = plan_find_chain(pl, pl->ports[0].out_chain);
+	CU_ASSERT_FATAL(in && out);
+
+	/* The service object's ports as a set, the UDP range alone. */
+	CU_ASSERT_EQUAL(count_rules(out, 10), 2);
+	CU_ASSERT_PTR_NOT_NULL(strstr(text, "elements = { 80, 443, 8000-8999 }"));
+	CU_ASSERT_PTR_NOT_NULL(strstr(text, "meta l4proto udp th dport 1000-2000 counter name "
+					    "\"r-10-out\" return"));
+
+	CU_ASSERT_EQUAL(count_rules(in, 11), 4);
+	RULE_IS(in, 11, 0, "meta nfproto ipv4 meta l4proto icmp icmp type 8 "
+			       "counter name \"r-11-in\" accept comment \"rule 11\"");
+	RULE_IS(in, 11, 1, "meta nfproto ipv4 meta l4proto icmp icmp type 3 icmp code 4 "
+			       "counter name \"r-11-in\" accept comment \"rule 11\"");
+	RULE_IS(in, 11, 2, "meta nfproto ipv6 meta l4proto ipv6-icmp icmpv6 type 128 "
+			       "counter name \"r-11-in\" accept comment \"rule 11\"");
+	RULE_IS(in, 11, 3, "meta nfproto ipv6 meta l4proto ipv6-icmp icmpv6 type 1 "
+			       "icmpv6 code 4 counter name \"r-11-in\" accept comment \"rule 11\"");
+
+	/* icmp covers icmp/echo-request. */
+	CU_ASSERT_EQUAL(count_rules(in, 12), 2);
+	RULE_IS(in, 12, 0, "meta nfproto ipv4 meta l4proto icmp "
+			       "counter name \"r-12-in\" drop comment \"rule 12\"");
+	RULE_IS(in, 12, 1, "meta nfproto ipv6 meta l4proto ipv6-icmp icmpv6 type 129 "
+			       "counter name \"r-12-in\" drop comment \"rule 12\"");
+
+	/* Other protocols by number, in both families (no family match);
+	 * tcp alone is all its ports. */
+	CU_ASSERT_EQUAL(count_rules(in, 13), 3);
+	RULE_IS(in, 13, 0, "meta l4proto tcp counter name \"r-13-in\" drop comment \"rule 13\"");
+	RULE_IS(in, 13, 1, "meta l4proto 47 counter name \"r-13-in\" drop comment \"rule 13\"");
+	RULE_IS(in, 13, 2, "meta l4proto 132 counter name \"r-13-in\" drop comment \"rule 13\"");
+
+	CU_ASSERT_EQUAL(count_rules(out, 14), 3);
+	CU_ASSERT_EQUAL(verdict_of(out, 14, 0), PV_REJECT_TCP);
+	CU_ASSERT_EQUAL(verdict_of(out, 14, 1), PV_REJECT_ICMPX);
+	RULE_IS(out, 14, 2, "meta nfproto ipv4 meta l4proto icmp icmp type 13 counter name "
+				"\"r-14-out\" reject with icmpx type admin-prohibited comment \"rule 14\"");
+	free(text);
+	plan_free(pl);
+	fixture_free(&fx);
+}
+
+static const char monitor_ini[] =
+	"[vm a]\nhost = h\nport = pa\nmac = 02:00:00:00:00:01\naddresses = 10.0.0.1, fd00::1\n"
+	"[group lan]\naddresses = 10.0.0.0/8, fd00::/16\n"
+	"[rule 20]\nsources = lan\nservices = tcp/23\ndirection = in\naction = drop\n"
+	"[rule 21]\nsources = lan\ndirection = out\naction = reject\nlog = yes\n"
+	"[rule 22]\nservices = tcp/22\ndirection = in\naction = allow\n"
+	"[rule 23]\nservices = udp/53\ndirection = in\naction = drop\n";
+
+static void monitor_some(struct dfw_policy *p)
+{
+	find_rule(p, 20)->monitor = true;
+	find_rule(p, 21)->monitor = true;
+	find_rule(p, 22)->monitor = true; /* allow: unaffected */
+}
+
+/* Monitor mode: a drop or reject rule logs (always) and counts, without a
+ * verdict, so the next rules still decide; allow rules are unaffected. */
+static void test_monitor(void)
+{
+	struct fixture fx = PARSE_MUT(monitor_ini, monitor_some);
+	struct plan *pl = COMPILE(&fx, "h");
+	const struct pchain *in, *out;
+	char *text = print_plan(pl);
+
+	GOLDEN("tests/golden/monitor.nft", text);
+	in = plan_find_chain(pl, pl->ports[0].in_chain);
+	out = plan_find_chain(pl, pl->ports[0].out_chain);
+	CU_ASSERT_FATAL(in && out);
+	/* The group's (empty) VM sets and its CIDR sets, per family. */
+	CU_ASSERT_EQUAL(count_rules(in, 20), 4);
+	RULE_IS(in, 20, 1, "meta nfproto ipv4 ip saddr @g-lan-4n meta l4proto tcp th dport 23 "
+			       "log prefix \"dfw rule=20 in monitor \" group 0 "
+			       "counter name \"r-20-in\" comment \"rule 20\"");
+	CU_ASSERT_EQUAL(verdict_of(in, 20, 0), -1);
+	/* Reject of any protocol: one rule per match, no TCP / ICMPX pair. */
+	CU_ASSERT_EQUAL(count_rules(out, 21), 4);
+	RULE_IS(out, 21, 3, "meta nfproto ipv6 ip6 saddr @g-lan-6n "
+				"log prefix \"dfw rule=21 out monitor \" group 0 "
+				"counter name \"r-21-out\" comment \"rule 21\"");
+	RULE_IS(in, 22, 0, "meta l4proto tcp th dport 22 counter name \"r-22-in\" accept "
+			       "comment \"rule 22\"");
+	CU_ASSERT_EQUAL(verdict_of(in, 23, 0), PV_DROP);
+	/* The monitored rule's chain differs from the enforcing one. */
+	{
+		struct fixture fe = PARSE(monitor_ini);
+		struct plan *enforcing = COMPILE(&fe, "h");
+		struct plan_diff d;
+
+		plan_diff(enforcing, pl, &d);
+		CU_ASSERT_EQUAL(d.nchain_add, 2);
+		CU_ASSERT_EQUAL(d.nchain_del, 2);
+		CU_ASSERT_EQUAL(d.ncounter_add + d.ncounter_del, 0); /* counts go on */
+		plan_diff_free(&d);
+		plan_free(enforcing);
+		fixture_free(&fe);
+	}
+	free(text);
+	plan_free(pl);
+	fixture_free(&fx);
+}
+
+static bool has_name(const char *const *v, size_t n, const char *name)
+{
+	for (size_t i = 0; i < n; i++)
+		if (!strcmp(v[i], name))
+			return true;
+	return false;
+}
+
+/* One named counter per policy rule and direction, also for the default
+ * rule; a diff adds and removes counters with their rules and keeps the
+ * counters of rules that stay, even when their chain is rewritten. */
+static void test_counters(void)
+{
+	struct fixture a = PARSE(monitor_ini);
+	struct fixture b = PARSE(
+		"[vm a]\nhost = h\nport = pa\nmac = 02:00:00:00:00:01\naddresses = 10.0.0.1, fd00::1\n"
+		"[group lan]\naddresses = 10.0.0.0/8, fd00::/16\n"
+		"[rule 20]\nsources = lan\nservices = tcp/2323\ndirection = in\naction = drop\n"
+		"[rule 21]\nsources = lan\ndirection = in\naction = reject\nlog = yes\n"
+		"[rule 23]\nservices = udp/53\ndirection = in\naction = drop\n"
+		"[rule 24]\nservices = udp/123\ndirection = in-out\naction = allow\n");
+	struct plan *pa = COMPILE(&a, "h"), *pb = COMPILE(&b, "h"), *none = COMPILE(&a, "nohost");
+	static const char *const want[] = { "r-20-in", "r-21-out", "r-22-in", "r-23-in",
+					    "r-default-in", "r-default-out" };
+	struct plan_diff d;
+
+	CU_ASSERT_EQUAL_FATAL(pa->ncounters, ARRAY_SIZE(want));
+	for (size_t i = 0; i < ARRAY_SIZE(want); i++)
+		CU_ASSERT_STRING_EQUAL(pa->counters[i], want[i]);
+	{
+		char *text = print_plan(pa);
+
+		CU_ASSERT_PTR_NOT_NULL(strstr(text, "\tcounter r-20-in {\n\t}\n"));
+		free(text);
+	}
+
+	plan_diff(pa, pb, &d);
+	CU_ASSERT_EQUAL(d.nchain_add, 2);
+	CU_ASSERT_EQUAL(d.nchain_del, 2);
+	/* 21 moved from out to in; 22 went; 24 came in both directions. */
+	CU_ASSERT_EQUAL(d.ncounter_del, 2);
+	CU_ASSERT_TRUE(has_name(d.counter_del, d.ncounter_del, "r-21-out"));
+	CU_ASSERT_TRUE(has_name(d.counter_del, d.ncounter_del, "r-22-in"));
+	CU_ASSERT_EQUAL(d.ncounter_add, 3);
+	CU_ASSERT_TRUE(has_name(d.counter_add, d.ncounter_add, "r-21-in"));
+	CU_ASSERT_TRUE(has_name(d.counter_add, d.ncounter_add, "r-24-in"));
+	CU_ASSERT_TRUE(has_name(d.counter_add, d.ncounter_add, "r-24-out"));
+	/* Borrowed from the plans. */
+	for (size_t i = 0; i < d.ncounter_add; i++)
+		CU_ASSERT_TRUE(d.counter_add[i] >= pb->counters[0] &&
+			       d.counter_add[i] <= pb->counters[pb->ncounters - 1]);
+	CU_ASSERT_FALSE(plan_diff_empty(&d));
+	plan_diff_free(&d);
+	CU_ASSERT_PTR_NULL(d.counter_add);
+
+	/* From nothing and to nothing. */
+	plan_diff(NULL, pa, &d);
+	CU_ASSERT_EQUAL(d.ncounter_add, pa->ncounters);
+	CU_ASSERT_EQUAL(d.ncounter_del, 0);
+	plan_diff_free(&d);
+	CU_ASSERT_EQUAL(none->ncounters, 0);
+	plan_diff(pa, none, &d);
+	CU_ASSERT_EQUAL(d.ncounter_del, pa->ncounters);
+	plan_diff_free(&d);
+	plan_diff(pa, pa, &d);
+	CU_ASSERT_TRUE(plan_diff_empty(&d));
+	plan_diff_free(&d);
+	plan_free(pa);
+	plan_free(pb);
+	plan_free(none);
+	fixture_free(&a);
+	fixture_free(&b);
+}
+
+static const char learning_ini[] =
+	"[vm l1]\nhost = h\nport = vnet-l1\nmac = 02:00:00:00:00:11\naddresses = learn\n"
+	"[vm l2]\nhost = h\nport = vnet-l2\nmac = 02:00:00:00:00:12\naddresses = learn\n"
+	"[vm s]\nhost = h\nport = vnet-s\nmac = 02:00:00:00:00:13\naddresses = 10.0.0.3\n"
+	"[group learners]\nmembers = l1, l2\n"
+	"[rule 30]\nsources = learners\nservices = tcp/80\ndirection = out\naction = allow\n";
+
+/* What dfwd does once l2's guest used 10.0.0.7: the store locks it and the
+ * agent puts it in the VM's addresses. */
+static void lock_l2(struct dfw_policy *p)
+{
+	struct vm *v = &p->inv.vms[policy_find_vm(p, "l2")];
+	const char *why;
+
+	CU_ASSERT_TRUE_FATAL(v->learn && v->naddrs == 0);
+	free(v->addrs);
+	v->addrs = xcalloc(1, sizeof(*v->addrs));
+	CU_ASSERT_EQUAL_FATAL(addr_parse("10.0.0.7", &v->addrs[0], &why), 0);
+	v->naddrs = 1;
+}
+
+/* Ports of VMs with addresses = learn are in the bridge's learn sets, per
+ * family, until an address of that family is locked; a lock changes the
+ * port (its anti-spoofing elements and learn set membership) in a diff. */
+static void test_learning(void)
+{
+	struct fixture fx = PARSE(learning_ini), lk = PARSE_MUT(learning_ini, lock_l2);
+	struct plan *pl = COMPILE(&fx, "h"), *locked = COMPILE(&lk, "h");
+	const struct pport *l1, *l2, *st;
+	struct plan_diff d;
+	char *text = print_plan(pl), *ltext = print_plan(locked);
+
+	GOLDEN("tests/golden/learning.nft", text);
+	GOLDEN("tests/golden/learning-l2-locked.nft", ltext);
+	l1 = plan_find_port(pl, "vnet-l1");
+	l2 = plan_find_port(pl, "vnet-l2");
+	st = plan_find_port(pl, "vnet-s");
+	CU_ASSERT_FATAL(l1 && l2 && st);
+	CU_ASSERT_TRUE(l1->learn4 && l1->learn6 && l2->learn4 && l2->learn6);
+	CU_ASSERT_FALSE(st->learn4 || st->learn6);
+	CU_ASSERT_PTR_NOT_NULL(strstr(text, "set learn4 {\n\t\ttype ifname\n\t\telements = { "
+					    "\"vnet-l1\", \"vnet-l2\" }\n\t}\n"));
+	/* Nothing learned yet: no IPv4 source passes anti-spoofing, and the
+	 * group's address set is empty. */
+	CU_ASSERT_PTR_NULL(strstr(text, "\"vnet-l1\" . 10."));
+	CU_ASSERT_TRUE(set_is(pl, "g-learners-4", ""));
+
+	l2 = plan_find_port(locked, "vnet-l2");
+	CU_ASSERT_FATAL(l2 != NULL);
+	CU_ASSERT_FALSE(l2->learn4);
+	CU_ASSERT_TRUE(l2->learn6);
+	CU_ASSERT_PTR_NOT_NULL(strstr(ltext, "set learn4 {\n\t\ttype ifname\n\t\telements = { "
+					     "\"vnet-l1\" }\n\t}\n"));
+	CU_ASSERT_PTR_NOT_NULL(strstr(ltext, "\"vnet-l2\" . 10.0.0.7"));
+
+	plan_diff(pl, locked, &d);
+	CU_ASSERT_EQUAL_FATAL(d.nport_del, 1);
+	CU_ASSERT_EQUAL_FATAL(d.nport_add, 1);
+	CU_ASSERT_STRING_EQUAL(d.port_del[0]->ifname, "vnet-l2");
+	CU_ASSERT_TRUE(d.port_del[0]->learn4);
+	CU_ASSERT_FALSE(d.port_add[0]->learn4);
+	CU_ASSERT_EQUAL(d.nchain_add + d.nchain_del + d.ncounter_add + d.ncounter_del, 0);
+	CU_ASSERT_TRUE(has_elem(&d, true, "g-learners-4", "10.0.0.7"));
+	plan_diff_free(&d);
+	free(text);
+	free(ltext);
+	plan_free(pl);
+	plan_free(locked);
+	fixture_free(&fx);
+	fixture_free(&lk);
+}
+
 void register_compile_tests(void)
 {
 	static const struct unit_test tests[] = {
@@ -974,6 +1477,12 @@ void register_compile_tests(void)
 		{ "literal sets are named by content", test_literal_sets_shared },
 		{ "service sets merge and are shared", test_service_sets },
 		{ "long group names keep distinct sets", test_long_group_names },
+		{ "negated sides, per family (golden)", test_negation },
+		{ "not any matches nothing", test_negated_any },
+		{ "ICMP types, protocols, ports, service objects (golden)", test_services },
+		{ "monitor mode logs and counts, no verdict (golden)", test_monitor },
+		{ "named counters per rule and direction, in diffs", test_counters },
+		{ "address learning ports (golden)", test_learning },
 	};
 
 	unit_suite("compile", tests, ARRAY_SIZE(tests));
