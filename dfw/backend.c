@@ -9,6 +9,7 @@
 #include <libnftnl/common.h>
 #include <libnftnl/expr.h>
 #include <libnftnl/gen.h>
+#include <libnftnl/object.h>
 #include <libnftnl/rule.h>
 #include <libnftnl/set.h>
 #include <libnftnl/table.h>
@@ -407,6 +408,29 @@ static void x_ether_type(struct nftnl_rule *r, uint16_t type)
 	x_cmp(r, NFT_CMP_EQ, &be, 2);
 }
 
+static void x_log(struct nftnl_rule *r, uint16_t group, uint32_t snaplen)
+{
+	struct nftnl_expr *e = nftnl_expr_alloc("log");
+
+	nftnl_expr_set_u16(e, NFTNL_EXPR_LOG_GROUP, group);
+	nftnl_expr_set_u32(e, NFTNL_EXPR_LOG_SNAPLEN, snaplen);
+	expr_add(r, e);
+}
+
+/* meta l4proto udp, udp sport, udp dport (each compared apart, so that
+ * `nft list` shows them as such). */
+static void x_udp_ports(struct nftnl_rule *r, uint16_t sport, uint16_t dport)
+{
+	uint16_t sp = htons(sport), dp = htons(dport);
+
+	x_meta_load(r, NFT_META_L4PROTO, NFT_REG_1);
+	x_cmp_u8(r, IPPROTO_UDP);
+	x_payload(r, NFT_PAYLOAD_TRANSPORT_HEADER, 0, 2, NFT_REG_1);
+	x_cmp(r, NFT_CMP_EQ, &sp, 2);
+	x_payload(r, NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2, NFT_REG_1);
+	x_cmp(r, NFT_CMP_EQ, &dp, 2);
+}
+
 static struct nftnl_rule *rule_new(struct backend *b, uint16_t family, const char *chain,
 				   const char *comment)
 {
@@ -464,6 +488,56 @@ static void port_id_rules(struct backend *b, const char *chain, uint32_t ifkey,
 	rule_send(b, r);
 }
 
+/* A bridge rule for the ports in an ifname set (learn4 / learn6): the
+ * frame's ethertype, then its ingress (or egress) port in the set. */
+static struct nftnl_rule *learn_rule(struct backend *b, const char *chain, const char *why,
+				     uint16_t ethertype, uint32_t ifkey, const char *set)
+{
+	struct nftnl_rule *r = rule_new(b, NFPROTO_BRIDGE, chain, why);
+
+	x_ether_type(r, ethertype);
+	x_meta_load(r, ifkey, NFT_REG_1);
+	x_lookup(r, set, -1, false);
+	return r;
+}
+
+/* Address learning (layout.h): after the MAC check, before the address
+ * checks drop them, the frames of learning ports that carry the guest's
+ * address go to the learn group.  A DHCP client that has no address yet
+ * (0.0.0.0 to the broadcast address) passes, or it could never get one;
+ * every other IP packet of the port stays dropped until its address is
+ * locked. */
+static void learn_rules(struct backend *b)
+{
+	const uint8_t nd_lo = 135, nd_hi = 136; /* neighbour solicit / advert */
+	const uint32_t zero = 0, bcast = 0xffffffff;
+	struct nftnl_rule *r;
+
+	r = learn_rule(b, DFW_CHAIN_BR_PRE, "learn", 0x0806, NFT_META_IIFNAME, DFW_SET_LEARN4);
+	x_log(r, DFW_NFLOG_LEARN, DFW_NFLOG_LEARN_SNAPLEN);
+	rule_send(b, r);
+	r = learn_rule(b, DFW_CHAIN_BR_PRE, "learn", 0x86dd, NFT_META_IIFNAME, DFW_SET_LEARN6);
+	x_meta_load(r, NFT_META_L4PROTO, NFT_REG_1);
+	x_cmp_u8(r, IPPROTO_ICMPV6);
+	x_payload(r, NFT_PAYLOAD_TRANSPORT_HEADER, 0, 1, NFT_REG_1);
+	x_range(r, &nd_lo, &nd_hi, 1);
+	x_log(r, DFW_NFLOG_LEARN, DFW_NFLOG_LEARN_SNAPLEN);
+	rule_send(b, r);
+	r = learn_rule(b, DFW_CHAIN_BR_PRE, "learn: DHCP", 0x0800, NFT_META_IIFNAME, DFW_SET_LEARN4);
+	x_udp_ports(r, 68, 67);
+	x_log(r, DFW_NFLOG_LEARN, DFW_NFLOG_LEARN_SNAPLEN);
+	rule_send(b, r);
+	r = learn_rule(b, DFW_CHAIN_BR_PRE, "learn: DHCP without an address", 0x0800,
+		       NFT_META_IIFNAME, DFW_SET_LEARN4);
+	x_payload(r, NFT_PAYLOAD_NETWORK_HEADER, 12, 4, NFT_REG_1);
+	x_cmp(r, NFT_CMP_EQ, &zero, 4);
+	x_payload(r, NFT_PAYLOAD_NETWORK_HEADER, 16, 4, NFT_REG_1);
+	x_cmp(r, NFT_CMP_EQ, &bcast, 4);
+	x_udp_ports(r, 68, 67);
+	x_verdict(r, NF_ACCEPT);
+	rule_send(b, r);
+}
+
 static void bridge_objects(struct backend *b)
 {
 	static const struct set_spec sets[] = {
@@ -472,6 +546,8 @@ static void bridge_objects(struct backend *b)
 		{ DFW_SET_PORT_MAC, NFPROTO_BRIDGE, 0, CONCAT(TYPE_IFNAME, TYPE_ETHERADDR), IFNAMSIZ + 8, 0, 0, BO_BIG, 0 },
 		{ DFW_SET_PORT_IP4, NFPROTO_BRIDGE, 0, CONCAT(TYPE_IFNAME, TYPE_IPADDR), IFNAMSIZ + 4, 0, 0, BO_BIG, 0 },
 		{ DFW_SET_PORT_IP6, NFPROTO_BRIDGE, 0, CONCAT(TYPE_IFNAME, TYPE_IP6ADDR), IFNAMSIZ + 16, 0, 0, BO_BIG, 0 },
+		{ DFW_SET_LEARN4, NFPROTO_BRIDGE, 0, TYPE_IFNAME, IFNAMSIZ, 0, 0, BO_HOST, 0 },
+		{ DFW_SET_LEARN6, NFPROTO_BRIDGE, 0, TYPE_IFNAME, IFNAMSIZ, 0, 0, BO_HOST, 0 },
 	};
 	/* Anti-spoofing: (port, source) pairs not in the port's sets drop. */
 	static const struct {
@@ -502,6 +578,8 @@ static void bridge_objects(struct backend *b)
 	x_verdict(r, NF_ACCEPT);
 	rule_send(b, r);
 	for (size_t i = 0; i < ARRAY_SIZE(spoof); i++) {
+		if (i == 1)
+			learn_rules(b);
 		r = rule_new(b, fam, DFW_CHAIN_BR_PRE, spoof[i].why);
 		if (spoof[i].ethertype)
 			x_ether_type(r, spoof[i].ethertype);
@@ -515,6 +593,13 @@ static void bridge_objects(struct backend *b)
 
 	/* steer: the egress port's id into meta priority. */
 	port_id_rules(b, DFW_CHAIN_BR_FWD, NFT_META_OIFNAME, DFW_MAP_PORT_DST, NFT_META_PRIORITY);
+	/* The DHCP server's offer and ack to a learning port carry its
+	 * address (yiaddr). */
+	r = learn_rule(b, DFW_CHAIN_BR_FWD, "learn: DHCP reply", 0x0800, NFT_META_OIFNAME,
+		       DFW_SET_LEARN4);
+	x_udp_ports(r, 67, 68);
+	x_log(r, DFW_NFLOG_LEARN, DFW_NFLOG_LEARN_SNAPLEN);
+	rule_send(b, r);
 }
 
 static void inet_base(struct backend *b)
@@ -553,7 +638,6 @@ static void inet_base(struct backend *b)
 		{ NFPROTO_IPV6, 8, 16, DFW_SET_OPSCOPE6, "operator block in scope", NFT_META_PRIORITY },
 		{ NFPROTO_IPV6, 24, 16, DFW_SET_OPSCOPE6, "operator block in scope", NFT_META_MARK },
 	};
-	struct nftnl_expr *e;
 	const uint16_t fam = NFPROTO_INET;
 	struct nftnl_rule *r;
 	const uint32_t zero = 0, uplink = DFW_UPLINK_ID;
@@ -601,10 +685,7 @@ static void inet_base(struct backend *b)
 	/* Copies nothing unless someone listens on the group (dfwd does only
 	 * when [netthreat] is on). */
 	r = rule_new(b, fam, DFW_CHAIN_INET_FWD, "new flow");
-	e = nftnl_expr_alloc("log");
-	nftnl_expr_set_u16(e, NFTNL_EXPR_LOG_GROUP, DFW_NFLOG_NEWFLOWS);
-	nftnl_expr_set_u32(e, NFTNL_EXPR_LOG_SNAPLEN, DFW_NFLOG_SNAPLEN);
-	expr_add(r, e);
+	x_log(r, DFW_NFLOG_NEWFLOWS, DFW_NFLOG_SNAPLEN);
 	rule_send(b, r);
 	r = rule_new(b, fam, DFW_CHAIN_INET_FWD, NULL);
 	x_meta_load(r, NFT_META_MARK, NFT_REG_1);
@@ -657,7 +738,7 @@ static void policy_rule(struct backend *b, const char *chain, const struct prule
 			x_payload(r, NFT_PAYLOAD_NETWORK_HEADER,
 				  it->kind == PI_SADDR_SET ? (v6 ? 8 : 12) : (v6 ? 24 : 16),
 				  v6 ? 16 : 4, NFT_REG_1);
-			x_lookup(r, it->name, -1, false);
+			x_lookup(r, it->name, -1, it->u != 0);
 			break;
 		case PI_L4PROTO:
 			x_meta_load(r, NFT_META_L4PROTO, NFT_REG_1);
@@ -677,6 +758,20 @@ static void policy_rule(struct backend *b, const char *chain, const struct prule
 			x_payload(r, NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2, NFT_REG_1);
 			x_lookup(r, it->name, -1, false);
 			break;
+		case PI_ICMP_TYPE: /* after PI_L4PROTO: type, then code */
+		case PI_ICMP_CODE:
+			x_payload(r, NFT_PAYLOAD_TRANSPORT_HEADER, it->kind == PI_ICMP_TYPE ? 0 : 1, 1,
+				  NFT_REG_1);
+			x_cmp_u8(r, (uint8_t)it->lo);
+			break;
+		case PI_COUNTER: {
+			struct nftnl_expr *e = nftnl_expr_alloc("objref");
+
+			nftnl_expr_set_u32(e, NFTNL_EXPR_OBJREF_IMM_TYPE, NFT_OBJECT_COUNTER);
+			nftnl_expr_set_str(e, NFTNL_EXPR_OBJREF_IMM_NAME, it->name);
+			expr_add(r, e);
+			break;
+		}
 		case PI_LOG: {
 			struct nftnl_expr *e = nftnl_expr_alloc("log");
 
@@ -688,7 +783,6 @@ static void policy_rule(struct backend *b, const char *chain, const struct prule
 		case PI_VERDICT: {
 			struct nftnl_expr *e;
 
-			x_counter(r);
 			switch (it->u) {
 			case PV_ACCEPT: x_verdict(r, NF_ACCEPT); break;
 			case PV_DROP: x_verdict(r, NF_DROP); break;
@@ -815,6 +909,28 @@ static void set_del(struct backend *b, const struct pset *s)
 	set_msg(b, &spec, NFT_MSG_DELSET);
 }
 
+/* A named counter object in the inet table, created with a count (a full
+ * load carries counts over) or deleted. */
+static void counter_msg(struct backend *b, const char *name, uint16_t type, uint64_t packets,
+			uint64_t bytes)
+{
+	struct nftnl_obj *o = nftnl_obj_alloc();
+	struct nlmsghdr *nlh;
+
+	nftnl_obj_set_str(o, NFTNL_OBJ_TABLE, b->table);
+	nftnl_obj_set_str(o, NFTNL_OBJ_NAME, name);
+	nftnl_obj_set_u32(o, NFTNL_OBJ_FAMILY, NFPROTO_INET);
+	nftnl_obj_set_u32(o, NFTNL_OBJ_TYPE, NFT_OBJECT_COUNTER);
+	if (type == NFT_MSG_NEWOBJ) {
+		nftnl_obj_set_u64(o, NFTNL_OBJ_CTR_PKTS, packets);
+		nftnl_obj_set_u64(o, NFTNL_OBJ_CTR_BYTES, bytes);
+	}
+	nlh = msg_hdr(b, type, NFPROTO_INET, type == NFT_MSG_NEWOBJ ? NLM_F_CREATE : 0);
+	nftnl_obj_nlmsg_build_payload(nlh, o);
+	msg_done(b, nlh, "%s counter %s", type == NFT_MSG_NEWOBJ ? "add" : "delete", name);
+	nftnl_obj_free(o);
+}
+
 static void ifname_key(struct elem *e, const char *ifname)
 {
 	memset(e, 0, sizeof(*e));
@@ -830,7 +946,8 @@ static void ports_msg(struct backend *b, const struct pport *const *ports, size_
 	struct elem *mac = xcalloc(n, sizeof(*mac));
 	struct elem *out = xcalloc(n, sizeof(*out)), *in = xcalloc(n, sizeof(*in));
 	struct elem *ip4 = NULL, *ip6 = NULL;
-	size_t n4 = 0, n6 = 0, naddrs = 0;
+	struct elem *learn4 = xcalloc(n + 1, sizeof(*learn4)), *learn6 = xcalloc(n + 1, sizeof(*learn6));
+	size_t n4 = 0, n6 = 0, naddrs = 0, nl4 = 0, nl6 = 0;
 
 	for (size_t i = 0; i < n; i++)
 		naddrs += ports[i]->naddrs;
@@ -852,6 +969,10 @@ static void ports_msg(struct backend *b, const struct pport *const *ports, size_
 		out[i].jump = p->out_chain;
 		in[i] = out[i];
 		in[i].jump = p->in_chain;
+		if (p->learn4)
+			ifname_key(&learn4[nl4++], p->ifname);
+		if (p->learn6)
+			ifname_key(&learn6[nl6++], p->ifname);
 		for (size_t a = 0; a < p->naddrs; a++) {
 			const struct dfw_addr *ad = &p->addrs[a];
 			struct elem *e = ad->family == AF_INET ? &ip4[n4++] : &ip6[n6++];
@@ -871,6 +992,8 @@ static void ports_msg(struct backend *b, const struct pport *const *ports, size_
 	elems_msg(b, NFPROTO_BRIDGE, DFW_SET_PORT_MAC, mac, n, type);
 	elems_msg(b, NFPROTO_BRIDGE, DFW_SET_PORT_IP4, ip4, n4, type);
 	elems_msg(b, NFPROTO_BRIDGE, DFW_SET_PORT_IP6, ip6, n6, type);
+	elems_msg(b, NFPROTO_BRIDGE, DFW_SET_LEARN4, learn4, nl4, type);
+	elems_msg(b, NFPROTO_BRIDGE, DFW_SET_LEARN6, learn6, nl6, type);
 	if (type == NFT_MSG_NEWSETELEM) {
 		elems_msg(b, NFPROTO_INET, DFW_MAP_OUT, out, n, type);
 		elems_msg(b, NFPROTO_INET, DFW_MAP_IN, in, n, type);
@@ -882,6 +1005,8 @@ static void ports_msg(struct backend *b, const struct pport *const *ports, size_
 	free(in);
 	free(ip4);
 	free(ip6);
+	free(learn4);
+	free(learn6);
 }
 
 /* --- sending ---------------------------------------------------------------------- */
@@ -1009,19 +1134,56 @@ static void uplinks_msg(struct backend *b, const struct plan *pl)
 	elems_msg(b, NFPROTO_BRIDGE, DFW_MAP_PORT_DST, e, pl->nuplinks, NFT_MSG_NEWSETELEM);
 }
 
+/* Counter values read back, sorted by name. */
+struct counter_vals {
+	struct counter_val { char name[PLAN_NAME_MAX]; uint64_t packets, bytes; } *v;
+	size_t n, cap;
+};
+
+static void collect_counter(void *arg, const char *name, uint64_t packets, uint64_t bytes)
+{
+	struct counter_vals *c = arg;
+
+	grow((void **)&c->v, &c->cap, c->n + 1, sizeof(*c->v));
+	snprintf(c->v[c->n].name, sizeof(c->v[c->n].name), "%s", name);
+	c->v[c->n].packets = packets;
+	c->v[c->n++].bytes = bytes;
+}
+
+static int cmp_counter_val(const void *x, const void *y)
+{
+	return strcmp(((const struct counter_val *)x)->name, ((const struct counter_val *)y)->name);
+}
+
+static const struct counter_val *counter_find(const struct counter_vals *c, const char *name)
+{
+	struct counter_val key;
+
+	if (!c->n)
+		return NULL;
+	snprintf(key.name, sizeof(key.name), "%s", name);
+	return bsearch(&key, c->v, c->n, sizeof(*c->v), cmp_counter_val);
+}
+
 int backend_load(struct backend *b, const struct plan *pl, bool check_only,
 		 struct backend_stats *st, char *err, size_t errlen)
 {
 	const struct pport **ports = xcalloc(pl->nports, sizeof(*ports));
 	struct backend_block *blocks = NULL;
+	struct counter_vals old = { 0 };
 	size_t nblocks = 0;
 	char rerr[256];
 	int ret;
 
 	/* Timed blocks outlive a reload (and a restart of dfwd): they carry
-	 * over with the time they have left. */
-	if (backend_tables_exist(b))
+	 * over with the time they have left.  So do the rule counters that
+	 * the plan keeps, with their counts (what is counted between this
+	 * read and the commit is lost). */
+	if (backend_tables_exist(b)) {
 		backend_read_blocks(b, &blocks, &nblocks, rerr, sizeof(rerr));
+		if (backend_read_counters(b, collect_counter, &old, rerr, sizeof(rerr)) == 0 && old.n)
+			qsort(old.v, old.n, sizeof(*old.v), cmp_counter_val);
+	}
 	batch_begin(b);
 	/* add + delete + add: the table is replaced whether or not it existed. */
 	for (int i = 0; i < 2; i++) {
@@ -1039,6 +1201,11 @@ int backend_load(struct backend *b, const struct plan *pl, bool check_only,
 		for (size_t i = 0; i < pl->nsets; i++)
 			if (pl->sets[i].hot == hot)
 				set_add(b, &pl->sets[i]);
+	for (size_t i = 0; i < pl->ncounters; i++) {
+		const struct counter_val *v = counter_find(&old, pl->counters[i]);
+
+		counter_msg(b, pl->counters[i], NFT_MSG_NEWOBJ, v ? v->packets : 0, v ? v->bytes : 0);
+	}
 	for (size_t i = 0; i < pl->nchains; i++)
 		chain_add(b, &pl->chains[i]);
 	inet_base(b);
@@ -1049,6 +1216,7 @@ int backend_load(struct backend *b, const struct plan *pl, bool check_only,
 	block_elems(b, blocks, nblocks);
 	free(ports);
 	free(blocks);
+	free(old.v);
 	ret = batch_send(b, check_only, st, err, errlen);
 	return ret;
 }
@@ -1098,6 +1266,8 @@ int backend_apply(struct backend *b, const struct plan_diff *d, bool check_only,
 	for (size_t i = 0; i < d->nset_add; i++)
 		set_add(b, d->set_add[i]);
 	elem_changes(b, d->elem_add, d->nelem_add, NFT_MSG_NEWSETELEM);
+	for (size_t i = 0; i < d->ncounter_add; i++)
+		counter_msg(b, d->counter_add[i], NFT_MSG_NEWOBJ, 0, 0);
 	for (size_t i = 0; i < d->nchain_add; i++)
 		chain_add(b, d->chain_add[i]);
 	ports_msg(b, d->port_add, d->nport_add, NFT_MSG_NEWSETELEM);
@@ -1105,6 +1275,9 @@ int backend_apply(struct backend *b, const struct plan_diff *d, bool check_only,
 		chain_msg(b, NFPROTO_INET, d->chain_del[i]->name, -1, 0, NFT_MSG_DELCHAIN);
 	for (size_t i = 0; i < d->nset_del; i++)
 		set_del(b, d->set_del[i]);
+	/* Only once the chains whose rules referenced them are gone. */
+	for (size_t i = 0; i < d->ncounter_del; i++)
+		counter_msg(b, d->counter_del[i], NFT_MSG_DELOBJ, 0, 0);
 	return batch_send(b, check_only, st, err, errlen);
 }
 
@@ -1272,18 +1445,77 @@ bool backend_tables_exist(struct backend *b)
 	return true;
 }
 
+struct obj_ctx {
+	const char *table;
+	backend_obj_counter_fn fn;
+	void *arg;
+};
+
+static int obj_counter_cb(const struct nlmsghdr *nlh, void *data)
+{
+	struct obj_ctx *c = data;
+	struct nftnl_obj *o = nftnl_obj_alloc();
+
+	if (nftnl_obj_nlmsg_parse(nlh, o) == 0 &&
+	    nftnl_obj_get_u32(o, NFTNL_OBJ_TYPE) == NFT_OBJECT_COUNTER &&
+	    !strcmp(nftnl_obj_get_str(o, NFTNL_OBJ_TABLE), c->table))
+		c->fn(c->arg, nftnl_obj_get_str(o, NFTNL_OBJ_NAME),
+		      nftnl_obj_get_u64(o, NFTNL_OBJ_CTR_PKTS), nftnl_obj_get_u64(o, NFTNL_OBJ_CTR_BYTES));
+	nftnl_obj_free(o);
+	return MNL_CB_OK;
+}
+
+int backend_read_counters(struct backend *b, backend_obj_counter_fn fn, void *arg, char *err,
+			  size_t errlen)
+{
+	char buf[REQ_BUF_SIZE] = { 0 };
+	struct nftnl_obj *o = nftnl_obj_alloc();
+	struct nlmsghdr *nlh = nftnl_nlmsg_build_hdr(buf, NFT_MSG_GETOBJ, NFPROTO_INET,
+						     NLM_F_DUMP, b->seq++);
+	struct obj_ctx c = { b->table, fn, arg };
+
+	/* The kernel filters the dump by table and object type. */
+	nftnl_obj_set_str(o, NFTNL_OBJ_TABLE, b->table);
+	nftnl_obj_set_u32(o, NFTNL_OBJ_TYPE, NFT_OBJECT_COUNTER);
+	nftnl_obj_nlmsg_build_payload(nlh, o);
+	nftnl_obj_free(o);
+	if (ct_talk(b, nlh, obj_counter_cb, &c) < 0) {
+		snprintf(err, errlen, "reading the counters of table inet %s: %s", b->table,
+			 strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+/* A chain's rules as backend_chain_counters reads them: each named counter
+ * once, with the id of the first rule that references it, in chain order.
+ * A rule with an anonymous counter instead (a ruleset written before named
+ * counters) is reported at once. */
 struct counter_ctx {
 	backend_counter_fn fn;
 	void *arg;
+	struct counter_ref { uint32_t id; char name[PLAN_NAME_MAX]; } *refs;
+	size_t n, cap;
+};
+
+struct rule_counter {
+	bool anon;
+	uint64_t packets, bytes;
+	const char *objref; /* borrowed from the parsed rule */
 };
 
 static int counter_expr_cb(struct nftnl_expr *e, void *data)
 {
-	uint64_t *pb = data;
+	struct rule_counter *rc = data;
+	const char *name = nftnl_expr_get_str(e, NFTNL_EXPR_NAME);
 
-	if (!strcmp(nftnl_expr_get_str(e, NFTNL_EXPR_NAME), "counter")) {
-		pb[0] = nftnl_expr_get_u64(e, NFTNL_EXPR_CTR_PACKETS);
-		pb[1] = nftnl_expr_get_u64(e, NFTNL_EXPR_CTR_BYTES);
+	if (!strcmp(name, "counter")) {
+		rc->anon = true;
+		rc->packets = nftnl_expr_get_u64(e, NFTNL_EXPR_CTR_PACKETS);
+		rc->bytes = nftnl_expr_get_u64(e, NFTNL_EXPR_CTR_BYTES);
+	} else if (!strcmp(name, "objref") && nftnl_expr_is_set(e, NFTNL_EXPR_OBJREF_IMM_NAME) &&
+		   nftnl_expr_get_u32(e, NFTNL_EXPR_OBJREF_IMM_TYPE) == NFT_OBJECT_COUNTER) {
+		rc->objref = nftnl_expr_get_str(e, NFTNL_EXPR_OBJREF_IMM_NAME);
 	}
 	return MNL_CB_OK;
 }
@@ -1299,7 +1531,7 @@ static int counter_rule_cb(const struct nlmsghdr *nlh, void *data)
 {
 	struct counter_ctx *c = data;
 	struct nftnl_rule *r = nftnl_rule_alloc();
-	uint64_t pb[2] = { 0, 0 };
+	struct rule_counter rc = { 0 };
 	const char *comment = NULL;
 	uint32_t id = 0, len;
 	const void *ud;
@@ -1307,13 +1539,22 @@ static int counter_rule_cb(const struct nlmsghdr *nlh, void *data)
 
 	if (nftnl_rule_nlmsg_parse(nlh, r) < 0)
 		goto out;
-	nftnl_expr_foreach(r, counter_expr_cb, pb);
+	nftnl_expr_foreach(r, counter_expr_cb, &rc);
 	ud = nftnl_rule_get_data(r, NFTNL_RULE_USERDATA, &len);
 	if (ud)
 		nftnl_udata_parse(ud, len, comment_cb, &comment);
 	if (comment && !strncmp(comment, "rule ", 5) && parse_u64(comment + 5, UINT32_MAX, &v) == 0)
 		id = (uint32_t)v;
-	c->fn(c->arg, id, pb[0], pb[1]);
+	if (rc.objref) {
+		for (size_t i = 0; i < c->n; i++)
+			if (!strcmp(c->refs[i].name, rc.objref))
+				goto out;
+		grow((void **)&c->refs, &c->cap, c->n + 1, sizeof(*c->refs));
+		c->refs[c->n].id = id;
+		snprintf(c->refs[c->n++].name, PLAN_NAME_MAX, "%s", rc.objref);
+	} else if (rc.anon) {
+		c->fn(c->arg, id, rc.packets, rc.bytes);
+	}
 out:
 	nftnl_rule_free(r);
 	return MNL_CB_OK;
@@ -1326,7 +1567,9 @@ int backend_chain_counters(struct backend *b, const char *chain,
 	struct nftnl_rule *r = nftnl_rule_alloc();
 	struct nlmsghdr *nlh = nftnl_nlmsg_build_hdr(buf, NFT_MSG_GETRULE, NFPROTO_INET,
 						     NLM_F_DUMP, b->seq++);
-	struct counter_ctx c = { fn, arg };
+	struct counter_ctx c = { fn, arg, NULL, 0, 0 };
+	struct counter_vals vals = { 0 };
+	int ret = -1;
 
 	nftnl_rule_set_str(r, NFTNL_RULE_TABLE, b->table);
 	nftnl_rule_set_str(r, NFTNL_RULE_CHAIN, chain);
@@ -1334,9 +1577,22 @@ int backend_chain_counters(struct backend *b, const char *chain,
 	nftnl_rule_free(r);
 	if (ct_talk(b, nlh, counter_rule_cb, &c) < 0) {
 		snprintf(err, errlen, "reading chain %s: %s", chain, strerror(errno));
-		return -1;
+		goto out;
 	}
-	return 0;
+	if (c.n && backend_read_counters(b, collect_counter, &vals, err, errlen) < 0)
+		goto out;
+	if (vals.n)
+		qsort(vals.v, vals.n, sizeof(*vals.v), cmp_counter_val);
+	for (size_t i = 0; i < c.n; i++) {
+		const struct counter_val *cv = counter_find(&vals, c.refs[i].name);
+
+		fn(arg, c.refs[i].id, cv ? cv->packets : 0, cv ? cv->bytes : 0);
+	}
+	ret = 0;
+out:
+	free(c.refs);
+	free(vals.v);
+	return ret;
 }
 
 struct read_set_ctx {

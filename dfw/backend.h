@@ -25,13 +25,19 @@ void backend_close(struct backend *b);
 
 /* Replaces dfw's bridge and inet tables (creating them when missing) with
  * exactly the plan, in one transaction: packets see the old or the new
- * policy, never neither.  With check_only the kernel validates the batch
- * and discards it.  Returns 0, or -1 with the kernel's reason in err. */
+ * policy, never neither.  The tables are deleted and rebuilt whole, but
+ * running timed blocks and the counts of the named rule counters that the
+ * plan keeps are read first and carried over (what is counted between
+ * that read and the commit is lost).  With check_only the kernel validates
+ * the batch and discards it.  Returns 0, or -1 with the kernel's reason in
+ * err. */
 int backend_load(struct backend *b, const struct plan *pl, bool check_only,
 		 struct backend_stats *st, char *err, size_t errlen);
 
 /* Applies a diff between the installed and the desired plan in one
- * transaction.  An empty diff sends nothing.  Returns 0 or -1. */
+ * transaction: new counter objects before the chains that use them, old
+ * ones after the chains that used them are gone; counters in both plans
+ * keep their counts.  An empty diff sends nothing.  Returns 0 or -1. */
 int backend_apply(struct backend *b, const struct plan_diff *d, bool check_only,
 		  struct backend_stats *st, char *err, size_t errlen);
 
@@ -43,12 +49,25 @@ int backend_ct_flush(struct backend *b, const struct dfw_addr *addrs, size_t n,
 /* True when both dfw tables exist in this namespace. */
 bool backend_tables_exist(struct backend *b);
 
-/* Reads the packet and byte counters of the rules of one inet chain, in
- * order; fn gets the rule id from the rule's comment (0 for default). */
+/* Reads the hit counts of the policy rules of one inet chain, in chain
+ * order: fn gets each rule's id (from its comment; 0 for the default) once,
+ * with the counts of the named counter its kernel rules share ("r-ID-out"
+ * / "r-ID-in").  That counter also counts the rule's hits in other chains
+ * of the same direction, and it outlives chain rewrites.  (A rule with an
+ * anonymous counter, from a ruleset without named counters, is reported
+ * per kernel rule.)  Returns 0, or -1 with the reason in err. */
 typedef void (*backend_counter_fn)(void *arg, uint32_t rule_id, uint64_t packets,
 				   uint64_t bytes);
 int backend_chain_counters(struct backend *b, const char *chain,
 			   backend_counter_fn fn, void *arg, char *err, size_t errlen);
+
+/* Reads every named counter object of dfw's inet table (plan->counters:
+ * one per policy rule and direction), in the kernel's order.  Returns 0,
+ * or -1 with the reason in err. */
+typedef void (*backend_obj_counter_fn)(void *arg, const char *name, uint64_t packets,
+				       uint64_t bytes);
+int backend_read_counters(struct backend *b, backend_obj_counter_fn fn, void *arg,
+			  char *err, size_t errlen);
 
 /* Reads the elements of one of dfw's inet sets back from the kernel:
  * fn(arg, key, len, end, left_ms) per element (interval ends included,
