@@ -615,6 +615,10 @@ static void inet_base(struct backend *b)
 		  CONCAT(TYPE_IPADDR, TYPE_MARK), 8, 0, 0, BO_BIG, 0 },
 		{ DFW_SET_OPSCOPE6, NFPROTO_INET, NFT_SET_TIMEOUT,
 		  CONCAT(TYPE_IP6ADDR, TYPE_MARK), 20, 0, 0, BO_BIG, 0 },
+		{ DFW_SET_OPSCOPE4_IN, NFPROTO_INET, NFT_SET_TIMEOUT,
+		  CONCAT(TYPE_IPADDR, TYPE_CLASSID), 8, 0, 0, BO_BIG, 0 },
+		{ DFW_SET_OPSCOPE6_IN, NFPROTO_INET, NFT_SET_TIMEOUT,
+		  CONCAT(TYPE_IP6ADDR, TYPE_CLASSID), 20, 0, 0, BO_BIG, 0 },
 	};
 	/* Blocked addresses, either way: saddr and daddr of each family; the
 	 * scoped operator blocks pair the address with the vNIC's id (meta
@@ -633,9 +637,9 @@ static void inet_base(struct backend *b)
 		{ NFPROTO_IPV4, 16, 4, DFW_SET_OPBLOCK4, "operator block", 0 },
 		{ NFPROTO_IPV6, 8, 16, DFW_SET_OPBLOCK6, "operator block", 0 },
 		{ NFPROTO_IPV6, 24, 16, DFW_SET_OPBLOCK6, "operator block", 0 },
-		{ NFPROTO_IPV4, 12, 4, DFW_SET_OPSCOPE4, "operator block in scope", NFT_META_PRIORITY },
+		{ NFPROTO_IPV4, 12, 4, DFW_SET_OPSCOPE4_IN, "operator block in scope", NFT_META_PRIORITY },
 		{ NFPROTO_IPV4, 16, 4, DFW_SET_OPSCOPE4, "operator block in scope", NFT_META_MARK },
-		{ NFPROTO_IPV6, 8, 16, DFW_SET_OPSCOPE6, "operator block in scope", NFT_META_PRIORITY },
+		{ NFPROTO_IPV6, 8, 16, DFW_SET_OPSCOPE6_IN, "operator block in scope", NFT_META_PRIORITY },
 		{ NFPROTO_IPV6, 24, 16, DFW_SET_OPSCOPE6, "operator block in scope", NFT_META_MARK },
 	};
 	const uint16_t fam = NFPROTO_INET;
@@ -1729,7 +1733,7 @@ int backend_set_op_blocks(struct backend *b, const struct backend_block *g, size
 			  struct backend_stats *st, char *err, size_t errlen)
 {
 	static const char *const sets[] = { DFW_SET_OPBLOCK4, DFW_SET_OPBLOCK6, DFW_SET_OPSCOPE4,
-					    DFW_SET_OPSCOPE6 };
+					    DFW_SET_OPSCOPE6, DFW_SET_OPSCOPE4_IN, DFW_SET_OPSCOPE6_IN };
 	struct elem *el = xcalloc(ng + ns + 1, sizeof(*el));
 
 	batch_begin(b);
@@ -1758,8 +1762,12 @@ int backend_set_op_blocks(struct backend *b, const struct backend_block *g, size
 			memcpy(el[ne].key + alen, &sc[i].port_id, 4);
 			el[ne++].timeout_ms = sc[i].timeout_ms ? sc[i].timeout_ms : 1;
 		}
-		if (ne)
+		/* Each pair in both scope sets: the vNIC as source and as
+		 * destination. */
+		if (ne) {
 			elems_msg(b, NFPROTO_INET, sets[2 + v6], el, ne, NFT_MSG_NEWSETELEM);
+			elems_msg(b, NFPROTO_INET, sets[4 + v6], el, ne, NFT_MSG_NEWSETELEM);
+		}
 	}
 	free(el);
 	return batch_send(b, false, st, err, errlen);

@@ -42,8 +42,12 @@
  * detector's, because the agent rewrites them whole. */
 #define DFW_SET_OPBLOCK4 "opblock4"
 #define DFW_SET_OPBLOCK6 "opblock6"
-#define DFW_SET_OPSCOPE4 "opscope4"   /* ipv4_addr . mark */
+#define DFW_SET_OPSCOPE4 "opscope4"   /* ipv4_addr . mark: at the source vNIC */
 #define DFW_SET_OPSCOPE6 "opscope6"   /* ipv6_addr . mark */
+/* The same pairs with the id as a classid, at the destination vNIC (meta
+ * priority): nft types the two ids apart, as in the p-G-o / p-G-i sets. */
+#define DFW_SET_OPSCOPE4_IN "opscope4i" /* ipv4_addr . classid */
+#define DFW_SET_OPSCOPE6_IN "opscope6i" /* ipv6_addr . classid */
 
 /* The id of the host's uplinks (the overlay's ports on the bridge, e.g. a
  * VXLAN device): frames from an uplink were checked at the sending host's
@@ -113,7 +117,9 @@
 	"\tset " DFW_SET_OPBLOCK4 " {\n\t\ttype ipv4_addr\n\t\tflags timeout\n\t}\n" \
 	"\tset " DFW_SET_OPBLOCK6 " {\n\t\ttype ipv6_addr\n\t\tflags timeout\n\t}\n" \
 	"\tset " DFW_SET_OPSCOPE4 " {\n\t\ttype ipv4_addr . mark\n\t\tflags timeout\n\t}\n" \
-	"\tset " DFW_SET_OPSCOPE6 " {\n\t\ttype ipv6_addr . mark\n\t\tflags timeout\n\t}\n"
+	"\tset " DFW_SET_OPSCOPE6 " {\n\t\ttype ipv6_addr . mark\n\t\tflags timeout\n\t}\n" \
+	"\tset " DFW_SET_OPSCOPE4_IN " {\n\t\ttype ipv4_addr . classid\n\t\tflags timeout\n\t}\n" \
+	"\tset " DFW_SET_OPSCOPE6_IN " {\n\t\ttype ipv6_addr . classid\n\t\tflags timeout\n\t}\n"
 
 #define DFW_INET_CHAINS_NFT \
 	"\tchain " DFW_CHAIN_INET_FWD " {\n" \
@@ -130,9 +136,9 @@
 	"\t\tip daddr @" DFW_SET_OPBLOCK4 " counter drop comment \"operator block\"\n" \
 	"\t\tip6 saddr @" DFW_SET_OPBLOCK6 " counter drop comment \"operator block\"\n" \
 	"\t\tip6 daddr @" DFW_SET_OPBLOCK6 " counter drop comment \"operator block\"\n" \
-	"\t\tip saddr . meta priority @" DFW_SET_OPSCOPE4 " counter drop comment \"operator block in scope\"\n" \
+	"\t\tip saddr . meta priority @" DFW_SET_OPSCOPE4_IN " counter drop comment \"operator block in scope\"\n" \
 	"\t\tip daddr . meta mark @" DFW_SET_OPSCOPE4 " counter drop comment \"operator block in scope\"\n" \
-	"\t\tip6 saddr . meta priority @" DFW_SET_OPSCOPE6 " counter drop comment \"operator block in scope\"\n" \
+	"\t\tip6 saddr . meta priority @" DFW_SET_OPSCOPE6_IN " counter drop comment \"operator block in scope\"\n" \
 	"\t\tip6 daddr . meta mark @" DFW_SET_OPSCOPE6 " counter drop comment \"operator block in scope\"\n" \
 	"\t\tlog group " DFW_STR(DFW_NFLOG_NEWFLOWS) " snaplen " DFW_STR(DFW_NFLOG_SNAPLEN) \
 	" comment \"new flow\"\n" \
