@@ -56,14 +56,16 @@ static int config(struct nflog *l, uint8_t family, uint16_t attr, const void *da
 
 struct nflog *nflog_open(uint16_t group, char *err, size_t errlen)
 {
-	return nflog_open_len(group, DFW_NFLOG_SNAPLEN, err, errlen);
+	return nflog_open_with(group, DFW_NFLOG_SNAPLEN, 0, err, errlen);
 }
 
-struct nflog *nflog_open_len(uint16_t group, uint32_t copy_len, char *err, size_t errlen)
+struct nflog *nflog_open_with(uint16_t group, uint32_t copy_len, unsigned flags, char *err,
+			      size_t errlen)
 {
 	struct nflog *l = xcalloc(1, sizeof(*l));
 	struct nfulnl_msg_config_cmd bind = { NFULNL_CFG_CMD_BIND };
 	struct nfulnl_msg_config_mode mode = { htonl(copy_len), NFULNL_COPY_PACKET, 0 };
+	uint32_t qthresh = htonl(1);
 	int rcvbuf = NFLOG_RCVBUF;
 
 	l->group = group;
@@ -80,6 +82,11 @@ struct nflog *nflog_open_len(uint16_t group, uint32_t copy_len, char *err, size_
 	}
 	if (config(l, AF_UNSPEC, NFULA_CFG_MODE, &mode, sizeof(mode)) < 0) {
 		snprintf(err, errlen, "nflog group %u copy mode: %s", group, strerror(errno));
+		goto fail;
+	}
+	if ((flags & NFLOG_IMMEDIATE) &&
+	    config(l, AF_UNSPEC, NFULA_CFG_QTHRESH, &qthresh, sizeof(qthresh)) < 0) {
+		snprintf(err, errlen, "nflog group %u queue threshold: %s", group, strerror(errno));
 		goto fail;
 	}
 	setsockopt(mnl_socket_get_fd(l->nl), SOL_SOCKET, SO_RCVBUFFORCE, &rcvbuf, sizeof(rcvbuf));

@@ -42,11 +42,17 @@ struct nflog_pkt {
 
 struct nflog;
 
-/* Binds to one nflog group, copying DFW_NFLOG_SNAPLEN bytes of each packet
- * (or copy_len: a rule's own snaplen can only shorten it).  Fails (with the
- * reason) when another process already listens on the group. */
+/* Binds to one nflog group, copying DFW_NFLOG_SNAPLEN bytes of each packet.
+ * The kernel sends packets in batches: when 100 are queued, or after 1 s.
+ * Fails (with the reason) when another process already listens on the
+ * group. */
 struct nflog *nflog_open(uint16_t group, char *err, size_t errlen);
-struct nflog *nflog_open_len(uint16_t group, uint32_t copy_len, char *err, size_t errlen);
+/* The same, copying copy_len bytes (a rule's own snaplen can only shorten
+ * it); with NFLOG_IMMEDIATE, each packet is sent at once (seen on 6.18: a
+ * lone packet otherwise waits 1 s for its batch). */
+#define NFLOG_IMMEDIATE 1u
+struct nflog *nflog_open_with(uint16_t group, uint32_t copy_len, unsigned flags, char *err,
+			      size_t errlen);
 void nflog_close(struct nflog *l); /* accepts NULL */
 int nflog_fd(const struct nflog *l);
 
