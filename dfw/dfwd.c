@@ -1,5 +1,6 @@
 /* dfwd: the host agent.  One event loop over store changes, link events
- * (libnl-3) and the control socket; signals only set flags (signalfd). */
+ * (libnl-3), the control socket, and nflog (flow logs, address learning);
+ * signals only set flags (signalfd). */
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -19,16 +20,21 @@
 
 #include "common/util.h"
 #include "dfw/agent.h"
+#include "dfw/flowlog.h"
 #include "dfw/layout.h"
+#include "dfw/learn.h"
+#include "dfw/nflog.h"
 
 #define HEARTBEAT_MS 10000
 /* A safety net only: inotify wakes us on every store write. */
 #define STORE_POLL_MS 1000
+/* Flow log write errors are logged at most this often. */
+#define FLOWLOG_WARN_NS (10 * 1000000000ull)
 
 static const char usage[] =
 	"usage: dfwd --host NAME [--store URI] [--socket PATH] [--table NAME]\n"
 	"            [--log FILE] [--pidfile FILE] [--uplink IFNAME]...\n"
-	"            [--status-ttl SECONDS]\n"
+	"            [--status-ttl SECONDS] [--flow-log PATH [--flow-log-rate N]]\n"
 	"  --host     this hypervisor's name, as in the inventory's 'host' keys\n"
 	"  --store    desired-state store (default /var/lib/dfw/store.db)\n"
 	"  --socket   control socket (default /run/dfw/dfwd.sock)\n"
@@ -37,7 +43,11 @@ static const char usage[] =
 	"  --status-ttl SECONDS  host status liveness in the store (default 10)\n"
 	"  --uplink   a bridge port to other hosts (e.g. a VXLAN device); repeatable:\n"
 	"             traffic from it is checked at its destination vNIC, traffic to\n"
-	"             it at its source vNIC\n";
+	"             it at its source vNIC\n"
+	"  --flow-log PATH  append a JSON line per packet of rules with log = yes\n"
+	"             (reopened on SIGHUP)\n"
+	"  --flow-log-rate N  at most N lines a second, in bursts of N (default 1000);\n"
+	"             the count of lines left out is logged\n";
 
 struct links {
 	struct nl_sock *sk;
@@ -85,6 +95,46 @@ static int links_open(struct links *l, struct agent *a)
 	}
 	nl_socket_free(list);
 	return 0;
+}
+
+/* Address learning: the ARP / ND / DHCP frames the bridge table copies for
+ * learning ports go to the agent as (port, address). */
+static void on_learn(void *arg, const struct nflog_pkt *p)
+{
+	struct dfw_addr addr;
+	char ifname[16];
+
+	if (learn_parse(p, ifname, &addr) > 0)
+		agent_learn(arg, ifname, &addr);
+}
+
+/* Listens on the learn group (always: while no port learns, the kernel
+ * copies nothing).  A failure is logged once; the heartbeat retries. */
+static struct nflog *learn_open(FILE *log, bool *warned)
+{
+	char err[256];
+	struct nflog *l = nflog_open_with(DFW_NFLOG_LEARN, LEARN_COPY_LEN, NFLOG_IMMEDIATE,
+					   err, sizeof(err));
+
+	if (!l && !*warned)
+		fprintf(log, "dfwd: address learning off until it can listen: %s\n", err);
+	*warned = !l;
+	return l;
+}
+
+/* Logs the flow log's new write errors, at most every FLOWLOG_WARN_NS. */
+static void flowlog_warn(struct flowlog *fl, const char *path, FILE *log, uint64_t *seen,
+			 uint64_t *when)
+{
+	struct flowlog_stats st;
+
+	flowlog_stats(fl, &st);
+	if (st.write_errors == *seen || (*when && now_ns() - *when < FLOWLOG_WARN_NS))
+		return;
+	fprintf(log, "dfwd: flow log %s: %llu line(s) not written: %s\n", path,
+		(unsigned long long)(st.write_errors - *seen), strerror(st.last_errno));
+	*seen = st.write_errors;
+	*when = now_ns();
 }
 
 static int control_open(const char *path, char *err, size_t errlen)
@@ -177,6 +227,8 @@ int main(int argc, char **argv)
 		{ "pidfile", required_argument, NULL, 'p' },
 		{ "uplink", required_argument, NULL, 'u' },
 		{ "status-ttl", required_argument, NULL, 'T' },
+		{ "flow-log", required_argument, NULL, 'f' },
+		{ "flow-log-rate", required_argument, NULL, 'r' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 }
 	};
@@ -186,9 +238,14 @@ int main(int argc, char **argv)
 	size_t nuplinks = 0;
 	struct links links = { 0 };
 	struct agent *a = NULL;
+	/* Verdicts: NULL until the agent provides them ("unknown"). */
+	struct flowlog_opts fo = { .rate = FLOWLOG_RATE_DEFAULT };
+	struct flowlog *fl = NULL;
+	struct nflog *learn = NULL;
+	bool learn_warned = false;
 	char err[512];
 	int c, lfd = -1, sfd = -1, ret = 1, poll_ms;
-	uint64_t last_beat;
+	uint64_t last_beat, fl_errors = 0, fl_warned = 0;
 	sigset_t mask;
 
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -207,6 +264,18 @@ int main(int argc, char **argv)
 				return 1;
 			}
 			ao.status_ttl_s = (unsigned)v;
+			break;
+		}
+		case 'f': fo.path = optarg; break;
+		case 'r': {
+			uint64_t v;
+
+			if (parse_u64(optarg, FLOWLOG_RATE_MAX, &v) < 0 || v < 1) {
+				fprintf(stderr, "dfwd: --flow-log-rate '%s': lines a second, 1 to %u\n",
+					optarg, FLOWLOG_RATE_MAX);
+				return 1;
+			}
+			fo.rate = (uint32_t)v;
 			break;
 		}
 		case 'u':
@@ -250,6 +319,15 @@ int main(int argc, char **argv)
 		fprintf(ao.log, "dfwd: link events: cannot subscribe\n");
 		goto out;
 	}
+	if (fo.path) {
+		fo.host = ao.host;
+		fl = flowlog_open(&fo, err, sizeof(err));
+		if (!fl) {
+			fprintf(ao.log, "dfwd: %s\n", err);
+			goto out;
+		}
+	}
+	learn = learn_open(ao.log, &learn_warned);
 	/* Realize before answering anyone: status then shows a real revision. */
 	agent_sync(a);
 	lfd = control_open(sock_path, err, sizeof(err));
@@ -269,12 +347,14 @@ int main(int argc, char **argv)
 	poll_ms = ao.status_ttl_s && ao.status_ttl_s * 1000 / 3 < STORE_POLL_MS
 			  ? (int)(ao.status_ttl_s * 1000 / 3) : STORE_POLL_MS;
 	for (;;) {
-		struct pollfd p[5] = {
+		struct pollfd p[7] = {
 			{ .fd = sfd, .events = POLLIN },
 			{ .fd = lfd, .events = POLLIN },
 			{ .fd = nl_socket_get_fd(links.sk), .events = POLLIN },
 			{ .fd = agent_threat_fd(a), .events = POLLIN },
 			{ .fd = agent_store_fd(a), .events = POLLIN },
+			{ .fd = fl ? flowlog_fd(fl) : -1, .events = POLLIN },
+			{ .fd = learn ? nflog_fd(learn) : -1, .events = POLLIN },
 		};
 		int n = poll(p, ARRAY_SIZE(p), poll_ms); /* fd -1 is skipped */
 
@@ -291,6 +371,9 @@ int main(int argc, char **argv)
 					break;
 				}
 				agent_heartbeat(a);
+				/* logrotate moved the flow log away */
+				if (fl && flowlog_reopen(fl, err, sizeof(err)) < 0)
+					fprintf(ao.log, "dfwd: %s (still writing to the old file)\n", err);
 			}
 		}
 		if (p[2].revents & POLLIN)
@@ -299,12 +382,22 @@ int main(int argc, char **argv)
 			agent_threat_read(a);
 		if (p[4].revents & POLLIN)
 			agent_store_ack(a);
+		if (p[5].revents & POLLIN && flowlog_read(fl) < 0)
+			fprintf(ao.log, "dfwd: flow log: reading nflog: %s\n", strerror(errno));
+		if (fl) {
+			flowlog_tick(fl);
+			flowlog_warn(fl, fo.path, ao.log, &fl_errors, &fl_warned);
+		}
+		if (p[6].revents & POLLIN && nflog_read_frames(learn, on_learn, a) < 0)
+			fprintf(ao.log, "dfwd: address learning: reading nflog: %s\n", strerror(errno));
 		agent_sync(a);
 		agent_publish(a);
 		if (p[1].revents & POLLIN)
 			control_serve(lfd, a, ao.log);
 		if (now_ns() - last_beat > HEARTBEAT_MS * 1000000ull) {
 			agent_heartbeat(a);
+			if (!learn)
+				learn = learn_open(ao.log, &learn_warned);
 			last_beat = now_ns();
 		}
 	}
@@ -318,6 +411,8 @@ out:
 	if (pidfile && ret == 0)
 		unlink(pidfile);
 	nl_socket_free(links.sk);
+	flowlog_close(fl);
+	nflog_close(learn);
 	agent_free(a);
 	if (sfd >= 0)
 		close(sfd);

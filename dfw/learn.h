@@ -26,6 +26,10 @@
 #include "common/util.h"
 #include "dfw/nflog.h"
 
+/* What dfwd asks the kernel to copy of each learn frame; a rule's own
+ * snaplen can only shorten it (DHCP options may come late). */
+#define LEARN_COPY_LEN 1500
+
 enum learn_dir {
 	LEARN_NONE = 0,
 	LEARN_FROM_GUEST = 1, /* the guest sent it: its port is the way in */
