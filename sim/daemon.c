@@ -26,6 +26,10 @@
 #define START_TIMEOUT_MS 10000
 #define STOP_TIMEOUT_MS 3000
 #define LOG_TAIL_LINES 15
+/* dfwd's flow log, HOST.flows.jsonl in the lab dir, and the environment
+ * variable that sets its --flow-log-rate (tests flood with a small one). */
+#define LAB_FLOW_LOG ".flows.jsonl"
+#define LAB_FLOW_LOG_RATE_ENV "DFW_LAB_FLOW_LOG_RATE"
 
 static char *prog_path(const char *prog)
 {
@@ -403,6 +407,8 @@ static void prog_args(enum lab_proc which, const char *prog, const struct lab *l
 	char *store = lab_store_uri(labname);
 	char *sock = lab_host_path(labname, host, hostprogs[which].sock);
 	char *log = lab_host_path(labname, host, hostprogs[which].log);
+	char *flows = lab_host_path(labname, host, LAB_FLOW_LOG);
+	const char *rate = getenv(LAB_FLOW_LOG_RATE_ENV);
 
 	strv_push(a, prog);
 	strv_push(a, "--store");
@@ -416,6 +422,13 @@ static void prog_args(enum lab_proc which, const char *prog, const struct lab *l
 		strv_push(a, log);
 		strv_push(a, "--status-ttl");
 		strv_push(a, LAB_STATUS_TTL);
+		/* The lab always keeps flow logs; dfwd checks the rate. */
+		strv_push(a, "--flow-log");
+		strv_push(a, flows);
+		if (rate && *rate) {
+			strv_push(a, "--flow-log-rate");
+			strv_push(a, rate);
+		}
 		if (lab->nhosts > 1) {
 			strv_push(a, "--uplink");
 			strv_push(a, LAB_UPLINK);
@@ -442,6 +455,7 @@ static void prog_args(enum lab_proc which, const char *prog, const struct lab *l
 	free(store);
 	free(sock);
 	free(log);
+	free(flows);
 }
 
 /* In the child: becomes the host's program.  Never returns. */
