@@ -1912,3 +1912,179 @@ const char *policy_find_tag(const struct dfw_policy *p, const char *tag)
 			return p->tags.v[i];
 	return NULL;
 }
+
+/* --- warnings ----------------------------------------------------------- */
+
+/* Containment is judged from the text of the policy only, so that a
+ * warning is always true: the same group or VM, a CIDR inside a CIDR, a
+ * port range inside a port range.  Anything subtler (a VM inside a group,
+ * two ranges that together cover a third) is left unjudged. */
+
+static bool ref_covers(const struct dfw_ref *a, const struct dfw_ref *b)
+{
+	if (a->kind != b->kind)
+		return false;
+	return a->kind == REF_ADDR ? addr_contains(&a->addr, &b->addr) : a->idx == b->idx;
+}
+
+static bool ref_equal(const struct dfw_ref *a, const struct dfw_ref *b)
+{
+	if (a->kind != b->kind)
+		return false;
+	return a->kind == REF_ADDR ? !addr_cmp(&a->addr, &b->addr) : a->idx == b->idx;
+}
+
+/* Every ref of b is covered (equal) by some ref of a. */
+static bool refs_within(const struct dfw_side *a, const struct dfw_side *b, bool equal)
+{
+	for (size_t i = 0; i < b->nrefs; i++) {
+		size_t j = 0;
+
+		while (j < a->nrefs && !(equal ? ref_equal(&a->refs[j], &b->refs[i])
+					       : ref_covers(&a->refs[j], &b->refs[i])))
+			j++;
+		if (j == a->nrefs)
+			return false;
+	}
+	return true;
+}
+
+/* Whether side a holds every address of side b.  Negated sides count only
+ * when they negate the same list. */
+static bool side_covers(const struct dfw_side *a, const struct dfw_side *b)
+{
+	if (a->any)
+		return true;
+	if (b->any)
+		return false;
+	if (a->negate || b->negate)
+		return a->negate && b->negate && refs_within(a, b, true) && refs_within(b, a, true);
+	return refs_within(a, b, false);
+}
+
+static bool svc_covers(const struct dfw_service *a, const struct dfw_service *b)
+{
+	if (a->proto != b->proto)
+		return false;
+	switch (a->proto) {
+	case IPPROTO_TCP:
+	case IPPROTO_UDP:
+		return !a->lo || (b->lo && a->lo <= b->lo && b->hi <= a->hi);
+	case IPPROTO_ICMP:
+	case IPPROTO_ICMPV6:
+		return a->icmp_type < 0 || (a->icmp_type == b->icmp_type &&
+					    (a->icmp_code < 0 || a->icmp_code == b->icmp_code));
+	}
+	return true;
+}
+
+static bool svcs_cover(const struct dfw_rule *a, const struct dfw_rule *b)
+{
+	if (!a->nsvcs)
+		return true;
+	if (!b->nsvcs)
+		return false;
+	for (size_t i = 0; i < b->nsvcs; i++) {
+		size_t j = 0;
+
+		while (j < a->nsvcs && !svc_covers(&a->svcs[j], &b->svcs[i]))
+			j++;
+		if (j == a->nsvcs)
+			return false;
+	}
+	return true;
+}
+
+static bool applied_covers(const struct dfw_rule *a, const struct dfw_rule *b)
+{
+	if (a->applied_everywhere)
+		return true;
+	if (b->applied_everywhere)
+		return false;
+	for (size_t i = 0; i < b->napplied; i++) {
+		size_t j = 0;
+
+		while (j < a->napplied && a->applied_to[j] != b->applied_to[i])
+			j++;
+		if (j == a->napplied)
+			return false;
+	}
+	return true;
+}
+
+/* Rule a matches every packet that rule b matches. */
+static bool rule_covers(const struct dfw_rule *a, const struct dfw_rule *b)
+{
+	return (a->dir & b->dir) == b->dir && applied_covers(a, b) && svcs_cover(a, b) &&
+	       side_covers(&a->src, &b->src) && side_covers(&a->dst, &b->dst);
+}
+
+static const char *action_verb(enum dfw_action a)
+{
+	return a == ACT_ALLOW ? "allows" : a == ACT_DROP ? "drops" : "rejects";
+}
+
+void policy_warnings(const struct dfw_policy *p, struct diag *w)
+{
+	for (size_t g = 0; g < p->inv.ngroups; g++) {
+		const struct group_def *gd = &p->inv.groups[g];
+
+		if (!gd->nmatch && !gd->nmembers && !gd->nincludes && !gd->naddrs)
+			diag_add(w, p->file, gd->line, "warning: group %s can never have members "
+				 "(it has no match, members, include or addresses)", gd->name);
+	}
+	for (size_t i = 0; i < p->nrules; i++) {
+		const struct dfw_rule *b = &p->rules[i];
+
+		if (b->disabled)
+			continue;
+		if (b->src.nrefs == 1 && b->dst.nrefs == 1 && !b->src.negate && !b->dst.negate &&
+		    b->src.refs[0].kind == REF_VM && b->dst.refs[0].kind == REF_VM &&
+		    b->src.refs[0].idx == b->dst.refs[0].idx)
+			diag_add(w, p->file, b->line, "warning: rule %u: sources and destinations "
+				 "are the same VM %s; a VM's traffic to itself never crosses the "
+				 "bridge, so the rule never matches", b->id,
+				 p->inv.vms[b->src.refs[0].idx].name);
+		for (size_t j = 0; j < i; j++) {
+			const struct dfw_rule *a = &p->rules[j];
+
+			if (a->disabled || !rule_covers(a, b))
+				continue;
+			if (a->action == b->action)
+				diag_add(w, p->file, b->line, "warning: rule %u never matches: rule %u "
+					 "(line %d) comes first and covers it; redundant, both %s",
+					 b->id, a->id, a->line, action_name(a->action));
+			else
+				diag_add(w, p->file, b->line, "warning: rule %u never matches: rule %u "
+					 "(line %d) comes first and covers it; conflicting, rule %u "
+					 "%s what rule %u would %s", b->id, a->id, a->line, a->id,
+					 action_verb(a->action), b->id, action_name(b->action));
+			break;
+		}
+	}
+}
+
+int service_parse(const char *item, struct dfw_service *s, char *why, size_t len)
+{
+	switch (service_literal(item, s, why, len)) {
+	case LIT_OK:
+		return 0;
+	case LIT_ANY:
+		return 1;
+	case LIT_NAME:
+		snprintf(why, len, "'%s' is not a service (tcp/PORT, udp/PORT, icmp/TYPE, proto/N)",
+			 item);
+		return -1;
+	case LIT_BAD:
+		break;
+	}
+	return -1;
+}
+
+const struct dfw_rule *policy_find_rule(const struct dfw_policy *p, uint32_t id)
+{
+	for (size_t i = 0; i < p->nrules; i++)
+		if (p->rules[i].id == id)
+			return &p->rules[i];
+	return NULL;
+}

@@ -122,6 +122,15 @@ struct dfw_policy *policy_parse(const char *text, const char *file, struct diag 
  * contents, malloc'd, so that exactly what was validated can be stored. */
 struct dfw_policy *policy_load(const char *path, char **text_out, struct diag *d);
 void policy_free(struct dfw_policy *p);
+/* Adds to w, as "file:line: warning: ...", what is valid but surely not
+ * meant: an enabled rule that never matches because an earlier enabled rule
+ * (category, then file order) covers all of its traffic, saying whether it
+ * is redundant (same action) or conflicting; a rule from a VM to itself; a
+ * group that can never have members.  Containment is judged from the text
+ * (same group or VM, CIDR in CIDR, port range in range, any ICMP type over
+ * one type; negated lists only when equal), so every warning is true but
+ * not every shadowed rule is found.  Monitor mode is not considered. */
+void policy_warnings(const struct dfw_policy *p, struct diag *w);
 
 /* Lookups by name, case-insensitive; -1 (as ssize_t) when absent. */
 long policy_find_vm(const struct dfw_policy *p, const char *name);
@@ -153,5 +162,12 @@ const char *dir_name(enum dfw_dir d);
 const char *severity_name(enum dfw_severity s);     /* "low", "medium", "high" */
 int severity_parse(const char *s);                  /* -1 when unknown */
 const char *nt_mode_name(enum nt_mode m);           /* "off", "monitor", "enforce" */
+
+/* One service literal as in a rule (tcp/443, icmp/echo-request, proto/47;
+ * not a service object's name): 0 with *s, 1 for "any", -1 with the
+ * reason in why. */
+int service_parse(const char *item, struct dfw_service *s, char *why, size_t len);
+/* The rule with that id, or NULL. */
+const struct dfw_rule *policy_find_rule(const struct dfw_policy *p, uint32_t id);
 
 #endif

@@ -1382,6 +1382,151 @@ static void test_accepted_rules(void)
 	policy_free(p);
 }
 
+/* ---- warnings ------------------------------------------------------------- */
+
+/* Parses text (valid) and returns its warnings in w; n: the exact count. */
+static void warnings_at(int at, const char *text, struct diag *w, size_t n)
+{
+	struct dfw_policy *p = parse_ok_at(at, text);
+
+	policy_warnings(p, w);
+	if (w->n != n)
+		dump(w, at);
+	CU_assertImplementation(w->n == n, (unsigned)at, "warning count", __FILE__, "", CU_FALSE);
+	policy_free(p);
+}
+
+#define WARNINGS(text, w, n) warnings_at(__LINE__, text, w, n)
+
+static void test_shadow_warnings(void)
+{
+	struct diag w = { 0 };
+
+	/* Conflicting: an earlier drop covers a later allow. */
+	WARNINGS(BASE
+		 "[rule 10]\nsources = desktops\naction = drop\n"                      /* L(1) */
+		 "[rule 20]\nsources = desktops\ndestinations = servers\n"           /* L(4) */
+		 "services = tcp/443\naction = allow\n", &w, 1);
+	CU_ASSERT_TRUE(has_msg(&w, L(4), "warning: rule 20 never matches: rule 10 (line 19) comes "
+			       "first and covers it; conflicting, rule 10 drops what rule 20 would "
+			       "allow", NULL));
+	diag_free(&w);
+
+	/* Redundant: CIDR in CIDR, range in range, one direction of in-out,
+	 * applied_to any over a group, ICMP any type over one type. */
+	WARNINGS(BASE
+		 "[rule 30]\nsources = 10.0.0.0/8, desktops\ndestinations = servers, fd00::/16\n"
+		 "services = tcp/1000-2000, icmp, icmpv6/destination-unreachable\naction = allow\n"
+		 "[rule 31]\nsources = 10.1.0.0/16\ndestinations = fd00:1::/32, servers\n"  /* L(6) */
+		 "services = tcp/1500-1600, icmp/echo-request, icmpv6/1:3, tcp/2000\n"
+		 "direction = in\napplied_to = servers\naction = allow\n", &w, 1);
+	CU_ASSERT_TRUE(has_msg(&w, L(6), "warning: rule 31 never matches: rule 30 (line 19) comes "
+			       "first and covers it; redundant, both allow", NULL));
+	diag_free(&w);
+
+	/* Evaluation order is category first: an emergency rule later in the
+	 * file shadows an application rule above it.  reject != drop. */
+	WARNINGS(BASE
+		 "[rule 1]\nsources = servers\nservices = udp/53\naction = drop\n"    /* L(1) */
+		 "[rule 2]\ncategory = emergency\nsources = servers\naction = reject\n",
+		 &w, 1);
+	CU_ASSERT_TRUE(has_msg(&w, L(1), "warning: rule 1 never matches: rule 2 (line 23) comes "
+			       "first and covers it; conflicting, rule 2 rejects what rule 1 would "
+			       "drop", NULL));
+	diag_free(&w);
+
+	/* Negated sides: only the same list (in any order) counts. */
+	WARNINGS(BASE
+		 "[rule 1]\nsources = not desktops, 10.0.0.0/8\naction = drop\n"
+		 "[rule 2]\nsources = not 10.0.0.0/8, group:desktops\nservices = tcp\n"
+		 "action = drop\n", &w, 1);
+	CU_ASSERT_TRUE(has_msg(&w, L(4), "rule 2 never matches: rule 1", "redundant, both drop"));
+	diag_free(&w);
+
+	/* Service objects are judged by what they expand to; the earliest
+	 * covering rule is named, once. */
+	WARNINGS(BASE
+		 "[service web]\nentries = tcp/80, tcp/443\n"
+		 "[rule 1]\nservices = tcp\naction = allow\n"                          /* L(3) */
+		 "[rule 2]\nservices = web\naction = allow\n"
+		 "[rule 3]\nservices = tcp/443\naction = drop\n", &w, 2);
+	CU_ASSERT_TRUE(has_msg(&w, L(9), "rule 3 never matches: rule 1 (line 21)", "conflicting"));
+	diag_free(&w);
+
+	/* Negative cases: nothing is covered. */
+	WARNINGS(BASE
+		 /* disabled rules neither shadow nor are reported */
+		 "[rule 1]\naction = drop\ndisabled = yes\n"
+		 "[rule 2]\nsources = desktops\nservices = tcp/443\naction = allow\n"
+		 /* narrower before wider */
+		 "[rule 3]\nsources = desktops\nservices = tcp\naction = allow\n"
+		 /* a range only partly covered; together they would, but that is
+		  * not judged */
+		 "[rule 4]\nsources = desktops\nservices = udp/100-200\naction = allow\n"
+		 "[rule 5]\nsources = desktops\nservices = udp/150-250\naction = drop\n"
+		 /* one direction does not cover both */
+		 "[rule 6]\nsources = servers\ndirection = in\naction = drop\n"
+		 "[rule 7]\nsources = servers\naction = allow\n"
+		 /* applied to a group does not cover everywhere */
+		 "[rule 8]\ndestinations = servers\napplied_to = servers\naction = drop\n"
+		 "[rule 9]\ndestinations = servers\naction = allow\n"
+		 /* a VM in a group is not judged, nor negated against plain */
+		 "[rule 10]\nsources = not servers\ndestinations = desktops\naction = drop\n"
+		 "[rule 11]\nsources = desktop1\ndestinations = desktops\naction = allow\n"
+		 /* one ICMP type does not cover another, nor a code any code */
+		 "[rule 12]\nservices = icmp/echo-request, icmpv6/1:3\naction = drop\n"
+		 "[rule 13]\nservices = icmp/echo-reply, icmpv6/1\naction = allow\n"
+		 /* negated lists that differ */
+		 "[rule 14]\ndestinations = not 10.0.0.0/8\naction = drop\n"
+		 "[rule 15]\ndestinations = not 10.0.0.0/16\naction = allow\n"
+		 /* another protocol */
+		 "[rule 16]\nsources = 10.9.0.0/16\nservices = proto/gre\naction = drop\n"
+		 "[rule 17]\nsources = 10.9.0.0/16\nservices = proto/esp\naction = allow\n",
+		 &w, 0);
+	diag_free(&w);
+
+	/* The shipped examples have nothing to warn about. */
+	{
+		static const char *const files[] = {
+			"configs/vdi.ini", "configs/cluster.ini", "configs/segmentation.ini"
+		};
+
+		for (size_t i = 0; i < ARRAY_SIZE(files); i++) {
+			struct diag d = { 0 };
+			struct dfw_policy *p = policy_load(files[i], NULL, &d);
+
+			if (!p)
+				dump(&d, __LINE__);
+			CU_ASSERT_PTR_NOT_NULL_FATAL(p);
+			policy_warnings(p, &w);
+			if (w.n)
+				dump(&w, __LINE__);
+			CU_ASSERT_EQUAL(w.n, 0);
+			policy_free(p);
+			diag_free(&w);
+			diag_free(&d);
+		}
+	}
+}
+
+static void test_other_warnings(void)
+{
+	struct diag w = { 0 };
+
+	WARNINGS(BASE
+		 "[group empty]\nexclude_members = server1\n"                           /* L(1) */
+		 "[group fine]\naddresses = 192.0.2.0/24\n"
+		 "[rule 1]\nsources = vm:server1\ndestinations = server1\naction = drop\n" /* L(5) */
+		 "[rule 2]\nsources = server1\ndestinations = server1, desktop1\naction = drop\n"
+		 "[rule 3]\nsources = not server1\ndestinations = server1\naction = drop\n",
+		 &w, 2);
+	CU_ASSERT_TRUE(has_msg(&w, L(1), "warning: group empty can never have members (it has no "
+			       "match, members, include or addresses)", NULL));
+	CU_ASSERT_TRUE(has_msg(&w, L(5), "warning: rule 1: sources and destinations are the same "
+			       "VM server1; a VM's traffic to itself never crosses the bridge", NULL));
+	diag_free(&w);
+}
+
 static void test_names_helpers(void)
 {
 	static const char *const names[] = { "allow", "drop", "reject" };
@@ -1432,6 +1577,8 @@ void register_config_tests(void)
 		{ "services after 'any' are checked", test_service_any_hides_items },
 		{ "all errors are reported", test_all_errors_reported },
 		{ "accepted rule forms", test_accepted_rules },
+		{ "shadowed rules", test_shadow_warnings },
+		{ "other warnings", test_other_warnings },
 		{ "names and suggestions", test_names_helpers },
 	};
 
