@@ -480,8 +480,8 @@ static void push_service(struct prule *r, const struct svc_group *s, uint8_t pro
 
 /* Appends the kernel rules of one action after the matches m.  Reject of
  * any protocol needs two: a TCP reset for TCP, ICMPX for the rest.  A drop
- * or reject in monitor mode only logs and counts: no verdict, so
- * evaluation goes on with the next rule. */
+ * or reject in monitor mode logs and counts, and lets the packet through
+ * as an allow would (seed 004's monitor mode: reported, never blocked). */
 static void emit(struct chain_build *cb, uint32_t id, bool out, const struct match *m,
 		 enum dfw_action act, bool log, bool monitor)
 {
@@ -493,7 +493,7 @@ static void emit(struct chain_build *cb, uint32_t id, bool out, const struct mat
 	for (int k = 0; k < variants; k++) {
 		struct prule *r = chain_push(cb, id);
 		uint8_t pr = variants == 2 && k == 0 ? IPPROTO_TCP : proto;
-		enum pverdict v = act == ACT_ALLOW ? (out ? PV_RETURN : PV_ACCEPT) :
+		enum pverdict v = act == ACT_ALLOW || watch ? (out ? PV_RETURN : PV_ACCEPT) :
 				  act == ACT_DROP ? PV_DROP :
 				  pr == IPPROTO_TCP ? PV_REJECT_TCP : PV_REJECT_ICMPX;
 
@@ -519,8 +519,7 @@ static void emit(struct chain_build *cb, uint32_t id, bool out, const struct mat
 		}
 		counter_name(id, out, name, sizeof(name));
 		rule_push_named(r, PI_COUNTER, 0, name);
-		if (!watch)
-			rule_push(r, (struct pitem){ .kind = PI_VERDICT, .u = v });
+		rule_push(r, (struct pitem){ .kind = PI_VERDICT, .u = v });
 	}
 }
 

@@ -202,8 +202,8 @@ static bool sorted_names(const void *base, size_t n, size_t stride, size_t off)
  * rule (rule id 0) and rule_ids lists the policy rules it enforces.
  * Every kernel rule counts in its policy rule's named counter of the
  * chain's direction, which the plan lists (sorted, unique), and ends with
- * its verdict, or with that counter in monitor mode (after a "monitor"
- * log); ICMP types and codes follow their protocol. */
+ * its verdict; in monitor mode (after a "monitor" log) that verdict is an
+ * allow's; ICMP types and codes follow their protocol. */
 static bool plan_ok(const struct plan *pl)
 {
 	bool ok = true;
@@ -331,8 +331,8 @@ static bool plan_ok(const struct plan *pl)
 							out ? "return" : "accept");
 					if (k + 1 != pr->nitems)
 						PROBLEM("chain %s: verdict not last\n", ch->name);
-					if (monitor)
-						PROBLEM("chain %s: rule %u: a verdict in monitor mode\n",
+					if (monitor && it->u != (out ? PV_RETURN : PV_ACCEPT))
+						PROBLEM("chain %s: rule %u: monitor mode must let through\n",
 							ch->name, pr->rule_id);
 					break;
 				default:
@@ -341,8 +341,7 @@ static bool plan_ok(const struct plan *pl)
 			}
 			if (!counted)
 				PROBLEM("chain %s: rule %u counts nowhere\n", ch->name, pr->rule_id);
-			if (!pr->nitems || (pr->items[pr->nitems - 1].kind != PI_VERDICT &&
-					    !(monitor && pr->items[pr->nitems - 1].kind == PI_COUNTER)))
+			if (!pr->nitems || pr->items[pr->nitems - 1].kind != PI_VERDICT)
 				PROBLEM("chain %s: rule %u: no verdict\n", ch->name, pr->rule_id);
 		}
 	}
@@ -1270,8 +1269,8 @@ static void monitor_some(struct dfw_policy *p)
 	find_rule(p, 22)->monitor = true; /* allow: unaffected */
 }
 
-/* Monitor mode: a drop or reject rule logs (always) and counts, without a
- * verdict, so the next rules still decide; allow rules are unaffected. */
+/* Monitor mode: a drop or reject rule logs (always), counts and lets the
+ * packet through as an allow would; allow rules are unaffected. */
 static void test_monitor(void)
 {
 	struct fixture fx = PARSE_MUT(monitor_ini, monitor_some);
@@ -1287,13 +1286,13 @@ static void test_monitor(void)
 	CU_ASSERT_EQUAL(count_rules(in, 20), 4);
 	RULE_IS(in, 20, 1, "meta nfproto ipv4 ip saddr @g-lan-4n meta l4proto tcp th dport 23 "
 			       "log prefix \"dfw rule=20 in monitor \" group 0 "
-			       "counter name \"r-20-in\" comment \"rule 20\"");
-	CU_ASSERT_EQUAL(verdict_of(in, 20, 0), -1);
+			       "counter name \"r-20-in\" accept comment \"rule 20\"");
+	CU_ASSERT_EQUAL(verdict_of(in, 20, 0), PV_ACCEPT);
 	/* Reject of any protocol: one rule per match, no TCP / ICMPX pair. */
 	CU_ASSERT_EQUAL(count_rules(out, 21), 4);
 	RULE_IS(out, 21, 3, "meta nfproto ipv6 ip6 saddr @g-lan-6n "
 				"log prefix \"dfw rule=21 out monitor \" group 0 "
-				"counter name \"r-21-out\" comment \"rule 21\"");
+				"counter name \"r-21-out\" return comment \"rule 21\"");
 	RULE_IS(in, 22, 0, "meta l4proto tcp th dport 22 counter name \"r-22-in\" accept "
 			       "comment \"rule 22\"");
 	CU_ASSERT_EQUAL(verdict_of(in, 23, 0), PV_DROP);
@@ -1480,7 +1479,7 @@ void register_compile_tests(void)
 		{ "negated sides, per family (golden)", test_negation },
 		{ "not any matches nothing", test_negated_any },
 		{ "ICMP types, protocols, ports, service objects (golden)", test_services },
-		{ "monitor mode logs and counts, no verdict (golden)", test_monitor },
+		{ "monitor mode logs, counts, lets through (golden)", test_monitor },
 		{ "named counters per rule and direction, in diffs", test_counters },
 		{ "address learning ports (golden)", test_learning },
 	};
