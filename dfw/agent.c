@@ -14,6 +14,8 @@
 #include "dfw/backend.h"
 #include "dfw/compile.h"
 #include "dfw/threat.h"
+#include "dfw/trace.h"
+#include "dfw/whatif.h"
 #include "groups/groups.h"
 #include "tagger/config.h"
 #include "tagger/state.h"
@@ -929,6 +931,166 @@ static int req_rules(struct agent *a, struct out *o, const char *vm, char *err, 
 	return 0;
 }
 
+/* plan FILE: what applying FILE would change on this host, and the very
+ * batch that apply would send, checked by the kernel without a commit. */
+static int req_plan(struct agent *a, struct out *o, const char *path, char *err, size_t len)
+{
+	struct trace_world w = { 0 };
+	struct snapshot snap;
+	struct diag d = { 0 };
+	struct dfw_policy *check;
+	struct plan *want = NULL;
+	struct plan_diff diff = { 0 };
+	struct backend_stats st = { 0 };
+	char kerr[512], *text = NULL;
+	uint64_t rev;
+	int ret = 1;
+
+	if (!path) {
+		snprintf(err, len, "usage: plan FILE");
+		return 1;
+	}
+	if (!(check = policy_load(path, &text, &d))) {
+		snprintf(err, len, "%s: %zu error(s), first: %s", path, d.n, d.n ? d.msgs[0] : "?");
+		diag_free(&d);
+		return 1;
+	}
+	policy_free(check);
+	if (snapshot_read(a->store, &snap, &rev, NULL, NULL, err, len) < 0)
+		goto out;
+	free(snap.policy);
+	free(snap.policy_file);
+	snap.policy = text;
+	snap.policy_file = xstrdup(path);
+	text = NULL;
+	if (trace_world_snapshot(&snap, NULL, &w, err, len))
+		goto out;
+	want = plan_compile(w.p, w.e, a->host);
+	memcpy(want->uplinks, a->uplinks, sizeof(want->uplinks));
+	want->nuplinks = a->nuplinks;
+	out_obj_start(o, NULL);
+	out_str(o, "host", a->host);
+	out_str(o, "file", path);
+	out_u64(o, "store_revision", rev);
+	if (a->pol)
+		out_u64(o, "changes", whatif_print(o, a->pol, a->eng, w.p, w.e));
+	else
+		out_str(o, "changes", "everything (no policy realized yet)");
+	if (a->loaded) {
+		plan_diff(a->installed, want, &diff);
+		out_arr_start(o, "vnics");
+		for (size_t i = 0; i < diff.nport_add; i++)
+			out_str(o, NULL, diff.port_add[i]->ifname);
+		for (size_t i = 0; i < diff.nport_del; i++)
+			if (!plan_find_port(want, diff.port_del[i]->ifname))
+				out_strf(o, NULL, "%s (removed)", diff.port_del[i]->ifname);
+		out_arr_end(o);
+		out_u64(o, "chains_added", diff.nchain_add);
+		out_u64(o, "chains_removed", diff.nchain_del);
+		out_u64(o, "sets_added", diff.nset_add);
+		out_u64(o, "sets_removed", diff.nset_del);
+		out_u64(o, "elements_added", diff.nelem_add);
+		out_u64(o, "elements_removed", diff.nelem_del);
+		ret = backend_apply(a->be, &diff, true, &st, kerr, sizeof(kerr));
+	} else {
+		ret = backend_load(a->be, want, true, &st, kerr, sizeof(kerr));
+	}
+	out_str(o, "kernel_check", ret == 0 ? "accepted (nothing committed)" : kerr);
+	out_u64(o, "batch_messages", st.msgs);
+	out_u64(o, "batch_bytes", st.bytes);
+	out_obj_end(o);
+	ret = 0;
+out:
+	plan_diff_free(&diff);
+	plan_free(want);
+	trace_world_free(&w);
+	snapshot_free(&snap);
+	free(text);
+	return ret;
+}
+
+struct counter_row {
+	uint32_t id;     /* 0: default */
+	uint64_t pk[2], by[2]; /* out, in */
+};
+
+struct counters {
+	struct counter_row *v;
+	size_t n;
+	long only;       /* one rule id, or -1 */
+};
+
+static void add_counter(void *arg, const char *name, uint64_t packets, uint64_t bytes)
+{
+	struct counters *c = arg;
+	char dir[8] = "";
+	unsigned id = 0;
+	size_t i;
+
+	/* r-ID-out, r-ID-in, r-default-out, r-default-in */
+	if (sscanf(name, "r-%u-%7s", &id, dir) != 2 && sscanf(name, "r-default-%7s", dir) != 1)
+		return;
+	if (c->only >= 0 && (long)id != c->only)
+		return;
+	for (i = 0; i < c->n && c->v[i].id != id; i++)
+		;
+	if (i == c->n) {
+		c->v = xrealloc(c->v, (c->n + 1) * sizeof(*c->v));
+		memset(&c->v[c->n++], 0, sizeof(*c->v));
+		c->v[i].id = id;
+	}
+	c->v[i].pk[strcmp(dir, "out") != 0] += packets;
+	c->v[i].by[strcmp(dir, "out") != 0] += bytes;
+}
+
+/* counters [RULE]: the hits of each rule on this host, per direction. */
+static int req_counters(struct agent *a, struct out *o, const char *rule, char *err, size_t len)
+{
+	struct counters c = { .only = -1 };
+	uint64_t id = 0;
+
+	if (rule && (parse_u64(rule, UINT32_MAX, &id) < 0 || !id)) {
+		snprintf(err, len, "'%.32s' is not a rule id", rule);
+		return 1;
+	}
+	if (rule && (!a->pol || !policy_find_rule(a->pol, (uint32_t)id))) {
+		snprintf(err, len, "no rule %s in the realized policy", rule);
+		return 1;
+	}
+	c.only = rule ? (long)id : -1;
+	if (backend_read_counters(a->be, add_counter, &c, err, len) < 0) {
+		free(c.v);
+		return 1;
+	}
+	out_arr_start(o, NULL);
+	for (size_t i = 0; a->pol && i <= a->pol->nrules; i++) {
+		const struct dfw_rule *r = i < a->pol->nrules ? &a->pol->rules[i] : NULL;
+		const struct counter_row *row = NULL;
+
+		for (size_t k = 0; k < c.n && !row; k++)
+			if (c.v[k].id == (r ? r->id : 0))
+				row = &c.v[k];
+		if (!row)
+			continue;
+		out_obj_start(o, NULL);
+		if (r)
+			out_u64(o, "rule", r->id);
+		else
+			out_str(o, "rule", "default");
+		out_str(o, "host", a->host);
+		out_str(o, "action", action_name(r ? r->action : a->pol->default_action));
+		out_bool(o, "monitor", r && r->monitor);
+		out_u64(o, "out_packets", row->pk[0]);
+		out_u64(o, "out_bytes", row->by[0]);
+		out_u64(o, "in_packets", row->pk[1]);
+		out_u64(o, "in_bytes", row->by[1]);
+		out_obj_end(o);
+	}
+	out_arr_end(o);
+	free(c.v);
+	return 0;
+}
+
 int agent_request(struct agent *a, const char *line, FILE *f)
 {
 	char buf[512], *words[4], *save = NULL, *w, err[512] = "";
@@ -969,12 +1131,16 @@ int agent_request(struct agent *a, const char *line, FILE *f)
 		ret = req_groups(a, &o, n == 2 ? words[1] : NULL, err, sizeof(err));
 	} else if (!strcmp(words[0], "rules") && n <= 2) {
 		ret = req_rules(a, &o, n == 2 ? words[1] : NULL, err, sizeof(err));
+	} else if (!strcmp(words[0], "plan") && n <= 2) {
+		ret = req_plan(a, &o, n == 2 ? words[1] : NULL, err, sizeof(err));
+	} else if (!strcmp(words[0], "counters") && n <= 2) {
+		ret = req_counters(a, &o, n == 2 ? words[1] : NULL, err, sizeof(err));
 	} else if (!strcmp(words[0], "threats") && n == 1) {
 		threat_print(a->threat, &o);
 		ret = 0;
 	} else {
 		snprintf(err, sizeof(err),
-			 "unknown request '%.64s' (status, groups [GROUP], rules VM, threats)", line);
+			 "unknown request '%.64s' (status, groups [GROUP], rules VM, threats, plan FILE, counters [RULE])", line);
 	}
 	out_finish(&o);
 	fclose(mem);

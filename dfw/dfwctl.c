@@ -3,6 +3,8 @@
  * dispatch and help.  Exit: 0 ok, 1 bad usage or input, 2 dataplane
  * failure, 3 store or daemon unreachable. */
 #include <errno.h>
+#include <limits.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,7 +17,9 @@
 #include "common/out.h"
 #include "common/util.h"
 #include "dfw/hosts.h"
+#include "dfw/trace.h"
 #include "tagger/config.h"
+#include "tagger/state.h"
 #include "tagger/store.h"
 #include "tagger/tags.h"
 
@@ -28,6 +32,14 @@ struct ctx {
 	bool check;
 	bool wait;
 	uint64_t wait_ms;
+	bool ipv6;
+	bool all;
+	const char *for_;            /* block --for */
+	const char *scope;           /* block --scope */
+	struct strv assume, unassume; /* trace --assume-tag / --assume-untag */
+	struct strv categories;      /* mode --category */
+	const char *matrix;          /* trace --matrix PORTS */
+	const char *rule;            /* counters --rule ID */
 	int argc;
 	char **argv;
 };
@@ -40,6 +52,8 @@ struct command {
 };
 
 static int cmd_help(struct ctx *c);
+static int ask_daemon(struct ctx *c, const char *req);
+static bool safe_word(const char *s);
 
 static struct store *open_store(const struct ctx *c, bool create, int *rc)
 {
@@ -169,6 +183,38 @@ static int cmd_place(struct ctx *c)
 	return rc;
 }
 
+/* Warnings (shadowed rules and the like) on stderr; they do not fail. */
+static void print_warnings(const struct dfw_policy *p)
+{
+	struct diag w = { 0 };
+
+	policy_warnings(p, &w);
+	print_diag(&w);
+	diag_free(&w);
+}
+
+/* Asks dfwd what applying path would change on its host, with the kernel
+ * checking the very batch apply would send. */
+static int plan_check(struct ctx *c, const char *path)
+{
+	char req[PATH_MAX + 16], *abs = realpath(path, NULL);
+	int rc;
+
+	if (!abs) {
+		fprintf(stderr, "dfwctl: %s: %s\n", path, strerror(errno));
+		return EXIT_INPUT;
+	}
+	if (!safe_word(abs)) {
+		fprintf(stderr, "dfwctl: plan: the path '%s' holds spaces; dfwd cannot be told it\n", abs);
+		free(abs);
+		return EXIT_INPUT;
+	}
+	snprintf(req, sizeof(req), "plan %s", abs);
+	free(abs);
+	rc = ask_daemon(c, req);
+	return rc == EXIT_INPUT ? EXIT_DATAPLANE : rc;
+}
+
 static int cmd_validate(struct ctx *c)
 {
 	struct diag d = { 0 };
@@ -185,6 +231,7 @@ static int cmd_validate(struct ctx *c)
 		diag_free(&d);
 		return EXIT_INPUT;
 	}
+	print_warnings(p);
 	printf("%s: ok: %zu VM(s), %zu group(s), %zu rule(s), %zu tag(s)\n", c->argv[0],
 	       p->inv.nvms, p->inv.ngroups, p->nrules, p->tags.n);
 	policy_free(p);
@@ -211,9 +258,12 @@ static int cmd_apply(struct ctx *c)
 			c->argv[0], d.n);
 		goto out;
 	}
+	print_warnings(p);
 	if (c->check) {
-		printf("%s: valid; --check: nothing written\n", c->argv[0]);
-		rc = EXIT_OK;
+		printf("%s: valid; --check: nothing written; what it would change on this host:\n",
+		       c->argv[0]);
+		fflush(stdout);
+		rc = plan_check(c, c->argv[0]);
 		goto out;
 	}
 	if (!(s = open_store(c, true, &rc)))
@@ -433,6 +483,537 @@ static int cmd_rules(struct ctx *c)
 	return ask_daemon(c, req);
 }
 
+
+static int cmd_plan(struct ctx *c)
+{
+	struct diag d = { 0 };
+	struct dfw_policy *p;
+
+	if (c->argc != 1) {
+		fprintf(stderr, "usage: dfwctl plan FILE\n");
+		return EXIT_INPUT;
+	}
+	if (!(p = policy_load(c->argv[0], NULL, &d))) {
+		print_diag(&d);
+		fprintf(stderr, "%s: %zu error(s); nothing planned\n", c->argv[0], d.n);
+		diag_free(&d);
+		return EXIT_INPUT;
+	}
+	print_warnings(p);
+	policy_free(p);
+	return plan_check(c, c->argv[0]);
+}
+
+static int cmd_counters(struct ctx *c)
+{
+	char req[64];
+
+	if (c->argc) {
+		fprintf(stderr, "usage: dfwctl counters [--rule ID]\n");
+		return EXIT_INPUT;
+	}
+	if (c->rule && !safe_word(c->rule)) {
+		fprintf(stderr, "usage: dfwctl counters [--rule ID]\n");
+		return EXIT_INPUT;
+	}
+	snprintf(req, sizeof(req), "counters %s", c->rule ? c->rule : "");
+	return ask_daemon(c, req);
+}
+
+/* --- trace ------------------------------------------------------------------ */
+
+/* The first packet of a connection on service svc (tcp/443, udp/53,
+ * icmp/echo-request, icmp = an echo request, proto/47). */
+static int trace_service(const char *svc, uint8_t family, struct trace_pkt *pk, char *err,
+			 size_t errlen)
+{
+	struct dfw_service s;
+	char why[256];
+	int r = service_parse(svc, &s, why, sizeof(why));
+
+	if (r < 0 || r == 1) {
+		snprintf(err, errlen, "service '%s': %s", svc,
+			 r < 0 ? why : "trace needs one service, not any");
+		return 1;
+	}
+	if ((s.proto == IPPROTO_ICMP && family == AF_INET6) ||
+	    (s.proto == IPPROTO_ICMPV6 && family == AF_INET)) {
+		snprintf(err, errlen, "service '%s' does not fit %s addresses", svc,
+			 family == AF_INET ? "IPv4" : "IPv6");
+		return 1;
+	}
+	if ((s.proto == IPPROTO_TCP || s.proto == IPPROTO_UDP) && s.lo != s.hi) {
+		snprintf(err, errlen, "service '%s': trace one port, not a range", svc);
+		return 1;
+	}
+	pk->proto = s.proto;
+	pk->dport = s.lo;
+	pk->icmp_type = s.icmp_type;
+	pk->icmp_code = s.icmp_code < 0 ? 0 : s.icmp_code;
+	if ((s.proto == IPPROTO_ICMP || s.proto == IPPROTO_ICMPV6) && s.icmp_type < 0)
+		pk->icmp_type = s.proto == IPPROTO_ICMP ? 8 : 128; /* echo request, as ping */
+	if (!strcasecmp(svc, "icmp") && family == AF_INET6) {
+		pk->proto = IPPROTO_ICMPV6;
+		pk->icmp_type = 128;
+	}
+	return 0;
+}
+
+static void print_step(struct out *o, const struct dfw_policy *p, const char *key,
+		       const struct trace_end *e, const struct trace_step *st)
+{
+	const struct dfw_rule *r = st->is_default ? NULL : policy_find_rule(p, st->rule_id);
+
+	out_obj_start(o, key);
+	out_str(o, "vm", p->inv.vms[e->vm].name);
+	out_str(o, "host", p->inv.vms[e->vm].host);
+	out_str(o, "vnic", e->port->ifname);
+	if (r) {
+		out_u64(o, "rule", r->id);
+		out_str(o, "name", r->name);
+		out_str(o, "category", category_name(r->category));
+	} else {
+		out_str(o, "rule", "default");
+	}
+	out_str(o, "verdict", trace_verdict_name(st->verdict));
+	out_bool(o, "logged", st->logged);
+	if (st->monitor)
+		out_str(o, "monitor", "would drop or reject: logged, counted, let through");
+	out_obj_end(o);
+}
+
+/* Both ends and the family: an address given fixes the family. */
+static int trace_ends(struct ctx *c, struct trace_world *w, const char *a, const char *b,
+		      struct trace_end *src, struct trace_end *dst, struct trace_pkt *pk,
+		      char *err, size_t errlen)
+{
+	uint8_t fam = c->ipv6 ? AF_INET6 : AF_INET;
+	struct dfw_addr t;
+	const char *why;
+
+	if (addr_parse(a, &t, &why) == 0 || addr_parse(b, &t, &why) == 0)
+		fam = t.family;
+	if (trace_world_end(w, a, fam, src, &pk->src, err, errlen) ||
+	    trace_world_end(w, b, fam, dst, &pk->dst, err, errlen))
+		return 1;
+	if (pk->src.family != pk->dst.family) {
+		snprintf(err, errlen, "%s and %s are of different address families", a, b);
+		return 1;
+	}
+	if (src->vm >= 0 && src->vm == dst->vm) {
+		snprintf(err, errlen, "source and destination are both VM %s", w->p->inv.vms[src->vm].name);
+		return 1;
+	}
+	if (src->vm < 0 && dst->vm < 0) {
+		snprintf(err, errlen, "neither %s nor %s is a VM of the policy: no vNIC sees that traffic",
+			 a, b);
+		return 1;
+	}
+	return 0;
+}
+
+static void print_trace(struct out *o, const struct trace_world *w, const char *svc,
+			const struct trace_end *src, const struct trace_end *dst,
+			const struct trace_pkt *pk, const struct trace_result *res)
+{
+	char buf[64];
+
+	out_obj_start(o, NULL);
+	addr_format(&pk->src, buf, sizeof(buf));
+	out_strf(o, "src", "%s%s%s", src->vm >= 0 ? w->p->inv.vms[src->vm].name : "", src->vm >= 0 ? " " : "", buf);
+	addr_format(&pk->dst, buf, sizeof(buf));
+	out_strf(o, "dst", "%s%s%s", dst->vm >= 0 ? w->p->inv.vms[dst->vm].name : "", dst->vm >= 0 ? " " : "", buf);
+	out_str(o, "service", svc);
+	out_u64(o, "revision", w->rev);
+	if (res->out.applies)
+		print_step(o, w->p, "out", src, &res->out);
+	if (res->in.applies)
+		print_step(o, w->p, "in", dst, &res->in);
+	out_str(o, "decided_by", res->decided_by);
+	if (res->note[0])
+		out_str(o, "note", res->note);
+	out_str(o, "verdict", trace_verdict_name(res->verdict));
+	out_obj_end(o);
+}
+
+/* Every ordered pair of VMs on each of a list of services, as the JSON of
+ * `dfw-lab matrix --json`: {"src": {"dst": ["tcp/443", ...]}}, the
+ * services allowed; pairs without an address of the family left out. */
+static int trace_matrix(struct ctx *c, struct trace_world *w)
+{
+	uint8_t fam = c->ipv6 ? AF_INET6 : AF_INET;
+	struct strv svcs = { 0 };
+	struct trace_pkt *pk;
+	struct out o;
+	char err[512];
+	int rc = EXIT_OK;
+
+	strv_split(&svcs, c->matrix);
+	pk = xcalloc(svcs.n + 1, sizeof(*pk));
+	for (size_t k = 0; k < svcs.n; k++) {
+		if (trace_service(svcs.v[k], fam, &pk[k], err, sizeof(err))) {
+			fprintf(stderr, "dfwctl: trace --matrix: %s\n", err);
+			rc = EXIT_INPUT;
+			goto out;
+		}
+	}
+	out_init(&o, stdout, c->json);
+	out_obj_start(&o, NULL);
+	for (size_t i = 0; i < w->p->inv.nvms; i++) {
+		out_obj_start(&o, w->p->inv.vms[i].name);
+		for (size_t j = 0; j < w->p->inv.nvms; j++) {
+			struct trace_end src, dst;
+			struct dfw_addr sa, da;
+
+			if (i == j || trace_world_end(w, w->p->inv.vms[i].name, fam, &src, &sa, err, sizeof(err)) ||
+			    trace_world_end(w, w->p->inv.vms[j].name, fam, &dst, &da, err, sizeof(err)))
+				continue;
+			out_arr_start(&o, w->p->inv.vms[j].name);
+			for (size_t k = 0; k < svcs.n; k++) {
+				struct trace_result res;
+
+				pk[k].src = sa;
+				pk[k].dst = da;
+				trace_path(w->p, w->e, w->blocks, w->nblocks, wall_ms(), &src, &dst, &pk[k], &res);
+				if (res.verdict == TV_ALLOW)
+					out_str(&o, NULL, svcs.v[k]);
+			}
+			out_arr_end(&o);
+		}
+		out_obj_end(&o);
+	}
+	out_obj_end(&o);
+	out_finish(&o);
+out:
+	free(pk);
+	strv_free(&svcs);
+	return rc;
+}
+
+static int cmd_trace(struct ctx *c)
+{
+	struct trace_assume as = { (const char *const *)c->assume.v, c->assume.n,
+				   (const char *const *)c->unassume.v, c->unassume.n };
+	struct trace_world w;
+	struct trace_end src, dst;
+	struct trace_pkt pk = { 0 };
+	struct trace_result res;
+	struct store *s;
+	struct out o;
+	char err[512];
+	int rc = EXIT_INPUT, r;
+
+	if (c->matrix ? c->argc != 0 : c->argc != 3) {
+		fprintf(stderr, "usage: dfwctl trace SRC DST SERVICE [--assume-tag VM=TAG]... [--assume-untag VM=TAG]... [--ipv6]\n"
+				"       dfwctl trace --matrix SERVICE,... [--assume-tag VM=TAG]... [--ipv6]\n");
+		return EXIT_INPUT;
+	}
+	if (!(s = open_store(c, false, &rc)))
+		return rc;
+	r = trace_world_load(s, &as, &w, err, sizeof(err));
+	store_close(s);
+	if (r) {
+		fprintf(stderr, "dfwctl: trace: %s\n", err);
+		trace_world_free(&w);
+		return r < 0 ? EXIT_UNREACHABLE : EXIT_INPUT;
+	}
+	if (c->matrix) {
+		rc = trace_matrix(c, &w);
+		goto out;
+	}
+	if (trace_ends(c, &w, c->argv[0], c->argv[1], &src, &dst, &pk, err, sizeof(err)) ||
+	    trace_service(c->argv[2], pk.src.family, &pk, err, sizeof(err))) {
+		fprintf(stderr, "dfwctl: trace: %s\n", err);
+		goto out;
+	}
+	trace_path(w.p, w.e, w.blocks, w.nblocks, wall_ms(), &src, &dst, &pk, &res);
+	out_init(&o, stdout, c->json);
+	print_trace(&o, &w, c->argv[2], &src, &dst, &pk, &res);
+	out_finish(&o);
+	rc = EXIT_OK;
+out:
+	trace_world_free(&w);
+	return rc;
+}
+
+/* --- monitor mode, blocks, learned addresses --------------------------------------- */
+
+static void print_modes(struct out *o, const struct trace_world *w)
+{
+	out_obj_start(o, NULL);
+	out_arr_start(o, "categories");
+	for (int k = 0; k < CAT_COUNT; k++) {
+		bool all = true, any = false;
+
+		for (size_t i = 0; i < w->p->nrules; i++) {
+			if (w->p->rules[i].category != (enum dfw_category)k)
+				continue;
+			any = true;
+			all &= w->p->rules[i].monitor;
+		}
+		out_obj_start(o, NULL);
+		out_str(o, "category", category_name((enum dfw_category)k));
+		out_str(o, "mode", any && all ? "monitor" : "enforce");
+		out_obj_end(o);
+	}
+	out_arr_end(o);
+	out_arr_start(o, "monitored_rules");
+	for (size_t i = 0; i < w->p->nrules; i++)
+		if (w->p->rules[i].monitor)
+			out_u64(o, NULL, w->p->rules[i].id);
+	out_arr_end(o);
+	out_obj_end(o);
+}
+
+static int cmd_mode(struct ctx *c)
+{
+	uint32_t *ids = NULL;
+	struct store *s;
+	char err[512];
+	uint64_t rev;
+	int rc = EXIT_INPUT, r;
+	bool monitor;
+
+	if (!c->argc && !c->categories.n && !c->all) {
+		struct trace_world w;
+
+		if (!(s = open_store(c, false, &rc)))
+			return rc;
+		r = trace_world_load(s, NULL, &w, err, sizeof(err));
+		store_close(s);
+		if (r) {
+			fprintf(stderr, "dfwctl: mode: %s\n", err);
+			trace_world_free(&w);
+			return EXIT_UNREACHABLE;
+		}
+		struct out o;
+
+		out_init(&o, stdout, c->json);
+		print_modes(&o, &w);
+		out_finish(&o);
+		trace_world_free(&w);
+		return EXIT_OK;
+	}
+	if (!c->argc || (strcmp(c->argv[0], "monitor") && strcmp(c->argv[0], "enforce")) ||
+	    (c->argc == 1 && !c->categories.n && !c->all) ||
+	    (c->all && (c->argc > 1 || c->categories.n || strcmp(c->argv[0], "enforce")))) {
+		fprintf(stderr, "usage: dfwctl mode                         (show)\n"
+				"       dfwctl mode monitor|enforce [--category NAME]... [RULE-ID]...\n"
+				"       dfwctl mode enforce --all\n");
+		return EXIT_INPUT;
+	}
+	monitor = !strcmp(c->argv[0], "monitor");
+	ids = xcalloc((size_t)c->argc, sizeof(*ids));
+	for (int i = 1; i < c->argc; i++) {
+		uint64_t v;
+
+		if (parse_u64(c->argv[i], UINT32_MAX, &v) < 0 || !v) {
+			fprintf(stderr, "dfwctl: mode: '%s' is not a rule id (1-4294967295)\n", c->argv[i]);
+			free(ids);
+			return EXIT_INPUT;
+		}
+		ids[i - 1] = (uint32_t)v;
+	}
+	if (!(s = open_store(c, false, &rc))) {
+		free(ids);
+		return rc;
+	}
+	r = modes_write(s, monitor, c->categories.v, c->categories.n, ids, (size_t)c->argc - 1,
+			c->all, &rev, err, sizeof(err));
+	if (r) {
+		fprintf(stderr, "dfwctl: mode: %s; nothing changed\n", err);
+		rc = r == 1 ? EXIT_INPUT : EXIT_UNREACHABLE;
+	} else {
+		printf("%s: %s%s%zu categor%s, %d rule(s)\nrevision %llu\n", monitor ? "monitor" : "enforce",
+		       c->all ? "all modes cleared; " : "", "", c->categories.n,
+		       c->categories.n == 1 ? "y" : "ies", c->argc - 1, (unsigned long long)rev);
+		fflush(stdout);
+		rc = c->wait ? wait_realized(c, s, rev) : EXIT_OK;
+	}
+	store_close(s);
+	free(ids);
+	return rc;
+}
+
+static int parse_block_addr(const char *text, struct dfw_addr *a)
+{
+	const char *why = NULL;
+
+	if (addr_parse(text, a, &why) < 0 || a->plen != (a->family == AF_INET ? 32 : 128)) {
+		fprintf(stderr, "dfwctl: '%s' is not a host address%s%s\n", text, why ? ": " : "",
+			why ? why : " (a prefix cannot be blocked)");
+		return -1;
+	}
+	return 0;
+}
+
+static int cmd_block(struct ctx *c)
+{
+	struct dfw_addr a;
+	struct store *s;
+	uint64_t ms, rev;
+	char err[512];
+	int rc = EXIT_INPUT, r;
+
+	if (c->argc != 1 || !c->for_) {
+		fprintf(stderr, "usage: dfwctl block IP --for DURATION [--scope GROUP]\n");
+		return EXIT_INPUT;
+	}
+	if (parse_block_addr(c->argv[0], &a) < 0)
+		return EXIT_INPUT;
+	if (parse_duration_ms(c->for_, &ms) < 0 || ms < 1000 || ms > 30ull * 86400 * 1000) {
+		fprintf(stderr, "dfwctl: block --for '%s': a duration from 1s to 30d (e.g. 90s, 10m, 2h)\n",
+			c->for_);
+		return EXIT_INPUT;
+	}
+	if (!(s = open_store(c, false, &rc)))
+		return rc;
+	r = block_write(s, &a, c->scope, wall_ms() + ms, &rev, err, sizeof(err));
+	if (r) {
+		fprintf(stderr, "dfwctl: block: %s; nothing changed\n", err);
+		rc = r == 1 ? EXIT_INPUT : EXIT_UNREACHABLE;
+	} else {
+		printf("blocked %s for %s%s%s\nrevision %llu\n", c->argv[0], c->for_,
+		       c->scope ? " at the vNICs of " : " everywhere", c->scope ? c->scope : "",
+		       (unsigned long long)rev);
+		fflush(stdout);
+		rc = c->wait ? wait_realized(c, s, rev) : EXIT_OK;
+	}
+	store_close(s);
+	return rc;
+}
+
+static int cmd_unblock(struct ctx *c)
+{
+	struct dfw_addr a;
+	struct store *s;
+	uint64_t rev;
+	char err[512];
+	int rc = EXIT_INPUT, r;
+
+	if (c->argc != 1) {
+		fprintf(stderr, "usage: dfwctl unblock IP [--scope GROUP]\n");
+		return EXIT_INPUT;
+	}
+	if (parse_block_addr(c->argv[0], &a) < 0)
+		return EXIT_INPUT;
+	if (!(s = open_store(c, false, &rc)))
+		return rc;
+	r = block_delete(s, &a, c->scope, &rev, err, sizeof(err));
+	if (r) {
+		fprintf(stderr, "dfwctl: unblock: %s; nothing changed\n", err);
+		rc = r == 1 ? EXIT_INPUT : EXIT_UNREACHABLE;
+	} else {
+		printf("unblocked %s\nrevision %llu\n", c->argv[0], (unsigned long long)rev);
+		fflush(stdout);
+		rc = c->wait ? wait_realized(c, s, rev) : EXIT_OK;
+	}
+	store_close(s);
+	return rc;
+}
+
+static int cmd_blocks(struct ctx *c)
+{
+	struct trace_world w;
+	struct store *s;
+	struct out o;
+	char err[512], buf[64];
+	uint64_t now = wall_ms();
+	int rc = EXIT_INPUT, r;
+
+	if (c->argc) {
+		fprintf(stderr, "usage: dfwctl blocks (no arguments)\n");
+		return EXIT_INPUT;
+	}
+	if (!(s = open_store(c, false, &rc)))
+		return rc;
+	r = trace_world_load(s, NULL, &w, err, sizeof(err));
+	store_close(s);
+	if (r) {
+		fprintf(stderr, "dfwctl: blocks: %s\n", err);
+		trace_world_free(&w);
+		return EXIT_UNREACHABLE;
+	}
+	out_init(&o, stdout, c->json);
+	out_arr_start(&o, NULL);
+	for (size_t i = 0; i < w.nblocks; i++) {
+		const struct dfw_block *b = &w.blocks[i];
+
+		if (b->until_ms <= now)
+			continue; /* the kernel dropped it; the next block write removes the key */
+		out_obj_start(&o, NULL);
+		addr_format(&b->addr, buf, sizeof(buf));
+		out_str(&o, "address", buf);
+		out_str(&o, "scope", b->group >= 0 ? w.p->inv.groups[b->group].name : "everywhere");
+		out_u64(&o, "left_s", (b->until_ms - now + 999) / 1000);
+		out_obj_end(&o);
+	}
+	out_arr_end(&o);
+	out_finish(&o);
+	trace_world_free(&w);
+	return EXIT_OK;
+}
+
+static int cmd_learned(struct ctx *c)
+{
+	struct trace_world w;
+	struct store *s;
+	struct out o;
+	char err[512], buf[64];
+	uint64_t rev;
+	int rc = EXIT_INPUT, r;
+
+	if (c->argc == 2 && !strcmp(c->argv[0], "forget")) {
+		if (!(s = open_store(c, false, &rc)))
+			return rc;
+		r = learned_forget(s, c->argv[1], &rev, err, sizeof(err));
+		if (r) {
+			fprintf(stderr, "dfwctl: learned forget: %s; nothing changed\n", err);
+			rc = r == 1 ? EXIT_INPUT : EXIT_UNREACHABLE;
+		} else {
+			printf("forgot the learned addresses of %s: the next ones it uses are learned\nrevision %llu\n",
+			       c->argv[1], (unsigned long long)rev);
+			rc = c->wait ? wait_realized(c, s, rev) : EXIT_OK;
+		}
+		store_close(s);
+		return rc;
+	}
+	if (c->argc) {
+		fprintf(stderr, "usage: dfwctl learned [forget VM]\n");
+		return EXIT_INPUT;
+	}
+	if (!(s = open_store(c, false, &rc)))
+		return rc;
+	r = trace_world_load(s, NULL, &w, err, sizeof(err));
+	store_close(s);
+	if (r) {
+		fprintf(stderr, "dfwctl: learned: %s\n", err);
+		trace_world_free(&w);
+		return EXIT_UNREACHABLE;
+	}
+	out_init(&o, stdout, c->json);
+	out_arr_start(&o, NULL);
+	for (size_t i = 0; i < w.p->inv.nvms; i++) {
+		const struct vm *v = &w.p->inv.vms[i];
+
+		if (!v->learn)
+			continue;
+		out_obj_start(&o, NULL);
+		out_str(&o, "vm", v->name);
+		out_arr_start(&o, "locked");
+		for (size_t j = 0; j < v->naddrs; j++) {
+			addr_format(&v->addrs[j], buf, sizeof(buf));
+			out_str(&o, NULL, buf);
+		}
+		out_arr_end(&o);
+		out_obj_end(&o);
+	}
+	out_arr_end(&o);
+	out_finish(&o);
+	trace_world_free(&w);
+	return EXIT_OK;
+}
+
 static const struct command commands[] = {
 	{ "validate", "FILE", "check a policy file; change nothing", cmd_validate },
 	{ "apply", "[--check] FILE", "validate and publish a policy as one store revision", cmd_apply },
@@ -446,6 +1027,20 @@ static const struct command commands[] = {
 	{ "rules", "VM", "the rules in force at a VM's vNIC, with hit counts", cmd_rules },
 	{ "threats", "", "network threat detector: mode, scans reported, addresses blocked (time left)",
 	  cmd_threats },
+	{ "plan", "FILE", "what applying FILE would change on this host (rules, groups,\n"
+	  "                             members, vNICs), the batch checked by the kernel", cmd_plan },
+	{ "counters", "[--rule ID]", "hits per rule on this host, per direction", cmd_counters },
+	{ "trace", "SRC DST SERVICE", "what the policy does with a new connection, without a packet\n"
+	  "                             (--assume-tag VM=TAG, --assume-untag VM=TAG, --ipv6;\n"
+	  "                             --matrix SERVICE,...: every pair of VMs)", cmd_trace },
+	{ "mode", "[monitor|enforce ...]", "monitor mode per category (--category NAME) or rule id;\n"
+	  "                             'mode enforce --all' clears; no argument: show", cmd_mode },
+	{ "block", "IP --for DUR", "block an address (--scope GROUP: at that group's vNICs only);\n"
+	  "                             the kernel expires it", cmd_block },
+	{ "unblock", "IP", "lift a block (--scope GROUP for a scoped one)", cmd_unblock },
+	{ "blocks", "", "the operator blocks in force, with time left", cmd_blocks },
+	{ "learned", "[forget VM]", "addresses learned on first use (addresses = learn); forget\n"
+	  "                             unlocks a VM's", cmd_learned },
 	{ "help", "", "this text", cmd_help },
 };
 
@@ -461,6 +1056,32 @@ static int cmd_help(struct ctx *c)
 	       "            agent has realized the change (default timeout 30s)\n"
 	       "exit: 0 ok, 1 bad usage or input, 2 dataplane failure, 3 store or daemon unreachable\n");
 	return EXIT_OK;
+}
+
+/* Options of single commands, each with a value: 1 when argv[*i] was
+ * one (*i moves past its value; past argc when the value is missing). */
+static int cmd_option(struct ctx *c, char **argv, int argc, int *i)
+{
+	static const char *const names[] = { "--for", "--scope", "--assume-tag", "--assume-untag",
+					     "--category", "--matrix", "--rule" };
+	size_t k;
+
+	for (k = 0; k < ARRAY_SIZE(names) && strcmp(argv[*i], names[k]); k++)
+		;
+	if (k == ARRAY_SIZE(names))
+		return 0;
+	if (++*i >= argc)
+		return 1;
+	switch (k) {
+	case 0: c->for_ = argv[*i]; break;
+	case 1: c->scope = argv[*i]; break;
+	case 2: strv_push(&c->assume, argv[*i]); break;
+	case 3: strv_push(&c->unassume, argv[*i]); break;
+	case 4: strv_push(&c->categories, argv[*i]); break;
+	case 5: c->matrix = argv[*i]; break;
+	default: c->rule = argv[*i]; break;
+	}
+	return 1;
 }
 
 int main(int argc, char **argv)
@@ -500,6 +1121,16 @@ int main(int argc, char **argv)
 			}
 			*(!strcmp(argv[i], "--store") ? &c.store : &c.socket) = argv[i + 1];
 			i++;
+		} else if (!strcmp(argv[i], "--ipv6") || !strcmp(argv[i], "-6")) {
+			c.ipv6 = true;
+		} else if (!strcmp(argv[i], "--all")) {
+			c.all = true;
+		} else if (cmd_option(&c, argv, argc, &i) != 0) {
+			if (i >= argc) {
+				fprintf(stderr, "dfwctl: %s needs a value\n", argv[argc - 1]);
+				free(rest);
+				return EXIT_INPUT;
+			}
 		} else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
 			rest[nrest++] = (char *)"help";
 		} else if (argv[i][0] == '-' && argv[i][1] == '-') {
@@ -527,16 +1158,47 @@ int main(int argc, char **argv)
 		free(rest);
 		return EXIT_INPUT;
 	}
-	if (c.wait && cmd->fn != cmd_apply && cmd->fn != cmd_tag && cmd->fn != cmd_untag &&
-	    cmd->fn != cmd_place) {
-		fprintf(stderr, "dfwctl: --wait goes with apply, tag, untag and place, not %s\n",
-			cmd->name);
-		free(rest);
-		return EXIT_INPUT;
+	{
+		/* Each command-specific option with the commands it goes with. */
+		const struct {
+			bool given;
+			const char *opt, *with;
+			int (*fn[6])(struct ctx *);
+		} use[] = {
+			{ c.wait, "--wait", "apply, tag, untag, place, mode, block, unblock, learned forget",
+			  { cmd_apply, cmd_tag, cmd_untag, cmd_place, cmd_mode, cmd_block } },
+			{ c.for_ != NULL, "--for", "block", { cmd_block } },
+			{ c.scope != NULL, "--scope", "block and unblock", { cmd_block, cmd_unblock } },
+			{ c.assume.n || c.unassume.n || c.matrix, "--assume-tag, --assume-untag and --matrix",
+			  "trace", { cmd_trace } },
+			{ c.ipv6, "--ipv6", "trace", { cmd_trace } },
+			{ c.rule != NULL, "--rule", "counters", { cmd_counters } },
+			{ c.categories.n || c.all, "--category and --all", "mode", { cmd_mode } },
+		};
+
+		for (size_t k = 0; k < ARRAY_SIZE(use); k++) {
+			bool ok = !use[k].given || (use[k].opt[2] == 'w' && (cmd->fn == cmd_unblock ||
+									    cmd->fn == cmd_learned));
+
+			for (size_t f = 0; f < ARRAY_SIZE(use[k].fn) && !ok; f++)
+				ok = use[k].fn[f] == cmd->fn;
+			if (!ok) {
+				fprintf(stderr, "dfwctl: %s goes with %s, not %s\n", use[k].opt,
+					use[k].with, cmd->name);
+				free(rest);
+				strv_free(&c.assume);
+				strv_free(&c.unassume);
+				strv_free(&c.categories);
+				return EXIT_INPUT;
+			}
+		}
 	}
 	c.argc = nrest - 1;
 	c.argv = rest + 1;
 	rc = cmd->fn(&c);
 	free(rest);
+	strv_free(&c.assume);
+	strv_free(&c.unassume);
+	strv_free(&c.categories);
 	return rc;
 }

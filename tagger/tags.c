@@ -228,11 +228,7 @@ static int mode_check(struct store *s, void *arg, char *err, size_t errlen)
 	if (!p)
 		return 1;
 	for (size_t i = 0; i < m->nrules; i++) {
-		size_t r;
-
-		for (r = 0; r < p->nrules && p->rules[r].id != m->rules[i]; r++)
-			;
-		if (r == p->nrules) {
+		if (!policy_find_rule(p, m->rules[i])) {
 			snprintf(err, errlen, "no rule %u in the stored policy (%s)", m->rules[i],
 				 p->file);
 			return 1;
