@@ -1079,7 +1079,7 @@ static int req_counters(struct agent *a, struct out *o, const char *rule, char *
 			out_str(o, "rule", "default");
 		out_str(o, "host", a->host);
 		out_str(o, "action", action_name(r ? r->action : a->pol->default_action));
-		out_bool(o, "monitor", r && r->monitor);
+		out_bool(o, "monitor", r && r->monitor && r->action != ACT_ALLOW);
 		out_u64(o, "out_packets", row->pk[0]);
 		out_u64(o, "out_bytes", row->by[0]);
 		out_u64(o, "in_packets", row->pk[1]);

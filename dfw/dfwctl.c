@@ -536,6 +536,9 @@ static int trace_service(const char *svc, uint8_t family, struct trace_pkt *pk, 
 			 r < 0 ? why : "trace needs one service, not any");
 		return 1;
 	}
+	/* Plain "icmp" is a ping in either family, as dfw-lab probe sends it. */
+	if (!strcasecmp(svc, "icmp") && family == AF_INET6)
+		s.proto = IPPROTO_ICMPV6;
 	if ((s.proto == IPPROTO_ICMP && family == AF_INET6) ||
 	    (s.proto == IPPROTO_ICMPV6 && family == AF_INET)) {
 		snprintf(err, errlen, "service '%s' does not fit %s addresses", svc,
@@ -552,10 +555,6 @@ static int trace_service(const char *svc, uint8_t family, struct trace_pkt *pk, 
 	pk->icmp_code = s.icmp_code < 0 ? 0 : s.icmp_code;
 	if ((s.proto == IPPROTO_ICMP || s.proto == IPPROTO_ICMPV6) && s.icmp_type < 0)
 		pk->icmp_type = s.proto == IPPROTO_ICMP ? 8 : 128; /* echo request, as ping */
-	if (!strcasecmp(svc, "icmp") && family == AF_INET6) {
-		pk->proto = IPPROTO_ICMPV6;
-		pk->icmp_type = 128;
-	}
 	return 0;
 }
 

@@ -58,7 +58,7 @@ static void change(struct out *o, const char *what, const char *name, const char
 	out_obj_start(o, NULL);
 	out_str(o, "change", what);
 	out_str(o, "name", name);
-	if (detail)
+	if (detail && *detail)
 		out_str(o, "detail", detail);
 	out_obj_end(o);
 }
