@@ -33,6 +33,26 @@ check "tag without a tag exits 1" exits 1 ctl tag desktop1
 check "rules for an unknown VM exits 1" exits 1 ctl rules nosuchvm
 out=$("$CTL_BIN" --store /nonexistent/store.db tag desktop1 threat.high 2>&1); rc=$?
 check "a missing store exits 3" test $rc -eq 3
+out=$(ctl trace desktp1 cs1 tcp/443 2>&1); rc=$?
+check "trace of an unknown VM exits 1" test $rc -eq 1
+check "trace of an unknown VM gets a suggestion" has "$out" "did you mean 'desktop1'"
+check "trace with a bad service exits 1" exits 1 ctl trace desktop1 cs1 tcp/99999
+check "trace with a port range exits 1" exits 1 ctl trace desktop1 cs1 tcp/1-2
+check "trace with icmpv6 to IPv4 addresses exits 1" exits 1 ctl trace 10.10.0.11 10.10.0.21 icmpv6
+check "trace between two non-VMs exits 1" exits 1 ctl trace 192.0.2.1 192.0.2.2 tcp/80
+check "trace --assume-tag with an undeclared tag exits 1" exits 1 ctl trace desktop1 cs1 tcp/443 --assume-tag desktop1=threat.hihg
+check "trace --assume-tag without = exits 1" exits 1 ctl trace desktop1 cs1 tcp/443 --assume-tag desktop1
+check "an option of another command exits 1" exits 1 ctl tag desktop1 threat.high --for 1m
+check "plan of a bad config exits 1" exits 1 ctl plan "$TMPD/bad.ini"
+check "apply --check of a bad config exits 1" exits 1 ctl apply --check "$TMPD/bad.ini"
+check "counters of an unknown rule exits 1" exits 1 ctl counters --rule 999
+check "mode with an unknown category exits 1" exits 1 ctl mode monitor --category emergancy
+check "mode with an unknown rule exits 1" exits 1 ctl mode monitor 999
+check "block of a prefix exits 1" exits 1 ctl block 10.0.0.0/8 --for 1m
+check "block with an unknown scope exits 1" exits 1 ctl block 10.0.0.1 --for 1m --scope nosuch
+check "unblock of what is not blocked exits 1" exits 1 ctl unblock 10.0.0.1
+check "learned forget of a VM that does not learn exits 1" exits 1 ctl learned forget desktop1
+check "the store revision did not move" test "$(store_rev)" = "$rev0"
 
 echo "# the control socket"
 check "status answers ok" test "$(ask "$SOCK" status)" = ok
@@ -41,6 +61,9 @@ check "an empty request is an error" has "$(ask "$SOCK" "")" "^error: empty requ
 check "control characters are rejected" has "$(ask "$SOCK" "$(printf 'status\001')")" "^error: request contains control characters"
 check "an overlong request is rejected" has "$(ask "$SOCK" "$(printf 'a%.0s' $(seq 5000))")" "^error: request too long"
 check "too many words are rejected" has "$(ask "$SOCK" "rules a b c d e")" "^error: too many words"
+check "plan without a file is an error" has "$(ask "$SOCK" plan)" "^error: usage: plan FILE"
+check "plan of a missing file is an error" has "$(ask "$SOCK" "plan /nonexistent.ini")" "^error: /nonexistent.ini"
+check "counters of a bad rule id is an error" has "$(ask "$SOCK" "counters x1")" "^error: 'x1' is not a rule id"
 check "an unknown group gets a suggestion" has "$(ask "$SOCK" "groups desktps")" "did you mean 'desktops'"
 check "dfwd still answers after bad requests" ctl status
 check "the socket is root-only (0600)" test "$(stat -c %a "$SOCK")" = 600
@@ -60,6 +83,14 @@ check "dfwd reports the bad tag key" grep -q "store key 'tag/ghost/threat.high':
 check "status shows the rejection" sh -c "'$LAB_BIN' ctl --lab $LAB -- status | grep -q 'last_error: store key .policy. rejected'"
 check "the last good policy stays: east-west still blocked" blocked desktop1 desktop2 tcp/445
 check "the last good policy stays: allowed flow passes" reach desktop1 fs1 tcp/445
+sqlite3 "$STORE" "BEGIN IMMEDIATE;
+UPDATE meta SET value = value + 1 WHERE name = 'rev';
+INSERT INTO kv (key, value, mod_rev) VALUES ('block/not-an-address', '1', (SELECT value FROM meta WHERE name = 'rev'));
+INSERT INTO changes (rev, key, value) VALUES ((SELECT value FROM meta WHERE name = 'rev'), 'block/not-an-address', '1');
+COMMIT;"
+sleep 1.5
+check "dfwd reports the bad block key" grep -q "store key 'block/not-an-address'" "/run/dfw-lab/$LAB/hv1.log"
+check "dfwd still answers after a bad block key" ctl status
 rev=$(ctl apply "$TOP/configs/vdi.ini" | sed -n 's/.* as revision \([0-9]*\).*/\1/p')
 check "a good apply recovers" wait_realized "$rev"
 
