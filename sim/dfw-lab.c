@@ -26,8 +26,10 @@ static const struct subcommand {
 	  "(cluster mode); default sqlite, one file in the lab's state dir" },
 	{ "down", cmd_down, "[--lab NAME]",
 	  "stop the lab's daemons and remove its namespaces and state (idempotent)" },
-	{ "probe", cmd_probe, "SRC DST tcp/PORT|udp/PORT|icmp [--lab NAME] [--timeout MS] [-6]",
-	  "one real connection attempt from VM SRC to VM DST's first address;\n"
+	{ "probe", cmd_probe,
+	  "SRC DST tcp/PORT|udp/PORT|icmp|proto/NUMBER [--lab NAME] [--timeout MS] [-6]",
+	  "one real connection attempt from VM SRC to VM DST's first address\n"
+	  "(proto/47: a raw IP datagram of that protocol, which DST echoes back);\n"
 	  "exit 0 reachable, 1 blocked, 2 on any error" },
 	{ "matrix", cmd_matrix,
 	  "[--lab NAME] [--ports tcp/443,udp/53,icmp] [--json] [-6] [--timeout MS] [--parallel N]",

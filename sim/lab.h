@@ -266,16 +266,20 @@ int lab_signatures_install(const char *labname, const char *path, char *err, siz
 
 /* ---- probe.c: real connection attempts between VMs ---- */
 
-enum probe_proto { PROBE_TCP, PROBE_UDP, PROBE_ICMP };
+/* PROBE_IP: another IP protocol by number (GRE, ESP, ...): a raw IP
+ * datagram that the destination echoes back, as for UDP.  Conntrack keys
+ * such datagrams by the address pair alone: once A -> B passed, B -> A is
+ * its reply for a while (stateful, whatever the policy says of B -> A). */
+enum probe_proto { PROBE_TCP, PROBE_UDP, PROBE_ICMP, PROBE_IP };
 
 struct probe_port {
 	enum probe_proto proto;
-	uint16_t port;  /* 0 for icmp */
+	uint16_t port;  /* 0 for icmp; the IP protocol number for PROBE_IP */
 };
 
-/* Parses "tcp/443", "udp/53", "icmp" (case-insensitive). */
+/* Parses "tcp/443", "udp/53", "icmp", "proto/47" (case-insensitive). */
 int probe_port_parse(const char *s, struct probe_port *out, char *err, size_t errlen);
-/* "tcp/443", "udp/53", "icmp". */
+/* "tcp/443", "udp/53", "icmp", "proto/47". */
 void probe_port_format(const struct probe_port *p, char *buf, size_t len);
 
 struct probe {

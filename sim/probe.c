@@ -1,5 +1,6 @@
-/* Real connection attempts between lab VMs: TCP handshakes, UDP echoes and
- * ICMP echoes, many at once, from one event loop.
+/* Real connection attempts between lab VMs: TCP handshakes, UDP echoes,
+ * ICMP echoes and raw IP echoes of other protocols (proto/47), many at
+ * once, from one event loop.
  *
  * A socket belongs to the network namespace it was created in, so each one
  * is opened after a setns() into the VM's namespace and then used from here:
@@ -26,8 +27,37 @@
 #include <unistd.h>
 
 static const char *const proto_names[] = {
-	[PROBE_TCP] = "tcp", [PROBE_UDP] = "udp", [PROBE_ICMP] = "icmp",
+	[PROBE_TCP] = "tcp", [PROBE_UDP] = "udp", [PROBE_ICMP] = "icmp", [PROBE_IP] = "proto",
 };
+
+/* proto/N payloads: the destination answers a request with the reply of the
+ * same number.  Both start with "dfw-" so that no protocol handler of the
+ * destination's kernel takes them for its own (GRE reads version 6 in
+ * them, and drops them silently instead of answering "unreachable"). */
+#define IP_REQUEST "dfw-lab probe "
+#define IP_REPLY "dfw-lab reply "
+
+/* Protocol numbers proto/N refuses: those with a probe kind of their own,
+ * IPv6 extension headers (no upper-layer protocol: the kernel and nft's
+ * l4proto look past them), those whose header conntrack checks (a probe's
+ * datagram would be "ct state invalid", dropped whatever the policy says),
+ * and 255 (IPPROTO_RAW, send-only sockets). */
+static bool ip_proto_refused(uint64_t n, const char **why)
+{
+	switch (n) {
+	case IPPROTO_ICMP: *why = "use icmp"; return true;
+	case IPPROTO_TCP: *why = "use tcp/PORT"; return true;
+	case IPPROTO_UDP: *why = "use udp/PORT"; return true;
+	case IPPROTO_ICMPV6: *why = "use icmp -6"; return true;
+	case IPPROTO_HOPOPTS: case IPPROTO_ROUTING: case IPPROTO_FRAGMENT: case IPPROTO_AH:
+	case IPPROTO_NONE: case IPPROTO_DSTOPTS:
+		*why = "an IPv6 extension header, not a protocol"; return true;
+	case IPPROTO_SCTP: case IPPROTO_UDPLITE:
+		*why = "conntrack checks its header, which a raw probe does not have"; return true;
+	case IPPROTO_RAW: *why = "reserved"; return true;
+	}
+	return false;
+}
 
 int probe_port_parse(const char *s, struct probe_port *out, char *err, size_t errlen)
 {
@@ -40,12 +70,24 @@ int probe_port_parse(const char *s, struct probe_port *out, char *err, size_t er
 		if (strlen(proto_names[p]) == len && !strncasecmp(s, proto_names[p], len))
 			break;
 	if (p == ARRAY_SIZE(proto_names))
-		return errf(err, errlen, "'%s': unknown protocol (tcp/PORT, udp/PORT or icmp)", s);
+		return errf(err, errlen,
+			    "'%s': unknown protocol (tcp/PORT, udp/PORT, icmp or proto/NUMBER)", s);
 	out->proto = (enum probe_proto)p;
 	out->port = 0;
 	if (out->proto == PROBE_ICMP) {
 		if (slash)
 			return errf(err, errlen, "'%s': icmp takes no port", s);
+		return 0;
+	}
+	if (out->proto == PROBE_IP) {
+		const char *why;
+
+		if (!slash || parse_u64(slash + 1, 255, &port) < 0 || port == 0)
+			return errf(err, errlen, "'%s': proto needs an IP protocol number from 1 "
+				    "to 254, e.g. proto/47", s);
+		if (ip_proto_refused(port, &why))
+			return errf(err, errlen, "'%s': protocol %u: %s", s, (unsigned)port, why);
+		out->port = (uint16_t)port;
 		return 0;
 	}
 	if (!slash)
@@ -155,6 +197,14 @@ static int server_open(struct run *r, struct server *s, size_t idx, char *err, s
 	socklen_t sl = sockaddr_of(a, s->port.port, &ss);
 	int one = 1;
 
+	if (s->port.proto == PROBE_IP) {
+		/* A raw socket sees every datagram of its protocol (besides the
+		 * kernel's own handler, if any): no port to take, nothing to bind. */
+		s->fd = vm_socket(r, s->dst, SOCK_RAW, s->port.port, err, errlen);
+		if (s->fd < 0)
+			return -1;
+		return watch(r, s->fd, EPOLLIN, idx, err, errlen);
+	}
 	s->fd = vm_socket(r, s->dst, tcp ? SOCK_STREAM : SOCK_DGRAM, 0, err, errlen);
 	if (s->fd < 0)
 		return -1;
@@ -185,9 +235,39 @@ static int server_open(struct run *r, struct server *s, size_t idx, char *err, s
 	return watch(r, s->fd, EPOLLIN, idx, err, errlen);
 }
 
+/* The payload of a datagram read from a raw socket: IPv4 raw sockets see
+ * the IP header in front of it, IPv6 ones do not.  NULL when malformed. */
+static const char *raw_payload(const uint8_t *pkt, size_t *len, bool v6)
+{
+	size_t ihl;
+
+	if (v6)
+		return (const char *)pkt;
+	if (*len < 20 || (ihl = (size_t)(pkt[0] & 0x0f) * 4) < 20 || *len < ihl)
+		return NULL;
+	*len -= ihl;
+	return (const char *)pkt + ihl;
+}
+
+/* proto/N: answers a request with the reply of the same number; anything
+ * else (replies to this VM's own probes among them) is not ours. */
+static void ip_echo(struct run *r, struct server *s, const uint8_t *pkt, size_t n,
+		    const struct sockaddr_storage *from, socklen_t fl)
+{
+	const char *data = raw_payload(pkt, &n, r->o->family == AF_INET6);
+	char reply[64];
+
+	if (!data || n <= strlen(IP_REQUEST) || n >= sizeof(reply) ||
+	    memcmp(data, IP_REQUEST, strlen(IP_REQUEST)))
+		return;
+	memcpy(reply, data, n);
+	memcpy(reply, IP_REPLY, strlen(IP_REPLY));
+	sendto(s->fd, reply, n, 0, (const struct sockaddr *)from, fl);
+}
+
 static void server_event(struct run *r, struct server *s)
 {
-	char buf[2048];
+	uint8_t buf[2048];
 	struct sockaddr_storage from;
 	socklen_t fl;
 	ssize_t n;
@@ -202,11 +282,16 @@ static void server_event(struct run *r, struct server *s)
 	for (;;) {
 		fl = sizeof(from);
 		n = recvfrom(s->fd, buf, sizeof(buf), 0, (struct sockaddr *)&from, &fl);
-		if (n < 0)
-			break;
-		sendto(s->fd, buf, (size_t)n, 0, (struct sockaddr *)&from, fl);
+		if (n < 0) {
+			if (errno == EAGAIN || errno == EINTR)
+				break;
+			continue; /* an error queued on the socket (raw: ICMP) */
+		}
+		if (s->port.proto == PROBE_IP)
+			ip_echo(r, s, buf, (size_t)n, &from, fl);
+		else
+			sendto(s->fd, buf, (size_t)n, 0, (struct sockaddr *)&from, fl);
 	}
-	(void)r;
 }
 
 static int cmp_server(const void *x, const void *y)
@@ -386,7 +471,7 @@ static int probe_start(struct run *r, size_t s, size_t i, char *err, size_t errl
 	const struct dfw_addr *dst = lab_vm_addr(r->lab, p->dst, r->o->family);
 	bool v6 = r->o->family == AF_INET6;
 	struct sockaddr_storage ss;
-	socklen_t len = sockaddr_of(dst, p->port.port, &ss);
+	socklen_t len = sockaddr_of(dst, p->port.proto == PROBE_IP ? 0 : p->port.port, &ss);
 	uint32_t events = EPOLLIN;
 	uint8_t pkt[64];
 	size_t plen;
@@ -398,6 +483,9 @@ static int probe_start(struct run *r, size_t s, size_t i, char *err, size_t errl
 	} else if (p->port.proto == PROBE_ICMP) {
 		type = SOCK_RAW;
 		proto = v6 ? IPPROTO_ICMPV6 : IPPROTO_ICMP;
+	} else if (p->port.proto == PROBE_IP) {
+		type = SOCK_RAW;
+		proto = p->port.port;
 	}
 	if (vm_nl_open(r, p->src, err, errlen) < 0 || vm_nl_open(r, p->dst, err, errlen) < 0)
 		return -1;
@@ -427,9 +515,9 @@ static int probe_start(struct run *r, size_t s, size_t i, char *err, size_t errl
 		finish(r, s, true);
 		return 0;
 	}
-	if (p->port.proto == PROBE_UDP || p->port.proto == PROBE_ICMP) {
-		if (p->port.proto == PROBE_UDP) {
-			plen = (size_t)snprintf((char *)pkt, sizeof(pkt), "dfw-lab probe %zu", i);
+	if (p->port.proto != PROBE_TCP) {
+		if (p->port.proto == PROBE_UDP || p->port.proto == PROBE_IP) {
+			plen = (size_t)snprintf((char *)pkt, sizeof(pkt), IP_REQUEST "%zu", i);
 		} else {
 			sl->id = (uint16_t)(getpid() ^ (int)(i >> 16));
 			sl->seq = (uint16_t)i;
@@ -449,7 +537,10 @@ static void probe_event(struct run *r, size_t s, uint32_t events)
 	enum probe_proto proto = r->pr[sl->probe].port.proto;
 	bool v6 = r->o->family == AF_INET6;
 	uint8_t buf[2048];
+	char want[64];
+	const char *data;
 	socklen_t el = sizeof(int);
+	size_t len;
 	ssize_t n;
 	int e = 0, v;
 
@@ -478,6 +569,22 @@ static void probe_event(struct run *r, size_t s, uint32_t events)
 				return;
 			}
 		}
+		return;
+	case PROBE_IP:
+		/* The connected raw socket also reads dst's own requests of
+		 * this protocol (a matrix probes both ways): only our reply
+		 * counts.  An error is an ICMP unreachable: refused. */
+		snprintf(want, sizeof(want), IP_REPLY "%zu", sl->probe);
+		while ((n = recv(sl->fd, buf, sizeof(buf), 0)) >= 0) {
+			len = (size_t)n;
+			data = raw_payload(buf, &len, v6);
+			if (data && len == strlen(want) && !memcmp(data, want, len)) {
+				finish(r, s, true);
+				return;
+			}
+		}
+		if (errno != EAGAIN && errno != EINTR)
+			finish(r, s, false);
 		return;
 	}
 }

@@ -84,3 +84,10 @@ stream() {
 }
 # lines NAME: lines the stream NAME delivered so far.
 lines() { wc -l <"$TMPD/$1"; }
+
+# rule_counter ID FIELD: a field of rule ID's named hit counters on the
+# lab's first host (`dfwctl counters --json --rule ID`): out_packets,
+# in_packets, out_bytes, in_bytes; empty when dfwd has no such rule.
+rule_counter() {
+	ctl counters --json --rule "$1" 2>/dev/null | sed -n "s/.*\"$2\":\([0-9]*\).*/\1/p"
+}
