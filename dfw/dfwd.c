@@ -47,7 +47,7 @@ static const char usage[] =
 	"  --flow-log PATH  append a JSON line per packet of rules with log = yes\n"
 	"             (reopened on SIGHUP)\n"
 	"  --flow-log-rate N  at most N lines a second, in bursts of N (default 1000);\n"
-	"             the count of lines left out is logged\n";
+	"             lines left out are counted in the flow log\n";
 
 struct links {
 	struct nl_sock *sk;
@@ -382,13 +382,14 @@ int main(int argc, char **argv)
 			agent_threat_read(a);
 		if (p[4].revents & POLLIN)
 			agent_store_ack(a);
-		if (p[5].revents & POLLIN && flowlog_read(fl) < 0)
+		/* POLLERR too: an overrun (ENOBUFS) is read like a packet. */
+		if (p[5].revents & (POLLIN | POLLERR) && flowlog_read(fl) < 0)
 			fprintf(ao.log, "dfwd: flow log: reading nflog: %s\n", strerror(errno));
 		if (fl) {
 			flowlog_tick(fl);
 			flowlog_warn(fl, fo.path, ao.log, &fl_errors, &fl_warned);
 		}
-		if (p[6].revents & POLLIN && nflog_read_frames(learn, on_learn, a) < 0)
+		if (p[6].revents & (POLLIN | POLLERR) && nflog_read_frames(learn, on_learn, a) < 0)
 			fprintf(ao.log, "dfwd: address learning: reading nflog: %s\n", strerror(errno));
 		agent_sync(a);
 		agent_publish(a);
