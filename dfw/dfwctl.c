@@ -183,14 +183,29 @@ static int cmd_place(struct ctx *c)
 	return rc;
 }
 
-/* Warnings (shadowed rules and the like) on stderr; they do not fail. */
+/* Warnings (shadowed rules and the like) on stderr; they do not fail.
+ * Reject gets a note: on a bridged path the kernel routes its answer in
+ * the hypervisor's namespace (docs/DATAPLANE.md). */
 static void print_warnings(const struct dfw_policy *p)
 {
 	struct diag w = { 0 };
+	const struct dfw_rule *rej = NULL;
+	char which[32];
 
 	policy_warnings(p, &w);
 	print_diag(&w);
 	diag_free(&w);
+	for (size_t i = 0; i < p->nrules && !rej; i++)
+		if (p->rules[i].action == ACT_REJECT && !p->rules[i].disabled)
+			rej = &p->rules[i];
+	if (!rej && p->default_action != ACT_REJECT)
+		return;
+	if (rej)
+		snprintf(which, sizeof(which), "rule %u", rej->id);
+	fprintf(stderr, "%s:%d: note: reject (%s) answers bridged traffic only where the hypervisor "
+		"has a route back to the client (an address or route on the bridge); elsewhere the "
+		"kernel cannot send the TCP reset or ICMP error, and the packet is dropped\n",
+		p->file, rej ? rej->line : 0, rej ? which : "the default rule");
 }
 
 /* Asks dfwd what applying path would change on its host, with the kernel

@@ -27,6 +27,7 @@
 #include <netlink/route/link/veth.h>
 #include <netlink/route/link/vxlan.h>
 #include <netlink/route/neighbour.h>
+#include <netlink/route/route.h>
 
 #define UNDERLAY_IFINDEX 0x10000
 #define READY_TIMEOUT_MS 5000
@@ -291,12 +292,50 @@ out:
 	return ret;
 }
 
+/* A route to a VM's address over the host's bridge, without an address
+ * of the host's own: what the kernel's reject needs to send its TCP reset
+ * or ICMP error back to a bridged client (docs/DATAPLANE.md). */
+static int vm_route_add(struct nl_sock *sk, const char *ns, int bridge, const struct dfw_addr *a,
+			char *err, size_t errlen)
+{
+	struct rtnl_route *r = rtnl_route_alloc();
+	struct rtnl_nexthop *nh = rtnl_route_nh_alloc();
+	bool v4 = a->family == AF_INET;
+	struct nl_addr *dst = nl_addr_build(a->family, a->a, v4 ? 4 : 16);
+	char shown[64];
+	int e;
+
+	if (!r || !nh || !dst)
+		abort();
+	nl_addr_set_prefixlen(dst, v4 ? 32 : 128);
+	rtnl_route_set_family(r, a->family);
+	rtnl_route_set_dst(r, dst);
+	rtnl_route_set_scope(r, RT_SCOPE_LINK);
+	rtnl_route_set_protocol(r, RTPROT_STATIC);
+	rtnl_route_nh_set_ifindex(nh, bridge);
+	rtnl_route_add_nexthop(r, nh);
+	e = rtnl_route_add(sk, r, NLM_F_CREATE | NLM_F_REPLACE);
+	nl_addr_put(dst);
+	rtnl_route_put(r);
+	if (e < 0) {
+		addr_format(a, shown, sizeof(shown));
+		return errf(err, errlen, "%s: cannot add a route to %s: %s", ns, shown,
+			    nl_geterror(e));
+	}
+	return 0;
+}
+
 static int build_host(struct build *b, size_t h, char *err, size_t errlen)
 {
 	char *ns = lab_host_ns(b->lab, h);
+	const struct inventory *inv = &b->lab->pol->inv;
 	int ret = bridge_ns(ns, b->o->bridge, true, &b->host_fd[h], &b->host_sk[h],
 			    &b->bridge_idx[h], err, errlen);
 
+	for (size_t i = 0; ret == 0 && i < inv->nvms; i++)
+		for (size_t k = 0; ret == 0 && k < inv->vms[i].naddrs; k++)
+			ret = vm_route_add(b->host_sk[h], ns, b->bridge_idx[h], &inv->vms[i].addrs[k],
+					   err, errlen);
 	free(ns);
 	return ret;
 }
