@@ -71,8 +71,8 @@ struct dfw_rule {
 	bool log;
 	bool disabled;
 	/* Monitor mode (set at run time from the store's mode/ keys, see
-	 * policy_set_modes()): a drop or reject rule only logs and counts;
-	 * evaluation goes on with the next rule. */
+	 * tagger/state.h): a drop or reject rule logs, counts and lets the
+	 * packet through, as an allow would. */
 	bool monitor;
 	int line;
 };

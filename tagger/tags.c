@@ -373,7 +373,7 @@ int block_delete(struct store *s, const struct dfw_addr *addr, const char *scope
 {
 	struct key_ops k = { 0 };
 	char key[TAG_KEY_MAX];
-	struct block_req b = { .key = key };
+	struct block_req b = { .scope = scope, .key = key };
 
 	block_key(key, sizeof(key), addr, scope);
 	key_op(&k, false, NULL, "%s", key);
