@@ -730,6 +730,22 @@ void agent_learn(struct agent *a, const char *ifname, const struct dfw_addr *add
 	}
 }
 
+const char *agent_rule_verdict(void *agent, const char *rule, bool out)
+{
+	struct agent *a = agent;
+	const struct dfw_rule *r;
+	uint64_t id;
+
+	(void)out; /* a rule has one action in both directions */
+	if (!a->pol)
+		return NULL;
+	if (!strcmp(rule, "default"))
+		return action_name(a->pol->default_action);
+	if (parse_u64(rule, UINT32_MAX, &id) < 0 || !(r = policy_find_rule(a->pol, (uint32_t)id)))
+		return NULL;
+	return action_name(r->action);
+}
+
 void agent_info(const struct agent *a, struct agent_info *out)
 {
 	memset(out, 0, sizeof(*out));

@@ -54,6 +54,10 @@ void agent_threat_read(struct agent *a);
  * writer wins, cluster-wide) and realizes it; otherwise it is ignored. */
 struct dfw_addr;
 void agent_learn(struct agent *a, const char *ifname, const struct dfw_addr *addr);
+/* The action of the realized policy's rule ("230" or "default") as a flow
+ * log states it: "allow", "drop", "reject"; NULL when there is no such
+ * rule (a flow logged under an older policy). */
+const char *agent_rule_verdict(void *agent, const char *rule, bool out);
 /* The store's watch descriptor (or -1) and its acknowledgement. */
 int agent_store_fd(struct agent *a);
 void agent_store_ack(struct agent *a);

@@ -238,8 +238,7 @@ int main(int argc, char **argv)
 	size_t nuplinks = 0;
 	struct links links = { 0 };
 	struct agent *a = NULL;
-	/* Verdicts: NULL until the agent provides them ("unknown"). */
-	struct flowlog_opts fo = { .rate = FLOWLOG_RATE_DEFAULT };
+	struct flowlog_opts fo = { .rate = FLOWLOG_RATE_DEFAULT, .verdict_of = agent_rule_verdict };
 	struct flowlog *fl = NULL;
 	struct nflog *learn = NULL;
 	bool learn_warned = false;
@@ -321,6 +320,7 @@ int main(int argc, char **argv)
 	}
 	if (fo.path) {
 		fo.host = ao.host;
+		fo.verdict_arg = a;
 		fl = flowlog_open(&fo, err, sizeof(err));
 		if (!fl) {
 			fprintf(ao.log, "dfwd: %s\n", err);
