@@ -109,12 +109,12 @@ static void on_learn(void *arg, const struct nflog_pkt *p)
 }
 
 /* Listens on the learn group (always: while no port learns, the kernel
- * copies nothing).  A failure is logged once; the heartbeat retries. */
+ * copies nothing), each frame at once: the guest's traffic waits for it.
+ * A failure is logged once; the heartbeat retries. */
 static struct nflog *learn_open(FILE *log, bool *warned)
 {
 	char err[256];
-	struct nflog *l = nflog_open_with(DFW_NFLOG_LEARN, LEARN_COPY_LEN, NFLOG_IMMEDIATE,
-					   err, sizeof(err));
+	struct nflog *l = nflog_open_with(DFW_NFLOG_LEARN, LEARN_COPY_LEN, 0, err, sizeof(err));
 
 	if (!l && !*warned)
 		fprintf(log, "dfwd: address learning off until it can listen: %s\n", err);

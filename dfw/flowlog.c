@@ -19,6 +19,8 @@
 /* A packet's line is under 400 bytes with the longest host name; a line
  * that does not fit is counted as a write error, never cut. */
 #define LINE_MAX_BYTES 2048
+/* Lines come this late at most (batches of packets from the kernel). */
+#define FLOWLOG_MAX_DELAY_MS 100
 
 /* ---- pure parts ---- */
 
@@ -269,7 +271,7 @@ struct flowlog *flowlog_open(const struct flowlog_opts *o, char *err, size_t err
 	fl->fd = open_file(o->path, err, errlen);
 	if (fl->fd < 0)
 		goto fail;
-	fl->nl = nflog_open(DFW_NFLOG_GROUP, err, errlen);
+	fl->nl = nflog_open_with(DFW_NFLOG_GROUP, DFW_NFLOG_SNAPLEN, FLOWLOG_MAX_DELAY_MS, err, errlen);
 	if (!fl->nl)
 		goto fail;
 	return fl;

@@ -19,6 +19,7 @@
 
 #define NFLOG_RCVBUF (4 << 20)
 #define NFLOG_BUF_SIZE 65536
+#define NFLOG_KERNEL_DELAY_MS 1000 /* NFULNL_TIMEOUT_DEFAULT */
 
 struct nflog {
 	struct mnl_socket *nl;
@@ -56,16 +57,16 @@ static int config(struct nflog *l, uint8_t family, uint16_t attr, const void *da
 
 struct nflog *nflog_open(uint16_t group, char *err, size_t errlen)
 {
-	return nflog_open_with(group, DFW_NFLOG_SNAPLEN, 0, err, errlen);
+	return nflog_open_with(group, DFW_NFLOG_SNAPLEN, NFLOG_KERNEL_DELAY_MS, err, errlen);
 }
 
-struct nflog *nflog_open_with(uint16_t group, uint32_t copy_len, unsigned flags, char *err,
-			      size_t errlen)
+struct nflog *nflog_open_with(uint16_t group, uint32_t copy_len, uint32_t max_delay_ms,
+			      char *err, size_t errlen)
 {
 	struct nflog *l = xcalloc(1, sizeof(*l));
 	struct nfulnl_msg_config_cmd bind = { NFULNL_CFG_CMD_BIND };
 	struct nfulnl_msg_config_mode mode = { htonl(copy_len), NFULNL_COPY_PACKET, 0 };
-	uint32_t qthresh = htonl(1);
+	uint32_t qthresh = htonl(1), timeout = htonl((max_delay_ms + 9) / 10);
 	int rcvbuf = NFLOG_RCVBUF;
 
 	l->group = group;
@@ -84,9 +85,13 @@ struct nflog *nflog_open_with(uint16_t group, uint32_t copy_len, unsigned flags,
 		snprintf(err, errlen, "nflog group %u copy mode: %s", group, strerror(errno));
 		goto fail;
 	}
-	if ((flags & NFLOG_IMMEDIATE) &&
-	    config(l, AF_UNSPEC, NFULA_CFG_QTHRESH, &qthresh, sizeof(qthresh)) < 0) {
-		snprintf(err, errlen, "nflog group %u queue threshold: %s", group, strerror(errno));
+	/* A batch goes when it holds the queue threshold's packets (the
+	 * kernel's default: 100), or when its timer runs out. */
+	if ((max_delay_ms == 0 &&
+	     config(l, AF_UNSPEC, NFULA_CFG_QTHRESH, &qthresh, sizeof(qthresh)) < 0) ||
+	    (max_delay_ms && max_delay_ms != NFLOG_KERNEL_DELAY_MS &&
+	     config(l, AF_UNSPEC, NFULA_CFG_TIMEOUT, &timeout, sizeof(timeout)) < 0)) {
+		snprintf(err, errlen, "nflog group %u batching: %s", group, strerror(errno));
 		goto fail;
 	}
 	setsockopt(mnl_socket_get_fd(l->nl), SOL_SOCKET, SO_RCVBUFFORCE, &rcvbuf, sizeof(rcvbuf));

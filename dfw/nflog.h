@@ -48,11 +48,11 @@ struct nflog;
  * group. */
 struct nflog *nflog_open(uint16_t group, char *err, size_t errlen);
 /* The same, copying copy_len bytes (a rule's own snaplen can only shorten
- * it); with NFLOG_IMMEDIATE, each packet is sent at once (seen on 6.18: a
- * lone packet otherwise waits 1 s for its batch). */
-#define NFLOG_IMMEDIATE 1u
-struct nflog *nflog_open_with(uint16_t group, uint32_t copy_len, unsigned flags, char *err,
-			      size_t errlen);
+ * it), and with the batches sent after at most max_delay_ms (in steps of
+ * 10 ms; 0: each packet at once).  Seen on 6.18: with the kernel's
+ * default, a lone packet waits 1 s for its batch. */
+struct nflog *nflog_open_with(uint16_t group, uint32_t copy_len, uint32_t max_delay_ms,
+			      char *err, size_t errlen);
 void nflog_close(struct nflog *l); /* accepts NULL */
 int nflog_fd(const struct nflog *l);
 

@@ -48,7 +48,7 @@ check "a line for it: rule 230, out, at desktop1's vNIC" \
 	holds "$l" '.rule == 230 and .direction == "out" and .vnic == "vnet-desktop1"'
 check "with the 5-tuple" holds "$l" \
 	'.proto == "tcp" and .src == "10.10.0.11" and .dst == "10.10.0.12" and .sport > 1023 and .dport == 445'
-check "host, verdict (no callback yet: unknown)" holds "$l" '.host == "hv1" and .verdict == "unknown"'
+check "host, verdict (the rule's action)" holds "$l" '.host == "hv1" and .verdict == "drop"'
 check "time: ISO-8601 UTC with milliseconds, now" holds "$l" \
 	".time | test(\"^$(date -u +%Y-%m-%d)T[0-9]{2}:[0-9]{2}:[0-9]{2}[.][0-9]{3}Z\$\")"
 
@@ -88,9 +88,19 @@ check "desktop1 -> fs1 tcp/22 is blocked" blocked desktop1 fs1 tcp/22
 l=$(line "$n" '.dport == 22')
 echo "# $l"
 check "a line for it: rule 250, in, at fs1's vNIC" \
-	holds "$l" '.rule == 250 and .direction == "in" and .vnic == "vnet-fs1" and .src == "10.10.0.11"'
+	holds "$l" '.rule == 250 and .direction == "in" and .vnic == "vnet-fs1" and .src == "10.10.0.11" and .verdict == "drop"'
 check "apply configs/vdi.ini again" ctl apply "$TOP/configs/vdi.ini"
 wait_realized 3 || bad "revision 3 realized"
+
+echo "# a monitored rule: logged as monitor, let through (to the next rules)"
+check "mode monitor 230 --wait" ctl mode monitor 230 --wait
+n=$(count)
+"$LAB_BIN" probe desktop4 desktop1 tcp/445 --lab "$LAB" >/dev/null 2>&1
+l=$(line "$n" '.dport == 445')
+echo "# $l"
+check "a line for it: rule 230, verdict monitor" \
+	holds "$l" '.rule == 230 and .verdict == "monitor" and .vnic == "vnet-desktop4" and .dst == "10.10.0.11"'
+check "mode enforce 230 --wait" ctl mode enforce 230 --wait
 
 echo "# SIGHUP reopens the file (logrotate)"
 mv "$FLOWS" "$FLOWS.1"
