@@ -704,10 +704,12 @@ void agent_learn(struct agent *a, const char *ifname, const struct dfw_addr *add
 	if (!v->learn || !(addr->family == AF_INET ? port->learn4 : port->learn6))
 		return; /* locked already: the anti-spoofing decides */
 	addr_format(addr, buf, sizeof(buf));
-	/* Only global unicast is learned: IPv6 link-local is derived from the
-	 * MAC anyway; unspecified, multicast and loopback never identify a
-	 * guest. */
-	if ((addr->family == AF_INET && (addr->a[0] == 0 || addr->a[0] == 127 || addr->a[0] >= 224)) ||
+	/* Only unicast that identifies the guest is learned: IPv6 link-local
+	 * is derived from the MAC anyway; IPv4 link-local (169.254/16) is what
+	 * a guest without DHCP picks for itself; unspecified, multicast and
+	 * loopback never identify one. */
+	if ((addr->family == AF_INET && (addr->a[0] == 0 || addr->a[0] == 127 || addr->a[0] >= 224 ||
+					 (addr->a[0] == 169 && addr->a[1] == 254))) ||
 	    (addr->family == AF_INET6 && (addr->a[0] == 0xff || (addr->a[0] == 0xfe &&
 	     (addr->a[1] & 0xc0) == 0x80) || !memcmp(addr->a, (uint8_t[16]){ 0 }, 15)))) {
 		return;
