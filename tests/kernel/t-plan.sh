@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# dfwctl plan / apply --check: what a new policy would change, and the very
+# batch apply sends, checked by the kernel without a commit.  Then apply it
+# and see that the realized batch is the planned one.
+source "$(dirname "$0")/lib.sh"
+lab_up kplan "$TOP/configs/vdi.ini"
+TMPD=$(mktemp -d)
+trap 'rm -rf "$TMPD"; finish' EXIT
+wait_realized 1 || bad "dfwd realized the first revision"
+
+# The edit: rule 210 gains tcp/139, a new rule 245 lets desktops reach fs1
+# on tcp/8080, dc1 moves from infra-servers to file-servers, and rule 240
+# is deleted.
+sed -e 's|^services = tcp/445$|services = tcp/445, tcp/139|' \
+    -e 's|^members = fs1$|members = fs1, dc1|' \
+    -e 's|^members = dc1$|members = |' \
+    -e '/^\[rule 240\]/,$d' "$TOP/configs/vdi.ini" >"$TMPD/new.ini"
+sed -i 's|^members = $|match = name equals nosuchvm|' "$TMPD/new.ini"
+cat >>"$TMPD/new.ini" <<'INI'
+[rule 245]
+name = desktops to the file server's web
+sources = desktops
+destinations = file-servers
+services = tcp/8080
+action = allow
+INI
+rev0=$(store_rev)
+# -s: without counter values, which background traffic moves.
+nft0=$("$LAB_BIN" exec --lab "$LAB" host:hv1 -- nft -s list ruleset | md5sum)
+
+out=$(ctl plan "$TMPD/new.ini" 2>&1); rc=$?
+check "plan exits 0" test $rc -eq 0
+check "plan: rule 210 changed" has "$out" "change=changed name=210"
+check "plan: rule 245 added" has "$out" "change=added name=245"
+check "plan: rule 240 removed" has "$out" "change=removed name=240"
+check "plan: dc1 joins file-servers" has "$out" "group=file-servers vm=dc1 change=joins"
+check "plan: dc1 leaves infra-servers" has "$out" "group=infra-servers vm=dc1 change=leaves"
+check "plan: the kernel accepted the batch" has "$out" "kernel_check: accepted (nothing committed)"
+check "plan: vNICs touched are listed" has "$out" "vnics: .*vnet-dc1"
+planned=$(echo "$out" | sed -n 's/^batch_messages: //p')
+check "plan: the batch has messages" test "${planned:-0}" -gt 0
+check "plan wrote nothing to the store" test "$(store_rev)" = "$rev0"
+check "plan changed nothing in the kernel" test "$("$LAB_BIN" exec --lab "$LAB" host:hv1 -- nft -s list ruleset | md5sum)" = "$nft0"
+check "nothing changed: fs1 still closed on tcp/139" blocked desktop1 fs1 tcp/139
+
+out=$(ctl apply --check "$TMPD/new.ini" 2>&1); rc=$?
+check "apply --check exits 0" test $rc -eq 0
+check "apply --check shows the same plan" has "$out" "change=added name=245"
+check "apply --check wrote nothing" test "$(store_rev)" = "$rev0"
+
+out=$(ctl plan --json "$TMPD/new.ini")
+check "plan --json is JSON with the kernel's answer" has "$out" '"kernel_check":"accepted (nothing committed)"'
+
+echo "# apply: the realized batch is the planned one"
+check "apply --wait" ctl apply --wait "$TMPD/new.ini"
+# Check mode sends the batch without its batch-end message (the kernel
+# then validates everything and aborts); the commit is the same batch
+# with it.
+check "the realized batch is the planned one plus its batch end" \
+	test "$(ctl status | sed -n 's/^last_batch_messages: //p')" = "$((planned + 1))"
+check "now fs1 is open on tcp/139" reach desktop1 fs1 tcp/139
+check "a plan of the applied file changes nothing" has "$(ctl plan "$TMPD/new.ini")" "^changes: 0"
