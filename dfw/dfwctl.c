@@ -115,6 +115,42 @@ out:
 	return rc;
 }
 
+/* Reads the store's desired state for a read command: 0, or an exit code
+ * (the reason printed). */
+static int load_world(struct ctx *c, const char *what, const struct trace_assume *as,
+		      struct trace_world *w)
+{
+	struct store *s;
+	char err[512];
+	int rc = EXIT_INPUT, r;
+
+	memset(w, 0, sizeof(*w));
+	if (!(s = open_store(c, false, &rc)))
+		return rc;
+	r = trace_world_load(s, as, w, err, sizeof(err));
+	store_close(s);
+	if (r) {
+		fprintf(stderr, "dfwctl: %s: %s\n", what, err);
+		trace_world_free(w);
+		return r < 0 ? EXIT_UNREACHABLE : EXIT_INPUT;
+	}
+	return 0;
+}
+
+/* After a store write that returned r (tags_write's convention): the
+ * reason, or the revision and --wait.  Returns the exit code. */
+static int written(struct ctx *c, struct store *s, const char *what, int r, uint64_t rev,
+		   const char *err)
+{
+	if (r) {
+		fprintf(stderr, "dfwctl: %s: %s; nothing changed\n", what, err);
+		return r == 1 ? EXIT_INPUT : EXIT_UNREACHABLE;
+	}
+	printf("revision %llu\n", (unsigned long long)rev);
+	fflush(stdout);
+	return c->wait ? wait_realized(c, s, rev) : EXIT_OK;
+}
+
 static int cmd_hosts(struct ctx *c)
 {
 	struct host_list l = { 0 };
@@ -172,13 +208,9 @@ static int cmd_place(struct ctx *c)
 	if (!(s = open_store(c, false, &rc)))
 		return rc;
 	r = placement_write(s, c->argv[0], c->argv[1], &rev, err, sizeof(err));
-	if (r != 0) {
-		fprintf(stderr, "dfwctl: %s; nothing changed\n", err);
-		store_close(s);
-		return r == 1 ? EXIT_INPUT : EXIT_UNREACHABLE;
-	}
-	printf("placed %s on %s\nrevision %llu\n", c->argv[0], c->argv[1], (unsigned long long)rev);
-	rc = c->wait ? wait_realized(c, s, rev) : EXIT_OK;
+	if (!r)
+		printf("placed %s on %s\n", c->argv[0], c->argv[1]);
+	rc = written(c, s, "place", r, rev, err);
 	store_close(s);
 	return rc;
 }
@@ -324,16 +356,9 @@ static int tag_common(struct ctx *c, bool add)
 	names = xcalloc((size_t)c->argc, sizeof(*names));
 	r = tags_write(s, c->argv[0], c->argv + 1, (size_t)c->argc - 1, add, names, &rev,
 		       err, sizeof(err));
-	if (r != 0) {
-		fprintf(stderr, "dfwctl: %s; nothing changed\n", err);
-		rc = r == 1 ? EXIT_INPUT : EXIT_UNREACHABLE;
-		goto out;
-	}
-	for (int i = 0; i < c->argc - 1; i++)
+	for (int i = 0; !r && i < c->argc - 1; i++)
 		printf("%s %s %s\n", add ? "tagged" : "untagged", c->argv[0], names[i]);
-	printf("revision %llu\n", (unsigned long long)rev);
-	fflush(stdout);
-	rc = c->wait ? wait_realized(c, s, rev) : EXIT_OK;
+	rc = written(c, s, add ? "tag" : "untag", r, rev, err);
 out:
 	store_close(s);
 	free(names);
@@ -712,40 +737,29 @@ static int cmd_trace(struct ctx *c)
 	struct trace_end src, dst;
 	struct trace_pkt pk = { 0 };
 	struct trace_result res;
-	struct store *s;
 	struct out o;
 	char err[512];
-	int rc = EXIT_INPUT, r;
+	int rc;
 
 	if (c->matrix ? c->argc != 0 : c->argc != 3) {
 		fprintf(stderr, "usage: dfwctl trace SRC DST SERVICE [--assume-tag VM=TAG]... [--assume-untag VM=TAG]... [--ipv6]\n"
 				"       dfwctl trace --matrix SERVICE,... [--assume-tag VM=TAG]... [--ipv6]\n");
 		return EXIT_INPUT;
 	}
-	if (!(s = open_store(c, false, &rc)))
+	if ((rc = load_world(c, "trace", &as, &w)))
 		return rc;
-	r = trace_world_load(s, &as, &w, err, sizeof(err));
-	store_close(s);
-	if (r) {
-		fprintf(stderr, "dfwctl: trace: %s\n", err);
-		trace_world_free(&w);
-		return r < 0 ? EXIT_UNREACHABLE : EXIT_INPUT;
-	}
 	if (c->matrix) {
 		rc = trace_matrix(c, &w);
-		goto out;
-	}
-	if (trace_ends(c, &w, c->argv[0], c->argv[1], &src, &dst, &pk, err, sizeof(err)) ||
-	    trace_service(c->argv[2], pk.src.family, &pk, err, sizeof(err))) {
+	} else if (trace_ends(c, &w, c->argv[0], c->argv[1], &src, &dst, &pk, err, sizeof(err)) ||
+		   trace_service(c->argv[2], pk.src.family, &pk, err, sizeof(err))) {
 		fprintf(stderr, "dfwctl: trace: %s\n", err);
-		goto out;
+		rc = EXIT_INPUT;
+	} else {
+		trace_path(w.p, w.e, w.blocks, w.nblocks, wall_ms(), &src, &dst, &pk, &res);
+		out_init(&o, stdout, c->json);
+		print_trace(&o, &w, c->argv[2], &src, &dst, &pk, &res);
+		out_finish(&o);
 	}
-	trace_path(w.p, w.e, w.blocks, w.nblocks, wall_ms(), &src, &dst, &pk, &res);
-	out_init(&o, stdout, c->json);
-	print_trace(&o, &w, c->argv[2], &src, &dst, &pk, &res);
-	out_finish(&o);
-	rc = EXIT_OK;
-out:
 	trace_world_free(&w);
 	return rc;
 }
@@ -790,18 +804,10 @@ static int cmd_mode(struct ctx *c)
 
 	if (!c->argc && !c->categories.n && !c->all) {
 		struct trace_world w;
-
-		if (!(s = open_store(c, false, &rc)))
-			return rc;
-		r = trace_world_load(s, NULL, &w, err, sizeof(err));
-		store_close(s);
-		if (r) {
-			fprintf(stderr, "dfwctl: mode: %s\n", err);
-			trace_world_free(&w);
-			return EXIT_UNREACHABLE;
-		}
 		struct out o;
 
+		if ((rc = load_world(c, "mode", NULL, &w)))
+			return rc;
 		out_init(&o, stdout, c->json);
 		print_modes(&o, &w);
 		out_finish(&o);
@@ -834,16 +840,11 @@ static int cmd_mode(struct ctx *c)
 	}
 	r = modes_write(s, monitor, c->categories.v, c->categories.n, ids, (size_t)c->argc - 1,
 			c->all, &rev, err, sizeof(err));
-	if (r) {
-		fprintf(stderr, "dfwctl: mode: %s; nothing changed\n", err);
-		rc = r == 1 ? EXIT_INPUT : EXIT_UNREACHABLE;
-	} else {
-		printf("%s: %s%s%zu categor%s, %d rule(s)\nrevision %llu\n", monitor ? "monitor" : "enforce",
-		       c->all ? "all modes cleared; " : "", "", c->categories.n,
-		       c->categories.n == 1 ? "y" : "ies", c->argc - 1, (unsigned long long)rev);
-		fflush(stdout);
-		rc = c->wait ? wait_realized(c, s, rev) : EXIT_OK;
-	}
+	if (!r)
+		printf("%s: %s%zu categor%s, %d rule(s)\n", monitor ? "monitor" : "enforce",
+		       c->all ? "all modes cleared; " : "", c->categories.n,
+		       c->categories.n == 1 ? "y" : "ies", c->argc - 1);
+	rc = written(c, s, "mode", r, rev, err);
 	store_close(s);
 	free(ids);
 	return rc;
@@ -883,16 +884,10 @@ static int cmd_block(struct ctx *c)
 	if (!(s = open_store(c, false, &rc)))
 		return rc;
 	r = block_write(s, &a, c->scope, wall_ms() + ms, &rev, err, sizeof(err));
-	if (r) {
-		fprintf(stderr, "dfwctl: block: %s; nothing changed\n", err);
-		rc = r == 1 ? EXIT_INPUT : EXIT_UNREACHABLE;
-	} else {
-		printf("blocked %s for %s%s%s\nrevision %llu\n", c->argv[0], c->for_,
-		       c->scope ? " at the vNICs of " : " everywhere", c->scope ? c->scope : "",
-		       (unsigned long long)rev);
-		fflush(stdout);
-		rc = c->wait ? wait_realized(c, s, rev) : EXIT_OK;
-	}
+	if (!r)
+		printf("blocked %s for %s%s%s\n", c->argv[0], c->for_,
+		       c->scope ? " at the vNICs of " : " everywhere", c->scope ? c->scope : "");
+	rc = written(c, s, "block", r, rev, err);
 	store_close(s);
 	return rc;
 }
@@ -914,14 +909,9 @@ static int cmd_unblock(struct ctx *c)
 	if (!(s = open_store(c, false, &rc)))
 		return rc;
 	r = block_delete(s, &a, c->scope, &rev, err, sizeof(err));
-	if (r) {
-		fprintf(stderr, "dfwctl: unblock: %s; nothing changed\n", err);
-		rc = r == 1 ? EXIT_INPUT : EXIT_UNREACHABLE;
-	} else {
-		printf("unblocked %s\nrevision %llu\n", c->argv[0], (unsigned long long)rev);
-		fflush(stdout);
-		rc = c->wait ? wait_realized(c, s, rev) : EXIT_OK;
-	}
+	if (!r)
+		printf("unblocked %s\n", c->argv[0]);
+	rc = written(c, s, "unblock", r, rev, err);
 	store_close(s);
 	return rc;
 }
@@ -929,25 +919,17 @@ static int cmd_unblock(struct ctx *c)
 static int cmd_blocks(struct ctx *c)
 {
 	struct trace_world w;
-	struct store *s;
 	struct out o;
-	char err[512], buf[64];
+	char buf[64];
 	uint64_t now = wall_ms();
-	int rc = EXIT_INPUT, r;
+	int rc;
 
 	if (c->argc) {
 		fprintf(stderr, "usage: dfwctl blocks (no arguments)\n");
 		return EXIT_INPUT;
 	}
-	if (!(s = open_store(c, false, &rc)))
+	if ((rc = load_world(c, "blocks", NULL, &w)))
 		return rc;
-	r = trace_world_load(s, NULL, &w, err, sizeof(err));
-	store_close(s);
-	if (r) {
-		fprintf(stderr, "dfwctl: blocks: %s\n", err);
-		trace_world_free(&w);
-		return EXIT_UNREACHABLE;
-	}
 	out_init(&o, stdout, c->json);
 	out_arr_start(&o, NULL);
 	for (size_t i = 0; i < w.nblocks; i++) {
@@ -981,14 +963,10 @@ static int cmd_learned(struct ctx *c)
 		if (!(s = open_store(c, false, &rc)))
 			return rc;
 		r = learned_forget(s, c->argv[1], &rev, err, sizeof(err));
-		if (r) {
-			fprintf(stderr, "dfwctl: learned forget: %s; nothing changed\n", err);
-			rc = r == 1 ? EXIT_INPUT : EXIT_UNREACHABLE;
-		} else {
-			printf("forgot the learned addresses of %s: the next ones it uses are learned\nrevision %llu\n",
-			       c->argv[1], (unsigned long long)rev);
-			rc = c->wait ? wait_realized(c, s, rev) : EXIT_OK;
-		}
+		if (!r)
+			printf("forgot the learned addresses of %s: the next ones it uses are learned\n",
+			       c->argv[1]);
+		rc = written(c, s, "learned forget", r, rev, err);
 		store_close(s);
 		return rc;
 	}
@@ -996,15 +974,8 @@ static int cmd_learned(struct ctx *c)
 		fprintf(stderr, "usage: dfwctl learned [forget VM]\n");
 		return EXIT_INPUT;
 	}
-	if (!(s = open_store(c, false, &rc)))
+	if ((rc = load_world(c, "learned", NULL, &w)))
 		return rc;
-	r = trace_world_load(s, NULL, &w, err, sizeof(err));
-	store_close(s);
-	if (r) {
-		fprintf(stderr, "dfwctl: learned: %s\n", err);
-		trace_world_free(&w);
-		return EXIT_UNREACHABLE;
-	}
 	out_init(&o, stdout, c->json);
 	out_arr_start(&o, NULL);
 	for (size_t i = 0; i < w.p->inv.nvms; i++) {
