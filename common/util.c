@@ -388,6 +388,51 @@ uint64_t now_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
+size_t dfs_postorder(size_t n, const struct dfs_ops *ops, void *arg)
+{
+	enum { NEW, OPEN, DONE };
+	uint8_t *state = xcalloc(n + 1, sizeof(*state));
+	size_t *path = xcalloc(n + 1, sizeof(*path));
+	size_t *next = xcalloc(n + 1, sizeof(*next)); /* next edge of path[i] */
+	size_t cycles = 0;
+
+	for (size_t root = 0; root < n; root++) {
+		size_t depth = 1;
+
+		if (state[root] != NEW)
+			continue;
+		state[root] = OPEN;
+		path[0] = root;
+		next[0] = 0;
+		while (depth) {
+			size_t v = path[depth - 1], h, i;
+
+			if (next[depth - 1] == ops->degree(arg, v)) {
+				state[v] = DONE;
+				ops->done(arg, v);
+				depth--;
+				continue;
+			}
+			if ((h = ops->edge(arg, v, next[depth - 1]++)) == DFS_NO_EDGE)
+				continue;
+			if (state[h] == NEW) {
+				state[h] = OPEN;
+				path[depth] = h;
+				next[depth++] = 0;
+			} else if (state[h] == OPEN) {
+				for (i = 0; path[i] != h; i++)
+					;
+				ops->cycle(arg, path + i, depth - i);
+				cycles++;
+			}
+		}
+	}
+	free(state);
+	free(path);
+	free(next);
+	return cycles;
+}
+
 uint64_t wall_ms(void)
 {
 	struct timespec ts;

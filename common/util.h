@@ -79,6 +79,20 @@ size_t edit_distance(const char *a, const char *b);
 
 /* Monotonic clock in nanoseconds. */
 uint64_t now_ns(void);
+/* Depth-first post-order over nodes 0..n-1 (nested groups, service
+ * objects): done(arg, node) is called for each node after every node it
+ * leads to; cycle(arg, path, len) for each cycle found, path[0] being
+ * where it closes.  edge(arg, node, k) is the k-th of degree(arg, node)
+ * out-edges, or DFS_NO_EDGE to skip it.  Returns the number of cycles. */
+#define DFS_NO_EDGE ((size_t)-1)
+struct dfs_ops {
+	size_t (*degree)(void *arg, size_t node);
+	size_t (*edge)(void *arg, size_t node, size_t k);
+	void (*done)(void *arg, size_t node);
+	void (*cycle)(void *arg, const size_t *path, size_t len);
+};
+size_t dfs_postorder(size_t n, const struct dfs_ops *ops, void *arg);
+
 /* Wall-clock time in ms since the epoch (CLOCK_REALTIME). */
 uint64_t wall_ms(void);
 

@@ -586,53 +586,47 @@ static void report_cycle(const struct inventory *inv, const size_t *path,
 	free(buf);
 }
 
+struct sort_ctx {
+	struct gengine *e;
+	size_t norder;
+	const char *file;
+	struct diag *d;
+};
+
+static size_t group_degree(void *arg, size_t g)
+{
+	const struct group_def *gd = &((struct sort_ctx *)arg)->e->inv->groups[g];
+
+	return gd->nincludes + gd->nexclude_groups;
+}
+
+static size_t group_edge(void *arg, size_t g, size_t k)
+{
+	return dep_at(&((struct sort_ctx *)arg)->e->inv->groups[g], k);
+}
+
+static void group_done(void *arg, size_t g)
+{
+	struct sort_ctx *c = arg;
+
+	c->e->order[c->norder++] = g;
+}
+
+static void group_cycle(void *arg, const size_t *path, size_t len)
+{
+	struct sort_ctx *c = arg;
+
+	report_cycle(c->e->inv, path, len, c->file, c->d);
+}
+
 /* Orders the groups so that each comes after every group it includes or
  * excludes (depth-first, post-order), reporting each cycle found. */
 static bool sort_groups(struct gengine *e, const char *file, struct diag *d)
 {
-	enum { NEW, OPEN, DONE };
-	const struct inventory *inv = e->inv;
-	size_t ng = inv->ngroups, norder = 0;
-	uint8_t *state = xcalloc(ng, sizeof(*state));
-	size_t *path = xmalloc(ng * sizeof(*path));
-	size_t *next = xmalloc(ng * sizeof(*next)); /* next edge of path[i] */
-	bool ok = true;
+	static const struct dfs_ops ops = { group_degree, group_edge, group_done, group_cycle };
+	struct sort_ctx c = { e, 0, file, d };
 
-	for (size_t root = 0; root < ng; root++) {
-		size_t depth = 1;
-
-		if (state[root] != NEW)
-			continue;
-		state[root] = OPEN;
-		path[0] = root;
-		next[0] = 0;
-		while (depth) {
-			size_t g = path[depth - 1], h, i;
-			const struct group_def *gd = &inv->groups[g];
-
-			if (next[depth - 1] == gd->nincludes + gd->nexclude_groups) {
-				state[g] = DONE;
-				e->order[norder++] = g;
-				depth--;
-				continue;
-			}
-			h = dep_at(gd, next[depth - 1]++);
-			if (state[h] == NEW) {
-				state[h] = OPEN;
-				path[depth] = h;
-				next[depth++] = 0;
-			} else if (state[h] == OPEN) {
-				for (i = 0; path[i] != h; i++)
-					;
-				report_cycle(inv, path + i, depth - i, file, d);
-				ok = false;
-			}
-		}
-	}
-	free(state);
-	free(path);
-	free(next);
-	return ok;
+	return dfs_postorder(e->inv->ngroups, &ops, &c) == 0;
 }
 
 /* Files group g under the tags its criteria depend on.  A criterion whose tag

@@ -1397,53 +1397,46 @@ static void report_service_cycle(struct parser *ps, const size_t *path, size_t l
 	diag_add(ps->d, ps->file, first->line, "service %s: cycle %s", first->name, buf);
 }
 
+struct expand_ctx {
+	struct parser *ps;
+	struct svc_item **items;
+	const size_t *nitems;
+};
+
+static size_t svc_degree(void *arg, size_t o)
+{
+	return ((struct expand_ctx *)arg)->nitems[o];
+}
+
+static size_t svc_edge(void *arg, size_t o, size_t k)
+{
+	const struct svc_item *it = &((struct expand_ctx *)arg)->items[o][k];
+
+	return it->ref ? it->obj : DFS_NO_EDGE;
+}
+
+static void svc_done(void *arg, size_t o)
+{
+	struct expand_ctx *c = arg;
+	struct dfw_policy *p = c->ps->p;
+
+	expand_svc_items(p, c->items[o], c->nitems[o], &p->services[o].svcs,
+			 &p->services[o].nsvcs);
+}
+
+static void svc_cycle(void *arg, const size_t *path, size_t len)
+{
+	report_service_cycle(((struct expand_ctx *)arg)->ps, path, len);
+}
+
 /* Expands every service object, each after those it lists (depth-first,
  * post-order), reporting each cycle found. */
 static void expand_services(struct parser *ps, struct svc_item **items, const size_t *nitems)
 {
-	enum { NEW, OPEN, DONE };
-	struct dfw_policy *p = ps->p;
-	size_t ns = p->nservices;
-	uint8_t *state = xcalloc(ns, sizeof(*state));
-	size_t *path = xcalloc(ns, sizeof(*path));
-	size_t *next = xcalloc(ns, sizeof(*next)); /* next item of path[i] */
+	static const struct dfs_ops ops = { svc_degree, svc_edge, svc_done, svc_cycle };
+	struct expand_ctx c = { ps, items, nitems };
 
-	for (size_t root = 0; root < ns; root++) {
-		size_t depth = 1;
-
-		if (state[root] != NEW)
-			continue;
-		state[root] = OPEN;
-		path[0] = root;
-		next[0] = 0;
-		while (depth) {
-			size_t o = path[depth - 1], h, i;
-			size_t *k = &next[depth - 1];
-
-			while (*k < nitems[o] && !items[o][*k].ref)
-				(*k)++;
-			if (*k == nitems[o]) {
-				state[o] = DONE;
-				expand_svc_items(p, items[o], nitems[o], &p->services[o].svcs,
-						 &p->services[o].nsvcs);
-				depth--;
-				continue;
-			}
-			h = items[o][(*k)++].obj;
-			if (state[h] == NEW) {
-				state[h] = OPEN;
-				path[depth] = h;
-				next[depth++] = 0;
-			} else if (state[h] == OPEN) {
-				for (i = 0; path[i] != h; i++)
-					;
-				report_service_cycle(ps, path + i, depth - i);
-			}
-		}
-	}
-	free(state);
-	free(path);
-	free(next);
+	dfs_postorder(ps->p->nservices, &ops, &c);
 }
 
 /* [service NAME] sections: all names first, since objects may list others. */
