@@ -1,7 +1,10 @@
 /* dfw-gen: writes a synthetic datacenter as a policy INI (docs/CONFIG.md):
  * VMs spread over hypervisors, tags, security groups of every kind and rules
  * of every category.  The same arguments always give the same file, so scale
- * tests and benchmarks can regenerate their input instead of storing it. */
+ * tests and benchmarks can regenerate their input instead of storing it.
+ * --rich also draws on the whole rule model (negated sides, port ranges,
+ * ICMP types, IP protocols, service objects, reject), for tests that check
+ * the compiler and `dfwctl trace` against real packets in a lab. */
 #include <errno.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -28,10 +31,11 @@ struct params {
 	const char *local_host;
 	const char *applied_to; /* a fraction, parsed into applied_frac */
 	const char *out;
+	bool rich;
 	double applied_frac;
 };
 
-enum opt_kind { OPT_U64, OPT_STR };
+enum opt_kind { OPT_U64, OPT_STR, OPT_FLAG };
 
 static const struct option_def {
 	const char *name;
@@ -57,7 +61,9 @@ static const struct option_def {
 	{ "--seed", OPT_U64, offsetof(struct params, seed), 0, UINT64_MAX, "N",
 	  "random seed; the same seed gives the same file (default 1)" },
 	{ "--applied-to-fraction", OPT_STR, offsetof(struct params, applied_to), 0, 0, "F",
-	  "share of rules with applied_to a group, 0 to 1 (default 0.05)" },
+	  "share of rules with applied_to a group, 0 to 1 (default 0.05; 0.25 with --rich)" },
+	{ "--rich", OPT_FLAG, offsetof(struct params, rich), 0, 0, "",
+	  "the full rule model: negation, ranges, ICMP types, proto/N, [service], reject" },
 	{ "-o", OPT_STR, offsetof(struct params, out), 0, 0, "FILE",
 	  "write to FILE instead of standard output" },
 };
@@ -128,6 +134,7 @@ struct gen {
 	uint8_t *kinds;     /* per group */
 	size_t local_host;  /* index in hv1..hvN, or hosts when another name */
 	struct strv tags;   /* the extra tags */
+	size_t nsvcobj;     /* --rich: [service] objects svc1-web ... */
 };
 
 static void vm_name(const struct gen *g, uint64_t i, char *buf, size_t len)
@@ -151,12 +158,52 @@ static uint32_t vm_ipv4(uint64_t i)
 	return (10u << 24) | (uint32_t)(block << 8) | (uint32_t)(i % 254 + 1);
 }
 
+/* A prefix around a random VM's address, IPv4 or the IPv6 one with the
+ * same low 32 bits (fd00::/96 + the IPv4 address, as write_vms gives them),
+ * from 10.0.0.0/8 down to the one VM: in a lab such prefixes decide flows,
+ * where the 172.16/12 and 192.168/16 networks of the other items never do. */
+static void vm_cidr(struct gen *g, char *buf, size_t len)
+{
+	static const unsigned plens[] = { 8, 24, 29, 30, 31, 32 };
+	uint32_t a = vm_ipv4(below(&g->r, g->p->vms));
+	unsigned plen = plens[below(&g->r, ARRAY_SIZE(plens))];
+	uint32_t m = a & (uint32_t)(0xffffffffull << (32 - plen));
+
+	if (percent(&g->r, 50))
+		snprintf(buf, len, "%u.%u.%u.%u/%u", m >> 24, (m >> 16) & 0xff, (m >> 8) & 0xff,
+			 m & 0xff, plen);
+	else
+		snprintf(buf, len, "fd00::%x:%x/%u", m >> 16, m & 0xffff, plen + 96);
+}
+
 /* A tag for criteria: an extra one when there are any. */
 static const char *some_tag(struct gen *g)
 {
 	if (g->tags.n)
 		return g->tags.v[below(&g->r, g->tags.n)];
 	return threat_tags[below(&g->r, ARRAY_SIZE(threat_tags))];
+}
+
+/* A tag VALUE for an equals or not-equals criterion: a declared tag; with
+ * --rich, for a scoped one, also "scope|" (any tag of the scope) or the bare
+ * tag part ("t1" holds for t1, app|t1, env|t1 ...), docs/CONFIG.md.  The
+ * result is the tag itself or buf. */
+static const char *tag_value(struct gen *g, char *buf, size_t len)
+{
+	const char *t = some_tag(g), *bar = strchr(t, '|');
+
+	if (!g->p->rich || !bar)
+		return t;
+	switch (below(&g->r, 4)) {
+	case 0:
+		snprintf(buf, len, "%.*s", (int)(bar + 1 - t), t);
+		return buf;
+	case 1:
+		snprintf(buf, len, "%s", bar + 1);
+		return buf;
+	default:
+		return t;
+	}
 }
 
 /* A random group other than quarantine among the first n, or quarantine
@@ -171,30 +218,46 @@ static size_t some_group(struct gen *g, size_t n)
 static void write_header(struct gen *g)
 {
 	const struct params *p = g->p;
+	/* --rich: every default action, so that rules of every action matter */
+	static const unsigned def_w[] = { 30, 50, 20 };
+	enum dfw_action def = ACT_DROP;
+	bool def_log = false;
 
+	if (p->rich) {
+		def = (enum dfw_action)pick(&g->r, def_w, ARRAY_SIZE(def_w));
+		def_log = percent(&g->r, 20);
+	}
 	fprintf(g->f,
 		"; A synthetic datacenter written by dfw-gen --hosts %llu --vms %llu\n"
 		"; --local-host %s --local-vms %llu --groups %llu --rules %llu --tags %llu\n"
-		"; --seed %llu --applied-to-fraction %g\n"
+		"; --seed %llu --applied-to-fraction %g%s\n"
 		"; Format: docs/CONFIG.md.  Check it with: dfwctl validate FILE\n\n"
-		"[global]\ndefault_action = drop\ndefault_log = no\n\n",
+		"[global]\ndefault_action = %s\ndefault_log = %s\n\n",
 		(unsigned long long)p->hosts, (unsigned long long)p->vms, p->local_host,
 		(unsigned long long)p->local_vms, (unsigned long long)p->groups,
 		(unsigned long long)p->rules, (unsigned long long)p->tags,
-		(unsigned long long)p->seed, p->applied_frac);
+		(unsigned long long)p->seed, p->applied_frac, p->rich ? " --rich" : "",
+		action_name(def), def_log ? "yes" : "no");
 }
 
-/* The extra tags alternate between applications and environments. */
+/* The extra tags alternate between applications and environments; with
+ * --rich they are scoped, app|t1, env|t1, dept|t1, and then t1 unscoped,
+ * so that one tag part stands in several scopes and alone. */
 static int make_tags(struct gen *g)
 {
+	static const char *const scopes[] = { "app|", "env|", "dept|", "" };
 	size_t len = strlen("names = ");
 	char buf[64];
 
 	for (size_t i = 0; i < ARRAY_SIZE(threat_tags); i++)
 		len += strlen(threat_tags[i]) + 2;
 	for (uint64_t i = 0; i < g->p->tags; i++) {
-		snprintf(buf, sizeof(buf), "%s.%llu", i % 2 ? "env" : "app",
-			 (unsigned long long)(i / 2 + 1));
+		if (g->p->rich)
+			snprintf(buf, sizeof(buf), "%st%llu", scopes[i % 4],
+				 (unsigned long long)(i / 4 + 1));
+		else
+			snprintf(buf, sizeof(buf), "%s.%llu", i % 2 ? "env" : "app",
+				 (unsigned long long)(i / 2 + 1));
 		len += strlen(buf) + 2;
 		if (len - 2 > MAX_LINE) {
 			fprintf(stderr, "dfw-gen: --tags %llu: the [tags] line would exceed %d "
@@ -325,7 +388,7 @@ static void name_prefix(struct gen *g, char *buf, size_t len)
 static void write_group(struct gen *g, size_t gi)
 {
 	enum gkind kind = (enum gkind)g->kinds[gi];
-	char name[NAME_MAX_LEN + 1], prefix[32];
+	char name[NAME_MAX_LEN + 1], prefix[32], tv[2][64];
 	/* Percent of groups that exclude quarantined VMs, as the normal
 	 * groups of docs/CONFIG.md must. */
 	unsigned xq = 35;
@@ -339,9 +402,9 @@ static void write_group(struct gen *g, size_t gi)
 			"quarantine = yes\n\n", threat_tags[0], threat_tags[1], threat_tags[2]);
 		return;
 	case G_TAG:
-		fprintf(g->f, "match = tag equals %s", some_tag(g));
+		fprintf(g->f, "match = tag equals %s", tag_value(g, tv[0], sizeof(tv[0])));
 		if (percent(&g->r, 30))
-			fprintf(g->f, " or tag equals %s", some_tag(g));
+			fprintf(g->f, " or tag equals %s", tag_value(g, tv[1], sizeof(tv[1])));
 		fputc('\n', g->f);
 		break;
 	case G_NAME:
@@ -357,7 +420,7 @@ static void write_group(struct gen *g, size_t gi)
 			fprintf(g->f, "match = os starts-with %s",
 				os_prefixes[below(&g->r, ARRAY_SIZE(os_prefixes))]);
 		if (percent(&g->r, 30))
-			fprintf(g->f, " and tag equals %s", some_tag(g));
+			fprintf(g->f, " and tag equals %s", tag_value(g, tv[0], sizeof(tv[0])));
 		fputc('\n', g->f);
 		break;
 	case G_STATIC:
@@ -377,8 +440,13 @@ static void write_group(struct gen *g, size_t gi)
 		break;
 	case G_CIDR:
 		fprintf(g->f, "description = external networks\n"
-			"addresses = 172.%zu.%zu.0/24, fd10:0:%zx::/48\n",
+			"addresses = 172.%zu.%zu.0/24, fd10:0:%zx::/48",
 			16 + (gi >> 8) % 16, gi & 0xff, gi & 0xffff);
+		if (g->p->rich && percent(&g->r, 60)) {
+			vm_cidr(g, prefix, sizeof(prefix));
+			fprintf(g->f, ", %s", prefix);
+		}
+		fputc('\n', g->f);
 		if (percent(&g->r, 50)) {
 			name_prefix(g, prefix, sizeof(prefix));
 			fprintf(g->f, "match = name starts-with %s\n", prefix);
@@ -388,12 +456,14 @@ static void write_group(struct gen *g, size_t gi)
 		/* Operators beyond equals; a tag condition that is not a plain
 		 * equality makes the group depend on every tag change, so few. */
 		fprintf(g->f, "match = tag equals %s and os starts-with windows or name ends-with %llu",
-			some_tag(g), (unsigned long long)below(&g->r, 10));
+			tag_value(g, tv[0], sizeof(tv[0])), (unsigned long long)below(&g->r, 10));
 		if (percent(&g->r, 20))
-			fprintf(g->f, " or tag starts-with %s", percent(&g->r, 50) ? "app." : "env.");
+			fprintf(g->f, " or tag starts-with %s", g->p->rich ?
+				(percent(&g->r, 50) ? "app|t" : "t") :
+				(percent(&g->r, 50) ? "app." : "env."));
 		fputc('\n', g->f);
 		fprintf(g->f, "exclude_match = os contains server and tag not-equals %s\n",
-			some_tag(g));
+			tag_value(g, tv[0], sizeof(tv[0])));
 		break;
 	case G_KINDS:
 		abort();
@@ -413,10 +483,94 @@ static const char *const services[] = {
 	"tcp/49152-65535", "icmp", "icmpv6",
 };
 
-/* sources / destinations: any, or 1-3 distinct groups, VMs and CIDRs. */
+/* --rich: every form of service the parser takes; tcp/443, tcp/85, udp/53
+ * and udp/55 fall in several of them, so a lab can probe the overlaps.
+ * Some pairs are the same service written twice (proto/47 and proto/gre,
+ * proto/6 and tcp), which the parser folds. */
+static const char *const rich_services[] = {
+	"tcp", "udp", "tcp/22", "tcp/80-90", "tcp/443", "tcp/440-450", "tcp/8000-8099",
+	"tcp/4001-4002", "udp/53", "udp/50-60", "udp/123", "udp/4172",
+	"icmp", "icmp/echo-request", "icmp/echo-reply", "icmp/3:4", "icmp/destination-unreachable",
+	"icmp/time-exceeded", "icmp/8:0", "icmp/13",
+	"icmpv6", "icmpv6/128", "icmpv6/echo-request", "icmpv6/128:0", "icmpv6/129",
+	"icmpv6/1:4", "icmpv6/packet-too-big",
+	"proto/47", "proto/gre", "proto/50", "proto/132", "proto/112", "proto/6", "proto/17",
+	"proto/1", "proto/58",
+};
+static const char *const service_words[] = {
+	"web", "dns", "mgmt", "ping", "tunnels", "vdi", "monitoring", "db",
+};
+
+/* Service object k (0-based): svc1-web, svc2-dns, ... */
+static void service_obj_name(size_t k, char *buf, size_t len)
+{
+	snprintf(buf, len, "svc%zu-%s", k + 1, service_words[k % ARRAY_SIZE(service_words)]);
+}
+
+/* n distinct items of the rich services, the service objects before obj
+ * among them (a quarter of the picks when there are any), as "a, b". */
+static void write_rich_service_list(struct gen *g, size_t n, size_t obj)
+{
+	size_t picked[4];
+	char name[NAME_MAX_LEN + 1];
+
+	if (n > ARRAY_SIZE(picked))
+		n = ARRAY_SIZE(picked);
+	for (size_t i = 0; i < n; i++) {
+		bool dup;
+
+		do {
+			if (obj && percent(&g->r, 25))
+				picked[i] = ARRAY_SIZE(rich_services) + (size_t)below(&g->r, obj);
+			else
+				picked[i] = (size_t)below(&g->r, ARRAY_SIZE(rich_services));
+			dup = false;
+			for (size_t j = 0; j < i; j++)
+				dup |= picked[j] == picked[i];
+		} while (dup);
+		if (picked[i] < ARRAY_SIZE(rich_services))
+			snprintf(name, sizeof(name), "%s", rich_services[picked[i]]);
+		else
+			service_obj_name(picked[i] - ARRAY_SIZE(rich_services), name, sizeof(name));
+		fprintf(g->f, "%s%s", i ? ", " : "", name);
+	}
+}
+
+/* --rich: [service NAME] objects of 2-4 entries; an object may list
+ * earlier ones, never a later one, so there is no cycle. */
+static void write_service_objects(struct gen *g)
+{
+	char name[NAME_MAX_LEN + 1];
+
+	for (size_t k = 0; k < g->nsvcobj; k++) {
+		service_obj_name(k, name, sizeof(name));
+		fprintf(g->f, "[service %s]\n", name);
+		if (percent(&g->r, 50))
+			fprintf(g->f, "description = %s services\n",
+				service_words[k % ARRAY_SIZE(service_words)]);
+		fprintf(g->f, "entries = ");
+		write_rich_service_list(g, 2 + (size_t)below(&g->r, 3), k);
+		fputs("\n\n", g->f);
+	}
+}
+
+/* FNV-1a: tells written items apart when they have no index of their own. */
+static uint64_t text_hash(const char *s)
+{
+	uint64_t h = 0xcbf29ce484222325ull;
+
+	for (; *s; s++)
+		h = (h ^ (unsigned char)*s) * 0x100000001b3ull;
+	return h;
+}
+
+/* sources / destinations: any, or 1-3 distinct groups, VMs and CIDRs;
+ * --rich: more VMs and CIDRs (prefixes of the VMs' own addresses too), and
+ * a fifth of the lists negated. */
 static void write_side(struct gen *g, const char *key, bool allow_any)
 {
-	static const unsigned w[] = { 85, 8, 7 };
+	static const unsigned w[] = { 85, 8, 7 }, rich_w[] = { 50, 20, 30 };
+	bool rich = g->p->rich;
 	size_t n = 1 + (size_t)below(&g->r, 3), done = 0;
 	uint64_t seen[3][2]; /* kind, value of the items written */
 
@@ -424,9 +578,10 @@ static void write_side(struct gen *g, const char *key, bool allow_any)
 		fprintf(g->f, "%s = any\n", key);
 		return;
 	}
-	fprintf(g->f, "%s = ", key);
+	fprintf(g->f, "%s = %s", key, rich && percent(&g->r, 20) ? "not " : "");
 	for (size_t i = 0; i < n; i++) {
-		uint64_t kind = pick(&g->r, w, ARRAY_SIZE(w)), v;
+		uint64_t kind = rich ? pick(&g->r, rich_w, ARRAY_SIZE(rich_w)) :
+				       pick(&g->r, w, ARRAY_SIZE(w)), v;
 		char item[NAME_MAX_LEN + 8];
 		bool dup = false;
 
@@ -442,6 +597,11 @@ static void write_side(struct gen *g, const char *key, bool allow_any)
 			vm_name(g, v, item + strlen(item), sizeof(item) - strlen(item));
 			break;
 		default:
+			if (rich && percent(&g->r, 60)) {
+				vm_cidr(g, item, sizeof(item));
+				v = text_hash(item) | 1ull << 63; /* never a value below */
+				break;
+			}
 			v = below(&g->r, 0x20000);
 			if (v < 0x10000)
 				snprintf(item, sizeof(item), "192.168.%llu.0/24",
@@ -474,6 +634,11 @@ static void write_services(struct gen *g)
 		return;
 	}
 	fprintf(g->f, "services = ");
+	if (g->p->rich) {
+		write_rich_service_list(g, n, g->nsvcobj);
+		fputc('\n', g->f);
+		return;
+	}
 	for (size_t i = 0; i < n; i++) {
 		bool dup;
 
@@ -493,9 +658,9 @@ static void write_services(struct gen *g)
 static void write_rules(struct gen *g)
 {
 	const struct params *p = g->p;
-	static const unsigned cat_w[] = { 5, 20, 25, 50 };
-	static const unsigned act_w[] = { 85, 10, 5 };
-	static const unsigned dir_w[] = { 80, 10, 10 };
+	static const unsigned cat_w[] = { 5, 20, 25, 50 }, rich_cat_w[] = { 25, 25, 25, 25 };
+	static const unsigned act_w[] = { 85, 10, 5 }, rich_act_w[] = { 55, 30, 15 };
+	static const unsigned dir_w[] = { 80, 10, 10 }, rich_dir_w[] = { 60, 20, 20 };
 	static const char *const dirs[] = { "in-out", "in", "out" };
 	char name[NAME_MAX_LEN + 1];
 	uint64_t k = 0;
@@ -518,8 +683,10 @@ static void write_rules(struct gen *g)
 		k++;
 	}
 	for (uint64_t id = 1000; k < p->rules; k++, id += 10) {
-		size_t cat = pick(&g->r, cat_w, ARRAY_SIZE(cat_w));
-		size_t act = pick(&g->r, act_w, ARRAY_SIZE(act_w));
+		size_t cat = p->rich ? pick(&g->r, rich_cat_w, ARRAY_SIZE(rich_cat_w)) :
+				       pick(&g->r, cat_w, ARRAY_SIZE(cat_w));
+		size_t act = p->rich ? pick(&g->r, rich_act_w, ARRAY_SIZE(rich_act_w)) :
+				       pick(&g->r, act_w, ARRAY_SIZE(act_w));
 		bool src_any;
 
 		fprintf(g->f, "[rule %llu]\nname = %s rule %llu\ncategory = %s\n",
@@ -543,17 +710,20 @@ static void write_rules(struct gen *g)
 				fprintf(g->f, ", %s", name);
 			}
 			fputc('\n', g->f);
+		} else if (p->rich && percent(&g->r, 5)) {
+			fprintf(g->f, "applied_to = any\n");
 		}
 		{
-			size_t dir = pick(&g->r, dir_w, ARRAY_SIZE(dir_w));
+			size_t dir = p->rich ? pick(&g->r, rich_dir_w, ARRAY_SIZE(rich_dir_w)) :
+					       pick(&g->r, dir_w, ARRAY_SIZE(dir_w));
 
 			if (dir || percent(&g->r, 20))
 				fprintf(g->f, "direction = %s\n", dirs[dir]);
 		}
 		fprintf(g->f, "action = %s\n", action_name((enum dfw_action)act));
-		if (act != ACT_ALLOW && percent(&g->r, 50))
+		if (act != ACT_ALLOW ? percent(&g->r, 50) : p->rich && percent(&g->r, 10))
 			fprintf(g->f, "log = yes\n");
-		if (percent(&g->r, 1))
+		if (percent(&g->r, p->rich ? 8 : 1))
 			fprintf(g->f, "disabled = yes\nnotes = kept for the audit trail\n");
 		fputc('\n', g->f);
 	}
@@ -569,7 +739,8 @@ static void usage(FILE *f)
 	for (size_t i = 0; i < ARRAY_SIZE(options); i++) {
 		char left[64];
 
-		snprintf(left, sizeof(left), "%s %s", options[i].name, options[i].arg);
+		snprintf(left, sizeof(left), "%s%s%s", options[i].name, *options[i].arg ? " " : "",
+			 options[i].arg);
 		fprintf(f, "  %-27s %s\n", left, options[i].help);
 	}
 	fprintf(f, "  %-27s %s\n", "-h, --help", "show this help");
@@ -628,6 +799,14 @@ static int parse_args(int argc, char **argv, struct params *p)
 				near ? "'?)" : "");
 			return -1;
 		}
+		if (o->kind == OPT_FLAG) {
+			if (len < strlen(arg)) {
+				fprintf(stderr, "dfw-gen: %s takes no value ('%s')\n", o->name, arg);
+				return -1;
+			}
+			*(bool *)((char *)p + o->off) = true;
+			continue;
+		}
 		if (len < strlen(arg)) {
 			val = eq + 1;
 		} else if (i + 1 < argc) {
@@ -651,6 +830,8 @@ static int parse_args(int argc, char **argv, struct params *p)
 			return -1;
 		}
 	}
+	if (!p->applied_to)
+		p->applied_to = p->rich ? "0.25" : "0.05";
 	if (parse_fraction(p->applied_to, &p->applied_frac) < 0) {
 		fprintf(stderr, "dfw-gen: --applied-to-fraction '%s': expected a number from 0 to 1, "
 			"e.g. 0.05\n", p->applied_to);
@@ -706,7 +887,6 @@ int main(int argc, char **argv)
 	struct params p = {
 		.hosts = 10, .vms = 1000, .local_vms = UINT64_MAX, .groups = 100,
 		.rules = 1000, .tags = 10, .seed = 1, .local_host = "hv1",
-		.applied_to = "0.05",
 	};
 	struct gen g = { .p = &p };
 	static char buf[1 << 20];
@@ -749,6 +929,10 @@ int main(int argc, char **argv)
 	write_vms(&g);
 	for (size_t i = 0; i < p.groups; i++)
 		write_group(&g, i);
+	if (p.rich) {
+		g.nsvcobj = 2 + (size_t)below(&g.r, 5);
+		write_service_objects(&g);
+	}
 	write_rules(&g);
 	if (fflush(g.f) || ferror(g.f)) {
 		fprintf(stderr, "dfw-gen: %s: %s\n", g.f == stdout ? "standard output" : p.out,
