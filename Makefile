@@ -16,7 +16,7 @@ DEB_PKGS := gcc make pkg-config libnftnl-dev libmnl-dev libnl-3-dev \
 	libnl-route-3-dev libcunit1-dev libsqlite3-dev \
 	etcd-server libcurl4-openssl-dev libjansson-dev curl \
 	nftables iproute2 iputils-ping netcat-openbsd conntrack procps iperf3 sqlite3 \
-	python3
+	python3 jq
 
 PKG_LIBS := libnftnl libmnl libnl-3.0 libnl-route-3.0 sqlite3 libcurl jansson
 
