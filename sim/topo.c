@@ -258,6 +258,8 @@ struct build {
 	bool underlay;      /* the fabric and each host's underlay veth */
 	bool overlay;       /* each host's VXLAN port (several hosts) */
 	bool have_ipv6;
+	struct dfw_addr *nets; /* the VMs' subnets, /24 and /64, each once */
+	size_t nnets;
 };
 
 static int interrupted(char *err, size_t errlen)
@@ -292,11 +294,10 @@ out:
 	return ret;
 }
 
-/* A route to a VM's address over the host's bridge, without an address
- * of the host's own: what the kernel's reject needs to send its TCP reset
- * or ICMP error back to a bridged client (docs/DATAPLANE.md). */
-static int vm_route_add(struct nl_sock *sk, const char *ns, int bridge, const struct dfw_addr *a,
-			char *err, size_t errlen)
+/* An on-link route to a/plen over link ifindex (no gateway, no address
+ * of its own needed). */
+static int route_add(struct nl_sock *sk, const char *ns, int ifindex, const struct dfw_addr *a,
+		     unsigned plen, char *err, size_t errlen)
 {
 	struct rtnl_route *r = rtnl_route_alloc();
 	struct rtnl_nexthop *nh = rtnl_route_nh_alloc();
@@ -307,19 +308,19 @@ static int vm_route_add(struct nl_sock *sk, const char *ns, int bridge, const st
 
 	if (!r || !nh || !dst)
 		abort();
-	nl_addr_set_prefixlen(dst, v4 ? 32 : 128);
+	nl_addr_set_prefixlen(dst, (int)plen);
 	rtnl_route_set_family(r, a->family);
 	rtnl_route_set_dst(r, dst);
 	rtnl_route_set_scope(r, RT_SCOPE_LINK);
 	rtnl_route_set_protocol(r, RTPROT_STATIC);
-	rtnl_route_nh_set_ifindex(nh, bridge);
+	rtnl_route_nh_set_ifindex(nh, ifindex);
 	rtnl_route_add_nexthop(r, nh);
 	e = rtnl_route_add(sk, r, NLM_F_CREATE | NLM_F_REPLACE);
 	nl_addr_put(dst);
 	rtnl_route_put(r);
 	if (e < 0) {
 		addr_format(a, shown, sizeof(shown));
-		return errf(err, errlen, "%s: cannot add a route to %s: %s", ns, shown,
+		return errf(err, errlen, "%s: cannot add a route to %s/%u: %s", ns, shown, plen,
 			    nl_geterror(e));
 	}
 	return 0;
@@ -328,14 +329,15 @@ static int vm_route_add(struct nl_sock *sk, const char *ns, int bridge, const st
 static int build_host(struct build *b, size_t h, char *err, size_t errlen)
 {
 	char *ns = lab_host_ns(b->lab, h);
-	const struct inventory *inv = &b->lab->pol->inv;
 	int ret = bridge_ns(ns, b->o->bridge, true, &b->host_fd[h], &b->host_sk[h],
 			    &b->bridge_idx[h], err, errlen);
 
-	for (size_t i = 0; ret == 0 && i < inv->nvms; i++)
-		for (size_t k = 0; ret == 0 && k < inv->vms[i].naddrs; k++)
-			ret = vm_route_add(b->host_sk[h], ns, b->bridge_idx[h], &inv->vms[i].addrs[k],
-					   err, errlen);
+	/* A route to every VM over the bridge: what the kernel's reject needs
+	 * to send its TCP reset or ICMP error back to a bridged client
+	 * (docs/DATAPLANE.md). */
+	for (size_t i = 0; ret == 0 && i < b->nnets; i++)
+		ret = route_add(b->host_sk[h], ns, b->bridge_idx[h], &b->nets[i],
+				b->nets[i].plen, err, errlen);
 	free(ns);
 	return ret;
 }
@@ -557,6 +559,17 @@ static int build_vm(struct build *b, size_t i, char *err, size_t errlen)
 		if (addr_add(sk, ns, ifindex, "eth0", &vm->addrs[k],
 			     vm->addrs[k].family == AF_INET ? 24 : 64, err, errlen) < 0)
 			goto out;
+	/* The lab has no router: the VMs of other subnets are on the same
+	 * wire, so they are reached on-link. */
+	for (size_t k = 0; k < b->nnets; k++) {
+		bool own = false;
+
+		for (size_t j = 0; j < vm->naddrs && !own; j++)
+			own = addr_contains(&b->nets[k], &vm->addrs[j]);
+		if (!own && (b->nets[k].family == AF_INET || b->have_ipv6) &&
+		    route_add(sk, ns, ifindex, &b->nets[k], b->nets[k].plen, err, errlen) < 0)
+			goto out;
+	}
 	ret = 0;
 out:
 	nlsk_close(sk);
@@ -695,6 +708,30 @@ int topo_check(const struct lab *lab, const struct topo_opts *o, char *err, size
 	return 0;
 }
 
+/* The VMs' subnets (each address's /24 or /64), each once. */
+static void collect_nets(struct build *b)
+{
+	const struct inventory *inv = &b->lab->pol->inv;
+
+	for (size_t i = 0; i < inv->nvms; i++) {
+		for (size_t k = 0; k < inv->vms[i].naddrs; k++) {
+			struct dfw_addr n = inv->vms[i].addrs[k];
+			size_t j;
+
+			if (n.family == AF_INET6 && !b->have_ipv6)
+				continue;
+			n.plen = n.family == AF_INET ? 24 : 64;
+			memset(n.a + n.plen / 8, 0, sizeof(n.a) - n.plen / 8);
+			for (j = 0; j < b->nnets && addr_cmp(&b->nets[j], &n); j++)
+				;
+			if (j == b->nnets) {
+				b->nets = xrealloc(b->nets, (b->nnets + 1) * sizeof(*b->nets));
+				b->nets[b->nnets++] = n;
+			}
+		}
+	}
+}
+
 int topo_build(struct lab *lab, const struct topo_opts *o, char *err, size_t errlen)
 {
 	struct build b = { .lab = lab, .o = o, .fabric_fd = -1 };
@@ -708,6 +745,7 @@ int topo_build(struct lab *lab, const struct topo_opts *o, char *err, size_t err
 	b.have_ipv6 = access("/proc/sys/net/ipv6/conf", F_OK) == 0;
 	b.underlay = lab->nhosts > 1 || o->fabric;
 	b.overlay = lab->nhosts > 1;
+	collect_nets(&b);
 	if (topo_check(lab, o, err, errlen) < 0)
 		goto out;
 	for (size_t h = 0; h < lab->nhosts; h++)
@@ -733,6 +771,7 @@ out:
 	free(b.host_fd);
 	free(b.host_sk);
 	free(b.bridge_idx);
+	free(b.nets);
 	return ret;
 }
 

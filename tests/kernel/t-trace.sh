@@ -191,6 +191,22 @@ check "the comparison catches a wrong prediction (untagged trace vs quarantined 
 	exits 1 cmpjson "$TMPD/vdi-q-v4.m.json" "$TMPD/vdi-v4.t.json" $VDI_SVCS
 "$LAB_BIN" down --lab "$LAB" >/dev/null 2>&1
 
+echo "# configs/segmentation.ini: every construct, several subnets, two hosts"
+SEG_SVCS=tcp/443,tcp/22,udp/53,icmp,tcp/8080,tcp/5432,tcp/445,udp/500
+LAB=ktrseg
+"$LAB_BIN" down --lab "$LAB" >/dev/null 2>&1
+if "$LAB_BIN" up "$TOP/configs/segmentation.ini" --lab "$LAB" >"$TMPD/up.out" 2>&1; then
+	check "segmentation: dfwd realized the policy" wait_realized 1
+	compare seg-v4 $SEG_SVCS
+	compare seg-v6 $SEG_SVCS -6
+	check "segmentation: the policy lets something through (a test that can fail)" \
+		sh -c "grep -q '\"tcp/8080\"' '$TMPD/seg-v4.m.json'"
+else
+	bad "segmentation: the lab comes up"
+	sed 's/^/#   /' "$TMPD/up.out"
+fi
+"$LAB_BIN" down --lab "$LAB" >/dev/null 2>&1
+
 echo "# $SEEDS random policies (dfw-gen --rich) from seed $SEED0"
 tag_two() { ctl --wait tag vm00001 'app|t1' t1 && ctl --wait tag vm00002 threat.medium; }
 # all_at N REV: N hosts' dfwd are alive and realized REV (10 s at most).
