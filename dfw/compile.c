@@ -497,17 +497,20 @@ static void emit(struct chain_build *cb, uint32_t id, bool out, const struct mat
 				  act == ACT_DROP ? PV_DROP :
 				  pr == IPPROTO_TCP ? PV_REJECT_TCP : PV_REJECT_ICMPX;
 
-		if (m->guard)
-			rule_push_named(r, PI_PORT_SET, out ? 0 : 1, m->guard);
+		/* Cheapest and most selective first: a new flow walks the
+		 * whole chain, and most rules fail on protocol or port, two
+		 * compares, before any set lookup. */
 		if (m->family)
 			rule_push(r, (struct pitem){ .kind = PI_NFPROTO,
 				.u = m->family == AF_INET ? NFPROTO_IPV4 : NFPROTO_IPV6 });
+		if (pr)
+			push_service(r, m->svc, pr);
+		if (m->guard)
+			rule_push_named(r, PI_PORT_SET, out ? 0 : 1, m->guard);
 		if (m->sa)
 			push_side(r, PI_SADDR_SET, m->src, m->sa);
 		if (m->da)
 			push_side(r, PI_DADDR_SET, m->dst, m->da);
-		if (pr)
-			push_service(r, m->svc, pr);
 		if (log || watch) {
 			if (id)
 				snprintf(name, sizeof(name), "dfw rule=%u %s %s", id,

@@ -492,10 +492,10 @@ static void test_vdi_untagged(void)
 	CU_ASSERT_TRUE(set_is(pl, "g-connection-servers-6", "fd00:10::21"));
 
 	/* Text checks that do not depend on the golden file. */
-	CU_ASSERT_PTR_NOT_NULL(strstr(text, "meta nfproto ipv4 ip saddr @g-desktops-4 ip daddr "
-					    "@g-infra-servers-4 meta l4proto icmp counter name "));
-	CU_ASSERT_PTR_NOT_NULL(strstr(text, "meta nfproto ipv6 ip6 saddr @g-desktops-6 ip6 daddr "
-					    "@g-infra-servers-6 meta l4proto ipv6-icmp counter name "));
+	CU_ASSERT_PTR_NOT_NULL(strstr(text, "meta nfproto ipv4 meta l4proto icmp ip saddr "
+					    "@g-desktops-4 ip daddr @g-infra-servers-4 counter name "));
+	CU_ASSERT_PTR_NOT_NULL(strstr(text, "meta nfproto ipv6 meta l4proto ipv6-icmp ip6 saddr "
+					    "@g-desktops-6 ip6 daddr @g-infra-servers-6 counter name "));
 	CU_ASSERT_PTR_NOT_NULL(strstr(text, "log prefix \"dfw rule=110 out \" group 0 counter name \"r-110-out\" drop"));
 	free(text);
 	plan_free(pl);
@@ -733,9 +733,20 @@ static void test_applied(void)
 	CU_ASSERT_EQUAL(c->rule_ids[0], 22);
 	CU_ASSERT_EQUAL(c->rule_ids[1], 30);
 	CU_ASSERT_EQUAL(c->rule_ids[2], 31);
-	/* Guarded rules test the vNIC id first: source id in out chains. */
-	CU_ASSERT_EQUAL(c->rules[0].items[0].kind, PI_PORT_SET);
-	CU_ASSERT_STRING_EQUAL(c->rules[0].items[0].name, "p-web-o");
+	/* Guarded rules test the vNIC id (source id in out chains) after
+	 * protocol and port, before the address sets. */
+	{
+		const struct prule *r0 = &c->rules[0];
+		size_t k = 0;
+
+		while (k < r0->nitems && r0->items[k].kind != PI_PORT_SET)
+			k++;
+		CU_ASSERT_FATAL(k < r0->nitems);
+		CU_ASSERT_STRING_EQUAL(r0->items[k].name, "p-web-o");
+		for (size_t j = k + 1; j < r0->nitems; j++)
+			CU_ASSERT(r0->items[j].kind != PI_L4PROTO && r0->items[j].kind != PI_DPORT &&
+				  r0->items[j].kind != PI_DPORT_SET);
+	}
 	for (size_t i = 0; i < pl->nchains; i++)
 		CU_ASSERT_FALSE(chain_has_rule(&pl->chains[i], 40));
 
@@ -1105,9 +1116,9 @@ static void test_negation(void)
 
 	/* Source negated, destination any: both families. */
 	CU_ASSERT_EQUAL(count_rules(in, 1), 2);
-	RULE_IS(in, 1, 0, "meta nfproto ipv4 ip saddr != @g-ga-4 meta l4proto tcp th dport 22 "
+	RULE_IS(in, 1, 0, "meta nfproto ipv4 meta l4proto tcp th dport 22 ip saddr != @g-ga-4 "
 			      "counter name \"r-1-in\" drop comment \"rule 1\"");
-	RULE_IS(in, 1, 1, "meta nfproto ipv6 ip6 saddr != @g-ga-6 meta l4proto tcp th dport 22 "
+	RULE_IS(in, 1, 1, "meta nfproto ipv6 meta l4proto tcp th dport 22 ip6 saddr != @g-ga-6 "
 			      "counter name \"r-1-in\" drop comment \"rule 1\"");
 
 	/* A group with CIDR members and a literal: all three sets in one
@@ -1125,10 +1136,10 @@ static void test_negation(void)
 	/* Both sides negated; the destination has no IPv6 set, so in IPv6
 	 * only the source is tested.  Reject: TCP reset, then ICMPX. */
 	CU_ASSERT_EQUAL(count_rules(in, 3), 4);
-	snprintf(lit4, sizeof(lit4), "%s", in->rules[2].items[2].name);
+	snprintf(lit4, sizeof(lit4), "%s", in->rules[2].items[3].name);
 	CU_ASSERT_TRUE(set_is(pl, lit4, "192.0.2.0/24"));
-	snprintf(want, sizeof(want), "meta nfproto ipv4 ip saddr != @g-ga-4 ip daddr != @%s "
-		 "meta l4proto tcp counter name \"r-3-in\" reject with tcp reset comment \"rule 3\"",
+	snprintf(want, sizeof(want), "meta nfproto ipv4 meta l4proto tcp ip saddr != @g-ga-4 "
+		 "ip daddr != @%s counter name \"r-3-in\" reject with tcp reset comment \"rule 3\"",
 		 lit4);
 	RULE_IS(in, 3, 0, want);
 	snprintf(want, sizeof(want), "meta nfproto ipv4 ip saddr != @g-ga-4 ip daddr != @%s "
@@ -1154,8 +1165,8 @@ static void test_negation(void)
 	{
 		char *r5 = rule_text(in, 5, 0);
 
-		CU_ASSERT_PTR_NOT_NULL(strstr(r5, "meta nfproto ipv4 ip saddr != @a-"));
-		CU_ASSERT_PTR_NOT_NULL(strstr(r5, " meta l4proto icmp icmp type 8 counter"));
+		CU_ASSERT_PTR_NOT_NULL(strstr(r5, "meta nfproto ipv4 meta l4proto icmp icmp type 8 "
+						  "ip saddr != @a-"));
 		free(r5);
 	}
 	free(text);
@@ -1217,8 +1228,7 @@ static void test_services(void)
 	/* The service object's ports as a set, the UDP range alone. */
 	CU_ASSERT_EQUAL(count_rules(out, 10), 2);
 	CU_ASSERT_PTR_NOT_NULL(strstr(text, "elements = { 80, 443, 8000-8999 }"));
-	CU_ASSERT_PTR_NOT_NULL(strstr(text, "meta l4proto udp th dport 1000-2000 counter name "
-					    "\"r-10-out\" return"));
+	CU_ASSERT_PTR_NOT_NULL(strstr(text, "meta l4proto udp th dport 1000-2000 ip daddr @a-"));
 
 	CU_ASSERT_EQUAL(count_rules(in, 11), 4);
 	RULE_IS(in, 11, 0, "meta nfproto ipv4 meta l4proto icmp icmp type 8 "
@@ -1284,7 +1294,7 @@ static void test_monitor(void)
 	CU_ASSERT_FATAL(in && out);
 	/* The group's (empty) VM sets and its CIDR sets, per family. */
 	CU_ASSERT_EQUAL(count_rules(in, 20), 4);
-	RULE_IS(in, 20, 1, "meta nfproto ipv4 ip saddr @g-lan-4n meta l4proto tcp th dport 23 "
+	RULE_IS(in, 20, 1, "meta nfproto ipv4 meta l4proto tcp th dport 23 ip saddr @g-lan-4n "
 			       "log prefix \"dfw rule=20 in monitor \" group 0 "
 			       "counter name \"r-20-in\" accept comment \"rule 20\"");
 	CU_ASSERT_EQUAL(verdict_of(in, 20, 0), PV_ACCEPT);
