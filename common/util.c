@@ -138,6 +138,18 @@ bool strv_contains(const struct strv *s, const char *str, bool nocase)
 	return false;
 }
 
+bool strv_remove(struct strv *s, const char *str, bool nocase)
+{
+	for (size_t i = 0; i < s->n; i++) {
+		if (nocase ? strcasecmp(s->v[i], str) : strcmp(s->v[i], str))
+			continue;
+		free(s->v[i]);
+		s->v[i] = s->v[--s->n]; /* order is not kept */
+		return true;
+	}
+	return false;
+}
+
 char *str_trim(char *s)
 {
 	char *e;

@@ -33,6 +33,9 @@ struct strv {
 void strv_push(struct strv *s, const char *str); /* copies */
 void strv_free(struct strv *s);
 bool strv_contains(const struct strv *s, const char *str, bool nocase);
+/* Removes the first equal string (the last one takes its place); false
+ * when there is none. */
+bool strv_remove(struct strv *s, const char *str, bool nocase);
 /* Splits a comma-separated list, trimming blanks; empty items are kept as ""
  * so that callers can report them.  An all-blank input yields no items. */
 void strv_split(struct strv *out, const char *list);

@@ -186,15 +186,7 @@ static long apply_tag_key(struct agent *a, const char *key, bool present)
 		if (!strv_contains(&a->vm_tags[idx], declared, true))
 			strv_push(&a->vm_tags[idx], declared);
 	} else {
-		struct strv *t = &a->vm_tags[idx];
-
-		for (size_t i = 0; i < t->n; i++) {
-			if (strcasecmp(t->v[i], declared))
-				continue;
-			free(t->v[i]);
-			t->v[i] = t->v[--t->n];
-			break;
-		}
+		strv_remove(&a->vm_tags[idx], declared, true);
 	}
 	return (long)idx;
 }
@@ -665,17 +657,10 @@ void agent_link(struct agent *a, const char *ifname, bool present)
 
 	if (present == had)
 		return;
-	if (present) {
+	if (present)
 		strv_push(&a->present, ifname);
-	} else {
-		for (size_t i = 0; i < a->present.n; i++) {
-			if (strcmp(a->present.v[i], ifname))
-				continue;
-			free(a->present.v[i]);
-			a->present.v[i] = a->present.v[--a->present.n];
-			break;
-		}
-	}
+	else
+		strv_remove(&a->present, ifname, false);
 	if (known)
 		logf_(a, "vNIC port %s %s", ifname, present ? "appeared (policy realized)" : "went away");
 }

@@ -243,17 +243,6 @@ static bool tag_present(const struct strv *t, const char *tag)
 	return strv_contains(t, tag, true);
 }
 
-static void tag_remove(struct strv *t, const char *tag)
-{
-	for (size_t i = 0; i < t->n; i++) {
-		if (strcasecmp(t->v[i], tag))
-			continue;
-		free(t->v[i]);
-		t->v[i] = t->v[--t->n];
-		return;
-	}
-}
-
 /* "VM=TAG" against the policy. */
 static int assume_one(const struct dfw_policy *p, const char *spec, size_t *vm,
 		      const char **tag, char *err, size_t errlen)
@@ -319,7 +308,7 @@ int trace_world_snapshot(const struct snapshot *snap, const struct trace_assume 
 	for (size_t i = 0; as && i < as->ndel; i++) {
 		if (assume_one(w->p, as->del[i], &vm, &tag, err, errlen))
 			goto out;
-		tag_remove(&tags[vm], tag);
+		strv_remove(&tags[vm], tag, true);
 	}
 	for (size_t i = 0; i < w->p->inv.nvms; i++)
 		gengine_set_tags(w->e, i, (const char *const *)tags[i].v, tags[i].n, NULL, NULL);
