@@ -44,6 +44,7 @@ struct agent {
 	struct dfw_block *blocks;
 	size_t nblocks;
 	bool blocks_dirty;          /* to be (re)written to the kernel */
+	bool blocks_stale;          /* re-reading them failed: try again */
 
 	/* Learned addresses written to the store, "vm/ipv4", until the
 	 * rebuild that realizes them. */
@@ -262,8 +263,10 @@ static void blocks_reload(struct agent *a)
 	char err[256];
 	uint64_t rev;
 
-	if (store_scan(a->store, BLOCK_PREFIX, collect_block, &pairs, &rev, err, sizeof(err)) < 0)
-		logf_(a, "reading blocks: %s", err);
+	a->blocks_stale = store_scan(a->store, BLOCK_PREFIX, collect_block, &pairs, &rev, err,
+				     sizeof(err)) < 0;
+	if (a->blocks_stale)
+		logf_(a, "reading blocks: %s (tried again at the heartbeat)", err);
 	else
 		blocks_load(a, &pairs);
 	strv_free(&pairs);
@@ -545,14 +548,18 @@ static void blocks_sync(struct agent *a)
 	for (size_t i = 0; i < a->nblocks; i++) {
 		const struct dfw_block *b = &a->blocks[i];
 
+		uint64_t left = b->until_ms - now;
+
 		if (b->until_ms <= now)
 			continue;
+		if (left > BLOCK_MAX_MS)
+			left = BLOCK_MAX_MS; /* written behind dfwctl's back */
 		if (b->group < 0) {
-			g[ng++] = (struct backend_block){ b->addr, b->until_ms - now };
+			g[ng++] = (struct backend_block){ b->addr, left };
 			continue;
 		}
 		c.b = b;
-		c.left_ms = b->until_ms - now;
+		c.left_ms = left;
 		gengine_foreach_member(a->eng, (size_t)b->group, add_scoped, &c);
 	}
 	if (backend_set_op_blocks(a->be, g, ng, c.v, c.n, &st, err, sizeof(err)) < 0) {
@@ -647,6 +654,12 @@ void agent_heartbeat(struct agent *a)
 
 		if (realize(a, a->rev, &d) == 0 && a->pol)
 			blocks_sync(a);
+	} else if (a->pol) {
+		/* Blocks that could not be read or written last time. */
+		if (a->blocks_stale)
+			blocks_reload(a);
+		if (a->blocks_dirty && !a->blocks_stale)
+			blocks_sync(a);
 	}
 }
 
@@ -683,7 +696,10 @@ void agent_learn(struct agent *a, const char *ifname, const struct dfw_addr *add
 	uint64_t rev;
 	int r;
 
-	if (!port || !a->pol)
+	/* The installed plan may be of an older policy than a->pol (its
+	 * realization failed): the port must still be that VM's. */
+	if (!port || !a->pol || port->vm >= a->pol->inv.nvms ||
+	    strcmp(a->pol->inv.vms[port->vm].port, ifname))
 		return;
 	v = &a->pol->inv.vms[port->vm];
 	if (!v->learn || !(addr->family == AF_INET ? port->learn4 : port->learn6))
@@ -708,7 +724,8 @@ void agent_learn(struct agent *a, const char *ifname, const struct dfw_addr *add
 	if (strv_contains(&a->learn_pending, key, false))
 		return; /* written; realized with the next rebuild */
 	r = learned_write(a->store, v->name, addr, &rev, err, sizeof(err));
-	strv_push(&a->learn_pending, key);
+	if (r >= 0) /* a store error is tried again with the next frame */
+		strv_push(&a->learn_pending, key);
 	if (r == 0) {
 		logf_(a, "learn: %s (%s) locked to %s on first use (revision %llu)", v->name, ifname,
 		      buf, (unsigned long long)rev);
@@ -998,7 +1015,14 @@ static int req_plan(struct agent *a, struct out *o, const char *path, char *err,
 	} else {
 		ret = backend_load(a->be, want, true, &st, kerr, sizeof(kerr));
 	}
-	out_str(o, "kernel_check", ret == 0 ? "accepted (nothing committed)" : kerr);
+	if (ret < 0) {
+		/* The answer is the refusal; the changes are not shown. */
+		snprintf(err, len, "the kernel refuses the batch that applying %s would send: %.300s",
+			 path, kerr);
+		ret = 1;
+		goto out;
+	}
+	out_str(o, "kernel_check", "accepted (nothing committed)");
 	out_u64(o, "batch_messages", st.msgs);
 	out_u64(o, "batch_bytes", st.bytes);
 	out_obj_end(o);

@@ -585,8 +585,9 @@ static int trace_service(const char *svc, uint8_t family, struct trace_pkt *pk, 
 			 family == AF_INET ? "IPv4" : "IPv6");
 		return 1;
 	}
-	if ((s.proto == IPPROTO_TCP || s.proto == IPPROTO_UDP) && s.lo != s.hi) {
-		snprintf(err, errlen, "service '%s': trace one port, not a range", svc);
+	if ((s.proto == IPPROTO_TCP || s.proto == IPPROTO_UDP) && (s.lo != s.hi || !s.lo)) {
+		snprintf(err, errlen, "service '%s': trace one port (e.g. %s/443), not %s", svc,
+			 s.proto == IPPROTO_TCP ? "tcp" : "udp", s.lo ? "a range" : "all of them");
 		return 1;
 	}
 	pk->proto = s.proto;
@@ -626,12 +627,18 @@ static int trace_ends(struct ctx *c, struct trace_world *w, const char *a, const
 		      struct trace_end *src, struct trace_end *dst, struct trace_pkt *pk,
 		      char *err, size_t errlen)
 {
-	uint8_t fam = c->ipv6 ? AF_INET6 : AF_INET;
+	uint8_t fam = c->ipv6 || !strncasecmp(c->argv[2], "icmpv6", 6) ? AF_INET6 : AF_INET;
 	struct dfw_addr t;
 	const char *why;
 
-	if (addr_parse(a, &t, &why) == 0 || addr_parse(b, &t, &why) == 0)
+	if (addr_parse(a, &t, &why) == 0 || addr_parse(b, &t, &why) == 0) {
+		if (c->ipv6 && t.family == AF_INET) {
+			snprintf(err, errlen, "--ipv6 with the IPv4 address %s", t.family == AF_INET &&
+				 addr_parse(a, &t, &why) == 0 ? a : b);
+			return 1;
+		}
 		fam = t.family;
+	}
 	if (trace_world_end(w, a, fam, src, &pk->src, err, errlen) ||
 	    trace_world_end(w, b, fam, dst, &pk->dst, err, errlen))
 		return 1;
@@ -785,9 +792,11 @@ static void print_modes(struct out *o, const struct trace_world *w)
 		out_obj_end(o);
 	}
 	out_arr_end(o);
+	/* The drop and reject rules in monitor mode: allow rules are the
+	 * same in both modes. */
 	out_arr_start(o, "monitored_rules");
 	for (size_t i = 0; i < w->p->nrules; i++)
-		if (w->p->rules[i].monitor)
+		if (w->p->rules[i].monitor && w->p->rules[i].action != ACT_ALLOW)
 			out_u64(o, NULL, w->p->rules[i].id);
 	out_arr_end(o);
 	out_obj_end(o);
@@ -845,6 +854,19 @@ static int cmd_mode(struct ctx *c)
 		       c->all ? "all modes cleared; " : "", c->categories.n,
 		       c->categories.n == 1 ? "y" : "ies", c->argc - 1);
 	rc = written(c, s, "mode", r, rev, err);
+	if (!r) {
+		/* What holds now: a rule stays monitored while its category is. */
+		struct trace_world w;
+		struct out o;
+
+		if (load_world(c, "mode", NULL, &w) == 0) {
+			printf("now:\n");
+			out_init(&o, stdout, false);
+			print_modes(&o, &w);
+			out_finish(&o);
+			trace_world_free(&w);
+		}
+	}
 	store_close(s);
 	free(ids);
 	return rc;
@@ -876,7 +898,7 @@ static int cmd_block(struct ctx *c)
 	}
 	if (parse_block_addr(c->argv[0], &a) < 0)
 		return EXIT_INPUT;
-	if (parse_duration_ms(c->for_, &ms) < 0 || ms < 1000 || ms > 30ull * 86400 * 1000) {
+	if (parse_duration_ms(c->for_, &ms) < 0 || ms < 1000 || ms > BLOCK_MAX_MS) {
 		fprintf(stderr, "dfwctl: block --for '%s': a duration from 1s to 30d (e.g. 90s, 10m, 2h)\n",
 			c->for_);
 		return EXIT_INPUT;
@@ -1158,6 +1180,7 @@ int main(int argc, char **argv)
 			  "trace", { cmd_trace } },
 			{ c.ipv6, "--ipv6", "trace", { cmd_trace } },
 			{ c.rule != NULL, "--rule", "counters", { cmd_counters } },
+			{ c.check, "--check", "apply", { cmd_apply } },
 			{ c.categories.n || c.all, "--category and --all", "mode", { cmd_mode } },
 		};
 

@@ -106,6 +106,16 @@ static size_t rules_diff(struct out *o, const struct dfw_policy *old, const stru
 			j++;
 		}
 	}
+	/* The default rule: the most consequential edit of all. */
+	if (old->default_action != nw->default_action || old->default_log != nw->default_log) {
+		char detail[64];
+
+		snprintf(detail, sizeof(detail), "%s%s -> %s%s", action_name(old->default_action),
+			 old->default_log ? ", logged" : "", action_name(nw->default_action),
+			 nw->default_log ? ", logged" : "");
+		change(o, "changed", "default", detail);
+		n++;
+	}
 	out_arr_end(o);
 	return n;
 }
@@ -132,9 +142,8 @@ static size_t members_diff(struct out *o, const struct dfw_policy *old, const st
 		long og = policy_find_group(old, nw->inv.groups[g].name);
 		struct names a = { old, { 0 } }, b = { nw, { 0 } };
 
-		if (og < 0)
-			continue;
-		gengine_foreach_member(oe, (size_t)og, collect, &a);
+		if (og >= 0) /* a new group: every member joins */
+			gengine_foreach_member(oe, (size_t)og, collect, &a);
 		gengine_foreach_member(ne, g, collect, &b);
 		for (int k = 0; k < 2; k++) {
 			const struct strv *from = k ? &a.v : &b.v, *to = k ? &b.v : &a.v;
@@ -170,8 +179,17 @@ size_t whatif_print(struct out *o, const struct dfw_policy *old, const struct ge
 		}
 	}
 	for (size_t g = 0; g < nw->inv.ngroups; g++) {
-		if (policy_find_group(old, nw->inv.groups[g].name) < 0) {
-			change(o, "added", nw->inv.groups[g].name, NULL);
+		const struct group_def *ng = &nw->inv.groups[g];
+		long og = policy_find_group(old, ng->name);
+
+		if (og < 0) {
+			change(o, "added", ng->name, NULL);
+			n++;
+		} else if (old->inv.groups[og].quarantine != ng->quarantine ||
+			   old->inv.groups[og].keep_connections != ng->keep_connections) {
+			change(o, "changed", ng->name, ng->quarantine ? (ng->keep_connections ?
+				"quarantine, keeps connections" : "quarantine, cuts connections") :
+				"not a quarantine group");
 			n++;
 		}
 	}

@@ -1,6 +1,7 @@
 /* Reading the store's desired state and laying it onto a policy. */
 #include "tagger/state.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -258,9 +259,10 @@ bool state_block(const struct dfw_policy *p, const char *key, const char *value,
 		policy_unknown(p, true, slash + 1, err, errlen);
 		return false;
 	}
+	errno = 0;
 	b->until_ms = strtoull(value, &end, 10);
-	if (!*value || *end) {
-		snprintf(err, errlen, "value '%.32s' is not a time in ms", value);
+	if (!*value || *end || strspn(value, "0123456789") != strlen(value) || errno) {
+		snprintf(err, errlen, "value '%.32s' is not a time in ms since the epoch", value);
 		return false;
 	}
 	return true;

@@ -69,6 +69,10 @@ struct dfw_block {
 	long group;             /* the scope's group index, or -1: everywhere */
 	uint64_t until_ms;      /* wall clock (ms since the epoch) when it ends */
 };
+/* The longest block dfwctl writes; a longer one found in the store is
+ * cut to it when realized. */
+#define BLOCK_MAX_MS (30ull * 86400 * 1000)
+
 /* Parses "addr[/group]" and its value against p; false with the reason in
  * err when it does not fit. */
 bool state_block(const struct dfw_policy *p, const char *key, const char *value,

@@ -288,6 +288,8 @@ struct block_req {
 	const char *scope;
 	uint64_t now_ms;
 	struct key_ops *k;
+	size_t nexpired;   /* block_write: the first ops delete expired blocks */
+	char **kept;       /* ...unless renewed meanwhile: their value now */
 	const char *key;   /* block_delete: the key that must exist */
 };
 
@@ -306,9 +308,23 @@ static int block_check(struct store *s, void *arg, char *err, size_t errlen)
 {
 	struct block_req *b = arg;
 	const struct dfw_policy *p;
-	char *v = NULL;
+	char *v = NULL, *end;
 	int r;
 
+	/* An expired block found before the transaction may have been
+	 * renewed since: then its delete becomes a put of its value (a
+	 * no-op).  The check can run more than once (etcd). */
+	for (size_t i = 0; i < b->nexpired; i++) {
+		struct store_op *op = &b->k->ops[i];
+
+		free(b->kept[i]);
+		b->kept[i] = NULL;
+		*op = (struct store_op){ STORE_DEL, op->key, NULL };
+		if ((r = store_get(s, op->key, &b->kept[i], err, errlen)) < 0)
+			return -1;
+		if (r == 0 && !(strtoull(b->kept[i], &end, 10) <= b->now_ms && !*end))
+			*op = (struct store_op){ STORE_PUT, op->key, b->kept[i] };
+	}
 	if (b->scope) {
 		if (!(p = stored_policy(s, err, errlen)))
 			return 1;
@@ -350,22 +366,29 @@ int block_write(struct store *s, const struct dfw_addr *addr, const char *scope,
 	struct block_req b = { .scope = scope, .now_ms = wall_ms(), .k = &k };
 	char key[TAG_KEY_MAX], until[32];
 	uint64_t at;
+	int r;
 
 	if (scope && !policy_name_ok(scope)) {
 		snprintf(err, errlen, "scope '%s': not a group name", scope);
 		return 1;
 	}
 	/* Expired blocks go in the same revision (the kernel dropped them
-	 * already); a concurrent writer's expired key is at worst kept. */
+	 * already); block_check keeps any renewed meanwhile. */
 	if (store_scan(s, BLOCK_PREFIX, expired_block, &b, &at, err, errlen) < 0) {
 		free(k.ops);
 		free(k.keys);
 		return -1;
 	}
+	b.nexpired = k.n;
+	b.kept = xcalloc(k.n + 1, sizeof(*b.kept));
 	block_key(key, sizeof(key), addr, scope);
 	snprintf(until, sizeof(until), "%llu", (unsigned long long)until_ms);
 	key_op(&k, true, until, "%s", key);
-	return key_ops_write(s, &k, block_check, &b, rev, err, errlen);
+	r = key_ops_write(s, &k, block_check, &b, rev, err, errlen);
+	for (size_t i = 0; i < b.nexpired; i++)
+		free(b.kept[i]);
+	free(b.kept);
+	return r;
 }
 
 int block_delete(struct store *s, const struct dfw_addr *addr, const char *scope,
@@ -389,6 +412,31 @@ struct learn_req {
 	bool forget;
 };
 
+struct learned_owner {
+	const struct dfw_addr *addr;
+	const char *vm;        /* the learner */
+	const char *other;     /* another VM holding addr, or NULL */
+	char name[64];
+};
+
+static int find_owner(void *arg, const char *key, const char *value)
+{
+	struct learned_owner *o = arg;
+	const char *vm = key + strlen(LEARNED_PREFIX), *slash = strchr(vm, '/'), *why;
+	struct dfw_addr a;
+
+	if (!slash || (size_t)(slash - vm) >= sizeof(o->name) || addr_parse(value, &a, &why) < 0 ||
+	    addr_cmp(&a, o->addr))
+		return 0;
+	memcpy(o->name, vm, (size_t)(slash - vm));
+	o->name[slash - vm] = '\0';
+	if (strcasecmp(o->name, o->vm)) {
+		o->other = o->name;
+		return 1;
+	}
+	return 0;
+}
+
 static int learn_check(struct store *s, void *arg, char *err, size_t errlen)
 {
 	struct learn_req *l = arg;
@@ -406,6 +454,26 @@ static int learn_check(struct store *s, void *arg, char *err, size_t errlen)
 	}
 	if (l->forget)
 		return 0;
+	/* One address, one VM: not declared by another, not locked by another
+	 * (two guests claiming it at once: the first write wins). */
+	{
+		struct learned_owner o = { l->addr, p->inv.vms[vm].name, NULL };
+		uint64_t at;
+
+		for (size_t i = 0; i < p->inv.nvms && !o.other; i++)
+			for (size_t j = 0; j < p->inv.vms[i].naddrs && (long)i != vm; j++)
+				if (!addr_cmp(&p->inv.vms[i].addrs[j], l->addr))
+					o.other = p->inv.vms[i].name;
+		if (!o.other &&
+		    store_scan(s, LEARNED_PREFIX, find_owner, &o, &at, err, errlen) < 0)
+			return -1;
+		if (o.other) {
+			addr_format(l->addr, a, sizeof(a));
+			snprintf(err, errlen, "%s belongs to VM %s; not learned for %s", a, o.other,
+				 p->inv.vms[vm].name);
+			return 1;
+		}
+	}
 	r = store_get(s, l->k->keys[0], &v, err, errlen);
 	if (r < 0)
 		return -1;

@@ -43,6 +43,9 @@ check "trace between two non-VMs exits 1" exits 1 ctl trace 192.0.2.1 192.0.2.2 
 check "trace --assume-tag with an undeclared tag exits 1" exits 1 ctl trace desktop1 cs1 tcp/443 --assume-tag desktop1=threat.hihg
 check "trace --assume-tag without = exits 1" exits 1 ctl trace desktop1 cs1 tcp/443 --assume-tag desktop1
 check "an option of another command exits 1" exits 1 ctl tag desktop1 threat.high --for 1m
+check "--check with block exits 1 (no dry run there)" exits 1 ctl block 10.0.0.1 --for 1m --check
+check "trace of tcp without a port exits 1" exits 1 ctl trace desktop1 cs1 tcp
+check "trace --ipv6 with IPv4 addresses exits 1" exits 1 ctl trace 10.10.0.11 10.10.0.21 tcp/443 --ipv6
 check "plan of a bad config exits 1" exits 1 ctl plan "$TMPD/bad.ini"
 check "apply --check of a bad config exits 1" exits 1 ctl apply --check "$TMPD/bad.ini"
 check "counters of an unknown rule exits 1" exits 1 ctl counters --rule 999
@@ -87,9 +90,13 @@ sqlite3 "$STORE" "BEGIN IMMEDIATE;
 UPDATE meta SET value = value + 1 WHERE name = 'rev';
 INSERT INTO kv (key, value, mod_rev) VALUES ('block/not-an-address', '1', (SELECT value FROM meta WHERE name = 'rev'));
 INSERT INTO changes (rev, key, value) VALUES ((SELECT value FROM meta WHERE name = 'rev'), 'block/not-an-address', '1');
+UPDATE meta SET value = value + 1 WHERE name = 'rev';
+INSERT INTO kv (key, value, mod_rev) VALUES ('block/10.10.0.99', '-1', (SELECT value FROM meta WHERE name = 'rev'));
+INSERT INTO changes (rev, key, value) VALUES ((SELECT value FROM meta WHERE name = 'rev'), 'block/10.10.0.99', '-1');
 COMMIT;"
 sleep 1.5
 check "dfwd reports the bad block key" grep -q "store key 'block/not-an-address'" "/run/dfw-lab/$LAB/hv1.log"
+check "dfwd reports a block value that is not a time" grep -q "store key 'block/10.10.0.99': value '-1' is not a time" "/run/dfw-lab/$LAB/hv1.log"
 check "dfwd still answers after a bad block key" ctl status
 rev=$(ctl apply "$TOP/configs/vdi.ini" | sed -n 's/.* as revision \([0-9]*\).*/\1/p')
 check "a good apply recovers" wait_realized "$rev"

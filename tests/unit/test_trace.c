@@ -5,6 +5,7 @@
 #include <sys/socket.h>
 
 #include "dfw/trace.h"
+#include "dfw/whatif.h"
 #include "unit.h"
 
 /* The VDI policy's text with the given tag keys and (key, value) pairs of
@@ -161,6 +162,63 @@ static void test_bad_ends(void)
 	trace_world_free(&w);
 }
 
+/* plan's policy-level differences: rules, the default, groups, members. */
+static void test_whatif(void)
+{
+	static const char base[] =
+		"[global]\ndefault_action = drop\n"
+		"[vm a]\nhost = h\nport = pa\nmac = 02:00:00:00:00:01\naddresses = 10.0.0.1\n"
+		"[vm b]\nhost = h\nport = pb\nmac = 02:00:00:00:00:02\naddresses = 10.0.0.2\n"
+		"[group g]\nmembers = a\n"
+		"[rule 1]\nsources = g\nservices = tcp/22\naction = allow\n"
+		"[rule 2]\naction = drop\n";
+	static const char next[] =
+		"[global]\ndefault_action = allow\n"
+		"[vm a]\nhost = h\nport = pa\nmac = 02:00:00:00:00:01\naddresses = 10.0.0.1\n"
+		"[vm b]\nhost = h\nport = pb\nmac = 02:00:00:00:00:02\naddresses = 10.0.0.2\n"
+		"[group g]\nmembers = b\nquarantine = yes\n"
+		"[group n]\nmembers = a\n"
+		"[rule 1]\nsources = g\nservices = tcp/22, tcp/23\naction = allow\n"
+		"[rule 3]\naction = drop\n";
+	struct trace_world w0, w1;
+	struct out o;
+	char err[256], *text = NULL;
+	size_t len = 0, n;
+	FILE *f;
+
+	CU_ASSERT_EQUAL_FATAL(trace_world_from(base, NULL, 0, &w0, err, sizeof(err)), 0);
+	CU_ASSERT_EQUAL_FATAL(trace_world_from(next, NULL, 0, &w1, err, sizeof(err)), 0);
+	f = open_memstream(&text, &len);
+	out_init(&o, f, true);
+	out_obj_start(&o, NULL);
+	n = whatif_print(&o, w0.p, w0.e, w1.p, w1.e);
+	out_obj_end(&o);
+	out_finish(&o);
+	fclose(f);
+	CU_ASSERT_EQUAL(n, 9);
+	CU_ASSERT_PTR_NOT_NULL(strstr(text, "{\"change\":\"changed\",\"name\":\"1\"}"));
+	CU_ASSERT_PTR_NOT_NULL(strstr(text, "{\"change\":\"removed\",\"name\":\"2\"}"));
+	CU_ASSERT_PTR_NOT_NULL(strstr(text, "{\"change\":\"added\",\"name\":\"3\"}"));
+	CU_ASSERT_PTR_NOT_NULL(strstr(text, "\"name\":\"default\",\"detail\":\"drop -> allow\""));
+	CU_ASSERT_PTR_NOT_NULL(strstr(text, "{\"change\":\"added\",\"name\":\"n\"}"));
+	CU_ASSERT_PTR_NOT_NULL(strstr(text, "\"name\":\"g\",\"detail\":\"quarantine, cuts connections\""));
+	CU_ASSERT_PTR_NOT_NULL(strstr(text, "{\"group\":\"g\",\"vm\":\"a\",\"change\":\"leaves\"}"));
+	CU_ASSERT_PTR_NOT_NULL(strstr(text, "{\"group\":\"g\",\"vm\":\"b\",\"change\":\"joins\"}"));
+	CU_ASSERT_PTR_NOT_NULL(strstr(text, "{\"group\":\"n\",\"vm\":\"a\",\"change\":\"joins\"}"));
+	free(text);
+	/* The same policy twice: nothing. */
+	f = open_memstream(&text, &len);
+	out_init(&o, f, true);
+	out_obj_start(&o, NULL);
+	CU_ASSERT_EQUAL(whatif_print(&o, w0.p, w0.e, w0.p, w0.e), 0);
+	out_obj_end(&o);
+	out_finish(&o);
+	fclose(f);
+	free(text);
+	trace_world_free(&w0);
+	trace_world_free(&w1);
+}
+
 void register_trace_tests(void)
 {
 	static const struct unit_test tests[] = {
@@ -169,6 +227,7 @@ void register_trace_tests(void)
 		{ "monitor mode: drops log, the next rule decides", test_monitor_mode },
 		{ "operator blocks, scoped and expired", test_blocks },
 		{ "bad ends", test_bad_ends },
+		{ "plan: what a new policy changes", test_whatif },
 	};
 
 	unit_suite("trace", tests, ARRAY_SIZE(tests));
