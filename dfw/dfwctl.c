@@ -690,6 +690,11 @@ static int trace_matrix(struct ctx *c, struct trace_world *w)
 	uint8_t fam = c->ipv6 ? AF_INET6 : AF_INET;
 	struct strv svcs = { 0 };
 	struct trace_pkt *pk;
+	struct trace_end *ends = NULL;
+	struct dfw_addr *addrs = NULL;
+	bool *has = NULL;
+	uint64_t now;
+	size_t n;
 	struct out o;
 	char err[512];
 	int rc = EXIT_OK;
@@ -703,24 +708,31 @@ static int trace_matrix(struct ctx *c, struct trace_world *w)
 			goto out;
 		}
 	}
+	/* Each VM's end once (its host's plan, its port, its address); a VM
+	 * without an address of the family is left out. */
+	n = w->p->inv.nvms;
+	ends = xcalloc(n + 1, sizeof(*ends));
+	addrs = xcalloc(n + 1, sizeof(*addrs));
+	has = xcalloc(n + 1, sizeof(*has));
+	for (size_t i = 0; i < n; i++)
+		has[i] = !trace_world_end(w, w->p->inv.vms[i].name, fam, &ends[i], &addrs[i], err,
+					  sizeof(err));
+	now = wall_ms();
 	out_init(&o, stdout, c->json);
 	out_obj_start(&o, NULL);
-	for (size_t i = 0; i < w->p->inv.nvms; i++) {
+	for (size_t i = 0; i < n; i++) {
 		out_obj_start(&o, w->p->inv.vms[i].name);
-		for (size_t j = 0; j < w->p->inv.nvms; j++) {
-			struct trace_end src, dst;
-			struct dfw_addr sa, da;
-
-			if (i == j || trace_world_end(w, w->p->inv.vms[i].name, fam, &src, &sa, err, sizeof(err)) ||
-			    trace_world_end(w, w->p->inv.vms[j].name, fam, &dst, &da, err, sizeof(err)))
+		for (size_t j = 0; j < n; j++) {
+			if (i == j || !has[i] || !has[j])
 				continue;
 			out_arr_start(&o, w->p->inv.vms[j].name);
 			for (size_t k = 0; k < svcs.n; k++) {
 				struct trace_result res;
 
-				pk[k].src = sa;
-				pk[k].dst = da;
-				trace_path(w->p, w->e, w->blocks, w->nblocks, wall_ms(), &src, &dst, &pk[k], &res);
+				pk[k].src = addrs[i];
+				pk[k].dst = addrs[j];
+				trace_path(w->p, w->e, w->blocks, w->nblocks, now, &ends[i], &ends[j], &pk[k],
+					   &res);
 				if (res.verdict == TV_ALLOW)
 					out_str(&o, NULL, svcs.v[k]);
 			}
@@ -731,6 +743,9 @@ static int trace_matrix(struct ctx *c, struct trace_world *w)
 	out_obj_end(&o);
 	out_finish(&o);
 out:
+	free(ends);
+	free(addrs);
+	free(has);
 	free(pk);
 	strv_free(&svcs);
 	return rc;

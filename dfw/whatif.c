@@ -120,16 +120,32 @@ static size_t rules_diff(struct out *o, const struct dfw_policy *old, const stru
 	return n;
 }
 
-struct names {
-	const struct dfw_policy *p;
-	struct strv v;
+/* One side of a group's membership, checked against the other policy:
+ * each member of (p, e, g) that is not a member of (op, oe, og) there,
+ * found by name (indexes differ between policies). */
+struct member_walk {
+	struct out *o;
+	const struct dfw_policy *p, *op;
+	const struct gengine *oe;
+	long og;             /* -1: the group is new (or gone) there */
+	const char *group, *change;
+	size_t n;
 };
 
-static void collect(void *arg, size_t vm)
+static void member_check(void *arg, size_t vm)
 {
-	struct names *n = arg;
+	struct member_walk *w = arg;
+	const char *name = w->p->inv.vms[vm].name;
+	long ovm = w->og < 0 ? -1 : policy_find_vm(w->op, name);
 
-	strv_push(&n->v, n->p->inv.vms[vm].name);
+	if (ovm >= 0 && gengine_is_member(w->oe, (size_t)w->og, (size_t)ovm))
+		return;
+	out_obj_start(w->o, NULL);
+	out_str(w->o, "group", w->group);
+	out_str(w->o, "vm", name);
+	out_str(w->o, "change", w->change);
+	out_obj_end(w->o);
+	w->n++;
 }
 
 static size_t members_diff(struct out *o, const struct dfw_policy *old, const struct gengine *oe,
@@ -140,27 +156,15 @@ static size_t members_diff(struct out *o, const struct dfw_policy *old, const st
 	out_arr_start(o, "members");
 	for (size_t g = 0; g < nw->inv.ngroups; g++) {
 		long og = policy_find_group(old, nw->inv.groups[g].name);
-		struct names a = { old, { 0 } }, b = { nw, { 0 } };
+		struct member_walk join = { o, nw, old, oe, og, nw->inv.groups[g].name, "joins", 0 };
+		struct member_walk leave = { o, old, nw, ne, (long)g, nw->inv.groups[g].name,
+					     "leaves", 0 };
 
-		if (og >= 0) /* a new group: every member joins */
-			gengine_foreach_member(oe, (size_t)og, collect, &a);
-		gengine_foreach_member(ne, g, collect, &b);
-		for (int k = 0; k < 2; k++) {
-			const struct strv *from = k ? &a.v : &b.v, *to = k ? &b.v : &a.v;
-
-			for (size_t i = 0; i < from->n; i++) {
-				if (strv_contains(to, from->v[i], false))
-					continue;
-				out_obj_start(o, NULL);
-				out_str(o, "group", nw->inv.groups[g].name);
-				out_str(o, "vm", from->v[i]);
-				out_str(o, "change", k ? "leaves" : "joins");
-				out_obj_end(o);
-				n++;
-			}
-		}
-		strv_free(&a.v);
-		strv_free(&b.v);
+		/* A new group: every member joins. */
+		gengine_foreach_member(ne, g, member_check, &join);
+		if (og >= 0)
+			gengine_foreach_member(oe, (size_t)og, member_check, &leave);
+		n += join.n + leave.n;
 	}
 	out_arr_end(o);
 	return n;
