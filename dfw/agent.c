@@ -207,12 +207,12 @@ struct deltas {
 	bool needs_full;  /* the policy changed: compile everything */
 };
 
-static void on_delta(void *arg, size_t group, size_t vm, bool joined)
+static void on_delta(void *arg, size_t group, size_t vm, bool joined, bool base)
 {
 	struct deltas *d = arg;
 	const struct group_def *g = &d->a->pol->inv.groups[group];
 
-	if (joined && g->quarantine && !g->keep_connections) {
+	if (!base && joined && g->quarantine && !g->keep_connections) {
 		grow((void **)&d->cut, &d->capcut, d->ncut + 1, sizeof(*d->cut));
 		d->cut[d->ncut++] = vm;
 	}
@@ -220,7 +220,7 @@ static void on_delta(void *arg, size_t group, size_t vm, bool joined)
 	d->changes[d->nchanges++] = (struct member_change){ group, vm };
 	/* Membership is logged one line each for small updates; large ones
 	 * (a policy load, churn) are summed up in the realization line. */
-	if (d->nchanges < 32)
+	if (d->nchanges < 32 && !base)
 		logf_(d->a, "group %s: %s %s", g->name, joined ? "+" : "-",
 		      d->a->pol->inv.vms[vm].name);
 }
@@ -497,8 +497,7 @@ static int realize_deltas(struct agent *a, uint64_t rev, struct deltas *d)
 
 		if (i && !cmp_change(c, &d->changes[i - 1]))
 			continue;
-		plan_member_delta(a->installed, a->eng, a->pol, c->group, c->vm,
-				  gengine_is_member(a->eng, c->group, c->vm), &diff);
+		plan_member_delta(a->installed, a->eng, a->pol, c->group, c->vm, &diff);
 		n++;
 	}
 	if (backend_apply(a->be, &diff, false, &st, err, sizeof(err)) < 0) {

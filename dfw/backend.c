@@ -729,8 +729,9 @@ static void policy_rule(struct backend *b, const char *chain, const struct prule
 
 		switch (it->kind) {
 		case PI_PORT_SET:
-			x_meta_load(r, it->u ? NFT_META_PRIORITY : NFT_META_MARK, NFT_REG_1);
-			x_lookup(r, it->name, -1, false);
+			x_meta_load(r, it->u & PI_PORT_DST ? NFT_META_PRIORITY : NFT_META_MARK,
+				    NFT_REG_1);
+			x_lookup(r, it->name, -1, it->u & PI_LOOKUP_NEG);
 			break;
 		case PI_NFPROTO:
 			fam = it->u;
@@ -742,7 +743,7 @@ static void policy_rule(struct backend *b, const char *chain, const struct prule
 			x_payload(r, NFT_PAYLOAD_NETWORK_HEADER,
 				  it->kind == PI_SADDR_SET ? (v6 ? 8 : 12) : (v6 ? 24 : 16),
 				  v6 ? 16 : 4, NFT_REG_1);
-			x_lookup(r, it->name, -1, it->u != 0);
+			x_lookup(r, it->name, -1, it->u & PI_LOOKUP_NEG);
 			break;
 		case PI_L4PROTO:
 			x_meta_load(r, NFT_META_L4PROTO, NFT_REG_1);

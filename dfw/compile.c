@@ -193,23 +193,60 @@ static void add_member_addrs(void *arg, size_t vm)
 			set_push(c->set, &v->addrs[i]);
 }
 
-/* The set of a group for one family, created on first use. */
+/* A set of a group's base (gengine_has_base) is named as the group's,
+ * with "b" after: "g-NAME-4b", "p-NAME-ib". */
+static void base_name(char *name, size_t len, bool base)
+{
+	if (base)
+		strncat(name, "b", len - strlen(name) - 1);
+}
+
+struct fill_ctx {
+	void (*add)(void *arg, size_t vm);
+	void *arg;
+	size_t members;
+};
+
+static void fill_one(void *arg, size_t vm)
+{
+	struct fill_ctx *c = arg;
+
+	c->members++;
+	c->add(c->arg, vm);
+}
+
+/* Fills set s with what add makes of each member of the group (or of its
+ * base).  A group without members whose members no tag can change makes
+ * a dead set (set_dead). */
+static void fill_members(struct builder *b, struct pset *s, size_t group, bool base,
+			 void (*add)(void *arg, size_t vm), void *arg)
+{
+	struct fill_ctx c = { add, arg, 0 };
+
+	s->hot = base ? gengine_base_tag_driven(b->e, group) : gengine_tag_driven(b->e, group);
+	if (base)
+		gengine_foreach_base_member(b->e, group, fill_one, &c);
+	else
+		gengine_foreach_member(b->e, group, fill_one, &c);
+	set_normalize(s);
+	s->dead = !s->hot && !c.members;
+}
+
 /* The set of a group's VM addresses for one family (a hash set: the
  * kernel updates it in constant time, where an interval set's commit cost
- * grows with its size), created on first use. */
-static const char *group_set(struct builder *b, size_t group, uint8_t family)
+ * grows with its size), created on first use; or of its base's. */
+static const char *group_set(struct builder *b, size_t group, uint8_t family, bool base)
 {
 	char name[PLAN_NAME_MAX];
 	struct member_ctx c = { &b->p->inv, NULL };
 	struct pset *s;
 
 	group_set_name(b->p->inv.groups[group].name, family, name, sizeof(name));
+	base_name(name, sizeof(name), base);
 	if ((s = find_set_mut(b, name)))
 		return s->name;
 	s = c.set = new_set(b, name, family);
-	s->hot = gengine_tag_driven(b->e, group);
-	gengine_foreach_member(b->e, group, add_member_addrs, &c);
-	set_normalize(s);
+	fill_members(b, s, group, base, add_member_addrs, &c);
 	return s->name;
 }
 
@@ -327,7 +364,10 @@ static const char *service_set(struct builder *b, const struct dfw_rule *r, uint
  * of them does.
  *   - Positive: one alternative per set (a group's hash set, its CIDR set,
  *     the side's literal set), each in its family; "any" is one alternative
- *     with no set and no family.
+ *     with no set and no family.  A group with a base (it excludes groups,
+ *     gengine_has_base) is its base's set with the excluded groups' sets as
+ *     negated lookups (exclusions): a VM entering quarantine then edits the
+ *     quarantine set, not every group that excludes quarantine.
  *   - Negated: one alternative per family holding ALL the side's sets of
  *     that family as negated lookups (the address is in none of them).  A
  *     family without sets matches every address of that family: "not
@@ -338,6 +378,7 @@ struct side_alt {
 	uint8_t family;  /* 0: any family (the positive "any") */
 	bool negate;
 	size_t first, n; /* its sets: names[first .. first + n) */
+	size_t xfirst, xn; /* exclusions, always negated: names[xfirst .. xfirst + xn) */
 };
 
 struct side {
@@ -351,6 +392,56 @@ static void side_name(struct side *s, const char *name)
 {
 	grow((void **)&s->names, &s->capnames, s->nnames + 1, sizeof(*s->names));
 	snprintf(s->names[s->nnames++], PLAN_NAME_MAX, "%s", name);
+}
+
+/* A set no packet is ever in: its group has no VM, and no tag change can
+ * give it one (its members change only with the policy, and that
+ * recompiles; learned addresses and placement do not change members).  A
+ * lookup in it never matches, so what needs one (an alternative, a guard)
+ * is left out; a negated lookup in it always matches, so it is dropped.
+ * Dead sets are then referenced by no rule, and plan_compile drops them: a
+ * group of CIDRs only costs no kernel rule and no set for its VMs. */
+static bool set_dead(struct builder *b, const char *name)
+{
+	const struct pset *s = find_set_mut(b, name);
+
+	return s && s->dead;
+}
+
+/* Adds a set's name to the side unless the set is dead. */
+static bool side_set(struct builder *b, struct side *s, const char *name)
+{
+	if (set_dead(b, name))
+		return false;
+	side_name(s, name);
+	return true;
+}
+
+/* The positive alternative of a group's base in one family, unless the
+ * base's set is dead. */
+static void base_alt(struct builder *b, struct side *s, size_t group, uint8_t family)
+{
+	const struct group_def *gd = &b->p->inv.groups[group];
+	struct side_alt a = { family, false, s->nnames, 1, 0, 0 };
+
+	if (!side_set(b, s, group_set(b, group, family, true)))
+		return;
+	a.xfirst = s->nnames;
+	for (size_t i = 0; i < gd->nexclude_groups; i++)
+		side_set(b, s, group_set(b, gd->exclude_groups[i], family, false));
+	a.xn = s->nnames - a.xfirst;
+	s->alts[s->nalts++] = a;
+}
+
+/* Whether name i belongs to an alternative already (a base and its
+ * exclusions). */
+static bool in_alt(const struct side *s, size_t i)
+{
+	for (size_t k = 0; k < s->nalts; k++)
+		if ((i >= s->alts[k].first && i < s->alts[k].first + s->alts[k].n) ||
+		    (i >= s->alts[k].xfirst && i < s->alts[k].xfirst + s->alts[k].xn))
+			return true;
+	return false;
 }
 
 static void side_build(struct builder *b, const struct dfw_side *side, struct side *s)
@@ -370,10 +461,15 @@ static void side_build(struct builder *b, const struct dfw_side *side, struct si
 		const char *name;
 
 		for (size_t i = 0; i < side->nrefs; i++) {
+			size_t g = side->refs[i].idx;
+
 			if (side->refs[i].kind != REF_GROUP)
 				continue;
-			side_name(s, group_set(b, side->refs[i].idx, fams[f]));
-			if ((name = group_net_set(b, side->refs[i].idx, fams[f])))
+			if (!side->negate && gengine_has_base(b->e, g))
+				base_alt(b, s, g, fams[f]);
+			else
+				side_set(b, s, group_set(b, g, fams[f], false));
+			if ((name = group_net_set(b, g, fams[f])))
 				side_name(s, name);
 		}
 		if ((name = literal_set(b, side, fams[f])))
@@ -383,7 +479,8 @@ static void side_build(struct builder *b, const struct dfw_side *side, struct si
 								 s->nnames - first };
 		else
 			for (size_t i = first; i < s->nnames; i++)
-				s->alts[s->nalts++] = (struct side_alt){ fams[f], false, i, 1 };
+				if (!in_alt(s, i))
+					s->alts[s->nalts++] = (struct side_alt){ fams[f], false, i, 1 };
 	}
 }
 
@@ -446,18 +543,22 @@ struct svc_group {
 
 /* What one kernel rule matches (besides its action). */
 struct match {
-	const char *guard;            /* vNIC-id set, or NULL */
+	const struct side *guard;     /* vNIC-id sets (one alternative), or NULL */
 	uint8_t family;               /* AF_INET, AF_INET6; 0: both */
 	const struct side *src, *dst;
 	const struct side_alt *sa, *da; /* NULL: any address */
 	const struct svc_group *svc;  /* NULL: any service */
 };
 
-static void push_side(struct prule *r, enum pitem_kind kind, const struct side *s,
+/* The lookups of one alternative; u: the flags besides negation. */
+static void push_side(struct prule *r, enum pitem_kind kind, uint32_t u, const struct side *s,
 		      const struct side_alt *a)
 {
 	for (size_t i = 0; i < a->n; i++)
-		rule_push_named(r, kind, a->negate, s->names[a->first + i]);
+		rule_push_named(r, kind, u | (a->negate ? PI_LOOKUP_NEG : 0),
+				s->names[a->first + i]);
+	for (size_t i = 0; i < a->xn; i++)
+		rule_push_named(r, kind, u | PI_LOOKUP_NEG, s->names[a->xfirst + i]);
 }
 
 static void push_service(struct prule *r, const struct svc_group *s, uint8_t proto)
@@ -506,11 +607,11 @@ static void emit(struct chain_build *cb, uint32_t id, bool out, const struct mat
 		if (pr)
 			push_service(r, m->svc, pr);
 		if (m->guard)
-			rule_push_named(r, PI_PORT_SET, out ? 0 : 1, m->guard);
+			push_side(r, PI_PORT_SET, out ? 0 : PI_PORT_DST, m->guard, m->guard->alts);
 		if (m->sa)
-			push_side(r, PI_SADDR_SET, m->src, m->sa);
+			push_side(r, PI_SADDR_SET, 0, m->src, m->sa);
 		if (m->da)
-			push_side(r, PI_DADDR_SET, m->dst, m->da);
+			push_side(r, PI_DADDR_SET, 0, m->dst, m->da);
 		if (log || watch) {
 			if (id)
 				snprintf(name, sizeof(name), "dfw rule=%u %s %s", id,
@@ -552,22 +653,43 @@ static void add_member_port(void *arg, size_t vm)
 	set_push(c->set, &id);
 }
 
-/* The set of the local vNIC ids of a group, for a guarded rule. */
-static const char *port_set(struct builder *b, size_t group, bool dst)
+/* The set of the local vNIC ids of a group (or of its base), for a
+ * guarded rule. */
+static const char *port_set(struct builder *b, size_t group, bool dst, bool base)
 {
 	char name[PLAN_NAME_MAX];
 	struct port_ctx c = { b, NULL };
 	struct pset *s;
 
 	port_set_name(b->p->inv.groups[group].name, dst, name, sizeof(name));
+	base_name(name, sizeof(name), base);
 	if ((s = find_set_mut(b, name)))
 		return s->name;
 	c.set = s = new_set(b, name, 0);
 	s->dst = dst;
-	s->hot = gengine_tag_driven(b->e, group);
-	gengine_foreach_member(b->e, group, add_member_port, &c);
-	set_normalize(s);
+	fill_members(b, s, group, base, add_member_port, &c);
 	return s->name;
+}
+
+/* The guard of a rule applied to a group, in one direction (dst: the
+ * destination vNIC's id): the group's vNIC-id set, or its base's with the
+ * excluded groups' as exclusions (as base_alt).  No alternative when the
+ * set is dead (no local vNIC can ever be in the group): the rule then
+ * compiles to nothing on this host. */
+static void guard_build(struct builder *b, size_t group, bool dst, struct side *s)
+{
+	const struct group_def *gd = &b->p->inv.groups[group];
+	bool base = gengine_has_base(b->e, group);
+	struct side_alt a = { 0, false, 0, 1, 1, 0 };
+
+	memset(s, 0, sizeof(*s));
+	s->alts = xcalloc(1, sizeof(*s->alts));
+	if (!side_set(b, s, port_set(b, group, dst, base)))
+		return;
+	for (size_t i = 0; base && i < gd->nexclude_groups; i++)
+		side_set(b, s, port_set(b, gd->exclude_groups[i], dst, false));
+	a.xn = s->nnames - 1;
+	s->alts[s->nalts++] = a;
 }
 
 /* Whether service group a matches everything b does (ICMP / other
@@ -643,7 +765,7 @@ static size_t svc_groups(struct builder *b, const struct dfw_rule *r, struct svc
 /* The kernel rules of one policy rule: sources x destinations x services,
  * combinations whose families cannot meet skipped. */
 static void emit_sides(struct chain_build *cb, const struct dfw_rule *r, bool out,
-		       const char *guard, const struct side *src, const struct side *dst,
+		       const struct side *guard, const struct side *src, const struct side *dst,
 		       const struct svc_group *svcs, size_t nsvcs)
 {
 	for (size_t i = 0; i < src->nalts; i++) {
@@ -685,11 +807,16 @@ static void compile_rule(struct builder *b, struct chain_build *cb,
 	side_build(b, &r->src, &src);
 	side_build(b, &r->dst, &dst);
 	for (size_t g = 0; g < nguards; g++) {
-		char guard[PLAN_NAME_MAX] = "";
+		struct side guard;
 
-		if (guarded)
-			snprintf(guard, sizeof(guard), "%s", port_set(b, r->applied_to[g], !out));
-		emit_sides(cb, r, out, guard[0] ? guard : NULL, &src, &dst, svcs, nsvcs);
+		if (!guarded) {
+			emit_sides(cb, r, out, NULL, &src, &dst, svcs, nsvcs);
+			continue;
+		}
+		guard_build(b, r->applied_to[g], !out, &guard);
+		if (guard.nalts)
+			emit_sides(cb, r, out, &guard, &src, &dst, svcs, nsvcs);
+		side_free(&guard);
 	}
 	free(svcs);
 	side_free(&src);
@@ -810,6 +937,20 @@ static int cmp_name(const void *x, const void *y)
 	return strcmp(x, y);
 }
 
+/* Drops the dead sets (set_dead), which no rule references. */
+static void drop_dead_sets(struct plan *pl)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < pl->nsets; i++) {
+		if (pl->sets[i].dead)
+			free(pl->sets[i].elems);
+		else
+			pl->sets[n++] = pl->sets[i];
+	}
+	pl->nsets = n;
+}
+
 struct plan *plan_compile(const struct dfw_policy *p, const struct gengine *e,
 			  const char *host)
 {
@@ -858,6 +999,7 @@ struct plan *plan_compile(const struct dfw_policy *p, const struct gengine *e,
 	}
 	for (size_t i = 0; i < b.pl->nchains; i++)
 		b.pl->chains[i].refs = b.pl->nports;
+	drop_dead_sets(b.pl);
 	free(b.sets_by_name.hash);
 	free(b.sets_by_name.pos);
 	if (b.pl->nports)
@@ -1055,69 +1197,104 @@ bool plan_diff_empty(const struct plan_diff *d)
 
 /* --- incremental ------------------------------------------------------------ */
 
-static bool set_has(const struct pset *s, const struct dfw_addr *a)
+/* Where a would sit in the set's sorted elements; *found when it is there. */
+static size_t set_find(const struct pset *s, const struct dfw_addr *a, bool *found)
 {
 	size_t lo = 0, hi = s->nelems;
 
+	*found = false;
 	while (lo < hi) {
 		size_t mid = (lo + hi) / 2;
 		int c = addr_cmp(&s->elems[mid], a);
 
-		if (!c)
-			return true;
+		if (!c) {
+			*found = true;
+			return mid;
+		}
 		if (c < 0)
 			lo = mid + 1;
 		else
 			hi = mid;
 	}
-	return false;
+	return lo;
+}
+
+static bool set_has(const struct pset *s, const struct dfw_addr *a)
+{
+	bool found;
+
+	set_find(s, a, &found);
+	return found;
+}
+
+static void elem_delta(const struct pset *s, const struct dfw_addr *a, bool in,
+		       struct plan_diff *d)
+{
+	if (in == set_has(s, a))
+		return;
+	if (in)
+		PUSH(d->elem_add, d->nelem_add, ((struct pelem_change){ s, *a }));
+	else
+		PUSH(d->elem_del, d->nelem_del, ((struct pelem_change){ s, *a }));
+}
+
+/* Puts a vNIC id into set `name` (when the plan has it) or takes it out. */
+static void id_delta(const struct plan *pl, const char *name, uint32_t id, bool in,
+		     struct plan_diff *d)
+{
+	const struct pset *s = plan_find_set(pl, name);
+	struct dfw_addr a = { .family = 0, .plen = 32 };
+
+	memcpy(a.a, &id, 4);
+	if (s)
+		elem_delta(s, &a, in, d);
+}
+
+/* Puts a VM's addresses of one family into set `name` (when the plan has
+ * it) or takes them out. */
+static void addrs_delta(const struct plan *pl, const char *name, uint8_t family,
+			const struct vm *v, bool in, struct plan_diff *d)
+{
+	const struct pset *s = plan_find_set(pl, name);
+
+	for (size_t i = 0; s && i < v->naddrs; i++)
+		if (v->addrs[i].family == family)
+			elem_delta(s, &v->addrs[i], in, d);
 }
 
 void plan_member_delta(const struct plan *pl, const struct gengine *e,
 		       const struct dfw_policy *p, size_t group, size_t vm,
-		       bool joined, struct plan_diff *d)
+		       struct plan_diff *d)
 {
 	static const uint8_t fams[] = { AF_INET, AF_INET6 };
 	const struct vm *v = &p->inv.vms[vm];
+	bool joined = gengine_is_member(e, group, vm);
 
 	/* The group's local vNIC id sets (guarded rules), when the VM is local. */
 	{
 		const struct pport *port = plan_find_port(pl, v->port);
 
-		for (int dst = 0; port && port->vm == vm && dst < 2; dst++) {
+		for (int k = 0; port && port->vm == vm && k < 4; k++) {
+			bool dst = k & 1, base = k & 2;
 			char name[PLAN_NAME_MAX];
-			const struct pset *s;
-			struct dfw_addr id = { .family = 0, .plen = 32 };
 
+			if (base && !gengine_has_base(e, group))
+				break;
 			port_set_name(p->inv.groups[group].name, dst, name, sizeof(name));
-			if (!(s = plan_find_set(pl, name)))
-				continue;
-			memcpy(id.a, &port->id, 4);
-			if (joined == set_has(s, &id))
-				continue;
-			if (joined)
-				PUSH(d->elem_add, d->nelem_add, ((struct pelem_change){ s, id }));
-			else
-				PUSH(d->elem_del, d->nelem_del, ((struct pelem_change){ s, id }));
+			base_name(name, sizeof(name), base);
+			id_delta(pl, name, port->id,
+				 base ? gengine_is_base_member(e, group, vm) : joined, d);
 		}
 	}
 	for (size_t f = 0; f < ARRAY_SIZE(fams); f++) {
 		char name[PLAN_NAME_MAX];
-		const struct pset *s;
 
 		group_set_name(p->inv.groups[group].name, fams[f], name, sizeof(name));
-		if (!(s = plan_find_set(pl, name)))
-			continue; /* no rule uses this group */
-		for (size_t i = 0; i < v->naddrs; i++) {
-			const struct dfw_addr *a = &v->addrs[i];
-
-			if (a->family != fams[f] || joined == set_has(s, a))
-				continue;
-			if (joined)
-				PUSH(d->elem_add, d->nelem_add, ((struct pelem_change){ s, *a }));
-			else
-				PUSH(d->elem_del, d->nelem_del, ((struct pelem_change){ s, *a }));
-		}
+		addrs_delta(pl, name, fams[f], v, joined, d);
+		if (!gengine_has_base(e, group))
+			continue;
+		base_name(name, sizeof(name), true);
+		addrs_delta(pl, name, fams[f], v, gengine_is_base_member(e, group, vm), d);
 	}
 }
 
@@ -1135,35 +1312,32 @@ static int cmp_change(const void *x, const void *y)
 	return addr_cmp(&a->addr, &b->addr);
 }
 
-/* One pass over a set's sorted elements: drop del, merge add in. */
-static void merge_set(struct pset *s, const struct pelem_change *del, size_t nd,
-		      const struct pelem_change *add, size_t na)
+/* Deletes del from and inserts add into a set's sorted elements, each in
+ * place at its binary-searched position: a tag change edits a few elements
+ * of sets that may hold thousands, so no pass over the whole set. */
+static void edit_set(struct pset *s, const struct pelem_change *del, size_t nd,
+		     const struct pelem_change *add, size_t na)
 {
-	struct dfw_addr *out = xcalloc(s->nelems + na + 1, sizeof(*out));
-	size_t i = 0, di = 0, ai = 0, n = 0;
+	bool found;
 
-	while (i < s->nelems || ai < na) {
-		const struct dfw_addr *e = i < s->nelems ? &s->elems[i] : NULL;
+	for (size_t i = 0; i < nd; i++) {
+		size_t at = set_find(s, &del[i].addr, &found);
 
-		while (e && di < nd && addr_cmp(&del[di].addr, e) < 0)
-			di++;
-		if (e && di < nd && !addr_cmp(&del[di].addr, e)) {
-			i++;
+		if (!found)
 			continue;
-		}
-		if (ai < na && (!e || addr_cmp(&add[ai].addr, e) < 0)) {
-			out[n++] = add[ai++].addr;
-		} else if (e) {
-			if (ai < na && !addr_cmp(&add[ai].addr, e))
-				ai++; /* already there */
-			out[n++] = *e;
-			i++;
-		}
+		memmove(&s->elems[at], &s->elems[at + 1], (s->nelems - at - 1) * sizeof(*s->elems));
+		s->nelems--;
 	}
-	free(s->elems);
-	s->elems = out;
-	s->nelems = n;
-	s->cap = s->nelems + na + 1;
+	for (size_t i = 0; i < na; i++) {
+		size_t at = set_find(s, &add[i].addr, &found);
+
+		if (found)
+			continue;
+		grow((void **)&s->elems, &s->cap, s->nelems + 1, sizeof(*s->elems));
+		memmove(&s->elems[at + 1], &s->elems[at], (s->nelems - at) * sizeof(*s->elems));
+		s->elems[at] = add[i].addr;
+		s->nelems++;
+	}
 }
 
 void plan_apply_elems(struct plan *pl, const struct plan_diff *d)
@@ -1191,7 +1365,7 @@ void plan_apply_elems(struct plan *pl, const struct plan_diff *d)
 			dj++;
 		while (aj < d->nelem_add && add[aj].set == s)
 			aj++;
-		merge_set(set_mut(pl, s), del + di, dj - di, add + ai, aj - ai);
+		edit_set(set_mut(pl, s), del + di, dj - di, add + ai, aj - ai);
 		di = dj;
 		ai = aj;
 	}

@@ -36,10 +36,12 @@
 
 /* One match or action of a kernel rule. */
 enum pitem_kind {
-	PI_PORT_SET,   /* name: port-id set; u: 0 = source vNIC (meta mark), 1 = destination (meta priority) */
+	PI_PORT_SET,   /* name: port-id set; u: PI_PORT_DST (else the source
+			* vNIC's id, meta mark; the destination's is meta
+			* priority), PI_LOOKUP_NEG */
 	PI_NFPROTO,    /* u: NFPROTO_IPV4 / NFPROTO_IPV6 */
 	PI_SADDR_SET,  /* name: address set (family from the preceding PI_NFPROTO);
-			* u: 1 = negated (the address is NOT in the set) */
+			* u: PI_LOOKUP_NEG (the address is NOT in the set) */
 	PI_DADDR_SET,
 	PI_L4PROTO,    /* u: IPPROTO_* (meta l4proto: any protocol number) */
 	PI_DPORT,      /* lo..hi */
@@ -50,6 +52,10 @@ enum pitem_kind {
 	PI_ICMP_CODE,  /* u: as above; lo: code (after a PI_ICMP_TYPE) */
 	PI_COUNTER,    /* name: named counter object (plan->counters) */
 };
+
+/* Flags in u of the set lookups. */
+#define PI_PORT_DST    1u
+#define PI_LOOKUP_NEG  2u
 
 enum pverdict { PV_ACCEPT, PV_DROP, PV_RETURN, PV_REJECT_TCP, PV_REJECT_ICMPX };
 
@@ -87,6 +93,7 @@ struct pset {
 	bool dst;
 	bool service;            /* family 0: port ranges, lo in a[0..1], hi in a[2..3] (network order) */
 	bool hot;                /* tag changes edit it (its group is tag-driven) */
+	bool dead;               /* empty for good: while compiling only (dropped) */
 	struct dfw_addr *elems;  /* sorted, disjoint */
 	size_t nelems, cap;
 };
@@ -158,13 +165,14 @@ void plan_diff(const struct plan *from, const struct plan *to, struct plan_diff 
 void plan_diff_free(struct plan_diff *d);
 bool plan_diff_empty(const struct plan_diff *d);
 
-/* Incremental path: the set-element changes one membership delta causes in
- * the installed plan pl (the group's address sets and, for a local VM, its
- * vNIC-id sets), appended to d; pointers in d borrow from pl.  Cost: the
- * VM's addresses, whatever the size of the policy. */
+/* Incremental path: the set-element changes one membership delta (to the
+ * group's members or its base) causes in the installed plan pl (the group's
+ * address sets, its base's, and for a local VM, its vNIC-id sets), as the
+ * engine e has them now, appended to d; pointers in d borrow from pl.
+ * Cost: the VM's addresses, whatever the size of the policy. */
 void plan_member_delta(const struct plan *pl, const struct gengine *e,
 		       const struct dfw_policy *p, size_t group, size_t vm,
-		       bool joined, struct plan_diff *d);
+		       struct plan_diff *d);
 /* Records in pl the element changes of d, after the kernel took them. */
 void plan_apply_elems(struct plan *pl, const struct plan_diff *d);
 

@@ -41,7 +41,8 @@ static void print_rule(const struct prule *r, FILE *f)
 			fputc(' ', f);
 		switch (it->kind) {
 		case PI_PORT_SET:
-			fprintf(f, "meta %s @%s", it->u ? "priority" : "mark", it->name);
+			fprintf(f, "meta %s %s@%s", it->u & PI_PORT_DST ? "priority" : "mark",
+				it->u & PI_LOOKUP_NEG ? "!= " : "", it->name);
 			break;
 		case PI_NFPROTO:
 			fam = it->u;
@@ -50,7 +51,7 @@ static void print_rule(const struct prule *r, FILE *f)
 		case PI_SADDR_SET:
 		case PI_DADDR_SET:
 			fprintf(f, "%s %s %s@%s", ip, it->kind == PI_SADDR_SET ? "saddr" : "daddr",
-				it->u ? "!= " : "", it->name);
+				it->u & PI_LOOKUP_NEG ? "!= " : "", it->name);
 			break;
 		case PI_L4PROTO:
 			fputs("meta l4proto ", f);

@@ -67,13 +67,16 @@ static bool item_matches(const struct plan *pl, const struct pitem *it, uint32_t
 
 	switch (it->kind) {
 	case PI_PORT_SET:
-		return set_has_id(plan_find_set(pl, it->name), it->u ? dst_id : src_id);
+		return set_has_id(plan_find_set(pl, it->name),
+				  it->u & PI_PORT_DST ? dst_id : src_id) != !!(it->u & PI_LOOKUP_NEG);
 	case PI_NFPROTO:
 		return it->u == nfproto;
 	case PI_SADDR_SET:
-		return set_has_addr(plan_find_set(pl, it->name), &pk->src) != (it->u == 1);
+		return set_has_addr(plan_find_set(pl, it->name), &pk->src) !=
+		       !!(it->u & PI_LOOKUP_NEG);
 	case PI_DADDR_SET:
-		return set_has_addr(plan_find_set(pl, it->name), &pk->dst) != (it->u == 1);
+		return set_has_addr(plan_find_set(pl, it->name), &pk->dst) !=
+		       !!(it->u & PI_LOOKUP_NEG);
 	case PI_L4PROTO:
 		return it->u == pk->proto;
 	case PI_DPORT:

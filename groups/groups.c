@@ -36,7 +36,14 @@ struct gstate {
 	size_t naddrs;
 	struct glist users; /* groups that include or exclude this one */
 	bool tag_driven;    /* a tag change can change its members */
+	bool base_tag_driven; /* ...its base's (includes, criteria) */
+	size_t base;        /* its base bitset (gengine_has_base), or NO_BASE */
+	/* Per included group: its base counts in this group's, because it
+	 * excludes no group this one does not (the exclusion happens here). */
+	bool *inc_base;
 };
+
+#define NO_BASE SIZE_MAX
 
 struct tagset {
 	uint32_t *ids; /* sorted, unique */
@@ -45,7 +52,7 @@ struct tagset {
 
 struct delta {
 	size_t group;
-	bool joined;
+	bool joined, base;
 };
 
 struct gengine {
@@ -54,6 +61,8 @@ struct gengine {
 	size_t *order;    /* groups, every group after those it depends on */
 	size_t nwords;    /* 64-bit words per membership bitset */
 	uint64_t *bits;   /* one bitset per group; VM i is bit i */
+	uint64_t *base_bits; /* one per group with a base, in gs.base order */
+	size_t nbase;
 	struct tagset *vmtags;
 	struct intern tags;
 	/* Groups whose criteria depend only on whether a VM carries one of a
@@ -291,6 +300,11 @@ static uint64_t *group_bits(const struct gengine *e, size_t g)
 	return e->bits + g * e->nwords;
 }
 
+static uint64_t *base_bits(const struct gengine *e, size_t g)
+{
+	return e->base_bits + e->gs[g].base * e->nwords;
+}
+
 static void fill_ones(const struct gengine *e, uint64_t *b)
 {
 	size_t tail = e->inv->nvms % 64;
@@ -310,25 +324,33 @@ static void bit_set(uint64_t *b, size_t i)
 /* The one statement of the rule, for the 64 VMs of word w: a VM is a member
  * when it is matched, listed or in an included group, and no exclusion
  * applies.  direct and excluded carry what the group's own criteria and lists
- * say; nested groups are read from their (already current) bitsets. */
-static uint64_t combine(const struct gengine *e, const struct group_def *gd,
-			size_t w, uint64_t direct, uint64_t excluded)
+ * say; nested groups are read from their (already current) bitsets.  *base
+ * gets the members before the exclusion by groups (gengine_has_base). */
+static uint64_t combine(const struct gengine *e, size_t g, size_t w, uint64_t direct,
+			uint64_t excluded, uint64_t *base)
 {
+	const struct group_def *gd = &e->inv->groups[g];
+	const bool *inc_base = e->gs[g].inc_base;
+	uint64_t xgroups = 0;
+
 	for (size_t i = 0; i < gd->nincludes; i++)
-		direct |= group_bits(e, gd->includes[i])[w];
+		direct |= (inc_base && inc_base[i] ? base_bits(e, gd->includes[i]) :
+			   group_bits(e, gd->includes[i]))[w];
 	for (size_t i = 0; i < gd->nexclude_groups; i++)
-		excluded |= group_bits(e, gd->exclude_groups[i])[w];
-	return direct & ~excluded;
+		xgroups |= group_bits(e, gd->exclude_groups[i])[w];
+	*base = direct & ~excluded;
+	return *base & ~xgroups;
 }
 
-/* Whether one VM, carrying tags, belongs to group g. */
+/* Whether one VM, carrying tags, belongs to group g (and to its base). */
 static bool eval_vm(const struct gengine *e, size_t g, size_t v,
-		    const char *const *tags, size_t ntags)
+		    const char *const *tags, size_t ntags, bool *in_base)
 {
 	const struct group_def *gd = &e->inv->groups[g];
 	const struct gstate *gs = &e->gs[g];
 	const struct vm *vm = &e->inv->vms[v];
-	uint64_t bit = 1ull << (v % 64), direct = 0, excluded = 0;
+	uint64_t bit = 1ull << (v % 64), direct = 0, excluded = 0, base;
+	bool in;
 
 	if (in_sorted(gs->members, gs->nmembers, v) ||
 	    criteria_match(gd->match, gd->nmatch, vm, tags, ntags))
@@ -336,7 +358,9 @@ static bool eval_vm(const struct gengine *e, size_t g, size_t v,
 	if (in_sorted(gs->xmembers, gs->nxmembers, v) ||
 	    criteria_match(gd->exclude_match, gd->nexclude_match, vm, tags, ntags))
 		excluded = bit;
-	return combine(e, gd, v / 64, direct, excluded) & bit;
+	in = combine(e, g, v / 64, direct, excluded, &base) & bit;
+	*in_base = base & bit;
+	return in;
 }
 
 /* ---- first evaluation, every VM untagged -------------------------------- */
@@ -504,7 +528,7 @@ static void evaluate_all(struct gengine *e)
 	for (size_t r = 0; r < inv->ngroups; r++) {
 		size_t g = e->order[r];
 		const struct group_def *gd = &inv->groups[g];
-		uint64_t *out = group_bits(e, g);
+		uint64_t *out = group_bits(e, g), base;
 		size_t count = 0;
 
 		criteria_bulk(e, &b, gd->match, gd->nmatch, b.direct);
@@ -512,8 +536,10 @@ static void evaluate_all(struct gengine *e)
 		criteria_bulk(e, &b, gd->exclude_match, gd->nexclude_match, b.excluded);
 		list_bulk(gd->exclude_members, gd->nexclude_members, b.excluded);
 		for (size_t w = 0; w < e->nwords; w++) {
-			out[w] = combine(e, gd, w, b.direct[w], b.excluded[w]);
+			out[w] = combine(e, g, w, b.direct[w], b.excluded[w], &base);
 			count += (size_t)__builtin_popcountll(out[w]);
+			if (e->gs[g].base != NO_BASE)
+				base_bits(e, g)[w] = base;
 		}
 		e->gs[g].count = count;
 	}
@@ -716,9 +742,50 @@ static bool uses_tags(const struct criterion *c, size_t n)
 	return false;
 }
 
+static bool excludes_group(const struct group_def *gd, size_t x)
+{
+	for (size_t i = 0; i < gd->nexclude_groups; i++)
+		if (gd->exclude_groups[i] == x)
+			return true;
+	return false;
+}
+
+/* Which included groups' bases make up a group's base: (A minus X) or B,
+ * then minus Y, is (A or B) minus Y when X is part of Y.  So a VM entering
+ * quarantine changes no base of a group that includes desktops (which
+ * excludes quarantine) and excludes quarantine itself. */
+static void base_includes(struct gengine *e, size_t g)
+{
+	const struct group_def *gd = &e->inv->groups[g];
+
+	struct gstate *gs = &e->gs[g];
+
+	/* Tags reach the base through its criteria and what it includes. */
+	gs->base_tag_driven = uses_tags(gd->match, gd->nmatch) ||
+			      uses_tags(gd->exclude_match, gd->nexclude_match);
+	if (gs->base != NO_BASE && gd->nincludes)
+		gs->inc_base = xcalloc(gd->nincludes, sizeof(*gs->inc_base));
+	for (size_t i = 0; i < gd->nincludes; i++) {
+		const struct group_def *inc = &e->inv->groups[gd->includes[i]];
+		const struct gstate *is = &e->gs[gd->includes[i]];
+		bool sub = gs->inc_base && is->base != NO_BASE;
+
+		for (size_t k = 0; sub && k < inc->nexclude_groups; k++)
+			sub = excludes_group(gd, inc->exclude_groups[k]);
+		if (gs->inc_base)
+			gs->inc_base[i] = sub;
+		gs->base_tag_driven |= sub ? is->base_tag_driven : is->tag_driven;
+	}
+}
+
 bool gengine_tag_driven(const struct gengine *e, size_t group)
 {
 	return e->gs[group].tag_driven;
+}
+
+bool gengine_base_tag_driven(const struct gengine *e, size_t group)
+{
+	return e->gs[group].base_tag_driven;
 }
 
 struct gengine *gengine_new(const struct inventory *inv, const char *file,
@@ -757,6 +824,21 @@ struct gengine *gengine_new(const struct inventory *inv, const char *file,
 		for (size_t i = 0; i < gd->nincludes + gd->nexclude_groups; i++)
 			gs->tag_driven |= e->gs[dep_at(gd, i)].tag_driven;
 	}
+	/* A base where a group excludes groups that exclude none: the
+	 * kernel can then test "in the base and in none of those groups"
+	 * with their own sets, and a VM entering an excluded group (say,
+	 * quarantine) leaves the base's set alone. */
+	for (size_t g = 0; g < ng; g++) {
+		const struct group_def *gd = &inv->groups[g];
+		bool base = gd->nexclude_groups > 0;
+
+		for (size_t i = 0; i < gd->nexclude_groups; i++)
+			base &= !inv->groups[gd->exclude_groups[i]].nexclude_groups;
+		e->gs[g].base = base ? e->nbase++ : NO_BASE;
+	}
+	for (size_t r = 0; r < ng; r++)
+		base_includes(e, e->order[r]);
+	e->base_bits = xcalloc(e->nbase * e->nwords + 1, sizeof(*e->base_bits));
 	evaluate_all(e);
 	return e;
 
@@ -774,6 +856,7 @@ void gengine_free(struct gengine *e)
 		free(e->gs[g].xmembers);
 		free(e->gs[g].addrs);
 		free(e->gs[g].users.v);
+		free(e->gs[g].inc_base);
 	}
 	if (e->vmtags)
 		for (size_t v = 0; v < e->inv->nvms; v++)
@@ -786,6 +869,7 @@ void gengine_free(struct gengine *e)
 	free(e->gs);
 	free(e->order);
 	free(e->bits);
+	free(e->base_bits);
 	free(e->vmtags);
 	free(e->heap);
 	free(e->ids);
@@ -905,9 +989,21 @@ void gengine_set_tags(struct gengine *e, size_t vm, const char *const *tags,
 	while (e->nheap) {
 		size_t g = heap_pop(e);
 		uint64_t *w = &group_bits(e, g)[vm / 64], bit = 1ull << (vm % 64);
-		bool was = *w & bit, is = eval_vm(e, g, vm, e->strs, n);
+		bool in_base, was = *w & bit, is = eval_vm(e, g, vm, e->strs, n, &in_base);
 		const struct glist *users = &e->gs[g].users;
 
+		if (e->gs[g].base != NO_BASE) {
+			uint64_t *bw = &base_bits(e, g)[vm / 64];
+
+			if (!(*bw & bit) != !in_base) {
+				*bw ^= bit;
+				grow((void **)&e->deltas, &e->deltas_cap, ndeltas + 1,
+				     sizeof(*e->deltas));
+				e->deltas[ndeltas++] = (struct delta){ g, in_base, true };
+				for (size_t k = 0; k < users->n; k++) /* their bases may read it */
+					heap_push(e, users->v[k]);
+			}
+		}
 		if (was == is)
 			continue;
 		*w ^= bit;
@@ -917,14 +1013,14 @@ void gengine_set_tags(struct gengine *e, size_t vm, const char *const *tags,
 			e->gs[g].count--;
 		grow((void **)&e->deltas, &e->deltas_cap, ndeltas + 1,
 		     sizeof(*e->deltas));
-		e->deltas[ndeltas++] = (struct delta){ g, is };
+		e->deltas[ndeltas++] = (struct delta){ g, is, false };
 		for (size_t k = 0; k < users->n; k++)
 			heap_push(e, users->v[k]);
 	}
 	/* Reported once the whole engine is current, so fn may query it
 	 * (but must not change tags: the deltas live in scratch space). */
 	for (size_t i = 0; fn && i < ndeltas; i++)
-		fn(arg, e->deltas[i].group, vm, e->deltas[i].joined);
+		fn(arg, e->deltas[i].group, vm, e->deltas[i].joined, e->deltas[i].base);
 }
 
 /* ---- queries ----------------------------------------------------------- */
@@ -943,17 +1039,42 @@ size_t gengine_count(const struct gengine *e, size_t group)
 	return e->gs[group].count;
 }
 
-void gengine_foreach_member(const struct gengine *e, size_t group,
-			    void (*fn)(void *arg, size_t vm), void *arg)
+static void foreach_bit(const struct gengine *e, const uint64_t *b,
+			void (*fn)(void *arg, size_t vm), void *arg)
 {
-	const uint64_t *b;
-
-	if (group >= e->inv->ngroups)
-		abort();
-	b = group_bits(e, group);
 	for (size_t w = 0; w < e->nwords; w++)
 		for (uint64_t x = b[w]; x; x &= x - 1)
 			fn(arg, w * 64 + (size_t)__builtin_ctzll(x));
+}
+
+void gengine_foreach_member(const struct gengine *e, size_t group,
+			    void (*fn)(void *arg, size_t vm), void *arg)
+{
+	if (group >= e->inv->ngroups)
+		abort();
+	foreach_bit(e, group_bits(e, group), fn, arg);
+}
+
+bool gengine_has_base(const struct gengine *e, size_t group)
+{
+	if (group >= e->inv->ngroups)
+		abort();
+	return e->gs[group].base != NO_BASE;
+}
+
+bool gengine_is_base_member(const struct gengine *e, size_t group, size_t vm)
+{
+	if (!gengine_has_base(e, group) || vm >= e->inv->nvms)
+		abort();
+	return base_bits(e, group)[vm / 64] >> (vm % 64) & 1;
+}
+
+void gengine_foreach_base_member(const struct gengine *e, size_t group,
+				 void (*fn)(void *arg, size_t vm), void *arg)
+{
+	if (!gengine_has_base(e, group))
+		abort();
+	foreach_bit(e, base_bits(e, group), fn, arg);
 }
 
 const struct dfw_addr *gengine_addrs(const struct gengine *e, size_t group,

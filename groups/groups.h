@@ -88,8 +88,11 @@ struct gengine *gengine_new(const struct inventory *inv, const char *file,
 void gengine_free(struct gengine *e);
 
 /* Called once per membership change, after the engine's state is updated.
- * joined is true when vm became a member of group, false when it left. */
-typedef void (*gengine_delta_fn)(void *arg, size_t group, size_t vm, bool joined);
+ * joined is true when vm became a member of group, false when it left.
+ * base: the change is to the group's base (gengine_has_base), not to its
+ * members. */
+typedef void (*gengine_delta_fn)(void *arg, size_t group, size_t vm, bool joined,
+				 bool base);
 
 /* Replaces the tag set of one VM (tags compared case-insensitively,
  * duplicates ignored) and reports exactly the membership changes this causes,
@@ -102,6 +105,18 @@ bool gengine_is_member(const struct gengine *e, size_t group, size_t vm);
 /* True when a tag change can change the group's members: a criterion of
  * it, or of a group it includes or excludes, tests a tag. */
 bool gengine_tag_driven(const struct gengine *e, size_t group);
+/* The same for the group's base (gengine_has_base): through its criteria
+ * and included groups only. */
+bool gengine_base_tag_driven(const struct gengine *e, size_t group);
+/* A group that excludes groups (exclude_groups), each of which excludes
+ * none, has a base: its VM members before that exclusion.  A VM is then a
+ * member exactly when it is in the base and in none of those groups, so the
+ * compiler can give the kernel the base and the excluded groups' sets, and
+ * a VM that enters an excluded group (quarantine) changes no base. */
+bool gengine_has_base(const struct gengine *e, size_t group);
+bool gengine_is_base_member(const struct gengine *e, size_t group, size_t vm);
+void gengine_foreach_base_member(const struct gengine *e, size_t group,
+				 void (*fn)(void *arg, size_t vm), void *arg);
 /* Number of VM members of a group (addresses not counted). */
 size_t gengine_count(const struct gengine *e, size_t group);
 /* Visits the VM members of a group in ascending VM index order. */

@@ -95,9 +95,10 @@ static int generate(const struct scale *s, const char *path)
 	return 0;
 }
 
-static void count_delta(void *arg, size_t group, size_t vm, bool joined)
+static void count_delta(void *arg, size_t group, size_t vm, bool joined, bool base)
 {
-	(*(size_t *)arg)++;
+	if (!base)
+		(*(size_t *)arg)++;
 }
 
 /* The declared tags other than threat.*, which only quarantine looks at. */

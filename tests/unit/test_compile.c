@@ -482,20 +482,25 @@ static void test_vdi_untagged(void)
 	CU_ASSERT_EQUAL(plan_find_port(pl, "vnet-dc1")->id, 7);
 	CU_ASSERT_PTR_NULL(plan_find_port(pl, "vnet-nope"));
 
-	/* Untagged: quarantine is empty, desktops holds all four. */
+	/* Untagged: quarantine is empty, desktops holds all four.  Desktops
+	 * excludes quarantine, so the kernel gets its base (4b, 6b) and a
+	 * negated lookup in quarantine; there is no g-desktops-4. */
 	CU_ASSERT_TRUE(set_is(pl, "g-quarantine-4", ""));
 	CU_ASSERT_TRUE(set_is(pl, "g-quarantine-6", ""));
-	CU_ASSERT_TRUE(set_is(pl, "g-desktops-4", "10.10.0.11, 10.10.0.12, 10.10.0.13, 10.10.0.14"));
-	CU_ASSERT_TRUE(set_is(pl, "g-desktops-6",
+	CU_ASSERT_TRUE(set_is(pl, "g-desktops-4b", "10.10.0.11, 10.10.0.12, 10.10.0.13, 10.10.0.14"));
+	CU_ASSERT_TRUE(set_is(pl, "g-desktops-6b",
 			      "fd00:10::11, fd00:10::12, fd00:10::13, fd00:10::14"));
+	CU_ASSERT_PTR_NULL(plan_find_set(pl, "g-desktops-4"));
 	CU_ASSERT_TRUE(set_is(pl, "g-servers-4", "10.10.0.21, 10.10.0.22, 10.10.0.23"));
 	CU_ASSERT_TRUE(set_is(pl, "g-connection-servers-6", "fd00:10::21"));
 
 	/* Text checks that do not depend on the golden file. */
 	CU_ASSERT_PTR_NOT_NULL(strstr(text, "meta nfproto ipv4 meta l4proto icmp ip saddr "
-					    "@g-desktops-4 ip daddr @g-infra-servers-4 counter name "));
+					    "@g-desktops-4b ip saddr != @g-quarantine-4 "
+					    "ip daddr @g-infra-servers-4 counter name "));
 	CU_ASSERT_PTR_NOT_NULL(strstr(text, "meta nfproto ipv6 meta l4proto ipv6-icmp ip6 saddr "
-					    "@g-desktops-6 ip6 daddr @g-infra-servers-6 counter name "));
+					    "@g-desktops-6b ip6 saddr != @g-quarantine-6 "
+					    "ip6 daddr @g-infra-servers-6 counter name "));
 	CU_ASSERT_PTR_NOT_NULL(strstr(text, "log prefix \"dfw rule=110 out \" group 0 counter name \"r-110-out\" drop"));
 	free(text);
 	plan_free(pl);
@@ -513,10 +518,12 @@ static void test_vdi_quarantined(void)
 	text = print_plan(pl);
 	GOLDEN("tests/golden/vdi-desktop1-quarantined.nft", text);
 
+	/* Quarantine holds desktop1; desktops' base does not change. */
 	CU_ASSERT_TRUE(set_is(pl, "g-quarantine-4", "10.10.0.11"));
 	CU_ASSERT_TRUE(set_is(pl, "g-quarantine-6", "fd00:10::11"));
-	CU_ASSERT_TRUE(set_is(pl, "g-desktops-4", "10.10.0.12, 10.10.0.13, 10.10.0.14"));
-	CU_ASSERT_TRUE(set_is(pl, "g-desktops-6", "fd00:10::12, fd00:10::13, fd00:10::14"));
+	CU_ASSERT_TRUE(set_is(pl, "g-desktops-4b", "10.10.0.11, 10.10.0.12, 10.10.0.13, 10.10.0.14"));
+	CU_ASSERT_TRUE(set_is(pl, "g-desktops-6b",
+			      "fd00:10::11, fd00:10::12, fd00:10::13, fd00:10::14"));
 	CU_ASSERT_EQUAL(pl->nchains, 2);
 	free(text);
 	plan_free(pl);
@@ -524,7 +531,8 @@ static void test_vdi_quarantined(void)
 }
 
 /* A tag change edits set elements only: no chain, no port, no set is added
- * or removed.  This is what keeps a quarantine a few element updates. */
+ * or removed.  This is what keeps a quarantine a few element updates: the
+ * quarantine set's, and none of the groups that exclude quarantine. */
 static void test_vdi_diff_tag(void)
 {
 	struct fixture fx = LOAD("configs/vdi.ini");
@@ -543,22 +551,14 @@ static void test_vdi_diff_tag(void)
 	CU_ASSERT_EQUAL(d.nchain_del, 0);
 	CU_ASSERT_EQUAL(d.nchain_add, 0);
 	CU_ASSERT_EQUAL_FATAL(d.nelem_add, 2);
-	CU_ASSERT_EQUAL_FATAL(d.nelem_del, 2);
-	/* Sets are visited in name order: g-desktops-* before g-quarantine-*. */
-	CU_ASSERT_STRING_EQUAL(d.elem_del[0].set->name, "g-desktops-4");
-	addr_format(&d.elem_del[0].addr, buf, sizeof(buf));
-	CU_ASSERT_STRING_EQUAL(buf, "10.10.0.11");
-	CU_ASSERT_STRING_EQUAL(d.elem_del[1].set->name, "g-desktops-6");
-	addr_format(&d.elem_del[1].addr, buf, sizeof(buf));
-	CU_ASSERT_STRING_EQUAL(buf, "fd00:10::11");
+	CU_ASSERT_EQUAL_FATAL(d.nelem_del, 0);
 	CU_ASSERT_STRING_EQUAL(d.elem_add[0].set->name, "g-quarantine-4");
 	addr_format(&d.elem_add[0].addr, buf, sizeof(buf));
 	CU_ASSERT_STRING_EQUAL(buf, "10.10.0.11");
 	CU_ASSERT_STRING_EQUAL(d.elem_add[1].set->name, "g-quarantine-6");
 	addr_format(&d.elem_add[1].addr, buf, sizeof(buf));
 	CU_ASSERT_STRING_EQUAL(buf, "fd00:10::11");
-	/* Deletes point into `from`, adds into `to`. */
-	CU_ASSERT_PTR_EQUAL(d.elem_del[0].set, plan_find_set(before, "g-desktops-4"));
+	/* Adds point into `to`. */
 	CU_ASSERT_PTR_EQUAL(d.elem_add[0].set, plan_find_set(after, "g-quarantine-4"));
 	plan_diff_free(&d);
 	CU_ASSERT_EQUAL(d.nelem_add, 0);
@@ -571,8 +571,9 @@ static void test_vdi_diff_tag(void)
 	CU_ASSERT_TRUE(plan_diff_empty(&d));
 	plan_diff_free(&d);
 	plan_diff(after, back, &d);
-	CU_ASSERT_EQUAL(d.nelem_add, 2);
+	CU_ASSERT_EQUAL(d.nelem_add, 0);
 	CU_ASSERT_EQUAL(d.nelem_del, 2);
+	CU_ASSERT_PTR_EQUAL(d.elem_del[0].set, plan_find_set(after, "g-quarantine-4"));
 	CU_ASSERT_EQUAL(d.nchain_add + d.nchain_del + d.nport_add + d.nport_del +
 			d.nset_add + d.nset_del, 0);
 	plan_diff_free(&d);
@@ -795,10 +796,12 @@ struct delta_rec {
 	size_t n;
 };
 
-static void rec_delta(void *arg, size_t group, size_t vm, bool joined)
+static void rec_delta(void *arg, size_t group, size_t vm, bool joined, bool base)
 {
 	struct delta_rec *r = arg;
 
+	if (base)
+		return;
 	if (r->n < 16) {
 		r->group[r->n] = group;
 		r->vm[r->n] = vm;
@@ -862,7 +865,7 @@ static void test_applied_diff(void)
 	memset(&inc, 0, sizeof(inc));
 	CU_ASSERT_EQUAL_FATAL(rec.n, 1);
 	for (size_t i = 0; i < rec.n; i++)
-		plan_member_delta(before, fx.e, fx.p, rec.group[i], rec.vm[i], rec.joined[i], &inc);
+		plan_member_delta(before, fx.e, fx.p, rec.group[i], rec.vm[i], &inc);
 	CU_ASSERT_EQUAL_FATAL(inc.nelem_add, 3);
 	CU_ASSERT_EQUAL(inc.nelem_del, 0);
 	CU_ASSERT_TRUE(has_elem(&inc, true, "g-web-4", "10.20.0.11"));
@@ -881,12 +884,125 @@ static void test_applied_diff(void)
 	gengine_set_tags(fx.e, (size_t)db1, NULL, 0, rec_delta, &rec);
 	memset(&inc, 0, sizeof(inc));
 	for (size_t i = 0; i < rec.n; i++)
-		plan_member_delta(before, fx.e, fx.p, rec.group[i], rec.vm[i], rec.joined[i], &inc);
+		plan_member_delta(before, fx.e, fx.p, rec.group[i], rec.vm[i], &inc);
 	CU_ASSERT_EQUAL(inc.nelem_del, 3);
 	CU_ASSERT_EQUAL(inc.nelem_add, 0);
 	plan_diff_free(&inc);
 	plan_free(before);
 	plan_free(after);
+	fixture_free(&fx);
+}
+
+/* Every (group, VM) pair a tag change touched, bases included, once (as
+ * the agent counts them). */
+static void rec_pair(void *arg, size_t group, size_t vm, bool joined, bool base)
+{
+	struct delta_rec *r = arg;
+
+	for (size_t i = 0; i < r->n; i++)
+		if (r->group[i] == group && r->vm[i] == vm)
+			return;
+	if (r->n < 16) {
+		r->group[r->n] = group;
+		r->vm[r->n++] = vm;
+	}
+}
+
+/* One tag change through the incremental path: the recorded pairs'
+ * element changes, applied to the installed plan, give exactly a fresh
+ * compile.  Returns the number of element changes. */
+static size_t incremental_step(struct fixture *fx, struct plan *installed, const char *vm,
+			       const char *const *tags, size_t n, const char *set_changed)
+{
+	struct delta_rec rec = { 0 };
+	struct plan_diff inc, d;
+	struct plan *fresh;
+	size_t changes;
+	long v = policy_find_vm(fx->p, vm);
+	bool seen = !set_changed;
+
+	CU_ASSERT_FATAL(v >= 0);
+	gengine_set_tags(fx->e, (size_t)v, tags, n, rec_pair, &rec);
+	memset(&inc, 0, sizeof(inc));
+	for (size_t i = 0; i < rec.n; i++)
+		plan_member_delta(installed, fx->e, fx->p, rec.group[i], rec.vm[i], &inc);
+	changes = inc.nelem_add + inc.nelem_del;
+	for (size_t i = 0; set_changed && i < inc.nelem_add; i++)
+		seen |= !strcmp(inc.elem_add[i].set->name, set_changed);
+	for (size_t i = 0; set_changed && i < inc.nelem_del; i++)
+		seen |= !strcmp(inc.elem_del[i].set->name, set_changed);
+	CU_ASSERT_TRUE(seen);
+	plan_apply_elems(installed, &inc);
+	fresh = COMPILE(fx, "hv1");
+	plan_diff(installed, fresh, &d);
+	CU_ASSERT_TRUE(plan_diff_empty(&d));
+	plan_diff_free(&d);
+	plan_diff_free(&inc);
+	plan_free(fresh);
+	return changes;
+}
+
+/* A group that excludes quarantine is its base's set and a negated lookup
+ * of quarantine's: entering quarantine edits quarantine's set only, and the
+ * base follows the group's own criteria.  A negated side ("not web") and a
+ * group that includes web still use web's members.  At each step the
+ * incremental path gives exactly a fresh compile. */
+static void test_base_sets(void)
+{
+	struct fixture fx = PARSE(
+		"[tags]\nnames = threat.high, role.web\n"
+		"[vm a]\nhost = hv1\nport = vnet-a\nmac = 02:00:00:40:00:01\n"
+		"addresses = 10.40.0.1, fd00:40::1\n"
+		"[vm b]\nhost = hv1\nport = vnet-b\nmac = 02:00:00:40:00:02\n"
+		"addresses = 10.40.0.2\n"
+		"[group quarantine]\nmatch = tag equals threat.high\nquarantine = yes\n"
+		"[group web]\nmatch = tag equals role.web\nexclude_groups = quarantine\n"
+		"[group front]\ninclude = web\n"
+		"[rule 1]\nsources = web\ndestinations = any\nservices = tcp/80\naction = allow\n"
+		"[rule 2]\nsources = not web\ndestinations = b\nservices = tcp/22\naction = drop\n"
+		"[rule 3]\nsources = front\ndestinations = b\nservices = tcp/443\naction = allow\n"
+		"[rule 4]\nsources = any\ndestinations = any\nservices = tcp/8080\n"
+		"applied_to = web\naction = drop\n"
+		"[group edge]\ninclude = web\nexclude_groups = quarantine\n"
+		"[rule 5]\nsources = edge\ndestinations = b\nservices = tcp/9000\naction = allow\n");
+	struct plan *pl = COMPILE(&fx, "hv1");
+	const char *web[] = { "role.web" }, *both[] = { "role.web", "threat.high" };
+	const char *threat[] = { "threat.high" };
+	char *text = print_plan(pl);
+
+	CU_ASSERT_TRUE(set_is(pl, "g-web-4b", ""));
+	CU_ASSERT_TRUE(set_is(pl, "g-web-4", "")); /* for "not web" */
+	CU_ASSERT_PTR_NOT_NULL(strstr(text, "ip saddr @g-web-4b ip saddr != @g-quarantine-4 "));
+	CU_ASSERT_PTR_NOT_NULL(strstr(text, "ip saddr != @g-web-4 "));
+	/* Applied to web: the base's vNIC ids, not quarantine's. */
+	CU_ASSERT_PTR_NOT_NULL(strstr(text, "meta mark @p-web-ob meta mark != @p-quarantine-o "));
+	CU_ASSERT_PTR_NOT_NULL(strstr(text, "meta priority @p-web-ib meta priority != @p-quarantine-i "));
+	CU_ASSERT_PTR_NULL(plan_find_set(pl, "p-web-o"));
+	free(text);
+
+	/* a becomes web: base and members. */
+	/* g-web-4b 6b 4 6, g-front-4 6, p-web-ob ib, g-edge-4b 6b */
+	CU_ASSERT_EQUAL(incremental_step(&fx, pl, "a", web, 1, "g-edge-4b"), 10);
+	CU_ASSERT_TRUE(set_is(pl, "g-web-4b", "10.40.0.1"));
+	CU_ASSERT_TRUE(set_is(pl, "g-web-4", "10.40.0.1"));
+	CU_ASSERT_TRUE(set_is(pl, "g-front-4", "10.40.0.1"));
+	/* a is quarantined: quarantine gains it, web and front lose it, the
+	 * bases keep it: g-quarantine-4 6, p-quarantine-o i; g-web-4 6,
+	 * g-front-4 6.  Edge includes web but excludes quarantine itself, so
+	 * its base holds web's base: unchanged. */
+	CU_ASSERT_EQUAL(incremental_step(&fx, pl, "a", both, 2, "p-quarantine-o"), 8);
+	CU_ASSERT_TRUE(set_is(pl, "g-edge-4b", "10.40.0.1"));
+	CU_ASSERT_TRUE(set_is(pl, "g-web-4b", "10.40.0.1"));
+	CU_ASSERT_TRUE(set_is(pl, "g-web-6b", "fd00:40::1"));
+	CU_ASSERT_TRUE(set_is(pl, "g-web-4", ""));
+	CU_ASSERT_TRUE(set_is(pl, "g-front-4", ""));
+	/* role.web goes while quarantined: only the bases change. */
+	CU_ASSERT_EQUAL(incremental_step(&fx, pl, "a", threat, 1, "p-web-ib"), 6);
+	CU_ASSERT_TRUE(set_is(pl, "g-edge-4b", ""));
+	CU_ASSERT_TRUE(set_is(pl, "g-web-4b", ""));
+	incremental_step(&fx, pl, "a", NULL, 0, "g-quarantine-4");
+	CU_ASSERT_TRUE(set_is(pl, "g-quarantine-4", ""));
+	plan_free(pl);
 	fixture_free(&fx);
 }
 
@@ -1292,15 +1408,17 @@ static void test_monitor(void)
 	in = plan_find_chain(pl, pl->ports[0].in_chain);
 	out = plan_find_chain(pl, pl->ports[0].out_chain);
 	CU_ASSERT_FATAL(in && out);
-	/* The group's (empty) VM sets and its CIDR sets, per family. */
-	CU_ASSERT_EQUAL(count_rules(in, 20), 4);
-	RULE_IS(in, 20, 1, "meta nfproto ipv4 meta l4proto tcp th dport 23 ip saddr @g-lan-4n "
+	/* The group's CIDR sets, per family: it has no VM, so its VM sets are
+	 * dead (no rule, no set). */
+	CU_ASSERT_EQUAL(count_rules(in, 20), 2);
+	CU_ASSERT_PTR_NULL(plan_find_set(pl, "g-lan-4"));
+	RULE_IS(in, 20, 0, "meta nfproto ipv4 meta l4proto tcp th dport 23 ip saddr @g-lan-4n "
 			       "log prefix \"dfw rule=20 in monitor \" group 0 "
 			       "counter name \"r-20-in\" accept comment \"rule 20\"");
 	CU_ASSERT_EQUAL(verdict_of(in, 20, 0), PV_ACCEPT);
 	/* Reject of any protocol: one rule per match, no TCP / ICMPX pair. */
-	CU_ASSERT_EQUAL(count_rules(out, 21), 4);
-	RULE_IS(out, 21, 3, "meta nfproto ipv6 ip6 saddr @g-lan-6n "
+	CU_ASSERT_EQUAL(count_rules(out, 21), 2);
+	RULE_IS(out, 21, 1, "meta nfproto ipv6 ip6 saddr @g-lan-6n "
 				"log prefix \"dfw rule=21 out monitor \" group 0 "
 				"counter name \"r-21-out\" return comment \"rule 21\"");
 	RULE_IS(in, 22, 0, "meta l4proto tcp th dport 22 counter name \"r-22-in\" accept "
@@ -1477,6 +1595,7 @@ void register_compile_tests(void)
 		{ "vdi untagged (golden)", test_vdi_untagged },
 		{ "vdi desktop1 quarantined (golden)", test_vdi_quarantined },
 		{ "a tag change only edits set elements", test_vdi_diff_tag },
+		{ "bases of groups that exclude groups, incrementally", test_base_sets },
 		{ "diff with itself, from and to nothing", test_diff_identity_and_full },
 		{ "chain names are stable across compiles", test_names_stable },
 		{ "applied_to, literals, reject, log, disabled (golden)", test_applied },

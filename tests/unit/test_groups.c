@@ -154,11 +154,13 @@ static void rec_add(struct rec *r, const char *item)
 	snprintf(r->buf + len, sizeof(r->buf) - len, "%s%s", len ? " " : "", item);
 }
 
-static void rec_delta(void *arg, size_t g, size_t vm, bool joined)
+static void rec_delta(void *arg, size_t g, size_t vm, bool joined, bool base)
 {
 	struct rec *r = arg;
 	char item[256];
 
+	if (base)
+		return;
 	snprintf(item, sizeof(item), "%s%c%s", r->inv->groups[g].name,
 		 joined ? '+' : '-', r->inv->vms[vm].name);
 	rec_add(r, item);
@@ -823,15 +825,20 @@ static void random_criterion(struct inventory *inv, size_t g, bool exclude)
 }
 
 struct seen {
-	size_t n, vm;
+	const struct gengine *e;
+	size_t n, vm, nbase;
 	size_t group[64];
 	bool joined[64];
 };
 
-static void seen_delta(void *arg, size_t g, size_t vm, bool joined)
+static void seen_delta(void *arg, size_t g, size_t vm, bool joined, bool base)
 {
 	struct seen *s = arg;
 
+	if (base) {
+		s->nbase += gengine_is_base_member(s->e, g, vm) == joined;
+		return;
+	}
 	if (s->n < ARRAY_SIZE(s->group)) {
 		s->group[s->n] = g;
 		s->joined[s->n] = joined;
@@ -840,18 +847,28 @@ static void seen_delta(void *arg, size_t g, size_t vm, bool joined)
 	s->vm = vm;
 }
 
-/* Whether the engine and the rule agree on every member and count. */
+/* Whether the engine and the rule agree on every member and count, and
+ * each base is what the kernel sees: a member is exactly a VM of the base
+ * in none of the excluded groups. */
 static bool agrees(const struct gengine *e, const struct inventory *inv,
 		   const struct strv *tags)
 {
 	for (size_t g = 0; g < inv->ngroups; g++) {
+		const struct group_def *gd = &inv->groups[g];
 		size_t count = 0;
 
 		for (size_t v = 0; v < inv->nvms; v++) {
-			bool want = ref_member(inv, tags, g, v);
+			bool want = ref_member(inv, tags, g, v), via_base;
 
 			count += want;
 			if (gengine_is_member(e, g, v) != want)
+				return false;
+			if (!gengine_has_base(e, g))
+				continue;
+			via_base = gengine_is_base_member(e, g, v);
+			for (size_t i = 0; i < gd->nexclude_groups; i++)
+				via_base &= !ref_member(inv, tags, gd->exclude_groups[i], v);
+			if (via_base != want)
 				return false;
 		}
 		if (gengine_count(e, g) != count)
@@ -871,7 +888,7 @@ static void test_random_against_rule(void)
 	struct inventory inv = { 0 };
 	struct strv tags[NVMS] = { 0 };
 	size_t perm[NGROUPS];
-	bool before[NGROUPS];
+	bool before[NGROUPS], before_base[NGROUPS];
 	struct gengine *e;
 	char name[16];
 
@@ -919,13 +936,22 @@ static void test_random_against_rule(void)
 	e = engine(&inv);
 	CU_ASSERT_PTR_NOT_NULL_FATAL(e);
 	CU_ASSERT_TRUE_FATAL(agrees(e, &inv, tags));
-	for (int round = 0; round < ROUNDS; round++) {
-		size_t v = rnd(NVMS), changes = 0;
-		struct seen s = { 0 };
-		bool ok = true;
+	{
+		size_t bases = 0;
 
 		for (size_t g = 0; g < NGROUPS; g++)
+			bases += gengine_has_base(e, g);
+		CU_ASSERT(bases > 0);
+	}
+	for (int round = 0; round < ROUNDS; round++) {
+		size_t v = rnd(NVMS), changes = 0, base_changes = 0;
+		struct seen s = { .e = e };
+		bool ok = true;
+
+		for (size_t g = 0; g < NGROUPS; g++) {
 			before[g] = gengine_is_member(e, g, v);
+			before_base[g] = gengine_has_base(e, g) && gengine_is_base_member(e, g, v);
+		}
 		strv_free(&tags[v]);
 		for (size_t i = rnd(4); i > 0; i--)
 			strv_push(&tags[v], vocab[rnd(ARRAY_SIZE(vocab))]);
@@ -936,6 +962,11 @@ static void test_random_against_rule(void)
 		for (size_t g = 0; g < NGROUPS; g++)
 			changes += before[g] != gengine_is_member(e, g, v);
 		CU_ASSERT_EQUAL_FATAL(s.n, changes);
+		/* One base delta per base that changed. */
+		for (size_t g = 0; g < NGROUPS; g++)
+			base_changes += gengine_has_base(e, g) &&
+					before_base[g] != gengine_is_base_member(e, g, v);
+		CU_ASSERT_EQUAL_FATAL(s.nbase, base_changes);
 		for (size_t i = 0; i < s.n; i++) {
 			ok &= s.vm == v && s.joined[i] != before[s.group[i]] &&
 			      s.joined[i] == gengine_is_member(e, s.group[i], v);
