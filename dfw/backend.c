@@ -1174,6 +1174,7 @@ int backend_load(struct backend *b, const struct plan *pl, bool check_only,
 		 struct backend_stats *st, char *err, size_t errlen)
 {
 	const struct pport **ports = xcalloc(pl->nports, sizeof(*ports));
+	size_t *order;
 	struct backend_block *blocks = NULL;
 	struct counter_vals old = { 0 };
 	size_t nblocks = 0;
@@ -1199,13 +1200,11 @@ int backend_load(struct backend *b, const struct plan *pl, bool check_only,
 		table_msg(b, fam, NFT_MSG_NEWTABLE);
 	}
 	bridge_objects(b);
-	/* The kernel finds a set by walking the table's sets by name, in
-	 * creation order, for every message: the sets that tag changes edit
-	 * come first. */
-	for (int hot = 1; hot >= 0; hot--)
-		for (size_t i = 0; i < pl->nsets; i++)
-			if (pl->sets[i].hot == hot)
-				set_add(b, &pl->sets[i]);
+	order = xcalloc(pl->nsets + 1, sizeof(*order));
+	plan_set_order(pl, order);
+	for (size_t i = 0; i < pl->nsets; i++)
+		set_add(b, &pl->sets[order[i]]);
+	free(order);
 	for (size_t i = 0; i < pl->ncounters; i++) {
 		const struct counter_val *v = counter_find(&old, pl->counters[i]);
 

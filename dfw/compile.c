@@ -937,6 +937,52 @@ static int cmp_name(const void *x, const void *y)
 	return strcmp(x, y);
 }
 
+/* Counts each set's lookups (pset.refs); sets sorted by name. */
+static void count_refs(struct plan *pl)
+{
+	for (size_t c = 0; c < pl->nchains; c++) {
+		for (size_t r = 0; r < pl->chains[c].nrules; r++) {
+			const struct prule *pr = &pl->chains[c].rules[r];
+
+			for (size_t i = 0; i < pr->nitems; i++) {
+				const struct pset *s;
+
+				switch (pr->items[i].kind) {
+				case PI_PORT_SET:
+				case PI_SADDR_SET:
+				case PI_DADDR_SET:
+				case PI_DPORT_SET:
+					if ((s = plan_find_set(pl, pr->items[i].name)))
+						pl->sets[s - pl->sets].refs++;
+					break;
+				default:
+					break;
+				}
+			}
+		}
+	}
+}
+
+static int cmp_creation(const void *x, const void *y, void *arg)
+{
+	const struct plan *pl = arg;
+	const struct pset *a = &pl->sets[*(const size_t *)x];
+	const struct pset *b = &pl->sets[*(const size_t *)y];
+
+	if (a->hot != b->hot)
+		return a->hot ? -1 : 1;
+	if (a->refs != b->refs)
+		return a->refs > b->refs ? -1 : 1;
+	return strcmp(a->name, b->name);
+}
+
+void plan_set_order(const struct plan *pl, size_t *order)
+{
+	for (size_t i = 0; i < pl->nsets; i++)
+		order[i] = i;
+	qsort_r(order, pl->nsets, sizeof(*order), cmp_creation, (void *)pl);
+}
+
 /* Drops the dead sets (set_dead), which no rule references. */
 static void drop_dead_sets(struct plan *pl)
 {
@@ -1008,6 +1054,7 @@ struct plan *plan_compile(const struct dfw_policy *p, const struct gengine *e,
 		qsort(b.pl->sets, b.pl->nsets, sizeof(*b.pl->sets), cmp_set);
 	if (b.pl->nchains)
 		qsort(b.pl->chains, b.pl->nchains, sizeof(*b.pl->chains), cmp_chain);
+	count_refs(b.pl);
 	if (b.pl->ncounters) {
 		size_t n = 1;
 

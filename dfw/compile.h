@@ -94,6 +94,7 @@ struct pset {
 	bool service;            /* family 0: port ranges, lo in a[0..1], hi in a[2..3] (network order) */
 	bool hot;                /* tag changes edit it (its group is tag-driven) */
 	bool dead;               /* empty for good: while compiling only (dropped) */
+	size_t refs;             /* lookups of it in the plan's rules */
 	struct dfw_addr *elems;  /* sorted, disjoint */
 	size_t nelems, cap;
 };
@@ -136,6 +137,13 @@ void plan_free(struct plan *pl);
 /* Prints the plan as an nft script (loadable with `nft -f`, used by golden
  * tests and `dfwctl plan`), with the given table name. */
 void plan_print_nft(const struct plan *pl, const char *table, FILE *f);
+
+/* The order to create the plan's sets in (indexes into pl->sets): the
+ * kernel finds a set by walking the table's sets in creation order, for
+ * every rule lookup and element message.  The sets that tag changes edit
+ * come first, then the others; each part by the number of lookups in it,
+ * most first (ties by name). */
+void plan_set_order(const struct plan *pl, size_t *order);
 
 const struct pchain *plan_find_chain(const struct plan *pl, const char *name);
 const struct pset *plan_find_set(const struct plan *pl, const char *name);

@@ -7,6 +7,7 @@
 #include <arpa/inet.h>
 #include <linux/netfilter.h>
 #include <netinet/in.h>
+#include <stdlib.h>
 #include <string.h>
 
 static const char *const verdicts[] = {
@@ -184,12 +185,16 @@ static void print_bridge(const struct plan *pl, const char *table, FILE *f)
 
 void plan_print_nft(const struct plan *pl, const char *table, FILE *f)
 {
+	size_t *order = xcalloc(pl->nsets + 1, sizeof(*order));
+
 	print_bridge(pl, table, f);
 	fprintf(f, "table inet %s {\n", table);
 	for (size_t i = 0; i < pl->ncounters; i++)
 		fprintf(f, "\tcounter %s {\n\t}\n", pl->counters[i]);
+	/* In the order the backend creates them (plan_set_order). */
+	plan_set_order(pl, order);
 	for (size_t i = 0; i < pl->nsets; i++) {
-		const struct pset *s = &pl->sets[i];
+		const struct pset *s = &pl->sets[order[i]];
 
 		if (s->family)
 			fprintf(f, "\tset %s {\n\t\ttype %s\n%s", s->name,
@@ -202,6 +207,7 @@ void plan_print_nft(const struct plan *pl, const char *table, FILE *f)
 		print_elems(s, f);
 		fprintf(f, "\t}\n");
 	}
+	free(order);
 	for (size_t i = 0; i < pl->nchains; i++) {
 		const struct pchain *c = &pl->chains[i];
 
