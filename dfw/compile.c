@@ -561,16 +561,24 @@ static void push_side(struct prule *r, enum pitem_kind kind, uint32_t u, const s
 		rule_push_named(r, kind, u | PI_LOOKUP_NEG, s->names[a->xfirst + i]);
 }
 
-static void push_service(struct prule *r, const struct svc_group *s, uint8_t proto)
+/* The destination port test of a service (none for the TCP variant of a
+ * reject of any protocol, whose group is of another protocol). */
+static void push_port(struct prule *r, const struct svc_group *s, uint8_t proto)
+{
+	if (!s || s->proto != proto)
+		return;
+	if (s->ports[0])
+		rule_push_named(r, PI_DPORT_SET, 0, s->ports);
+	else if (s->lo)
+		rule_push(r, (struct pitem){ .kind = PI_DPORT, .lo = s->lo, .hi = s->hi });
+}
+
+static void push_proto(struct prule *r, const struct svc_group *s, uint8_t proto)
 {
 	rule_push(r, (struct pitem){ .kind = PI_L4PROTO, .u = proto });
 	if (!s || s->proto != proto)
-		return; /* the TCP variant of a reject of any protocol */
-	if (s->ports[0]) {
-		rule_push_named(r, PI_DPORT_SET, 0, s->ports);
-	} else if (s->lo) {
-		rule_push(r, (struct pitem){ .kind = PI_DPORT, .lo = s->lo, .hi = s->hi });
-	} else if (s->icmp_type >= 0) {
+		return;
+	if (s->icmp_type >= 0) {
 		rule_push(r, (struct pitem){ .kind = PI_ICMP_TYPE, .u = proto,
 					     .lo = (uint16_t)s->icmp_type });
 		if (s->icmp_code >= 0)
@@ -598,14 +606,19 @@ static void emit(struct chain_build *cb, uint32_t id, bool out, const struct mat
 				  act == ACT_DROP ? PV_DROP :
 				  pr == IPPROTO_TCP ? PV_REJECT_TCP : PV_REJECT_ICMPX;
 
-		/* Cheapest and most selective first: a new flow walks the
-		 * whole chain, and most rules fail on protocol or port, two
-		 * compares, before any set lookup. */
+		/* Most selective and cheapest first: a new flow walks the
+		 * whole chain, and most rules fail on the port (one load,
+		 * one compare), then on family or protocol, before any set
+		 * lookup.  The port is the transport header's, which the
+		 * protocol test then pins to TCP or UDP: the tests are ANDed,
+		 * so their order changes no verdict. */
+		if (pr)
+			push_port(r, m->svc, pr);
 		if (m->family)
 			rule_push(r, (struct pitem){ .kind = PI_NFPROTO,
 				.u = m->family == AF_INET ? NFPROTO_IPV4 : NFPROTO_IPV6 });
 		if (pr)
-			push_service(r, m->svc, pr);
+			push_proto(r, m->svc, pr);
 		if (m->guard)
 			push_side(r, PI_PORT_SET, out ? 0 : PI_PORT_DST, m->guard, m->guard->alts);
 		if (m->sa)

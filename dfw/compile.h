@@ -6,7 +6,11 @@
  *     the names of its out-policy and in-policy chains;
  *   - address sets: per group and family, a hash set of its VMs' addresses
  *     (tags change these) and, when it has IP/CIDR members, an interval set
- *     of those; content-named sets for literal addresses in rules;
+ *     of those; content-named sets for literal addresses in rules.  A group
+ *     that excludes groups is its base's set ("g-G-4b") with negated
+ *     lookups of the excluded groups' sets, so entering quarantine edits
+ *     quarantine's sets only.  A set that can never hold a VM (no members,
+ *     not tag-driven) is not made, nor the kernel rules that need it;
  *   - policy chains named by a hash of their content, so vNICs with the same
  *     rule list share one chain.  applied_to groups that tags cannot change
  *     shape the chains; rules applied to groups that tags can change are in

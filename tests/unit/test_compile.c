@@ -727,7 +727,10 @@ static void test_applied(void)
 	c = plan_find_chain(pl, db1->in_chain);
 	CU_ASSERT_FATAL(c != NULL);
 	CU_ASSERT_EQUAL(verdict_of(c, 50, 0), PV_DROP);
-	CU_ASSERT_EQUAL(c->rules[0].items[0].kind, PI_NFPROTO); /* rule 10: unguarded */
+	/* Rule 10: unguarded; the port first, then family and protocol. */
+	CU_ASSERT_EQUAL(c->rules[0].items[0].kind, PI_DPORT);
+	CU_ASSERT_EQUAL(c->rules[0].items[1].kind, PI_NFPROTO);
+	CU_ASSERT_EQUAL(c->rules[0].items[2].kind, PI_L4PROTO);
 	CU_ASSERT_EQUAL(count_rules(c, 50), 2);
 	c = plan_find_chain(pl, db1->out_chain);
 	CU_ASSERT_FATAL(c && c->nrule_ids == 3);
@@ -1232,9 +1235,9 @@ static void test_negation(void)
 
 	/* Source negated, destination any: both families. */
 	CU_ASSERT_EQUAL(count_rules(in, 1), 2);
-	RULE_IS(in, 1, 0, "meta nfproto ipv4 meta l4proto tcp th dport 22 ip saddr != @g-ga-4 "
+	RULE_IS(in, 1, 0, "th dport 22 meta nfproto ipv4 meta l4proto tcp ip saddr != @g-ga-4 "
 			      "counter name \"r-1-in\" drop comment \"rule 1\"");
-	RULE_IS(in, 1, 1, "meta nfproto ipv6 meta l4proto tcp th dport 22 ip6 saddr != @g-ga-6 "
+	RULE_IS(in, 1, 1, "th dport 22 meta nfproto ipv6 meta l4proto tcp ip6 saddr != @g-ga-6 "
 			      "counter name \"r-1-in\" drop comment \"rule 1\"");
 
 	/* A group with CIDR members and a literal: all three sets in one
@@ -1344,7 +1347,7 @@ static void test_services(void)
 	/* The service object's ports as a set, the UDP range alone. */
 	CU_ASSERT_EQUAL(count_rules(out, 10), 2);
 	CU_ASSERT_PTR_NOT_NULL(strstr(text, "elements = { 80, 443, 8000-8999 }"));
-	CU_ASSERT_PTR_NOT_NULL(strstr(text, "meta l4proto udp th dport 1000-2000 ip daddr @a-"));
+	CU_ASSERT_PTR_NOT_NULL(strstr(text, "th dport 1000-2000 meta nfproto ipv4 meta l4proto udp ip daddr @a-"));
 
 	CU_ASSERT_EQUAL(count_rules(in, 11), 4);
 	RULE_IS(in, 11, 0, "meta nfproto ipv4 meta l4proto icmp icmp type 8 "
@@ -1412,7 +1415,7 @@ static void test_monitor(void)
 	 * dead (no rule, no set). */
 	CU_ASSERT_EQUAL(count_rules(in, 20), 2);
 	CU_ASSERT_PTR_NULL(plan_find_set(pl, "g-lan-4"));
-	RULE_IS(in, 20, 0, "meta nfproto ipv4 meta l4proto tcp th dport 23 ip saddr @g-lan-4n "
+	RULE_IS(in, 20, 0, "th dport 23 meta nfproto ipv4 meta l4proto tcp ip saddr @g-lan-4n "
 			       "log prefix \"dfw rule=20 in monitor \" group 0 "
 			       "counter name \"r-20-in\" accept comment \"rule 20\"");
 	CU_ASSERT_EQUAL(verdict_of(in, 20, 0), PV_ACCEPT);
@@ -1421,7 +1424,7 @@ static void test_monitor(void)
 	RULE_IS(out, 21, 1, "meta nfproto ipv6 ip6 saddr @g-lan-6n "
 				"log prefix \"dfw rule=21 out monitor \" group 0 "
 				"counter name \"r-21-out\" return comment \"rule 21\"");
-	RULE_IS(in, 22, 0, "meta l4proto tcp th dport 22 counter name \"r-22-in\" accept "
+	RULE_IS(in, 22, 0, "th dport 22 meta l4proto tcp counter name \"r-22-in\" accept "
 			       "comment \"rule 22\"");
 	CU_ASSERT_EQUAL(verdict_of(in, 23, 0), PV_DROP);
 	/* The monitored rule's chain differs from the enforcing one. */
