@@ -382,6 +382,20 @@ static void x_counter(struct nftnl_rule *r)
 	expr_add(r, nftnl_expr_alloc("counter"));
 }
 
+/* reg1 &= mask (len bytes). */
+static void x_mask(struct nftnl_rule *r, const void *mask, uint32_t len)
+{
+	struct nftnl_expr *e = nftnl_expr_alloc("bitwise");
+	static const uint8_t zero[16];
+
+	nftnl_expr_set_u32(e, NFTNL_EXPR_BITWISE_SREG, NFT_REG_1);
+	nftnl_expr_set_u32(e, NFTNL_EXPR_BITWISE_DREG, NFT_REG_1);
+	nftnl_expr_set_u32(e, NFTNL_EXPR_BITWISE_LEN, len);
+	nftnl_expr_set(e, NFTNL_EXPR_BITWISE_MASK, mask, len);
+	nftnl_expr_set(e, NFTNL_EXPR_BITWISE_XOR, zero, len);
+	expr_add(r, e);
+}
+
 static void x_ct_state(struct nftnl_rule *r, uint32_t mask)
 {
 	struct nftnl_expr *e = nftnl_expr_alloc("ct");
@@ -390,14 +404,26 @@ static void x_ct_state(struct nftnl_rule *r, uint32_t mask)
 	nftnl_expr_set_u32(e, NFTNL_EXPR_CT_KEY, NFT_CT_STATE);
 	nftnl_expr_set_u32(e, NFTNL_EXPR_CT_DREG, NFT_REG_1);
 	expr_add(r, e);
-	e = nftnl_expr_alloc("bitwise");
-	nftnl_expr_set_u32(e, NFTNL_EXPR_BITWISE_SREG, NFT_REG_1);
-	nftnl_expr_set_u32(e, NFTNL_EXPR_BITWISE_DREG, NFT_REG_1);
-	nftnl_expr_set_u32(e, NFTNL_EXPR_BITWISE_LEN, 4);
-	nftnl_expr_set(e, NFTNL_EXPR_BITWISE_MASK, &mask, 4);
-	nftnl_expr_set(e, NFTNL_EXPR_BITWISE_XOR, &zero, 4);
-	expr_add(r, e);
+	x_mask(r, &mask, 4);
 	x_cmp(r, NFT_CMP_NEQ, &zero, 4);
+}
+
+/* The packet's source or destination address (v6: IPv6) in net, or not
+ * (neq): a load, a mask for a prefix, a compare. */
+static void x_addr_in(struct nftnl_rule *r, bool src, bool v6, const struct dfw_addr *net,
+		      bool neq)
+{
+	uint32_t len = v6 ? 16 : 4;
+	uint8_t mask[16] = { 0 };
+
+	x_payload(r, NFT_PAYLOAD_NETWORK_HEADER, src ? (v6 ? 8 : 12) : (v6 ? 24 : 16), len,
+		  NFT_REG_1);
+	if (net->plen < len * 8) {
+		for (unsigned bit = 0; bit < net->plen; bit++)
+			mask[bit / 8] |= (uint8_t)(0x80 >> (bit % 8));
+		x_mask(r, mask, len);
+	}
+	x_cmp(r, neq ? NFT_CMP_NEQ : NFT_CMP_EQ, net->a, len);
 }
 
 static void x_ether_type(struct nftnl_rule *r, uint16_t type)
@@ -745,6 +771,16 @@ static void policy_rule(struct backend *b, const char *chain, const struct prule
 				  v6 ? 16 : 4, NFT_REG_1);
 			x_lookup(r, it->name, -1, it->u & PI_LOOKUP_NEG);
 			break;
+		case PI_SADDR_NET:
+		case PI_DADDR_NET: {
+			struct dfw_addr net;
+			const char *why;
+
+			if (addr_parse(it->name, &net, &why) < 0)
+				abort(); /* written by plan_compile */
+			x_addr_in(r, it->kind == PI_SADDR_NET, v6, &net, it->u & PI_LOOKUP_NEG);
+			break;
+		}
 		case PI_L4PROTO:
 			x_meta_load(r, NFT_META_L4PROTO, NFT_REG_1);
 			x_cmp_u8(r, (uint8_t)it->u);

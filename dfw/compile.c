@@ -252,8 +252,10 @@ static const char *group_set(struct builder *b, size_t group, uint8_t family, bo
 
 /* The interval set of a group's IP/CIDR members for one family, or NULL
  * when it has none.  These come from the policy alone: tags never touch
- * them. */
-static const char *group_net_set(struct builder *b, size_t group, uint8_t family)
+ * them.  A single one is written into inline_addr and returned, for a
+ * compare (as literal_set). */
+static const char *group_net_set(struct builder *b, size_t group, uint8_t family,
+				 char *inline_addr, size_t len)
 {
 	char name[PLAN_NAME_MAX];
 	const struct dfw_addr *cidrs;
@@ -265,6 +267,12 @@ static const char *group_net_set(struct builder *b, size_t group, uint8_t family
 		n += cidrs[i].family == family;
 	if (!n)
 		return NULL;
+	for (size_t i = 0; n == 1 && i < ncidrs; i++) {
+		if (cidrs[i].family == family) {
+			addr_format(&cidrs[i], inline_addr, len);
+			return inline_addr;
+		}
+	}
 	group_set_name(b->p->inv.groups[group].name, family, name, sizeof(name));
 	strncat(name, "n", sizeof(name) - strlen(name) - 1);
 	if ((s = find_set_mut(b, name)))
@@ -290,9 +298,12 @@ static uint64_t fnv1a(uint64_t h, const void *data, size_t len)
 }
 
 /* The literal addresses of a rule side (VMs and IP/CIDRs) for one family, as
- * a set named by its content; NULL when the side has none of that family. */
+ * a set named by its content; NULL when the side has none of that family.
+ * One address or prefix needs no set: it is written into inline_addr as
+ * text and returned, for a compare in the rule (no set to create, and none
+ * for the kernel to walk past when it looks a set up by name). */
 static const char *literal_set(struct builder *b, const struct dfw_side *side,
-			       uint8_t family)
+			       uint8_t family, char *inline_addr, size_t len)
 {
 	struct pset tmp = { .family = family }, *s;
 	char name[PLAN_NAME_MAX];
@@ -314,6 +325,11 @@ static const char *literal_set(struct builder *b, const struct dfw_side *side,
 	if (!tmp.nelems)
 		return NULL;
 	set_normalize(&tmp);
+	if (tmp.nelems == 1) {
+		addr_format(&tmp.elems[0], inline_addr, len);
+		free(tmp.elems);
+		return inline_addr;
+	}
 	h = fnv1a(h, tmp.elems, tmp.nelems * sizeof(*tmp.elems));
 	snprintf(name, sizeof(name), "a-%012llx-%c", (unsigned long long)(h >> 16),
 		 family == AF_INET ? '4' : '6');
@@ -385,13 +401,21 @@ struct side {
 	struct side_alt *alts;
 	size_t nalts;
 	char (*names)[PLAN_NAME_MAX];
-	size_t nnames, capnames;
+	bool *inline_addr; /* names[i] is an address, not a set */
+	size_t nnames, capnames, capinline;
 };
+
+static void side_push(struct side *s, const char *name, bool inline_addr)
+{
+	grow((void **)&s->names, &s->capnames, s->nnames + 1, sizeof(*s->names));
+	grow((void **)&s->inline_addr, &s->capinline, s->nnames + 1, sizeof(*s->inline_addr));
+	s->inline_addr[s->nnames] = inline_addr;
+	snprintf(s->names[s->nnames++], PLAN_NAME_MAX, "%s", name);
+}
 
 static void side_name(struct side *s, const char *name)
 {
-	grow((void **)&s->names, &s->capnames, s->nnames + 1, sizeof(*s->names));
-	snprintf(s->names[s->nnames++], PLAN_NAME_MAX, "%s", name);
+	side_push(s, name, false);
 }
 
 /* A set no packet is ever in: its group has no VM, and no tag change can
@@ -458,6 +482,7 @@ static void side_build(struct builder *b, const struct dfw_side *side, struct si
 	}
 	for (size_t f = 0; f < ARRAY_SIZE(fams); f++) {
 		size_t first = s->nnames;
+		char addr[PLAN_NAME_MAX];
 		const char *name;
 
 		for (size_t i = 0; i < side->nrefs; i++) {
@@ -469,11 +494,11 @@ static void side_build(struct builder *b, const struct dfw_side *side, struct si
 				base_alt(b, s, g, fams[f]);
 			else
 				side_set(b, s, group_set(b, g, fams[f], false));
-			if ((name = group_net_set(b, g, fams[f])))
-				side_name(s, name);
+			if ((name = group_net_set(b, g, fams[f], addr, sizeof(addr))))
+				side_push(s, name, name == addr);
 		}
-		if ((name = literal_set(b, side, fams[f])))
-			side_name(s, name);
+		if ((name = literal_set(b, side, fams[f], addr, sizeof(addr))))
+			side_push(s, name, name == addr);
 		if (side->negate)
 			s->alts[s->nalts++] = (struct side_alt){ fams[f], true, first,
 								 s->nnames - first };
@@ -488,6 +513,7 @@ static void side_free(struct side *s)
 {
 	free(s->alts);
 	free(s->names);
+	free(s->inline_addr);
 }
 
 static void rule_push(struct prule *r, struct pitem it)
@@ -550,13 +576,18 @@ struct match {
 	const struct svc_group *svc;  /* NULL: any service */
 };
 
-/* The lookups of one alternative; u: the flags besides negation. */
+/* The lookups (or address compares) of one alternative; u: the flags
+ * besides negation. */
 static void push_side(struct prule *r, enum pitem_kind kind, uint32_t u, const struct side *s,
 		      const struct side_alt *a)
 {
-	for (size_t i = 0; i < a->n; i++)
-		rule_push_named(r, kind, u | (a->negate ? PI_LOOKUP_NEG : 0),
-				s->names[a->first + i]);
+	for (size_t i = 0; i < a->n; i++) {
+		size_t k = a->first + i;
+		enum pitem_kind kk = !s->inline_addr[k] ? kind :
+				     kind == PI_SADDR_SET ? PI_SADDR_NET : PI_DADDR_NET;
+
+		rule_push_named(r, kk, u | (a->negate ? PI_LOOKUP_NEG : 0), s->names[k]);
+	}
 	for (size_t i = 0; i < a->xn; i++)
 		rule_push_named(r, kind, u | PI_LOOKUP_NEG, s->names[a->xfirst + i]);
 }

@@ -55,6 +55,9 @@ enum pitem_kind {
 	PI_ICMP_TYPE,  /* u: IPPROTO_ICMP / IPPROTO_ICMPV6; lo: type */
 	PI_ICMP_CODE,  /* u: as above; lo: code (after a PI_ICMP_TYPE) */
 	PI_COUNTER,    /* name: named counter object (plan->counters) */
+	PI_SADDR_NET,  /* name: one address or prefix as text ("10.0.0.0/8"), a
+			* side's only literal (no set); u: PI_LOOKUP_NEG */
+	PI_DADDR_NET,
 };
 
 /* Flags in u of the set lookups. */

@@ -54,6 +54,11 @@ static void print_rule(const struct prule *r, FILE *f)
 			fprintf(f, "%s %s %s@%s", ip, it->kind == PI_SADDR_SET ? "saddr" : "daddr",
 				it->u & PI_LOOKUP_NEG ? "!= " : "", it->name);
 			break;
+		case PI_SADDR_NET:
+		case PI_DADDR_NET:
+			fprintf(f, "%s %s %s%s", ip, it->kind == PI_SADDR_NET ? "saddr" : "daddr",
+				it->u & PI_LOOKUP_NEG ? "!= " : "", it->name);
+			break;
 		case PI_L4PROTO:
 			fputs("meta l4proto ", f);
 			print_proto(it->u, f);

@@ -59,6 +59,15 @@ static bool is_ported(uint8_t proto)
 	return proto == IPPROTO_TCP || proto == IPPROTO_UDP || proto == IPPROTO_SCTP;
 }
 
+/* Whether an address is in the prefix written as text (PI_SADDR_NET). */
+static bool net_has(const char *text, const struct dfw_addr *a)
+{
+	struct dfw_addr net;
+	const char *why;
+
+	return addr_parse(text, &net, &why) == 0 && addr_contains(&net, a);
+}
+
 /* Whether one match item holds for the packet. */
 static bool item_matches(const struct plan *pl, const struct pitem *it, uint32_t src_id,
 			 uint32_t dst_id, const struct trace_pkt *pk)
@@ -76,6 +85,10 @@ static bool item_matches(const struct plan *pl, const struct pitem *it, uint32_t
 		       !!(it->u & PI_LOOKUP_NEG);
 	case PI_DADDR_SET:
 		return set_has_addr(plan_find_set(pl, it->name), &pk->dst) !=
+		       !!(it->u & PI_LOOKUP_NEG);
+	case PI_SADDR_NET:
+	case PI_DADDR_NET:
+		return net_has(it->name, it->kind == PI_SADDR_NET ? &pk->src : &pk->dst) !=
 		       !!(it->u & PI_LOOKUP_NEG);
 	case PI_L4PROTO:
 		return it->u == pk->proto;

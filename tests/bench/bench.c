@@ -12,7 +12,10 @@
 
 void bench_figure(const char *name, double value, const char *unit)
 {
-	printf("%s: %.3f %s\n", name, value, unit);
+	/* Small ratios (a tag change against a full reload) keep their
+	 * digits; no exponent, for tests/bench/run.sh's JSON. */
+	printf(value != 0 && value > -0.01 && value < 0.01 ? "%s: %.7f %s\n" : "%s: %.3f %s\n",
+	       name, value, unit);
 	fflush(stdout);
 }
 
