@@ -204,6 +204,7 @@ struct deltas {
 	size_t ncut, capcut;
 	struct member_change *changes; /* (group, vm) pairs touched */
 	size_t nchanges, capchanges;
+	size_t nmember;   /* of those, changes of members (not of bases) */
 	bool needs_full;  /* the policy changed: compile everything */
 };
 
@@ -220,7 +221,7 @@ static void on_delta(void *arg, size_t group, size_t vm, bool joined, bool base)
 	d->changes[d->nchanges++] = (struct member_change){ group, vm };
 	/* Membership is logged one line each for small updates; large ones
 	 * (a policy load, churn) are summed up in the realization line. */
-	if (d->nchanges < 32 && !base)
+	if (!base && ++d->nmember < 32)
 		logf_(d->a, "group %s: %s %s", g->name, joined ? "+" : "-",
 		      d->a->pol->inv.vms[vm].name);
 }
