@@ -441,20 +441,31 @@ static bool side_set(struct builder *b, struct side *s, const char *name)
 	return true;
 }
 
-/* The positive alternative of a group's base in one family, unless the
- * base's set is dead. */
-static void base_alt(struct builder *b, struct side *s, size_t group, uint8_t family)
+/* Makes (or finds) a set of a group, or of its base: group_set for a
+ * family, port_set for a direction. */
+typedef const char *(*set_maker)(struct builder *b, size_t group, unsigned arg, bool base);
+
+/* The positive alternative of a group in family (0 for vNIC ids): its set,
+ * or with base, its base's set with the excluded groups' sets as
+ * exclusions; none when that set is dead. */
+static void group_alt(struct builder *b, struct side *s, size_t group, bool base,
+		      uint8_t family, set_maker make, unsigned arg)
 {
 	const struct group_def *gd = &b->p->inv.groups[group];
 	struct side_alt a = { family, false, s->nnames, 1, 0, 0 };
 
-	if (!side_set(b, s, group_set(b, group, family, true)))
+	if (!side_set(b, s, make(b, group, arg, base)))
 		return;
 	a.xfirst = s->nnames;
-	for (size_t i = 0; i < gd->nexclude_groups; i++)
-		side_set(b, s, group_set(b, gd->exclude_groups[i], family, false));
+	for (size_t i = 0; base && i < gd->nexclude_groups; i++)
+		side_set(b, s, make(b, gd->exclude_groups[i], arg, false));
 	a.xn = s->nnames - a.xfirst;
 	s->alts[s->nalts++] = a;
+}
+
+static const char *make_group_set(struct builder *b, size_t group, unsigned family, bool base)
+{
+	return group_set(b, group, (uint8_t)family, base);
 }
 
 /* Whether name i belongs to an alternative already (a base and its
@@ -491,7 +502,7 @@ static void side_build(struct builder *b, const struct dfw_side *side, struct si
 			if (side->refs[i].kind != REF_GROUP)
 				continue;
 			if (!side->negate && gengine_has_base(b->e, g))
-				base_alt(b, s, g, fams[f]);
+				group_alt(b, s, g, true, fams[f], make_group_set, fams[f]);
 			else
 				side_set(b, s, group_set(b, g, fams[f], false));
 			if ((name = group_net_set(b, g, fams[f], addr, sizeof(addr))))
@@ -717,23 +728,19 @@ static const char *port_set(struct builder *b, size_t group, bool dst, bool base
 
 /* The guard of a rule applied to a group, in one direction (dst: the
  * destination vNIC's id): the group's vNIC-id set, or its base's with the
- * excluded groups' as exclusions (as base_alt).  No alternative when the
+ * excluded groups' as exclusions (group_alt).  No alternative when the
  * set is dead (no local vNIC can ever be in the group): the rule then
  * compiles to nothing on this host. */
+static const char *make_port_set(struct builder *b, size_t group, unsigned dst, bool base)
+{
+	return port_set(b, group, dst, base);
+}
+
 static void guard_build(struct builder *b, size_t group, bool dst, struct side *s)
 {
-	const struct group_def *gd = &b->p->inv.groups[group];
-	bool base = gengine_has_base(b->e, group);
-	struct side_alt a = { 0, false, 0, 1, 1, 0 };
-
 	memset(s, 0, sizeof(*s));
 	s->alts = xcalloc(1, sizeof(*s->alts));
-	if (!side_set(b, s, port_set(b, group, dst, base)))
-		return;
-	for (size_t i = 0; base && i < gd->nexclude_groups; i++)
-		side_set(b, s, port_set(b, gd->exclude_groups[i], dst, false));
-	a.xn = s->nnames - 1;
-	s->alts[s->nalts++] = a;
+	group_alt(b, s, group, gengine_has_base(b->e, group), 0, make_port_set, dst);
 }
 
 /* Whether service group a matches everything b does (ICMP / other

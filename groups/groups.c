@@ -757,7 +757,6 @@ static bool excludes_group(const struct group_def *gd, size_t x)
 static void base_includes(struct gengine *e, size_t g)
 {
 	const struct group_def *gd = &e->inv->groups[g];
-
 	struct gstate *gs = &e->gs[g];
 
 	/* Tags reach the base through its criteria and what it includes. */
@@ -940,6 +939,12 @@ static void push_tag_groups(struct gengine *e, uint32_t id)
 		heap_push(e, l->v[k]);
 }
 
+static void push_delta(struct gengine *e, size_t *n, struct delta d)
+{
+	grow((void **)&e->deltas, &e->deltas_cap, *n + 1, sizeof(*e->deltas));
+	e->deltas[(*n)++] = d;
+}
+
 void gengine_set_tags(struct gengine *e, size_t vm, const char *const *tags,
 		      size_t ntags, gengine_delta_fn fn, void *arg)
 {
@@ -992,29 +997,27 @@ void gengine_set_tags(struct gengine *e, size_t vm, const char *const *tags,
 		bool in_base, was = *w & bit, is = eval_vm(e, g, vm, e->strs, n, &in_base);
 		const struct glist *users = &e->gs[g].users;
 
+		bool changed = false;
+
 		if (e->gs[g].base != NO_BASE) {
 			uint64_t *bw = &base_bits(e, g)[vm / 64];
 
 			if (!(*bw & bit) != !in_base) {
 				*bw ^= bit;
-				grow((void **)&e->deltas, &e->deltas_cap, ndeltas + 1,
-				     sizeof(*e->deltas));
-				e->deltas[ndeltas++] = (struct delta){ g, in_base, true };
-				for (size_t k = 0; k < users->n; k++) /* their bases may read it */
-					heap_push(e, users->v[k]);
+				push_delta(e, &ndeltas, (struct delta){ g, in_base, true });
+				changed = true; /* users' bases may read it */
 			}
 		}
-		if (was == is)
-			continue;
-		*w ^= bit;
-		if (is)
-			e->gs[g].count++;
-		else
-			e->gs[g].count--;
-		grow((void **)&e->deltas, &e->deltas_cap, ndeltas + 1,
-		     sizeof(*e->deltas));
-		e->deltas[ndeltas++] = (struct delta){ g, is, false };
-		for (size_t k = 0; k < users->n; k++)
+		if (was != is) {
+			*w ^= bit;
+			if (is)
+				e->gs[g].count++;
+			else
+				e->gs[g].count--;
+			push_delta(e, &ndeltas, (struct delta){ g, is, false });
+			changed = true;
+		}
+		for (size_t k = 0; changed && k < users->n; k++)
 			heap_push(e, users->v[k]);
 	}
 	/* Reported once the whole engine is current, so fn may query it
