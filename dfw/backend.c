@@ -227,6 +227,7 @@ struct elem {
 	bool has_data;
 	uint32_t data;          /* u32 data (mark / classid) */
 	const char *jump;       /* verdict map: jump to this chain */
+	bool go;                /* goto, not jump */
 	uint64_t timeout_ms;    /* sets with timeouts: 0 for the set's default */
 };
 
@@ -254,7 +255,8 @@ static void elems_msg(struct backend *b, uint16_t family, const char *set_name,
 			if (el[i].has_data && type == NFT_MSG_NEWSETELEM)
 				nftnl_set_elem_set(e, NFTNL_SET_ELEM_DATA, &el[i].data, 4);
 			if (el[i].jump && type == NFT_MSG_NEWSETELEM) {
-				nftnl_set_elem_set_u32(e, NFTNL_SET_ELEM_VERDICT, (uint32_t)NFT_JUMP);
+				nftnl_set_elem_set_u32(e, NFTNL_SET_ELEM_VERDICT,
+						       (uint32_t)(el[i].go ? NFT_GOTO : NFT_JUMP));
 				nftnl_set_elem_set_str(e, NFTNL_SET_ELEM_CHAIN, el[i].jump);
 			}
 			nftnl_set_elem_add(set, e);
@@ -374,6 +376,16 @@ static void x_verdict(struct nftnl_rule *r, int verdict)
 
 	nftnl_expr_set_u32(e, NFTNL_EXPR_IMM_DREG, NFT_REG_VERDICT);
 	nftnl_expr_set_u32(e, NFTNL_EXPR_IMM_VERDICT, (uint32_t)verdict);
+	expr_add(r, e);
+}
+
+static void x_goto(struct nftnl_rule *r, const char *chain)
+{
+	struct nftnl_expr *e = nftnl_expr_alloc("immediate");
+
+	nftnl_expr_set_u32(e, NFTNL_EXPR_IMM_DREG, NFT_REG_VERDICT);
+	nftnl_expr_set_u32(e, NFTNL_EXPR_IMM_VERDICT, (uint32_t)NFT_GOTO);
+	nftnl_expr_set_str(e, NFTNL_EXPR_IMM_CHAIN, chain);
 	expr_add(r, e);
 }
 
@@ -738,7 +750,9 @@ static void inet_base(struct backend *b)
 
 /* --- plan objects --------------------------------------------------------------- */
 
-static void policy_rule(struct backend *b, const char *chain, const struct prule *pr)
+/* A policy rule; in an atom's chain (atom), without the tests its
+ * dispatch map's key implies. */
+static void policy_rule(struct backend *b, const char *chain, const struct prule *pr, bool atom)
 {
 	char comment[32];
 	struct nftnl_rule *r;
@@ -753,6 +767,8 @@ static void policy_rule(struct backend *b, const char *chain, const struct prule
 		const struct pitem *it = &pr->items[i];
 		bool v6 = fam == NFPROTO_IPV6;
 
+		if (atom && disp_item_implied(it))
+			continue;
 		switch (it->kind) {
 		case PI_PORT_SET:
 			x_meta_load(r, it->u & PI_PORT_DST ? NFT_META_PRIORITY : NFT_META_MARK,
@@ -846,11 +862,156 @@ static void policy_rule(struct backend *b, const char *chain, const struct prule
 	rule_send(b, r);
 }
 
+static const uint8_t disp_protos[] = { IPPROTO_TCP, IPPROTO_UDP };
+
+static void goto_rule(struct backend *b, const char *chain, const char *target)
+{
+	struct nftnl_rule *r = rule_new(b, NFPROTO_INET, chain, NULL);
+
+	x_goto(r, target);
+	rule_send(b, r);
+}
+
+/* Part k of a chain with dispatch (dfw/dispatch.c): the chain itself for
+ * k = 0, else the chain after segment k - 1; its rules up to segment k,
+ * then segment k's dispatch (none after the last). */
+static void chain_part(struct backend *b, const struct pchain *c, size_t k)
+{
+	char name[PLAN_NAME_MAX], map[PLAN_NAME_MAX];
+	size_t from = k ? c->segs[k - 1].end : 0, to = k < c->nsegs ? c->segs[k].first : c->nrules;
+
+	if (k)
+		disp_next_name(c, k - 1, name, sizeof(name));
+	else
+		snprintf(name, sizeof(name), "%s", c->name);
+	for (size_t i = from; i < to; i++)
+		policy_rule(b, name, &c->rules[i], false);
+	if (k == c->nsegs)
+		return;
+	for (size_t p = 0; p < ARRAY_SIZE(disp_protos); p++) {
+		struct nftnl_rule *r;
+		bool any = false;
+
+		for (size_t j = 0; j < c->segs[k].natoms; j++)
+			any |= c->segs[k].atoms[j].proto == disp_protos[p];
+		if (!any)
+			continue;
+		disp_map_name(c, k, disp_protos[p], map, sizeof(map));
+		r = rule_new(b, NFPROTO_INET, name, NULL);
+		x_meta_load(r, NFT_META_L4PROTO, NFT_REG_1);
+		x_cmp_u8(r, disp_protos[p]);
+		x_payload(r, NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2, NFT_REG_1);
+		x_lookup(r, map, NFT_REG_VERDICT, false);
+		rule_send(b, r);
+	}
+	disp_next_name(c, k, map, sizeof(map));
+	goto_rule(b, name, map);
+}
+
+/* Segment k's maps, created with their elements (port interval -> goto
+ * the atom's chain) or deleted. */
+static void disp_maps(struct backend *b, const struct pchain *c, size_t k, uint16_t type)
+{
+	const struct pdisp_seg *s = &c->segs[k];
+	char (*names)[PLAN_NAME_MAX] = xcalloc(s->natoms + 1, sizeof(*names));
+	struct elem *el = xcalloc(2 * s->natoms + 1, sizeof(*el));
+
+	for (size_t p = 0; p < ARRAY_SIZE(disp_protos); p++) {
+		struct set_spec spec = { NULL, NFPROTO_INET, NFT_SET_MAP | NFT_SET_INTERVAL,
+					 TYPE_INET_SERVICE, 2, NFT_DATA_VERDICT, 0, BO_BIG, 0 };
+		char map[PLAN_NAME_MAX];
+		size_t n = 0;
+
+		for (size_t j = 0; j < s->natoms; j++) {
+			const struct pdisp_atom *a = &s->atoms[j];
+
+			if (a->proto != disp_protos[p])
+				continue;
+			disp_atom_name(c, k, a->chain, names[j], sizeof(names[j]));
+			memset(&el[n], 0, 2 * sizeof(*el));
+			el[n].key[0] = (uint8_t)(a->lo >> 8);
+			el[n].key[1] = (uint8_t)a->lo;
+			el[n].key_len = 2;
+			el[n].jump = names[j];
+			el[n++].go = true;
+			if (a->hi < 65535) { /* the end: the first port after */
+				el[n].key[0] = (uint8_t)((a->hi + 1) >> 8);
+				el[n].key[1] = (uint8_t)(a->hi + 1);
+				el[n].key_len = 2;
+				el[n++].flags = NFT_SET_ELEM_INTERVAL_END;
+			}
+		}
+		if (!n)
+			continue;
+		disp_map_name(c, k, disp_protos[p], map, sizeof(map));
+		spec.name = map;
+		set_msg(b, &spec, type);
+		if (type == NFT_MSG_NEWSET)
+			elems_msg(b, NFPROTO_INET, map, el, n, NFT_MSG_NEWSETELEM);
+	}
+	free(el);
+	free(names);
+}
+
+/* A policy chain, with its dispatch: every chain first (maps and gotos
+ * name them), then the maps, then the rules. */
 static void chain_add(struct backend *b, const struct pchain *c)
 {
+	char name[PLAN_NAME_MAX];
+
 	chain_msg(b, NFPROTO_INET, c->name, -1, 0, NFT_MSG_NEWCHAIN);
-	for (size_t i = 0; i < c->nrules; i++)
-		policy_rule(b, c->name, &c->rules[i]);
+	for (size_t k = 0; k < c->nsegs; k++) {
+		disp_next_name(c, k, name, sizeof(name));
+		chain_msg(b, NFPROTO_INET, name, -1, 0, NFT_MSG_NEWCHAIN);
+		for (size_t j = 0; j < c->segs[k].natoms; j++) {
+			if (c->segs[k].atoms[j].chain != j)
+				continue;
+			disp_atom_name(c, k, j, name, sizeof(name));
+			chain_msg(b, NFPROTO_INET, name, -1, 0, NFT_MSG_NEWCHAIN);
+		}
+	}
+	for (size_t k = 0; k < c->nsegs; k++)
+		disp_maps(b, c, k, NFT_MSG_NEWSET);
+	for (size_t k = 0; k <= c->nsegs; k++)
+		chain_part(b, c, k);
+	for (size_t k = 0; k < c->nsegs; k++) {
+		char next[PLAN_NAME_MAX];
+
+		disp_next_name(c, k, next, sizeof(next));
+		for (size_t j = 0; j < c->segs[k].natoms; j++) {
+			const struct pdisp_atom *a = &c->segs[k].atoms[j];
+
+			if (a->chain != j)
+				continue;
+			disp_atom_name(c, k, j, name, sizeof(name));
+			for (size_t i = 0; i < a->nrules; i++)
+				policy_rule(b, name, &c->rules[a->rules[i]], true);
+			goto_rule(b, name, next);
+		}
+	}
+}
+
+/* Deletes a policy chain and its dispatch, each object after the last one
+ * that refers to it: the chain (its rules bind segment 0's maps and goto
+ * the chain after segment 0), then per segment its maps (their elements
+ * goto the atoms' chains), its atoms' chains (they goto the chain after
+ * it), and the chain after it (which binds the next segment's maps). */
+static void chain_del(struct backend *b, const struct pchain *c)
+{
+	char name[PLAN_NAME_MAX];
+
+	chain_msg(b, NFPROTO_INET, c->name, -1, 0, NFT_MSG_DELCHAIN);
+	for (size_t k = 0; k < c->nsegs; k++) {
+		disp_maps(b, c, k, NFT_MSG_DELSET);
+		for (size_t j = 0; j < c->segs[k].natoms; j++) {
+			if (c->segs[k].atoms[j].chain != j)
+				continue;
+			disp_atom_name(c, k, j, name, sizeof(name));
+			chain_msg(b, NFPROTO_INET, name, -1, 0, NFT_MSG_DELCHAIN);
+		}
+		disp_next_name(c, k, name, sizeof(name));
+		chain_msg(b, NFPROTO_INET, name, -1, 0, NFT_MSG_DELCHAIN);
+	}
 }
 
 static size_t addr_len(uint8_t family)
@@ -1312,7 +1473,7 @@ int backend_apply(struct backend *b, const struct plan_diff *d, bool check_only,
 		chain_add(b, d->chain_add[i]);
 	ports_msg(b, d->port_add, d->nport_add, NFT_MSG_NEWSETELEM);
 	for (size_t i = 0; i < d->nchain_del; i++)
-		chain_msg(b, NFPROTO_INET, d->chain_del[i]->name, -1, 0, NFT_MSG_DELCHAIN);
+		chain_del(b, d->chain_del[i]);
 	for (size_t i = 0; i < d->nset_del; i++)
 		set_del(b, d->set_del[i]);
 	/* Only once the chains whose rules referenced them are gone. */
@@ -1530,8 +1691,10 @@ int backend_read_counters(struct backend *b, backend_obj_counter_fn fn, void *ar
 /* A chain's rules as backend_chain_counters reads them: each named counter
  * once, with the id of the first rule that references it, in chain order.
  * A rule with an anonymous counter instead (a ruleset written before named
- * counters) is reported at once. */
+ * counters) is reported at once.  The rules of the chain's dispatch
+ * ("CHAIN.k", "CHAIN.k.j": dfw/dispatch.c) are the chain's. */
 struct counter_ctx {
+	const char *chain;
 	backend_counter_fn fn;
 	void *arg;
 	struct counter_ref { uint32_t id; char name[PLAN_NAME_MAX]; } *refs;
@@ -1577,8 +1740,15 @@ static int counter_rule_cb(const struct nlmsghdr *nlh, void *data)
 	const void *ud;
 	uint64_t v;
 
-	if (nftnl_rule_nlmsg_parse(nlh, r) < 0)
+	if (nftnl_rule_nlmsg_parse(nlh, r) < 0 || !nftnl_rule_is_set(r, NFTNL_RULE_CHAIN))
 		goto out;
+	{
+		const char *name = nftnl_rule_get_str(r, NFTNL_RULE_CHAIN);
+		size_t n = strlen(c->chain);
+
+		if (strncmp(name, c->chain, n) || (name[n] && name[n] != '.'))
+			goto out;
+	}
 	nftnl_expr_foreach(r, counter_expr_cb, &rc);
 	ud = nftnl_rule_get_data(r, NFTNL_RULE_USERDATA, &len);
 	if (ud)
@@ -1607,12 +1777,11 @@ int backend_chain_counters(struct backend *b, const char *chain,
 	struct nftnl_rule *r = nftnl_rule_alloc();
 	struct nlmsghdr *nlh = nftnl_nlmsg_build_hdr(buf, NFT_MSG_GETRULE, NFPROTO_INET,
 						     NLM_F_DUMP, b->seq++);
-	struct counter_ctx c = { fn, arg, NULL, 0, 0 };
+	struct counter_ctx c = { chain, fn, arg, NULL, 0, 0 };
 	struct counter_vals vals = { 0 };
 	int ret = -1;
 
 	nftnl_rule_set_str(r, NFTNL_RULE_TABLE, b->table);
-	nftnl_rule_set_str(r, NFTNL_RULE_CHAIN, chain);
 	nftnl_rule_nlmsg_build_payload(nlh, r);
 	nftnl_rule_free(r);
 	if (ct_talk(b, nlh, counter_rule_cb, &c) < 0) {

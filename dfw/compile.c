@@ -1106,6 +1106,7 @@ struct plan *plan_compile(const struct dfw_policy *p, const struct gengine *e,
 	if (b.pl->nchains)
 		qsort(b.pl->chains, b.pl->nchains, sizeof(*b.pl->chains), cmp_chain);
 	count_refs(b.pl);
+	plan_dispatch(b.pl);
 	if (b.pl->ncounters) {
 		size_t n = 1;
 
@@ -1129,6 +1130,7 @@ void plan_free(struct plan *pl)
 	for (size_t i = 0; i < pl->nchains; i++) {
 		free_rules(pl->chains[i].rules, pl->chains[i].nrules);
 		free(pl->chains[i].rule_ids);
+		dispatch_free(&pl->chains[i]);
 	}
 	free(pl->ports);
 	free(pl->sets);

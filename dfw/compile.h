@@ -79,6 +79,27 @@ struct prule {
 	size_t nitems;
 };
 
+/* Dispatch of a long chain by destination port (dfw/dispatch.c).  A
+ * segment is a run of consecutive rules [first, end) that each test a TCP
+ * or UDP destination port.  Its atoms split the ports it names into
+ * intervals on which the same of its rules match; the kernel enters an
+ * atom's chain, holding just those rules, through a verdict map keyed by
+ * port, one per protocol.  rules[] indexes the chain's rules. */
+struct pdisp_atom {
+	uint8_t proto;      /* IPPROTO_TCP or IPPROTO_UDP */
+	uint16_t lo, hi;
+	size_t *rules;
+	size_t nrules;
+	size_t chain;       /* the atom whose chain it enters: the first with
+			     * the same rules (its own index if none before) */
+};
+
+struct pdisp_seg {
+	size_t first, end;
+	struct pdisp_atom *atoms; /* by proto, then port */
+	size_t natoms;
+};
+
 struct pchain {
 	char name[PLAN_NAME_MAX];
 	struct prule *rules;
@@ -86,6 +107,11 @@ struct pchain {
 	uint32_t *rule_ids; /* the policy rules it enforces, in order */
 	size_t nrule_ids;
 	size_t refs;        /* ports dispatching to it */
+	/* The kernel's form of the rules: segments entered through verdict
+	 * maps (none for a short chain).  The rules above stay the meaning:
+	 * trace and counters read them. */
+	struct pdisp_seg *segs;
+	size_t nsegs;
 };
 
 /* An address set (family AF_INET / AF_INET6): a hash set of host
@@ -190,6 +216,34 @@ void plan_member_delta(const struct plan *pl, const struct gengine *e,
 		       struct plan_diff *d);
 /* Records in pl the element changes of d, after the kernel took them. */
 void plan_apply_elems(struct plan *pl, const struct plan_diff *d);
+
+/* Dispatch (dfw/dispatch.c).  plan_dispatch fills the segments of every
+ * chain of pl (after its sets are final); dispatch_free frees a chain's.
+ * Names of the kernel objects of segment k of chain c: the chain that
+ * follows it ("C.k": the chain's rules after the segment), its maps
+ * ("C.k.tcp", "C.k.udp") and its atoms' chains ("C.k.j", j the index of
+ * the first atom with those rules, pdisp_atom.chain). */
+#define DISP_MIN_RULES 8 /* a shorter run stays a run of rules */
+/* The kernel refuses a ruleset whose chains nest more than 16 jumps and
+ * gotos deep, counted when it validates the ruleset: the port's dispatch
+ * map, then two per segment (into an atom's chain, on to the next part),
+ * so a chain dispatches at most its 6 longest runs. */
+#define DISP_MAX_SEGS 6
+void plan_dispatch(struct plan *pl);
+void dispatch_free(struct pchain *c);
+void disp_next_name(const struct pchain *c, size_t k, char *buf, size_t len);
+void disp_map_name(const struct pchain *c, size_t k, uint8_t proto, char *buf, size_t len);
+void disp_atom_name(const struct pchain *c, size_t k, size_t j, char *buf, size_t len);
+/* What the kernel holds for chain c with its dispatch: chains, rules
+ * (a rule in several atoms' chains counted in each; dispatch and goto
+ * rules counted) and map elements (interval ends counted). */
+struct disp_size {
+	size_t chains, rules, maps, elems;
+};
+void disp_size(const struct pchain *c, struct disp_size *sz);
+/* Whether item it of a rule in an atom's chain is left out there: the
+ * map's key already matched the port and its protocol. */
+bool disp_item_implied(const struct pitem *it);
 
 /* Set names, so that callers (daemon, trace) can find a group's sets. */
 void group_set_name(const char *group, uint8_t family, char *buf, size_t len);

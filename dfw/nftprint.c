@@ -4,6 +4,8 @@
 #include "dfw/compile.h"
 #include "dfw/layout.h"
 
+#include "common/util.h"
+
 #include <arpa/inet.h>
 #include <linux/netfilter.h>
 #include <netinet/in.h>
@@ -28,9 +30,12 @@ static void print_proto(uint32_t p, FILE *f)
 	fprintf(f, "%u", p);
 }
 
-static void print_rule(const struct prule *r, FILE *f)
+/* A policy rule; in an atom's chain (atom), without the tests its
+ * dispatch map's key implies (dfw/dispatch.c). */
+static void print_rule(const struct prule *r, bool atom, FILE *f)
 {
 	uint32_t fam = 0;
+	bool sep = false;
 
 	fputs("\t\t", f);
 	for (size_t i = 0; i < r->nitems; i++) {
@@ -38,8 +43,11 @@ static void print_rule(const struct prule *r, FILE *f)
 		const char *ip = fam == NFPROTO_IPV6 ? "ip6" : "ip";
 		const char *icmp = it->u == IPPROTO_ICMPV6 ? "icmpv6" : "icmp";
 
-		if (i)
+		if (atom && disp_item_implied(it))
+			continue;
+		if (sep)
 			fputc(' ', f);
+		sep = true;
 		switch (it->kind) {
 		case PI_PORT_SET:
 			fprintf(f, "meta %s %s@%s", it->u & PI_PORT_DST ? "priority" : "mark",
@@ -188,6 +196,87 @@ static void print_bridge(const struct plan *pl, const char *table, FILE *f)
 	fprintf(f, "}\n");
 }
 
+static const uint8_t disp_protos[] = { IPPROTO_TCP, IPPROTO_UDP };
+
+/* Part k of a chain with dispatch, as the backend's chain_part sends it. */
+static void print_part(const struct pchain *c, size_t k, FILE *f)
+{
+	char name[PLAN_NAME_MAX];
+	size_t from = k ? c->segs[k - 1].end : 0, to = k < c->nsegs ? c->segs[k].first : c->nrules;
+
+	if (k)
+		disp_next_name(c, k - 1, name, sizeof(name));
+	else
+		snprintf(name, sizeof(name), "%s", c->name);
+	fprintf(f, "\tchain %s {\n", name);
+	for (size_t i = from; i < to; i++)
+		print_rule(&c->rules[i], false, f);
+	if (k < c->nsegs) {
+		for (size_t p = 0; p < ARRAY_SIZE(disp_protos); p++) {
+			bool any = false;
+
+			for (size_t j = 0; j < c->segs[k].natoms; j++)
+				any |= c->segs[k].atoms[j].proto == disp_protos[p];
+			if (!any)
+				continue;
+			disp_map_name(c, k, disp_protos[p], name, sizeof(name));
+			fputs("\t\tmeta l4proto ", f);
+			print_proto(disp_protos[p], f);
+			fprintf(f, " th dport vmap @%s\n", name);
+		}
+		disp_next_name(c, k, name, sizeof(name));
+		fprintf(f, "\t\tgoto %s\n", name);
+	}
+	fprintf(f, "\t}\n");
+}
+
+/* A policy chain with its dispatch: the parts, the atoms' chains, the maps. */
+static void print_chain(const struct pchain *c, FILE *f)
+{
+	char name[PLAN_NAME_MAX], next[PLAN_NAME_MAX];
+
+	for (size_t k = 0; k <= c->nsegs; k++)
+		print_part(c, k, f);
+	for (size_t k = 0; k < c->nsegs; k++) {
+		const struct pdisp_seg *s = &c->segs[k];
+
+		for (size_t j = 0; j < s->natoms; j++) {
+			if (s->atoms[j].chain != j)
+				continue;
+			disp_atom_name(c, k, j, name, sizeof(name));
+			disp_next_name(c, k, next, sizeof(next));
+			fprintf(f, "\tchain %s {\n", name);
+			for (size_t i = 0; i < s->atoms[j].nrules; i++)
+				print_rule(&c->rules[s->atoms[j].rules[i]], true, f);
+			fprintf(f, "\t\tgoto %s\n\t}\n", next);
+		}
+		for (size_t p = 0; p < ARRAY_SIZE(disp_protos); p++) {
+			size_t n = 0;
+
+			disp_map_name(c, k, disp_protos[p], name, sizeof(name));
+			for (size_t j = 0; j < s->natoms; j++) {
+				const struct pdisp_atom *a = &s->atoms[j];
+
+				if (a->proto != disp_protos[p])
+					continue;
+				if (!n++)
+					fprintf(f, "\tmap %s {\n\t\ttype inet_service : verdict\n"
+						"\t\tflags interval\n\t\telements = { ", name);
+				else
+					fputs(", ", f);
+				if (a->lo == a->hi)
+					fprintf(f, "%u", a->lo);
+				else
+					fprintf(f, "%u-%u", a->lo, a->hi);
+				disp_atom_name(c, k, a->chain, next, sizeof(next));
+				fprintf(f, " : goto %s", next);
+			}
+			if (n)
+				fputs(" }\n\t}\n", f);
+		}
+	}
+}
+
 void plan_print_nft(const struct plan *pl, const char *table, FILE *f)
 {
 	size_t *order = xcalloc(pl->nsets + 1, sizeof(*order));
@@ -213,14 +302,8 @@ void plan_print_nft(const struct plan *pl, const char *table, FILE *f)
 		fprintf(f, "\t}\n");
 	}
 	free(order);
-	for (size_t i = 0; i < pl->nchains; i++) {
-		const struct pchain *c = &pl->chains[i];
-
-		fprintf(f, "\tchain %s {\n", c->name);
-		for (size_t r = 0; r < c->nrules; r++)
-			print_rule(&c->rules[r], f);
-		fprintf(f, "\t}\n");
-	}
+	for (size_t i = 0; i < pl->nchains; i++)
+		print_chain(&pl->chains[i], f);
 	fprintf(f, "\tmap %s {\n\t\ttype mark : verdict\n", DFW_MAP_OUT);
 	for (size_t i = 0; i < pl->nports; i++)
 		fprintf(f, "%s0x%08x : jump %s", i ? ", " : "\t\telements = { ",

@@ -296,8 +296,12 @@ static void objects(const struct dfw_policy *p, const struct gengine *e, const s
 {
 	*ours = 0;
 	*naive = 0;
-	for (size_t i = 0; i < pl->nchains; i++)
-		*ours += pl->chains[i].nrules;
+	for (size_t i = 0; i < pl->nchains; i++) {
+		struct disp_size sz;
+
+		disp_size(&pl->chains[i], &sz);
+		*ours += sz.rules + sz.elems;
+	}
 	for (size_t i = 0; i < pl->nsets; i++)
 		*ours += pl->sets[i].nelems;
 	for (size_t i = 0; i < pl->nports; i++) {
@@ -364,6 +368,22 @@ static void full_vs_nft(unsigned vms, unsigned rules, unsigned groups, const cha
 	snprintf(fig, sizeof(fig), "full_speedup_vs_nft_f_%s", label);
 	bench_figure(fig, bench_quantile(nft, 3, 0.5) / bench_quantile(ours, 5, 0.5), "ratio");
 	objects(p, e, pl, &n_ours, &n_naive);
+	{
+		struct disp_size sz, all = { 0 };
+		size_t nrules = 0;
+
+		for (size_t i = 0; i < pl->nchains; i++) {
+			disp_size(&pl->chains[i], &sz);
+			nrules += pl->chains[i].nrules;
+			all.chains += sz.chains;
+			all.rules += sz.rules;
+			all.maps += sz.maps;
+			all.elems += sz.elems;
+		}
+		bench_note("%s: %zu policy chains of %zu rules, in the kernel %zu chains of %zu rules "
+			   "with %zu dispatch maps of %zu elements; %zu sets", label, pl->nchains, nrules,
+			   all.chains, all.rules, all.maps, all.elems, pl->nsets);
+	}
 	snprintf(fig, sizeof(fig), "kernel_objects_%s", label);
 	bench_figure(fig, (double)n_ours, "objects");
 	snprintf(fig, sizeof(fig), "kernel_objects_naive_%s", label);

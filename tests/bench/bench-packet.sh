@@ -331,10 +331,18 @@ realized "$rev"
 echo "# dfwd realized $BIG_RULES rules in $(( (${EPOCHREALTIME/./} - t) / 1000 )) ms"
 # The layout is dfw's business (docs/DATAPLANE.md): count what a new flow
 # walks instead of assuming it.
+# Per policy chain (C, and its dispatch by port: chains C.k after each run
+# of port rules, the atoms' chains C.k.j): its kernel rules, how many of
+# them a new flow meets in C and the C.k (the rest is behind the verdict
+# maps), and the atoms' chains with the longest.
 echo "# dfw's policy chains (a new flow walks its source's out chain and its destination's in chain): $(
 	hostns nft list table inet dfw | awk -v n="$BIG_RULES" '
-		/^\tchain / { c = $2 } /comment "rule / { k[c]++ }
-		END { for (c in k) printf "%s %d kernel rules (%.1f per policy rule); ", c, k[c], k[c] / n }')the linear chain: 1 per policy rule"
+		/^\tchain / { c = $2; split(c, part, "."); base = part[1]; atom = c ~ /\..*\./
+			       if (atom) { na[base]++ } }
+		/comment "(rule [0-9]+|default)"/ { k[base]++; if (atom) { ka[c]++; if (ka[c] > mx[base]) mx[base] = ka[c] } else kin[base]++ }
+		/^\t\t.* vmap @/ { kin[base]++ }
+		END { for (b in k) printf "%s: %d kernel rules (%.1f per policy rule), %d met by every new flow, %d atom chains of at most %d; ",
+					   b, k[b], k[b] / n, kin[b], na[b], mx[b] }')the linear chain: 1 per policy rule"
 # Rule counters outlive policy changes (named per rule: the small policy's
 # rule 10 is counted on here); start this measurement from zero.
 hostns nft reset counters table inet dfw >/dev/null || die "cannot reset dfw's counters"

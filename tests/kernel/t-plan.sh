@@ -60,3 +60,17 @@ check "the realized batch is the planned one plus its batch end" \
 	test "$(ctl status | sed -n 's/^last_batch_messages: //p')" = "$((planned + 1))"
 check "now fs1 is open on tcp/139" reach desktop1 fs1 tcp/139
 check "a plan of the applied file changes nothing" has "$(ctl plan "$TMPD/new.ini")" "^changes: 0"
+
+echo "# dispatch by port (the vdi policy's in chain has a run of port rules)"
+table=$("$LAB_BIN" exec --lab "$LAB" host:hv1 -- nft list table inet dfw)
+check "the in chain enters its port rules through a verdict map" \
+	has "$table" "tcp dport vmap @i-[0-9a-f]*\.0\.tcp"
+# Every chain and map of a policy chain is named after it: after the
+# apply replaced both, only the new ones' objects are left.
+names=$(printf '%s\n' "$table" | sed -n 's/^\t\(chain\|map\) \([io]-[0-9a-f]*\).*/\2/p' | sort -u)
+check "the replaced chains' dispatch chains and maps are gone" test "$(printf '%s\n' "$names" | wc -l)" -eq 2
+in_chain=$(printf '%s\n' "$names" | grep '^i-')
+check "the new in chain is fs1's" has "$(ctl rules fs1)" "$in_chain"
+out=$(ctl --json rules fs1)
+check "rule 210's hits count at fs1, from its port's chain" \
+	jq -e '[.. | objects | select(.id? == 210 and (.hits? // 0) > 0)] | length > 0' <<<"$out"

@@ -195,6 +195,142 @@ static bool sorted_names(const void *base, size_t n, size_t stride, size_t off)
 
 #define PROBLEM(...) (fprintf(stderr, "\n  plan: " __VA_ARGS__), ok = false)
 
+/* Whether kernel rule pr tests TCP or UDP destination port `port` of
+ * protocol proto, and matches it there; *ported: it tests such a port at all. */
+static bool rule_takes_port(const struct plan *pl, const struct prule *pr, uint8_t proto,
+			    uint32_t port, bool *ported)
+{
+	uint32_t l4 = 0;
+	bool in = false, tested = false;
+
+	for (size_t i = 0; i < pr->nitems; i++) {
+		const struct pitem *it = &pr->items[i];
+		const struct pset *s;
+
+		if (it->kind == PI_L4PROTO)
+			l4 = it->u;
+		else if (it->kind == PI_DPORT) {
+			tested = true;
+			in = it->lo <= port && port <= it->hi;
+		} else if (it->kind == PI_DPORT_SET && (s = plan_find_set(pl, it->name))) {
+			tested = true;
+			for (size_t k = 0; k < s->nelems; k++)
+				in |= (uint32_t)(s->elems[k].a[0] << 8 | s->elems[k].a[1]) <= port &&
+				      port <= (uint32_t)(s->elems[k].a[2] << 8 | s->elems[k].a[3]);
+		}
+	}
+	*ported = tested && (l4 == IPPROTO_TCP || l4 == IPPROTO_UDP);
+	return *ported && l4 == proto && in;
+}
+
+static bool rule_ported(const struct plan *pl, const struct prule *pr)
+{
+	bool ported;
+
+	rule_takes_port(pl, pr, 0, 0, &ported);
+	return ported;
+}
+
+/* The dispatch of a chain (dfw/dispatch.c) keeps its meaning: segments are
+ * maximal runs of at least DISP_MIN_RULES rules that test a TCP or UDP
+ * port, in order; and for every protocol and port that matters (each
+ * atom's ends and their neighbours, each rule's), the chain the map enters
+ * holds exactly the segment's rules that match that port, in order, and
+ * no atom holds the port when none does. */
+static bool dispatch_ok(const struct plan *pl, const struct pchain *ch)
+{
+	static const uint8_t protos[] = { IPPROTO_TCP, IPPROTO_UDP };
+	bool ok = true, ported;
+
+	if (ch->nsegs > DISP_MAX_SEGS)
+		PROBLEM("chain %s: %zu segments nest too deep\n", ch->name, ch->nsegs);
+	for (size_t k = 0; k < ch->nsegs; k++) {
+		const struct pdisp_seg *sg = &ch->segs[k];
+		uint32_t *ports = NULL;
+		size_t nports = 0;
+
+		if (sg->end - sg->first < DISP_MIN_RULES || sg->end > ch->nrules ||
+		    (k && sg->first <= ch->segs[k - 1].end))
+			PROBLEM("chain %s: segment %zu [%zu, %zu) misplaced\n", ch->name, k,
+				sg->first, sg->end);
+		for (size_t r = sg->first; r < sg->end && r < ch->nrules; r++) {
+			if (!rule_ported(pl, &ch->rules[r]))
+				PROBLEM("chain %s: rule %zu in segment %zu tests no port\n", ch->name,
+					r, k);
+		}
+		if (sg->first && rule_ported(pl, &ch->rules[sg->first - 1]))
+			PROBLEM("chain %s: segment %zu could start earlier\n", ch->name, k);
+		if (sg->end < ch->nrules && rule_ported(pl, &ch->rules[sg->end]))
+			PROBLEM("chain %s: segment %zu could end later\n", ch->name, k);
+		for (size_t j = 0; j < sg->natoms; j++) {
+			const struct pdisp_atom *a = &sg->atoms[j];
+			const struct pdisp_atom *c = &sg->atoms[a->chain];
+
+			if (a->chain > j || c->chain != a->chain || c->nrules != a->nrules ||
+			    memcmp(c->rules, a->rules, a->nrules * sizeof(*a->rules)))
+				PROBLEM("chain %s: atom %zu.%zu shares a chain of other rules\n",
+					ch->name, k, j);
+			if (a->lo > a->hi || (j && sg->atoms[j - 1].proto == a->proto &&
+					      sg->atoms[j - 1].hi >= a->lo) ||
+			    (j && sg->atoms[j - 1].proto > a->proto))
+				PROBLEM("chain %s: atom %zu.%zu out of order\n", ch->name, k, j);
+			ports = xrealloc(ports, (nports + 4) * sizeof(*ports));
+			ports[nports++] = a->lo;
+			ports[nports++] = a->hi;
+			ports[nports++] = a->lo ? a->lo - 1u : 0;
+			ports[nports++] = a->hi < 65535 ? a->hi + 1u : 65535;
+		}
+		for (size_t r = sg->first; r < sg->end && r < ch->nrules; r++) {
+			const struct prule *pr = &ch->rules[r];
+
+			for (uint32_t v = 0; v <= 65535; v += 4093) {
+				ports = xrealloc(ports, (nports + 1) * sizeof(*ports));
+				ports[nports++] = v + (uint32_t)r % 7;
+			}
+			for (size_t i = 0; i < pr->nitems; i++) { /* the rule's own ends */
+				const struct pitem *it = &pr->items[i];
+				const struct pset *s = it->kind == PI_DPORT_SET ?
+						       plan_find_set(pl, it->name) : NULL;
+				size_t n = it->kind == PI_DPORT ? 1 : s ? s->nelems : 0;
+
+				ports = xrealloc(ports, (nports + 2 * n) * sizeof(*ports));
+				for (size_t e = 0; e < n; e++) {
+					ports[nports++] = s ? (uint32_t)(s->elems[e].a[0] << 8 |
+									 s->elems[e].a[1]) : it->lo;
+					ports[nports++] = s ? (uint32_t)(s->elems[e].a[2] << 8 |
+									 s->elems[e].a[3]) : it->hi;
+				}
+			}
+		}
+		for (size_t p = 0; p < ARRAY_SIZE(protos); p++) {
+			for (size_t i = 0; i < nports; i++) {
+				const struct pdisp_atom *hit = NULL;
+				size_t n = 0;
+
+				for (size_t j = 0; j < sg->natoms; j++)
+					if (sg->atoms[j].proto == protos[p] && sg->atoms[j].lo <= ports[i] &&
+					    ports[i] <= sg->atoms[j].hi)
+						hit = &sg->atoms[sg->atoms[j].chain];
+				for (size_t r = sg->first; r < sg->end && r < ch->nrules; r++) {
+					if (!rule_takes_port(pl, &ch->rules[r], protos[p], ports[i],
+							     &ported))
+						continue;
+					if (!hit || n >= hit->nrules || hit->rules[n] != r)
+						PROBLEM("chain %s: %s port %u: rule %zu not dispatched\n",
+							ch->name, protos[p] == IPPROTO_TCP ? "tcp" : "udp",
+							ports[i], r);
+					n++;
+				}
+				if (hit && n != hit->nrules)
+					PROBLEM("chain %s: %s port %u: dispatched to rules that do not take it\n",
+						ch->name, protos[p] == IPPROTO_TCP ? "tcp" : "udp", ports[i]);
+			}
+		}
+		free(ports);
+	}
+	return ok;
+}
+
 /* What must hold for every plan: sorted unique names; each port's chains
  * exist and count it; every set a rule names exists, in the rule's family;
  * icmp only in IPv4 rules and icmpv6 only in IPv6 ones; allow is 'return'
@@ -344,6 +480,7 @@ static bool plan_ok(const struct plan *pl)
 			if (!pr->nitems || pr->items[pr->nitems - 1].kind != PI_VERDICT)
 				PROBLEM("chain %s: rule %u: no verdict\n", ch->name, pr->rule_id);
 		}
+		ok &= dispatch_ok(pl, ch);
 	}
 	return ok;
 }
@@ -1132,6 +1269,83 @@ static void test_service_sets(void)
 	fixture_free(&fx);
 }
 
+/* Dispatch by port (dfw/dispatch.c) on random policies: rules on a few
+ * ports, ranges that overlap them, several services per rule (service
+ * sets), tcp and udp on one port, with rules of no port (any, icmp, all of
+ * tcp) between them.  plan_ok's dispatch_ok checks each plan's maps and
+ * atoms against the rules; every policy here has runs long enough to be
+ * dispatched, and a chain of fewer port rules than DISP_MIN_RULES has none. */
+static unsigned lcg(unsigned *x)
+{
+	*x = *x * 1103515245u + 12345u;
+	return (*x >> 16) & 0x7fff;
+}
+
+static void test_dispatch_random(void)
+{
+	static const char *const svcs[] = {
+		"tcp/80", "tcp/443", "tcp/80-90", "tcp/85", "udp/53", "tcp/53", "tcp/1-1024",
+		"udp/1000-2000", "tcp/65535", "tcp/60000-65535", "udp/1-65535", "tcp/8080",
+		"tcp/8000-8099", "udp/123", "tcp/22",
+	};
+	static const char *const portless[] = { "any", "icmp", "tcp", "udp, icmp" };
+	size_t dispatched = 0;
+
+	for (unsigned seed = 1; seed <= 40; seed++) {
+		char *text = NULL;
+		size_t len = 0;
+		FILE *f = open_memstream(&text, &len);
+		unsigned x = seed * 2654435761u;
+		size_t nrules = 20 + seed % 50;
+		struct fixture fx;
+		struct plan *pl;
+
+#define NEXT() lcg(&x)
+		fputs("[vm a]\nhost = h\nport = pa\nmac = 02:00:00:00:00:01\naddresses = 10.0.0.1\n"
+		      "[vm b]\nhost = h\nport = pb\nmac = 02:00:00:00:00:02\naddresses = 10.0.0.2\n"
+		      "[group ga]\nmembers = a\n[group gb]\nmembers = b\n", f);
+		for (size_t r = 1; r <= nrules; r++) {
+			fprintf(f, "[rule %zu]\nsources = %s\ndestinations = 10.%u.0.0/16\n", r,
+				NEXT() % 2 ? "ga" : "gb", NEXT() % 4);
+			if (NEXT() % 6 == 0) {
+				fprintf(f, "services = %s\n", portless[NEXT() % ARRAY_SIZE(portless)]);
+			} else {
+				size_t n = 1 + NEXT() % 3;
+
+				fputs("services = ", f);
+				for (size_t i = 0; i < n; i++)
+					fprintf(f, "%s%s", i ? ", " : "", svcs[NEXT() % ARRAY_SIZE(svcs)]);
+				fputc('\n', f);
+			}
+			fprintf(f, "action = %s\n", NEXT() % 2 ? "allow" : "drop");
+		}
+#undef NEXT
+		fclose(f);
+		fx = PARSE(text);
+		pl = COMPILE(&fx, "h");
+		for (size_t c = 0; c < pl->nchains; c++)
+			dispatched += pl->chains[c].nsegs > 0;
+		plan_free(pl);
+		fixture_free(&fx);
+		free(text);
+	}
+	CU_ASSERT(dispatched >= 40); /* most chains of these have a long run */
+	{
+		struct fixture fx = PARSE(
+			"[vm a]\nhost = h\nport = pa\nmac = 02:00:00:00:00:01\naddresses = 10.0.0.1\n"
+			"[rule 1]\ndestinations = 10.9.0.0/16\nservices = tcp/80, tcp/81, tcp/82, tcp/83\n"
+			"action = allow\n"
+			"[rule 2]\ndestinations = 10.8.0.0/16\nservices = tcp/84, tcp/85, tcp/86\n"
+			"action = drop\n");
+		struct plan *pl = COMPILE(&fx, "h");
+
+		for (size_t c = 0; c < pl->nchains; c++)
+			CU_ASSERT_EQUAL(pl->chains[c].nsegs, 0); /* 2 port rules: linear */
+		plan_free(pl);
+		fixture_free(&fx);
+	}
+}
+
 /* Names become parts of nftables object names (at most 64 characters), so
  * a name that could not stay distinct there is refused with its line. */
 static void test_long_group_names(void)
@@ -1601,6 +1815,7 @@ void register_compile_tests(void)
 		{ "uplinks in the port maps (golden)", test_uplinks },
 		{ "literal sets are named by content", test_literal_sets_shared },
 		{ "service sets merge and are shared", test_service_sets },
+		{ "dispatch by port keeps every rule's meaning", test_dispatch_random },
 		{ "long group names keep distinct sets", test_long_group_names },
 		{ "negated sides, per family (golden)", test_negation },
 		{ "not any matches nothing", test_negated_any },
