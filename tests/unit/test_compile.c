@@ -1344,6 +1344,44 @@ static void test_dispatch_random(void)
 		plan_free(pl);
 		fixture_free(&fx);
 	}
+	{
+		/* 8 runs of 8, 9, 8, 10, 8, 11, 8, 12 port rules, an icmp rule
+		 * after each: the 6 longest are dispatched, in chain order
+		 * (golden: tests/golden/dispatch-runs.nft). */
+		static const size_t len[] = { 8, 9, 8, 10, 8, 11, 8, 12 };
+		static const size_t want_first[] = { 0, 9, 19, 28, 48, 69 };
+		char *text = NULL;
+		size_t tlen = 0, id = 1;
+		FILE *f = open_memstream(&text, &tlen);
+		struct fixture fx;
+		struct plan *pl;
+		const struct pchain *out;
+
+		fputs("[vm a]\nhost = h\nport = pa\nmac = 02:00:00:00:00:01\naddresses = 10.0.0.1\n", f);
+		for (size_t r = 0; r < ARRAY_SIZE(len); r++) {
+			for (size_t i = 0; i <= len[r]; i++, id++)
+				fprintf(f, "[rule %zu]\ndestinations = 10.9.0.0/16\nservices = %s%zu\n"
+					"direction = out\naction = allow\n", id,
+					i < len[r] ? "tcp/" : "icmp", i < len[r] ? 1000 + id : (size_t)0);
+		}
+		fclose(f);
+		/* "icmp0" is no service: write the icmp rules without a port */
+		for (char *at = text; (at = strstr(at, "icmp0")); )
+			memmove(at + 4, at + 5, strlen(at + 5) + 1);
+		fx = PARSE(text);
+		pl = COMPILE(&fx, "h");
+		out = plan_find_chain(pl, pl->ports[0].out_chain);
+		CU_ASSERT_FATAL(out != NULL && out->nsegs == DISP_MAX_SEGS);
+		for (size_t k = 0; k < out->nsegs; k++)
+			CU_ASSERT_EQUAL(out->segs[k].first, want_first[k]);
+		free(text);
+		/* t-golden has the kernel check it: as deep as it allows */
+		text = print_plan(pl);
+		GOLDEN("tests/golden/dispatch-runs.nft", text);
+		plan_free(pl);
+		fixture_free(&fx);
+		free(text);
+	}
 }
 
 /* Names become parts of nftables object names (at most 64 characters), so
