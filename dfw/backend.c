@@ -862,8 +862,6 @@ static void policy_rule(struct backend *b, const char *chain, const struct prule
 	rule_send(b, r);
 }
 
-static const uint8_t disp_protos[] = { IPPROTO_TCP, IPPROTO_UDP };
-
 static void goto_rule(struct backend *b, const char *chain, const char *target)
 {
 	struct nftnl_rule *r = rule_new(b, NFPROTO_INET, chain, NULL);
@@ -878,23 +876,17 @@ static void goto_rule(struct backend *b, const char *chain, const char *target)
 static void chain_part(struct backend *b, const struct pchain *c, size_t k)
 {
 	char name[PLAN_NAME_MAX], map[PLAN_NAME_MAX];
-	size_t from = k ? c->segs[k - 1].end : 0, to = k < c->nsegs ? c->segs[k].first : c->nrules;
+	size_t from, to;
 
-	if (k)
-		disp_next_name(c, k - 1, name, sizeof(name));
-	else
-		snprintf(name, sizeof(name), "%s", c->name);
+	disp_part(c, k, name, sizeof(name), &from, &to);
 	for (size_t i = from; i < to; i++)
 		policy_rule(b, name, &c->rules[i], false);
 	if (k == c->nsegs)
 		return;
 	for (size_t p = 0; p < ARRAY_SIZE(disp_protos); p++) {
 		struct nftnl_rule *r;
-		bool any = false;
 
-		for (size_t j = 0; j < c->segs[k].natoms; j++)
-			any |= c->segs[k].atoms[j].proto == disp_protos[p];
-		if (!any)
+		if (!disp_has_proto(&c->segs[k], disp_protos[p]))
 			continue;
 		disp_map_name(c, k, disp_protos[p], map, sizeof(map));
 		r = rule_new(b, NFPROTO_INET, name, NULL);

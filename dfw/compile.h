@@ -234,6 +234,15 @@ void dispatch_free(struct pchain *c);
 void disp_next_name(const struct pchain *c, size_t k, char *buf, size_t len);
 void disp_map_name(const struct pchain *c, size_t k, uint8_t proto, char *buf, size_t len);
 void disp_atom_name(const struct pchain *c, size_t k, size_t j, char *buf, size_t len);
+/* Part k of chain c (0 <= k <= nsegs): the chain itself for k = 0, else
+ * "C.(k-1)"; it holds the rules [*from, *to), then segment k's dispatch
+ * (none after the last). */
+void disp_part(const struct pchain *c, size_t k, char *name, size_t len, size_t *from,
+	       size_t *to);
+/* The protocols a map dispatches, in the order of the maps' rules. */
+extern const uint8_t disp_protos[2];
+/* Whether segment s has atoms of proto (and so a map for it). */
+bool disp_has_proto(const struct pdisp_seg *s, uint8_t proto);
 /* What the kernel holds for chain c with its dispatch: chains, rules
  * (a rule in several atoms' chains counted in each; dispatch and goto
  * rules counted) and map elements (interval ends counted). */

@@ -45,6 +45,27 @@ void disp_atom_name(const struct pchain *c, size_t k, size_t j, char *buf, size_
 	snprintf(buf, len, "%s.%zu.%zu", c->name, k, j);
 }
 
+const uint8_t disp_protos[2] = { IPPROTO_TCP, IPPROTO_UDP };
+
+void disp_part(const struct pchain *c, size_t k, char *name, size_t len, size_t *from,
+	       size_t *to)
+{
+	if (k)
+		disp_next_name(c, k - 1, name, len);
+	else
+		snprintf(name, len, "%s", c->name);
+	*from = k ? c->segs[k - 1].end : 0;
+	*to = k < c->nsegs ? c->segs[k].first : c->nrules;
+}
+
+bool disp_has_proto(const struct pdisp_seg *s, uint8_t proto)
+{
+	for (size_t j = 0; j < s->natoms; j++)
+		if (s->atoms[j].proto == proto)
+			return true;
+	return false;
+}
+
 bool disp_item_implied(const struct pitem *it)
 {
 	return it->kind == PI_DPORT || it->kind == PI_DPORT_SET ||

@@ -196,28 +196,19 @@ static void print_bridge(const struct plan *pl, const char *table, FILE *f)
 	fprintf(f, "}\n");
 }
 
-static const uint8_t disp_protos[] = { IPPROTO_TCP, IPPROTO_UDP };
-
 /* Part k of a chain with dispatch, as the backend's chain_part sends it. */
 static void print_part(const struct pchain *c, size_t k, FILE *f)
 {
 	char name[PLAN_NAME_MAX];
-	size_t from = k ? c->segs[k - 1].end : 0, to = k < c->nsegs ? c->segs[k].first : c->nrules;
+	size_t from, to;
 
-	if (k)
-		disp_next_name(c, k - 1, name, sizeof(name));
-	else
-		snprintf(name, sizeof(name), "%s", c->name);
+	disp_part(c, k, name, sizeof(name), &from, &to);
 	fprintf(f, "\tchain %s {\n", name);
 	for (size_t i = from; i < to; i++)
 		print_rule(&c->rules[i], false, f);
 	if (k < c->nsegs) {
 		for (size_t p = 0; p < ARRAY_SIZE(disp_protos); p++) {
-			bool any = false;
-
-			for (size_t j = 0; j < c->segs[k].natoms; j++)
-				any |= c->segs[k].atoms[j].proto == disp_protos[p];
-			if (!any)
+			if (!disp_has_proto(&c->segs[k], disp_protos[p]))
 				continue;
 			disp_map_name(c, k, disp_protos[p], name, sizeof(name));
 			fputs("\t\tmeta l4proto ", f);
