@@ -204,8 +204,8 @@ static int cmp_atom_key(const void *x, const void *y)
 	return a->j < b->j ? -1 : a->j > b->j;
 }
 
-/* Atoms with the same rules (ports apart, or of the other protocol:
- * tcp/53 and udp/53 of one rule) enter one chain. */
+/* Atoms with the same rules (ports apart: tcp/443 and tcp/8443 of one
+ * rule) enter one chain. */
 static void share_chains(struct pdisp_seg *s)
 {
 	struct atom_key *keys = xcalloc(s->natoms + 1, sizeof(*keys));

@@ -234,9 +234,9 @@ static bool rule_ported(const struct plan *pl, const struct prule *pr)
 /* The dispatch of a chain (dfw/dispatch.c) keeps its meaning: segments are
  * maximal runs of at least DISP_MIN_RULES rules that test a TCP or UDP
  * port, in order; and for every protocol and port that matters (each
- * atom's ends and their neighbours, each rule's), the chain the map enters
- * holds exactly the segment's rules that match that port, in order, and
- * no atom holds the port when none does. */
+ * atom's ends and each rule's range ends, with their neighbours, and a
+ * sweep), the chain the map enters holds exactly the segment's rules that
+ * match that port, in order, and no atom holds the port when none does. */
 static bool dispatch_ok(const struct plan *pl, const struct pchain *ch)
 {
 	static const uint8_t protos[] = { IPPROTO_TCP, IPPROTO_UDP };
@@ -293,12 +293,17 @@ static bool dispatch_ok(const struct plan *pl, const struct pchain *ch)
 						       plan_find_set(pl, it->name) : NULL;
 				size_t n = it->kind == PI_DPORT ? 1 : s ? s->nelems : 0;
 
-				ports = xrealloc(ports, (nports + 2 * n) * sizeof(*ports));
+				ports = xrealloc(ports, (nports + 4 * n) * sizeof(*ports));
 				for (size_t e = 0; e < n; e++) {
-					ports[nports++] = s ? (uint32_t)(s->elems[e].a[0] << 8 |
-									 s->elems[e].a[1]) : it->lo;
-					ports[nports++] = s ? (uint32_t)(s->elems[e].a[2] << 8 |
-									 s->elems[e].a[3]) : it->hi;
+					uint32_t lo = s ? (uint32_t)(s->elems[e].a[0] << 8 |
+								     s->elems[e].a[1]) : it->lo;
+					uint32_t hi = s ? (uint32_t)(s->elems[e].a[2] << 8 |
+								     s->elems[e].a[3]) : it->hi;
+
+					ports[nports++] = lo;
+					ports[nports++] = hi;
+					ports[nports++] = lo ? lo - 1 : 0; /* a gap inside an atom */
+					ports[nports++] = hi < 65535 ? hi + 1 : 65535;
 				}
 			}
 		}
