@@ -227,7 +227,6 @@ struct elem {
 	bool has_data;
 	uint32_t data;          /* u32 data (mark / classid) */
 	const char *jump;       /* verdict map: jump to this chain */
-	bool go;                /* goto, not jump */
 	uint64_t timeout_ms;    /* sets with timeouts: 0 for the set's default */
 };
 
@@ -255,8 +254,7 @@ static void elems_msg(struct backend *b, uint16_t family, const char *set_name,
 			if (el[i].has_data && type == NFT_MSG_NEWSETELEM)
 				nftnl_set_elem_set(e, NFTNL_SET_ELEM_DATA, &el[i].data, 4);
 			if (el[i].jump && type == NFT_MSG_NEWSETELEM) {
-				nftnl_set_elem_set_u32(e, NFTNL_SET_ELEM_VERDICT,
-						       (uint32_t)(el[i].go ? NFT_GOTO : NFT_JUMP));
+				nftnl_set_elem_set_u32(e, NFTNL_SET_ELEM_VERDICT, (uint32_t)NFT_JUMP);
 				nftnl_set_elem_set_str(e, NFTNL_SET_ELEM_CHAIN, el[i].jump);
 			}
 			nftnl_set_elem_add(set, e);
@@ -499,6 +497,14 @@ static void rule_send(struct backend *b, struct nftnl_rule *r)
 	nftnl_rule_free(r);
 }
 
+static void goto_rule(struct backend *b, const char *chain, const char *target)
+{
+	struct nftnl_rule *r = rule_new(b, NFPROTO_INET, chain, NULL);
+
+	x_goto(r, target);
+	rule_send(b, r);
+}
+
 /* --- the fixed layout --------------------------------------------------------- */
 
 /* Clears a meta key, sets it to the port's id from a map, and drops frames
@@ -733,16 +739,18 @@ static void inet_base(struct backend *b)
 	x_meta_load(r, NFT_META_MARK, NFT_REG_1);
 	x_lookup(r, DFW_MAP_OUT, NFT_REG_VERDICT, false);
 	rule_send(b, r);
-	r = rule_new(b, fam, DFW_CHAIN_INET_FWD, "to an uplink: the receiving host checks");
+	goto_rule(b, DFW_CHAIN_INET_FWD, DFW_CHAIN_ADMIT);
+	/* admit: created empty before the policy chains (backend_load) */
+	r = rule_new(b, fam, DFW_CHAIN_ADMIT, "to an uplink: the receiving host checks");
 	x_meta_load(r, NFT_META_PRIORITY, NFT_REG_1);
 	x_cmp(r, NFT_CMP_EQ, &uplink, 4);
 	x_verdict(r, NF_ACCEPT);
 	rule_send(b, r);
-	r = rule_new(b, fam, DFW_CHAIN_INET_FWD, NULL);
+	r = rule_new(b, fam, DFW_CHAIN_ADMIT, NULL);
 	x_meta_load(r, NFT_META_PRIORITY, NFT_REG_1);
 	x_lookup(r, DFW_MAP_IN, NFT_REG_VERDICT, false);
 	rule_send(b, r);
-	r = rule_new(b, fam, DFW_CHAIN_INET_FWD, "no realized policy");
+	r = rule_new(b, fam, DFW_CHAIN_ADMIT, "no realized policy");
 	x_counter(r);
 	x_verdict(r, NF_DROP);
 	rule_send(b, r);
@@ -751,7 +759,8 @@ static void inet_base(struct backend *b)
 /* --- plan objects --------------------------------------------------------------- */
 
 /* A policy rule; in an atom's chain (atom), without the tests its
- * dispatch map's key implies. */
+ * dispatch map's key implies, and with "goto admit" for "return" (the
+ * chain was jumped to from the policy chain: dfw/dispatch.c). */
 static void policy_rule(struct backend *b, const char *chain, const struct prule *pr, bool atom)
 {
 	char comment[32];
@@ -843,7 +852,12 @@ static void policy_rule(struct backend *b, const char *chain, const struct prule
 			switch (it->u) {
 			case PV_ACCEPT: x_verdict(r, NF_ACCEPT); break;
 			case PV_DROP: x_verdict(r, NF_DROP); break;
-			case PV_RETURN: x_verdict(r, NFT_RETURN); break;
+			case PV_RETURN:
+				if (atom)
+					x_goto(r, DFW_CHAIN_ADMIT);
+				else
+					x_verdict(r, NFT_RETURN);
+				break;
 			case PV_REJECT_TCP:
 			case PV_REJECT_ICMPX:
 				e = nftnl_expr_alloc("reject");
@@ -862,46 +876,33 @@ static void policy_rule(struct backend *b, const char *chain, const struct prule
 	rule_send(b, r);
 }
 
-static void goto_rule(struct backend *b, const char *chain, const char *target)
+/* Segment seg's dispatch, in its chain's place: a verdict map lookup per
+ * protocol, then the segment's rules of other protocols. */
+static void disp_rules(struct backend *b, const struct pchain *c, const struct pdisp_seg *seg)
 {
-	struct nftnl_rule *r = rule_new(b, NFPROTO_INET, chain, NULL);
+	size_t k = (size_t)(seg - c->segs);
+	char map[PLAN_NAME_MAX];
 
-	x_goto(r, target);
-	rule_send(b, r);
-}
-
-/* Part k of a chain with dispatch (dfw/dispatch.c): the chain itself for
- * k = 0, else the chain after segment k - 1; its rules up to segment k,
- * then segment k's dispatch (none after the last). */
-static void chain_part(struct backend *b, const struct pchain *c, size_t k)
-{
-	char name[PLAN_NAME_MAX], map[PLAN_NAME_MAX];
-	size_t from, to;
-
-	disp_part(c, k, name, sizeof(name), &from, &to);
-	for (size_t i = from; i < to; i++)
-		policy_rule(b, name, &c->rules[i], false);
-	if (k == c->nsegs)
-		return;
 	for (size_t p = 0; p < ARRAY_SIZE(disp_protos); p++) {
 		struct nftnl_rule *r;
 
-		if (!disp_has_proto(&c->segs[k], disp_protos[p]))
+		if (!disp_has_proto(seg, disp_protos[p]))
 			continue;
 		disp_map_name(c, k, disp_protos[p], map, sizeof(map));
-		r = rule_new(b, NFPROTO_INET, name, NULL);
+		r = rule_new(b, NFPROTO_INET, c->name, NULL);
 		x_meta_load(r, NFT_META_L4PROTO, NFT_REG_1);
 		x_cmp_u8(r, disp_protos[p]);
 		x_payload(r, NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2, NFT_REG_1);
 		x_lookup(r, map, NFT_REG_VERDICT, false);
 		rule_send(b, r);
 	}
-	disp_next_name(c, k, map, sizeof(map));
-	goto_rule(b, name, map);
+	for (size_t i = seg->first; i < seg->end; i++)
+		if (disp_other_proto(&c->rules[i]))
+			policy_rule(b, c->name, &c->rules[i], false);
 }
 
-/* Segment k's maps, created with their elements (port interval -> goto
- * the atom's chain) or deleted. */
+/* Segment k's maps, created with their elements (port interval -> jump
+ * to the atom's chain) or deleted. */
 static void disp_maps(struct backend *b, const struct pchain *c, size_t k, uint16_t type)
 {
 	const struct pdisp_seg *s = &c->segs[k];
@@ -924,8 +925,7 @@ static void disp_maps(struct backend *b, const struct pchain *c, size_t k, uint1
 			el[n].key[0] = (uint8_t)(a->lo >> 8);
 			el[n].key[1] = (uint8_t)a->lo;
 			el[n].key_len = 2;
-			el[n].jump = names[j];
-			el[n++].go = true;
+			el[n++].jump = names[j];
 			if (a->hi < 65535) { /* the end: the first port after */
 				el[n].key[0] = (uint8_t)((a->hi + 1) >> 8);
 				el[n].key[1] = (uint8_t)(a->hi + 1);
@@ -945,49 +945,42 @@ static void disp_maps(struct backend *b, const struct pchain *c, size_t k, uint1
 	free(names);
 }
 
-/* A policy chain, with its dispatch: every chain first (maps and gotos
- * name them), then the maps, then the rules. */
+/* A policy chain, with its dispatch: the atoms' chains first (with their
+ * rules: they refer to no other policy object), then the maps that jump
+ * to them, then the chain, whose dispatch rules bind the maps. */
 static void chain_add(struct backend *b, const struct pchain *c)
 {
 	char name[PLAN_NAME_MAX];
 
-	chain_msg(b, NFPROTO_INET, c->name, -1, 0, NFT_MSG_NEWCHAIN);
 	for (size_t k = 0; k < c->nsegs; k++) {
-		disp_next_name(c, k, name, sizeof(name));
-		chain_msg(b, NFPROTO_INET, name, -1, 0, NFT_MSG_NEWCHAIN);
-		for (size_t j = 0; j < c->segs[k].natoms; j++) {
-			if (c->segs[k].atoms[j].chain != j)
-				continue;
-			disp_atom_name(c, k, j, name, sizeof(name));
-			chain_msg(b, NFPROTO_INET, name, -1, 0, NFT_MSG_NEWCHAIN);
-		}
-	}
-	for (size_t k = 0; k < c->nsegs; k++)
-		disp_maps(b, c, k, NFT_MSG_NEWSET);
-	for (size_t k = 0; k <= c->nsegs; k++)
-		chain_part(b, c, k);
-	for (size_t k = 0; k < c->nsegs; k++) {
-		char next[PLAN_NAME_MAX];
-
-		disp_next_name(c, k, next, sizeof(next));
 		for (size_t j = 0; j < c->segs[k].natoms; j++) {
 			const struct pdisp_atom *a = &c->segs[k].atoms[j];
 
 			if (a->chain != j)
 				continue;
 			disp_atom_name(c, k, j, name, sizeof(name));
+			chain_msg(b, NFPROTO_INET, name, -1, 0, NFT_MSG_NEWCHAIN);
 			for (size_t i = 0; i < a->nrules; i++)
 				policy_rule(b, name, &c->rules[a->rules[i]], true);
-			goto_rule(b, name, next);
 		}
+		disp_maps(b, c, k, NFT_MSG_NEWSET);
+	}
+	chain_msg(b, NFPROTO_INET, c->name, -1, 0, NFT_MSG_NEWCHAIN);
+	for (size_t i = 0; i < c->nrules; i++) {
+		const struct pdisp_seg *seg = disp_seg_at(c, i);
+
+		if (seg) {
+			disp_rules(b, c, seg);
+			i = seg->end - 1;
+			continue;
+		}
+		policy_rule(b, c->name, &c->rules[i], false);
 	}
 }
 
-/* Deletes a policy chain and its dispatch, each object after the last one
- * that refers to it: the chain (its rules bind segment 0's maps and goto
- * the chain after segment 0), then per segment its maps (their elements
- * goto the atoms' chains), its atoms' chains (they goto the chain after
- * it), and the chain after it (which binds the next segment's maps). */
+/* Deletes a policy chain and its dispatch, in the reverse order: the
+ * chain (its rules bind the maps), the maps (their elements jump to the
+ * atoms' chains), the atoms' chains. */
 static void chain_del(struct backend *b, const struct pchain *c)
 {
 	char name[PLAN_NAME_MAX];
@@ -1001,8 +994,6 @@ static void chain_del(struct backend *b, const struct pchain *c)
 			disp_atom_name(c, k, j, name, sizeof(name));
 			chain_msg(b, NFPROTO_INET, name, -1, 0, NFT_MSG_DELCHAIN);
 		}
-		disp_next_name(c, k, name, sizeof(name));
-		chain_msg(b, NFPROTO_INET, name, -1, 0, NFT_MSG_DELCHAIN);
 	}
 }
 
@@ -1399,6 +1390,8 @@ int backend_load(struct backend *b, const struct plan *pl, bool check_only,
 
 		counter_msg(b, pl->counters[i], NFT_MSG_NEWOBJ, v ? v->packets : 0, v ? v->bytes : 0);
 	}
+	/* Atoms' chains goto admit (dfw/dispatch.c); inet_base fills it. */
+	chain_msg(b, NFPROTO_INET, DFW_CHAIN_ADMIT, -1, 0, NFT_MSG_NEWCHAIN);
 	for (size_t i = 0; i < pl->nchains; i++)
 		chain_add(b, &pl->chains[i]);
 	inet_base(b);

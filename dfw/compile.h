@@ -81,10 +81,13 @@ struct prule {
 
 /* Dispatch of a long chain by destination port (dfw/dispatch.c).  A
  * segment is a run of consecutive rules [first, end) that each test a TCP
- * or UDP destination port.  Its atoms split the ports it names into
- * intervals on which the same of its rules match; the kernel enters an
- * atom's chain, holding just those rules, through a verdict map keyed by
- * port, one per protocol.  rules[] indexes the chain's rules. */
+ * or UDP destination port or match another protocol only (ICMP, proto/N:
+ * they cannot match a TCP or UDP packet).  Its atoms split the ports it
+ * names into intervals on which the same of its port rules match; the
+ * kernel enters an atom's chain, holding just those rules, through a
+ * verdict map keyed by port, one per protocol; a packet the maps do not
+ * take meets the segment's other-protocol rules.  rules[] indexes the
+ * chain's rules. */
 struct pdisp_atom {
 	uint8_t proto;      /* IPPROTO_TCP or IPPROTO_UDP */
 	uint16_t lo, hi;
@@ -219,37 +222,31 @@ void plan_apply_elems(struct plan *pl, const struct plan_diff *d);
 
 /* Dispatch (dfw/dispatch.c).  plan_dispatch fills the segments of every
  * chain of pl (after its sets are final); dispatch_free frees a chain's.
- * Names of the kernel objects of segment k of chain c: the chain that
- * follows it ("C.k": the chain's rules after the segment), its maps
+ * Names of the kernel objects of segment k of chain c: its maps
  * ("C.k.tcp", "C.k.udp") and its atoms' chains ("C.k.j", j the index of
  * the first atom with those rules, pdisp_atom.chain). */
 #define DISP_MIN_RULES 8 /* a shorter run stays a run of rules */
-/* The kernel refuses a ruleset whose chains nest more than 16 jumps and
- * gotos deep, counted when it validates the ruleset: the port's dispatch
- * map, then two per segment (into an atom's chain, on to the next part),
- * so a chain dispatches at most its 6 longest runs. */
-#define DISP_MAX_SEGS 6
 void plan_dispatch(struct plan *pl);
 void dispatch_free(struct pchain *c);
-void disp_next_name(const struct pchain *c, size_t k, char *buf, size_t len);
 void disp_map_name(const struct pchain *c, size_t k, uint8_t proto, char *buf, size_t len);
 void disp_atom_name(const struct pchain *c, size_t k, size_t j, char *buf, size_t len);
-/* Part k of chain c (0 <= k <= nsegs): the chain itself for k = 0, else
- * "C.(k-1)"; it holds the rules [*from, *to), then segment k's dispatch
- * (none after the last). */
-void disp_part(const struct pchain *c, size_t k, char *name, size_t len, size_t *from,
-	       size_t *to);
+/* The segment that starts at rule i of c, or NULL. */
+const struct pdisp_seg *disp_seg_at(const struct pchain *c, size_t i);
 /* The protocols a map dispatches, in the order of the maps' rules. */
 extern const uint8_t disp_protos[2];
 /* Whether segment s has atoms of proto (and so a map for it). */
 bool disp_has_proto(const struct pdisp_seg *s, uint8_t proto);
 /* What the kernel holds for chain c with its dispatch: chains, rules
  * (a rule in several atoms' chains counted in each; dispatch and goto
- * rules counted) and map elements (interval ends counted). */
+ * rules counted) and map elements (interval ends counted); and the rules
+ * every new flow meets, outside the atoms' chains (walked: the policy
+ * rules of those, the dispatch and goto rules not counted). */
 struct disp_size {
-	size_t chains, rules, maps, elems;
+	size_t chains, rules, maps, elems, walked;
 };
 void disp_size(const struct pchain *c, struct disp_size *sz);
+/* Whether rule r matches one protocol other than TCP and UDP. */
+bool disp_other_proto(const struct prule *r);
 /* Whether item it of a rule in an atom's chain is left out there: the
  * map's key already matched the port and its protocol. */
 bool disp_item_implied(const struct pitem *it);

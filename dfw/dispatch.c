@@ -1,26 +1,30 @@
 /* Dispatch of a long policy chain by destination port (docs/DATAPLANE.md,
- * "Dispatch").
+ * "Dispatch by port").
  *
  * A new flow walks its policy chain rule by rule.  Most rules of a large
  * policy test a TCP or UDP destination port, and a packet fails all but a
  * few of them on that port.  A run of such rules (a segment) is therefore
- * sent to the kernel as
+ * sent to the kernel, in its place in chain C, as
  *
- *	meta l4proto tcp th dport vmap @C.k.tcp    (an interval map: atom -> goto C.k.j)
+ *	meta l4proto tcp th dport vmap @C.k.tcp    (an interval map: atom -> jump C.k.j)
  *	meta l4proto udp th dport vmap @C.k.udp
- *	goto C.k                                   (no rule of the run matches)
+ *	…the run's rules of other protocols…
  *
  * where atom j of the segment is a port interval on which the same rules
  * of the run match, and its chain C.k.j holds just those rules, in order,
- * without their port and protocol tests (the map's key matched them),
- * then "goto C.k".  Chain C.k holds the rules after the run, up to the
- * next segment's dispatch.  Only goto is used, so a verdict in any of
- * these chains acts as in the original chain: "return" returns from the
- * chain the port's dispatch map jumped to.  A packet then meets the rules
- * before and between the runs, two map lookups per run and the rules of
- * its own port: what a new flow costs no longer grows with the number of
- * rules for other ports.  The rules stay in order, so the first rule that
- * matches is the one it was without dispatch.
+ * without their port and protocol tests (the map's key matched them).
+ * When none of them decides, the packet returns to C after the maps and
+ * goes on with the rules after the run.  Rules of one protocol other than
+ * TCP and UDP (ICMP, proto/N) may sit in a run: no TCP or UDP packet can
+ * match them, nor any other packet a port rule, so they follow the maps
+ * in their order.  An out chain's allow is "return", which in an atom's
+ * chain would return to C; there it is "goto admit" instead, the base
+ * chain's part after the out-policy jump (dfw/layout.h).  A packet then
+ * meets the rules outside the runs, two map lookups per run and the rules
+ * of its own port: what a new flow costs no longer grows with the number
+ * of rules for other ports.  The rules stay in order, so the first rule
+ * that matches is the one it was without dispatch, and the chains nest
+ * two deep whatever the number of runs.
  */
 #include "dfw/compile.h"
 
@@ -29,11 +33,6 @@
 #include <string.h>
 
 #include "common/util.h"
-
-void disp_next_name(const struct pchain *c, size_t k, char *buf, size_t len)
-{
-	snprintf(buf, len, "%s.%zu", c->name, k);
-}
 
 void disp_map_name(const struct pchain *c, size_t k, uint8_t proto, char *buf, size_t len)
 {
@@ -47,15 +46,12 @@ void disp_atom_name(const struct pchain *c, size_t k, size_t j, char *buf, size_
 
 const uint8_t disp_protos[2] = { IPPROTO_TCP, IPPROTO_UDP };
 
-void disp_part(const struct pchain *c, size_t k, char *name, size_t len, size_t *from,
-	       size_t *to)
+const struct pdisp_seg *disp_seg_at(const struct pchain *c, size_t i)
 {
-	if (k)
-		disp_next_name(c, k - 1, name, len);
-	else
-		snprintf(name, len, "%s", c->name);
-	*from = k ? c->segs[k - 1].end : 0;
-	*to = k < c->nsegs ? c->segs[k].first : c->nrules;
+	for (size_t k = 0; k < c->nsegs; k++)
+		if (c->segs[k].first == i)
+			return &c->segs[k];
+	return NULL;
 }
 
 bool disp_has_proto(const struct pdisp_seg *s, uint8_t proto)
@@ -78,13 +74,23 @@ struct rule_ports {
 	uint8_t proto;
 	uint32_t (*ranges)[2];
 	size_t n;
+	bool other; /* matches another protocol only (disp_other_proto) */
 };
+
+bool disp_other_proto(const struct prule *r)
+{
+	for (size_t i = 0; i < r->nitems; i++)
+		if (r->items[i].kind == PI_L4PROTO)
+			return r->items[i].u != IPPROTO_TCP && r->items[i].u != IPPROTO_UDP;
+	return false;
+}
 
 static void rule_ports(const struct plan *pl, const struct prule *r, struct rule_ports *rp)
 {
 	const struct pitem *port = NULL;
 
 	memset(rp, 0, sizeof(*rp));
+	rp->other = disp_other_proto(r);
 	for (size_t i = 0; i < r->nitems; i++) {
 		const struct pitem *it = &r->items[i];
 
@@ -240,23 +246,6 @@ static void share_chains(struct pdisp_seg *s)
 	free(keys);
 }
 
-static int cmp_seg_len(const void *x, const void *y)
-{
-	const struct pdisp_seg *a = x, *b = y;
-	size_t la = a->end - a->first, lb = b->end - b->first;
-
-	if (la != lb)
-		return la > lb ? -1 : 1;
-	return a->first < b->first ? -1 : a->first > b->first;
-}
-
-static int cmp_seg_pos(const void *x, const void *y)
-{
-	const struct pdisp_seg *a = x, *b = y;
-
-	return a->first < b->first ? -1 : a->first > b->first;
-}
-
 static void chain_dispatch(const struct plan *pl, struct pchain *c)
 {
 	struct rule_ports *rp = xcalloc(c->nrules + 1, sizeof(*rp));
@@ -264,20 +253,17 @@ static void chain_dispatch(const struct plan *pl, struct pchain *c)
 
 	for (size_t r = 0; r < c->nrules; r++)
 		rule_ports(pl, &c->rules[r], &rp[r]);
-	/* The runs of port rules long enough, the longest DISP_MAX_SEGS of
-	 * them in chain order. */
+	/* The runs of port rules (with other-protocol rules among them) that
+	 * have enough port rules. */
 	for (size_t r = 0, end; r < c->nrules; r = end + 1) {
-		for (end = r; end < c->nrules && rp[end].proto; end++)
-			;
-		if (end - r < DISP_MIN_RULES)
+		size_t nport = 0;
+
+		for (end = r; end < c->nrules && (rp[end].proto || rp[end].other); end++)
+			nport += rp[end].proto != 0;
+		if (nport < DISP_MIN_RULES)
 			continue;
 		grow((void **)&c->segs, &cap, c->nsegs + 1, sizeof(*c->segs));
 		c->segs[c->nsegs++] = (struct pdisp_seg){ .first = r, .end = end };
-	}
-	if (c->nsegs > DISP_MAX_SEGS) {
-		qsort(c->segs, c->nsegs, sizeof(*c->segs), cmp_seg_len);
-		c->nsegs = DISP_MAX_SEGS;
-		qsort(c->segs, c->nsegs, sizeof(*c->segs), cmp_seg_pos);
 	}
 	for (size_t k = 0; k < c->nsegs; k++) {
 		seg_atoms(&c->segs[k], rp, IPPROTO_TCP);
@@ -294,12 +280,17 @@ void disp_size(const struct pchain *c, struct disp_size *sz)
 	memset(sz, 0, sizeof(*sz));
 	sz->chains = 1;
 	sz->rules = c->nrules;
+	sz->walked = c->nrules;
 	for (size_t k = 0; k < c->nsegs; k++) {
 		const struct pdisp_seg *s = &c->segs[k];
 		bool proto[2] = { false, false };
 
-		sz->chains++;
-		sz->rules -= s->end - s->first;
+		for (size_t r = s->first; r < s->end; r++) {
+			if (disp_other_proto(&c->rules[r]))
+				continue; /* met where the maps do not take a packet */
+			sz->rules--;
+			sz->walked--;
+		}
 		for (size_t j = 0; j < s->natoms; j++) {
 			const struct pdisp_atom *a = &s->atoms[j];
 
@@ -308,10 +299,10 @@ void disp_size(const struct pchain *c, struct disp_size *sz)
 			if (a->chain != j)
 				continue;
 			sz->chains++;
-			sz->rules += a->nrules + 1; /* and its goto */
+			sz->rules += a->nrules;
 		}
 		sz->maps += (size_t)proto[0] + proto[1];
-		sz->rules += (size_t)proto[0] + proto[1] + 1; /* lookups, goto */
+		sz->rules += (size_t)proto[0] + proto[1]; /* the lookups */
 	}
 }
 

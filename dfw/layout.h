@@ -17,7 +17,11 @@
  *    chain (allow = accept); anything else drops (fail closed).  Before the
  *    dispatch, new flows from or to a blocked address drop (timed blocks,
  *    expired by the kernel), and every new flow's first packet is copied to
- *    nflog group DFW_NFLOG_NEWFLOWS (nothing is copied while no one listens). */
+ *    nflog group DFW_NFLOG_NEWFLOWS (nothing is copied while no one listens).
+ *    The part after the out-policy chain is the chain admit, entered by
+ *    goto: an out-policy allow inside a chain its dispatch map jumped to
+ *    (dfw/dispatch.c) goes there too, as "return" would return to the
+ *    out-policy chain. */
 #ifndef DFW_LAYOUT_H
 #define DFW_LAYOUT_H
 
@@ -35,6 +39,7 @@
 #define DFW_MAP_OUT "out_dispatch"    /* mark -> out-policy chain */
 #define DFW_MAP_IN "in_dispatch"      /* classid -> in-policy chain */
 #define DFW_CHAIN_INET_FWD "enforce"
+#define DFW_CHAIN_ADMIT "admit"       /* the in-policy part of enforce */
 #define DFW_SET_BLOCK4 "blocked4"     /* ipv4_addr, element timeouts */
 #define DFW_SET_BLOCK6 "blocked6"     /* ipv6_addr, element timeouts */
 /* Operator blocks (dfwctl block): everywhere, and scoped to vNICs as
@@ -143,6 +148,9 @@
 	"\t\tlog group " DFW_STR(DFW_NFLOG_NEWFLOWS) " snaplen " DFW_STR(DFW_NFLOG_SNAPLEN) \
 	" comment \"new flow\"\n" \
 	"\t\tmeta mark vmap @" DFW_MAP_OUT "\n" \
+	"\t\tgoto " DFW_CHAIN_ADMIT "\n" \
+	"\t}\n" \
+	"\tchain " DFW_CHAIN_ADMIT " {\n" \
 	"\t\tmeta priority " DFW_UPLINK_CLASSID_NFT " accept comment \"to an uplink: the receiving host checks\"\n" \
 	"\t\tmeta priority vmap @" DFW_MAP_IN "\n" \
 	"\t\tcounter drop comment \"no realized policy\"\n" \

@@ -92,8 +92,8 @@ static void print_rule(const struct prule *r, bool atom, FILE *f)
 		case PI_COUNTER:
 			fprintf(f, "counter name \"%s\"", it->name);
 			break;
-		case PI_VERDICT:
-			fputs(verdicts[it->u], f);
+		case PI_VERDICT: /* in an atom's chain, an allow out goes on at admit */
+			fputs(atom && it->u == PV_RETURN ? "goto " DFW_CHAIN_ADMIT : verdicts[it->u], f);
 			break;
 		}
 	}
@@ -196,38 +196,35 @@ static void print_bridge(const struct plan *pl, const char *table, FILE *f)
 	fprintf(f, "}\n");
 }
 
-/* Part k of a chain with dispatch, as the backend's chain_part sends it. */
-static void print_part(const struct pchain *c, size_t k, FILE *f)
+/* A policy chain with its dispatch, as the backend's chain_add sends it:
+ * the chain, with each segment's map lookups and other-protocol rules in
+ * its place; the atoms' chains; the maps. */
+static void print_chain(const struct pchain *c, FILE *f)
 {
-	char name[PLAN_NAME_MAX];
-	size_t from, to;
+	char name[PLAN_NAME_MAX], atom[PLAN_NAME_MAX];
 
-	disp_part(c, k, name, sizeof(name), &from, &to);
-	fprintf(f, "\tchain %s {\n", name);
-	for (size_t i = from; i < to; i++)
-		print_rule(&c->rules[i], false, f);
-	if (k < c->nsegs) {
+	fprintf(f, "\tchain %s {\n", c->name);
+	for (size_t i = 0; i < c->nrules; i++) {
+		const struct pdisp_seg *seg = disp_seg_at(c, i);
+
+		if (!seg) {
+			print_rule(&c->rules[i], false, f);
+			continue;
+		}
 		for (size_t p = 0; p < ARRAY_SIZE(disp_protos); p++) {
-			if (!disp_has_proto(&c->segs[k], disp_protos[p]))
+			if (!disp_has_proto(seg, disp_protos[p]))
 				continue;
-			disp_map_name(c, k, disp_protos[p], name, sizeof(name));
+			disp_map_name(c, (size_t)(seg - c->segs), disp_protos[p], name, sizeof(name));
 			fputs("\t\tmeta l4proto ", f);
 			print_proto(disp_protos[p], f);
 			fprintf(f, " th dport vmap @%s\n", name);
 		}
-		disp_next_name(c, k, name, sizeof(name));
-		fprintf(f, "\t\tgoto %s\n", name);
+		for (size_t r = seg->first; r < seg->end; r++)
+			if (disp_other_proto(&c->rules[r]))
+				print_rule(&c->rules[r], false, f);
+		i = seg->end - 1;
 	}
 	fprintf(f, "\t}\n");
-}
-
-/* A policy chain with its dispatch: the parts, the atoms' chains, the maps. */
-static void print_chain(const struct pchain *c, FILE *f)
-{
-	char name[PLAN_NAME_MAX], next[PLAN_NAME_MAX];
-
-	for (size_t k = 0; k <= c->nsegs; k++)
-		print_part(c, k, f);
 	for (size_t k = 0; k < c->nsegs; k++) {
 		const struct pdisp_seg *s = &c->segs[k];
 
@@ -235,11 +232,10 @@ static void print_chain(const struct pchain *c, FILE *f)
 			if (s->atoms[j].chain != j)
 				continue;
 			disp_atom_name(c, k, j, name, sizeof(name));
-			disp_next_name(c, k, next, sizeof(next));
 			fprintf(f, "\tchain %s {\n", name);
 			for (size_t i = 0; i < s->atoms[j].nrules; i++)
 				print_rule(&c->rules[s->atoms[j].rules[i]], true, f);
-			fprintf(f, "\t\tgoto %s\n\t}\n", next);
+			fprintf(f, "\t}\n");
 		}
 		for (size_t p = 0; p < ARRAY_SIZE(disp_protos); p++) {
 			size_t n = 0;
@@ -259,8 +255,8 @@ static void print_chain(const struct pchain *c, FILE *f)
 					fprintf(f, "%u", a->lo);
 				else
 					fprintf(f, "%u-%u", a->lo, a->hi);
-				disp_atom_name(c, k, a->chain, next, sizeof(next));
-				fprintf(f, " : goto %s", next);
+				disp_atom_name(c, k, a->chain, atom, sizeof(atom));
+				fprintf(f, " : jump %s", atom);
 			}
 			if (n)
 				fputs(" }\n\t}\n", f);
