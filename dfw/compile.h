@@ -226,6 +226,10 @@ void plan_apply_elems(struct plan *pl, const struct plan_diff *d);
  * ("C.k.tcp", "C.k.udp") and its atoms' chains ("C.k.j", j the index of
  * the first atom with those rules, pdisp_atom.chain). */
 #define DISP_MIN_RULES 8 /* a shorter run stays a run of rules */
+/* The kernel walks every chain of every table on each commit, also one
+ * that only edits set elements (a tag change): each atom's chain costs
+ * every later commit a little.  A chain dispatches its 6 longest runs. */
+#define DISP_MAX_SEGS 6
 void plan_dispatch(struct plan *pl);
 void dispatch_free(struct pchain *c);
 void disp_map_name(const struct pchain *c, size_t k, uint8_t proto, char *buf, size_t len);

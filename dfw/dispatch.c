@@ -246,6 +246,23 @@ static void share_chains(struct pdisp_seg *s)
 	free(keys);
 }
 
+static int cmp_seg_len(const void *x, const void *y)
+{
+	const struct pdisp_seg *a = x, *b = y;
+	size_t la = a->end - a->first, lb = b->end - b->first;
+
+	if (la != lb)
+		return la > lb ? -1 : 1;
+	return a->first < b->first ? -1 : a->first > b->first;
+}
+
+static int cmp_seg_pos(const void *x, const void *y)
+{
+	const struct pdisp_seg *a = x, *b = y;
+
+	return a->first < b->first ? -1 : a->first > b->first;
+}
+
 static void chain_dispatch(const struct plan *pl, struct pchain *c)
 {
 	struct rule_ports *rp = xcalloc(c->nrules + 1, sizeof(*rp));
@@ -254,7 +271,7 @@ static void chain_dispatch(const struct plan *pl, struct pchain *c)
 	for (size_t r = 0; r < c->nrules; r++)
 		rule_ports(pl, &c->rules[r], &rp[r]);
 	/* The runs of port rules (with other-protocol rules among them) that
-	 * have enough port rules. */
+	 * have enough port rules, the DISP_MAX_SEGS longest in chain order. */
 	for (size_t r = 0, end; r < c->nrules; r = end + 1) {
 		size_t nport = 0;
 
@@ -264,6 +281,11 @@ static void chain_dispatch(const struct plan *pl, struct pchain *c)
 			continue;
 		grow((void **)&c->segs, &cap, c->nsegs + 1, sizeof(*c->segs));
 		c->segs[c->nsegs++] = (struct pdisp_seg){ .first = r, .end = end };
+	}
+	if (c->nsegs > DISP_MAX_SEGS) {
+		qsort(c->segs, c->nsegs, sizeof(*c->segs), cmp_seg_len);
+		c->nsegs = DISP_MAX_SEGS;
+		qsort(c->segs, c->nsegs, sizeof(*c->segs), cmp_seg_pos);
 	}
 	for (size_t k = 0; k < c->nsegs; k++) {
 		seg_atoms(&c->segs[k], rp, IPPROTO_TCP);
