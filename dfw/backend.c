@@ -1677,7 +1677,7 @@ int backend_read_counters(struct backend *b, backend_obj_counter_fn fn, void *ar
  * once, with the id of the first rule that references it, in chain order.
  * A rule with an anonymous counter instead (a ruleset written before named
  * counters) is reported at once.  The rules of the chain's dispatch
- * ("CHAIN.k", "CHAIN.k.j": dfw/dispatch.c) are the chain's. */
+ * (the atoms' chains "CHAIN.k.j": dfw/dispatch.c) are the chain's. */
 struct counter_ctx {
 	const char *chain;
 	backend_counter_fn fn;

@@ -241,10 +241,9 @@ extern const uint8_t disp_protos[2];
 /* Whether segment s has atoms of proto (and so a map for it). */
 bool disp_has_proto(const struct pdisp_seg *s, uint8_t proto);
 /* What the kernel holds for chain c with its dispatch: chains, rules
- * (a rule in several atoms' chains counted in each; dispatch and goto
- * rules counted) and map elements (interval ends counted); and the rules
- * every new flow meets, outside the atoms' chains (walked: the policy
- * rules of those, the dispatch and goto rules not counted). */
+ * (a rule in several atoms' chains counted in each; the map lookups
+ * counted) and map elements (interval ends counted); and the policy rules
+ * every new flow meets, outside the atoms' chains (walked). */
 struct disp_size {
 	size_t chains, rules, maps, elems, walked;
 };

@@ -62,10 +62,16 @@ bool disp_has_proto(const struct pdisp_seg *s, uint8_t proto)
 	return false;
 }
 
+/* Whether a protocol is one that dispatch keys on (it has ports). */
+static bool ported(uint32_t proto)
+{
+	return proto == IPPROTO_TCP || proto == IPPROTO_UDP;
+}
+
 bool disp_item_implied(const struct pitem *it)
 {
 	return it->kind == PI_DPORT || it->kind == PI_DPORT_SET ||
-	       (it->kind == PI_L4PROTO && (it->u == IPPROTO_TCP || it->u == IPPROTO_UDP));
+	       (it->kind == PI_L4PROTO && ported(it->u));
 }
 
 /* The destination ports a rule tests: its protocol (0: the rule tests no
@@ -81,7 +87,7 @@ bool disp_other_proto(const struct prule *r)
 {
 	for (size_t i = 0; i < r->nitems; i++)
 		if (r->items[i].kind == PI_L4PROTO)
-			return r->items[i].u != IPPROTO_TCP && r->items[i].u != IPPROTO_UDP;
+			return !ported(r->items[i].u);
 	return false;
 }
 
@@ -96,7 +102,7 @@ static void rule_ports(const struct plan *pl, const struct prule *r, struct rule
 
 		if (it->kind == PI_DPORT || it->kind == PI_DPORT_SET)
 			port = it;
-		else if (it->kind == PI_L4PROTO && (it->u == IPPROTO_TCP || it->u == IPPROTO_UDP))
+		else if (it->kind == PI_L4PROTO && ported(it->u))
 			rp->proto = (uint8_t)it->u;
 	}
 	if (!port || !rp->proto) {
@@ -305,8 +311,12 @@ void disp_size(const struct pchain *c, struct disp_size *sz)
 	sz->walked = c->nrules;
 	for (size_t k = 0; k < c->nsegs; k++) {
 		const struct pdisp_seg *s = &c->segs[k];
-		bool proto[2] = { false, false };
 
+		for (size_t p = 0; p < ARRAY_SIZE(disp_protos); p++) /* a map and its lookup */
+			if (disp_has_proto(s, disp_protos[p])) {
+				sz->maps++;
+				sz->rules++;
+			}
 		for (size_t r = s->first; r < s->end; r++) {
 			if (disp_other_proto(&c->rules[r]))
 				continue; /* met where the maps do not take a packet */
@@ -316,15 +326,12 @@ void disp_size(const struct pchain *c, struct disp_size *sz)
 		for (size_t j = 0; j < s->natoms; j++) {
 			const struct pdisp_atom *a = &s->atoms[j];
 
-			proto[a->proto == IPPROTO_UDP] = true;
 			sz->elems += a->hi < 65535 ? 2 : 1;
 			if (a->chain != j)
 				continue;
 			sz->chains++;
 			sz->rules += a->nrules;
 		}
-		sz->maps += (size_t)proto[0] + proto[1];
-		sz->rules += (size_t)proto[0] + proto[1]; /* the lookups */
 	}
 }
 

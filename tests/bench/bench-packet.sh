@@ -331,10 +331,9 @@ realized "$rev"
 echo "# dfwd realized $BIG_RULES rules in $(( (${EPOCHREALTIME/./} - t) / 1000 )) ms"
 # The layout is dfw's business (docs/DATAPLANE.md): count what a new flow
 # walks instead of assuming it.
-# Per policy chain (C, and its dispatch by port: chains C.k after each run
-# of port rules, the atoms' chains C.k.j): its kernel rules, how many of
-# them a new flow meets in C and the C.k (the rest is behind the verdict
-# maps), and the atoms' chains with the longest.
+# Per policy chain (C, and its dispatch by port: the atoms' chains C.k.j
+# behind verdict maps): its kernel rules, how many of them every new flow
+# meets in C, and the atoms' chains with the longest.
 echo "# dfw's policy chains (a new flow walks its source's out chain and its destination's in chain): $(
 	hostns nft list table inet dfw | awk -v n="$BIG_RULES" '
 		/^\tchain / { c = $2; split(c, part, "."); base = part[1]; atom = c ~ /\..*\./
