@@ -761,11 +761,17 @@ static void inet_base(struct backend *b)
 /* A policy rule; in an atom's chain (atom), without the tests its
  * dispatch map's key implies, and with "goto admit" for "return" (the
  * chain was jumped to from the policy chain: dfw/dispatch.c). */
+/* A policy rule.  Register 1 is loaded once for consecutive lookups of the
+ * same address (a side's set, then its negated quarantine set): a lookup
+ * leaves its source register as it was, so the second load, which nft
+ * would emit for the same text, is work the kernel need not do at load or
+ * per packet. */
 static void policy_rule(struct backend *b, const char *chain, const struct prule *pr, bool atom)
 {
 	char comment[32];
 	struct nftnl_rule *r;
 	uint32_t fam = 0;
+	enum pitem_kind held = PI_VERDICT; /* the address in register 1: none */
 
 	if (pr->rule_id)
 		snprintf(comment, sizeof(comment), "rule %u", pr->rule_id);
@@ -791,11 +797,13 @@ static void policy_rule(struct backend *b, const char *chain, const struct prule
 			break;
 		case PI_SADDR_SET:
 		case PI_DADDR_SET:
-			x_payload(r, NFT_PAYLOAD_NETWORK_HEADER,
-				  it->kind == PI_SADDR_SET ? (v6 ? 8 : 12) : (v6 ? 24 : 16),
-				  v6 ? 16 : 4, NFT_REG_1);
+			if (held != it->kind)
+				x_payload(r, NFT_PAYLOAD_NETWORK_HEADER,
+					  it->kind == PI_SADDR_SET ? (v6 ? 8 : 12) : (v6 ? 24 : 16),
+					  v6 ? 16 : 4, NFT_REG_1);
 			x_lookup(r, it->name, -1, it->u & PI_LOOKUP_NEG);
-			break;
+			held = it->kind;
+			continue;
 		case PI_SADDR_NET:
 		case PI_DADDR_NET: {
 			struct dfw_addr net;
@@ -872,6 +880,7 @@ static void policy_rule(struct backend *b, const char *chain, const struct prule
 			break;
 		}
 		}
+		held = PI_VERDICT; /* anything else may have written register 1 */
 	}
 	rule_send(b, r);
 }

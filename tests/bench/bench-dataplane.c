@@ -328,7 +328,7 @@ static void full_vs_nft(unsigned vms, unsigned rules, unsigned groups, const cha
 	struct diag d = { 0 };
 	struct gengine *e = gengine_new(&p->inv, p->file, &d);
 	struct backend *be = backend_open("dfw", err, sizeof(err));
-	double ours[5], nft[3];
+	double ours[5], comp[5], sys[5], nft[3], nft_sys[3];
 	struct plan *pl = NULL;
 	size_t n_ours, n_naive;
 	FILE *f;
@@ -337,12 +337,18 @@ static void full_vs_nft(unsigned vms, unsigned rules, unsigned groups, const cha
 		die("setup: %s", err);
 	for (int r = 0; r < 5; r++) {
 		uint64_t t0 = now_ns();
+		struct rusage r0, r1;
 
 		plan_free(pl);
 		pl = plan_compile(p, e, "hv1");
+		comp[r] = ms_since(t0);
+		getrusage(RUSAGE_SELF, &r0);
 		if (backend_load(be, pl, false, NULL, err, sizeof(err)) < 0)
 			die("load: %s", err);
+		getrusage(RUSAGE_SELF, &r1);
 		ours[r] = ms_since(t0);
+		sys[r] = (double)(r1.ru_stime.tv_sec - r0.ru_stime.tv_sec) * 1e3 +
+			 (double)(r1.ru_stime.tv_usec - r0.ru_stime.tv_usec) / 1e3;
 	}
 	snprintf(path, sizeof(path), "%s/%s.nft", tmpdir, label);
 	if (!(f = fopen(path, "w")))
@@ -354,7 +360,7 @@ static void full_vs_nft(unsigned vms, unsigned rules, unsigned groups, const cha
 		char *load[] = { (char *)"nft", (char *)"-f", path, NULL };
 
 		run(flush, NULL);
-		nft[r] = run(load, NULL);
+		nft[r] = run(load, &nft_sys[r]);
 	}
 	{
 		char *flush[] = { (char *)"nft", (char *)"flush", (char *)"ruleset", NULL };
@@ -363,8 +369,14 @@ static void full_vs_nft(unsigned vms, unsigned rules, unsigned groups, const cha
 	}
 	snprintf(fig, sizeof(fig), "full_compile_commit_ms_%s", label);
 	bench_figure(fig, bench_quantile(ours, 5, 0.5), "ms");
+	snprintf(fig, sizeof(fig), "full_compile_ms_%s", label);
+	bench_figure(fig, bench_quantile(comp, 5, 0.5), "ms");
+	snprintf(fig, sizeof(fig), "full_commit_kernel_ms_%s", label);
+	bench_figure(fig, bench_quantile(sys, 5, 0.5), "ms");
 	snprintf(fig, sizeof(fig), "full_nft_f_ms_%s", label);
 	bench_figure(fig, bench_quantile(nft, 3, 0.5), "ms");
+	snprintf(fig, sizeof(fig), "full_nft_f_kernel_ms_%s", label);
+	bench_figure(fig, bench_quantile(nft_sys, 3, 0.5), "ms");
 	snprintf(fig, sizeof(fig), "full_speedup_vs_nft_f_%s", label);
 	bench_figure(fig, bench_quantile(nft, 3, 0.5) / bench_quantile(ours, 5, 0.5), "ratio");
 	objects(p, e, pl, &n_ours, &n_naive);
