@@ -182,7 +182,7 @@ static void measure(struct lab_run *l, size_t rounds, int self, double *p50)
 
 int main(int argc, char **argv)
 {
-	size_t rounds = bench_tiny(argc, argv) ? 10 : 400;
+	size_t rounds = bench_args(argc, argv, NULL, NULL) ? 10 : 400;
 	double p50[ARRAY_SIZE(runs)];
 	ssize_t n = readlink("/proc/self/exe", bindir, sizeof(bindir) - 1);
 	int self = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);

@@ -710,17 +710,16 @@ static void churn(bool tiny, unsigned rate, unsigned seconds)
 }
 
 /* --only PART runs one part: tags, full, elements, rss or churn. */
-static bool want(int argc, char **argv, const char *part)
+static bool want(const char *only, const char *part)
 {
-	for (int i = 1; i + 1 < argc; i++)
-		if (!strcmp(argv[i], "--only"))
-			return !strcmp(argv[i + 1], part);
-	return true;
+	return !only || !strcmp(only, part);
 }
 
 int main(int argc, char **argv)
 {
-	bool tiny = bench_tiny(argc, argv);
+	static const char *const parts[] = { "tags", "full", "elements", "rss", "churn", NULL };
+	const char *only;
+	bool tiny = bench_args(argc, argv, parts, &only);
 	struct scale_result small, big;
 	char exe[512];
 	ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
@@ -736,7 +735,7 @@ int main(int argc, char **argv)
 	if (!mkdtemp(tmpdir))
 		die("mkdtemp: %s", strerror(errno));
 
-	if (want(argc, argv, "tags")) { /* 1 and 2 */
+	if (want(only, "tags")) { /* 1 and 2 */
 		memset(&small, 0, sizeof(small));
 		memset(&big, 0, sizeof(big));
 		tag_changes(tiny ? "100" : "1k", tiny ? 300 : 10000, tiny ? 100 : 1000,
@@ -751,14 +750,14 @@ int main(int argc, char **argv)
 		bench_figure("tag_vs_full_ratio_large",
 			     big.tag_p50 / 1e3 / (big.full_compile_ms + big.full_load_ms), "ratio");
 	}
-	if (want(argc, argv, "full")) /* 3 */
+	if (want(only, "full")) /* 3 */
 		full_vs_nft(tiny ? 100 : 1000, tiny ? 100 : 1000, tiny ? 20 : 100,
 			    tiny ? "100x100" : "1kx1k");
-	if (want(argc, argv, "elements")) /* 4 */
+	if (want(only, "elements")) /* 4 */
 		elements_rate(tiny ? 2000 : 300000);
-	if (want(argc, argv, "rss")) /* 7 */
+	if (want(only, "rss")) /* 7 */
 		dfwd_rss(tiny ? 300 : 10000, tiny ? 20 : 1000, tiny ? 50 : 1000);
-	if (want(argc, argv, "churn")) /* 8 */
+	if (want(only, "churn")) /* 8 */
 		churn(tiny, tiny ? 200 : 1000, tiny ? 2 : 60);
 
 	{

@@ -334,7 +334,8 @@ int main(int argc, char **argv)
 	static const char *const desktops[NDESKTOPS] = { "desktop1", "desktop2", "desktop3",
 							 "desktop4" };
 	static const enum scan_severity sevs[] = { SCAN_SEV_HIGH, SCAN_SEV_MEDIUM, SCAN_SEV_LOW };
-	size_t rounds = bench_tiny(argc, argv) ? 3 : 60, napply = 0, ncut = 0;
+	bool tiny = bench_args(argc, argv, NULL, NULL);
+	size_t rounds = tiny ? 3 : 60, napply = 0, ncut = 0;
 	double *total, *ev, *scan, *store, *apply, *cut, *tagdrop, *release, p99;
 	char exe[512], config[600], sigfile[600], out[8192], line[8192];
 	struct sigaction sa = { .sa_handler = on_signal };
@@ -500,7 +501,7 @@ int main(int argc, char **argv)
 		if (!wait_for(restored, 5000))
 			die("round %zu: %s does not reach dc1 again after its release", r, desktops[k]);
 		release[r] = ms(atomic_load(&restore_mark), atomic_load(&restored_ns));
-		if (!bench_tiny(argc, argv) && r % 10 == 9)
+		if (!tiny && r % 10 == 9)
 			bench_note("%zu infections, last: %.1f ms (event %.2f, scan %.2f, store %.2f, tag->drop %.1f)",
 				   r + 1, total[r], ev[r], scan[r], store[r], tagdrop[r]);
 	}

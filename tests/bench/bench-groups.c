@@ -222,15 +222,9 @@ int main(int argc, char **argv)
 {
 	const char *tmp = getenv("TMPDIR");
 	char path[PATH_MAX];
+	bool small = bench_args(argc, argv, NULL, NULL);
 	int fd, rc;
 
-	for (int i = 1; i < argc; i++) {
-		if (strcmp(argv[i], "--tiny")) {
-			fprintf(stderr, "bench-groups: unknown argument '%s'; usage: bench-groups [--tiny]\n",
-				argv[i]);
-			return 1;
-		}
-	}
 	snprintf(path, sizeof(path), "%s/dfw-bench-groups-XXXXXX.ini", tmp && *tmp ? tmp : "/tmp");
 	fd = mkstemps(path, 4);
 	if (fd < 0) {
@@ -238,7 +232,7 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	close(fd);
-	rc = bench(bench_tiny(argc, argv) ? &tiny : &full, path);
+	rc = bench(small ? &tiny : &full, path);
 	unlink(path);
 	return rc < 0 ? 1 : 0;
 }

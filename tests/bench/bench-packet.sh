@@ -38,7 +38,12 @@
 set -u
 BUILD=${1:-build}
 TINY=0
-[ "${2:-}" = --tiny ] && TINY=1
+case "${2:-}" in
+'') ;;
+--tiny) TINY=1 ;;
+*) echo "bench-packet.sh: unknown argument '$2'; usage: bench-packet.sh BUILD [--tiny]" >&2; exit 1 ;;
+esac
+[ $# -le 2 ] || { echo "bench-packet.sh: too many arguments; usage: bench-packet.sh BUILD [--tiny]" >&2; exit 1; }
 cd "$(dirname "$0")/../.." || exit 2
 LAB_BIN=$(cd "$BUILD" 2>/dev/null && pwd)/dfw-lab
 LAB=bpkt

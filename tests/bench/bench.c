@@ -59,12 +59,42 @@ void bench_latency(const char *name, double *samples, size_t n, const char *unit
 	bench_figure(buf, bench_quantile(samples, n, 0.99), unit);
 }
 
-bool bench_tiny(int argc, char **argv)
+static void bench_usage(const char *prog, const char *const *parts, const char *why,
+			const char *arg)
 {
-	for (int i = 1; i < argc; i++)
-		if (!strcmp(argv[i], "--tiny"))
-			return true;
-	return false;
+	const char *base = strrchr(prog, '/') ? strrchr(prog, '/') + 1 : prog;
+
+	fprintf(stderr, "%s: %s '%s'\nusage: %s [--tiny]%s", base, why, arg, base,
+		parts ? " [--only PART]\n  PART: " : "\n");
+	for (size_t i = 0; parts && parts[i]; i++)
+		fprintf(stderr, "%s%s", parts[i], parts[i + 1] ? ", " : "\n");
+	exit(1);
+}
+
+bool bench_args(int argc, char **argv, const char *const *parts, const char **only)
+{
+	bool tiny = false;
+
+	if (only)
+		*only = NULL;
+	for (int i = 1; i < argc; i++) {
+		size_t k = 0;
+
+		if (!strcmp(argv[i], "--tiny")) {
+			tiny = true;
+			continue;
+		}
+		if (!parts || strcmp(argv[i], "--only"))
+			bench_usage(argv[0], parts, "unknown argument", argv[i]);
+		if (++i == argc)
+			bench_usage(argv[0], parts, "a part to run must follow", "--only");
+		while (parts[k] && strcmp(parts[k], argv[i]))
+			k++;
+		if (!parts[k])
+			bench_usage(argv[0], parts, "no such part", argv[i]);
+		*only = parts[k];
+	}
+	return tiny;
 }
 
 long bench_rss_kib(void)

@@ -23,8 +23,11 @@ double bench_quantile(double *samples, size_t n, double q);
 /* Reports name_p50 and name_p99 of the samples. */
 void bench_latency(const char *name, double *samples, size_t n, const char *unit);
 
-/* True when the program was started with --tiny (the `make check` run). */
-bool bench_tiny(int argc, char **argv);
+/* The command line of a benchmark program: [--tiny] (the `make check`
+ * run) and, when parts is not NULL, [--only PART] with PART one of
+ * parts[] (NULL-terminated; *only is NULL when not given).  Anything else
+ * is reported with the usage and exits 1.  Returns true for --tiny. */
+bool bench_args(int argc, char **argv, const char *const *parts, const char **only);
 
 /* Runs argv; its stdout and stderr into out[len] (when out is not NULL;
  * else stdout is dropped and stderr is ours).  Returns the exit status, or

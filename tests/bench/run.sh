@@ -11,6 +11,25 @@ shift || true
 cd "$(dirname "$0")/../.." || exit 2
 out=$(mktemp)
 fail=0 ran=0 failed=""
+# Each program refuses an argument it does not know, with its usage, and
+# runs nothing (checked in the --tiny run: it costs no time).
+if [ "${1:-}" = --tiny ]; then
+	for b in "$BUILD"/bench-* tests/bench/bench-*.sh; do
+		case "$b" in
+		*.sh) [ -f "$b" ] || continue; cmd=(bash "$b" "$BUILD" --no-such-option) ;;
+		*) [ -f "$b" ] && [ -x "$b" ] || continue; cmd=("$b" --no-such-option) ;;
+		esac
+		msg=$("${cmd[@]}" 2>&1 >/dev/null)
+		rc=$?
+		if [ $rc -ne 1 ] || ! grep -q "usage:" <<<"$msg"; then
+			echo "$(basename "$b"): a bad argument gave exit $rc and: $msg"
+			fail=$((fail + 1)) failed="$failed $(basename "$b")(args)"
+		fi
+	done
+	msg=$("$BUILD"/bench-dataplane --only nosuch 2>&1 >/dev/null)
+	[ $? -eq 1 ] && grep -q "no such part 'nosuch'" <<<"$msg" ||
+		{ echo "bench-dataplane --only nosuch: $msg"; fail=$((fail + 1)) failed="$failed bench-dataplane(--only)"; }
+fi
 for b in "$BUILD"/bench-*; do
 	[ -f "$b" ] && [ -x "$b" ] || continue
 	echo "== $(basename "$b")"
