@@ -224,6 +224,7 @@ static void fill_members(struct builder *b, struct pset *s, size_t group, bool b
 	struct fill_ctx c = { add, arg, 0 };
 
 	s->hot = base ? gengine_base_tag_driven(b->e, group) : gengine_tag_driven(b->e, group);
+	s->isolation = s->hot && gengine_follows_isolation(b->e, group, base);
 	if (base)
 		gengine_foreach_base_member(b->e, group, fill_one, &c);
 	else
@@ -1022,6 +1023,8 @@ static int cmp_creation(const void *x, const void *y, void *arg)
 
 	if (a->hot != b->hot)
 		return a->hot ? -1 : 1;
+	if (a->isolation != b->isolation)
+		return a->isolation ? -1 : 1;
 	if (a->refs != b->refs)
 		return a->refs > b->refs ? -1 : 1;
 	return strcmp(a->name, b->name);

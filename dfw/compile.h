@@ -129,6 +129,7 @@ struct pset {
 	bool dst;
 	bool service;            /* family 0: port ranges, lo in a[0..1], hi in a[2..3] (network order) */
 	bool hot;                /* tag changes edit it (its group is tag-driven) */
+	bool isolation;          /* a quarantine edits it (gengine_follows_isolation) */
 	bool dead;               /* empty for good: while compiling only (dropped) */
 	size_t refs;             /* lookups of it in the plan's rules */
 	struct dfw_addr *elems;  /* sorted, disjoint */
@@ -176,9 +177,10 @@ void plan_print_nft(const struct plan *pl, const char *table, FILE *f);
 
 /* The order to create the plan's sets in (indexes into pl->sets): the
  * kernel finds a set by walking the table's sets in creation order, for
- * every rule lookup and element message.  The sets that tag changes edit
- * come first, then the others; each part by the number of lookups in it,
- * most first (ties by name). */
+ * every rule lookup and element message (about 25 ns per set passed).
+ * The sets that tag changes edit come first, and among them those a
+ * quarantine edits (the isolation path's latency); then the others; each
+ * part by the number of lookups in it, most first (ties by name). */
 void plan_set_order(const struct plan *pl, size_t *order);
 
 const struct pchain *plan_find_chain(const struct plan *pl, const char *name);

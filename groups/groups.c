@@ -37,6 +37,9 @@ struct gstate {
 	struct glist users; /* groups that include or exclude this one */
 	bool tag_driven;    /* a tag change can change its members */
 	bool base_tag_driven; /* ...its base's (includes, criteria) */
+	bool iso_driven;    /* a change to an excluded group's members can
+			     * change its members (gengine_follows_isolation) */
+	bool base_iso_driven; /* ...its base's (through what it includes) */
 	size_t base;        /* its base bitset (gengine_has_base), or NO_BASE */
 	/* Per included group: its base counts in this group's, because it
 	 * excludes no group this one does not (the exclusion happens here). */
@@ -774,6 +777,7 @@ static void base_includes(struct gengine *e, size_t g)
 		if (gs->inc_base)
 			gs->inc_base[i] = sub;
 		gs->base_tag_driven |= sub ? is->base_tag_driven : is->tag_driven;
+		gs->base_iso_driven |= sub ? is->base_iso_driven : is->iso_driven;
 	}
 }
 
@@ -785,6 +789,11 @@ bool gengine_tag_driven(const struct gengine *e, size_t group)
 bool gengine_base_tag_driven(const struct gengine *e, size_t group)
 {
 	return e->gs[group].base_tag_driven;
+}
+
+bool gengine_follows_isolation(const struct gengine *e, size_t group, bool base)
+{
+	return base ? e->gs[group].base_iso_driven : e->gs[group].iso_driven;
 }
 
 struct gengine *gengine_new(const struct inventory *inv, const char *file,
@@ -802,6 +811,13 @@ struct gengine *gengine_new(const struct inventory *inv, const char *file,
 	e->bits = xcalloc(ng * e->nwords, sizeof(*e->bits));
 	e->vmtags = xcalloc(inv->nvms, sizeof(*e->vmtags));
 	e->heap = xmalloc(ng * sizeof(*e->heap));
+	/* Quarantine groups, and the groups other groups exclude, are
+	 * isolation groups. */
+	for (size_t g = 0; g < ng; g++) {
+		e->gs[g].iso_driven |= inv->groups[g].quarantine;
+		for (size_t i = 0; i < inv->groups[g].nexclude_groups; i++)
+			e->gs[inv->groups[g].exclude_groups[i]].iso_driven = true;
+	}
 	for (size_t r = 0; r < ng; r++) {
 		size_t g = e->order[r];
 		const struct group_def *gd = &inv->groups[g];
@@ -820,8 +836,10 @@ struct gengine *gengine_new(const struct inventory *inv, const char *file,
 		gs->tag_driven = uses_tags(gd->match, gd->nmatch) ||
 				 uses_tags(gd->exclude_match, gd->nexclude_match);
 		/* order: the groups it depends on are done already */
-		for (size_t i = 0; i < gd->nincludes + gd->nexclude_groups; i++)
+		for (size_t i = 0; i < gd->nincludes + gd->nexclude_groups; i++) {
 			gs->tag_driven |= e->gs[dep_at(gd, i)].tag_driven;
+			gs->iso_driven |= e->gs[dep_at(gd, i)].iso_driven;
+		}
 	}
 	/* A base where a group excludes groups that exclude none: the
 	 * kernel can then test "in the base and in none of those groups"

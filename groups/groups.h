@@ -108,6 +108,12 @@ bool gengine_tag_driven(const struct gengine *e, size_t group);
 /* The same for the group's base (gengine_has_base): through its criteria
  * and included groups only. */
 bool gengine_base_tag_driven(const struct gengine *e, size_t group);
+/* True when a change to the members of an isolation group (one with
+ * quarantine = yes, or that some group excludes) can change this group's
+ * members (base: its base's): it is such a group, or includes or excludes
+ * one, directly or through other groups; a base only through what it
+ * includes.  What a quarantine edits. */
+bool gengine_follows_isolation(const struct gengine *e, size_t group, bool base);
 /* A group that excludes groups (exclude_groups), each of which excludes
  * none, has a base: its VM members before that exclusion.  A VM is then a
  * member exactly when it is in the base and in none of those groups, so the

@@ -376,6 +376,23 @@ static bool plan_ok(const struct plan *pl)
 		PROBLEM("ports not sorted or not unique\n");
 	if (!sorted_names(pl->sets, pl->nsets, sizeof(*pl->sets), offsetof(struct pset, name)))
 		PROBLEM("sets not sorted or not unique\n");
+	{
+		/* Creation order: hot sets first, a quarantine's first among them. */
+		size_t *order = calloc(pl->nsets + 1, sizeof(*order));
+
+		plan_set_order(pl, order);
+		for (size_t i = 0; i < pl->nsets; i++) {
+			const struct pset *s = &pl->sets[order[i]];
+			const struct pset *prev = i ? &pl->sets[order[i - 1]] : NULL;
+
+			if (s->isolation && !s->hot)
+				PROBLEM("set %s: a quarantine edits it, no tag does\n", s->name);
+			if (prev && (s->hot > prev->hot ||
+				     (s->hot == prev->hot && s->isolation > prev->isolation)))
+				PROBLEM("set %s created after %s\n", s->name, prev->name);
+		}
+		free(order);
+	}
 	if (!sorted_names(pl->chains, pl->nchains, sizeof(*pl->chains),
 			  offsetof(struct pchain, name)))
 		PROBLEM("chains not sorted or not unique\n");
@@ -685,6 +702,9 @@ static void test_vdi_quarantined(void)
 	CU_ASSERT_TRUE(set_is(pl, "g-desktops-6b",
 			      "fd00:10::11, fd00:10::12, fd00:10::13, fd00:10::14"));
 	CU_ASSERT_EQUAL(pl->nchains, 2);
+	/* ...so the kernel finds quarantine's sets first, not desktops' base. */
+	CU_ASSERT_TRUE(plan_find_set(pl, "g-quarantine-4")->isolation);
+	CU_ASSERT_FALSE(plan_find_set(pl, "g-desktops-4b")->isolation);
 	free(text);
 	plan_free(pl);
 	fixture_free(&fx);

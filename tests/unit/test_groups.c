@@ -598,6 +598,47 @@ static void test_vdi_quarantine(void)
 	inv_free(&inv);
 }
 
+/* Which groups follow isolation: the quarantine group, a group that
+ * excludes it (not its base), a group that includes such a group (and its
+ * base), and not a tag group beside them. */
+static void test_follows_isolation(void)
+{
+	struct inventory inv = { 0 };
+	struct gengine *e;
+	size_t desktops, quarantine, vdi, lab, apps, held;
+
+	vm_add(&inv, "desktop1", "windows 10");
+	desktops = group_add(&inv, "desktops");
+	quarantine = group_add(&inv, "quarantine");
+	vdi = group_add(&inv, "vdi");
+	lab = group_add(&inv, "lab");
+	apps = group_add(&inv, "apps");
+	held = group_add(&inv, "held");
+	crit_add(&inv, desktops, false, "name^desktop");
+	idx_add(&inv.groups[desktops].exclude_groups, &inv.groups[desktops].nexclude_groups,
+		quarantine);
+	crit_add(&inv, quarantine, false, "tag=threat.high");
+	idx_add(&inv.groups[vdi].includes, &inv.groups[vdi].nincludes, desktops);
+	idx_add(&inv.groups[lab].includes, &inv.groups[lab].nincludes, desktops);
+	idx_add(&inv.groups[lab].exclude_groups, &inv.groups[lab].nexclude_groups, quarantine);
+	crit_add(&inv, apps, false, "tag=app.web");
+	crit_add(&inv, held, false, "tag=hold");
+	inv.groups[held].quarantine = true; /* excluded by none: flagged */
+	e = engine(&inv);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(e);
+	CU_ASSERT_TRUE(gengine_follows_isolation(e, quarantine, false));
+	CU_ASSERT_TRUE(gengine_follows_isolation(e, held, false));
+	CU_ASSERT_TRUE(gengine_follows_isolation(e, desktops, false));
+	CU_ASSERT_FALSE(gengine_follows_isolation(e, desktops, true));
+	CU_ASSERT_TRUE(gengine_follows_isolation(e, vdi, false));
+	CU_ASSERT_TRUE(gengine_follows_isolation(e, lab, false));
+	/* lab excludes quarantine itself: its base takes desktops' base */
+	CU_ASSERT_FALSE(gengine_follows_isolation(e, lab, true));
+	CU_ASSERT_FALSE(gengine_follows_isolation(e, apps, false));
+	gengine_free(e);
+	inv_free(&inv);
+}
+
 /* ---- construction errors ----------------------------------------------- */
 
 /* Builds an engine that must fail; returns its messages joined. */
@@ -995,6 +1036,7 @@ void register_groups_tests(void)
 		{ "nested includes propagate deltas", test_nested_includes },
 		{ "exclusion wins", test_exclusion_wins },
 		{ "VDI quarantine pattern", test_vdi_quarantine },
+		{ "which groups a quarantine changes", test_follows_isolation },
 		{ "cycle through includes", test_cycle_includes },
 		{ "cycle through exclude_groups", test_cycle_excludes },
 		{ "out-of-range indexes", test_bad_index },
