@@ -61,7 +61,7 @@ struct agent {
 
 	/* For status. */
 	time_t last_update;
-	uint64_t last_update_us;
+	uint64_t last_update_us, last_book_us;
 	uint64_t updates;
 	char last_error[512];
 	struct backend_stats last_stats;
@@ -409,13 +409,15 @@ out:
 }
 
 /* Bookkeeping after the kernel took a revision: commit time (from t0 to
- * the acknowledgement), then the connection cuts that follow it. */
+ * the acknowledgement at acked), the time since (recording it in the
+ * installed plan), then the connection cuts that follow it. */
 static void realized(struct agent *a, uint64_t rev, const struct backend_stats *st,
-		     uint64_t t0, const struct deltas *d)
+		     uint64_t t0, uint64_t acked, const struct deltas *d)
 {
 	char err[256];
 
-	a->last_update_us = (now_ns() - t0) / 1000;
+	a->last_update_us = (acked - t0) / 1000;
+	a->last_book_us = (now_ns() - acked) / 1000;
 	cut_connections(a, d);
 	if (threat_configure(a->threat, a->pol, a->installed, err, sizeof(err)) < 0)
 		logf_(a, "netthreat: cannot watch new flows: %s", err);
@@ -442,7 +444,7 @@ static int realize(struct agent *a, uint64_t rev, const struct deltas *d)
 	struct backend_stats st = { 0 };
 	struct plan_diff diff;
 	char err[512];
-	uint64_t t0 = now_ns();
+	uint64_t t0 = now_ns(), acked;
 	int ret;
 
 	if (a->loaded) {
@@ -457,10 +459,11 @@ static int realize(struct agent *a, uint64_t rev, const struct deltas *d)
 		plan_free(want);
 		return not_realized(a, rev, err);
 	}
+	acked = now_ns();
 	plan_free(a->installed);
 	a->installed = want;
 	a->loaded = true;
-	realized(a, rev, &st, t0, d);
+	realized(a, rev, &st, t0, acked, d);
 	logf_(a, "realized revision %llu: %zu vNIC(s), %zu chain(s), %zu set(s); %zu message(s), %zu bytes, committed in %llu us",
 	      (unsigned long long)rev, want->nports, want->nchains, want->nsets, st.msgs,
 	      st.bytes, (unsigned long long)a->last_update_us);
@@ -487,7 +490,7 @@ static int realize_deltas(struct agent *a, uint64_t rev, struct deltas *d)
 	struct backend_stats st = { 0 };
 	struct plan_diff diff;
 	char err[512];
-	uint64_t t0 = now_ns();
+	uint64_t t0 = now_ns(), acked;
 	size_t n = 0;
 
 	memset(&diff, 0, sizeof(diff));
@@ -505,8 +508,9 @@ static int realize_deltas(struct agent *a, uint64_t rev, struct deltas *d)
 		plan_diff_free(&diff);
 		return not_realized(a, rev, err);
 	}
+	acked = now_ns();
 	plan_apply_elems(a->installed, &diff);
-	realized(a, rev, &st, t0, d);
+	realized(a, rev, &st, t0, acked, d);
 	logf_(a, "realized revision %llu: %zu membership change(s), +%zu -%zu set element(s); %zu message(s), %zu bytes, committed in %llu us",
 	      (unsigned long long)rev, n, diff.nelem_add, diff.nelem_del, st.msgs, st.bytes,
 	      (unsigned long long)a->last_update_us);
@@ -755,6 +759,7 @@ void agent_info(const struct agent *a, struct agent_info *out)
 	memset(out, 0, sizeof(*out));
 	out->rev = a->rev;
 	out->last_update_us = a->last_update_us;
+	out->last_book_us = a->last_book_us;
 	out->last_msgs = a->last_stats.msgs;
 	out->last_bytes = a->last_stats.bytes;
 	out->in_sync = a->loaded;

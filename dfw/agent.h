@@ -66,6 +66,7 @@ void agent_store_ack(struct agent *a);
 struct agent_info {
 	uint64_t rev;            /* realized revision */
 	uint64_t last_update_us; /* store read to kernel ack of the last update */
+	uint64_t last_book_us;   /* after that ack: recording it in the installed plan */
 	size_t last_msgs;        /* netlink messages of its batch */
 	size_t last_bytes;       /* and their bytes */
 	size_t vnics, chains, sets;

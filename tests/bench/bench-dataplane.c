@@ -155,6 +155,7 @@ static void tag_changes(const char *label, unsigned total_vms, unsigned local,
 	struct agent_info info;
 	FILE *devnull = fopen("/dev/null", "w");
 	double *lat = xcalloc(changes, sizeof(*lat)), *bytes = xcalloc(changes, sizeof(*bytes));
+	double *book = xcalloc(changes, sizeof(*book));
 	size_t *locals = xcalloc(local, sizeof(*locals)), nlocal = 0;
 
 	snprintf(name, sizeof(name), "tags-%s", label);
@@ -207,6 +208,7 @@ static void tag_changes(const char *label, unsigned total_vms, unsigned local,
 			die("realized %llu, wrote %llu", (unsigned long long)info.rev,
 			    (unsigned long long)rev);
 		lat[i] = (double)info.last_update_us;
+		book[i] = (double)info.last_book_us;
 		bytes[i] = (double)info.last_bytes;
 	}
 	res->tag_p50 = bench_quantile(lat, changes, 0.5);
@@ -217,6 +219,10 @@ static void tag_changes(const char *label, unsigned total_vms, unsigned local,
 
 		snprintf(fig, sizeof(fig), "tag_commit_us_%s", label);
 		bench_latency(fig, lat, changes, "us");
+		/* After the ack, before the next change can start: the installed
+		 * plan's sets take the elements (sorted arrays). */
+		snprintf(fig, sizeof(fig), "tag_after_ack_us_%s", label);
+		bench_latency(fig, book, changes, "us");
 		snprintf(fig, sizeof(fig), "tag_netlink_bytes_%s", label);
 		bench_figure(fig, res->bytes, "bytes");
 		snprintf(fig, sizeof(fig), "tag_netlink_bytes_max_%s", label);
@@ -253,6 +259,7 @@ static void tag_changes(const char *label, unsigned total_vms, unsigned local,
 	policy_free(p);
 	free(text);
 	free(lat);
+	free(book);
 	free(bytes);
 	free(locals);
 	fclose(devnull);
