@@ -760,12 +760,11 @@ static void inet_base(struct backend *b)
 
 /* A policy rule; in an atom's chain (atom), without the tests its
  * dispatch map's key implies, and with "goto admit" for "return" (the
- * chain was jumped to from the policy chain: dfw/dispatch.c). */
-/* A policy rule.  Register 1 is loaded once for consecutive lookups of the
- * same address (a side's set, then its negated quarantine set): a lookup
- * leaves its source register as it was, so the second load, which nft
- * would emit for the same text, is work the kernel need not do at load or
- * per packet. */
+ * chain was jumped to from the policy chain: dfw/dispatch.c).  Register 1
+ * is loaded once for consecutive lookups of the same address (a side's
+ * set, then its negated quarantine set): a lookup leaves its source
+ * register as it was, so the second load, which nft would emit for the
+ * same text, is work the kernel need not do at load or per packet. */
 static void policy_rule(struct backend *b, const char *chain, const struct prule *pr, bool atom)
 {
 	char comment[32];
