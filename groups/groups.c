@@ -37,7 +37,7 @@ struct gstate {
 	struct glist users; /* groups that include or exclude this one */
 	bool tag_driven;    /* a tag change can change its members */
 	bool base_tag_driven; /* ...its base's (includes, criteria) */
-	bool iso_driven;    /* a change to an excluded group's members can
+	bool iso_driven;    /* a change to an isolation group's members can
 			     * change its members (gengine_follows_isolation) */
 	bool base_iso_driven; /* ...its base's (through what it includes) */
 	size_t base;        /* its base bitset (gengine_has_base), or NO_BASE */

@@ -62,7 +62,7 @@ void bench_latency(const char *name, double *samples, size_t n, const char *unit
 static void bench_usage(const char *prog, const char *const *parts, const char *why,
 			const char *arg)
 {
-	const char *base = strrchr(prog, '/') ? strrchr(prog, '/') + 1 : prog;
+	const char *slash = strrchr(prog, '/'), *base = slash ? slash + 1 : prog;
 
 	fprintf(stderr, "%s: %s '%s'\nusage: %s [--tiny]%s", base, why, arg, base,
 		parts ? " [--only PART]\n  PART: " : "\n");

@@ -598,9 +598,10 @@ static void test_vdi_quarantine(void)
 	inv_free(&inv);
 }
 
-/* Which groups follow isolation: the quarantine group, a group that
- * excludes it (not its base), a group that includes such a group (and its
- * base), and not a tag group beside them. */
+/* Which groups follow isolation: the quarantine groups (excluded, or
+ * flagged), a group that excludes quarantine (not its base), a group that
+ * includes such a group (not the base of one that also excludes
+ * quarantine itself), and not a tag group beside them. */
 static void test_follows_isolation(void)
 {
 	struct inventory inv = { 0 };
