@@ -225,6 +225,7 @@ static void fill_members(struct builder *b, struct pset *s, size_t group, bool b
 
 	s->hot = base ? gengine_base_tag_driven(b->e, group) : gengine_tag_driven(b->e, group);
 	s->isolation = s->hot && gengine_follows_isolation(b->e, group, base);
+	s->iso_group = s->isolation && !base && gengine_is_isolation(b->e, group);
 	if (base)
 		gengine_foreach_base_member(b->e, group, fill_one, &c);
 	else
@@ -1025,6 +1026,13 @@ static int cmp_creation(const void *x, const void *y, void *arg)
 		return a->hot ? -1 : 1;
 	if (a->isolation != b->isolation)
 		return a->isolation ? -1 : 1;
+	/* What a quarantine edits most often first: the isolation groups'
+	 * own sets, which every quarantine edits, then by size, as a VM of a
+	 * bigger group is quarantined more often. */
+	if (a->isolation && a->iso_group != b->iso_group)
+		return a->iso_group ? -1 : 1;
+	if (a->isolation && a->nelems != b->nelems)
+		return a->nelems > b->nelems ? -1 : 1;
 	if (a->refs != b->refs)
 		return a->refs > b->refs ? -1 : 1;
 	return strcmp(a->name, b->name);
@@ -1049,6 +1057,45 @@ static void drop_dead_sets(struct plan *pl)
 			pl->sets[n++] = pl->sets[i];
 	}
 	pl->nsets = n;
+}
+
+static size_t set_index(const struct plan *pl, const char *name)
+{
+	const struct pset *s = plan_find_set(pl, name);
+
+	return s ? (size_t)(s - pl->sets) : SIZE_MAX;
+}
+
+/* Fills the plan's group_sets and vm_port (once its sets and ports are
+ * sorted). */
+static void index_members(struct plan *pl, const struct dfw_policy *p)
+{
+	pl->ngroups = p->inv.ngroups;
+	pl->group_sets = xcalloc(pl->ngroups + 1, sizeof(*pl->group_sets));
+	for (size_t g = 0; g < pl->ngroups; g++) {
+		const char *group = p->inv.groups[g].name;
+		char name[PLAN_NAME_MAX];
+
+		for (int k = 0; k < MS_COUNT; k++) {
+			bool base = k == MS_BASE4 || k == MS_BASE6 || k == MS_BASE_OUT ||
+				    k == MS_BASE_IN;
+
+			if (k <= MS_BASE6)
+				group_set_name(group, k == MS_ADDR4 || k == MS_BASE4 ? AF_INET : AF_INET6,
+					       name, sizeof(name));
+			else
+				port_set_name(group, k == MS_PORT_IN || k == MS_BASE_IN, name,
+					      sizeof(name));
+			base_name(name, sizeof(name), base);
+			pl->group_sets[g][k] = set_index(pl, name);
+		}
+	}
+	pl->nvms = p->inv.nvms;
+	pl->vm_port = xmalloc((pl->nvms + 1) * sizeof(*pl->vm_port));
+	for (size_t i = 0; i < pl->nvms; i++)
+		pl->vm_port[i] = SIZE_MAX;
+	for (size_t i = 0; i < pl->nports; i++)
+		pl->vm_port[pl->ports[i].vm] = i;
 }
 
 struct plan *plan_compile(const struct dfw_policy *p, const struct gengine *e,
@@ -1109,6 +1156,7 @@ struct plan *plan_compile(const struct dfw_policy *p, const struct gengine *e,
 	if (b.pl->nchains)
 		qsort(b.pl->chains, b.pl->nchains, sizeof(*b.pl->chains), cmp_chain);
 	count_refs(b.pl);
+	index_members(b.pl, p);
 	plan_dispatch(b.pl);
 	if (b.pl->ncounters) {
 		size_t n = 1;
@@ -1139,6 +1187,8 @@ void plan_free(struct plan *pl)
 	free(pl->sets);
 	free(pl->chains);
 	free(pl->counters);
+	free(pl->group_sets);
+	free(pl->vm_port);
 	free(pl);
 }
 
@@ -1341,63 +1391,52 @@ static void elem_delta(const struct pset *s, const struct dfw_addr *a, bool in,
 		PUSH(d->elem_del, d->nelem_del, ((struct pelem_change){ s, *a }));
 }
 
-/* Puts a vNIC id into set `name` (when the plan has it) or takes it out. */
-static void id_delta(const struct plan *pl, const char *name, uint32_t id, bool in,
-		     struct plan_diff *d)
+/* Puts a vNIC id into set s (when the plan has it) or takes it out. */
+static void id_delta(const struct plan *pl, size_t s, uint32_t id, bool in, struct plan_diff *d)
 {
-	const struct pset *s = plan_find_set(pl, name);
 	struct dfw_addr a = { .family = 0, .plen = 32 };
 
 	memcpy(a.a, &id, 4);
-	if (s)
-		elem_delta(s, &a, in, d);
+	if (s != SIZE_MAX)
+		elem_delta(&pl->sets[s], &a, in, d);
 }
 
-/* Puts a VM's addresses of one family into set `name` (when the plan has
- * it) or takes them out. */
-static void addrs_delta(const struct plan *pl, const char *name, uint8_t family,
-			const struct vm *v, bool in, struct plan_diff *d)
+/* Puts a VM's addresses of one family into set s (when the plan has it)
+ * or takes them out. */
+static void addrs_delta(const struct plan *pl, size_t s, uint8_t family, const struct vm *v,
+			bool in, struct plan_diff *d)
 {
-	const struct pset *s = plan_find_set(pl, name);
-
-	for (size_t i = 0; s && i < v->naddrs; i++)
+	for (size_t i = 0; s != SIZE_MAX && i < v->naddrs; i++)
 		if (v->addrs[i].family == family)
-			elem_delta(s, &v->addrs[i], in, d);
+			elem_delta(&pl->sets[s], &v->addrs[i], in, d);
 }
 
 void plan_member_delta(const struct plan *pl, const struct gengine *e,
 		       const struct dfw_policy *p, size_t group, size_t vm,
 		       struct plan_diff *d)
 {
-	static const uint8_t fams[] = { AF_INET, AF_INET6 };
+	const size_t *sets = pl->group_sets[group];
 	const struct vm *v = &p->inv.vms[vm];
 	bool joined = gengine_is_member(e, group, vm);
+	bool has_base = gengine_has_base(e, group);
+	bool in_base = has_base && gengine_is_base_member(e, group, vm);
 
 	/* The group's local vNIC id sets (guarded rules), when the VM is local. */
-	{
-		const struct pport *port = plan_find_port(pl, v->port);
+	if (pl->vm_port[vm] != SIZE_MAX) {
+		uint32_t id = pl->ports[pl->vm_port[vm]].id;
 
-		for (int k = 0; port && port->vm == vm && k < 4; k++) {
-			bool dst = k & 1, base = k & 2;
-			char name[PLAN_NAME_MAX];
-
-			if (base && !gengine_has_base(e, group))
-				break;
-			port_set_name(p->inv.groups[group].name, dst, name, sizeof(name));
-			base_name(name, sizeof(name), base);
-			id_delta(pl, name, port->id,
-				 base ? gengine_is_base_member(e, group, vm) : joined, d);
+		id_delta(pl, sets[MS_PORT_OUT], id, joined, d);
+		id_delta(pl, sets[MS_PORT_IN], id, joined, d);
+		if (has_base) {
+			id_delta(pl, sets[MS_BASE_OUT], id, in_base, d);
+			id_delta(pl, sets[MS_BASE_IN], id, in_base, d);
 		}
 	}
-	for (size_t f = 0; f < ARRAY_SIZE(fams); f++) {
-		char name[PLAN_NAME_MAX];
-
-		group_set_name(p->inv.groups[group].name, fams[f], name, sizeof(name));
-		addrs_delta(pl, name, fams[f], v, joined, d);
-		if (!gengine_has_base(e, group))
-			continue;
-		base_name(name, sizeof(name), true);
-		addrs_delta(pl, name, fams[f], v, gengine_is_base_member(e, group, vm), d);
+	addrs_delta(pl, sets[MS_ADDR4], AF_INET, v, joined, d);
+	addrs_delta(pl, sets[MS_ADDR6], AF_INET6, v, joined, d);
+	if (has_base) {
+		addrs_delta(pl, sets[MS_BASE4], AF_INET, v, in_base, d);
+		addrs_delta(pl, sets[MS_BASE6], AF_INET6, v, in_base, d);
 	}
 }
 

@@ -130,6 +130,8 @@ struct pset {
 	bool service;            /* family 0: port ranges, lo in a[0..1], hi in a[2..3] (network order) */
 	bool hot;                /* tag changes edit it (its group is tag-driven) */
 	bool isolation;          /* a quarantine edits it (gengine_follows_isolation) */
+	bool iso_group;          /* ...and its group is an isolation group itself
+				  * (gengine_is_isolation): every quarantine does */
 	bool dead;               /* empty for good: while compiling only (dropped) */
 	size_t refs;             /* lookups of it in the plan's rules */
 	struct dfw_addr *elems;  /* sorted, disjoint */
@@ -150,6 +152,15 @@ struct pport {
 	char in_chain[PLAN_NAME_MAX];
 };
 
+/* The sets of one group that membership changes edit. */
+enum member_set {
+	MS_ADDR4, MS_ADDR6,         /* g-G-4, g-G-6 */
+	MS_BASE4, MS_BASE6,         /* g-G-4b, g-G-6b */
+	MS_PORT_OUT, MS_PORT_IN,    /* p-G-o, p-G-i */
+	MS_BASE_OUT, MS_BASE_IN,    /* p-G-ob, p-G-ib */
+	MS_COUNT
+};
+
 struct plan {
 	struct pport *ports;   size_t nports;   /* sorted by ifname */
 	/* The host's uplinks (id DFW_UPLINK_ID): fixed for a dfwd's lifetime,
@@ -161,6 +172,12 @@ struct plan {
 	/* Named counter objects, one per policy rule and direction
 	 * ("r-ID-in", "r-ID-out"; "r-default-in/out"), sorted. */
 	char (*counters)[PLAN_NAME_MAX]; size_t ncounters;
+	/* Where a membership change goes (plan_member_delta), so that a tag
+	 * change looks up no name: per policy group, the indexes in sets of
+	 * its sets (enum member_set; SIZE_MAX: none), and per VM of the
+	 * inventory, the index in ports of its vNIC (SIZE_MAX: not local). */
+	size_t (*group_sets)[MS_COUNT]; size_t ngroups;
+	size_t *vm_port;       size_t nvms;
 };
 
 struct gengine;
@@ -214,8 +231,9 @@ bool plan_diff_empty(const struct plan_diff *d);
 /* Incremental path: the set-element changes one membership delta (to the
  * group's members or its base) causes in the installed plan pl (the group's
  * address sets, its base's, and for a local VM, its vNIC-id sets), as the
- * engine e has them now, appended to d; pointers in d borrow from pl.
- * Cost: the VM's addresses, whatever the size of the policy. */
+ * engine e has them now, appended to d; pointers in d borrow from pl,
+ * which must have been compiled from policy p.  Cost: the VM's addresses,
+ * whatever the size of the policy; no set is found by name. */
 void plan_member_delta(const struct plan *pl, const struct gengine *e,
 		       const struct dfw_policy *p, size_t group, size_t vm,
 		       struct plan_diff *d);

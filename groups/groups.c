@@ -40,6 +40,7 @@ struct gstate {
 	bool iso_driven;    /* a change to an isolation group's members can
 			     * change its members (gengine_follows_isolation) */
 	bool base_iso_driven; /* ...its base's (through what it includes) */
+	bool isolation;     /* an isolation group itself (gengine_is_isolation) */
 	size_t base;        /* its base bitset (gengine_has_base), or NO_BASE */
 	/* Per included group: its base counts in this group's, because it
 	 * excludes no group this one does not (the exclusion happens here). */
@@ -796,6 +797,11 @@ bool gengine_follows_isolation(const struct gengine *e, size_t group, bool base)
 	return base ? e->gs[group].base_iso_driven : e->gs[group].iso_driven;
 }
 
+bool gengine_is_isolation(const struct gengine *e, size_t group)
+{
+	return e->gs[group].isolation;
+}
+
 struct gengine *gengine_new(const struct inventory *inv, const char *file,
 			    struct diag *d)
 {
@@ -814,10 +820,12 @@ struct gengine *gengine_new(const struct inventory *inv, const char *file,
 	/* Quarantine groups, and the groups other groups exclude, are
 	 * isolation groups. */
 	for (size_t g = 0; g < ng; g++) {
-		e->gs[g].iso_driven |= inv->groups[g].quarantine;
+		e->gs[g].isolation |= inv->groups[g].quarantine;
 		for (size_t i = 0; i < inv->groups[g].nexclude_groups; i++)
-			e->gs[inv->groups[g].exclude_groups[i]].iso_driven = true;
+			e->gs[inv->groups[g].exclude_groups[i]].isolation = true;
 	}
+	for (size_t g = 0; g < ng; g++)
+		e->gs[g].iso_driven = e->gs[g].isolation;
 	for (size_t r = 0; r < ng; r++) {
 		size_t g = e->order[r];
 		const struct group_def *gd = &inv->groups[g];

@@ -114,6 +114,9 @@ bool gengine_base_tag_driven(const struct gengine *e, size_t group);
  * one, directly or through other groups; a base only through what it
  * includes.  What a quarantine edits. */
 bool gengine_follows_isolation(const struct gengine *e, size_t group, bool base);
+/* True for an isolation group itself: quarantine = yes, or some group
+ * excludes it.  Every quarantine edits its sets. */
+bool gengine_is_isolation(const struct gengine *e, size_t group);
 /* A group that excludes groups (exclude_groups), each of which excludes
  * none, has a base: its VM members before that exclusion.  A VM is then a
  * member exactly when it is in the base and in none of those groups, so the

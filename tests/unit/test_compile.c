@@ -377,7 +377,8 @@ static bool plan_ok(const struct plan *pl)
 	if (!sorted_names(pl->sets, pl->nsets, sizeof(*pl->sets), offsetof(struct pset, name)))
 		PROBLEM("sets not sorted or not unique\n");
 	{
-		/* Creation order: hot sets first, a quarantine's first among them. */
+		/* Creation order: hot sets first, a quarantine's first among them,
+		 * and among those the isolation groups' own, then by size. */
 		size_t *order = calloc(pl->nsets + 1, sizeof(*order));
 
 		plan_set_order(pl, order);
@@ -387,8 +388,15 @@ static bool plan_ok(const struct plan *pl)
 
 			if (s->isolation && !s->hot)
 				PROBLEM("set %s: a quarantine edits it, no tag does\n", s->name);
+			if (s->iso_group && !s->isolation)
+				PROBLEM("set %s: of an isolation group, no quarantine edits it\n",
+					s->name);
 			if (prev && (s->hot > prev->hot ||
-				     (s->hot == prev->hot && s->isolation > prev->isolation)))
+				     (s->hot == prev->hot && s->isolation > prev->isolation) ||
+				     (s->isolation && prev->isolation &&
+				      (s->iso_group > prev->iso_group ||
+				       (s->iso_group == prev->iso_group &&
+					s->nelems > prev->nelems)))))
 				PROBLEM("set %s created after %s\n", s->name, prev->name);
 		}
 		free(order);
@@ -405,6 +413,39 @@ static bool plan_ok(const struct plan *pl)
 			PROBLEM("%s: bad in chain %s\n", pp->ifname, pp->in_chain);
 		if (plan_find_port(pl, pp->ifname) != pp)
 			PROBLEM("%s: not found by name\n", pp->ifname);
+		if (pp->vm >= pl->nvms || pl->vm_port[pp->vm] != i)
+			PROBLEM("%s: not the port of its VM in vm_port\n", pp->ifname);
+	}
+	{
+		/* The membership index: each VM's port, each group's sets. */
+		static const char *const suffix[MS_COUNT] = { "-4", "-6", "-4b", "-6b",
+							      "-o", "-i", "-ob", "-ib" };
+		size_t local = 0;
+
+		for (size_t v = 0; v < pl->nvms; v++)
+			local += pl->vm_port[v] != SIZE_MAX;
+		if (local != pl->nports)
+			PROBLEM("vm_port: %zu local VMs, %zu ports\n", local, pl->nports);
+		for (size_t g = 0; g < pl->ngroups; g++) {
+			for (int k = 0; k < MS_COUNT; k++) {
+				size_t at = pl->group_sets[g][k];
+				const char *name;
+				size_t n;
+
+				if (at == SIZE_MAX)
+					continue;
+				if (at >= pl->nsets) {
+					PROBLEM("group %zu: set index %zu of %zu\n", g, at, pl->nsets);
+					continue;
+				}
+				name = pl->sets[at].name;
+				n = strlen(name);
+				if (name[0] != (k < MS_PORT_OUT ? 'g' : 'p') ||
+				    n < strlen(suffix[k]) ||
+				    strcmp(name + n - strlen(suffix[k]), suffix[k]))
+					PROBLEM("group %zu: %s is not its %s set\n", g, name, suffix[k]);
+			}
+		}
 	}
 	for (size_t i = 0; i < pl->nsets; i++) {
 		const struct pset *s = &pl->sets[i];
@@ -704,6 +745,7 @@ static void test_vdi_quarantined(void)
 	CU_ASSERT_EQUAL(pl->nchains, 2);
 	/* ...so the kernel finds quarantine's sets first, not desktops' base. */
 	CU_ASSERT_TRUE(plan_find_set(pl, "g-quarantine-4")->isolation);
+	CU_ASSERT_TRUE(plan_find_set(pl, "g-quarantine-4")->iso_group);
 	CU_ASSERT_FALSE(plan_find_set(pl, "g-desktops-4b")->isolation);
 	free(text);
 	plan_free(pl);
@@ -1186,6 +1228,51 @@ static void test_base_sets(void)
 	CU_ASSERT_TRUE(set_is(pl, "g-web-4b", ""));
 	incremental_step(&fx, pl, "a", NULL, 0, "g-quarantine-4");
 	CU_ASSERT_TRUE(set_is(pl, "g-quarantine-4", ""));
+	plan_free(pl);
+	fixture_free(&fx);
+}
+
+/* Creation order among the sets a quarantine edits: the isolation
+ * group's own (every quarantine edits them), then the bigger groups', whose
+ * VMs are quarantined more often; the kernel finds a set by walking them
+ * in that order. */
+static void test_quarantine_set_order(void)
+{
+	struct fixture fx = PARSE(
+		"[tags]\nnames = threat.high, role.web, role.db\n"
+		"[vm a]\nhost = hv1\nport = vnet-a\nmac = 02:00:00:41:00:01\naddresses = 10.41.0.1\n"
+		"[vm b]\nhost = hv1\nport = vnet-b\nmac = 02:00:00:41:00:02\naddresses = 10.41.0.2\n"
+		"[vm c]\nhost = hv1\nport = vnet-c\nmac = 02:00:00:41:00:03\naddresses = 10.41.0.3\n"
+		"[group quarantine]\nmatch = tag equals threat.high\nquarantine = yes\n"
+		"[group small]\nmatch = tag equals role.db\nexclude_groups = quarantine\n"
+		"[group big]\nmatch = tag equals role.web\nexclude_groups = quarantine\n"
+		"[rule 1]\nsources = not small\ndestinations = any\nservices = tcp/80\naction = allow\n"
+		"[rule 2]\nsources = not big\ndestinations = any\nservices = tcp/81\naction = allow\n"
+		"[rule 3]\nsources = quarantine\ndestinations = any\naction = drop\n");
+	const char *web[] = { "role.web" }, *both[] = { "role.web", "role.db" };
+	struct plan *pl;
+	size_t *order, pos[4] = { 0 };
+	static const char *const names[] = { "g-quarantine-4", "g-big-4", "g-small-4",
+					     "g-quarantine-6" };
+
+	set_tags(&fx, "a", both, 2);
+	set_tags(&fx, "b", web, 1);
+	set_tags(&fx, "c", web, 1);
+	pl = COMPILE(&fx, "hv1");
+	CU_ASSERT_TRUE(set_is(pl, "g-big-4", "10.41.0.1, 10.41.0.2, 10.41.0.3"));
+	CU_ASSERT_TRUE(set_is(pl, "g-small-4", "10.41.0.1"));
+	order = calloc(pl->nsets, sizeof(*order));
+	plan_set_order(pl, order);
+	for (size_t i = 0; i < pl->nsets; i++)
+		for (size_t k = 0; k < ARRAY_SIZE(names); k++)
+			if (!strcmp(pl->sets[order[i]].name, names[k]))
+				pos[k] = i + 1;
+	CU_ASSERT_TRUE(pos[0] && pos[1] && pos[2] && pos[3]);
+	CU_ASSERT_TRUE(pos[0] < pos[1] && pos[3] < pos[1]); /* quarantine's own first */
+	CU_ASSERT_TRUE(pos[1] < pos[2]);                    /* then the bigger group's */
+	CU_ASSERT_TRUE(plan_find_set(pl, "g-big-4")->isolation);
+	CU_ASSERT_FALSE(plan_find_set(pl, "g-big-4")->iso_group);
+	free(order);
 	plan_free(pl);
 	fixture_free(&fx);
 }
@@ -1886,6 +1973,7 @@ void register_compile_tests(void)
 	static const struct unit_test tests[] = {
 		{ "vdi untagged (golden)", test_vdi_untagged },
 		{ "vdi desktop1 quarantined (golden)", test_vdi_quarantined },
+		{ "a quarantine's sets: its own, then by size", test_quarantine_set_order },
 		{ "a tag change only edits set elements", test_vdi_diff_tag },
 		{ "bases of groups that exclude groups, incrementally", test_base_sets },
 		{ "diff with itself, from and to nothing", test_diff_identity_and_full },

@@ -636,6 +636,13 @@ static void test_follows_isolation(void)
 	/* lab excludes quarantine itself: its base takes desktops' base */
 	CU_ASSERT_FALSE(gengine_follows_isolation(e, lab, true));
 	CU_ASSERT_FALSE(gengine_follows_isolation(e, apps, false));
+	/* The isolation groups themselves: quarantine = yes, or excluded. */
+	CU_ASSERT_TRUE(gengine_is_isolation(e, quarantine));
+	CU_ASSERT_TRUE(gengine_is_isolation(e, held));
+	CU_ASSERT_FALSE(gengine_is_isolation(e, desktops));
+	CU_ASSERT_FALSE(gengine_is_isolation(e, vdi));
+	CU_ASSERT_FALSE(gengine_is_isolation(e, lab));
+	CU_ASSERT_FALSE(gengine_is_isolation(e, apps));
 	gengine_free(e);
 	inv_free(&inv);
 }
