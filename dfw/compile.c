@@ -1070,23 +1070,30 @@ static size_t set_index(const struct plan *pl, const char *name)
  * sorted). */
 static void index_members(struct plan *pl, const struct dfw_policy *p)
 {
+	static const struct {
+		bool port;    /* a vNIC-id set (else addresses) */
+		bool v6_or_in; /* IPv6 addresses / the destination's ids */
+		bool base;
+	} kinds[MS_COUNT] = {
+		[MS_ADDR4] = { false, false, false },   [MS_ADDR6] = { false, true, false },
+		[MS_BASE4] = { false, false, true },    [MS_BASE6] = { false, true, true },
+		[MS_PORT_OUT] = { true, false, false }, [MS_PORT_IN] = { true, true, false },
+		[MS_BASE_OUT] = { true, false, true },  [MS_BASE_IN] = { true, true, true },
+	};
+
 	pl->ngroups = p->inv.ngroups;
 	pl->group_sets = xcalloc(pl->ngroups + 1, sizeof(*pl->group_sets));
 	for (size_t g = 0; g < pl->ngroups; g++) {
 		const char *group = p->inv.groups[g].name;
 		char name[PLAN_NAME_MAX];
 
-		for (int k = 0; k < MS_COUNT; k++) {
-			bool base = k == MS_BASE4 || k == MS_BASE6 || k == MS_BASE_OUT ||
-				    k == MS_BASE_IN;
-
-			if (k <= MS_BASE6)
-				group_set_name(group, k == MS_ADDR4 || k == MS_BASE4 ? AF_INET : AF_INET6,
-					       name, sizeof(name));
+		for (size_t k = 0; k < MS_COUNT; k++) {
+			if (kinds[k].port)
+				port_set_name(group, kinds[k].v6_or_in, name, sizeof(name));
 			else
-				port_set_name(group, k == MS_PORT_IN || k == MS_BASE_IN, name,
-					      sizeof(name));
-			base_name(name, sizeof(name), base);
+				group_set_name(group, kinds[k].v6_or_in ? AF_INET6 : AF_INET, name,
+					       sizeof(name));
+			base_name(name, sizeof(name), kinds[k].base);
 			pl->group_sets[g][k] = set_index(pl, name);
 		}
 	}
