@@ -215,6 +215,17 @@ static void fill_one(void *arg, size_t vm)
 	c->add(c->arg, vm);
 }
 
+/* Which of a group's sets s is: vNIC ids (family 0, dst: the
+ * destination's) or addresses, of the group or of its base. */
+static enum member_set member_kind(const struct pset *s, bool base)
+{
+	if (!s->family)
+		return s->dst ? (base ? MS_BASE_IN : MS_PORT_IN) : (base ? MS_BASE_OUT : MS_PORT_OUT);
+	if (s->family == AF_INET)
+		return base ? MS_BASE4 : MS_ADDR4;
+	return base ? MS_BASE6 : MS_ADDR6;
+}
+
 /* Fills set s with what add makes of each member of the group (or of its
  * base).  A group without members whose members no tag can change makes
  * a dead set (set_dead). */
@@ -226,6 +237,9 @@ static void fill_members(struct builder *b, struct pset *s, size_t group, bool b
 	s->hot = base ? gengine_base_tag_driven(b->e, group) : gengine_tag_driven(b->e, group);
 	s->isolation = s->hot && gengine_follows_isolation(b->e, group, base);
 	s->iso_group = s->isolation && !base && gengine_is_isolation(b->e, group);
+	s->member = true;
+	s->group = group;
+	s->kind = member_kind(s, base);
 	if (base)
 		gengine_foreach_base_member(b->e, group, fill_one, &c);
 	else
@@ -1059,44 +1073,18 @@ static void drop_dead_sets(struct plan *pl)
 	pl->nsets = n;
 }
 
-static size_t set_index(const struct plan *pl, const char *name)
-{
-	const struct pset *s = plan_find_set(pl, name);
-
-	return s ? (size_t)(s - pl->sets) : SIZE_MAX;
-}
-
 /* Fills the plan's group_sets and vm_port (once its sets and ports are
  * sorted). */
 static void index_members(struct plan *pl, const struct dfw_policy *p)
 {
-	static const struct {
-		bool port;    /* a vNIC-id set (else addresses) */
-		bool v6_or_in; /* IPv6 addresses / the destination's ids */
-		bool base;
-	} kinds[MS_COUNT] = {
-		[MS_ADDR4] = { false, false, false },   [MS_ADDR6] = { false, true, false },
-		[MS_BASE4] = { false, false, true },    [MS_BASE6] = { false, true, true },
-		[MS_PORT_OUT] = { true, false, false }, [MS_PORT_IN] = { true, true, false },
-		[MS_BASE_OUT] = { true, false, true },  [MS_BASE_IN] = { true, true, true },
-	};
-
 	pl->ngroups = p->inv.ngroups;
-	pl->group_sets = xcalloc(pl->ngroups + 1, sizeof(*pl->group_sets));
-	for (size_t g = 0; g < pl->ngroups; g++) {
-		const char *group = p->inv.groups[g].name;
-		char name[PLAN_NAME_MAX];
-
-		for (size_t k = 0; k < MS_COUNT; k++) {
-			if (kinds[k].port)
-				port_set_name(group, kinds[k].v6_or_in, name, sizeof(name));
-			else
-				group_set_name(group, kinds[k].v6_or_in ? AF_INET6 : AF_INET, name,
-					       sizeof(name));
-			base_name(name, sizeof(name), kinds[k].base);
-			pl->group_sets[g][k] = set_index(pl, name);
-		}
-	}
+	pl->group_sets = xmalloc((pl->ngroups + 1) * sizeof(*pl->group_sets));
+	for (size_t g = 0; g < pl->ngroups; g++)
+		for (size_t k = 0; k < MS_COUNT; k++)
+			pl->group_sets[g][k] = SIZE_MAX;
+	for (size_t i = 0; i < pl->nsets; i++)
+		if (pl->sets[i].member)
+			pl->group_sets[pl->sets[i].group][pl->sets[i].kind] = i;
 	pl->nvms = p->inv.nvms;
 	pl->vm_port = xmalloc((pl->nvms + 1) * sizeof(*pl->vm_port));
 	for (size_t i = 0; i < pl->nvms; i++)

@@ -117,6 +117,15 @@ struct pchain {
 	size_t nsegs;
 };
 
+/* The sets of one group that membership changes edit. */
+enum member_set {
+	MS_ADDR4, MS_ADDR6,         /* g-G-4, g-G-6 */
+	MS_BASE4, MS_BASE6,         /* g-G-4b, g-G-6b */
+	MS_PORT_OUT, MS_PORT_IN,    /* p-G-o, p-G-i */
+	MS_BASE_OUT, MS_BASE_IN,    /* p-G-ob, p-G-ib */
+	MS_COUNT
+};
+
 /* An address set (family AF_INET / AF_INET6): a hash set of host
  * addresses (a group's VMs), or with interval set, of prefixes (a group's
  * CIDRs, literal addresses of rules).  Or a set of local vNIC ids (family
@@ -133,6 +142,9 @@ struct pset {
 	bool iso_group;          /* ...and its group is an isolation group itself
 				  * (gengine_is_isolation): every quarantine does */
 	bool dead;               /* empty for good: while compiling only (dropped) */
+	bool member;             /* a set of a group's members (or its base's): */
+	size_t group;            /* ...that group */
+	enum member_set kind;    /* ...and which of its sets (plan.group_sets) */
 	size_t refs;             /* lookups of it in the plan's rules */
 	struct dfw_addr *elems;  /* sorted, disjoint */
 	size_t nelems, cap;
@@ -150,15 +162,6 @@ struct pport {
 				  * to nflog group DFW_NFLOG_LEARN */
 	char out_chain[PLAN_NAME_MAX];
 	char in_chain[PLAN_NAME_MAX];
-};
-
-/* The sets of one group that membership changes edit. */
-enum member_set {
-	MS_ADDR4, MS_ADDR6,         /* g-G-4, g-G-6 */
-	MS_BASE4, MS_BASE6,         /* g-G-4b, g-G-6b */
-	MS_PORT_OUT, MS_PORT_IN,    /* p-G-o, p-G-i */
-	MS_BASE_OUT, MS_BASE_IN,    /* p-G-ob, p-G-ib */
-	MS_COUNT
 };
 
 struct plan {
