@@ -377,12 +377,13 @@ static void x_verdict(struct nftnl_rule *r, int verdict)
 	expr_add(r, e);
 }
 
-static void x_goto(struct nftnl_rule *r, const char *chain)
+/* A verdict to a chain: NFT_JUMP or NFT_GOTO. */
+static void x_to_chain(struct nftnl_rule *r, int verdict, const char *chain)
 {
 	struct nftnl_expr *e = nftnl_expr_alloc("immediate");
 
 	nftnl_expr_set_u32(e, NFTNL_EXPR_IMM_DREG, NFT_REG_VERDICT);
-	nftnl_expr_set_u32(e, NFTNL_EXPR_IMM_VERDICT, (uint32_t)NFT_GOTO);
+	nftnl_expr_set_u32(e, NFTNL_EXPR_IMM_VERDICT, (uint32_t)verdict);
 	nftnl_expr_set_str(e, NFTNL_EXPR_IMM_CHAIN, chain);
 	expr_add(r, e);
 }
@@ -501,7 +502,7 @@ static void goto_rule(struct backend *b, const char *chain, const char *target)
 {
 	struct nftnl_rule *r = rule_new(b, NFPROTO_INET, chain, NULL);
 
-	x_goto(r, target);
+	x_to_chain(r, NFT_GOTO, target);
 	rule_send(b, r);
 }
 
@@ -758,9 +759,10 @@ static void inet_base(struct backend *b)
 
 /* --- plan objects --------------------------------------------------------------- */
 
-/* A policy rule; in an atom's chain (atom), without the tests its
- * dispatch map's key implies, and with "goto admit" for "return" (the
- * chain was jumped to from the policy chain: dfw/dispatch.c).  Register 1
+/* A policy rule; in an atom's chain or a leaf chain (atom), without the
+ * tests a dispatch map's key implies, and with "goto admit" for "return"
+ * (the chain was jumped to from the policy chain: dfw/dispatch.c,
+ * dfw/factor.c).  Register 1
  * is loaded once for consecutive lookups of the same address (a side's
  * set, then its negated quarantine set): a lookup leaves its source
  * register as it was, so the second load, which nft would emit for the
@@ -837,6 +839,9 @@ static void policy_rule(struct backend *b, const char *chain, const struct prule
 				  NFT_REG_1);
 			x_cmp_u8(r, (uint8_t)it->lo);
 			break;
+		case PI_JUMP:
+			x_to_chain(r, NFT_JUMP, it->name);
+			break;
 		case PI_COUNTER: {
 			struct nftnl_expr *e = nftnl_expr_alloc("objref");
 
@@ -861,7 +866,7 @@ static void policy_rule(struct backend *b, const char *chain, const struct prule
 			case PV_DROP: x_verdict(r, NF_DROP); break;
 			case PV_RETURN:
 				if (atom)
-					x_goto(r, DFW_CHAIN_ADMIT);
+					x_to_chain(r, NFT_GOTO, DFW_CHAIN_ADMIT);
 				else
 					x_verdict(r, NFT_RETURN);
 				break;
@@ -886,7 +891,8 @@ static void policy_rule(struct backend *b, const char *chain, const struct prule
 
 /* Segment seg's dispatch, in its chain's place: a verdict map lookup per
  * protocol, then the segment's rules of other protocols. */
-static void disp_rules(struct backend *b, const struct pchain *c, const struct pdisp_seg *seg)
+static void disp_rules(struct backend *b, const struct pchain *c, const struct pdisp_seg *seg,
+		       struct kwalk *w)
 {
 	size_t k = (size_t)(seg - c->segs);
 	char map[PLAN_NAME_MAX];
@@ -904,9 +910,12 @@ static void disp_rules(struct backend *b, const struct pchain *c, const struct p
 		x_lookup(r, map, NFT_REG_VERDICT, false);
 		rule_send(b, r);
 	}
-	for (size_t i = seg->first; i < seg->end; i++)
-		if (disp_other_proto(&c->rules[i]))
-			policy_rule(b, c->name, &c->rules[i], false);
+	for (size_t i = seg->first; i < seg->end; i++) {
+		const struct prule *r;
+
+		if (disp_other_proto(&c->rules[i]) && (r = kwalk_rule(w, c, i)))
+			policy_rule(b, c->name, r, false);
+	}
 }
 
 /* Segment k's maps, created with their elements (port interval -> jump
@@ -953,13 +962,21 @@ static void disp_maps(struct backend *b, const struct pchain *c, size_t k, uint1
 	free(names);
 }
 
-/* A policy chain, with its dispatch: the atoms' chains first (with their
- * rules: they refer to no other policy object), then the maps that jump
- * to them, then the chain, whose dispatch rules bind the maps. */
+/* A policy chain, with its dispatch and factored runs: the leaf chains
+ * first (with their rules: they refer to no other chain), the atoms'
+ * chains (their rules may jump to leaves), then the maps that jump to
+ * them, then the chain, whose dispatch rules bind the maps. */
 static void chain_add(struct backend *b, const struct pchain *c)
 {
+	struct kwalk w = { 0 };
 	char name[PLAN_NAME_MAX];
 
+	for (size_t f = 0; f < c->nfacts; f++) {
+		fact_leaf_name(c, &c->facts[f], name, sizeof(name));
+		chain_msg(b, NFPROTO_INET, name, -1, 0, NFT_MSG_NEWCHAIN);
+		for (size_t i = 0; i < c->facts[f].nleaf; i++)
+			policy_rule(b, name, &c->facts[f].leaf[i], true);
+	}
 	for (size_t k = 0; k < c->nsegs; k++) {
 		for (size_t j = 0; j < c->segs[k].natoms; j++) {
 			const struct pdisp_atom *a = &c->segs[k].atoms[j];
@@ -968,27 +985,35 @@ static void chain_add(struct backend *b, const struct pchain *c)
 				continue;
 			disp_atom_name(c, k, j, name, sizeof(name));
 			chain_msg(b, NFPROTO_INET, name, -1, 0, NFT_MSG_NEWCHAIN);
-			for (size_t i = 0; i < a->nrules; i++)
-				policy_rule(b, name, &c->rules[a->rules[i]], true);
+			for (size_t i = 0; i < a->nrules; i++) {
+				const struct prule *r = kwalk_rule(&w, c, a->rules[i]);
+
+				if (r)
+					policy_rule(b, name, r, true);
+			}
+			kwalk_free(&w); /* a new place */
 		}
 		disp_maps(b, c, k, NFT_MSG_NEWSET);
 	}
 	chain_msg(b, NFPROTO_INET, c->name, -1, 0, NFT_MSG_NEWCHAIN);
 	for (size_t i = 0; i < c->nrules; i++) {
 		const struct pdisp_seg *seg = disp_seg_at(c, i);
+		const struct prule *r;
 
 		if (seg) {
-			disp_rules(b, c, seg);
+			disp_rules(b, c, seg, &w);
 			i = seg->end - 1;
 			continue;
 		}
-		policy_rule(b, c->name, &c->rules[i], false);
+		if ((r = kwalk_rule(&w, c, i)))
+			policy_rule(b, c->name, r, false);
 	}
+	kwalk_free(&w);
 }
 
-/* Deletes a policy chain and its dispatch, in the reverse order: the
- * chain (its rules bind the maps), the maps (their elements jump to the
- * atoms' chains), the atoms' chains. */
+/* Deletes a policy chain with its dispatch and factored runs, in the
+ * reverse order: the chain (its rules bind the maps), the maps (their
+ * elements jump to the atoms' chains), the atoms' chains, the leaves. */
 static void chain_del(struct backend *b, const struct pchain *c)
 {
 	char name[PLAN_NAME_MAX];
@@ -1002,6 +1027,10 @@ static void chain_del(struct backend *b, const struct pchain *c)
 			disp_atom_name(c, k, j, name, sizeof(name));
 			chain_msg(b, NFPROTO_INET, name, -1, 0, NFT_MSG_DELCHAIN);
 		}
+	}
+	for (size_t f = 0; f < c->nfacts; f++) {
+		fact_leaf_name(c, &c->facts[f], name, sizeof(name));
+		chain_msg(b, NFPROTO_INET, name, -1, 0, NFT_MSG_DELCHAIN);
 	}
 }
 

@@ -1153,6 +1153,7 @@ struct plan *plan_compile(const struct dfw_policy *p, const struct gengine *e,
 	count_refs(b.pl);
 	index_members(b.pl, p);
 	plan_dispatch(b.pl);
+	plan_factor(b.pl);
 	if (b.pl->ncounters) {
 		size_t n = 1;
 

@@ -58,6 +58,8 @@ enum pitem_kind {
 	PI_SADDR_NET,  /* name: one address or prefix as text ("10.0.0.0/8"), a
 			* side's only literal (no set); u: PI_LOOKUP_NEG */
 	PI_DADDR_NET,
+	PI_JUMP,       /* name: chain (a factored run's outer rule, dfw/factor.c;
+			* never in a chain's rules, which are the meaning) */
 };
 
 /* Flags in u of the set lookups. */
@@ -103,6 +105,19 @@ struct pdisp_seg {
 	size_t natoms;
 };
 
+/* A run of one policy rule's kernel rules [first, end) of a chain that the
+ * kernel holds factored (dfw/factor.c): each rule is split into an outer
+ * rule (its tests but one side's, then a jump to the run's leaf chain)
+ * and a leaf rule (its family, that side's tests, its log, counter and
+ * verdict).  Equal outer rules are one, and so are equal leaf rules. */
+struct pfact {
+	size_t first, end;
+	bool leaf_src;      /* the leaf tests the sources (else the destinations) */
+	struct prule *outer; size_t nouter;
+	size_t *outer_of;   /* per rule of the run: its outer rule */
+	struct prule *leaf; size_t nleaf;
+};
+
 struct pchain {
 	char name[PLAN_NAME_MAX];
 	struct prule *rules;
@@ -115,6 +130,8 @@ struct pchain {
 	 * trace and counters read them. */
 	struct pdisp_seg *segs;
 	size_t nsegs;
+	struct pfact *facts; /* sorted by first */
+	size_t nfacts;
 };
 
 /* The sets of one group that membership changes edit. */
@@ -263,10 +280,11 @@ const struct pdisp_seg *disp_seg_at(const struct pchain *c, size_t i);
 extern const uint8_t disp_protos[2];
 /* Whether segment s has atoms of proto (and so a map for it). */
 bool disp_has_proto(const struct pdisp_seg *s, uint8_t proto);
-/* What the kernel holds for chain c with its dispatch: chains, rules
- * (a rule in several atoms' chains counted in each; the map lookups
- * counted) and map elements (interval ends counted); and the policy rules
- * every new flow meets, outside the atoms' chains (walked). */
+/* What the kernel holds for chain c with its dispatch and factored runs:
+ * chains, rules (a rule in several atoms' chains counted in each; the map
+ * lookups and the leaf chains' rules counted) and map elements (interval
+ * ends counted); and the rules every new flow meets, outside the atoms'
+ * and leaf chains (walked). */
 struct disp_size {
 	size_t chains, rules, maps, elems, walked;
 };
@@ -276,6 +294,26 @@ bool disp_other_proto(const struct prule *r);
 /* Whether item it of a rule in an atom's chain is left out there: the
  * map's key already matched the port and its protocol. */
 bool disp_item_implied(const struct pitem *it);
+
+/* Factored runs (dfw/factor.c).  plan_factor chooses them in every chain
+ * of pl, after plan_dispatch; dispatch_free frees them with the segments.
+ * The leaf chain of run f of chain c is "C.rID" (ID: its policy rule). */
+#define FACT_MAX_CHAINS 512 /* leaf chains per chain: each costs every commit a little */
+void plan_factor(struct plan *pl);
+void fact_free_all(struct pchain *c);
+void fact_leaf_name(const struct pchain *c, const struct pfact *f, char *buf, size_t len);
+/* The kernel's rules in one place (a chain, or an atom's chain) of a
+ * policy chain's rules, as they are met in chain order, with one walker
+ * per place (zeroed, then kwalk_free): kwalk_rule gives the kernel rule
+ * of rule i of c, or NULL when an earlier rule of the place gave it (a
+ * factored run's outer rule is held once per place). */
+struct kwalk {
+	const struct pfact *f;
+	bool *seen;
+	size_t cap;
+};
+const struct prule *kwalk_rule(struct kwalk *w, const struct pchain *c, size_t i);
+void kwalk_free(struct kwalk *w);
 
 /* Set names, so that callers (daemon, trace) can find a group's sets. */
 void group_set_name(const char *group, uint8_t family, char *buf, size_t len);

@@ -30,8 +30,8 @@ static void print_proto(uint32_t p, FILE *f)
 	fprintf(f, "%u", p);
 }
 
-/* A policy rule; in an atom's chain (atom), without the tests its
- * dispatch map's key implies (dfw/dispatch.c). */
+/* A policy rule; in an atom's chain or a leaf chain (atom), without the
+ * tests a dispatch map's key implies (dfw/dispatch.c, dfw/factor.c). */
 static void print_rule(const struct prule *r, bool atom, FILE *f)
 {
 	uint32_t fam = 0;
@@ -91,6 +91,9 @@ static void print_rule(const struct prule *r, bool atom, FILE *f)
 			break;
 		case PI_COUNTER:
 			fprintf(f, "counter name \"%s\"", it->name);
+			break;
+		case PI_JUMP:
+			fprintf(f, "jump %s", it->name);
 			break;
 		case PI_VERDICT: /* in an atom's chain, an allow out goes on at admit */
 			fputs(atom && it->u == PV_RETURN ? "goto " DFW_CHAIN_ADMIT : verdicts[it->u], f);
@@ -196,19 +199,30 @@ static void print_bridge(const struct plan *pl, const char *table, FILE *f)
 	fprintf(f, "}\n");
 }
 
-/* A policy chain with its dispatch, as the backend's chain_add sends it:
- * the chain, with each segment's map lookups and other-protocol rules in
- * its place; the atoms' chains; the maps. */
+/* The kernel rules of chain c in one place (dfw/factor.c). */
+static void print_kernel_rule(struct kwalk *w, const struct pchain *c, size_t i, bool atom, FILE *f)
+{
+	const struct prule *r = kwalk_rule(w, c, i);
+
+	if (r)
+		print_rule(r, atom, f);
+}
+
+/* A policy chain with its dispatch and factored runs, as the backend's
+ * chain_add sends it: the chain, with each segment's map lookups and
+ * other-protocol rules in its place; the atoms' chains; the maps; the
+ * leaf chains. */
 static void print_chain(const struct pchain *c, FILE *f)
 {
 	char name[PLAN_NAME_MAX], atom[PLAN_NAME_MAX];
+	struct kwalk w = { 0 }, aw = { 0 }; /* the chain; an atom's chain */
 
 	fprintf(f, "\tchain %s {\n", c->name);
 	for (size_t i = 0; i < c->nrules; i++) {
 		const struct pdisp_seg *seg = disp_seg_at(c, i);
 
 		if (!seg) {
-			print_rule(&c->rules[i], false, f);
+			print_kernel_rule(&w, c, i, false, f);
 			continue;
 		}
 		for (size_t p = 0; p < ARRAY_SIZE(disp_protos); p++) {
@@ -221,7 +235,7 @@ static void print_chain(const struct pchain *c, FILE *f)
 		}
 		for (size_t r = seg->first; r < seg->end; r++)
 			if (disp_other_proto(&c->rules[r]))
-				print_rule(&c->rules[r], false, f);
+				print_kernel_rule(&w, c, r, false, f);
 		i = seg->end - 1;
 	}
 	fprintf(f, "\t}\n");
@@ -234,8 +248,9 @@ static void print_chain(const struct pchain *c, FILE *f)
 			disp_atom_name(c, k, j, name, sizeof(name));
 			fprintf(f, "\tchain %s {\n", name);
 			for (size_t i = 0; i < s->atoms[j].nrules; i++)
-				print_rule(&c->rules[s->atoms[j].rules[i]], true, f);
+				print_kernel_rule(&aw, c, s->atoms[j].rules[i], true, f);
 			fprintf(f, "\t}\n");
+			kwalk_free(&aw); /* a new place */
 		}
 		for (size_t p = 0; p < ARRAY_SIZE(disp_protos); p++) {
 			size_t n = 0;
@@ -262,6 +277,14 @@ static void print_chain(const struct pchain *c, FILE *f)
 				fputs(" }\n\t}\n", f);
 		}
 	}
+	for (size_t k = 0; k < c->nfacts; k++) {
+		fact_leaf_name(c, &c->facts[k], name, sizeof(name));
+		fprintf(f, "\tchain %s {\n", name);
+		for (size_t i = 0; i < c->facts[k].nleaf; i++)
+			print_rule(&c->facts[k].leaf[i], true, f);
+		fprintf(f, "\t}\n");
+	}
+	kwalk_free(&w);
 }
 
 void plan_print_nft(const struct plan *pl, const char *table, FILE *f)

@@ -103,9 +103,19 @@ static bool item_matches(const struct plan *pl, const struct pitem *it, uint32_t
 	case PI_LOG:
 	case PI_VERDICT:
 	case PI_COUNTER:
+	case PI_JUMP: /* only in the kernel's form of a chain, never here */
 		return true;
 	}
 	return false;
+}
+
+bool trace_rule_matches(const struct plan *pl, const struct prule *r, uint32_t src_id,
+			uint32_t dst_id, const struct trace_pkt *pk)
+{
+	for (size_t j = 0; j < r->nitems; j++)
+		if (!item_matches(pl, &r->items[j], src_id, dst_id, pk))
+			return false;
+	return true;
 }
 
 void trace_chain(const struct plan *pl, const struct pchain *c, uint32_t src_id, uint32_t dst_id,
@@ -117,18 +127,19 @@ void trace_chain(const struct plan *pl, const struct pchain *c, uint32_t src_id,
 	for (size_t i = 0; c && i < c->nrules; i++) {
 		const struct prule *r = &c->rules[i];
 		const struct pitem *verdict = NULL;
-		bool match = true, logged = false, monitor = false;
+		bool logged = false, monitor = false;
 
-		for (size_t j = 0; j < r->nitems && match; j++) {
+		if (!trace_rule_matches(pl, r, src_id, dst_id, pk))
+			continue;
+		for (size_t j = 0; j < r->nitems; j++) {
 			const struct pitem *it = &r->items[j];
 
-			match = item_matches(pl, it, src_id, dst_id, pk);
 			logged |= it->kind == PI_LOG;
 			monitor |= it->kind == PI_LOG && strstr(it->name, " monitor ");
 			if (it->kind == PI_VERDICT)
 				verdict = it;
 		}
-		if (!match || !verdict)
+		if (!verdict)
 			continue;
 		if (verdict->u == PV_REJECT_TCP && pk->proto != IPPROTO_TCP)
 			continue; /* the kernel's reject-with-reset needs TCP */

@@ -36,6 +36,11 @@ struct trace_step {
 	bool monitor;
 };
 
+/* Whether every test of rule r (a chain's rule, or a kernel rule of its
+ * dispatch or factored form) holds for pk from vNIC src_id to dst_id. */
+bool trace_rule_matches(const struct plan *pl, const struct prule *r, uint32_t src_id,
+			uint32_t dst_id, const struct trace_pkt *pk);
+
 /* Runs chain c of plan pl for pk from vNIC src_id to vNIC dst_id
  * (DFW_UPLINK_ID for the far side of an uplink). */
 void trace_chain(const struct plan *pl, const struct pchain *c, uint32_t src_id, uint32_t dst_id,

@@ -5,8 +5,9 @@
 # UDP ports, all-port TCP, nested service objects; ICMP and ICMPv6 types
 # and codes; protocols by number or name (raw IP datagrams, proto/N);
 # reject (refused at once, not timed out); categories before file order,
-# first match, disabled rules; tag criteria with a scope (scope|tag); the
-# rules' named hit counters.
+# first match, disabled rules; a rule sent factored (a product of its
+# sides' alternatives); tag criteria with a scope (scope|tag); the rules'
+# named hit counters.
 source "$(dirname "$0")/lib.sh"
 POLICY=$TOP/tests/kernel/policies/rules.ini
 lab_up krules "$POLICY"
@@ -141,10 +142,25 @@ check "the disabled rules are not in force at a vNIC (dfwctl rules)" \
 check "rule 602 (emergency, later in the file) comes first in web1's chains" \
 	test "$(printf '%s\n' "$out" | grep -m1 -o 'id=[0-9a-z]*')" = id=602
 
+echo "# a product of alternatives, sent factored (rule 801, dfw/factor.c)"
+table=$("$LAB_BIN" exec --lab "$LAB" host:hv1 -- nft list table inet dfw)
+check "rule 801 has a leaf chain in each direction" \
+	test "$(printf '%s\n' "$table" | grep -c '^\s*chain [io]-[0-9a-f]*\.r801 {')" = 2
+check "its outer rules jump to it" has "$table" 'ip saddr @g-apps-4 jump i-[0-9a-f]*\.r801'
+both yes app1 db1  tcp/7100
+both yes ops1 web1 udp/7101
+both yes app2 web1 tcp/7100
+expect yes ops1 db1 udp/7101 -6
+expect no  app1 db1  tcp/7101        # the service counts: tcp/7100, udp/7101
+expect no  app1 db1  udp/7100
+both no  web1 db1  tcp/7100          # web1 is no source
+both no  ops1 app2 tcp/7100          # app2 is no destination
+expect no  db1  app1 tcp/7100        # one way only
+
 echo "# hit counters"
 json=$(ctl counters --json 2>/dev/null)
 check "counters --json answers" test -n "$json"
-for id in 101 102 103 104 201 202 203 204 301 303 401 402 601 604; do
+for id in 101 102 103 104 201 202 203 204 301 303 401 402 601 604 801; do
 	check "rule $id counted packets out and in" \
 		test "$(rule_counter $id out_packets)" -gt 0 -a "$(rule_counter $id in_packets)" -gt 0
 done
@@ -156,7 +172,7 @@ check "rule 304 (code 1 only) counted no ping" test "$(rule_counter 304 out_pack
 check "the default rule counted the probes no rule allowed" \
 	has "$(printf '%s\n' "$json" | tr '{' '\n' | grep '"rule":"default"')" '"out_packets":[1-9]'
 nrules=$(printf '%s\n' "$json" | grep -o '"rule":' | wc -l)
-check "unfiltered counters list every enabled rule and the default ($nrules)" test "$nrules" = 20
+check "unfiltered counters list every enabled rule and the default ($nrules)" test "$nrules" = 21
 one=$(ctl counters --json --rule 201 2>/dev/null)
 check "--rule 201 lists rule 201 only" test "$(printf '%s\n' "$one" | grep -o '"rule":[0-9a-z"]*' | tr '\n' ' ')" = '"rule":201 '
 check "--rule 201 in text" has "$(ctl counters --rule 201)" "rule=201 .*out_packets=[1-9]"

@@ -26,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dfw/trace.h"
 #include "groups/groups.h"
 
 /* A parsed policy and its membership engine. */
@@ -713,12 +714,15 @@ static void test_vdi_untagged(void)
 	CU_ASSERT_TRUE(set_is(pl, "g-connection-servers-6", "fd00:10::21"));
 
 	/* Text checks that do not depend on the golden file. */
-	CU_ASSERT_PTR_NOT_NULL(strstr(text, "meta nfproto ipv4 meta l4proto icmp ip saddr "
-					    "@g-desktops-4b ip saddr != @g-quarantine-4 "
-					    "ip daddr @g-infra-servers-4 counter name "));
-	CU_ASSERT_PTR_NOT_NULL(strstr(text, "meta nfproto ipv6 meta l4proto ipv6-icmp ip6 saddr "
-					    "@g-desktops-6b ip6 saddr != @g-quarantine-6 "
-					    "ip6 daddr @g-infra-servers-6 counter name "));
+	/* Rule 220 (desktops to infra-servers, six services) is sent
+	 * factored: the destination with each service, then the sources in
+	 * its leaf chain (dfw/factor.c). */
+	CU_ASSERT_PTR_NOT_NULL(strstr(text, "meta nfproto ipv4 meta l4proto icmp "
+					    "ip daddr @g-infra-servers-4 jump i-"));
+	CU_ASSERT_PTR_NOT_NULL(strstr(text, "meta nfproto ipv6 meta l4proto ipv6-icmp "
+					    "ip6 daddr @g-infra-servers-6 jump o-"));
+	CU_ASSERT_PTR_NOT_NULL(strstr(text, ".r220 {\n\t\tmeta nfproto ipv4 ip saddr @g-desktops-4b "
+					    "ip saddr != @g-quarantine-4 counter name \"r-220-in\" accept"));
 	CU_ASSERT_PTR_NOT_NULL(strstr(text, "log prefix \"dfw rule=110 out \" group 0 counter name \"r-110-out\" drop"));
 	free(text);
 	plan_free(pl);
@@ -1514,6 +1518,269 @@ static void test_dispatch_random(void)
 	}
 }
 
+/* --- factored runs (dfw/factor.c) ------------------------------------------ */
+
+/* The kernel's answer for pk in chain ch as the backend sends it: its
+ * dispatch (the atom's chain the map enters for the packet's port, then
+ * the segment's other-protocol rules) and its factored runs (an outer
+ * rule that matches enters its leaf chain; a leaf rule that matches
+ * decides, else the packet returns).  The deciding kernel rule's policy
+ * rule and verdict. */
+struct kanswer {
+	uint32_t rule_id;
+	uint32_t verdict;
+};
+
+static bool kernel_rule(const struct plan *pl, const struct pchain *ch, const struct prule *r,
+			uint32_t src, uint32_t dst, const struct trace_pkt *pk, struct kanswer *out)
+{
+	const struct pitem *last = &r->items[r->nitems - 1];
+
+	if (!trace_rule_matches(pl, r, src, dst, pk))
+		return false;
+	if (last->kind == PI_JUMP) {
+		char name[PLAN_NAME_MAX];
+
+		for (size_t f = 0; f < ch->nfacts; f++) {
+			fact_leaf_name(ch, &ch->facts[f], name, sizeof(name));
+			if (strcmp(name, last->name))
+				continue;
+			for (size_t l = 0; l < ch->facts[f].nleaf; l++)
+				if (kernel_rule(pl, ch, &ch->facts[f].leaf[l], src, dst, pk, out))
+					return true;
+			return false;
+		}
+		CU_FAIL("a jump to no leaf chain");
+		return false;
+	}
+	if (last->kind != PI_VERDICT || (last->u == PV_REJECT_TCP && pk->proto != IPPROTO_TCP))
+		return false;
+	*out = (struct kanswer){ r->rule_id, last->u };
+	return true;
+}
+
+/* Rules idx[0..n) of ch in one place (an atom's chain). */
+static bool kernel_place(const struct plan *pl, const struct pchain *ch, const size_t *idx,
+			 size_t n, uint32_t src, uint32_t dst, const struct trace_pkt *pk,
+			 struct kanswer *out)
+{
+	struct kwalk w = { 0 };
+	bool done = false;
+
+	for (size_t i = 0; i < n && !done; i++) {
+		const struct prule *r = kwalk_rule(&w, ch, idx[i]);
+
+		done = r && kernel_rule(pl, ch, r, src, dst, pk, out);
+	}
+	kwalk_free(&w);
+	return done;
+}
+
+/* The same from the chain's rules (its meaning): the first rule that
+ * matches decides, as trace_chain has it, with its exact verdict. */
+static struct kanswer meaning_chain(const struct plan *pl, const struct pchain *ch, uint32_t src,
+				    uint32_t dst, const struct trace_pkt *pk)
+{
+	struct kanswer a = { 0, 99 };
+
+	for (size_t i = 0; i < ch->nrules; i++)
+		if (kernel_rule(pl, ch, &ch->rules[i], src, dst, pk, &a))
+			break;
+	return a;
+}
+
+static bool kernel_chain(const struct plan *pl, const struct pchain *ch, uint32_t src,
+			 uint32_t dst, const struct trace_pkt *pk, struct kanswer *out)
+{
+	struct kwalk w = { 0 };
+	bool done = false;
+
+	for (size_t i = 0; i < ch->nrules && !done; i++) {
+		const struct pdisp_seg *seg = disp_seg_at(ch, i);
+		const struct prule *r;
+
+		if (!seg) {
+			done = (r = kwalk_rule(&w, ch, i)) && kernel_rule(pl, ch, r, src, dst, pk, out);
+			continue;
+		}
+		for (size_t j = 0; j < seg->natoms && !done; j++) {
+			const struct pdisp_atom *a = &seg->atoms[j], *c = &seg->atoms[a->chain];
+
+			if (a->proto == pk->proto && a->lo <= pk->dport && pk->dport <= a->hi)
+				done = kernel_place(pl, ch, c->rules, c->nrules, src, dst, pk, out);
+		}
+		for (size_t k = seg->first; k < seg->end && !done; k++)
+			done = disp_other_proto(&ch->rules[k]) && (r = kwalk_rule(&w, ch, k)) &&
+			       kernel_rule(pl, ch, r, src, dst, pk, out);
+		i = seg->end - 1;
+	}
+	kwalk_free(&w);
+	return done;
+}
+
+/* Random policies whose rules have sides of several alternatives (groups
+ * of VMs, a group that excludes another, CIDR groups, literal addresses,
+ * negations), several services, reject, applied_to, with long runs of
+ * port rules (dispatched): for every packet of a sample over addresses in
+ * and outside the groups, both families, protocols and ports, each chain's
+ * kernel form (dispatch and factored runs, as the backend sends it)
+ * decides by the same policy rule and verdict as the chain's rules. */
+static void test_factor_random(void)
+{
+	static const char *const refs[] = {
+		"ga", "gb", "gc", "gx", "gq", "a", "e", "10.7.0.0/16", "fd07::5", "10.0.0.3",
+	};
+	static const char *const svcs[] = {
+		"tcp/80", "tcp/443", "tcp/80-90", "udp/53", "tcp/53", "icmp", "icmpv6/128",
+		"tcp/8000-8099", "udp/123", "tcp/22", "proto/47", "tcp", "udp",
+	};
+	static const char *const addrs[] = {
+		"10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.5", "10.7.1.1", "10.8.0.1",
+		"fd00::1", "fd00::2", "fd00::3", "fd00::4", "fd07::5", "fd07::6", "fd09::1",
+	};
+	static const uint8_t protos[] = { IPPROTO_TCP, IPPROTO_UDP, IPPROTO_ICMP, IPPROTO_ICMPV6,
+					  47 };
+	static const uint16_t ports[] = { 22, 53, 80, 85, 90, 91, 123, 443, 8050, 9000 };
+	size_t facts = 0, seg_facts = 0, packets = 0, wrong = 0;
+
+	for (unsigned seed = 1; seed <= 30; seed++) {
+		char *text = NULL;
+		size_t len = 0;
+		FILE *f = open_memstream(&text, &len);
+		unsigned x = seed * 2654435761u;
+		size_t nrules = 12 + seed % 30;
+		struct fixture fx;
+		struct plan *pl;
+
+#define NEXT() lcg(&x)
+		for (int v = 1; v <= 5; v++)
+			fprintf(f, "[vm %c]\nhost = h\nport = p%c\nmac = 02:00:00:00:00:0%d\n"
+				"addresses = 10.0.0.%d, fd00::%d\n", 'a' + v - 1, 'a' + v - 1, v, v, v);
+		fputs("[group ga]\nmembers = a, b\n[group gb]\nmatch = name equals c\n"
+		      "[group gc]\naddresses = 10.7.0.0/16, fd07::/64\nmembers = d\n"
+		      "[group gq]\nmembers = b\nquarantine = yes\n"
+		      "[group gx]\nmembers = a, b, c, e\nexclude_groups = gq\n", f);
+		for (size_t r = 1; r <= nrules; r++) {
+			size_t ns = 1 + NEXT() % 3, nd = 1 + NEXT() % 3, nv = 1 + NEXT() % 3;
+			static const char *const acts[] = { "allow", "drop", "reject" };
+
+			fprintf(f, "[rule %zu]\nsources = %s", r, NEXT() % 7 ? "" : "not ");
+			for (size_t i = 0; i < ns; i++)
+				fprintf(f, "%s%s", i ? ", " : "", refs[NEXT() % ARRAY_SIZE(refs)]);
+			fprintf(f, "\ndestinations = %s", NEXT() % 7 ? "" : "not ");
+			for (size_t i = 0; i < nd; i++)
+				fprintf(f, "%s%s", i ? ", " : "", refs[NEXT() % ARRAY_SIZE(refs)]);
+			fputs("\nservices = ", f);
+			for (size_t i = 0; i < nv; i++)
+				fprintf(f, "%s%s", i ? ", " : "", svcs[NEXT() % ARRAY_SIZE(svcs)]);
+			if (NEXT() % 5 == 0)
+				fprintf(f, "\napplied_to = %s", NEXT() % 2 ? "ga" : "gx");
+			fprintf(f, "\naction = %s\n", acts[NEXT() % ARRAY_SIZE(acts)]);
+		}
+#undef NEXT
+		fclose(f);
+		fx = PARSE(text);
+		pl = COMPILE(&fx, "h");
+		for (size_t c = 0; c < pl->nchains; c++) {
+			const struct pchain *ch = &pl->chains[c];
+
+			facts += ch->nfacts;
+			for (size_t k = 0; k < ch->nfacts; k++)
+				for (size_t g = 0; g < ch->nsegs; g++)
+					seg_facts += ch->segs[g].first <= ch->facts[k].first &&
+						     ch->facts[k].first < ch->segs[g].end;
+			for (size_t s = 0; s < ARRAY_SIZE(addrs); s++) {
+				for (size_t d = 0; d < ARRAY_SIZE(addrs); d++) {
+					struct trace_pkt pk = { .icmp_type = 8, .icmp_code = 0 };
+					const char *why;
+
+					if (addr_parse(addrs[s], &pk.src, &why) < 0 ||
+					    addr_parse(addrs[d], &pk.dst, &why) < 0 ||
+					    pk.src.family != pk.dst.family)
+						continue;
+					for (size_t p = 0; p < ARRAY_SIZE(protos); p++) {
+						for (size_t q = 0; q < ARRAY_SIZE(ports); q++) {
+							uint32_t sid = 1 + (uint32_t)(s % 5), did = 1 + (uint32_t)(d % 5);
+							struct trace_step st;
+							struct kanswer k = { 0, 99 }, m;
+							bool ok;
+
+							pk.proto = protos[p];
+							pk.dport = ports[q];
+							pk.icmp_type = pk.proto == IPPROTO_ICMPV6 ? 128 : 8;
+							trace_chain(pl, ch, sid, did, &pk, &st);
+							m = meaning_chain(pl, ch, sid, did, &pk);
+							ok = kernel_chain(pl, ch, sid, did, &pk, &k) &&
+							     k.rule_id == m.rule_id && k.verdict == m.verdict &&
+							     m.rule_id == st.rule_id;
+							packets++;
+							if (!ok && wrong++ < 5)
+								fprintf(stderr, "\n  seed %u chain %s %s -> %s proto %u "
+									"port %u: kernel rule %u, chain rule %u",
+									seed, ch->name, addrs[s], addrs[d], pk.proto,
+									pk.dport, k.rule_id, st.rule_id);
+						}
+					}
+				}
+			}
+		}
+		plan_free(pl);
+		fixture_free(&fx);
+		free(text);
+	}
+	fprintf(stderr, "\n  [%zu factored runs, %zu in segments, %zu packets]", facts, seg_facts, packets);
+	CU_ASSERT_EQUAL(wrong, 0);
+	CU_ASSERT(facts >= 30);     /* the test is about them */
+	CU_ASSERT(seg_facts >= 10); /* some inside dispatched segments */
+	CU_ASSERT(facts - seg_facts >= 10); /* and some outside */
+	CU_ASSERT(packets > 100000);
+}
+
+/* A run is factored only when it is every combination of its outer and
+ * leaf rules: 3 sources x 3 destinations of one rule is; the same without
+ * one of the nine is not (its leaf would take that combination too). */
+static void test_factor_product_only(void)
+{
+	for (int missing = 0; missing < 2; missing++) {
+		struct plan *pl = xcalloc(1, sizeof(*pl));
+		struct pchain *c;
+
+		pl->chains = xcalloc(1, sizeof(*pl->chains));
+		pl->nchains = 1;
+		c = &pl->chains[0];
+		snprintf(c->name, sizeof(c->name), "o-test");
+		c->rules = xcalloc(9, sizeof(*c->rules));
+		for (int i = 0; i < 9; i++) {
+			struct prule *r;
+			struct pitem it[5] = {
+				{ .kind = PI_NFPROTO, .u = NFPROTO_IPV4 },
+				{ .kind = PI_SADDR_SET }, { .kind = PI_DADDR_SET },
+				{ .kind = PI_COUNTER, .name = "r-5-out" },
+				{ .kind = PI_VERDICT, .u = PV_DROP },
+			};
+
+			if (missing && i == 5)
+				continue;
+			r = &c->rules[c->nrules++];
+			r->rule_id = 5;
+			snprintf(it[1].name, sizeof(it[1].name), "g-s%d-4", i / 3);
+			snprintf(it[2].name, sizeof(it[2].name), "g-d%d-4", i % 3);
+			r->items = xcalloc(5, sizeof(*r->items));
+			memcpy(r->items, it, sizeof(it));
+			r->nitems = 5;
+		}
+		plan_factor(pl);
+		CU_ASSERT_EQUAL(c->nfacts, missing ? 0u : 1u);
+		if (c->nfacts == 1) {
+			CU_ASSERT_EQUAL(c->facts[0].first, 0);
+			CU_ASSERT_EQUAL(c->facts[0].end, 9);
+			CU_ASSERT_EQUAL(c->facts[0].nouter, 3);
+			CU_ASSERT_EQUAL(c->facts[0].nleaf, 3);
+		}
+		plan_free(pl);
+	}
+}
+
 /* Names become parts of nftables object names (at most 64 characters), so
  * a name that could not stay distinct there is refused with its line. */
 static void test_long_group_names(void)
@@ -1985,6 +2252,8 @@ void register_compile_tests(void)
 		{ "literal sets are named by content", test_literal_sets_shared },
 		{ "service sets merge and are shared", test_service_sets },
 		{ "dispatch by port keeps every rule's meaning", test_dispatch_random },
+		{ "factored runs keep every rule's meaning", test_factor_random },
+		{ "only a product of outer and leaf rules is factored", test_factor_product_only },
 		{ "long group names keep distinct sets", test_long_group_names },
 		{ "negated sides, per family (golden)", test_negation },
 		{ "not any matches nothing", test_negated_any },
