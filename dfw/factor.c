@@ -60,11 +60,13 @@ static bool item_eq(const struct pitem *a, const struct pitem *b)
 	       !strcmp(a->name, b->name);
 }
 
+/* Items compared from the last: rules of a run differ most in their
+ * sides, which come after their services and family. */
 static bool rule_eq(const struct prule *a, const struct prule *b)
 {
 	if (a->nitems != b->nitems)
 		return false;
-	for (size_t i = 0; i < a->nitems; i++)
+	for (size_t i = a->nitems; i-- > 0;)
 		if (!item_eq(&a->items[i], &b->items[i]))
 			return false;
 	return true;
@@ -95,40 +97,45 @@ static void push_item(struct prule *r, const struct pitem *it)
 }
 
 /* Splits r into its outer rule (ending in a jump to leaf) and its leaf
- * rule: the family goes to both, the leaf side's tests and the tail to the
- * leaf, the rest to the outer rule, each in r's order. */
+ * rule, in item arrays of r->nitems + 1: the family goes to both, the
+ * leaf side's tests and the tail to the leaf, the rest to the outer rule,
+ * each in r's order. */
 static void split_rule(const struct prule *r, bool leaf_src, const char *leaf,
 		       struct prule *outer, struct prule *in)
 {
 	struct pitem jump = { .kind = PI_JUMP };
 
-	*outer = (struct prule){ r->rule_id, xcalloc(r->nitems + 1, sizeof(struct pitem)), 0 };
-	*in = (struct prule){ r->rule_id, xcalloc(r->nitems, sizeof(struct pitem)), 0 };
+	outer->rule_id = in->rule_id = r->rule_id;
+	outer->nitems = in->nitems = 0;
 	for (size_t i = 0; i < r->nitems; i++) {
 		const struct pitem *it = &r->items[i];
+		bool to_leaf = is_tail(it->kind) || is_side(it->kind, leaf_src);
 
-		if (it->kind == PI_NFPROTO || !(is_tail(it->kind) || is_side(it->kind, leaf_src)))
+		if (it->kind == PI_NFPROTO || !to_leaf)
 			push_item(outer, it);
-		if (it->kind == PI_NFPROTO || is_tail(it->kind) || is_side(it->kind, leaf_src))
+		if (it->kind == PI_NFPROTO || to_leaf)
 			push_item(in, it);
 	}
 	snprintf(jump.name, sizeof(jump.name), "%s", leaf);
 	push_item(outer, &jump);
 }
 
-/* The index of r in list (appended when new; r's items then belong to
- * list, else they are freed). */
-static size_t intern(struct prule **list, size_t *n, struct prule *r)
+/* Distinct rules (a run has few distinct outer and leaf rules). */
+struct rule_list {
+	struct prule *r;
+	size_t n;
+};
+
+/* The index of r in l, with a copy of r appended when it is new. */
+static size_t intern(struct rule_list *l, const struct prule *r)
 {
-	for (size_t i = 0; i < *n; i++) {
-		if (rule_eq(&(*list)[i], r)) {
-			free(r->items);
+	for (size_t i = 0; i < l->n; i++)
+		if (rule_eq(&l->r[i], r))
 			return i;
-		}
-	}
-	*list = xrealloc(*list, (*n + 1) * sizeof(**list));
-	(*list)[*n] = *r;
-	return (*n)++;
+	l->r = xrealloc(l->r, (l->n + 1) * sizeof(*l->r));
+	l->r[l->n] = (struct prule){ r->rule_id, xcalloc(r->nitems, sizeof(*r->items)), r->nitems };
+	memcpy(l->r[l->n].items, r->items, r->nitems * sizeof(*r->items));
+	return l->n++;
 }
 
 static void fact_free(struct pfact *f)
@@ -151,19 +158,30 @@ static bool build(const struct pchain *c, size_t first, size_t end, bool leaf_sr
 		  struct pfact *f)
 {
 	size_t n = end - first, *leaf_of = xcalloc(n, sizeof(*leaf_of)), pairs = 0, combos = 0;
+	size_t most = 0;
+	struct rule_list outer = { 0 }, leaf = { 0 };
+	struct prule o, l;
 	char name[PLAN_NAME_MAX];
 	bool *have;
 
 	*f = (struct pfact){ .first = first, .end = end, .leaf_src = leaf_src };
 	f->outer_of = xcalloc(n, sizeof(*f->outer_of));
 	fact_leaf_name(c, f, name, sizeof(name));
+	for (size_t i = first; i < end; i++)
+		most = c->rules[i].nitems > most ? c->rules[i].nitems : most;
+	o.items = xcalloc(most + 1, sizeof(*o.items));
+	l.items = xcalloc(most + 1, sizeof(*l.items));
 	for (size_t i = 0; i < n; i++) {
-		struct prule o, l;
-
 		split_rule(&c->rules[first + i], leaf_src, name, &o, &l);
-		f->outer_of[i] = intern(&f->outer, &f->nouter, &o);
-		leaf_of[i] = intern(&f->leaf, &f->nleaf, &l);
+		f->outer_of[i] = intern(&outer, &o);
+		leaf_of[i] = intern(&leaf, &l);
 	}
+	free(o.items);
+	free(l.items);
+	f->outer = outer.r;
+	f->nouter = outer.n;
+	f->leaf = leaf.r;
+	f->nleaf = leaf.n;
 	have = xcalloc(f->nouter * f->nleaf, sizeof(*have));
 	for (size_t i = 0; i < n; i++) {
 		bool *h = &have[f->outer_of[i] * f->nleaf + leaf_of[i]];
@@ -171,9 +189,9 @@ static bool build(const struct pchain *c, size_t first, size_t end, bool leaf_sr
 		pairs += !*h;
 		*h = true;
 	}
-	for (size_t o = 0; o < f->nouter; o++) {
-		for (size_t l = 0; l < f->nleaf; l++) {
-			uint32_t fo = rule_family(&f->outer[o]), fl = rule_family(&f->leaf[l]);
+	for (size_t i = 0; i < f->nouter; i++) {
+		for (size_t k = 0; k < f->nleaf; k++) {
+			uint32_t fo = rule_family(&f->outer[i]), fl = rule_family(&f->leaf[k]);
 
 			combos += !fo || !fl || fo == fl;
 		}
@@ -230,46 +248,73 @@ static long rule_cost(const struct prule *r, bool atom)
 	return n;
 }
 
-/* The cost of rules idx[0..n) of c (those of run f) in one place, as
- * they are and as f's outer rules. */
-static void place_cost(const struct pchain *c, const struct pfact *f, const size_t *idx, size_t n,
-		       bool atom, long *flat, long *fact)
+/* The costs of a chain's rules and of a run's outer rules, in the chain
+ * itself ([0]) and in an atom's chain ([1]); seen: a place's outer rules
+ * already counted. */
+struct costs {
+	long (*rule)[2];
+	long (*outer)[2];
+	bool *seen;
+};
+
+/* The index of the first of sorted v[0..n) that is at least x. */
+static size_t lower_bound(const size_t *v, size_t n, size_t x)
 {
-	bool *seen = xcalloc(f->nouter + 1, sizeof(*seen));
+	size_t lo = 0, hi = n;
 
-	for (size_t i = 0; i < n; i++) {
-		size_t r = idx[i], o;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
 
-		if (r < f->first || r >= f->end)
-			continue;
-		*flat += rule_cost(&c->rules[r], atom);
-		o = f->outer_of[r - f->first];
-		if (!seen[o])
-			*fact += rule_cost(&f->outer[o], atom);
-		seen[o] = true;
+		if (v[mid] < x)
+			lo = mid + 1;
+		else
+			hi = mid;
 	}
-	free(seen);
+	return lo;
+}
+
+/* The cost of the rules of run f among idx[0..n) (sorted) in one place,
+ * as they are and as f's outer rules. */
+static void place_cost(const struct pfact *f, const size_t *idx, size_t n, bool atom,
+		       struct costs *k, long *flat, long *fact)
+{
+	memset(k->seen, 0, f->nouter * sizeof(*k->seen));
+	for (size_t i = lower_bound(idx, n, f->first); i < n && idx[i] < f->end; i++) {
+		size_t o = f->outer_of[idx[i] - f->first];
+
+		*flat += k->rule[idx[i]][atom];
+		if (!k->seen[o])
+			*fact += k->outer[o][atom];
+		k->seen[o] = true;
+	}
 }
 
 /* What factoring run f saves, over every place its rules stand in. */
-static long savings(const struct pchain *c, const struct pfact *f)
+static long savings(const struct pchain *c, const struct pfact *f, struct costs *k)
 {
 	const struct pdisp_seg *s = NULL;
 	long flat = 0, fact = CHAIN_COST;
 	size_t n = f->end - f->first, *idx = xcalloc(n, sizeof(*idx)), m = 0;
 
-	for (size_t k = 0; k < c->nsegs; k++)
-		if (c->segs[k].first <= f->first && f->first < c->segs[k].end)
-			s = &c->segs[k];
+	k->outer = xcalloc(f->nouter, sizeof(*k->outer));
+	k->seen = xcalloc(f->nouter, sizeof(*k->seen));
+	for (size_t o = 0; o < f->nouter; o++)
+		for (int atom = 0; atom < 2; atom++)
+			k->outer[o][atom] = rule_cost(&f->outer[o], atom);
+	for (size_t g = 0; g < c->nsegs; g++)
+		if (c->segs[g].first <= f->first && f->first < c->segs[g].end)
+			s = &c->segs[g];
 	for (size_t r = f->first; r < f->end; r++) /* in the chain itself */
 		if (!s || disp_other_proto(&c->rules[r]))
 			idx[m++] = r;
-	place_cost(c, f, idx, m, false, &flat, &fact);
+	place_cost(f, idx, m, false, k, &flat, &fact);
 	for (size_t j = 0; s && j < s->natoms; j++)
 		if (s->atoms[j].chain == j)
-			place_cost(c, f, s->atoms[j].rules, s->atoms[j].nrules, true, &flat, &fact);
+			place_cost(f, s->atoms[j].rules, s->atoms[j].nrules, true, k, &flat, &fact);
 	for (size_t l = 0; l < f->nleaf; l++)
 		fact += rule_cost(&f->leaf[l], true);
+	free(k->outer);
+	free(k->seen);
 	free(idx);
 	return flat - fact;
 }
@@ -310,7 +355,8 @@ static int cmp_first(const void *x, const void *y)
 }
 
 /* The better of a run's two factored forms, when it saves anything. */
-static bool best_form(const struct pchain *c, size_t first, size_t end, struct cand *out)
+static bool best_form(const struct pchain *c, size_t first, size_t end, struct costs *costs,
+		      struct cand *out)
 {
 	bool found = false;
 
@@ -319,7 +365,7 @@ static bool best_form(const struct pchain *c, size_t first, size_t end, struct c
 
 		if (!build(c, first, end, leaf_src, &k.f))
 			continue;
-		k.save = savings(c, &k.f);
+		k.save = savings(c, &k.f, costs);
 		if (k.save > 0 && (!found || k.save > out->save)) {
 			if (found)
 				fact_free(&out->f);
@@ -334,8 +380,13 @@ static bool best_form(const struct pchain *c, size_t first, size_t end, struct c
 
 static void chain_factor(struct pchain *c)
 {
+	struct costs costs = { xcalloc(c->nrules + 1, sizeof(*costs.rule)), NULL, NULL };
 	struct cand *cands = NULL;
 	size_t n = 0, cap = 0;
+
+	for (size_t r = 0; r < c->nrules; r++)
+		for (int atom = 0; atom < 2; atom++)
+			costs.rule[r][atom] = rule_cost(&c->rules[r], atom);
 
 	for (size_t first = 0, end; first < c->nrules; first = end) {
 		bool tails = true;
@@ -347,7 +398,7 @@ static void chain_factor(struct pchain *c)
 		    !run_placed(c, first, end))
 			continue;
 		grow((void **)&cands, &cap, n + 1, sizeof(*cands));
-		n += best_form(c, first, end, &cands[n]);
+		n += best_form(c, first, end, &costs, &cands[n]);
 	}
 	if (n > 1)
 		qsort(cands, n, sizeof(*cands), cmp_save);
@@ -361,6 +412,7 @@ static void chain_factor(struct pchain *c)
 	c->nfacts = n;
 	qsort(c->facts, n, sizeof(*c->facts), cmp_first);
 	free(cands);
+	free(costs.rule);
 }
 
 void plan_factor(struct plan *pl)
