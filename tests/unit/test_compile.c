@@ -1415,6 +1415,22 @@ static unsigned lcg(unsigned *x)
 	return (*x >> 16) & 0x7fff;
 }
 
+/* A random policy's text, written to f from the seed's numbers (lcg on
+ * x); text is complete after fclose(f). */
+struct rnd_text {
+	char *text;
+	size_t len;
+	FILE *f;
+	unsigned x;
+};
+
+static void rnd_text_begin(struct rnd_text *rt, unsigned seed)
+{
+	*rt = (struct rnd_text){ NULL, 0, NULL, seed * 2654435761u };
+	rt->f = open_memstream(&rt->text, &rt->len);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(rt->f);
+}
+
 static void test_dispatch_random(void)
 {
 	static const char *const svcs[] = {
@@ -1426,15 +1442,15 @@ static void test_dispatch_random(void)
 	size_t dispatched = 0;
 
 	for (unsigned seed = 1; seed <= 40; seed++) {
-		char *text = NULL;
-		size_t len = 0;
-		FILE *f = open_memstream(&text, &len);
-		unsigned x = seed * 2654435761u;
+		struct rnd_text rt;
+		FILE *f;
 		size_t nrules = 20 + seed % 50;
 		struct fixture fx;
 		struct plan *pl;
 
-#define NEXT() lcg(&x)
+		rnd_text_begin(&rt, seed);
+		f = rt.f;
+#define NEXT() lcg(&rt.x)
 		fputs("[vm a]\nhost = h\nport = pa\nmac = 02:00:00:00:00:01\naddresses = 10.0.0.1\n"
 		      "[vm b]\nhost = h\nport = pb\nmac = 02:00:00:00:00:02\naddresses = 10.0.0.2\n"
 		      "[group ga]\nmembers = a\n[group gb]\nmembers = b\n", f);
@@ -1455,13 +1471,13 @@ static void test_dispatch_random(void)
 		}
 #undef NEXT
 		fclose(f);
-		fx = PARSE(text);
+		fx = PARSE(rt.text);
 		pl = COMPILE(&fx, "h");
 		for (size_t c = 0; c < pl->nchains; c++)
 			dispatched += pl->chains[c].nsegs > 0;
 		plan_free(pl);
 		fixture_free(&fx);
-		free(text);
+		free(rt.text);
 	}
 	CU_ASSERT(dispatched >= 40); /* most chains of these have a long run */
 	{
@@ -1644,42 +1660,40 @@ static void test_factor_random(void)
 	size_t facts = 0, seg_facts = 0, packets = 0, wrong = 0;
 
 	for (unsigned seed = 1; seed <= 30; seed++) {
-		char *text = NULL;
-		size_t len = 0;
-		FILE *f = open_memstream(&text, &len);
-		unsigned x = seed * 2654435761u;
+		struct rnd_text rt;
 		size_t nrules = 12 + seed % 30;
 		struct fixture fx;
 		struct plan *pl;
 
-#define NEXT() lcg(&x)
+		rnd_text_begin(&rt, seed);
+#define NEXT() lcg(&rt.x)
 		for (int v = 1; v <= 5; v++)
-			fprintf(f, "[vm %c]\nhost = h\nport = p%c\nmac = 02:00:00:00:00:0%d\n"
+			fprintf(rt.f, "[vm %c]\nhost = h\nport = p%c\nmac = 02:00:00:00:00:0%d\n"
 				"addresses = 10.0.0.%d, fd00::%d\n", 'a' + v - 1, 'a' + v - 1, v, v, v);
 		fputs("[group ga]\nmembers = a, b\n[group gb]\nmatch = name equals c\n"
 		      "[group gc]\naddresses = 10.7.0.0/16, fd07::/64\nmembers = d\n"
 		      "[group gq]\nmembers = b\nquarantine = yes\n"
-		      "[group gx]\nmembers = a, b, c, e\nexclude_groups = gq\n", f);
+		      "[group gx]\nmembers = a, b, c, e\nexclude_groups = gq\n", rt.f);
 		for (size_t r = 1; r <= nrules; r++) {
 			size_t ns = 1 + NEXT() % 3, nd = 1 + NEXT() % 3, nv = 1 + NEXT() % 3;
 			static const char *const acts[] = { "allow", "drop", "reject" };
 
-			fprintf(f, "[rule %zu]\nsources = %s", r, NEXT() % 7 ? "" : "not ");
+			fprintf(rt.f, "[rule %zu]\nsources = %s", r, NEXT() % 7 ? "" : "not ");
 			for (size_t i = 0; i < ns; i++)
-				fprintf(f, "%s%s", i ? ", " : "", refs[NEXT() % ARRAY_SIZE(refs)]);
-			fprintf(f, "\ndestinations = %s", NEXT() % 7 ? "" : "not ");
+				fprintf(rt.f, "%s%s", i ? ", " : "", refs[NEXT() % ARRAY_SIZE(refs)]);
+			fprintf(rt.f, "\ndestinations = %s", NEXT() % 7 ? "" : "not ");
 			for (size_t i = 0; i < nd; i++)
-				fprintf(f, "%s%s", i ? ", " : "", refs[NEXT() % ARRAY_SIZE(refs)]);
-			fputs("\nservices = ", f);
+				fprintf(rt.f, "%s%s", i ? ", " : "", refs[NEXT() % ARRAY_SIZE(refs)]);
+			fputs("\nservices = ", rt.f);
 			for (size_t i = 0; i < nv; i++)
-				fprintf(f, "%s%s", i ? ", " : "", svcs[NEXT() % ARRAY_SIZE(svcs)]);
+				fprintf(rt.f, "%s%s", i ? ", " : "", svcs[NEXT() % ARRAY_SIZE(svcs)]);
 			if (NEXT() % 5 == 0)
-				fprintf(f, "\napplied_to = %s", NEXT() % 2 ? "ga" : "gx");
-			fprintf(f, "\naction = %s\n", acts[NEXT() % ARRAY_SIZE(acts)]);
+				fprintf(rt.f, "\napplied_to = %s", NEXT() % 2 ? "ga" : "gx");
+			fprintf(rt.f, "\naction = %s\n", acts[NEXT() % ARRAY_SIZE(acts)]);
 		}
 #undef NEXT
-		fclose(f);
-		fx = PARSE(text);
+		fclose(rt.f);
+		fx = PARSE(rt.text);
 		pl = COMPILE(&fx, "h");
 		for (size_t c = 0; c < pl->nchains; c++) {
 			const struct pchain *ch = &pl->chains[c];
@@ -1726,7 +1740,7 @@ static void test_factor_random(void)
 		}
 		plan_free(pl);
 		fixture_free(&fx);
-		free(text);
+		free(rt.text);
 	}
 	fprintf(stderr, "\n  [%zu factored runs, %zu in segments, %zu packets]", facts, seg_facts, packets);
 	CU_ASSERT_EQUAL(wrong, 0);
