@@ -889,35 +889,6 @@ static void policy_rule(struct backend *b, const char *chain, const struct prule
 	rule_send(b, r);
 }
 
-/* Segment seg's dispatch, in its chain's place: a verdict map lookup per
- * protocol, then the segment's rules of other protocols. */
-static void disp_rules(struct backend *b, const struct pchain *c, const struct pdisp_seg *seg,
-		       struct kwalk *w)
-{
-	size_t k = (size_t)(seg - c->segs);
-	char map[PLAN_NAME_MAX];
-
-	for (size_t p = 0; p < ARRAY_SIZE(disp_protos); p++) {
-		struct nftnl_rule *r;
-
-		if (!disp_has_proto(seg, disp_protos[p]))
-			continue;
-		disp_map_name(c, k, disp_protos[p], map, sizeof(map));
-		r = rule_new(b, NFPROTO_INET, c->name, NULL);
-		x_meta_load(r, NFT_META_L4PROTO, NFT_REG_1);
-		x_cmp_u8(r, disp_protos[p]);
-		x_payload(r, NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2, NFT_REG_1);
-		x_lookup(r, map, NFT_REG_VERDICT, false);
-		rule_send(b, r);
-	}
-	for (size_t i = seg->first; i < seg->end; i++) {
-		const struct prule *r;
-
-		if (disp_other_proto(&c->rules[i]) && (r = kwalk_rule(w, c, i)))
-			policy_rule(b, c->name, r, false);
-	}
-}
-
 /* Segment k's maps, created with their elements (port interval -> jump
  * to the atom's chain) or deleted. */
 static void disp_maps(struct backend *b, const struct pchain *c, size_t k, uint16_t type)
@@ -962,53 +933,64 @@ static void disp_maps(struct backend *b, const struct pchain *c, size_t k, uint1
 	free(names);
 }
 
-/* A policy chain, with its dispatch and factored runs: the leaf chains
- * first (with their rules: they refer to no other chain), the atoms'
- * chains (their rules may jump to leaves), then the maps that jump to
- * them, then the chain, whose dispatch rules bind the maps. */
+/* A policy chain in its kernel form (kform_walk): the leaf chains first
+ * (with their rules: they refer to no other chain), the atoms' chains
+ * (their rules may jump to leaves), the maps that jump to them, then the
+ * chain, whose dispatch rules bind the maps. */
+struct chain_add_ctx {
+	struct backend *b;
+	char chain[PLAN_NAME_MAX];
+};
+
+static void ca_chain(void *arg, const char *name)
+{
+	struct chain_add_ctx *a = arg;
+
+	snprintf(a->chain, sizeof(a->chain), "%s", name);
+	chain_msg(a->b, NFPROTO_INET, name, -1, 0, NFT_MSG_NEWCHAIN);
+}
+
+static void ca_end(void *arg)
+{
+	(void)arg;
+}
+
+static void ca_rule(void *arg, const struct prule *pr, bool atom)
+{
+	struct chain_add_ctx *a = arg;
+
+	policy_rule(a->b, a->chain, pr, atom);
+}
+
+static void ca_map(void *arg, const struct pchain *part, size_t seg)
+{
+	disp_maps(((struct chain_add_ctx *)arg)->b, part, seg, NFT_MSG_NEWSET);
+}
+
+/* A segment's dispatch, in its chain's place: its map of one protocol. */
+static void ca_map_lookup(void *arg, const struct pchain *part, size_t seg, uint8_t proto)
+{
+	struct chain_add_ctx *a = arg;
+	char map[PLAN_NAME_MAX];
+	struct nftnl_rule *r;
+
+	disp_map_name(part, seg, proto, map, sizeof(map));
+	r = rule_new(a->b, NFPROTO_INET, a->chain, NULL);
+	x_meta_load(r, NFT_META_L4PROTO, NFT_REG_1);
+	x_cmp_u8(r, proto);
+	x_payload(r, NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2, NFT_REG_1);
+	x_lookup(r, map, NFT_REG_VERDICT, false);
+	rule_send(a->b, r);
+}
+
 static void chain_add(struct backend *b, const struct pchain *c)
 {
-	struct kwalk w = { 0 };
-	char name[PLAN_NAME_MAX];
+	static const struct kform_ops ops = {
+		ca_chain, ca_end, ca_rule, ca_map, ca_map_lookup,
+	};
+	struct chain_add_ctx a = { .b = b };
 
-	for (size_t f = 0; f < c->nfacts; f++) {
-		fact_leaf_name(c, &c->facts[f], name, sizeof(name));
-		chain_msg(b, NFPROTO_INET, name, -1, 0, NFT_MSG_NEWCHAIN);
-		for (size_t i = 0; i < c->facts[f].nleaf; i++)
-			policy_rule(b, name, &c->facts[f].leaf[i], true);
-	}
-	for (size_t k = 0; k < c->nsegs; k++) {
-		for (size_t j = 0; j < c->segs[k].natoms; j++) {
-			const struct pdisp_atom *a = &c->segs[k].atoms[j];
-
-			if (a->chain != j)
-				continue;
-			disp_atom_name(c, k, j, name, sizeof(name));
-			chain_msg(b, NFPROTO_INET, name, -1, 0, NFT_MSG_NEWCHAIN);
-			for (size_t i = 0; i < a->nrules; i++) {
-				const struct prule *r = kwalk_rule(&w, c, a->rules[i]);
-
-				if (r)
-					policy_rule(b, name, r, true);
-			}
-			kwalk_free(&w); /* a new place */
-		}
-		disp_maps(b, c, k, NFT_MSG_NEWSET);
-	}
-	chain_msg(b, NFPROTO_INET, c->name, -1, 0, NFT_MSG_NEWCHAIN);
-	for (size_t i = 0; i < c->nrules; i++) {
-		const struct pdisp_seg *seg = disp_seg_at(c, i);
-		const struct prule *r;
-
-		if (seg) {
-			disp_rules(b, c, seg, &w);
-			i = seg->end - 1;
-			continue;
-		}
-		if ((r = kwalk_rule(&w, c, i)))
-			policy_rule(b, c->name, r, false);
-	}
-	kwalk_free(&w);
+	kform_walk(c, &ops, &a);
 }
 
 /* Deletes a policy chain with its dispatch and factored runs, in the

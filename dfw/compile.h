@@ -260,6 +260,21 @@ void plan_member_delta(const struct plan *pl, const struct gengine *e,
 /* Records in pl the element changes of d, after the kernel took them. */
 void plan_apply_elems(struct plan *pl, const struct plan_diff *d);
 
+/* The kernel's form of chain c with its dispatch and factored runs
+ * (dfw/kform.c), in the order the backend creates it: its leaf chains,
+ * its atoms' chains each followed, per segment, by its maps, then the
+ * chain itself.  Every chain begins with chain() and ends with end(); a
+ * rule in an atom's or a leaf chain has atom set; map_lookup() is a
+ * segment's map lookup of one protocol in the chain. */
+struct kform_ops {
+	void (*chain)(void *arg, const char *name);
+	void (*end)(void *arg);
+	void (*rule)(void *arg, const struct prule *r, bool atom);
+	void (*map)(void *arg, const struct pchain *c, size_t seg);
+	void (*map_lookup)(void *arg, const struct pchain *c, size_t seg, uint8_t proto);
+};
+void kform_walk(const struct pchain *c, const struct kform_ops *ops, void *arg);
+
 /* Dispatch (dfw/dispatch.c).  plan_dispatch fills the segments of every
  * chain of pl (after its sets are final); dispatch_free frees a chain's.
  * Names of the kernel objects of segment k of chain c: its maps
@@ -280,11 +295,11 @@ const struct pdisp_seg *disp_seg_at(const struct pchain *c, size_t i);
 extern const uint8_t disp_protos[2];
 /* Whether segment s has atoms of proto (and so a map for it). */
 bool disp_has_proto(const struct pdisp_seg *s, uint8_t proto);
-/* What the kernel holds for chain c with its dispatch and factored runs:
- * chains, rules (a rule in several atoms' chains counted in each; the map
- * lookups and the leaf chains' rules counted) and map elements (interval
- * ends counted); and the rules every new flow meets, outside the atoms'
- * and leaf chains (walked). */
+/* What the kernel holds for chain c with its dispatch and factored runs
+ * (kform_walk): chains, rules (a rule in several atoms' chains counted in
+ * each; the map lookups and the leaf chains' rules counted) and map
+ * elements (interval ends counted); and the rules every new flow meets,
+ * outside the atoms' and leaf chains (walked). */
 struct disp_size {
 	size_t chains, rules, maps, elems, walked;
 };

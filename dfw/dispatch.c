@@ -303,50 +303,6 @@ static void chain_dispatch(const struct plan *pl, struct pchain *c)
 	free(rp);
 }
 
-void disp_size(const struct pchain *c, struct disp_size *sz)
-{
-	struct kwalk w = { 0 }, aw = { 0 }; /* the chain; an atom's chain */
-
-	memset(sz, 0, sizeof(*sz));
-	sz->chains = 1 + c->nfacts;
-	for (size_t f = 0; f < c->nfacts; f++)
-		sz->rules += c->facts[f].nleaf;
-	for (size_t i = 0; i < c->nrules; i++) {
-		const struct pdisp_seg *s = disp_seg_at(c, i);
-		size_t n = 0;
-
-		if (!s) {
-			n = kwalk_rule(&w, c, i) != NULL;
-			sz->rules += n;
-			sz->walked += n;
-			continue;
-		}
-		for (size_t p = 0; p < ARRAY_SIZE(disp_protos); p++) /* a map and its lookup */
-			if (disp_has_proto(s, disp_protos[p])) {
-				sz->maps++;
-				sz->rules++;
-			}
-		for (size_t r = s->first; r < s->end; r++) /* met where the maps do not take a packet */
-			if (disp_other_proto(&c->rules[r]))
-				n += kwalk_rule(&w, c, r) != NULL;
-		sz->rules += n;
-		sz->walked += n;
-		for (size_t j = 0; j < s->natoms; j++) {
-			const struct pdisp_atom *a = &s->atoms[j];
-
-			sz->elems += a->hi < 65535 ? 2 : 1;
-			if (a->chain != j)
-				continue;
-			sz->chains++;
-			for (size_t k = 0; k < a->nrules; k++)
-				sz->rules += kwalk_rule(&aw, c, a->rules[k]) != NULL;
-			kwalk_free(&aw); /* a new place */
-		}
-		i = s->end - 1;
-	}
-	kwalk_free(&w);
-}
-
 void plan_dispatch(struct plan *pl)
 {
 	for (size_t i = 0; i < pl->nchains; i++)

@@ -49,13 +49,13 @@ static void print_rule(const struct prule *r, bool atom, FILE *f)
 			fputc(' ', f);
 		sep = true;
 		switch (it->kind) {
-		case PI_PORT_SET:
-			fprintf(f, "meta %s %s@%s", it->u & PI_PORT_DST ? "priority" : "mark",
-				it->u & PI_LOOKUP_NEG ? "!= " : "", it->name);
-			break;
 		case PI_NFPROTO:
 			fam = it->u;
 			fprintf(f, "meta nfproto %s", fam == NFPROTO_IPV4 ? "ipv4" : "ipv6");
+			break;
+		case PI_PORT_SET:
+			fprintf(f, "meta %s %s@%s", it->u & PI_PORT_DST ? "priority" : "mark",
+				it->u & PI_LOOKUP_NEG ? "!= " : "", it->name);
 			break;
 		case PI_SADDR_SET:
 		case PI_DADDR_SET:
@@ -199,92 +199,72 @@ static void print_bridge(const struct plan *pl, const char *table, FILE *f)
 	fprintf(f, "}\n");
 }
 
-/* The kernel rules of chain c in one place (dfw/factor.c). */
-static void print_kernel_rule(struct kwalk *w, const struct pchain *c, size_t i, bool atom, FILE *f)
+/* A policy chain in its kernel form, in the order the backend creates it
+ * (kform_walk). */
+static void pr_chain(void *arg, const char *name)
 {
-	const struct prule *r = kwalk_rule(w, c, i);
-
-	if (r)
-		print_rule(r, atom, f);
+	fprintf(arg, "\tchain %s {\n", name);
 }
 
-/* A policy chain with its dispatch and factored runs, as the backend's
- * chain_add sends it: the chain, with each segment's map lookups and
- * other-protocol rules in its place; the atoms' chains; the maps; the
- * leaf chains. */
+static void pr_end(void *arg)
+{
+	fputs("\t}\n", arg);
+}
+
+static void pr_rule(void *arg, const struct prule *r, bool atom)
+{
+	print_rule(r, atom, arg);
+}
+
+static void pr_map(void *arg, const struct pchain *c, size_t k)
+{
+	const struct pdisp_seg *s = &c->segs[k];
+	char name[PLAN_NAME_MAX], atom[PLAN_NAME_MAX];
+	FILE *f = arg;
+
+	for (size_t p = 0; p < ARRAY_SIZE(disp_protos); p++) {
+		size_t n = 0;
+
+		disp_map_name(c, k, disp_protos[p], name, sizeof(name));
+		for (size_t j = 0; j < s->natoms; j++) {
+			const struct pdisp_atom *a = &s->atoms[j];
+
+			if (a->proto != disp_protos[p])
+				continue;
+			if (!n++)
+				fprintf(f, "\tmap %s {\n\t\ttype inet_service : verdict\n"
+					"\t\tflags interval\n\t\telements = { ", name);
+			else
+				fputs(", ", f);
+			if (a->lo == a->hi)
+				fprintf(f, "%u", a->lo);
+			else
+				fprintf(f, "%u-%u", a->lo, a->hi);
+			disp_atom_name(c, k, a->chain, atom, sizeof(atom));
+			fprintf(f, " : jump %s", atom);
+		}
+		if (n)
+			fputs(" }\n\t}\n", f);
+	}
+}
+
+static void pr_map_lookup(void *arg, const struct pchain *c, size_t k, uint8_t proto)
+{
+	char name[PLAN_NAME_MAX];
+
+	disp_map_name(c, k, proto, name, sizeof(name));
+	fputs("\t\tmeta l4proto ", arg);
+	print_proto(proto, arg);
+	fprintf(arg, " th dport vmap @%s\n", name);
+}
+
 static void print_chain(const struct pchain *c, FILE *f)
 {
-	char name[PLAN_NAME_MAX], atom[PLAN_NAME_MAX];
-	struct kwalk w = { 0 }, aw = { 0 }; /* the chain; an atom's chain */
+	static const struct kform_ops ops = {
+		pr_chain, pr_end, pr_rule, pr_map, pr_map_lookup,
+	};
 
-	fprintf(f, "\tchain %s {\n", c->name);
-	for (size_t i = 0; i < c->nrules; i++) {
-		const struct pdisp_seg *seg = disp_seg_at(c, i);
-
-		if (!seg) {
-			print_kernel_rule(&w, c, i, false, f);
-			continue;
-		}
-		for (size_t p = 0; p < ARRAY_SIZE(disp_protos); p++) {
-			if (!disp_has_proto(seg, disp_protos[p]))
-				continue;
-			disp_map_name(c, (size_t)(seg - c->segs), disp_protos[p], name, sizeof(name));
-			fputs("\t\tmeta l4proto ", f);
-			print_proto(disp_protos[p], f);
-			fprintf(f, " th dport vmap @%s\n", name);
-		}
-		for (size_t r = seg->first; r < seg->end; r++)
-			if (disp_other_proto(&c->rules[r]))
-				print_kernel_rule(&w, c, r, false, f);
-		i = seg->end - 1;
-	}
-	fprintf(f, "\t}\n");
-	for (size_t k = 0; k < c->nsegs; k++) {
-		const struct pdisp_seg *s = &c->segs[k];
-
-		for (size_t j = 0; j < s->natoms; j++) {
-			if (s->atoms[j].chain != j)
-				continue;
-			disp_atom_name(c, k, j, name, sizeof(name));
-			fprintf(f, "\tchain %s {\n", name);
-			for (size_t i = 0; i < s->atoms[j].nrules; i++)
-				print_kernel_rule(&aw, c, s->atoms[j].rules[i], true, f);
-			fprintf(f, "\t}\n");
-			kwalk_free(&aw); /* a new place */
-		}
-		for (size_t p = 0; p < ARRAY_SIZE(disp_protos); p++) {
-			size_t n = 0;
-
-			disp_map_name(c, k, disp_protos[p], name, sizeof(name));
-			for (size_t j = 0; j < s->natoms; j++) {
-				const struct pdisp_atom *a = &s->atoms[j];
-
-				if (a->proto != disp_protos[p])
-					continue;
-				if (!n++)
-					fprintf(f, "\tmap %s {\n\t\ttype inet_service : verdict\n"
-						"\t\tflags interval\n\t\telements = { ", name);
-				else
-					fputs(", ", f);
-				if (a->lo == a->hi)
-					fprintf(f, "%u", a->lo);
-				else
-					fprintf(f, "%u-%u", a->lo, a->hi);
-				disp_atom_name(c, k, a->chain, atom, sizeof(atom));
-				fprintf(f, " : jump %s", atom);
-			}
-			if (n)
-				fputs(" }\n\t}\n", f);
-		}
-	}
-	for (size_t k = 0; k < c->nfacts; k++) {
-		fact_leaf_name(c, &c->facts[k], name, sizeof(name));
-		fprintf(f, "\tchain %s {\n", name);
-		for (size_t i = 0; i < c->facts[k].nleaf; i++)
-			print_rule(&c->facts[k].leaf[i], true, f);
-		fprintf(f, "\t}\n");
-	}
-	kwalk_free(&w);
+	kform_walk(c, &ops, f);
 }
 
 void plan_print_nft(const struct plan *pl, const char *table, FILE *f)
