@@ -533,17 +533,14 @@ static void port_id_rules(struct backend *b, const char *chain, uint32_t ifkey,
 	rule_send(b, r);
 }
 
-/* A bridge rule for the ports in an ifname set (learn4 / learn6): the
- * frame's ethertype, then its ingress (or egress) port in the set. */
-static struct nftnl_rule *learn_rule(struct backend *b, const char *chain, const char *why,
-				     uint16_t ethertype, uint32_t ifkey, const char *set)
+/* The test that ends a bridge rule for the ports in an ifname set
+ * (learn4 / learn6): the frame's ingress (or egress) port is in the set.
+ * It comes after the rule's cheaper tests (ethertype, addresses, ports),
+ * on which every other frame fails first, and before its action. */
+static void x_learning_port(struct nftnl_rule *r, uint32_t ifkey, const char *set)
 {
-	struct nftnl_rule *r = rule_new(b, NFPROTO_BRIDGE, chain, why);
-
-	x_ether_type(r, ethertype);
 	x_meta_load(r, ifkey, NFT_REG_1);
 	x_lookup(r, set, -1, false);
-	return r;
 }
 
 /* Address learning (layout.h): after the MAC check, before the address
@@ -558,27 +555,34 @@ static void learn_rules(struct backend *b)
 	const uint32_t zero = 0, bcast = 0xffffffff;
 	struct nftnl_rule *r;
 
-	r = learn_rule(b, DFW_CHAIN_BR_PRE, "learn", 0x0806, NFT_META_IIFNAME, DFW_SET_LEARN4);
+	r = rule_new(b, NFPROTO_BRIDGE, DFW_CHAIN_BR_PRE, "learn");
+	x_ether_type(r, 0x0806);
+	x_learning_port(r, NFT_META_IIFNAME, DFW_SET_LEARN4);
 	x_log(r, DFW_NFLOG_LEARN, DFW_NFLOG_LEARN_SNAPLEN);
 	rule_send(b, r);
-	r = learn_rule(b, DFW_CHAIN_BR_PRE, "learn", 0x86dd, NFT_META_IIFNAME, DFW_SET_LEARN6);
+	r = rule_new(b, NFPROTO_BRIDGE, DFW_CHAIN_BR_PRE, "learn");
+	x_ether_type(r, 0x86dd);
 	x_meta_load(r, NFT_META_L4PROTO, NFT_REG_1);
 	x_cmp_u8(r, IPPROTO_ICMPV6);
 	x_payload(r, NFT_PAYLOAD_TRANSPORT_HEADER, 0, 1, NFT_REG_1);
 	x_range(r, &nd_lo, &nd_hi, 1);
+	x_learning_port(r, NFT_META_IIFNAME, DFW_SET_LEARN6);
 	x_log(r, DFW_NFLOG_LEARN, DFW_NFLOG_LEARN_SNAPLEN);
 	rule_send(b, r);
-	r = learn_rule(b, DFW_CHAIN_BR_PRE, "learn: DHCP", 0x0800, NFT_META_IIFNAME, DFW_SET_LEARN4);
+	r = rule_new(b, NFPROTO_BRIDGE, DFW_CHAIN_BR_PRE, "learn: DHCP");
+	x_ether_type(r, 0x0800);
 	x_udp_ports(r, 68, 67);
+	x_learning_port(r, NFT_META_IIFNAME, DFW_SET_LEARN4);
 	x_log(r, DFW_NFLOG_LEARN, DFW_NFLOG_LEARN_SNAPLEN);
 	rule_send(b, r);
-	r = learn_rule(b, DFW_CHAIN_BR_PRE, "learn: DHCP without an address", 0x0800,
-		       NFT_META_IIFNAME, DFW_SET_LEARN4);
+	r = rule_new(b, NFPROTO_BRIDGE, DFW_CHAIN_BR_PRE, "learn: DHCP without an address");
+	x_ether_type(r, 0x0800);
 	x_payload(r, NFT_PAYLOAD_NETWORK_HEADER, 12, 4, NFT_REG_1);
 	x_cmp(r, NFT_CMP_EQ, &zero, 4);
 	x_payload(r, NFT_PAYLOAD_NETWORK_HEADER, 16, 4, NFT_REG_1);
 	x_cmp(r, NFT_CMP_EQ, &bcast, 4);
 	x_udp_ports(r, 68, 67);
+	x_learning_port(r, NFT_META_IIFNAME, DFW_SET_LEARN4);
 	x_verdict(r, NF_ACCEPT);
 	rule_send(b, r);
 }
@@ -640,9 +644,10 @@ static void bridge_objects(struct backend *b)
 	port_id_rules(b, DFW_CHAIN_BR_FWD, NFT_META_OIFNAME, DFW_MAP_PORT_DST, NFT_META_PRIORITY);
 	/* The DHCP server's offer and ack to a learning port carry its
 	 * address (yiaddr). */
-	r = learn_rule(b, DFW_CHAIN_BR_FWD, "learn: DHCP reply", 0x0800, NFT_META_OIFNAME,
-		       DFW_SET_LEARN4);
+	r = rule_new(b, fam, DFW_CHAIN_BR_FWD, "learn: DHCP reply");
+	x_ether_type(r, 0x0800);
 	x_udp_ports(r, 67, 68);
+	x_learning_port(r, NFT_META_OIFNAME, DFW_SET_LEARN4);
 	x_log(r, DFW_NFLOG_LEARN, DFW_NFLOG_LEARN_SNAPLEN);
 	rule_send(b, r);
 }

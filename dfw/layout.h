@@ -96,12 +96,12 @@
 	"\t\tmeta mark " DFW_UPLINK_ID_NFT " accept comment \"uplink: checked at the sending host\"\n" \
 	"\t\tiifname . ether saddr != @" DFW_SET_PORT_MAC " counter drop comment \"spoofed MAC\"\n" \
 	"\t\tether type arp iifname @" DFW_SET_LEARN4 " " DFW_LEARN_LOG_NFT " comment \"learn\"\n" \
-	"\t\tether type ip6 iifname @" DFW_SET_LEARN6 " meta l4proto ipv6-icmp icmpv6 type 135-136 " \
+	"\t\tether type ip6 meta l4proto ipv6-icmp icmpv6 type 135-136 iifname @" DFW_SET_LEARN6 " " \
 	DFW_LEARN_LOG_NFT " comment \"learn\"\n" \
-	"\t\tether type ip iifname @" DFW_SET_LEARN4 " meta l4proto udp th sport 68 th dport 67 " \
+	"\t\tether type ip meta l4proto udp th sport 68 th dport 67 iifname @" DFW_SET_LEARN4 " " \
 	DFW_LEARN_LOG_NFT " comment \"learn: DHCP\"\n" \
-	"\t\tether type ip iifname @" DFW_SET_LEARN4 " ip saddr 0.0.0.0 ip daddr 255.255.255.255 " \
-	"meta l4proto udp th sport 68 th dport 67 accept comment \"learn: DHCP without an address\"\n" \
+	"\t\tether type ip ip saddr 0.0.0.0 ip daddr 255.255.255.255 " \
+	"meta l4proto udp th sport 68 th dport 67 iifname @" DFW_SET_LEARN4 " accept comment \"learn: DHCP without an address\"\n" \
 	"\t\tether type ip iifname . ip saddr != @" DFW_SET_PORT_IP4 " counter drop comment \"spoofed IPv4\"\n" \
 	"\t\tether type arp iifname . arp saddr ether != @" DFW_SET_PORT_MAC " counter drop comment \"spoofed ARP\"\n" \
 	"\t\tether type arp iifname . arp saddr ip != @" DFW_SET_PORT_IP4 " counter drop comment \"spoofed ARP\"\n" \
@@ -112,7 +112,7 @@
 	"\t\tmeta priority set 0:0\n" \
 	"\t\tmeta priority set oifname map @" DFW_MAP_PORT_DST "\n" \
 	"\t\tmeta priority 0:0 counter drop comment \"unknown port\"\n" \
-	"\t\tether type ip oifname @" DFW_SET_LEARN4 " meta l4proto udp th sport 67 th dport 68 " \
+	"\t\tether type ip meta l4proto udp th sport 67 th dport 68 oifname @" DFW_SET_LEARN4 " " \
 	DFW_LEARN_LOG_NFT " comment \"learn: DHCP reply\"\n" \
 	"\t}\n"
 
