@@ -967,19 +967,19 @@ static void ca_rule(void *arg, const struct prule *pr, bool atom)
 	policy_rule(a->b, a->chain, pr, atom);
 }
 
-static void ca_map(void *arg, const struct pchain *part, size_t seg)
+static void ca_map(void *arg, const struct pchain *c, size_t seg)
 {
-	disp_maps(((struct chain_add_ctx *)arg)->b, part, seg, NFT_MSG_NEWSET);
+	disp_maps(((struct chain_add_ctx *)arg)->b, c, seg, NFT_MSG_NEWSET);
 }
 
 /* A segment's dispatch, in its chain's place: its map of one protocol. */
-static void ca_map_lookup(void *arg, const struct pchain *part, size_t seg, uint8_t proto)
+static void ca_map_lookup(void *arg, const struct pchain *c, size_t seg, uint8_t proto)
 {
 	struct chain_add_ctx *a = arg;
 	char map[PLAN_NAME_MAX];
 	struct nftnl_rule *r;
 
-	disp_map_name(part, seg, proto, map, sizeof(map));
+	disp_map_name(c, seg, proto, map, sizeof(map));
 	r = rule_new(a->b, NFPROTO_INET, a->chain, NULL);
 	x_meta_load(r, NFT_META_L4PROTO, NFT_REG_1);
 	x_cmp_u8(r, proto);

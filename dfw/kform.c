@@ -91,10 +91,10 @@ static void sz_rule(void *arg, const struct prule *r, bool atom)
 	s->sz->walked += s->main && !atom;
 }
 
-static void sz_map(void *arg, const struct pchain *part, size_t seg)
+static void sz_map(void *arg, const struct pchain *c, size_t seg)
 {
 	struct size_ctx *s = arg;
-	const struct pdisp_seg *sg = &part->segs[seg];
+	const struct pdisp_seg *sg = &c->segs[seg];
 
 	for (size_t p = 0; p < ARRAY_SIZE(disp_protos); p++)
 		s->sz->maps += disp_has_proto(sg, disp_protos[p]);
@@ -102,11 +102,11 @@ static void sz_map(void *arg, const struct pchain *part, size_t seg)
 		s->sz->elems += sg->atoms[j].hi < 65535 ? 2 : 1;
 }
 
-static void sz_map_lookup(void *arg, const struct pchain *part, size_t seg, uint8_t proto)
+static void sz_map_lookup(void *arg, const struct pchain *c, size_t seg, uint8_t proto)
 {
 	struct size_ctx *s = arg;
 
-	(void)part, (void)seg, (void)proto;
+	(void)c, (void)seg, (void)proto;
 	s->sz->rules++;
 }
 
