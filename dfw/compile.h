@@ -275,6 +275,16 @@ struct kform_ops {
 };
 void kform_walk(const struct pchain *c, const struct kform_ops *ops, void *arg);
 
+/* What the kernel holds for chain c with its dispatch and factored runs
+ * (kform_walk): chains, rules (a rule in several atoms' chains counted in
+ * each; the map lookups and the leaf chains' rules counted) and map
+ * elements (interval ends counted); and the rules every new flow meets,
+ * outside the atoms' and leaf chains (walked). */
+struct disp_size {
+	size_t chains, rules, maps, elems, walked;
+};
+void disp_size(const struct pchain *c, struct disp_size *sz);
+
 /* Dispatch (dfw/dispatch.c).  plan_dispatch fills the segments of every
  * chain of pl (after its sets are final); dispatch_free frees a chain's.
  * Names of the kernel objects of segment k of chain c: its maps
@@ -295,15 +305,6 @@ const struct pdisp_seg *disp_seg_at(const struct pchain *c, size_t i);
 extern const uint8_t disp_protos[2];
 /* Whether segment s has atoms of proto (and so a map for it). */
 bool disp_has_proto(const struct pdisp_seg *s, uint8_t proto);
-/* What the kernel holds for chain c with its dispatch and factored runs
- * (kform_walk): chains, rules (a rule in several atoms' chains counted in
- * each; the map lookups and the leaf chains' rules counted) and map
- * elements (interval ends counted); and the rules every new flow meets,
- * outside the atoms' and leaf chains (walked). */
-struct disp_size {
-	size_t chains, rules, maps, elems, walked;
-};
-void disp_size(const struct pchain *c, struct disp_size *sz);
 /* Whether rule r matches one protocol other than TCP and UDP. */
 bool disp_other_proto(const struct prule *r);
 /* Whether item it of a rule in an atom's chain is left out there: the

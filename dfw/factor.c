@@ -162,6 +162,7 @@ static bool build(const struct pchain *c, size_t first, size_t end, bool leaf_sr
 	struct rule_list outer = { 0 }, leaf = { 0 };
 	struct prule o, l;
 	char name[PLAN_NAME_MAX];
+	uint32_t *fam; /* per leaf rule: its family */
 	bool *have;
 
 	*f = (struct pfact){ .first = first, .end = end, .leaf_src = leaf_src };
@@ -189,13 +190,16 @@ static bool build(const struct pchain *c, size_t first, size_t end, bool leaf_sr
 		pairs += !*h;
 		*h = true;
 	}
+	fam = xcalloc(f->nleaf, sizeof(*fam));
+	for (size_t k = 0; k < f->nleaf; k++)
+		fam[k] = rule_family(&f->leaf[k]);
 	for (size_t i = 0; i < f->nouter; i++) {
-		for (size_t k = 0; k < f->nleaf; k++) {
-			uint32_t fo = rule_family(&f->outer[i]), fl = rule_family(&f->leaf[k]);
+		uint32_t fo = rule_family(&f->outer[i]);
 
-			combos += !fo || !fl || fo == fl;
-		}
+		for (size_t k = 0; k < f->nleaf; k++)
+			combos += !fo || !fam[k] || fo == fam[k];
 	}
+	free(fam);
 	free(have);
 	free(leaf_of);
 	if (pairs == combos)
