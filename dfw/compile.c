@@ -4,10 +4,21 @@
 #include <arpa/inet.h>
 #include <linux/netfilter.h>
 #include <netinet/in.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "groups/groups.h"
+
+void plan_name_copy(char *dst, const char *src)
+{
+	size_t n = strnlen(src, PLAN_NAME_MAX - 1);
+
+	memcpy(dst, src, n);
+	dst[n] = '\0';
+}
 
 void group_set_name(const char *group, uint8_t family, char *buf, size_t len)
 {
@@ -172,7 +183,7 @@ static struct pset *new_set(struct builder *b, const char *name, uint8_t family)
 	grow((void **)&b->pl->sets, &b->capsets, b->pl->nsets + 1, sizeof(*b->pl->sets));
 	s = &b->pl->sets[b->pl->nsets++];
 	memset(s, 0, sizeof(*s));
-	snprintf(s->name, sizeof(s->name), "%s", name);
+	plan_name_copy(s->name, name);
 	s->family = family;
 	index_put(&b->sets_by_name, name_hash(s->name), b->pl->nsets - 1);
 	return s;
@@ -543,23 +554,37 @@ static void side_free(struct side *s)
 	free(s->inline_addr);
 }
 
+/* Items grow in powers of two from 8 (a rule has 5-10): the capacity is
+ * implied by the count, so struct prule needs no field for it. */
+static struct pitem *rule_slot(struct prule *r)
+{
+	size_t n = r->nitems;
+
+	if (n == 0 || (n >= 8 && !(n & (n - 1))))
+		r->items = xrealloc(r->items, (n ? 2 * n : 8) * sizeof(*r->items));
+	return &r->items[r->nitems++];
+}
+
 static void rule_push(struct prule *r, struct pitem it)
 {
-	r->items = xrealloc(r->items, (r->nitems + 1) * sizeof(*r->items));
-	r->items[r->nitems++] = it;
+	*rule_slot(r) = it;
 }
 
 static void rule_push_named(struct prule *r, enum pitem_kind kind, uint32_t u, const char *name)
 {
-	struct pitem it = { .kind = kind, .u = u };
+	struct pitem *it = rule_slot(r);
 
-	snprintf(it.name, sizeof(it.name), "%s", name);
-	rule_push(r, it);
+	*it = (struct pitem){ .kind = kind, .u = u };
+	plan_name_copy(it->name, name);
 }
 
 struct chain_build {
 	struct prule *rules;
 	size_t n, cap;
+	/* The counter name of the rule being emitted (counter_id + 1; 0:
+	 * none yet): a policy rule emits many kernel rules. */
+	uint32_t counter_id;
+	char counter[PLAN_NAME_MAX];
 };
 
 static struct prule *chain_push(struct chain_build *cb, uint32_t rule_id)
@@ -692,8 +717,11 @@ static void emit(struct chain_build *cb, uint32_t id, bool out, const struct mat
 					 out ? "out" : "in");
 			rule_push_named(r, PI_LOG, 0, name);
 		}
-		counter_name(id, out, name, sizeof(name));
-		rule_push_named(r, PI_COUNTER, 0, name);
+		if (cb->counter_id != id + 1) {
+			counter_name(id, out, cb->counter, sizeof(cb->counter));
+			cb->counter_id = id + 1;
+		}
+		rule_push_named(r, PI_COUNTER, 0, cb->counter);
 		rule_push(r, (struct pitem){ .kind = PI_VERDICT, .u = v });
 	}
 }
@@ -957,7 +985,7 @@ static const char *vnic_chain(struct builder *b, bool out)
 	grow((void **)&b->pl->chains, &b->capchains, b->pl->nchains + 1, sizeof(*b->pl->chains));
 	c = &b->pl->chains[b->pl->nchains++];
 	memset(c, 0, sizeof(*c));
-	snprintf(c->name, sizeof(c->name), "%s", name);
+	plan_name_copy(c->name, name);
 	c->rules = cb.rules;
 	c->nrules = cb.n;
 	c->rule_ids = ids;
@@ -1004,23 +1032,25 @@ static int cmp_name(const void *x, const void *y)
 	return strcmp(x, y);
 }
 
-/* Counts each set's lookups (pset.refs); sets sorted by name. */
-static void count_refs(struct plan *pl)
+/* Counts each set's lookups (pset.refs), by the builder's name index. */
+static void count_refs(struct builder *b)
 {
+	struct plan *pl = b->pl;
+
 	for (size_t c = 0; c < pl->nchains; c++) {
 		for (size_t r = 0; r < pl->chains[c].nrules; r++) {
 			const struct prule *pr = &pl->chains[c].rules[r];
 
 			for (size_t i = 0; i < pr->nitems; i++) {
-				const struct pset *s;
+				struct pset *s;
 
 				switch (pr->items[i].kind) {
 				case PI_PORT_SET:
 				case PI_SADDR_SET:
 				case PI_DADDR_SET:
 				case PI_DPORT_SET:
-					if ((s = plan_find_set(pl, pr->items[i].name)))
-						pl->sets[s - pl->sets].refs++;
+					if ((s = find_set_mut(b, pr->items[i].name)))
+						s->refs++;
 					break;
 				default:
 					break;
@@ -1093,6 +1123,49 @@ static void index_members(struct plan *pl, const struct dfw_policy *p)
 		pl->vm_port[pl->ports[i].vm] = i;
 }
 
+/* Dispatch and factoring, chain by chain, on up to SHAPE_THREADS threads:
+ * each reads the plan and writes its own chain only, and a host's two
+ * policy chains (one per direction) take about as long as each other. */
+#define SHAPE_THREADS 4
+
+struct shape_job {
+	const struct plan *pl;
+	struct pchain *chains;
+	size_t n;
+	atomic_size_t next;
+};
+
+static void *shape_work(void *arg)
+{
+	struct shape_job *j = arg;
+	size_t i;
+
+	while ((i = atomic_fetch_add(&j->next, 1)) < j->n) {
+		chain_dispatch(j->pl, &j->chains[i]);
+		chain_factor(&j->chains[i]);
+	}
+	return NULL;
+}
+
+static void plan_shape(struct plan *pl)
+{
+	struct shape_job j = { .pl = pl, .chains = pl->chains, .n = pl->nchains };
+	pthread_t t[SHAPE_THREADS - 1];
+	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+	size_t want = cpus > 1 ? (size_t)cpus : 1, started = 0;
+
+	atomic_init(&j.next, 0);
+	if (want > SHAPE_THREADS)
+		want = SHAPE_THREADS;
+	if (want > pl->nchains)
+		want = pl->nchains;
+	while (started + 1 < want && !pthread_create(&t[started], NULL, shape_work, &j))
+		started++;
+	shape_work(&j); /* also all of it, when no thread could start */
+	for (size_t i = 0; i < started; i++)
+		pthread_join(t[i], NULL);
+}
+
 struct plan *plan_compile(const struct dfw_policy *p, const struct gengine *e,
 			  const char *host)
 {
@@ -1141,6 +1214,7 @@ struct plan *plan_compile(const struct dfw_policy *p, const struct gengine *e,
 	}
 	for (size_t i = 0; i < b.pl->nchains; i++)
 		b.pl->chains[i].refs = b.pl->nports;
+	count_refs(&b);
 	drop_dead_sets(b.pl);
 	free(b.sets_by_name.hash);
 	free(b.sets_by_name.pos);
@@ -1150,10 +1224,8 @@ struct plan *plan_compile(const struct dfw_policy *p, const struct gengine *e,
 		qsort(b.pl->sets, b.pl->nsets, sizeof(*b.pl->sets), cmp_set);
 	if (b.pl->nchains)
 		qsort(b.pl->chains, b.pl->nchains, sizeof(*b.pl->chains), cmp_chain);
-	count_refs(b.pl);
 	index_members(b.pl, p);
-	plan_dispatch(b.pl);
-	plan_factor(b.pl);
+	plan_shape(b.pl);
 	if (b.pl->ncounters) {
 		size_t n = 1;
 

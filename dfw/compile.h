@@ -38,6 +38,9 @@
 
 #define PLAN_NAME_MAX 64
 
+/* Copies src into a name of PLAN_NAME_MAX bytes, cut as snprintf would. */
+void plan_name_copy(char *dst, const char *src);
+
 /* One match or action of a kernel rule. */
 enum pitem_kind {
 	PI_PORT_SET,   /* name: port-id set; u: PI_PORT_DST (else the source
@@ -285,8 +288,9 @@ struct disp_size {
 };
 void disp_size(const struct pchain *c, struct disp_size *sz);
 
-/* Dispatch (dfw/dispatch.c).  plan_dispatch fills the segments of every
- * chain of pl (after its sets are final); dispatch_free frees a chain's.
+/* Dispatch (dfw/dispatch.c).  chain_dispatch fills the segments of chain
+ * c of pl (after pl's sets are final; it only reads pl, so chains can be
+ * dispatched at once on several threads); dispatch_free frees a chain's.
  * Names of the kernel objects of segment k of chain c: its maps
  * ("C.k.tcp", "C.k.udp") and its atoms' chains ("C.k.j", j the index of
  * the first atom with those rules, pdisp_atom.chain). */
@@ -295,7 +299,7 @@ void disp_size(const struct pchain *c, struct disp_size *sz);
  * that only edits set elements (a tag change): each atom's chain costs
  * every later commit a little.  A chain dispatches its 6 longest runs. */
 #define DISP_MAX_SEGS 6
-void plan_dispatch(struct plan *pl);
+void chain_dispatch(const struct plan *pl, struct pchain *c);
 void dispatch_free(struct pchain *c);
 void disp_map_name(const struct pchain *c, size_t k, uint8_t proto, char *buf, size_t len);
 void disp_atom_name(const struct pchain *c, size_t k, size_t j, char *buf, size_t len);
@@ -311,11 +315,12 @@ bool disp_other_proto(const struct prule *r);
  * map's key already matched the port and its protocol. */
 bool disp_item_implied(const struct pitem *it);
 
-/* Factored runs (dfw/factor.c).  plan_factor chooses them in every chain
- * of pl, after plan_dispatch; dispatch_free frees them with the segments.
+/* Factored runs (dfw/factor.c).  chain_factor chooses them in chain c,
+ * after chain_dispatch (it touches c alone); dispatch_free frees them
+ * with the segments.
  * The leaf chain of run f of chain c is "C.rID" (ID: its policy rule). */
 #define FACT_MAX_CHAINS 512 /* leaf chains per chain: each costs every commit a little */
-void plan_factor(struct plan *pl);
+void chain_factor(struct pchain *c);
 void fact_free_all(struct pchain *c);
 void fact_leaf_name(const struct pchain *c, const struct pfact *f, char *buf, size_t len);
 /* The kernel's rules in one place (a chain, or an atom's chain) of a

@@ -269,7 +269,7 @@ static int cmp_seg_pos(const void *x, const void *y)
 	return a->first < b->first ? -1 : a->first > b->first;
 }
 
-static void chain_dispatch(const struct plan *pl, struct pchain *c)
+void chain_dispatch(const struct plan *pl, struct pchain *c)
 {
 	struct rule_ports *rp = xcalloc(c->nrules + 1, sizeof(*rp));
 	size_t cap = 0;
@@ -301,12 +301,6 @@ static void chain_dispatch(const struct plan *pl, struct pchain *c)
 	for (size_t r = 0; r < c->nrules; r++)
 		free(rp[r].ranges);
 	free(rp);
-}
-
-void plan_dispatch(struct plan *pl)
-{
-	for (size_t i = 0; i < pl->nchains; i++)
-		chain_dispatch(pl, &pl->chains[i]);
 }
 
 void dispatch_free(struct pchain *c)

@@ -116,7 +116,7 @@ static void split_rule(const struct prule *r, bool leaf_src, const char *leaf,
 		if (it->kind == PI_NFPROTO || to_leaf)
 			push_item(in, it);
 	}
-	snprintf(jump.name, sizeof(jump.name), "%s", leaf);
+	plan_name_copy(jump.name, leaf);
 	push_item(outer, &jump);
 }
 
@@ -382,7 +382,7 @@ static bool best_form(const struct pchain *c, size_t first, size_t end, struct c
 	return found;
 }
 
-static void chain_factor(struct pchain *c)
+void chain_factor(struct pchain *c)
 {
 	struct costs costs = { xcalloc(c->nrules + 1, sizeof(*costs.rule)), NULL, NULL };
 	struct cand *cands = NULL;
@@ -417,12 +417,6 @@ static void chain_factor(struct pchain *c)
 	qsort(c->facts, n, sizeof(*c->facts), cmp_first);
 	free(cands);
 	free(costs.rule);
-}
-
-void plan_factor(struct plan *pl)
-{
-	for (size_t i = 0; i < pl->nchains; i++)
-		chain_factor(&pl->chains[i]);
 }
 
 void fact_free_all(struct pchain *c)

@@ -1783,7 +1783,7 @@ static void test_factor_product_only(void)
 			memcpy(r->items, it, sizeof(it));
 			r->nitems = 5;
 		}
-		plan_factor(pl);
+		chain_factor(c);
 		CU_ASSERT_EQUAL(c->nfacts, missing ? 0u : 1u);
 		if (c->nfacts == 1) {
 			CU_ASSERT_EQUAL(c->facts[0].first, 0);
