@@ -22,7 +22,6 @@
 #include <linux/netfilter/nfnetlink_conntrack.h>
 #include <linux/if.h>
 #include <netinet/in.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,6 +46,12 @@ enum {
 #define RBUF_SIZE (256 * 1024)
 #define MSG_ROOM 65536
 
+/* A rule being written into the batch. */
+struct xrule {
+	struct nlmsghdr *nlh;
+	struct nlattr *exprs; /* NFTA_RULE_EXPRESSIONS, open */
+};
+
 struct backend {
 	struct mnl_socket *nl;
 	char table[64];
@@ -56,9 +61,11 @@ struct backend {
 	/* The batch being built. */
 	char *buf;
 	size_t len, cap;
-	/* seq -> what the message did, to explain a kernel error. */
-	struct { uint32_t seq; char what[96]; } *msgs;
+	struct xrule rule; /* the rule being written (rule_new) */
+	/* seq -> where the message is in buf, to explain a kernel error. */
+	struct { uint32_t seq; size_t off; } *msgs;
 	size_t nmsgs, capmsgs;
+	char what[160]; /* msg_what's answer */
 };
 
 struct backend *backend_open(const char *table, char *err, size_t errlen)
@@ -106,20 +113,13 @@ static char *msg_room(struct backend *b)
 	return b->buf + b->len;
 }
 
-static void msg_done(struct backend *b, struct nlmsghdr *nlh, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-
-static void msg_done(struct backend *b, struct nlmsghdr *nlh, const char *fmt, ...)
+static void msg_done(struct backend *b, struct nlmsghdr *nlh)
 {
-	va_list ap;
-
-	b->len += MNL_ALIGN(nlh->nlmsg_len);
 	grow((void **)&b->msgs, &b->capmsgs, b->nmsgs + 1, sizeof(*b->msgs));
 	b->msgs[b->nmsgs].seq = nlh->nlmsg_seq;
-	va_start(ap, fmt);
-	vsnprintf(b->msgs[b->nmsgs].what, sizeof(b->msgs[0].what), fmt, ap);
-	va_end(ap);
+	b->msgs[b->nmsgs].off = (size_t)((char *)nlh - b->buf);
 	b->nmsgs++;
+	b->len += MNL_ALIGN(nlh->nlmsg_len);
 }
 
 static struct nlmsghdr *msg_hdr(struct backend *b, uint16_t type, uint16_t family,
@@ -135,7 +135,7 @@ static void batch_begin(struct backend *b)
 	b->len = 0;
 	b->nmsgs = 0;
 	nlh = nftnl_batch_begin(msg_room(b), b->seq++);
-	msg_done(b, nlh, "batch begin");
+	msg_done(b, nlh);
 }
 
 static void table_msg(struct backend *b, uint16_t family, uint16_t type)
@@ -147,7 +147,7 @@ static void table_msg(struct backend *b, uint16_t family, uint16_t type)
 	nftnl_table_set_u32(t, NFTNL_TABLE_FAMILY, family);
 	nlh = msg_hdr(b, type, family, type == NFT_MSG_NEWTABLE ? NLM_F_CREATE : 0);
 	nftnl_table_nlmsg_build_payload(nlh, t);
-	msg_done(b, nlh, "%s table %s", type == NFT_MSG_NEWTABLE ? "add" : "delete", b->table);
+	msg_done(b, nlh);
 	nftnl_table_free(t);
 }
 
@@ -168,7 +168,7 @@ static void chain_msg(struct backend *b, uint16_t family, const char *name, int 
 	}
 	nlh = msg_hdr(b, type, family, type == NFT_MSG_NEWCHAIN ? NLM_F_CREATE : 0);
 	nftnl_chain_nlmsg_build_payload(nlh, c);
-	msg_done(b, nlh, "%s chain %s", type == NFT_MSG_NEWCHAIN ? "add" : "delete", name);
+	msg_done(b, nlh);
 	nftnl_chain_free(c);
 }
 
@@ -215,7 +215,7 @@ static void set_msg(struct backend *b, const struct set_spec *s, uint16_t type)
 	}
 	nlh = msg_hdr(b, type, s->family, type == NFT_MSG_NEWSET ? NLM_F_CREATE : 0);
 	nftnl_set_nlmsg_build_payload(nlh, set);
-	msg_done(b, nlh, "%s set %s", type == NFT_MSG_NEWSET ? "add" : "delete", s->name);
+	msg_done(b, nlh);
 	nftnl_set_free(set);
 }
 
@@ -261,8 +261,7 @@ static void elems_msg(struct backend *b, uint16_t family, const char *set_name,
 		}
 		nlh = msg_hdr(b, type, family, type == NFT_MSG_NEWSETELEM ? NLM_F_CREATE : 0);
 		nftnl_set_elems_nlmsg_build_payload(nlh, set);
-		msg_done(b, nlh, "%s %zu element(s) of set %s",
-			 type == NFT_MSG_NEWSETELEM ? "add" : "delete", end - off, set_name);
+		msg_done(b, nlh);
 		nftnl_set_free(set);
 	}
 }
@@ -278,151 +277,201 @@ static void set_flush(struct backend *b, uint16_t family, const char *set_name)
 	nftnl_set_set_u32(set, NFTNL_SET_FAMILY, family);
 	nlh = msg_hdr(b, NFT_MSG_DELSETELEM, family, 0);
 	nftnl_set_elems_nlmsg_build_payload(nlh, set);
-	msg_done(b, nlh, "flush set %s", set_name);
+	msg_done(b, nlh);
 	nftnl_set_free(set);
 }
 
 /* --- expressions ------------------------------------------------------------ */
 
-static void expr_add(struct nftnl_rule *r, struct nftnl_expr *e)
+/* Rules are written straight into the batch, expression by expression,
+ * with libmnl: a full load sends some 130,000 expressions, and building
+ * each as a libnftnl object first (allocated, its type found by name,
+ * serialized, freed) cost more than the writing.  The attributes are the
+ * ones libnftnl would send, in the same order. */
+
+/* One expression's NFTA_LIST_ELEM and NFTA_EXPR_DATA nests. */
+struct xexpr {
+	struct nlattr *elem, *data;
+};
+
+static struct xexpr x_open(struct xrule *r, const char *name)
 {
-	nftnl_rule_add_expr(r, e);
+	struct xexpr x;
+
+	x.elem = mnl_attr_nest_start(r->nlh, NFTA_LIST_ELEM);
+	mnl_attr_put_strz(r->nlh, NFTA_EXPR_NAME, name);
+	x.data = mnl_attr_nest_start(r->nlh, NFTA_EXPR_DATA);
+	return x;
 }
 
-static void x_meta_load(struct nftnl_rule *r, uint32_t key, uint32_t dreg)
+static void x_close(struct xrule *r, struct xexpr x)
 {
-	struct nftnl_expr *e = nftnl_expr_alloc("meta");
-
-	nftnl_expr_set_u32(e, NFTNL_EXPR_META_KEY, key);
-	nftnl_expr_set_u32(e, NFTNL_EXPR_META_DREG, dreg);
-	expr_add(r, e);
+	mnl_attr_nest_end(r->nlh, x.data);
+	mnl_attr_nest_end(r->nlh, x.elem);
 }
 
-static void x_meta_set(struct nftnl_rule *r, uint32_t key, uint32_t sreg)
+static void put_u32(struct xrule *r, uint16_t type, uint32_t v)
 {
-	struct nftnl_expr *e = nftnl_expr_alloc("meta");
-
-	nftnl_expr_set_u32(e, NFTNL_EXPR_META_KEY, key);
-	nftnl_expr_set_u32(e, NFTNL_EXPR_META_SREG, sreg);
-	expr_add(r, e);
+	mnl_attr_put_u32(r->nlh, type, htonl(v));
 }
 
-static void x_payload(struct nftnl_rule *r, uint32_t base, uint32_t off, uint32_t len,
-		      uint32_t dreg)
+/* A value in its NFTA_DATA_VALUE nest. */
+static void put_value(struct xrule *r, uint16_t type, const void *data, uint32_t len)
 {
-	struct nftnl_expr *e = nftnl_expr_alloc("payload");
+	struct nlattr *nest = mnl_attr_nest_start(r->nlh, type);
 
-	nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_BASE, base);
-	nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_OFFSET, off);
-	nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_LEN, len);
-	nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_DREG, dreg);
-	expr_add(r, e);
+	mnl_attr_put(r->nlh, NFTA_DATA_VALUE, len, data);
+	mnl_attr_nest_end(r->nlh, nest);
 }
 
-static void x_cmp(struct nftnl_rule *r, uint32_t op, const void *data, uint32_t len)
+static void x_meta_load(struct xrule *r, uint32_t key, uint32_t dreg)
 {
-	struct nftnl_expr *e = nftnl_expr_alloc("cmp");
+	struct xexpr x = x_open(r, "meta");
 
-	nftnl_expr_set_u32(e, NFTNL_EXPR_CMP_SREG, NFT_REG_1);
-	nftnl_expr_set_u32(e, NFTNL_EXPR_CMP_OP, op);
-	nftnl_expr_set(e, NFTNL_EXPR_CMP_DATA, data, len);
-	expr_add(r, e);
+	put_u32(r, NFTA_META_KEY, key);
+	put_u32(r, NFTA_META_DREG, dreg);
+	x_close(r, x);
 }
 
-static void x_cmp_u8(struct nftnl_rule *r, uint8_t v)
+static void x_meta_set(struct xrule *r, uint32_t key, uint32_t sreg)
+{
+	struct xexpr x = x_open(r, "meta");
+
+	put_u32(r, NFTA_META_KEY, key);
+	put_u32(r, NFTA_META_SREG, sreg);
+	x_close(r, x);
+}
+
+static void x_payload(struct xrule *r, uint32_t base, uint32_t off, uint32_t len, uint32_t dreg)
+{
+	struct xexpr x = x_open(r, "payload");
+
+	put_u32(r, NFTA_PAYLOAD_DREG, dreg);
+	put_u32(r, NFTA_PAYLOAD_BASE, base);
+	put_u32(r, NFTA_PAYLOAD_OFFSET, off);
+	put_u32(r, NFTA_PAYLOAD_LEN, len);
+	x_close(r, x);
+}
+
+static void x_cmp(struct xrule *r, uint32_t op, const void *data, uint32_t len)
+{
+	struct xexpr x = x_open(r, "cmp");
+
+	put_u32(r, NFTA_CMP_SREG, NFT_REG_1);
+	put_u32(r, NFTA_CMP_OP, op);
+	put_value(r, NFTA_CMP_DATA, data, len);
+	x_close(r, x);
+}
+
+static void x_cmp_u8(struct xrule *r, uint8_t v)
 {
 	x_cmp(r, NFT_CMP_EQ, &v, 1);
 }
 
-static void x_range(struct nftnl_rule *r, const void *from, const void *to, uint32_t len)
+static void x_range(struct xrule *r, const void *from, const void *to, uint32_t len)
 {
-	struct nftnl_expr *e = nftnl_expr_alloc("range");
+	struct xexpr x = x_open(r, "range");
 
-	nftnl_expr_set_u32(e, NFTNL_EXPR_RANGE_SREG, NFT_REG_1);
-	nftnl_expr_set_u32(e, NFTNL_EXPR_RANGE_OP, NFT_RANGE_EQ);
-	nftnl_expr_set(e, NFTNL_EXPR_RANGE_FROM_DATA, from, len);
-	nftnl_expr_set(e, NFTNL_EXPR_RANGE_TO_DATA, to, len);
-	expr_add(r, e);
+	put_u32(r, NFTA_RANGE_SREG, NFT_REG_1);
+	put_u32(r, NFTA_RANGE_OP, NFT_RANGE_EQ);
+	put_value(r, NFTA_RANGE_FROM_DATA, from, len);
+	put_value(r, NFTA_RANGE_TO_DATA, to, len);
+	x_close(r, x);
 }
 
 /* A lookup in a set (dreg < 0) or a map (dreg = destination register). */
-static void x_lookup(struct nftnl_rule *r, const char *set, int dreg, bool inverted)
+static void x_lookup(struct xrule *r, const char *set, int dreg, bool inverted)
 {
-	struct nftnl_expr *e = nftnl_expr_alloc("lookup");
+	struct xexpr x = x_open(r, "lookup");
 
-	nftnl_expr_set_u32(e, NFTNL_EXPR_LOOKUP_SREG, NFT_REG_1);
-	nftnl_expr_set_str(e, NFTNL_EXPR_LOOKUP_SET, set);
+	put_u32(r, NFTA_LOOKUP_SREG, NFT_REG_1);
 	if (dreg >= 0)
-		nftnl_expr_set_u32(e, NFTNL_EXPR_LOOKUP_DREG, (uint32_t)dreg);
+		put_u32(r, NFTA_LOOKUP_DREG, (uint32_t)dreg);
+	mnl_attr_put_strz(r->nlh, NFTA_LOOKUP_SET, set);
 	if (inverted)
-		nftnl_expr_set_u32(e, NFTNL_EXPR_LOOKUP_FLAGS, NFT_LOOKUP_F_INV);
-	expr_add(r, e);
+		put_u32(r, NFTA_LOOKUP_FLAGS, NFT_LOOKUP_F_INV);
+	x_close(r, x);
 }
 
-static void x_imm_u32(struct nftnl_rule *r, uint32_t v)
+static void x_imm_u32(struct xrule *r, uint32_t v)
 {
-	struct nftnl_expr *e = nftnl_expr_alloc("immediate");
+	struct xexpr x = x_open(r, "immediate");
 
-	nftnl_expr_set_u32(e, NFTNL_EXPR_IMM_DREG, NFT_REG_1);
-	nftnl_expr_set(e, NFTNL_EXPR_IMM_DATA, &v, sizeof(v));
-	expr_add(r, e);
+	put_u32(r, NFTA_IMMEDIATE_DREG, NFT_REG_1);
+	put_value(r, NFTA_IMMEDIATE_DATA, &v, sizeof(v));
+	x_close(r, x);
 }
 
-static void x_verdict(struct nftnl_rule *r, int verdict)
+/* A verdict; to a chain (NFT_JUMP, NFT_GOTO) when chain is not NULL. */
+static void x_verdict_to(struct xrule *r, int verdict, const char *chain)
 {
-	struct nftnl_expr *e = nftnl_expr_alloc("immediate");
+	struct xexpr x = x_open(r, "immediate");
+	struct nlattr *data, *v;
 
-	nftnl_expr_set_u32(e, NFTNL_EXPR_IMM_DREG, NFT_REG_VERDICT);
-	nftnl_expr_set_u32(e, NFTNL_EXPR_IMM_VERDICT, (uint32_t)verdict);
-	expr_add(r, e);
+	put_u32(r, NFTA_IMMEDIATE_DREG, NFT_REG_VERDICT);
+	data = mnl_attr_nest_start(r->nlh, NFTA_IMMEDIATE_DATA);
+	v = mnl_attr_nest_start(r->nlh, NFTA_DATA_VERDICT);
+	put_u32(r, NFTA_VERDICT_CODE, (uint32_t)verdict);
+	if (chain)
+		mnl_attr_put_strz(r->nlh, NFTA_VERDICT_CHAIN, chain);
+	mnl_attr_nest_end(r->nlh, v);
+	mnl_attr_nest_end(r->nlh, data);
+	x_close(r, x);
 }
 
-/* A verdict to a chain: NFT_JUMP or NFT_GOTO. */
-static void x_to_chain(struct nftnl_rule *r, int verdict, const char *chain)
+static void x_verdict(struct xrule *r, int verdict)
 {
-	struct nftnl_expr *e = nftnl_expr_alloc("immediate");
-
-	nftnl_expr_set_u32(e, NFTNL_EXPR_IMM_DREG, NFT_REG_VERDICT);
-	nftnl_expr_set_u32(e, NFTNL_EXPR_IMM_VERDICT, (uint32_t)verdict);
-	nftnl_expr_set_str(e, NFTNL_EXPR_IMM_CHAIN, chain);
-	expr_add(r, e);
+	x_verdict_to(r, verdict, NULL);
 }
 
-static void x_counter(struct nftnl_rule *r)
+static void x_to_chain(struct xrule *r, int verdict, const char *chain)
 {
-	expr_add(r, nftnl_expr_alloc("counter"));
+	x_verdict_to(r, verdict, chain);
+}
+
+static void x_counter(struct xrule *r)
+{
+	x_close(r, x_open(r, "counter"));
+}
+
+static void x_objref_counter(struct xrule *r, const char *name)
+{
+	struct xexpr x = x_open(r, "objref");
+
+	put_u32(r, NFTA_OBJREF_IMM_TYPE, NFT_OBJECT_COUNTER);
+	mnl_attr_put_str(r->nlh, NFTA_OBJREF_IMM_NAME, name); /* as libnftnl: no NUL */
+	x_close(r, x);
 }
 
 /* reg1 &= mask (len bytes). */
-static void x_mask(struct nftnl_rule *r, const void *mask, uint32_t len)
+static void x_mask(struct xrule *r, const void *mask, uint32_t len)
 {
-	struct nftnl_expr *e = nftnl_expr_alloc("bitwise");
 	static const uint8_t zero[16];
+	struct xexpr x = x_open(r, "bitwise");
 
-	nftnl_expr_set_u32(e, NFTNL_EXPR_BITWISE_SREG, NFT_REG_1);
-	nftnl_expr_set_u32(e, NFTNL_EXPR_BITWISE_DREG, NFT_REG_1);
-	nftnl_expr_set_u32(e, NFTNL_EXPR_BITWISE_LEN, len);
-	nftnl_expr_set(e, NFTNL_EXPR_BITWISE_MASK, mask, len);
-	nftnl_expr_set(e, NFTNL_EXPR_BITWISE_XOR, zero, len);
-	expr_add(r, e);
+	put_u32(r, NFTA_BITWISE_SREG, NFT_REG_1);
+	put_u32(r, NFTA_BITWISE_DREG, NFT_REG_1);
+	put_u32(r, NFTA_BITWISE_LEN, len);
+	put_value(r, NFTA_BITWISE_MASK, mask, len);
+	put_value(r, NFTA_BITWISE_XOR, zero, len);
+	x_close(r, x);
 }
 
-static void x_ct_state(struct nftnl_rule *r, uint32_t mask)
+static void x_ct_state(struct xrule *r, uint32_t mask)
 {
-	struct nftnl_expr *e = nftnl_expr_alloc("ct");
+	struct xexpr x = x_open(r, "ct");
 	uint32_t zero = 0;
 
-	nftnl_expr_set_u32(e, NFTNL_EXPR_CT_KEY, NFT_CT_STATE);
-	nftnl_expr_set_u32(e, NFTNL_EXPR_CT_DREG, NFT_REG_1);
-	expr_add(r, e);
+	put_u32(r, NFTA_CT_KEY, NFT_CT_STATE);
+	put_u32(r, NFTA_CT_DREG, NFT_REG_1);
+	x_close(r, x);
 	x_mask(r, &mask, 4);
 	x_cmp(r, NFT_CMP_NEQ, &zero, 4);
 }
 
 /* The packet's source or destination address (v6: IPv6) in net, or not
  * (neq): a load, a mask for a prefix, a compare. */
-static void x_addr_in(struct nftnl_rule *r, bool src, bool v6, const struct dfw_addr *net,
-		      bool neq)
+static void x_addr_in(struct xrule *r, bool src, bool v6, const struct dfw_addr *net, bool neq)
 {
 	uint32_t len = v6 ? 16 : 4;
 	uint8_t mask[16] = { 0 };
@@ -437,7 +486,7 @@ static void x_addr_in(struct nftnl_rule *r, bool src, bool v6, const struct dfw_
 	x_cmp(r, neq ? NFT_CMP_NEQ : NFT_CMP_EQ, net->a, len);
 }
 
-static void x_ether_type(struct nftnl_rule *r, uint16_t type)
+static void x_ether_type(struct xrule *r, uint16_t type)
 {
 	uint16_t be = htons(type);
 
@@ -445,18 +494,37 @@ static void x_ether_type(struct nftnl_rule *r, uint16_t type)
 	x_cmp(r, NFT_CMP_EQ, &be, 2);
 }
 
-static void x_log(struct nftnl_rule *r, uint16_t group, uint32_t snaplen)
+/* A copy to an NFLOG group: with a prefix, or of snaplen bytes (0: no
+ * limit given). */
+static void x_log_to(struct xrule *r, const char *prefix, uint16_t group, uint32_t snaplen)
 {
-	struct nftnl_expr *e = nftnl_expr_alloc("log");
+	struct xexpr x = x_open(r, "log");
 
-	nftnl_expr_set_u16(e, NFTNL_EXPR_LOG_GROUP, group);
-	nftnl_expr_set_u32(e, NFTNL_EXPR_LOG_SNAPLEN, snaplen);
-	expr_add(r, e);
+	if (prefix)
+		mnl_attr_put_strz(r->nlh, NFTA_LOG_PREFIX, prefix);
+	mnl_attr_put_u16(r->nlh, NFTA_LOG_GROUP, htons(group));
+	if (snaplen)
+		put_u32(r, NFTA_LOG_SNAPLEN, snaplen);
+	x_close(r, x);
+}
+
+static void x_log(struct xrule *r, uint16_t group, uint32_t snaplen)
+{
+	x_log_to(r, NULL, group, snaplen);
+}
+
+static void x_reject(struct xrule *r, uint32_t type, uint8_t code)
+{
+	struct xexpr x = x_open(r, "reject");
+
+	put_u32(r, NFTA_REJECT_TYPE, type);
+	mnl_attr_put_u8(r->nlh, NFTA_REJECT_ICMP_CODE, code);
+	x_close(r, x);
 }
 
 /* meta l4proto udp, udp sport, udp dport (each compared apart, so that
  * `nft list` shows them as such). */
-static void x_udp_ports(struct nftnl_rule *r, uint16_t sport, uint16_t dport)
+static void x_udp_ports(struct xrule *r, uint16_t sport, uint16_t dport)
 {
 	uint16_t sp = htons(sport), dp = htons(dport);
 
@@ -468,39 +536,37 @@ static void x_udp_ports(struct nftnl_rule *r, uint16_t sport, uint16_t dport)
 	x_cmp(r, NFT_CMP_EQ, &dp, 2);
 }
 
-static struct nftnl_rule *rule_new(struct backend *b, uint16_t family, const char *chain,
-				   const char *comment)
+/* Starts a rule appended to chain in the batch (the backend's one rule
+ * being written: rule_send ends it before the next starts). */
+static struct xrule *rule_new(struct backend *b, uint16_t family, const char *chain,
+			      const char *comment)
 {
-	struct nftnl_rule *r = nftnl_rule_alloc();
+	struct xrule *r = &b->rule;
 
-	nftnl_rule_set_str(r, NFTNL_RULE_TABLE, b->table);
-	nftnl_rule_set_str(r, NFTNL_RULE_CHAIN, chain);
-	nftnl_rule_set_u32(r, NFTNL_RULE_FAMILY, family);
+	r->nlh = msg_hdr(b, NFT_MSG_NEWRULE, family, NLM_F_CREATE | NLM_F_APPEND);
+	mnl_attr_put_strz(r->nlh, NFTA_RULE_TABLE, b->table);
+	mnl_attr_put_strz(r->nlh, NFTA_RULE_CHAIN, chain);
 	if (comment) {
 		struct nftnl_udata_buf *ud = nftnl_udata_buf_alloc(NFTNL_UDATA_COMMENT_MAXLEN + 8);
 
 		nftnl_udata_put_strz(ud, NFTNL_UDATA_RULE_COMMENT, comment);
-		nftnl_rule_set_data(r, NFTNL_RULE_USERDATA, nftnl_udata_buf_data(ud),
-				    nftnl_udata_buf_len(ud));
+		mnl_attr_put(r->nlh, NFTA_RULE_USERDATA, nftnl_udata_buf_len(ud),
+			     nftnl_udata_buf_data(ud));
 		nftnl_udata_buf_free(ud);
 	}
+	r->exprs = mnl_attr_nest_start(r->nlh, NFTA_RULE_EXPRESSIONS);
 	return r;
 }
 
-static void rule_send(struct backend *b, struct nftnl_rule *r)
+static void rule_send(struct backend *b, struct xrule *r)
 {
-	struct nlmsghdr *nlh = msg_hdr(b, NFT_MSG_NEWRULE,
-				       (uint16_t)nftnl_rule_get_u32(r, NFTNL_RULE_FAMILY),
-				       NLM_F_CREATE | NLM_F_APPEND);
-
-	nftnl_rule_nlmsg_build_payload(nlh, r);
-	msg_done(b, nlh, "add rule to chain %s", nftnl_rule_get_str(r, NFTNL_RULE_CHAIN));
-	nftnl_rule_free(r);
+	mnl_attr_nest_end(r->nlh, r->exprs);
+	msg_done(b, r->nlh);
 }
 
 static void goto_rule(struct backend *b, const char *chain, const char *target)
 {
-	struct nftnl_rule *r = rule_new(b, NFPROTO_INET, chain, NULL);
+	struct xrule *r = rule_new(b, NFPROTO_INET, chain, NULL);
 
 	x_to_chain(r, NFT_GOTO, target);
 	rule_send(b, r);
@@ -513,7 +579,7 @@ static void goto_rule(struct backend *b, const char *chain, const char *target)
 static void port_id_rules(struct backend *b, const char *chain, uint32_t ifkey,
 			  const char *map, uint32_t target)
 {
-	struct nftnl_rule *r;
+	struct xrule *r;
 	uint32_t zero = 0;
 
 	r = rule_new(b, NFPROTO_BRIDGE, chain, NULL);
@@ -537,7 +603,7 @@ static void port_id_rules(struct backend *b, const char *chain, uint32_t ifkey,
  * (learn4 / learn6): the frame's ingress (or egress) port is in the set.
  * It comes after the rule's cheaper tests (ethertype, addresses, ports),
  * on which every other frame fails first, and before its action. */
-static void x_learning_port(struct nftnl_rule *r, uint32_t ifkey, const char *set)
+static void x_learning_port(struct xrule *r, uint32_t ifkey, const char *set)
 {
 	x_meta_load(r, ifkey, NFT_REG_1);
 	x_lookup(r, set, -1, false);
@@ -553,7 +619,7 @@ static void learn_rules(struct backend *b)
 {
 	const uint8_t nd_lo = 135, nd_hi = 136; /* neighbour solicit / advert */
 	const uint32_t zero = 0, bcast = 0xffffffff;
-	struct nftnl_rule *r;
+	struct xrule *r;
 
 	r = rule_new(b, NFPROTO_BRIDGE, DFW_CHAIN_BR_PRE, "learn");
 	x_ether_type(r, 0x0806);
@@ -612,7 +678,7 @@ static void bridge_objects(struct backend *b)
 	};
 	const uint16_t fam = NFPROTO_BRIDGE;
 	const uint32_t uplink = DFW_UPLINK_ID;
-	struct nftnl_rule *r;
+	struct xrule *r;
 
 	for (size_t i = 0; i < ARRAY_SIZE(sets); i++)
 		set_msg(b, &sets[i], NFT_MSG_NEWSET);
@@ -693,7 +759,7 @@ static void inet_base(struct backend *b)
 		{ NFPROTO_IPV6, 24, 16, DFW_SET_OPSCOPE6, "operator block in scope", NFT_META_MARK },
 	};
 	const uint16_t fam = NFPROTO_INET;
-	struct nftnl_rule *r;
+	struct xrule *r;
 	const uint32_t zero = 0, uplink = DFW_UPLINK_ID;
 	uint8_t nd_lo = 133, nd_hi = 136; /* neighbour/router solicit/advert */
 
@@ -775,7 +841,7 @@ static void inet_base(struct backend *b)
 static void policy_rule(struct backend *b, const char *chain, const struct prule *pr, bool atom)
 {
 	char comment[32];
-	struct nftnl_rule *r;
+	struct xrule *r;
 	uint32_t fam = 0;
 	enum pitem_kind held = PI_VERDICT; /* the address in register 1: none */
 
@@ -847,25 +913,13 @@ static void policy_rule(struct backend *b, const char *chain, const struct prule
 		case PI_JUMP:
 			x_to_chain(r, NFT_JUMP, it->name);
 			break;
-		case PI_COUNTER: {
-			struct nftnl_expr *e = nftnl_expr_alloc("objref");
-
-			nftnl_expr_set_u32(e, NFTNL_EXPR_OBJREF_IMM_TYPE, NFT_OBJECT_COUNTER);
-			nftnl_expr_set_str(e, NFTNL_EXPR_OBJREF_IMM_NAME, it->name);
-			expr_add(r, e);
+		case PI_COUNTER:
+			x_objref_counter(r, it->name);
 			break;
-		}
-		case PI_LOG: {
-			struct nftnl_expr *e = nftnl_expr_alloc("log");
-
-			nftnl_expr_set_str(e, NFTNL_EXPR_LOG_PREFIX, it->name);
-			nftnl_expr_set_u16(e, NFTNL_EXPR_LOG_GROUP, DFW_NFLOG_GROUP);
-			expr_add(r, e);
+		case PI_LOG:
+			x_log_to(r, it->name, DFW_NFLOG_GROUP, 0);
 			break;
-		}
-		case PI_VERDICT: {
-			struct nftnl_expr *e;
-
+		case PI_VERDICT:
 			switch (it->u) {
 			case PV_ACCEPT: x_verdict(r, NF_ACCEPT); break;
 			case PV_DROP: x_verdict(r, NF_DROP); break;
@@ -876,18 +930,13 @@ static void policy_rule(struct backend *b, const char *chain, const struct prule
 					x_verdict(r, NFT_RETURN);
 				break;
 			case PV_REJECT_TCP:
+				x_reject(r, NFT_REJECT_TCP_RST, 0);
+				break;
 			case PV_REJECT_ICMPX:
-				e = nftnl_expr_alloc("reject");
-				nftnl_expr_set_u32(e, NFTNL_EXPR_REJECT_TYPE,
-						   it->u == PV_REJECT_TCP ? NFT_REJECT_TCP_RST
-									  : NFT_REJECT_ICMPX_UNREACH);
-				nftnl_expr_set_u8(e, NFTNL_EXPR_REJECT_CODE,
-						  it->u == PV_REJECT_TCP ? 0 : NFT_REJECT_ICMPX_ADMIN_PROHIBITED);
-				expr_add(r, e);
+				x_reject(r, NFT_REJECT_ICMPX_UNREACH, NFT_REJECT_ICMPX_ADMIN_PROHIBITED);
 				break;
 			}
 			break;
-		}
 		}
 		held = PI_VERDICT; /* anything else may have written register 1 */
 	}
@@ -977,7 +1026,7 @@ static void ca_map_lookup(void *arg, const struct pchain *c, size_t seg, uint8_t
 {
 	struct chain_add_ctx *a = arg;
 	char map[PLAN_NAME_MAX];
-	struct nftnl_rule *r;
+	struct xrule *r;
 
 	disp_map_name(c, seg, proto, map, sizeof(map));
 	r = rule_new(a->b, NFPROTO_INET, a->chain, NULL);
@@ -1136,7 +1185,7 @@ static void counter_msg(struct backend *b, const char *name, uint16_t type, uint
 	}
 	nlh = msg_hdr(b, type, NFPROTO_INET, type == NFT_MSG_NEWOBJ ? NLM_F_CREATE : 0);
 	nftnl_obj_nlmsg_build_payload(nlh, o);
-	msg_done(b, nlh, "%s counter %s", type == NFT_MSG_NEWOBJ ? "add" : "delete", name);
+	msg_done(b, nlh);
 	nftnl_obj_free(o);
 }
 
@@ -1220,12 +1269,82 @@ static void ports_msg(struct backend *b, const struct pport *const *ports, size_
 
 /* --- sending ---------------------------------------------------------------------- */
 
-static const char *msg_what(const struct backend *b, uint32_t seq)
+struct msg_attrs {
+	const struct nlattr *name;  /* the object's name, or the set's or chain's */
+	size_t nelems;              /* NFTA_SET_ELEM_LIST_ELEMENTS entries */
+	bool has_elems;
+	uint16_t name_type;
+};
+
+static int msg_attr_cb(const struct nlattr *a, void *data)
 {
-	for (size_t i = 0; i < b->nmsgs; i++)
+	struct msg_attrs *m = data;
+
+	if (mnl_attr_get_type(a) == m->name_type && !mnl_attr_validate(a, MNL_TYPE_NUL_STRING))
+		m->name = a;
+	if (m->name_type == NFTA_SET_ELEM_LIST_SET &&
+	    mnl_attr_get_type(a) == NFTA_SET_ELEM_LIST_ELEMENTS) {
+		const struct nlattr *e;
+
+		m->has_elems = true;
+		mnl_attr_for_each_nested(e, a)
+			m->nelems++;
+	}
+	return MNL_CB_OK;
+}
+
+/* What the batch's message seq did, read back from the message itself, in
+ * words: "add set g-web-4", "add 3 element(s) of set g-web-4", ... */
+static const char *msg_what(struct backend *b, uint32_t seq)
+{
+	static const struct {
+		uint16_t type, name_type;
+		const char *verb, *noun;
+	} kinds[] = {
+		{ NFT_MSG_NEWTABLE, NFTA_TABLE_NAME, "add", "table" },
+		{ NFT_MSG_DELTABLE, NFTA_TABLE_NAME, "delete", "table" },
+		{ NFT_MSG_NEWCHAIN, NFTA_CHAIN_NAME, "add", "chain" },
+		{ NFT_MSG_DELCHAIN, NFTA_CHAIN_NAME, "delete", "chain" },
+		{ NFT_MSG_NEWSET, NFTA_SET_NAME, "add", "set" },
+		{ NFT_MSG_DELSET, NFTA_SET_NAME, "delete", "set" },
+		{ NFT_MSG_NEWSETELEM, NFTA_SET_ELEM_LIST_SET, "add", "set" },
+		{ NFT_MSG_DELSETELEM, NFTA_SET_ELEM_LIST_SET, "delete", "set" },
+		{ NFT_MSG_NEWRULE, NFTA_RULE_CHAIN, "add rule to", "chain" },
+		{ NFT_MSG_NEWOBJ, NFTA_OBJ_NAME, "add", "counter" },
+		{ NFT_MSG_DELOBJ, NFTA_OBJ_NAME, "delete", "counter" },
+	};
+	const struct nlmsghdr *nlh = NULL;
+	struct msg_attrs m = { 0 };
+	size_t k;
+
+	for (size_t i = 0; i < b->nmsgs && !nlh; i++)
 		if (b->msgs[i].seq == seq)
-			return b->msgs[i].what;
-	return "batch";
+			nlh = (const struct nlmsghdr *)(b->buf + b->msgs[i].off);
+	if (!nlh)
+		return "batch";
+	if (nlh->nlmsg_type == NFNL_MSG_BATCH_BEGIN)
+		return "batch begin";
+	if (nlh->nlmsg_type == NFNL_MSG_BATCH_END)
+		return "batch end";
+	for (k = 0; k < sizeof(kinds) / sizeof(kinds[0]); k++)
+		if (kinds[k].type == NFNL_MSG_TYPE(nlh->nlmsg_type))
+			break;
+	if (k == sizeof(kinds) / sizeof(kinds[0])) {
+		snprintf(b->what, sizeof(b->what), "message of type %u", nlh->nlmsg_type);
+		return b->what;
+	}
+	m.name_type = kinds[k].name_type;
+	mnl_attr_parse(nlh, sizeof(struct nfgenmsg), msg_attr_cb, &m);
+	if (m.name_type == NFTA_SET_ELEM_LIST_SET && !m.has_elems)
+		snprintf(b->what, sizeof(b->what), "flush set %s",
+			 m.name ? mnl_attr_get_str(m.name) : "?");
+	else if (m.name_type == NFTA_SET_ELEM_LIST_SET)
+		snprintf(b->what, sizeof(b->what), "%s %zu element(s) of set %s", kinds[k].verb,
+			 m.nelems, m.name ? mnl_attr_get_str(m.name) : "?");
+	else
+		snprintf(b->what, sizeof(b->what), "%s %s %s", kinds[k].verb, kinds[k].noun,
+			 m.name ? mnl_attr_get_str(m.name) : "?");
+	return b->what;
 }
 
 /* The kernel's extended-ack message, if any. */
@@ -1259,7 +1378,7 @@ static int batch_send(struct backend *b, bool check_only, struct backend_stats *
 
 	if (!check_only) {
 		nlh = nftnl_batch_end(msg_room(b), b->seq++);
-		msg_done(b, nlh, "batch end");
+		msg_done(b, nlh);
 	}
 	sndbuf = (int)(b->len + 65536);
 	setsockopt(mnl_socket_get_fd(b->nl), SOL_SOCKET, SO_SNDBUFFORCE, &sndbuf, sizeof(sndbuf));

@@ -101,6 +101,20 @@ check "dfwd still answers after a bad block key" ctl status
 rev=$(ctl apply "$TOP/configs/vdi.ini" | sed -n 's/.* as revision \([0-9]*\).*/\1/p')
 check "a good apply recovers" wait_realized "$rev"
 
+echo "# a batch the kernel refuses: a set element deleted behind dfwd's back"
+ctl tag desktop1 threat.high >/dev/null
+check "the quarantine is realized" wait_realized "$(store_rev)"
+"$LAB_BIN" exec --lab "$LAB" host:hv1 -- nft delete element inet dfw g-quarantine-4 '{ 10.10.0.11 }'
+ctl untag desktop1 threat.high >/dev/null
+rev=$(store_rev)
+sleep 1
+check "dfwd names the refused message and the kernel's reason" grep -q \
+	"revision $rev not realized: kernel refused the change (delete 1 element(s) of set g-quarantine-4): No such file or directory" \
+	"/run/dfw-lab/$LAB/hv1.log"
+check "status shows the refusal" sh -c "'$LAB_BIN' ctl --lab $LAB -- status | grep -q 'last_error: kernel refused the change (delete 1 element'"
+check "dfwd recovers with a full load" wait_realized "$rev"
+check "desktop1 is released: it reaches fs1 again" reach desktop1 fs1 tcp/445
+
 echo "# a damaged store file"
 head -c 8192 /dev/urandom >"$TMPD/damaged.db"
 out=$("$CTL_BIN" --store "$TMPD/damaged.db" tags 2>&1); rc=$?
