@@ -663,6 +663,21 @@ static void bridge_objects(struct backend *b)
 		{ DFW_SET_PORT_IP6, NFPROTO_BRIDGE, 0, CONCAT(TYPE_IFNAME, TYPE_IP6ADDR), IFNAMSIZ + 16, 0, 0, BO_BIG, 0 },
 		{ DFW_SET_LEARN4, NFPROTO_BRIDGE, 0, TYPE_IFNAME, IFNAMSIZ, 0, 0, BO_HOST, 0 },
 		{ DFW_SET_LEARN6, NFPROTO_BRIDGE, 0, TYPE_IFNAME, IFNAMSIZ, 0, 0, BO_HOST, 0 },
+		{ DFW_MAP_PORT_SRC4, NFPROTO_BRIDGE, NFT_SET_MAP,
+		  CONCAT(CONCAT(TYPE_IFNAME, TYPE_ETHERADDR), TYPE_IPADDR), IFNAMSIZ + 8 + 4,
+		  TYPE_MARK, 4, BO_BIG, BO_HOST },
+		{ DFW_MAP_PORT_SRC6, NFPROTO_BRIDGE, NFT_SET_MAP,
+		  CONCAT(CONCAT(TYPE_IFNAME, TYPE_ETHERADDR), TYPE_IP6ADDR), IFNAMSIZ + 8 + 16,
+		  TYPE_MARK, 4, BO_BIG, BO_HOST },
+	};
+	/* A port's own frames: (port, MAC, address) -> the port's id. */
+	static const struct {
+		uint16_t ethertype;
+		uint32_t addr_len;
+		const char *map;
+	} own[] = {
+		{ 0x0800, 4, DFW_MAP_PORT_SRC4 },
+		{ 0x86dd, 16, DFW_MAP_PORT_SRC6 },
 	};
 	/* Anti-spoofing: (port, source) pairs not in the port's sets drop. */
 	static const struct {
@@ -685,7 +700,24 @@ static void bridge_objects(struct backend *b)
 	chain_msg(b, fam, DFW_CHAIN_BR_PRE, NF_BR_PRE_ROUTING, DFW_PRIO_BR_PRE, NFT_MSG_NEWCHAIN);
 	chain_msg(b, fam, DFW_CHAIN_BR_FWD, NF_BR_FORWARD, DFW_PRIO_BR_FWD, NFT_MSG_NEWCHAIN);
 
-	/* classify: the ingress port's id into meta mark, anti-spoofing. */
+	/* classify: a port's own IPv4 and IPv6 frames pass at once with
+	 * its id, after one lookup that checks port, MAC and address
+	 * together (most frames); the rest go the long way: the ingress
+	 * port's id into meta mark, anti-spoofing, learning. */
+	for (size_t i = 0; i < ARRAY_SIZE(own); i++) {
+		r = rule_new(b, fam, DFW_CHAIN_BR_PRE, "a port's own");
+		x_ether_type(r, own[i].ethertype);
+		x_meta_load(r, NFT_META_IIFNAME, NFT_REG_1);
+		x_payload(r, NFT_PAYLOAD_LL_HEADER, 6, 6, NFT_REG_2);
+		/* after the MAC, padded to 8 bytes: the third 32-bit register
+		 * of register 2 */
+		x_payload(r, NFT_PAYLOAD_NETWORK_HEADER, own[i].addr_len == 4 ? 12 : 8,
+			  own[i].addr_len, NFT_REG32_06);
+		x_lookup(r, own[i].map, NFT_REG_1, false);
+		x_meta_set(r, NFT_META_MARK, NFT_REG_1);
+		x_verdict(r, NF_ACCEPT);
+		rule_send(b, r);
+	}
 	port_id_rules(b, DFW_CHAIN_BR_PRE, NFT_META_IIFNAME, DFW_MAP_PORT_SRC, NFT_META_MARK);
 	r = rule_new(b, fam, DFW_CHAIN_BR_PRE, "uplink: checked at the sending host");
 	x_meta_load(r, NFT_META_MARK, NFT_REG_1);
@@ -1203,14 +1235,16 @@ static void ports_msg(struct backend *b, const struct pport *const *ports, size_
 	struct elem *src = xcalloc(n, sizeof(*src)), *dst = xcalloc(n, sizeof(*dst));
 	struct elem *mac = xcalloc(n, sizeof(*mac));
 	struct elem *out = xcalloc(n, sizeof(*out)), *in = xcalloc(n, sizeof(*in));
-	struct elem *ip4 = NULL, *ip6 = NULL;
+	struct elem *ip4 = NULL, *ip6 = NULL, *own4 = NULL, *own6 = NULL;
 	struct elem *learn4 = xcalloc(n + 1, sizeof(*learn4)), *learn6 = xcalloc(n + 1, sizeof(*learn6));
-	size_t n4 = 0, n6 = 0, naddrs = 0, nl4 = 0, nl6 = 0;
+	size_t n4 = 0, n6 = 0, no4 = 0, no6 = 0, naddrs = 0, nl4 = 0, nl6 = 0;
 
 	for (size_t i = 0; i < n; i++)
 		naddrs += ports[i]->naddrs;
 	ip4 = xcalloc(naddrs, sizeof(*ip4));
 	ip6 = xcalloc(naddrs, sizeof(*ip6));
+	own4 = xcalloc(naddrs, sizeof(*own4));
+	own6 = xcalloc(naddrs, sizeof(*own6));
 	for (size_t i = 0; i < n; i++) {
 		const struct pport *p = ports[i];
 
@@ -1238,6 +1272,17 @@ static void ports_msg(struct backend *b, const struct pport *const *ports, size_
 			ifname_key(e, p->ifname);
 			memcpy(e->key + IFNAMSIZ, ad->a, addr_len(ad->family));
 			e->key_len = (uint32_t)(IFNAMSIZ + addr_len(ad->family));
+			/* A port that learns a family takes the long way with
+			 * it, past the learn rules (its link-local and "::"
+			 * are in port_ip6 from the start). */
+			if (ad->family == AF_INET ? p->learn4 : p->learn6)
+				continue;
+			e = ad->family == AF_INET ? &own4[no4++] : &own6[no6++];
+			*e = mac[i];
+			memcpy(e->key + IFNAMSIZ + 8, ad->a, addr_len(ad->family));
+			e->key_len = (uint32_t)(IFNAMSIZ + 8 + addr_len(ad->family));
+			e->has_data = true;
+			e->data = p->id;
 		}
 	}
 	/* Dispatch first on delete, last on add: a port never points nowhere. */
@@ -1252,6 +1297,8 @@ static void ports_msg(struct backend *b, const struct pport *const *ports, size_
 	elems_msg(b, NFPROTO_BRIDGE, DFW_SET_PORT_IP6, ip6, n6, type);
 	elems_msg(b, NFPROTO_BRIDGE, DFW_SET_LEARN4, learn4, nl4, type);
 	elems_msg(b, NFPROTO_BRIDGE, DFW_SET_LEARN6, learn6, nl6, type);
+	elems_msg(b, NFPROTO_BRIDGE, DFW_MAP_PORT_SRC4, own4, no4, type);
+	elems_msg(b, NFPROTO_BRIDGE, DFW_MAP_PORT_SRC6, own6, no6, type);
 	if (type == NFT_MSG_NEWSETELEM) {
 		elems_msg(b, NFPROTO_INET, DFW_MAP_OUT, out, n, type);
 		elems_msg(b, NFPROTO_INET, DFW_MAP_IN, in, n, type);
@@ -1263,6 +1310,8 @@ static void ports_msg(struct backend *b, const struct pport *const *ports, size_
 	free(in);
 	free(ip4);
 	free(ip6);
+	free(own4);
+	free(own6);
 	free(learn4);
 	free(learn6);
 }

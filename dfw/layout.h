@@ -2,7 +2,11 @@
  * fixed base chains, shared by the backend that sends them and the printer
  * that shows them.
  *
- *  bridge table: classifies ports.  prerouting (-300) sets meta mark to the
+ *  bridge table: classifies ports.  prerouting (-300) first passes an IPv4
+ *    or IPv6 frame whose port, source MAC and source address are a
+ *    port's own, with one lookup that also gives the port's id (maps
+ *    port_src4 / port_src6: a port that learns a family has none there);
+ *    every other frame goes the long way, which sets meta mark to the
  *    ingress vNIC id (DFW_UPLINK_ID for an uplink) and drops frames of
  *    unknown ports and spoofed MAC/IP/ARP; for ports that learn their
  *    addresses (sets learn4 / learn6), ARP, neighbour solicitations and
@@ -32,6 +36,8 @@
 #define DFW_SET_PORT_MAC "port_mac"   /* ifname . ether_addr */
 #define DFW_SET_PORT_IP4 "port_ip4"   /* ifname . ipv4_addr */
 #define DFW_SET_PORT_IP6 "port_ip6"   /* ifname . ipv6_addr */
+#define DFW_MAP_PORT_SRC4 "port_src4" /* ifname . ether_addr . ipv4_addr -> mark */
+#define DFW_MAP_PORT_SRC6 "port_src6" /* ifname . ether_addr . ipv6_addr -> mark */
 #define DFW_SET_LEARN4 "learn4"       /* ifname: ports learning their IPv4 address */
 #define DFW_SET_LEARN6 "learn6"       /* ifname: ports learning their IPv6 address */
 #define DFW_CHAIN_BR_PRE "classify"
@@ -90,6 +96,10 @@
 #define DFW_BRIDGE_CHAINS_NFT \
 	"\tchain " DFW_CHAIN_BR_PRE " {\n" \
 	"\t\ttype filter hook prerouting priority -300; policy accept;\n" \
+	"\t\tether type ip meta mark set iifname . ether saddr . ip saddr map @" DFW_MAP_PORT_SRC4 \
+	" accept comment \"a port's own\"\n" \
+	"\t\tether type ip6 meta mark set iifname . ether saddr . ip6 saddr map @" DFW_MAP_PORT_SRC6 \
+	" accept comment \"a port's own\"\n" \
 	"\t\tmeta mark set 0x0\n" \
 	"\t\tmeta mark set iifname map @" DFW_MAP_PORT_SRC "\n" \
 	"\t\tmeta mark 0x0 counter drop comment \"unknown port\"\n" \

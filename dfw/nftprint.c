@@ -195,6 +195,29 @@ static void print_bridge(const struct plan *pl, const char *table, FILE *f)
 					pl->ports[i].ifname);
 		fprintf(f, "%s\t}\n", n ? " }\n" : "");
 	}
+	for (int fam = 0; fam < 2; fam++) {
+		uint8_t af = fam ? AF_INET6 : AF_INET;
+		bool first = true;
+
+		fprintf(f, "\tmap %s {\n\t\ttype ifname . ether_addr . %s : mark\n",
+			fam ? DFW_MAP_PORT_SRC6 : DFW_MAP_PORT_SRC4, fam ? "ipv6_addr" : "ipv4_addr");
+		for (size_t i = 0; i < pl->nports; i++) {
+			const struct pport *p = &pl->ports[i];
+
+			if (fam ? p->learn6 : p->learn4)
+				continue;
+			mac_format(p->mac, mac, sizeof(mac));
+			for (size_t a = 0; a < p->naddrs; a++) {
+				if (p->addrs[a].family != af)
+					continue;
+				addr_format(&p->addrs[a], buf, sizeof(buf));
+				fprintf(f, "%s\"%s\" . %s . %s : 0x%08x", first ? "\t\telements = { " : ", ",
+					p->ifname, mac, buf, p->id);
+				first = false;
+			}
+		}
+		fprintf(f, "%s\t}\n", first ? "" : " }\n");
+	}
 	fprintf(f, "%s", DFW_BRIDGE_CHAINS_NFT);
 	fprintf(f, "}\n");
 }

@@ -27,8 +27,17 @@ locked() {
 	return 1
 }
 
+# own4 / own6 PORT: the port's entries in the bridge's fast-path maps
+# (a port's own frames pass classify in one lookup; a learning family has
+# none, so its frames meet the learn rules).
+own4() { "$LAB_BIN" exec --lab "$LAB" host:hv1 -- nft list map bridge dfw port_src4 | grep -c "\"$1\" \."; }
+own6() { "$LAB_BIN" exec --lab "$LAB" host:hv1 -- nft list map bridge dfw port_src6 | grep -c "\"$1\" \."; }
+
 echo "# before: nothing learned, nothing passes"
 check "learned lists the learning VMs with nothing locked" sh -c "'$LAB_BIN' ctl --lab $LAB -- learned | grep -q 'vm=learner1 locked=-'"
+check "a learning port has no fast-path entries" test "$(own4 vnet-learner1) $(own6 vnet-learner1)" = "0 0"
+check "a port with addresses has its own (IPv4; IPv6 with link-local and ::)" \
+	test "$(own4 vnet-srv1) $(own6 vnet-srv1)" = "1 3"
 out=$(ctl trace srv1 10.30.0.50 icmp 2>&1)
 check "trace: an unlearned address is not the VM's" has "$out" "verdict: drop"
 
@@ -37,6 +46,8 @@ vmexec learner1 ip addr add 10.30.0.50/24 dev eth0
 check "learner1 reaches srv1 once its ARP was seen" pings learner1 10.30.0.21
 check "learned: learner1 locked to 10.30.0.50" locked learner1 10.30.0.50
 check "dfwd logged the lock" grep -q "learn: learner1 (vnet-learner1) locked to 10.30.0.50" "$LOG"
+check "the locked IPv4 address has its fast-path entry; IPv6 still learns" \
+	test "$(own4 vnet-learner1) $(own6 vnet-learner1)" = "1 0"
 check "the learned address joined the group: trace allows learner1 -> srv1" \
 	has "$(ctl trace learner1 srv1 icmp)" "verdict: allow"
 check_not "srv1 -> learner1 stays blocked (the rule allows clients -> srv1 only)" \
