@@ -15,7 +15,9 @@
 #                           every SYN is a new conntrack entry that walks the
 #                           rules, the RST back is "established"
 # for * = nofw, 100, 10k, linear10k; and the ratios
-#   pkt_tcp_ratio_10k_vs_nofw, pkt_udp64_ratio_10k_vs_nofw,
+#   pkt_tcp_ratio_10k_vs_nofw, pkt_udp64_ratio_10k_vs_nofw (medians of the
+#   ratios of paired rounds: dfw at 10k, then no firewall, in the same
+#   minute; REPS rounds after the runs above),
 #   pkt_newflow_cost_ratio_10k_vs_100 (cost = 1/rate),
 #   pkt_newflow_ratio_sets_vs_linear (rate with dfw / rate with the linear chain),
 #   pkt_newflows_per_s_100_netthreat and pkt_newflow_cost_ratio_netthreat_vs_off:
@@ -146,6 +148,8 @@ gen_policy() {
 }
 
 # --- measurements -----------------------------------------------------------
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f\n", (b > 0 ? a / b : 0) }'; }
 
 # median of the numbers on stdin
 median() { sort -g | awk '{ v[NR] = $1 } END { if (NR) print v[int((NR + 1) / 2)]; else print 0 }'; }
@@ -354,19 +358,46 @@ sanity "dfw $BIG_RULES rules" fw
 measure 10k
 only_last_hit "dfw $BIG_RULES rules" "inet dfw" "rule $BIG_RULES"
 
+# d) paired rounds, for the established-flow ratios: dfw at 10k rules, then
+# no firewall (dfwd stopped, its tables deleted), then dfw again (dfwd
+# restarted loads them whole), ... Each round's ratio compares runs of the
+# same minute; the medians above come minutes apart on a machine that
+# drifts by 10-30%.
+fw_off() {
+	lab daemon stop $HOST >/dev/null || die "cannot stop dfwd"
+	hostns nft delete table bridge dfw || die "cannot delete table bridge dfw"
+	hostns nft delete table inet dfw || die "cannot delete table inet dfw"
+}
+tcp_r="" udp_r="" pairs=""
+for i in $(seq "$REPS"); do
+	t_fw=$(tcp_gbps) || exit 1
+	u_fw=$(udp_pps) || exit 1
+	fw_off
+	sanity "round $i, no firewall"
+	t_no=$(tcp_gbps) || exit 1
+	u_no=$(udp_pps) || exit 1
+	lab daemon start $HOST >/dev/null || die "dfwd did not restart"
+	realized "$rev"
+	sanity "round $i, dfw $BIG_RULES rules" fw
+	tcp_r+="$(ratio "$t_fw" "$t_no")"$'\n'
+	udp_r+="$(ratio "$u_fw" "$u_no")"$'\n'
+	pairs+=" [tcp $t_fw/$t_no, udp $u_fw/$u_no]"
+done
+echo "# paired rounds (dfw 10k / no firewall):$pairs"
+FIG[tcp_ratio]=$(printf '%s' "$tcp_r" | median)
+FIG[udp_ratio]=$(printf '%s' "$udp_r" | median)
+
 # c) the same policy as one linear chain
-lab daemon stop $HOST >/dev/null || die "cannot stop dfwd"
-hostns nft delete table bridge dfw || die "cannot delete table bridge dfw"
-hostns nft delete table inet dfw || die "cannot delete table inet dfw"
+fw_off
 hostns nft -f "$TMP/big.nft" || die "cannot load the linear ruleset"
 echo "# linear chain: $(hostns nft list chain inet benchlinear forward | grep -c dport) rules with literal prefixes, IPv4 only, in inet forward; dfw's bridge table (port ids, anti-spoofing) is gone too"
 sanity "linear $BIG_RULES rules" fw
 measure linear10k
 only_last_hit "linear $BIG_RULES rules" "inet benchlinear" last
 
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f\n", (b > 0 ? a / b : 0) }'; }
-echo "pkt_tcp_ratio_10k_vs_nofw: $(ratio "${FIG[tcp_10k]}" "${FIG[tcp_nofw]}") ratio"
-echo "pkt_udp64_ratio_10k_vs_nofw: $(ratio "${FIG[udp_10k]}" "${FIG[udp_nofw]}") ratio"
+echo "pkt_tcp_ratio_10k_vs_nofw: ${FIG[tcp_ratio]} ratio"
+echo "pkt_udp64_ratio_10k_vs_nofw: ${FIG[udp_ratio]} ratio"
+echo "# the same from the sequential medians: tcp $(ratio "${FIG[tcp_10k]}" "${FIG[tcp_nofw]}"), udp $(ratio "${FIG[udp_10k]}" "${FIG[udp_nofw]}")"
 echo "pkt_newflow_cost_ratio_10k_vs_100: $(ratio "${FIG[nf_100]}" "${FIG[nf_10k]}") ratio"
 echo "pkt_newflow_cost_ratio_netthreat_vs_off: $(ratio "${FIG[nf_100]}" "${FIG[nf_100nt]}") ratio"
 echo "pkt_newflow_ratio_sets_vs_linear: $(ratio "${FIG[nf_10k]}" "${FIG[nf_linear10k]}") ratio"
