@@ -975,48 +975,13 @@ static void policy_rule(struct backend *b, const char *chain, const struct prule
 	rule_send(b, r);
 }
 
-/* Segment k's maps, created with their elements (port interval -> jump
- * to the atom's chain) or deleted. */
-static void disp_maps(struct backend *b, const struct pchain *c, size_t k, uint16_t type)
+/* A segment's dispatch map of one protocol: port intervals -> verdicts. */
+static void disp_map_msg(struct backend *b, const char *name, uint16_t type)
 {
-	const struct pdisp_seg *s = &c->segs[k];
-	char (*names)[PLAN_NAME_MAX] = xcalloc(s->natoms + 1, sizeof(*names));
-	struct elem *el = xcalloc(2 * s->natoms + 1, sizeof(*el));
+	const struct set_spec spec = { name, NFPROTO_INET, NFT_SET_MAP | NFT_SET_INTERVAL,
+				       TYPE_INET_SERVICE, 2, NFT_DATA_VERDICT, 0, BO_BIG, 0 };
 
-	for (size_t p = 0; p < ARRAY_SIZE(disp_protos); p++) {
-		struct set_spec spec = { NULL, NFPROTO_INET, NFT_SET_MAP | NFT_SET_INTERVAL,
-					 TYPE_INET_SERVICE, 2, NFT_DATA_VERDICT, 0, BO_BIG, 0 };
-		char map[PLAN_NAME_MAX];
-		size_t n = 0;
-
-		for (size_t j = 0; j < s->natoms; j++) {
-			const struct pdisp_atom *a = &s->atoms[j];
-
-			if (a->proto != disp_protos[p])
-				continue;
-			disp_atom_name(c, k, a->chain, names[j], sizeof(names[j]));
-			memset(&el[n], 0, 2 * sizeof(*el));
-			el[n].key[0] = (uint8_t)(a->lo >> 8);
-			el[n].key[1] = (uint8_t)a->lo;
-			el[n].key_len = 2;
-			el[n++].jump = names[j];
-			if (a->hi < 65535) { /* the end: the first port after */
-				el[n].key[0] = (uint8_t)((a->hi + 1) >> 8);
-				el[n].key[1] = (uint8_t)(a->hi + 1);
-				el[n].key_len = 2;
-				el[n++].flags = NFT_SET_ELEM_INTERVAL_END;
-			}
-		}
-		if (!n)
-			continue;
-		disp_map_name(c, k, disp_protos[p], map, sizeof(map));
-		spec.name = map;
-		set_msg(b, &spec, type);
-		if (type == NFT_MSG_NEWSET)
-			elems_msg(b, NFPROTO_INET, map, el, n, NFT_MSG_NEWSETELEM);
-	}
-	free(el);
-	free(names);
+	set_msg(b, &spec, type);
 }
 
 /* A policy chain in its kernel form (kform_walk): the leaf chains first
@@ -1036,11 +1001,6 @@ static void ca_chain(void *arg, const char *name)
 	chain_msg(a->b, NFPROTO_INET, name, -1, 0, NFT_MSG_NEWCHAIN);
 }
 
-static void ca_end(void *arg)
-{
-	(void)arg;
-}
-
 static void ca_rule(void *arg, const struct prule *pr, bool atom)
 {
 	struct chain_add_ctx *a = arg;
@@ -1048,9 +1008,29 @@ static void ca_rule(void *arg, const struct prule *pr, bool atom)
 	policy_rule(a->b, a->chain, pr, atom);
 }
 
-static void ca_map(void *arg, const struct pchain *c, size_t seg)
+/* A segment's map with its elements (port interval -> jump to the atom's
+ * chain; an interval ends at the first port after it). */
+static void ca_map(void *arg, const char *name, const struct kform_jump *j, size_t n)
 {
-	disp_maps(((struct chain_add_ctx *)arg)->b, c, seg, NFT_MSG_NEWSET);
+	struct backend *b = ((struct chain_add_ctx *)arg)->b;
+	struct elem *el = xcalloc(2 * n + 1, sizeof(*el));
+	size_t m = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		el[m].key[0] = (uint8_t)(j[i].lo >> 8);
+		el[m].key[1] = (uint8_t)j[i].lo;
+		el[m].key_len = 2;
+		el[m++].jump = j[i].atom;
+		if (j[i].hi < 65535) {
+			el[m].key[0] = (uint8_t)((j[i].hi + 1) >> 8);
+			el[m].key[1] = (uint8_t)(j[i].hi + 1);
+			el[m].key_len = 2;
+			el[m++].flags = NFT_SET_ELEM_INTERVAL_END;
+		}
+	}
+	disp_map_msg(b, name, NFT_MSG_NEWSET);
+	elems_msg(b, NFPROTO_INET, name, el, m, NFT_MSG_NEWSETELEM);
+	free(el);
 }
 
 /* A segment's dispatch, in its chain's place: its map of one protocol. */
@@ -1072,34 +1052,56 @@ static void ca_map_lookup(void *arg, const struct pchain *c, size_t seg, uint8_t
 static void chain_add(struct backend *b, const struct pchain *c)
 {
 	static const struct kform_ops ops = {
-		ca_chain, ca_end, ca_rule, ca_map, ca_map_lookup,
+		.chain = ca_chain, .rule = ca_rule, .map = ca_map, .map_lookup = ca_map_lookup,
 	};
 	struct chain_add_ctx a = { .b = b };
 
 	kform_walk(c, &ops, &a);
 }
 
-/* Deletes a policy chain with its dispatch and factored runs, in the
- * reverse order: the chain (its rules bind the maps), the maps (their
- * elements jump to the atoms' chains), the atoms' chains, the leaves. */
+/* Deletes a policy chain with its dispatch and factored runs: its kernel
+ * form's chains and maps, recorded by kform_walk, in the reverse order
+ * (the chain, whose rules bind the maps; each segment's maps, whose
+ * elements jump to its atoms' chains, then those chains; the leaves). */
+struct chain_del_ctx {
+	struct {
+		bool map;
+		char name[PLAN_NAME_MAX];
+	} *v;
+	size_t n, cap;
+};
+
+static void cd_push(struct chain_del_ctx *d, bool map, const char *name)
+{
+	grow((void **)&d->v, &d->cap, d->n + 1, sizeof(*d->v));
+	d->v[d->n].map = map;
+	plan_name_copy(d->v[d->n++].name, name);
+}
+
+static void cd_chain(void *arg, const char *name)
+{
+	cd_push(arg, false, name);
+}
+
+static void cd_map(void *arg, const char *name, const struct kform_jump *j, size_t n)
+{
+	(void)j, (void)n;
+	cd_push(arg, true, name);
+}
+
 static void chain_del(struct backend *b, const struct pchain *c)
 {
-	char name[PLAN_NAME_MAX];
+	static const struct kform_ops ops = { .chain = cd_chain, .map = cd_map };
+	struct chain_del_ctx d = { 0 };
 
-	chain_msg(b, NFPROTO_INET, c->name, -1, 0, NFT_MSG_DELCHAIN);
-	for (size_t k = 0; k < c->nsegs; k++) {
-		disp_maps(b, c, k, NFT_MSG_DELSET);
-		for (size_t j = 0; j < c->segs[k].natoms; j++) {
-			if (c->segs[k].atoms[j].chain != j)
-				continue;
-			disp_atom_name(c, k, j, name, sizeof(name));
-			chain_msg(b, NFPROTO_INET, name, -1, 0, NFT_MSG_DELCHAIN);
-		}
+	kform_walk(c, &ops, &d);
+	for (size_t i = d.n; i-- > 0;) {
+		if (d.v[i].map)
+			disp_map_msg(b, d.v[i].name, NFT_MSG_DELSET);
+		else
+			chain_msg(b, NFPROTO_INET, d.v[i].name, -1, 0, NFT_MSG_DELCHAIN);
 	}
-	for (size_t f = 0; f < c->nfacts; f++) {
-		fact_leaf_name(c, &c->facts[f], name, sizeof(name));
-		chain_msg(b, NFPROTO_INET, name, -1, 0, NFT_MSG_DELCHAIN);
-	}
+	free(d.v);
 }
 
 static size_t addr_len(uint8_t family)

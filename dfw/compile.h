@@ -263,17 +263,25 @@ void plan_member_delta(const struct plan *pl, const struct gengine *e,
 /* Records in pl the element changes of d, after the kernel took them. */
 void plan_apply_elems(struct plan *pl, const struct plan_diff *d);
 
+/* One element of a segment's dispatch map: ports lo-hi jump to an
+ * atom's chain. */
+struct kform_jump {
+	uint16_t lo, hi;
+	char atom[PLAN_NAME_MAX];
+};
+
 /* The kernel's form of chain c with its dispatch and factored runs
  * (dfw/kform.c), in the order the backend creates it: its leaf chains,
- * its atoms' chains each followed, per segment, by its maps, then the
- * chain itself.  Every chain begins with chain() and ends with end(); a
- * rule in an atom's or a leaf chain has atom set; map_lookup() is a
- * segment's map lookup of one protocol in the chain. */
+ * its atoms' chains each followed, per segment, by its maps (one per
+ * protocol that has atoms), then the chain itself.  Every chain begins
+ * with chain() and ends with end(); a rule in an atom's or a leaf chain
+ * has atom set; map_lookup() is a segment's map lookup of one protocol in
+ * the chain.  A NULL callback is skipped.  The reverse order deletes. */
 struct kform_ops {
 	void (*chain)(void *arg, const char *name);
 	void (*end)(void *arg);
 	void (*rule)(void *arg, const struct prule *r, bool atom);
-	void (*map)(void *arg, const struct pchain *c, size_t seg);
+	void (*map)(void *arg, const char *name, const struct kform_jump *j, size_t n);
 	void (*map_lookup)(void *arg, const struct pchain *c, size_t seg, uint8_t proto);
 };
 void kform_walk(const struct pchain *c, const struct kform_ops *ops, void *arg);

@@ -239,36 +239,20 @@ static void pr_rule(void *arg, const struct prule *r, bool atom)
 	print_rule(r, atom, arg);
 }
 
-static void pr_map(void *arg, const struct pchain *c, size_t k)
+static void pr_map(void *arg, const char *name, const struct kform_jump *j, size_t n)
 {
-	const struct pdisp_seg *s = &c->segs[k];
-	char name[PLAN_NAME_MAX], atom[PLAN_NAME_MAX];
 	FILE *f = arg;
 
-	for (size_t p = 0; p < ARRAY_SIZE(disp_protos); p++) {
-		size_t n = 0;
-
-		disp_map_name(c, k, disp_protos[p], name, sizeof(name));
-		for (size_t j = 0; j < s->natoms; j++) {
-			const struct pdisp_atom *a = &s->atoms[j];
-
-			if (a->proto != disp_protos[p])
-				continue;
-			if (!n++)
-				fprintf(f, "\tmap %s {\n\t\ttype inet_service : verdict\n"
-					"\t\tflags interval\n\t\telements = { ", name);
-			else
-				fputs(", ", f);
-			if (a->lo == a->hi)
-				fprintf(f, "%u", a->lo);
-			else
-				fprintf(f, "%u-%u", a->lo, a->hi);
-			disp_atom_name(c, k, a->chain, atom, sizeof(atom));
-			fprintf(f, " : jump %s", atom);
-		}
-		if (n)
-			fputs(" }\n\t}\n", f);
+	fprintf(f, "\tmap %s {\n\t\ttype inet_service : verdict\n\t\tflags interval\n"
+		"\t\telements = { ", name);
+	for (size_t i = 0; i < n; i++) {
+		if (j[i].lo == j[i].hi)
+			fprintf(f, "%s%u", i ? ", " : "", j[i].lo);
+		else
+			fprintf(f, "%s%u-%u", i ? ", " : "", j[i].lo, j[i].hi);
+		fprintf(f, " : jump %s", j[i].atom);
 	}
+	fputs(" }\n\t}\n", f);
 }
 
 static void pr_map_lookup(void *arg, const struct pchain *c, size_t k, uint8_t proto)
