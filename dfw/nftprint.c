@@ -138,9 +138,44 @@ static void print_elems(const struct pset *s, FILE *f)
 	fputs(" }\n", f);
 }
 
+/* The ports' addresses of family af: the anti-spoofing set (port .
+ * address), or the fast-path map (port . MAC . address : id) without the
+ * families a port still learns. */
+static void print_port_addrs(const struct plan *pl, uint8_t af, bool own, FILE *f)
+{
+	bool first = true, v6 = af == AF_INET6;
+	char mac[18], buf[64];
+
+	if (own)
+		fprintf(f, "\tmap %s {\n\t\ttype ifname . ether_addr . %s : mark\n",
+			v6 ? DFW_MAP_PORT_SRC6 : DFW_MAP_PORT_SRC4, v6 ? "ipv6_addr" : "ipv4_addr");
+	else
+		fprintf(f, "\tset %s {\n\t\ttype ifname . %s\n",
+			v6 ? DFW_SET_PORT_IP6 : DFW_SET_PORT_IP4, v6 ? "ipv6_addr" : "ipv4_addr");
+	for (size_t i = 0; i < pl->nports; i++) {
+		const struct pport *p = &pl->ports[i];
+
+		if (own && (v6 ? p->learn6 : p->learn4))
+			continue;
+		mac_format(p->mac, mac, sizeof(mac));
+		for (size_t a = 0; a < p->naddrs; a++) {
+			if (p->addrs[a].family != af)
+				continue;
+			addr_format(&p->addrs[a], buf, sizeof(buf));
+			fprintf(f, "%s\"%s\" . ", first ? "\t\telements = { " : ", ", p->ifname);
+			if (own)
+				fprintf(f, "%s . %s : 0x%08x", mac, buf, p->id);
+			else
+				fputs(buf, f);
+			first = false;
+		}
+	}
+	fprintf(f, "%s\t}\n", first ? "" : " }\n");
+}
+
 static void print_bridge(const struct plan *pl, const char *table, FILE *f)
 {
-	char mac[18], buf[64];
+	char mac[18];
 
 	fprintf(f, "table bridge %s {\n", table);
 	for (int dst = 0; dst < 2; dst++) {
@@ -167,24 +202,8 @@ static void print_bridge(const struct plan *pl, const char *table, FILE *f)
 		fprintf(f, "%s\"%s\" . %s", i ? ", " : "\t\telements = { ", pl->ports[i].ifname, mac);
 	}
 	fprintf(f, "%s\t}\n", pl->nports ? " }\n" : "");
-	for (int fam = 0; fam < 2; fam++) {
-		uint8_t af = fam ? AF_INET6 : AF_INET;
-		bool first = true;
-
-		fprintf(f, "\tset %s {\n\t\ttype ifname . %s\n",
-			fam ? DFW_SET_PORT_IP6 : DFW_SET_PORT_IP4, fam ? "ipv6_addr" : "ipv4_addr");
-		for (size_t i = 0; i < pl->nports; i++) {
-			for (size_t a = 0; a < pl->ports[i].naddrs; a++) {
-				if (pl->ports[i].addrs[a].family != af)
-					continue;
-				addr_format(&pl->ports[i].addrs[a], buf, sizeof(buf));
-				fprintf(f, "%s\"%s\" . %s", first ? "\t\telements = { " : ", ",
-					pl->ports[i].ifname, buf);
-				first = false;
-			}
-		}
-		fprintf(f, "%s\t}\n", first ? "" : " }\n");
-	}
+	for (int fam = 0; fam < 2; fam++)
+		print_port_addrs(pl, fam ? AF_INET6 : AF_INET, false, f);
 	for (int v6 = 0; v6 < 2; v6++) {
 		size_t n = 0;
 
@@ -195,29 +214,8 @@ static void print_bridge(const struct plan *pl, const char *table, FILE *f)
 					pl->ports[i].ifname);
 		fprintf(f, "%s\t}\n", n ? " }\n" : "");
 	}
-	for (int fam = 0; fam < 2; fam++) {
-		uint8_t af = fam ? AF_INET6 : AF_INET;
-		bool first = true;
-
-		fprintf(f, "\tmap %s {\n\t\ttype ifname . ether_addr . %s : mark\n",
-			fam ? DFW_MAP_PORT_SRC6 : DFW_MAP_PORT_SRC4, fam ? "ipv6_addr" : "ipv4_addr");
-		for (size_t i = 0; i < pl->nports; i++) {
-			const struct pport *p = &pl->ports[i];
-
-			if (fam ? p->learn6 : p->learn4)
-				continue;
-			mac_format(p->mac, mac, sizeof(mac));
-			for (size_t a = 0; a < p->naddrs; a++) {
-				if (p->addrs[a].family != af)
-					continue;
-				addr_format(&p->addrs[a], buf, sizeof(buf));
-				fprintf(f, "%s\"%s\" . %s . %s : 0x%08x", first ? "\t\telements = { " : ", ",
-					p->ifname, mac, buf, p->id);
-				first = false;
-			}
-		}
-		fprintf(f, "%s\t}\n", first ? "" : " }\n");
-	}
+	for (int fam = 0; fam < 2; fam++)
+		print_port_addrs(pl, fam ? AF_INET6 : AF_INET, true, f);
 	fprintf(f, "%s", DFW_BRIDGE_CHAINS_NFT);
 	fprintf(f, "}\n");
 }

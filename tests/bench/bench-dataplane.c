@@ -58,6 +58,15 @@ static void die(const char *fmt, ...)
 	exit(1);
 }
 
+/* Reports the figure NAME_LABEL. */
+static void figure(const char *name, const char *label, double v, const char *unit)
+{
+	char fig[96];
+
+	snprintf(fig, sizeof(fig), "%s_%s", name, label);
+	bench_figure(fig, v, unit);
+}
+
 static double ms_since(uint64_t t0)
 {
 	return (double)(now_ns() - t0) / 1e6;
@@ -223,10 +232,8 @@ static void tag_changes(const char *label, unsigned total_vms, unsigned local,
 		 * plan's sets take the elements (sorted arrays). */
 		snprintf(fig, sizeof(fig), "tag_after_ack_us_%s", label);
 		bench_latency(fig, book, changes, "us");
-		snprintf(fig, sizeof(fig), "tag_netlink_bytes_%s", label);
-		bench_figure(fig, res->bytes, "bytes");
-		snprintf(fig, sizeof(fig), "tag_netlink_bytes_max_%s", label);
-		bench_figure(fig, bench_quantile(bytes, changes, 1.0), "bytes");
+		figure("tag_netlink_bytes", label, res->bytes, "bytes");
+		figure("tag_netlink_bytes_max", label, bench_quantile(bytes, changes, 1.0), "bytes");
 	}
 
 	/* 2: the same policy compiled from scratch and reloaded whole. */
@@ -332,7 +339,7 @@ static void objects(const struct dfw_policy *p, const struct gengine *e, const s
 
 static void full_vs_nft(unsigned vms, unsigned rules, unsigned groups, const char *label)
 {
-	char *text = NULL, path[256], err[256], fig[64];
+	char *text = NULL, path[256], err[256];
 	struct dfw_policy *p = gen_policy(label, 1, vms, vms, groups, rules, &text);
 	struct diag d = { 0 };
 	struct gengine *e = gengine_new(&p->inv, p->file, &d);
@@ -391,24 +398,15 @@ static void full_vs_nft(unsigned vms, unsigned rules, unsigned groups, const cha
 		speedup_again[r] = nft_again[r] / again[r];
 	}
 	run(flush, NULL);
-	snprintf(fig, sizeof(fig), "full_compile_commit_ms_%s", label);
-	bench_figure(fig, bench_quantile(ours, FULL_ROUNDS, 0.5), "ms");
-	snprintf(fig, sizeof(fig), "full_compile_ms_%s", label);
-	bench_figure(fig, bench_quantile(comp, FULL_ROUNDS, 0.5), "ms");
-	snprintf(fig, sizeof(fig), "full_commit_kernel_ms_%s", label);
-	bench_figure(fig, bench_quantile(sys, FULL_ROUNDS, 0.5), "ms");
-	snprintf(fig, sizeof(fig), "full_nft_f_ms_%s", label);
-	bench_figure(fig, bench_quantile(nft, FULL_ROUNDS, 0.5), "ms");
-	snprintf(fig, sizeof(fig), "full_nft_f_kernel_ms_%s", label);
-	bench_figure(fig, bench_quantile(nft_sys, FULL_ROUNDS, 0.5), "ms");
-	snprintf(fig, sizeof(fig), "full_speedup_vs_nft_f_%s", label);
-	bench_figure(fig, bench_quantile(speedup, FULL_ROUNDS, 0.5), "ratio");
-	snprintf(fig, sizeof(fig), "full_reload_compile_commit_ms_%s", label);
-	bench_figure(fig, bench_quantile(again, FULL_ROUNDS, 0.5), "ms");
-	snprintf(fig, sizeof(fig), "full_reload_nft_f_ms_%s", label);
-	bench_figure(fig, bench_quantile(nft_again, FULL_ROUNDS, 0.5), "ms");
-	snprintf(fig, sizeof(fig), "full_reload_speedup_vs_nft_f_%s", label);
-	bench_figure(fig, bench_quantile(speedup_again, FULL_ROUNDS, 0.5), "ratio");
+	figure("full_compile_commit_ms", label, bench_quantile(ours, FULL_ROUNDS, 0.5), "ms");
+	figure("full_compile_ms", label, bench_quantile(comp, FULL_ROUNDS, 0.5), "ms");
+	figure("full_commit_kernel_ms", label, bench_quantile(sys, FULL_ROUNDS, 0.5), "ms");
+	figure("full_nft_f_ms", label, bench_quantile(nft, FULL_ROUNDS, 0.5), "ms");
+	figure("full_nft_f_kernel_ms", label, bench_quantile(nft_sys, FULL_ROUNDS, 0.5), "ms");
+	figure("full_speedup_vs_nft_f", label, bench_quantile(speedup, FULL_ROUNDS, 0.5), "ratio");
+	figure("full_reload_compile_commit_ms", label, bench_quantile(again, FULL_ROUNDS, 0.5), "ms");
+	figure("full_reload_nft_f_ms", label, bench_quantile(nft_again, FULL_ROUNDS, 0.5), "ms");
+	figure("full_reload_speedup_vs_nft_f", label, bench_quantile(speedup_again, FULL_ROUNDS, 0.5), "ratio");
 	bench_note("%s: speedup per round, fresh %.2f-%.2f, reload %.2f-%.2f", label,
 		   bench_quantile(speedup, FULL_ROUNDS, 0), bench_quantile(speedup, FULL_ROUNDS, 1),
 		   bench_quantile(speedup_again, FULL_ROUNDS, 0),
@@ -433,12 +431,9 @@ static void full_vs_nft(unsigned vms, unsigned rules, unsigned groups, const cha
 			   pl->nchains, nrules, all.chains, all.rules, all.maps, all.elems, pl->nsets,
 			   all.walked);
 	}
-	snprintf(fig, sizeof(fig), "kernel_objects_%s", label);
-	bench_figure(fig, (double)n_ours, "objects");
-	snprintf(fig, sizeof(fig), "kernel_objects_naive_%s", label);
-	bench_figure(fig, (double)n_naive, "objects");
-	snprintf(fig, sizeof(fig), "kernel_objects_ratio_%s", label);
-	bench_figure(fig, n_naive ? (double)n_ours / (double)n_naive : 0, "ratio");
+	figure("kernel_objects", label, (double)n_ours, "objects");
+	figure("kernel_objects_naive", label, (double)n_naive, "objects");
+	figure("kernel_objects_ratio", label, n_naive ? (double)n_ours / (double)n_naive : 0, "ratio");
 	plan_free(pl);
 	backend_close(be);
 	gengine_free(e);
