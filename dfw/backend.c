@@ -738,15 +738,25 @@ static void bridge_objects(struct backend *b)
 		rule_send(b, r);
 	}
 
-	/* steer: the egress port's id into meta priority. */
-	port_id_rules(b, DFW_CHAIN_BR_FWD, NFT_META_OIFNAME, DFW_MAP_PORT_DST, NFT_META_PRIORITY);
-	/* The DHCP server's offer and ack to a learning port carry its
-	 * address (yiaddr). */
+	/* steer: the DHCP server's offer and ack to a learning port carry its
+	 * address (yiaddr): copied first.  Then the egress port's id into
+	 * meta priority, and the frame passes; a port the map does not know
+	 * drops (fail closed). */
 	r = rule_new(b, fam, DFW_CHAIN_BR_FWD, "learn: DHCP reply");
 	x_ether_type(r, 0x0800);
 	x_udp_ports(r, 67, 68);
 	x_learning_port(r, NFT_META_OIFNAME, DFW_SET_LEARN4);
 	x_log(r, DFW_NFLOG_LEARN, DFW_NFLOG_LEARN_SNAPLEN);
+	rule_send(b, r);
+	r = rule_new(b, fam, DFW_CHAIN_BR_FWD, NULL);
+	x_meta_load(r, NFT_META_OIFNAME, NFT_REG_1);
+	x_lookup(r, DFW_MAP_PORT_DST, NFT_REG_1, false);
+	x_meta_set(r, NFT_META_PRIORITY, NFT_REG_1);
+	x_verdict(r, NF_ACCEPT);
+	rule_send(b, r);
+	r = rule_new(b, fam, DFW_CHAIN_BR_FWD, "unknown port");
+	x_counter(r);
+	x_verdict(r, NF_DROP);
 	rule_send(b, r);
 }
 

@@ -12,9 +12,10 @@
  *    addresses (sets learn4 / learn6), ARP, neighbour solicitations and
  *    advertisements and DHCP client messages are first copied to nflog
  *    group DFW_NFLOG_LEARN, and a DHCP client without an address passes;
- *    forward (-100, before br_netfilter) sets meta priority to the egress
- *    vNIC id and drops frames to unknown ports; DHCP replies to a learning
- *    port are copied to the learn group.
+ *    forward (-100, before br_netfilter) copies DHCP replies to a learning
+ *    port to the learn group, then sets meta priority to the egress vNIC
+ *    id and passes the frame, or drops it for a port the map does not
+ *    know.
  *  inet table: enforces with conntrack.  forward: established/related pass,
  *    IPv6 neighbour discovery passes, invalid drops, then the source vNIC's
  *    out-policy chain (allow = return), then the destination vNIC's in-policy
@@ -119,11 +120,10 @@
 	"\t}\n" \
 	"\tchain " DFW_CHAIN_BR_FWD " {\n" \
 	"\t\ttype filter hook forward priority -100; policy accept;\n" \
-	"\t\tmeta priority set 0:0\n" \
-	"\t\tmeta priority set oifname map @" DFW_MAP_PORT_DST "\n" \
-	"\t\tmeta priority 0:0 counter drop comment \"unknown port\"\n" \
 	"\t\tether type ip meta l4proto udp th sport 67 th dport 68 oifname @" DFW_SET_LEARN4 " " \
 	DFW_LEARN_LOG_NFT " comment \"learn: DHCP reply\"\n" \
+	"\t\tmeta priority set oifname map @" DFW_MAP_PORT_DST " accept\n" \
+	"\t\tcounter drop comment \"unknown port\"\n" \
 	"\t}\n"
 
 #define DFW_INET_SETS_NFT \
