@@ -25,6 +25,8 @@ check "nothing reaches the unrealized port" exits 1 \
 	"$LAB_BIN" exec --lab "$LAB" cs1 -- ping -c 2 -W 1 -i 0.2 10.10.0.99
 check "the bridge counted drops from the unknown port" sh -c \
 	"ip netns exec $HOSTNS nft list chain bridge dfw classify | grep 'unknown port' | grep -vq 'packets 0 '"
+check "and drops to it (cs1's ARP broadcast flooded there)" sh -c \
+	"ip netns exec $HOSTNS nft list chain bridge dfw steer | grep 'unknown port' | grep -vq 'packets 0 '"
 
 echo "# spoofing"
 vmexec desktop1 ip addr add 10.10.0.50/24 dev eth0
