@@ -403,7 +403,7 @@ static void x_imm_u32(struct xrule *r, uint32_t v)
 }
 
 /* A verdict; to a chain (NFT_JUMP, NFT_GOTO) when chain is not NULL. */
-static void x_verdict_to(struct xrule *r, int verdict, const char *chain)
+static void x_to_chain(struct xrule *r, int verdict, const char *chain)
 {
 	struct xexpr x = x_open(r, "immediate");
 	struct nlattr *data, *v;
@@ -421,12 +421,7 @@ static void x_verdict_to(struct xrule *r, int verdict, const char *chain)
 
 static void x_verdict(struct xrule *r, int verdict)
 {
-	x_verdict_to(r, verdict, NULL);
-}
-
-static void x_to_chain(struct xrule *r, int verdict, const char *chain)
-{
-	x_verdict_to(r, verdict, chain);
+	x_to_chain(r, verdict, NULL);
 }
 
 static void x_counter(struct xrule *r)
