@@ -24,6 +24,8 @@
 #   the 100-rule policy with dfwd's network threat detector reading every
 #   new flow (monitor mode), and what that costs a new flow.
 #
+# iperf3's client runs on CPU 0 and its server on the last CPU.
+#
 # --tiny: tiny policies, 1-second runs, one repetition (exercised by
 # `make check`; the figures mean nothing).
 #
@@ -62,10 +64,15 @@ else
 	SMALL_RULES=100 SMALL_GROUPS=20 BIG_RULES=10000 BIG_GROUPS=1000 SECS=5 REPS=3
 fi
 FLOW_SECS=$SECS
+# iperf3's client and server each on a CPU of its own, as two VMs on their
+# own vCPUs: left to the scheduler, their moves between this machine's
+# two CPUs changed the UDP rate by 30% from run to run.
+CPU_CLIENT=0
+CPU_SERVER=$(( $(nproc) - 1 ))
 [ $TINY -eq 0 ] && FLOW_SECS=2
 
 die() { echo "bench-packet: $*" >&2; exit 1; }
-for t in iperf3 nft awk; do
+for t in iperf3 nft awk taskset; do
 	command -v "$t" >/dev/null || die "$t is missing (make deps installs it)"
 done
 [ -x "$LAB_BIN" ] || die "$LAB_BIN is missing (make)"
@@ -165,7 +172,7 @@ json_num() {
 
 tcp_gbps() {
 	local out=$TMP/tcp.json bps
-	vm client timeout $((SECS + 10)) iperf3 -c "$SERVER_IP" -p $IPERF_PORT -t "$SECS" -J >"$out" 2>&1 ||
+	vm client taskset -c $CPU_CLIENT timeout $((SECS + 10)) iperf3 -c "$SERVER_IP" -p $IPERF_PORT -t "$SECS" -J >"$out" 2>&1 ||
 		die "iperf3 TCP failed: $(grep -m1 error "$out")"
 	bps=$(json_num "$out" sum_received bits_per_second)
 	[ -n "$bps" ] || die "no throughput in iperf3's output: $(head -c 300 "$out")"
@@ -176,7 +183,7 @@ tcp_gbps() {
 # of lost datagrams.
 udp_pps() {
 	local out=$TMP/udp.json pk lost secs
-	vm client timeout $((SECS + 10)) iperf3 -c "$SERVER_IP" -p $IPERF_PORT -u -l 64 -b 0 -t "$SECS" -J >"$out" 2>&1 ||
+	vm client taskset -c $CPU_CLIENT timeout $((SECS + 10)) iperf3 -c "$SERVER_IP" -p $IPERF_PORT -u -l 64 -b 0 -t "$SECS" -J >"$out" 2>&1 ||
 		die "iperf3 UDP failed: $(grep -m1 error "$out")"
 	pk=$(json_num "$out" sum packets)
 	lost=$(json_num "$out" sum lost_packets)
@@ -294,12 +301,13 @@ echo "# policies: $SMALL_RULES rules / $SMALL_GROUPS groups and $BIG_RULES rules
 echo "# $REPS run(s) of ${SECS}s per figure (new flows: ${FLOW_SECS}s); medians"
 echo "# load average at start: $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) CPUs (other jobs on the machine skew the figures)"
 echo "# conntrack: only a flow's first packet walks the rules; TCP and UDP runs show the established-flow path, new flows the rule walk"
+echo "# iperf3 client on CPU $CPU_CLIENT, server on CPU $CPU_SERVER"
 
 lab down >/dev/null 2>&1
 lab up "$TMP/small.ini" --no-daemon >/dev/null || die "dfw-lab up failed"
 # Not through vm(): a backgrounded function is a subshell, and $! would be
 # the subshell's pid, not the server's (dfw-lab exec execs in place).
-"$LAB_BIN" exec --lab "$LAB" server -- iperf3 -s -p $IPERF_PORT >/dev/null 2>&1 &
+"$LAB_BIN" exec --lab "$LAB" server -- taskset -c $CPU_SERVER iperf3 -s -p $IPERF_PORT >/dev/null 2>&1 &
 IPERF_PID=$!
 sleep 0.5
 kill -0 "$IPERF_PID" 2>/dev/null || die "iperf3 server did not start"
