@@ -569,6 +569,15 @@ static void goto_rule(struct backend *b, const char *chain, const char *target)
 
 /* --- the fixed layout --------------------------------------------------------- */
 
+/* Meta key target := the id the port ifkey names in map (a lookup that
+ * fails ends the rule, the key left as it was). */
+static void x_port_id(struct xrule *r, uint32_t ifkey, const char *map, uint32_t target)
+{
+	x_meta_load(r, ifkey, NFT_REG_1);
+	x_lookup(r, map, NFT_REG_1, false);
+	x_meta_set(r, target, NFT_REG_1);
+}
+
 /* Clears a meta key, sets it to the port's id from a map, and drops frames
  * of ports the map does not know (fail closed). */
 static void port_id_rules(struct backend *b, const char *chain, uint32_t ifkey,
@@ -582,9 +591,7 @@ static void port_id_rules(struct backend *b, const char *chain, uint32_t ifkey,
 	x_meta_set(r, target, NFT_REG_1);
 	rule_send(b, r);
 	r = rule_new(b, NFPROTO_BRIDGE, chain, NULL);
-	x_meta_load(r, ifkey, NFT_REG_1);
-	x_lookup(r, map, NFT_REG_1, false);
-	x_meta_set(r, target, NFT_REG_1);
+	x_port_id(r, ifkey, map, target);
 	rule_send(b, r);
 	r = rule_new(b, NFPROTO_BRIDGE, chain, "unknown port");
 	x_meta_load(r, target, NFT_REG_1);
@@ -744,9 +751,7 @@ static void bridge_objects(struct backend *b)
 	x_log(r, DFW_NFLOG_LEARN, DFW_NFLOG_LEARN_SNAPLEN);
 	rule_send(b, r);
 	r = rule_new(b, fam, DFW_CHAIN_BR_FWD, NULL);
-	x_meta_load(r, NFT_META_OIFNAME, NFT_REG_1);
-	x_lookup(r, DFW_MAP_PORT_DST, NFT_REG_1, false);
-	x_meta_set(r, NFT_META_PRIORITY, NFT_REG_1);
+	x_port_id(r, NFT_META_OIFNAME, DFW_MAP_PORT_DST, NFT_META_PRIORITY);
 	x_verdict(r, NF_ACCEPT);
 	rule_send(b, r);
 	r = rule_new(b, fam, DFW_CHAIN_BR_FWD, "unknown port");
@@ -1002,7 +1007,7 @@ static void ca_chain(void *arg, const char *name)
 {
 	struct chain_add_ctx *a = arg;
 
-	snprintf(a->chain, sizeof(a->chain), "%s", name);
+	plan_name_copy(a->chain, name);
 	chain_msg(a->b, NFPROTO_INET, name, -1, 0, NFT_MSG_NEWCHAIN);
 }
 
