@@ -2,7 +2,8 @@
  *
  *  1. one tag change -> kernel commit acknowledged, at 1k and 10k local
  *     vNICs, through the real agent (store write, agent_sync); netlink
- *     bytes per change;
+ *     bytes per change.  Each scale has a network namespace of its own,
+ *     and the two take turns in blocks of changes;
  *  2. one tag change against a full recompile and reload of the same policy;
  *  3. full compile + commit of 1k VMs x 1k rules against `nft -f` of the
  *     same ruleset as text (written by plan_print_nft), and kernel objects
@@ -144,132 +145,203 @@ static struct store *store_with(const char *name, const char *text)
 
 /* --- 1, 2: tag changes through the real agent -------------------------------- */
 
-struct scale_result {
-	double tag_p50, tag_p99, bytes;
-	struct strv picked; /* the VMs quarantined, in order */
-	double full_compile_ms, full_load_ms;
-};
-
-/* same: quarantine the VMs that run quarantined, in its order (they are
- * local at both scales), so that the two runs differ in the number of
- * local vNICs only, not in which VMs' groups the changes touch. */
-static void tag_changes(const char *label, unsigned total_vms, unsigned local,
-			unsigned groups, unsigned rules, unsigned changes,
-			const struct scale_result *same, struct scale_result *res)
-{
-	char *text = NULL, name[64], storepath[256], err[256], key[300];
+/* One scale of the tag benchmark: a policy, its store and a real agent, in
+ * a network namespace of its own, so that the kernel's commit walks only
+ * this scale's tables.  The two scales take turns in blocks of changes
+ * (tag_rounds): both see the machine as it is in the same minutes. */
+struct tag_run {
+	const char *label;
+	int netns;
 	struct dfw_policy *p;
+	char *text;
 	struct store *s;
 	struct agent *a;
-	struct agent_info info;
-	FILE *devnull = fopen("/dev/null", "w");
-	double *lat = xcalloc(changes, sizeof(*lat)), *bytes = xcalloc(changes, sizeof(*bytes));
-	double *book = xcalloc(changes, sizeof(*book));
-	size_t *locals = xcalloc(local, sizeof(*locals)), nlocal = 0;
+	FILE *devnull;
+	double *lat, *book, *bytes;
+	unsigned n;
+};
 
+static void enter_netns(int fd)
+{
+	if (setns(fd, CLONE_NEWNET) < 0)
+		die("setns: %s", strerror(errno));
+}
+
+static void tag_open(struct tag_run *t, const char *label, unsigned total_vms, unsigned local,
+		     unsigned groups, unsigned rules, unsigned changes)
+{
+	char name[64], storepath[256], err[256];
+	struct agent_info info;
+
+	memset(t, 0, sizeof(*t));
+	t->label = label;
+	if (unshare(CLONE_NEWNET) < 0)
+		die("unshare(CLONE_NEWNET): %s", strerror(errno));
+	t->netns = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+	if (t->netns < 0)
+		die("open my network namespace: %s", strerror(errno));
+	t->devnull = fopen("/dev/null", "w");
+	t->lat = xcalloc(changes, sizeof(*t->lat));
+	t->book = xcalloc(changes, sizeof(*t->book));
+	t->bytes = xcalloc(changes, sizeof(*t->bytes));
 	snprintf(name, sizeof(name), "tags-%s", label);
-	p = gen_policy(name, total_vms == local ? 1 : 10, total_vms, local, groups, rules, &text);
-	for (size_t i = 0; i < p->inv.nvms; i++)
-		if (!strcmp(p->inv.vms[i].host, "hv1"))
-			locals[nlocal++] = i;
-	s = store_with(name, text);
+	t->p = gen_policy(name, total_vms == local ? 1 : 10, total_vms, local, groups, rules,
+			  &t->text);
+	t->s = store_with(name, t->text);
 	snprintf(storepath, sizeof(storepath), "%s/%s.db", tmpdir, name);
 	{
 		struct agent_opts o = { .host = "hv1", .store_uri = storepath,
-					.table = "dfwbench", .log = getenv("BENCH_LOG") ? stderr : devnull };
+					.table = "dfwbench", .log = getenv("BENCH_LOG") ? stderr : t->devnull };
 
-		a = agent_new(&o, err, sizeof(err));
-		if (!a)
+		t->a = agent_new(&o, err, sizeof(err));
+		if (!t->a)
 			die("agent: %s", err);
 	}
-	if (agent_sync(a) < 0)
+	if (agent_sync(t->a) < 0)
 		die("the first load failed");
-	agent_info(a, &info);
+	agent_info(t->a, &info);
 	bench_note("%s: %zu local vNICs, %u VMs, %zu groups, %zu rules: %zu chains, %zu sets",
-		   label, info.vnics, total_vms, p->inv.ngroups, p->nrules, info.chains, info.sets);
+		   label, info.vnics, total_vms, t->p->inv.ngroups, t->p->nrules, info.chains,
+		   info.sets);
+}
+
+/* Quarantines (put) or releases VM vm through the store and the agent, and
+ * records the agent's figures for the change. */
+static void tag_change(struct tag_run *t, const char *vm, bool put)
+{
+	char key[300], err[256];
+	long found = policy_find_vm(t->p, vm);
+	struct store_op op;
+	struct agent_info info;
+	uint64_t rev;
+
+	if (found < 0 || strcmp(t->p->inv.vms[found].host, "hv1"))
+		die("VM %s is not local at scale %s", vm, t->label);
+	snprintf(key, sizeof(key), "tag/%s/threat.high", vm);
+	op = (struct store_op){ put ? STORE_PUT : STORE_DEL, key, put ? "" : NULL };
+	if (store_txn(t->s, &op, 1, NULL, NULL, &rev, err, sizeof(err)) != 0)
+		die("store: %s", err);
+	if (agent_sync(t->a) < 0)
+		die("tag change %u was not realized", t->n);
+	agent_info(t->a, &info);
+	if (info.rev != rev)
+		die("realized %llu, wrote %llu", (unsigned long long)info.rev,
+		    (unsigned long long)rev);
+	t->lat[t->n] = (double)info.last_update_us;
+	t->book[t->n] = (double)info.last_book_us;
+	t->bytes[t->n] = (double)info.last_bytes;
+	t->n++;
+}
+
+/* Prints the run's figures; returns its commit p50 and p99. */
+static void tag_figures(const struct tag_run *t, double *p50, double *p99)
+{
+	char fig[64];
+
+	*p50 = bench_quantile(t->lat, t->n, 0.5);
+	*p99 = bench_quantile(t->lat, t->n, 0.99);
+	snprintf(fig, sizeof(fig), "tag_commit_us_%s", t->label);
+	bench_latency(fig, t->lat, t->n, "us");
+	/* After the ack, before the next change can start: the installed
+	 * plan's sets take the elements (sorted arrays). */
+	snprintf(fig, sizeof(fig), "tag_after_ack_us_%s", t->label);
+	bench_latency(fig, t->book, t->n, "us");
+	figure("tag_netlink_bytes", t->label, bench_quantile(t->bytes, t->n, 0.5), "bytes");
+	figure("tag_netlink_bytes_max", t->label, bench_quantile(t->bytes, t->n, 1.0), "bytes");
+}
+
+/* 2: the run's policy compiled from scratch and loaded whole, three times
+ * (medians in ms), in the run's namespace beside its agent's table. */
+static void tag_full(const struct tag_run *t, double *compile_ms, double *load_ms)
+{
+	char err[256];
+	struct backend *be;
+	double comp[3], load[3];
+	struct diag d = { 0 };
+
+	enter_netns(t->netns);
+	if (!(be = backend_open("dfwfull", err, sizeof(err))))
+		die("backend: %s", err);
+	for (int r = 0; r < 3; r++) {
+		uint64_t t0 = now_ns();
+		struct gengine *e = gengine_new(&t->p->inv, t->p->file, &d);
+		struct plan *pl = plan_compile(t->p, e, "hv1");
+
+		comp[r] = ms_since(t0);
+		t0 = now_ns();
+		if (backend_load(be, pl, false, NULL, err, sizeof(err)) < 0)
+			die("full load: %s", err);
+		load[r] = ms_since(t0);
+		plan_free(pl);
+		gengine_free(e);
+	}
+	*compile_ms = bench_quantile(comp, 3, 0.5);
+	*load_ms = bench_quantile(load, 3, 0.5);
+	backend_close(be);
+}
+
+static void tag_close(struct tag_run *t)
+{
+	agent_free(t->a);
+	store_close(t->s);
+	policy_free(t->p);
+	free(t->text);
+	free(t->lat);
+	free(t->book);
+	free(t->bytes);
+	fclose(t->devnull);
+	close(t->netns);
+}
+
+#define TAG_BLOCK 10 /* changes per turn of a scale */
+
+/* 1 and 2: a local VM of the small scale (local at both) quarantined and
+ * released, changes/2 times, by both scales in turns of TAG_BLOCK changes,
+ * the scale that goes first alternating. */
+static void tag_rounds(bool tiny)
+{
+	unsigned changes = tiny ? 20 : 2000;
+	struct tag_run run[2];
+	size_t *locals, nlocal = 0;
+	double p50[2], p99[2], comp, load;
+	int home = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+
+	if (home < 0)
+		die("open my network namespace: %s", strerror(errno));
+	tag_open(&run[0], tiny ? "100" : "1k", tiny ? 300 : 10000, tiny ? 100 : 1000,
+		 tiny ? 20 : 1000, tiny ? 50 : 1000, changes);
+	tag_open(&run[1], tiny ? "300" : "10k", tiny ? 300 : 10000, tiny ? 300 : 10000,
+		 tiny ? 20 : 1000, tiny ? 50 : 1000, changes);
+	locals = xcalloc(run[0].p->inv.nvms, sizeof(*locals));
+	for (size_t i = 0; i < run[0].p->inv.nvms; i++)
+		if (!strcmp(run[0].p->inv.vms[i].host, "hv1"))
+			locals[nlocal++] = i;
 	srand(11);
-	for (unsigned i = 0, cur = 0; i < changes; i++) {
-		/* Quarantine a random local VM, then release it. */
-		const struct vm *v;
-		struct store_op op;
-		uint64_t rev;
+	for (unsigned b = 0; b < changes; b += TAG_BLOCK) {
+		const char *vms[TAG_BLOCK / 2];
 
-		if (i % 2 == 0 && same) {
-			long found = policy_find_vm(p, same->picked.v[i / 2 % same->picked.n]);
+		for (unsigned k = 0; k < TAG_BLOCK / 2; k++)
+			vms[k] = run[0].p->inv.vms[locals[(size_t)rand() % nlocal]].name;
+		for (unsigned turn = 0; turn < 2; turn++) {
+			struct tag_run *t = &run[(b / TAG_BLOCK + turn) % 2];
 
-			if (found < 0 || strcmp(p->inv.vms[found].host, "hv1"))
-				die("VM %s is not local at scale %s", same->picked.v[i / 2], label);
-			cur = (unsigned)found;
-		} else if (i % 2 == 0) {
-			cur = (unsigned)locals[(size_t)rand() % nlocal];
+			enter_netns(t->netns);
+			for (unsigned k = 0; k < TAG_BLOCK && b + k < changes; k++)
+				tag_change(t, vms[k / 2], k % 2 == 0);
 		}
-		v = &p->inv.vms[cur];
-		if (i % 2 == 0 && !same)
-			strv_push(&res->picked, v->name);
-		snprintf(key, sizeof(key), "tag/%s/threat.high", v->name);
-		op = (struct store_op){ i % 2 ? STORE_DEL : STORE_PUT, key, i % 2 ? NULL : "" };
-		if (store_txn(s, &op, 1, NULL, NULL, &rev, err, sizeof(err)) != 0)
-			die("store: %s", err);
-		if (agent_sync(a) < 0)
-			die("tag change %u was not realized", i);
-		agent_info(a, &info);
-		if (info.rev != rev)
-			die("realized %llu, wrote %llu", (unsigned long long)info.rev,
-			    (unsigned long long)rev);
-		lat[i] = (double)info.last_update_us;
-		book[i] = (double)info.last_book_us;
-		bytes[i] = (double)info.last_bytes;
 	}
-	res->tag_p50 = bench_quantile(lat, changes, 0.5);
-	res->tag_p99 = bench_quantile(lat, changes, 0.99);
-	res->bytes = bench_quantile(bytes, changes, 0.5);
-	{
-		char fig[64];
-
-		snprintf(fig, sizeof(fig), "tag_commit_us_%s", label);
-		bench_latency(fig, lat, changes, "us");
-		/* After the ack, before the next change can start: the installed
-		 * plan's sets take the elements (sorted arrays). */
-		snprintf(fig, sizeof(fig), "tag_after_ack_us_%s", label);
-		bench_latency(fig, book, changes, "us");
-		figure("tag_netlink_bytes", label, res->bytes, "bytes");
-		figure("tag_netlink_bytes_max", label, bench_quantile(bytes, changes, 1.0), "bytes");
-	}
-
-	/* 2: the same policy compiled from scratch and reloaded whole. */
-	{
-		struct backend *be = backend_open("dfwfull", err, sizeof(err));
-		double comp[3], load[3];
-		struct diag d = { 0 };
-
-		if (!be)
-			die("backend: %s", err);
-		for (int r = 0; r < 3; r++) {
-			uint64_t t0 = now_ns();
-			struct gengine *e = gengine_new(&p->inv, p->file, &d);
-			struct plan *pl = plan_compile(p, e, "hv1");
-
-			comp[r] = ms_since(t0);
-			t0 = now_ns();
-			if (backend_load(be, pl, false, NULL, err, sizeof(err)) < 0)
-				die("full load: %s", err);
-			load[r] = ms_since(t0);
-			plan_free(pl);
-			gengine_free(e);
-		}
-		res->full_compile_ms = bench_quantile(comp, 3, 0.5);
-		res->full_load_ms = bench_quantile(load, 3, 0.5);
-		backend_close(be);
-	}
-	agent_free(a);
-	store_close(s);
-	policy_free(p);
-	free(text);
-	free(lat);
-	free(book);
-	free(bytes);
+	for (int i = 0; i < 2; i++)
+		tag_figures(&run[i], &p50[i], &p99[i]);
+	bench_figure("tag_commit_p99_ratio_large_vs_small", p99[1] / p99[0], "ratio");
+	tag_full(&run[1], &comp, &load);
+	bench_figure("full_recompile_ms_large", comp, "ms");
+	bench_figure("full_reload_ms_large", load, "ms");
+	bench_figure("tag_vs_full_ratio_large", p50[1] / 1e3 / (comp + load), "ratio");
+	enter_netns(home);
+	close(home);
+	for (int i = 0; i < 2; i++)
+		tag_close(&run[i]);
 	free(locals);
-	fclose(devnull);
 }
 
 /* --- 3: full compile + commit against nft -f; kernel objects ------------------ */
@@ -749,7 +821,6 @@ int main(int argc, char **argv)
 	static const char *const parts[] = { "tags", "full", "elements", "rss", "churn", NULL };
 	const char *only;
 	bool tiny = bench_args(argc, argv, parts, &only);
-	struct scale_result small, big;
 	char exe[512];
 	ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
 
@@ -764,21 +835,8 @@ int main(int argc, char **argv)
 	if (!mkdtemp(tmpdir))
 		die("mkdtemp: %s", strerror(errno));
 
-	if (want(only, "tags")) { /* 1 and 2 */
-		memset(&small, 0, sizeof(small));
-		memset(&big, 0, sizeof(big));
-		tag_changes(tiny ? "100" : "1k", tiny ? 300 : 10000, tiny ? 100 : 1000,
-			    tiny ? 20 : 1000, tiny ? 50 : 1000, tiny ? 20 : 2000, NULL, &small);
-		tag_changes(tiny ? "300" : "10k", tiny ? 300 : 10000, tiny ? 300 : 10000,
-			    tiny ? 20 : 1000, tiny ? 50 : 1000, tiny ? 20 : 2000, &small, &big);
-		strv_free(&small.picked);
-		bench_figure("tag_commit_p99_ratio_large_vs_small", big.tag_p99 / small.tag_p99,
-			     "ratio");
-		bench_figure("full_recompile_ms_large", big.full_compile_ms, "ms");
-		bench_figure("full_reload_ms_large", big.full_load_ms, "ms");
-		bench_figure("tag_vs_full_ratio_large",
-			     big.tag_p50 / 1e3 / (big.full_compile_ms + big.full_load_ms), "ratio");
-	}
+	if (want(only, "tags")) /* 1 and 2 */
+		tag_rounds(tiny);
 	if (want(only, "full")) /* 3 */
 		full_vs_nft(tiny ? 100 : 1000, tiny ? 100 : 1000, tiny ? 20 : 100,
 			    tiny ? "100x100" : "1kx1k");
