@@ -185,7 +185,7 @@ int main(int argc, char **argv)
 	size_t rounds = bench_args(argc, argv, NULL, NULL) ? 10 : 400;
 	double p50[ARRAY_SIZE(runs)];
 	ssize_t n = readlink("/proc/self/exe", bindir, sizeof(bindir) - 1);
-	int self = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
+	int self = bench_netns_here();
 
 	if (n <= 0 || self < 0)
 		die("cannot find myself: %s", strerror(errno));

@@ -177,9 +177,9 @@ static void tag_open(struct tag_run *t, const char *label, unsigned total_vms, u
 	t->label = label;
 	if (unshare(CLONE_NEWNET) < 0)
 		die("unshare(CLONE_NEWNET): %s", strerror(errno));
-	t->netns = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+	t->netns = bench_netns_here();
 	if (t->netns < 0)
-		die("open my network namespace: %s", strerror(errno));
+		die("my network namespace: %s", strerror(errno));
 	t->devnull = fopen("/dev/null", "w");
 	t->lat = xcalloc(changes, sizeof(*t->lat));
 	t->book = xcalloc(changes, sizeof(*t->book));
@@ -304,10 +304,10 @@ static void tag_rounds(bool tiny)
 	struct tag_run run[2];
 	size_t *locals, nlocal = 0;
 	double p50[2], p99[2], comp, load;
-	int home = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+	int home = bench_netns_here();
 
 	if (home < 0)
-		die("open my network namespace: %s", strerror(errno));
+		die("my network namespace: %s", strerror(errno));
 	tag_open(&run[0], tiny ? "100" : "1k", tiny ? 300 : 10000, tiny ? 100 : 1000,
 		 tiny ? 20 : 1000, tiny ? 50 : 1000, changes);
 	tag_open(&run[1], tiny ? "300" : "10k", tiny ? 300 : 10000, tiny ? 300 : 10000,

@@ -371,9 +371,9 @@ int main(int argc, char **argv)
 	if (!db)
 		die("%s: %s", sigfile, d.n ? d.msgs[0] : "?");
 
-	self = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
+	self = bench_netns_here();
 	if (self < 0)
-		die("/proc/self/ns/net: %s", strerror(errno));
+		die("my network namespace: %s", strerror(errno));
 	{
 		struct sockaddr_in any = { .sin_family = AF_INET, .sin_port = htons(PROBE_PORT) };
 		struct sockaddr_in dc1 = vm_addr4(pol, "dc1");

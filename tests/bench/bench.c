@@ -112,6 +112,11 @@ long bench_rss_kib(void)
 	return kib;
 }
 
+int bench_netns_here(void)
+{
+	return open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+}
+
 int bench_run(char *const argv[], char *out, size_t len)
 {
 	int fds[2] = { -1, -1 }, st;

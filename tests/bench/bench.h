@@ -37,4 +37,8 @@ int bench_run(char *const argv[], char *out, size_t len);
 /* Resident set size of this process, in KiB (from /proc/self/status). */
 long bench_rss_kib(void);
 
+/* A descriptor of the calling thread's network namespace, to come back
+ * to (setns) from another; -1 with errno when it cannot be opened. */
+int bench_netns_here(void);
+
 #endif
