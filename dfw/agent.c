@@ -379,7 +379,9 @@ static struct plan *desired_plan(struct agent *a)
 static void cut_connections(struct agent *a, const struct deltas *d)
 {
 	struct dfw_addr *addrs = NULL;
-	size_t n = 0, cap = 0, deleted = 0, nvms = 0;
+	size_t n = 0, cap = 0, nvms = 0;
+	struct backend_cut cut;
+	char how[96];
 	const char *first = NULL;
 	char err[256];
 	uint64_t t0 = now_ns();
@@ -398,12 +400,13 @@ static void cut_connections(struct agent *a, const struct deltas *d)
 	}
 	if (!n)
 		goto out;
-	if (backend_ct_flush(a->be, addrs, n, &deleted, err, sizeof(err)) < 0)
+	if (backend_ct_flush(a->be, addrs, n, BACKEND_CUT_AUTO, &cut, err, sizeof(err)) < 0)
 		logf_(a, "cutting connections of %zu VM(s) entering quarantine: %s", nvms, err);
 	else
-		logf_(a, "quarantine: cut %zu connection(s) of %zu VM(s) (%s%s) in %llu us",
-		      deleted, nvms, first, nvms > 1 ? ", ..." : "",
-		      (unsigned long long)(now_ns() - t0) / 1000);
+		logf_(a, "quarantine: cut %zu connection(s) of %zu VM(s) (%s%s) in %llu us (%s)",
+		      cut.deleted, nvms, first, nvms > 1 ? ", ..." : "",
+		      (unsigned long long)(now_ns() - t0) / 1000,
+		      backend_cut_str(&cut, how, sizeof(how)));
 out:
 	free(addrs);
 }

@@ -1673,6 +1673,21 @@ int backend_apply(struct backend *b, const struct plan_diff *d, bool check_only,
 
 /* --- conntrack ---------------------------------------------------------------------- */
 
+/* The kernel's tuple filter flags (net/netfilter/nf_internals.h, part of
+ * ctnetlink's ABI since Linux 5.8): which fields of CTA_TUPLE_ORIG a
+ * filtered dump compares. */
+#define CT_FILTER_IP_SRC (1u << 0)
+#define CT_FILTER_IP_DST (1u << 1)
+
+/* What finding a cut's entries costs, measured on the development machine
+ * (docs/PERFORMANCE.md, "Cutting connections"): every dump takes each
+ * bucket's lock, empty or not; a whole-table dump copies every entry out
+ * for us to read, a filtered one compares each entry in the kernel and
+ * copies only the matches. */
+#define CT_NS_PER_BUCKET 35
+#define CT_NS_PER_ENTRY_COPIED 2000
+#define CT_NS_PER_ENTRY_FILTERED 250
+
 struct ct_victims {
 	const struct dfw_addr *addrs;
 	size_t naddrs;
@@ -1702,6 +1717,9 @@ static bool tuple_ip_matches(const struct nlattr *ipnest, uint8_t family,
 	return false;
 }
 
+/* Keeps an entry of the dump whose original tuple has one of the victims'
+ * addresses: all a whole-table dump sends, and a check of what a filtered
+ * dump sends. */
 static int ct_dump_cb(const struct nlmsghdr *nlh, void *data)
 {
 	struct ct_victims *cv = data;
@@ -1756,60 +1774,189 @@ out:
 	return ret < 0 ? -1 : 0;
 }
 
-int backend_ct_flush(struct backend *b, const struct dfw_addr *addrs, size_t n,
-		     size_t *deleted, char *err, size_t errlen)
+static struct nlmsghdr *ct_msg(void *buf, struct backend *b, uint16_t type, uint16_t flags,
+			       uint8_t family)
 {
-	/* One walk for both families: a dump visits every bucket of the
-	 * conntrack table, so its cost does not depend on what it finds. */
-	static const uint8_t fams[] = { AF_UNSPEC };
-	struct ct_victims cv = { .addrs = addrs, .naddrs = n };
+	struct nlmsghdr *nlh = mnl_nlmsg_put_header(buf);
+	struct nfgenmsg *nfg;
+
+	nlh->nlmsg_type = (NFNL_SUBSYS_CTNETLINK << 8) | type;
+	nlh->nlmsg_flags = NLM_F_REQUEST | flags;
+	nlh->nlmsg_seq = b->seq++;
+	nfg = mnl_nlmsg_put_extra_header(nlh, sizeof(*nfg));
+	nfg->nfgen_family = family;
+	nfg->version = NFNETLINK_V0;
+	return nlh;
+}
+
+/* Lists entries into cv: the whole table (a == NULL), or, compared in the
+ * kernel, those whose original source (side CT_FILTER_IP_SRC) or
+ * destination (CT_FILTER_IP_DST) is a. */
+static int ct_dump(struct backend *b, const struct dfw_addr *a, uint32_t side,
+		   struct ct_victims *cv)
+{
 	char buf[REQ_BUF_SIZE] = { 0 };
+	struct nlmsghdr *nlh = ct_msg(buf, b, IPCTNL_MSG_CT_GET, NLM_F_DUMP,
+				      a ? a->family : AF_UNSPEC);
+	struct nlattr *nest, *ip;
+
+	if (a) {
+		bool v4 = a->family == AF_INET;
+		uint16_t type = side == CT_FILTER_IP_SRC ? (v4 ? CTA_IP_V4_SRC : CTA_IP_V6_SRC)
+							 : (v4 ? CTA_IP_V4_DST : CTA_IP_V6_DST);
+
+		nest = mnl_attr_nest_start(nlh, CTA_TUPLE_ORIG);
+		ip = mnl_attr_nest_start(nlh, CTA_TUPLE_IP);
+		mnl_attr_put(nlh, type, v4 ? 4 : 16, a->a);
+		mnl_attr_nest_end(nlh, ip);
+		mnl_attr_nest_end(nlh, nest);
+		nest = mnl_attr_nest_start(nlh, CTA_FILTER);
+		mnl_attr_put_u32(nlh, CTA_FILTER_ORIG_FLAGS, side);
+		mnl_attr_put_u32(nlh, CTA_FILTER_REPLY_FLAGS, 0);
+		mnl_attr_nest_end(nlh, nest);
+	}
+	return ct_talk(b, nlh, ct_dump_cb, cv);
+}
+
+/* Deletes the listed entries, as many requests per send as one buffer
+ * holds, then reads their acknowledgements.  An entry that expired
+ * meanwhile, or that two filtered dumps both listed, is gone already
+ * (ENOENT): as good as deleted, and not counted. */
+static int ct_delete(struct backend *b, const struct ct_victims *cv, size_t *deleted,
+		     char *err, size_t errlen)
+{
+	char buf[REQ_BUF_SIZE];
+	int fail = 0;
+
+	for (size_t i = 0; i < cv->n;) {
+		size_t len = 0, sent = 0, acked = 0;
+
+		while (i < cv->n && len + MNL_NLMSG_HDRLEN + 16 + cv->v[i].len + 8 <= sizeof(buf)) {
+			struct nlmsghdr *nlh = ct_msg(buf + len, b, IPCTNL_MSG_CT_DELETE, NLM_F_ACK,
+						      cv->v[i].family);
+
+			memcpy((char *)nlh + nlh->nlmsg_len, cv->v[i].tuple, cv->v[i].len);
+			nlh->nlmsg_len += MNL_ALIGN((uint32_t)cv->v[i].len);
+			if (cv->v[i].has_zone)
+				mnl_attr_put_u16(nlh, CTA_ZONE, cv->v[i].zone);
+			len += nlh->nlmsg_len;
+			sent++;
+			i++;
+		}
+		if (mnl_socket_sendto(b->nl, buf, len) < 0) {
+			snprintf(err, errlen, "deleting conntrack entries: %s", strerror(errno));
+			return -1;
+		}
+		while (acked < sent) {
+			ssize_t n = mnl_socket_recvfrom(b->nl, b->rbuf, RBUF_SIZE);
+			int left = (int)n;
+
+			if (n < 0) {
+				snprintf(err, errlen, "deleting conntrack entries: %s", strerror(errno));
+				return -1;
+			}
+			for (const struct nlmsghdr *h = (const struct nlmsghdr *)b->rbuf;
+			     mnl_nlmsg_ok(h, left); h = mnl_nlmsg_next(h, &left)) {
+				const struct nlmsgerr *e = mnl_nlmsg_get_payload(h);
+
+				if (h->nlmsg_type != NLMSG_ERROR)
+					continue;
+				acked++;
+				if (!e->error)
+					(*deleted)++;
+				else if (e->error != -ENOENT && !fail)
+					fail = -e->error;
+			}
+		}
+	}
+	if (fail)
+		snprintf(err, errlen, "deleting a conntrack entry: %s", strerror(fail));
+	return fail ? -1 : 0;
+}
+
+/* One of this namespace's conntrack figures, or -1 when there is none
+ * (no conntrack module). */
+static long ct_sysctl(const char *name)
+{
+	char path[96];
+	long v = -1;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/sys/net/netfilter/%s", name);
+	if (!(f = fopen(path, "r")))
+		return -1;
+	if (fscanf(f, "%ld", &v) != 1)
+		v = -1;
+	fclose(f);
+	return v;
+}
+
+/* How to find the entries: by the cost model above, unless told. */
+static enum backend_cut_how ct_how(enum backend_cut_how how, size_t naddrs, long entries)
+{
+	long buckets = ct_sysctl("nf_conntrack_buckets");
+	double walk, whole, filtered;
+
+	if (how != BACKEND_CUT_AUTO)
+		return how;
+	if (entries < 0 || buckets < 0)
+		return BACKEND_CUT_WHOLE;
+	walk = (double)buckets * CT_NS_PER_BUCKET;
+	whole = walk + (double)entries * CT_NS_PER_ENTRY_COPIED;
+	filtered = 2.0 * (double)naddrs * (walk + (double)entries * CT_NS_PER_ENTRY_FILTERED);
+	return filtered < whole ? BACKEND_CUT_FILTERED : BACKEND_CUT_WHOLE;
+}
+
+int backend_ct_flush(struct backend *b, const struct dfw_addr *addrs, size_t n,
+		     enum backend_cut_how how, struct backend_cut *cut, char *err,
+		     size_t errlen)
+{
+	struct ct_victims cv = { .addrs = addrs, .naddrs = n };
 	int ret = -1;
 
-	*deleted = 0;
-	for (size_t f = 0; f < ARRAY_SIZE(fams); f++) {
-		struct nlmsghdr *nlh = mnl_nlmsg_put_header(buf);
-		struct nfgenmsg *nfg;
-
-		nlh->nlmsg_type = (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_GET;
-		nlh->nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
-		nlh->nlmsg_seq = b->seq++;
-		nfg = mnl_nlmsg_put_extra_header(nlh, sizeof(*nfg));
-		nfg->nfgen_family = fams[f];
-		nfg->version = NFNETLINK_V0;
-		if (ct_talk(b, nlh, ct_dump_cb, &cv) < 0) {
-			snprintf(err, errlen, "listing conntrack entries: %s", strerror(errno));
-			goto out;
+	memset(cut, 0, sizeof(*cut));
+	cut->entries = ct_sysctl("nf_conntrack_count");
+	/* An empty table: nothing to walk (a dump would still take every
+	 * bucket's lock). */
+	if (!n || cut->entries == 0)
+		return 0;
+	cut->how = ct_how(how, n, cut->entries);
+	if (cut->how == BACKEND_CUT_WHOLE) {
+		cut->dumps = 1;
+		if (ct_dump(b, NULL, 0, &cv) < 0)
+			goto dump_failed;
+	} else {
+		for (size_t i = 0; i < n; i++) {
+			cut->dumps += 2;
+			if (ct_dump(b, &addrs[i], CT_FILTER_IP_SRC, &cv) < 0 ||
+			    ct_dump(b, &addrs[i], CT_FILTER_IP_DST, &cv) < 0)
+				goto dump_failed;
 		}
 	}
-	for (size_t i = 0; i < cv.n; i++) {
-		struct nlmsghdr *nlh = mnl_nlmsg_put_header(buf);
-		struct nfgenmsg *nfg;
-
-		nlh->nlmsg_type = (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_DELETE;
-		nlh->nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK;
-		nlh->nlmsg_seq = b->seq++;
-		nfg = mnl_nlmsg_put_extra_header(nlh, sizeof(*nfg));
-		nfg->nfgen_family = cv.v[i].family;
-		nfg->version = NFNETLINK_V0;
-		memcpy((char *)nlh + nlh->nlmsg_len, cv.v[i].tuple, cv.v[i].len);
-		nlh->nlmsg_len += MNL_ALIGN((uint32_t)cv.v[i].len);
-		if (cv.v[i].has_zone)
-			mnl_attr_put_u16(nlh, CTA_ZONE, cv.v[i].zone);
-		/* An entry that expired meanwhile (ENOENT) is as good as deleted. */
-		if (ct_talk(b, nlh, NULL, NULL) == 0)
-			(*deleted)++;
-		else if (errno != ENOENT) {
-			snprintf(err, errlen, "deleting a conntrack entry: %s", strerror(errno));
-			goto out;
-		}
-	}
-	ret = 0;
+	ret = ct_delete(b, &cv, &cut->deleted, err, errlen);
+	goto out;
+dump_failed:
+	snprintf(err, errlen, "listing conntrack entries: %s", strerror(errno));
 out:
 	for (size_t i = 0; i < cv.n; i++)
 		free(cv.v[i].tuple);
 	free(cv.v);
 	return ret;
+}
+
+const char *backend_cut_str(const struct backend_cut *c, char *buf, size_t len)
+{
+	int off;
+
+	if (c->how == BACKEND_CUT_AUTO) {
+		snprintf(buf, len, "%s", c->entries < 0 ? "no conntrack" : "the conntrack table was empty");
+		return buf;
+	}
+	off = snprintf(buf, len, "%zu %s", c->dumps,
+		       c->how == BACKEND_CUT_WHOLE ? "whole-table dump" : "filtered dumps");
+	if (c->entries >= 0 && off >= 0 && (size_t)off < len)
+		snprintf(buf + off, len - (size_t)off, " of %ld conntrack entries", c->entries);
+	return buf;
 }
 
 /* --- reading back --------------------------------------------------------------------- */

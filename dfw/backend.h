@@ -41,10 +41,29 @@ int backend_load(struct backend *b, const struct plan *pl, bool check_only,
 int backend_apply(struct backend *b, const struct plan_diff *d, bool check_only,
 		  struct backend_stats *st, char *err, size_t errlen);
 
+/* How a cut finds its conntrack entries: one dump of the whole table,
+ * read here, or two dumps per address filtered in the kernel (original
+ * source, original destination).  AUTO picks the cheaper for the table's
+ * size and the number of addresses (docs/PERFORMANCE.md). */
+enum backend_cut_how { BACKEND_CUT_AUTO, BACKEND_CUT_WHOLE, BACKEND_CUT_FILTERED };
+
+struct backend_cut {
+	size_t deleted;		  /* entries deleted */
+	long entries;		  /* in this namespace's table when the cut began; -1: no conntrack */
+	enum backend_cut_how how; /* what was done (AUTO: nothing, the table was empty) */
+	size_t dumps;		  /* dumps made */
+};
+
 /* Deletes every conntrack entry whose original source or destination is one
- * of addrs (both families).  *deleted receives the count.  Returns 0 or -1. */
+ * of addrs (both families), and says how in *cut.  An empty table costs
+ * nothing.  Returns 0, or -1 with the reason in err. */
 int backend_ct_flush(struct backend *b, const struct dfw_addr *addrs, size_t n,
-		     size_t *deleted, char *err, size_t errlen);
+		     enum backend_cut_how how, struct backend_cut *cut, char *err,
+		     size_t errlen);
+
+/* How a cut went, in words ("2 filtered dumps of 10000 conntrack
+ * entries"), in buf. */
+const char *backend_cut_str(const struct backend_cut *c, char *buf, size_t len);
 
 /* True when both dfw tables exist in this namespace. */
 bool backend_tables_exist(struct backend *b);

@@ -119,7 +119,8 @@ static void enforce(struct threat *t, const struct vm *vm, const struct dfw_addr
 {
 	struct backend_block *bl = xcalloc(vm->naddrs + 1, sizeof(*bl));
 	struct dfw_addr *addrs = xcalloc(vm->naddrs + 1, sizeof(*addrs));
-	size_t n = 0, cut = 0, off;
+	size_t n = 0, off;
+	struct backend_cut cut;
 	bool listed = false;
 	char err[512];
 
@@ -138,8 +139,10 @@ static void enforce(struct threat *t, const struct vm *vm, const struct dfw_addr
 	else
 		off = (size_t)snprintf(action, len, "blocked %zu address(es) for %llu s", n,
 				       (unsigned long long)t->cfg.block_ms / 1000);
-	if (backend_ct_flush(t->be, addrs, n, &cut, err, sizeof(err)) == 0 && off < len)
-		off += (size_t)snprintf(action + off, len - off, ", cut %zu connection(s)", cut);
+	if (backend_ct_flush(t->be, addrs, n, BACKEND_CUT_AUTO, &cut, err, sizeof(err)) == 0 &&
+	    off < len)
+		off += (size_t)snprintf(action + off, len - off, ", cut %zu connection(s)",
+					cut.deleted);
 	if (t->cfg.tag && off < len) {
 		char *tags[1] = { t->cfg.tag };
 		uint64_t rev = 0;
