@@ -457,15 +457,19 @@ void log_line(FILE *f, const char *who, const char *fmt, ...)
 {
 	char ts[32];
 	time_t now = time(NULL);
+	struct tm tm;
 	va_list ap;
 
 	if (!f)
 		return;
-	strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", gmtime(&now));
+	strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", gmtime_r(&now, &tm));
+	/* One line at a time, from any thread (dfw/cutter.c logs from its own). */
+	flockfile(f);
 	fprintf(f, "%s %s: ", ts, who);
 	va_start(ap, fmt);
 	vfprintf(f, fmt, ap);
 	va_end(ap);
 	fputc('\n', f);
 	fflush(f);
+	funlockfile(f);
 }

@@ -13,6 +13,7 @@
 #include "common/out.h"
 #include "dfw/backend.h"
 #include "dfw/compile.h"
+#include "dfw/cutter.h"
 #include "dfw/threat.h"
 #include "dfw/trace.h"
 #include "dfw/whatif.h"
@@ -31,6 +32,7 @@ struct agent {
 	FILE *log;
 	struct store *store;
 	struct backend *be;
+	struct cutter *cutter;      /* quarantine's connection cuts, on a thread */
 
 	uint64_t rev;               /* realized store revision */
 	bool loaded;                /* the kernel holds `installed` */
@@ -108,6 +110,9 @@ struct agent *agent_new(const struct agent_opts *o, char *err, size_t errlen)
 	a->be = backend_open(o->table, err, errlen);
 	if (!a->be)
 		goto fail;
+	a->cutter = cutter_new(o->table, a->log, a->who, err, errlen);
+	if (!a->cutter)
+		goto fail;
 	a->threat = threat_new(a->be, a->store, a->log, a->who);
 	return a;
 fail:
@@ -134,6 +139,7 @@ void agent_free(struct agent *a)
 	if (!a)
 		return;
 	threat_free(a->threat);
+	cutter_free(a->cutter);
 	drop_policy(a);
 	plan_free(a->installed);
 	free(a->blocks);
@@ -370,21 +376,16 @@ static struct plan *desired_plan(struct agent *a)
 	return pl;
 }
 
-/* Cuts the existing connections of the local VMs that entered a
- * quarantine group, with one conntrack walk for all of them (each walk
- * visits every bucket of the conntrack table, whatever it holds).  A VM on
- * another host is cut there: every packet of its connections crosses its
- * own host's conntrack, so one cut suffices, and the other hosts spare the
- * walk. */
+/* Queues the cut of the existing connections of the local VMs that
+ * entered a quarantine group, one cut for all of them (dfw/cutter.h: made
+ * on the cutter's thread, while the agent goes on).  A VM on another host
+ * is cut there: every packet of its connections crosses its own host's
+ * conntrack, so one cut suffices, and the other hosts spare the walk. */
 static void cut_connections(struct agent *a, const struct deltas *d)
 {
 	struct dfw_addr *addrs = NULL;
 	size_t n = 0, cap = 0, nvms = 0;
-	struct backend_cut cut;
-	char how[96];
 	const char *first = NULL;
-	char err[256];
-	uint64_t t0 = now_ns();
 
 	for (size_t i = 0; i < d->ncut; i++) {
 		const struct vm *v = &a->pol->inv.vms[d->cut[i]];
@@ -398,16 +399,7 @@ static void cut_connections(struct agent *a, const struct deltas *d)
 		memcpy(addrs + n, v->addrs, v->naddrs * sizeof(*addrs));
 		n += v->naddrs;
 	}
-	if (!n)
-		goto out;
-	if (backend_ct_flush(a->be, addrs, n, BACKEND_CUT_AUTO, &cut, err, sizeof(err)) < 0)
-		logf_(a, "cutting connections of %zu VM(s) entering quarantine: %s", nvms, err);
-	else
-		logf_(a, "quarantine: cut %zu connection(s) of %zu VM(s) (%s%s) in %llu us (%s)",
-		      cut.deleted, nvms, first, nvms > 1 ? ", ..." : "",
-		      (unsigned long long)(now_ns() - t0) / 1000,
-		      backend_cut_str(&cut, how, sizeof(how)));
-out:
+	cutter_queue(a->cutter, addrs, n, nvms, first);
 	free(addrs);
 }
 
