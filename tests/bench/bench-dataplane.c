@@ -715,20 +715,60 @@ static size_t kernel_mismatches(struct backend *be, const struct plan *want)
 			die("%s", err);
 		if (l.n)
 			qsort(l.a, l.n, sizeof(*l.a), cmp_elem);
-		if (l.n != s->nelems || memcmp(l.a, s->elems, l.n * sizeof(*l.a)))
+		if (l.n != s->nelems || (l.n && memcmp(l.a, s->elems, l.n * sizeof(*l.a))))
 			bad++;
 		free(l.a);
 	}
 	return bad;
 }
 
-static void churn(bool tiny, unsigned rate, unsigned seconds)
+/* Figure name: prefix_what. */
+static const char *fig(char *buf, size_t len, const char *prefix, const char *what)
 {
-	char *text = NULL, storepath[256], err[256];
-	struct dfw_policy *p = tiny ? gen_policy("churn", 3, 300, 100, 20, 50, &text)
-				    : gen_policy("churn", 10, 10000, 1000, 1000, 1000, &text);
-	struct store *s = store_with("churn", text);
-	FILE *devnull = fopen("/dev/null", "w");
+	snprintf(buf, len, "%s_%s", prefix, what);
+	return buf;
+}
+
+/* The agent's quarantine cuts in its log: how many, and their median in ms. */
+static void cuts_in_log(const char *path, size_t *n, double *p50)
+{
+	FILE *f = fopen(path, "r");
+	char line[1024];
+	double *ms = NULL;
+	size_t cap = 0;
+
+	*n = 0;
+	*p50 = 0;
+	if (!f)
+		return;
+	while (fgets(line, sizeof(line), f)) {
+		const char *at = strstr(line, "quarantine: cut ");
+		unsigned long long us;
+
+		if (!at || !(at = strstr(at, ") in ")) || sscanf(at, ") in %llu us", &us) != 1)
+			continue;
+		grow((void **)&ms, &cap, *n + 1, sizeof(*ms));
+		ms[(*n)++] = (double)us / 1000.0;
+	}
+	fclose(f);
+	if (*n)
+		*p50 = bench_quantile(ms, *n, 0.5);
+	free(ms);
+}
+
+/* prefix names the figures and the run's files.  With ct_entries, the run
+ * has a network namespace of its own whose conntrack table holds that many
+ * entries of other addresses, so that each quarantine's connection cut
+ * walks them. */
+static void churn(bool tiny, unsigned rate, unsigned seconds, const char *prefix,
+		  size_t ct_entries)
+{
+	char *text = NULL, storepath[256], err[256], name[96], logpath[256];
+	struct dfw_policy *p = tiny ? gen_policy(prefix, 3, 300, 100, 20, 50, &text)
+				    : gen_policy(prefix, 10, 10000, 1000, 1000, 1000, &text);
+	struct store *s = store_with(prefix, text);
+	FILE *devnull = fopen("/dev/null", "w"), *log = devnull;
+	int home = -1;
 	struct churn c = { .p = p, .rate = rate, .seconds = seconds };
 	struct agent_info info;
 	struct agent *a;
@@ -737,7 +777,23 @@ static void churn(bool tiny, unsigned rate, unsigned seconds)
 	size_t nlat = 0, batches = 0;
 	uint64_t seen = 1;
 
-	snprintf(storepath, sizeof(storepath), "%s/churn.db", tmpdir);
+	if (ct_entries) {
+		struct bench_ct *ct;
+
+		if ((home = bench_netns_here()) < 0)
+			die("my network namespace: %s", strerror(errno));
+		if (unshare(CLONE_NEWNET) < 0)
+			die("unshare(CLONE_NEWNET): %s", strerror(errno));
+		ct = bench_ct_open();
+		bench_ct_fill(ct, 0, ct_entries);
+		bench_ct_close(ct);
+		bench_note("%s: %ld conntrack entries in the agent's namespace", prefix,
+			   bench_ct_count());
+		snprintf(logpath, sizeof(logpath), "%s/%s.log", tmpdir, prefix);
+		if (!(log = fopen(logpath, "w")))
+			die("%s: %s", logpath, strerror(errno));
+	}
+	snprintf(storepath, sizeof(storepath), "%s/%s.db", tmpdir, prefix);
 	c.store_path = storepath;
 	c.cap = (size_t)rate * seconds + 16;
 	c.written_ns = xcalloc(c.cap, sizeof(*c.written_ns));
@@ -745,7 +801,7 @@ static void churn(bool tiny, unsigned rate, unsigned seconds)
 	lat = xcalloc(c.cap, sizeof(*lat));
 	{
 		struct agent_opts o = { .host = "hv1", .store_uri = storepath,
-					.table = "dfwchurn", .log = devnull };
+					.table = "dfwchurn", .log = log };
 
 		if (!(a = agent_new(&o, err, sizeof(err))))
 			die("agent: %s", err);
@@ -775,12 +831,13 @@ static void churn(bool tiny, unsigned rate, unsigned seconds)
 			break;
 	}
 	pthread_join(writer, NULL);
-	bench_note("churn: %zu tag changes in %u s by another thread, %zu realizations",
+	bench_note("%s: %zu tag changes in %u s by another thread, %zu realizations", prefix,
 		   c.writes, seconds, batches);
-	bench_figure("churn_changes_per_s", (double)c.writes / seconds, "changes/s");
-	bench_figure("churn_changes_per_batch", batches ? (double)c.writes / (double)batches : 0,
-		     "changes");
-	bench_latency("churn_apply_ms", lat, nlat, "ms");
+	bench_figure(fig(name, sizeof(name), prefix, "changes_per_s"), (double)c.writes / seconds,
+		     "changes/s");
+	bench_figure(fig(name, sizeof(name), prefix, "changes_per_batch"),
+		     batches ? (double)c.writes / (double)batches : 0, "changes");
+	bench_latency(fig(name, sizeof(name), prefix, "apply_ms"), lat, nlat, "ms");
 	{
 		/* The end state: a fresh compile of what the writer left... */
 		struct diag d = { 0 };
@@ -794,13 +851,24 @@ static void churn(bool tiny, unsigned rate, unsigned seconds)
 				gengine_set_tags(e, i, &tag, 1, NULL, NULL);
 		want = plan_compile(p, e, "hv1");
 		/* ...against what the kernel holds. */
-		bench_figure("churn_kernel_sets_differing", (double)kernel_mismatches(be, want),
-			     "sets");
+		bench_figure(fig(name, sizeof(name), prefix, "kernel_sets_differing"),
+			     (double)kernel_mismatches(be, want), "sets");
 		plan_free(want);
 		backend_close(be);
 		gengine_free(e);
 	}
-	agent_free(a);
+	agent_free(a); /* after the cuts still queued */
+	if (ct_entries) {
+		size_t ncuts;
+		double cut_ms;
+
+		fclose(log);
+		cuts_in_log(logpath, &ncuts, &cut_ms);
+		bench_note("%s: %zu connection cuts (on the agent's cutter thread), median %.1f ms",
+			   prefix, ncuts, cut_ms);
+		enter_netns(home);
+		close(home);
+	}
 	store_close(s);
 	policy_free(p);
 	free(text);
@@ -810,7 +878,7 @@ static void churn(bool tiny, unsigned rate, unsigned seconds)
 	fclose(devnull);
 }
 
-/* --only PART runs one part: tags, full, elements, rss or churn. */
+/* --only PART runs one part: tags, full, elements, rss, churn or churnct. */
 static bool want(const char *only, const char *part)
 {
 	return !only || !strcmp(only, part);
@@ -818,7 +886,8 @@ static bool want(const char *only, const char *part)
 
 int main(int argc, char **argv)
 {
-	static const char *const parts[] = { "tags", "full", "elements", "rss", "churn", NULL };
+	static const char *const parts[] = { "tags",  "full",	 "elements", "rss",
+					     "churn", "churnct", NULL };
 	const char *only;
 	bool tiny = bench_args(argc, argv, parts, &only);
 	char exe[512];
@@ -845,7 +914,10 @@ int main(int argc, char **argv)
 	if (want(only, "rss")) /* 7 */
 		dfwd_rss(tiny ? 300 : 10000, tiny ? 20 : 1000, tiny ? 50 : 1000);
 	if (want(only, "churn")) /* 8 */
-		churn(tiny, tiny ? 200 : 1000, tiny ? 2 : 60);
+		churn(tiny, tiny ? 200 : 1000, tiny ? 2 : 60, "churn", 0);
+	if (want(only, "churnct")) /* 8, beside a full conntrack table */
+		churn(tiny, tiny ? 200 : 1000, tiny ? 2 : 60, "churn_ct",
+		      tiny ? 2000 : 100000);
 
 	{
 		char cmd[128];

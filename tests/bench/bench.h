@@ -41,4 +41,22 @@ long bench_rss_kib(void);
  * to (setns) from another; -1 with errno when it cannot be opened. */
 int bench_netns_here(void);
 
+/* Conntrack entries made through ctnetlink in the calling thread's
+ * network namespace, to give a cut a table of a chosen size.  Failures
+ * are reported and exit 1. */
+struct bench_ct;
+struct bench_ct *bench_ct_open(void);
+/* Queues a UDP entry s:sport -> d:dport (both addresses of one family),
+ * sent PER_SEND at a time; bench_ct_sync sends the rest. */
+struct dfw_addr;
+void bench_ct_add(struct bench_ct *c, const struct dfw_addr *s, const struct dfw_addr *d,
+		  uint16_t sport, uint16_t dport);
+void bench_ct_sync(struct bench_ct *c);
+/* Adds entries number from..n-1 of addresses no VM of dfw-gen's has
+ * (100.64.0.0/10 to 100.127.0.1), and sends them. */
+void bench_ct_fill(struct bench_ct *c, size_t from, size_t n);
+void bench_ct_close(struct bench_ct *c);
+/* The namespace's conntrack entries (nf_conntrack_count). */
+long bench_ct_count(void);
+
 #endif
