@@ -16,12 +16,12 @@ struct cutter {
 	char who[80];
 	pthread_t thread;
 	pthread_mutex_t lock;
-	pthread_cond_t wake, done;
+	pthread_cond_t wake;
 	/* Queued, under lock: the addresses of nvms VMs, first named first. */
 	struct dfw_addr *addrs;
 	size_t n, cap, nvms;
 	char first[64];
-	bool busy, stop;
+	bool stop;
 };
 
 /* Makes one cut of everything queued until now (the lock is not held). */
@@ -65,12 +65,9 @@ static void *run(void *arg)
 		nvms = c->nvms;
 		memcpy(first, c->first, sizeof(first));
 		c->n = c->nvms = 0;
-		c->busy = true;
 		pthread_mutex_unlock(&c->lock);
 		cut(c, addrs, n, nvms, first);
 		pthread_mutex_lock(&c->lock);
-		c->busy = false;
-		pthread_cond_broadcast(&c->done);
 	}
 	pthread_mutex_unlock(&c->lock);
 	free(addrs);
@@ -92,7 +89,6 @@ struct cutter *cutter_new(const char *table, FILE *log, const char *who, char *e
 	}
 	pthread_mutex_init(&c->lock, NULL);
 	pthread_cond_init(&c->wake, NULL);
-	pthread_cond_init(&c->done, NULL);
 	/* Signals are the main thread's (dfwd reads them from a signalfd). */
 	sigfillset(&all);
 	pthread_sigmask(SIG_SETMASK, &all, &old);
@@ -123,14 +119,6 @@ void cutter_queue(struct cutter *c, const struct dfw_addr *addrs, size_t n, size
 	pthread_mutex_unlock(&c->lock);
 }
 
-void cutter_drain(struct cutter *c)
-{
-	pthread_mutex_lock(&c->lock);
-	while (c->n || c->busy)
-		pthread_cond_wait(&c->done, &c->lock);
-	pthread_mutex_unlock(&c->lock);
-}
-
 void cutter_free(struct cutter *c)
 {
 	if (!c)
@@ -140,7 +128,6 @@ void cutter_free(struct cutter *c)
 	pthread_cond_signal(&c->wake);
 	pthread_mutex_unlock(&c->lock);
 	pthread_join(c->thread, NULL);
-	pthread_cond_destroy(&c->done);
 	pthread_cond_destroy(&c->wake);
 	pthread_mutex_destroy(&c->lock);
 	backend_close(c->be);

@@ -27,8 +27,6 @@ struct cutter *cutter_new(const char *table, FILE *log, const char *who, char *e
  * VMs, the first named first (for the log).  Returns at once. */
 void cutter_queue(struct cutter *c, const struct dfw_addr *addrs, size_t n, size_t nvms,
 		  const char *first);
-/* Waits until every queued cut is made. */
-void cutter_drain(struct cutter *c);
 /* Makes the queued cuts, then stops the thread. */
 void cutter_free(struct cutter *c);
 
