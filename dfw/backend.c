@@ -1831,6 +1831,7 @@ static int ct_delete(struct backend *b, const struct ct_victims *cv, size_t *del
 	for (size_t i = 0; i < cv->n;) {
 		size_t len = 0, sent = 0, acked = 0;
 
+		/* Room for a header, the nfgenmsg, the tuple and a zone. */
 		while (i < cv->n && len + MNL_NLMSG_HDRLEN + 16 + cv->v[i].len + 8 <= sizeof(buf)) {
 			struct nlmsghdr *nlh = ct_msg(buf + len, b, IPCTNL_MSG_CT_DELETE, NLM_F_ACK,
 						      cv->v[i].family);
@@ -1907,6 +1908,11 @@ static enum backend_cut_how ct_how(enum backend_cut_how how, size_t naddrs, long
 	return filtered < whole ? BACKEND_CUT_FILTERED : BACKEND_CUT_WHOLE;
 }
 
+long backend_ct_entries(void)
+{
+	return ct_sysctl("nf_conntrack_count");
+}
+
 int backend_ct_flush(struct backend *b, const struct dfw_addr *addrs, size_t n,
 		     enum backend_cut_how how, struct backend_cut *cut, char *err,
 		     size_t errlen)
@@ -1915,7 +1921,7 @@ int backend_ct_flush(struct backend *b, const struct dfw_addr *addrs, size_t n,
 	int ret = -1;
 
 	memset(cut, 0, sizeof(*cut));
-	cut->entries = ct_sysctl("nf_conntrack_count");
+	cut->entries = backend_ct_entries();
 	/* An empty table: nothing to walk (a dump would still take every
 	 * bucket's lock). */
 	if (!n || cut->entries == 0)

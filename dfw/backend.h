@@ -61,6 +61,10 @@ int backend_ct_flush(struct backend *b, const struct dfw_addr *addrs, size_t n,
 		     enum backend_cut_how how, struct backend_cut *cut, char *err,
 		     size_t errlen);
 
+/* The entries of this namespace's conntrack table (nf_conntrack_count),
+ * or -1 when there is no conntrack. */
+long backend_ct_entries(void);
+
 /* How a cut went, in words ("2 filtered dumps of 10000 conntrack
  * entries"), in buf. */
 const char *backend_cut_str(const struct backend_cut *c, char *buf, size_t len);

@@ -26,7 +26,6 @@
 #include <fcntl.h>
 #include <sched.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -54,18 +53,6 @@ static struct lab_run runs[] = {
 	{ "bone", "configs/vdi.ini", "sqlite", "cluster_sqlite1", 1, false },
 };
 static char bindir[512], topdir[600];
-
-static void __attribute__((format(printf, 1, 2), noreturn)) die(const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	fprintf(stderr, "bench-cluster: ");
-	vfprintf(stderr, fmt, ap);
-	fprintf(stderr, "\n");
-	va_end(ap);
-	exit(1);
-}
 
 static int lab(const char *verb, struct lab_run *l, char *out, size_t len)
 {
@@ -117,14 +104,14 @@ static struct store *lab_store(const struct lab_run *l, int self)
 		snprintf(path, sizeof(path), "/run/netns/dfwl-%s-fabric", l->name);
 		fd = open(path, O_RDONLY | O_CLOEXEC);
 		if (fd < 0 || setns(fd, CLONE_NEWNET) < 0)
-			die("%s: %s", path, strerror(errno));
+			bench_die("%s: %s", path, strerror(errno));
 		close(fd);
 	} else if (setns(self, CLONE_NEWNET) < 0) {
-		die("back to our namespace: %s", strerror(errno));
+		bench_die("back to our namespace: %s", strerror(errno));
 	}
 	s = store_open(uri, false, err, sizeof(err));
 	if (!s)
-		die("%s", err);
+		bench_die("%s", err);
 	return s;
 }
 
@@ -140,12 +127,12 @@ static void measure(struct lab_run *l, size_t rounds, int self, double *p50)
 	struct store *s;
 
 	if (lab("up", l, out, sizeof(out)) != 0)
-		die("dfw-lab up %s failed:\n%s", l->config, out);
+		bench_die("dfw-lab up %s failed:\n%s", l->config, out);
 	l->made = true;
 	s = lab_store(l, self);
 	/* Every host has realized the policy before the first round. */
 	if (hosts_wait(s, 1, WAIT_MS, &hl, err, sizeof(err)) != 0 || hl.n != l->hosts)
-		die("%s: hosts not ready (%zu of %zu): %s", l->name, hl.n, l->hosts, err);
+		bench_die("%s: hosts not ready (%zu of %zu): %s", l->name, hl.n, l->hosts, err);
 	for (size_t i = 0; i < rounds; i++) {
 		char *tags[] = { (char *)TAG };
 		uint64_t t0 = now_ns(), t1, rev;
@@ -153,16 +140,16 @@ static void measure(struct lab_run *l, size_t rounds, int self, double *p50)
 
 		t1 = now_ns();
 		if (r != 0)
-			die("%s: tag %s: %s", l->name, VM, err);
+			bench_die("%s: tag %s: %s", l->name, VM, err);
 		if (hosts_wait(s, rev, WAIT_MS, &hl, err, sizeof(err)) != 0)
-			die("%s: revision %llu not realized on every host within %d ms%s%s", l->name,
+			bench_die("%s: revision %llu not realized on every host within %d ms%s%s", l->name,
 			    (unsigned long long)rev, WAIT_MS, err[0] ? ": " : "", err);
 		all[i % 2][nall[i % 2]++] = (double)(now_ns() - t0) / 1e6;
 		write[i] = (double)(t1 - t0) / 1e6;
 	}
 	store_close(s);
 	if (setns(self, CLONE_NEWNET) < 0)
-		die("back to our namespace: %s", strerror(errno));
+		bench_die("back to our namespace: %s", strerror(errno));
 	bench_note("%s: %zu host(s), store %s, %zu tag changes of %s", l->name, l->hosts,
 		   l->store_kind, rounds, VM);
 	snprintf(name, sizeof(name), "%s_tag_to_all_ms", l->figure);
@@ -188,12 +175,12 @@ int main(int argc, char **argv)
 	int self = bench_netns_here();
 
 	if (n <= 0 || self < 0)
-		die("cannot find myself: %s", strerror(errno));
+		bench_die("cannot find myself: %s", strerror(errno));
 	bindir[n] = '\0';
 	*strrchr(bindir, '/') = '\0';
 	snprintf(topdir, sizeof(topdir), "%s/..", bindir);
 	if (geteuid() != 0)
-		die("needs root (network namespaces, nftables)");
+		bench_die("needs root (network namespaces, nftables)");
 	signal(SIGINT, on_signal);
 	signal(SIGTERM, on_signal);
 	signal(SIGPIPE, SIG_IGN);

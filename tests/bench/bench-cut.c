@@ -14,7 +14,6 @@
  * --tiny: 2k entries, 3 rounds (the `make check` run). */
 #include <errno.h>
 #include <sched.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,25 +29,13 @@ static const char *const hows[] = { "whole", "filtered", "auto" };
 static const enum backend_cut_how how_of[] = { BACKEND_CUT_WHOLE, BACKEND_CUT_FILTERED,
 					       BACKEND_CUT_AUTO };
 
-static void die(const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	fputs("bench-cut: ", stderr);
-	vfprintf(stderr, fmt, ap);
-	fputc('\n', stderr);
-	va_end(ap);
-	exit(1);
-}
-
 static struct dfw_addr addr(const char *text)
 {
 	struct dfw_addr a;
 	const char *why = NULL;
 
 	if (addr_parse(text, &a, &why) < 0)
-		die("%s: %s", text, why);
+		bench_die("%s: %s", text, why);
 	return a;
 }
 
@@ -80,10 +67,10 @@ int main(int argc, char **argv)
 	double *ms = xcalloc(3 * rounds, sizeof(*ms));
 
 	if (unshare(CLONE_NEWNET) < 0)
-		die("unshare(CLONE_NEWNET): %s (needs root)", strerror(errno));
+		bench_die("unshare(CLONE_NEWNET): %s (needs root)", strerror(errno));
 	ct = bench_ct_open();
 	if (!(be = backend_open("dfwcut", err, sizeof(err))))
-		die("%s", err);
+		bench_die("%s", err);
 	for (size_t s = 0; s < nscales; s++) {
 		size_t n = scales[s];
 		double p50[3];
@@ -101,11 +88,11 @@ int main(int argc, char **argv)
 				add_victims(ct, vm, peer);
 				t0 = now_ns();
 				if (backend_ct_flush(be, vm, 2, how_of[h], &cut, err, sizeof(err)) < 0)
-					die("%s cut at %zu entries: %s", hows[h], n, err);
+					bench_die("%s cut at %zu entries: %s", hows[h], n, err);
 				ms[h * rounds + r] = (double)(now_ns() - t0) / 1e6;
-				if (cut.deleted != VICTIMS || bench_ct_count() != (long)n)
-					die("%s cut at %zu entries deleted %zu (want %d) and left %ld (want %zu)",
-					    hows[h], n, cut.deleted, VICTIMS, bench_ct_count(), n);
+				if (cut.deleted != VICTIMS || backend_ct_entries() != (long)n)
+					bench_die("%s cut at %zu entries deleted %zu (want %d) and left %ld (want %zu)",
+					    hows[h], n, cut.deleted, VICTIMS, backend_ct_entries(), n);
 				if (h == 2)
 					auto_went = cut.how == BACKEND_CUT_WHOLE ? "whole" : "filtered";
 				if (!r && !k)

@@ -25,7 +25,6 @@
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,20 +43,6 @@
 
 static char bindir[512];
 static char tmpdir[64];
-
-static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
-
-static void die(const char *fmt, ...)
-{
-	va_list ap;
-
-	fputs("bench-dataplane: ", stderr);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
-	exit(1);
-}
 
 /* Reports the figure NAME_LABEL. */
 static void figure(const char *name, const char *label, double v, const char *unit)
@@ -91,7 +76,7 @@ static double run(char *const argv[], double *sys_ms)
 	}
 	if (pid < 0 || wait4(pid, &status, 0, &ru) < 0 || !WIFEXITED(status) ||
 	    WEXITSTATUS(status))
-		die("%s failed", argv[0]);
+		bench_die("%s failed", argv[0]);
 	if (sys_ms)
 		*sys_ms = (double)ru.ru_stime.tv_sec * 1e3 + (double)ru.ru_stime.tv_usec / 1e3;
 	return ms_since(t0);
@@ -123,7 +108,7 @@ static struct dfw_policy *gen_policy(const char *name, unsigned hosts, unsigned 
 	}
 	p = policy_load(path, text, &d);
 	if (!p)
-		die("%s: %s", path, d.n ? d.msgs[0] : "?");
+		bench_die("%s: %s", path, d.n ? d.msgs[0] : "?");
 	return p;
 }
 
@@ -139,7 +124,7 @@ static struct store *store_with(const char *name, const char *text)
 	snprintf(path, sizeof(path), "%s/%s.db", tmpdir, name);
 	s = store_open(path, true, err, sizeof(err));
 	if (!s || store_txn(s, ops, 2, NULL, NULL, &rev, err, sizeof(err)) != 0)
-		die("store %s: %s", path, err);
+		bench_die("store %s: %s", path, err);
 	return s;
 }
 
@@ -164,7 +149,7 @@ struct tag_run {
 static void enter_netns(int fd)
 {
 	if (setns(fd, CLONE_NEWNET) < 0)
-		die("setns: %s", strerror(errno));
+		bench_die("setns: %s", strerror(errno));
 }
 
 static void tag_open(struct tag_run *t, const char *label, unsigned total_vms, unsigned local,
@@ -176,10 +161,10 @@ static void tag_open(struct tag_run *t, const char *label, unsigned total_vms, u
 	memset(t, 0, sizeof(*t));
 	t->label = label;
 	if (unshare(CLONE_NEWNET) < 0)
-		die("unshare(CLONE_NEWNET): %s", strerror(errno));
+		bench_die("unshare(CLONE_NEWNET): %s", strerror(errno));
 	t->netns = bench_netns_here();
 	if (t->netns < 0)
-		die("my network namespace: %s", strerror(errno));
+		bench_die("my network namespace: %s", strerror(errno));
 	t->devnull = fopen("/dev/null", "w");
 	t->lat = xcalloc(changes, sizeof(*t->lat));
 	t->book = xcalloc(changes, sizeof(*t->book));
@@ -195,10 +180,10 @@ static void tag_open(struct tag_run *t, const char *label, unsigned total_vms, u
 
 		t->a = agent_new(&o, err, sizeof(err));
 		if (!t->a)
-			die("agent: %s", err);
+			bench_die("agent: %s", err);
 	}
 	if (agent_sync(t->a) < 0)
-		die("the first load failed");
+		bench_die("the first load failed");
 	agent_info(t->a, &info);
 	bench_note("%s: %zu local vNICs, %u VMs, %zu groups, %zu rules: %zu chains, %zu sets",
 		   label, info.vnics, total_vms, t->p->inv.ngroups, t->p->nrules, info.chains,
@@ -216,16 +201,16 @@ static void tag_change(struct tag_run *t, const char *vm, bool put)
 	uint64_t rev;
 
 	if (found < 0 || strcmp(t->p->inv.vms[found].host, "hv1"))
-		die("VM %s is not local at scale %s", vm, t->label);
+		bench_die("VM %s is not local at scale %s", vm, t->label);
 	snprintf(key, sizeof(key), "tag/%s/threat.high", vm);
 	op = (struct store_op){ put ? STORE_PUT : STORE_DEL, key, put ? "" : NULL };
 	if (store_txn(t->s, &op, 1, NULL, NULL, &rev, err, sizeof(err)) != 0)
-		die("store: %s", err);
+		bench_die("store: %s", err);
 	if (agent_sync(t->a) < 0)
-		die("tag change %u was not realized", t->n);
+		bench_die("tag change %u was not realized", t->n);
 	agent_info(t->a, &info);
 	if (info.rev != rev)
-		die("realized %llu, wrote %llu", (unsigned long long)info.rev,
+		bench_die("realized %llu, wrote %llu", (unsigned long long)info.rev,
 		    (unsigned long long)rev);
 	t->lat[t->n] = (double)info.last_update_us;
 	t->book[t->n] = (double)info.last_book_us;
@@ -261,7 +246,7 @@ static void tag_full(const struct tag_run *t, double *compile_ms, double *load_m
 
 	enter_netns(t->netns);
 	if (!(be = backend_open("dfwfull", err, sizeof(err))))
-		die("backend: %s", err);
+		bench_die("backend: %s", err);
 	for (int r = 0; r < 3; r++) {
 		uint64_t t0 = now_ns();
 		struct gengine *e = gengine_new(&t->p->inv, t->p->file, &d);
@@ -270,7 +255,7 @@ static void tag_full(const struct tag_run *t, double *compile_ms, double *load_m
 		comp[r] = ms_since(t0);
 		t0 = now_ns();
 		if (backend_load(be, pl, false, NULL, err, sizeof(err)) < 0)
-			die("full load: %s", err);
+			bench_die("full load: %s", err);
 		load[r] = ms_since(t0);
 		plan_free(pl);
 		gengine_free(e);
@@ -307,7 +292,7 @@ static void tag_rounds(bool tiny)
 	int home = bench_netns_here();
 
 	if (home < 0)
-		die("my network namespace: %s", strerror(errno));
+		bench_die("my network namespace: %s", strerror(errno));
 	tag_open(&run[0], tiny ? "100" : "1k", tiny ? 300 : 10000, tiny ? 100 : 1000,
 		 tiny ? 20 : 1000, tiny ? 50 : 1000, changes);
 	tag_open(&run[1], tiny ? "300" : "10k", tiny ? 300 : 10000, tiny ? 300 : 10000,
@@ -426,11 +411,11 @@ static void full_vs_nft(unsigned vms, unsigned rules, unsigned groups, const cha
 	FILE *f;
 
 	if (!e || !be)
-		die("setup: %s", err);
+		bench_die("setup: %s", err);
 	pl = plan_compile(p, e, "hv1");
 	snprintf(path, sizeof(path), "%s/%s.nft", tmpdir, label);
 	if (!(f = fopen(path, "w")))
-		die("%s: %s", path, strerror(errno));
+		bench_die("%s: %s", path, strerror(errno));
 	/* Deletes what the file then adds: a no-op into an empty ruleset. */
 	fprintf(f, "table bridge dfw\ndelete table bridge dfw\n"
 		   "table inet dfw\ndelete table inet dfw\n");
@@ -452,7 +437,7 @@ static void full_vs_nft(unsigned vms, unsigned rules, unsigned groups, const cha
 		comp[r] = ms_since(t0);
 		getrusage(RUSAGE_SELF, &r0);
 		if (backend_load(be, pl, false, NULL, err, sizeof(err)) < 0)
-			die("load: %s", err);
+			bench_die("load: %s", err);
 		getrusage(RUSAGE_SELF, &r1);
 		ours[r] = ms_since(t0);
 		sys[r] = (double)(r1.ru_stime.tv_sec - r0.ru_stime.tv_sec) * 1e3 +
@@ -461,7 +446,7 @@ static void full_vs_nft(unsigned vms, unsigned rules, unsigned groups, const cha
 		plan_free(pl);
 		pl = plan_compile(p, e, "hv1");
 		if (backend_load(be, pl, false, NULL, err, sizeof(err)) < 0)
-			die("reload: %s", err);
+			bench_die("reload: %s", err);
 		again[r] = ms_since(t0);
 		run(flush, NULL);
 		nft[r] = run(load, &nft_sys[r]);
@@ -541,13 +526,13 @@ static void elements_rate(size_t n)
 	pl.nsets = 1;
 	be = backend_open("dfw", err, sizeof(err));
 	if (!be)
-		die("backend: %s", err);
+		bench_die("backend: %s", err);
 	for (int r = 0; r < 3; r++) {
 		uint64_t t0 = now_ns();
 
 		getrusage(RUSAGE_SELF, &r0);
 		if (backend_load(be, &pl, false, NULL, err, sizeof(err)) < 0)
-			die("load: %s", err);
+			bench_die("load: %s", err);
 		getrusage(RUSAGE_SELF, &r1);
 		ours[r] = ms_since(t0);
 		sys[r] = (double)(r1.ru_stime.tv_sec - r0.ru_stime.tv_sec) * 1e3 +
@@ -555,7 +540,7 @@ static void elements_rate(size_t n)
 	}
 	snprintf(path, sizeof(path), "%s/elements.nft", tmpdir);
 	if (!(f = fopen(path, "w")))
-		die("%s: %s", path, strerror(errno));
+		bench_die("%s: %s", path, strerror(errno));
 	plan_print_nft(&pl, "dfw", f);
 	fclose(f);
 	for (int r = 0; r < 3; r++) {
@@ -610,7 +595,7 @@ static void dfwd_rss(unsigned vms, unsigned groups, unsigned rules)
 	for (int i = 0; i < 600 && access(sock, F_OK) < 0; i++)
 		usleep(100000);
 	if (access(sock, F_OK) < 0)
-		die("dfwd did not come up");
+		bench_die("dfwd did not come up");
 	snprintf(status, sizeof(status), "/proc/%d/status", (int)pid);
 	{
 		FILE *f = fopen(status, "r");
@@ -653,7 +638,7 @@ static void *churn_writer(void *arg)
 	unsigned seed = 5;
 
 	if (!s)
-		die("writer: %s", err);
+		bench_die("writer: %s", err);
 	for (size_t i = 0; now_ns() - start < (uint64_t)c->seconds * 1000000000ull; i++) {
 		size_t vm = (size_t)rand_r(&seed) % c->p->inv.nvms;
 		struct store_op op;
@@ -666,7 +651,7 @@ static void *churn_writer(void *arg)
 		op = (struct store_op){ c->tagged[vm] ? STORE_PUT : STORE_DEL, key,
 					c->tagged[vm] ? "" : NULL };
 		if (store_txn(s, &op, 1, NULL, NULL, &rev, err, sizeof(err)) != 0)
-			die("writer: %s", err);
+			bench_die("writer: %s", err);
 		if (rev < c->cap)
 			c->written_ns[rev] = now_ns();
 		c->last_rev = rev;
@@ -712,7 +697,7 @@ static size_t kernel_mismatches(struct backend *be, const struct plan *want)
 		if (s->interval)
 			continue;
 		if (backend_read_set(be, s->name, collect_elem, &l, err, sizeof(err)) < 0)
-			die("%s", err);
+			bench_die("%s", err);
 		if (l.n)
 			qsort(l.a, l.n, sizeof(*l.a), cmp_elem);
 		if (l.n != s->nelems || (l.n && memcmp(l.a, s->elems, l.n * sizeof(*l.a))))
@@ -781,17 +766,17 @@ static void churn(bool tiny, unsigned rate, unsigned seconds, const char *prefix
 		struct bench_ct *ct;
 
 		if ((home = bench_netns_here()) < 0)
-			die("my network namespace: %s", strerror(errno));
+			bench_die("my network namespace: %s", strerror(errno));
 		if (unshare(CLONE_NEWNET) < 0)
-			die("unshare(CLONE_NEWNET): %s", strerror(errno));
+			bench_die("unshare(CLONE_NEWNET): %s", strerror(errno));
 		ct = bench_ct_open();
 		bench_ct_fill(ct, 0, ct_entries);
 		bench_ct_close(ct);
 		bench_note("%s: %ld conntrack entries in the agent's namespace", prefix,
-			   bench_ct_count());
+			   backend_ct_entries());
 		snprintf(logpath, sizeof(logpath), "%s/%s.log", tmpdir, prefix);
 		if (!(log = fopen(logpath, "w")))
-			die("%s: %s", logpath, strerror(errno));
+			bench_die("%s: %s", logpath, strerror(errno));
 	}
 	snprintf(storepath, sizeof(storepath), "%s/%s.db", tmpdir, prefix);
 	c.store_path = storepath;
@@ -804,12 +789,12 @@ static void churn(bool tiny, unsigned rate, unsigned seconds, const char *prefix
 					.table = "dfwchurn", .log = log };
 
 		if (!(a = agent_new(&o, err, sizeof(err))))
-			die("agent: %s", err);
+			bench_die("agent: %s", err);
 	}
 	if (agent_sync(a) < 0)
-		die("churn: first load failed");
+		bench_die("churn: first load failed");
 	if (pthread_create(&writer, NULL, churn_writer, &c))
-		die("pthread_create");
+		bench_die("pthread_create");
 	for (;;) {
 		struct pollfd pfd = { .fd = agent_store_fd(a), .events = POLLIN };
 		uint64_t now;
@@ -817,7 +802,7 @@ static void churn(bool tiny, unsigned rate, unsigned seconds, const char *prefix
 		poll(&pfd, 1, 5);
 		agent_store_ack(a);
 		if (agent_sync(a) < 0)
-			die("churn: a batch was not realized");
+			bench_die("churn: a batch was not realized");
 		agent_info(a, &info);
 		now = now_ns();
 		if (info.rev > seen) {
@@ -894,15 +879,15 @@ int main(int argc, char **argv)
 	ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
 
 	if (n <= 0)
-		die("cannot find my own path");
+		bench_die("cannot find my own path");
 	exe[n] = '\0';
 	snprintf(bindir, sizeof(bindir), "%s", exe);
 	*strrchr(bindir, '/') = '\0';
 	if (unshare(CLONE_NEWNET) < 0)
-		die("unshare(CLONE_NEWNET): %s (needs root)", strerror(errno));
+		bench_die("unshare(CLONE_NEWNET): %s (needs root)", strerror(errno));
 	snprintf(tmpdir, sizeof(tmpdir), "/tmp/dfw-bench-XXXXXX");
 	if (!mkdtemp(tmpdir))
-		die("mkdtemp: %s", strerror(errno));
+		bench_die("mkdtemp: %s", strerror(errno));
 
 	if (want(only, "tags")) /* 1 and 2 */
 		tag_rounds(tiny);

@@ -26,6 +26,18 @@ void bench_figure(const char *name, double value, const char *unit)
 	fflush(stdout);
 }
 
+void bench_die(const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "%s: ", program_invocation_short_name);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	exit(1);
+}
+
 void bench_note(const char *fmt, ...)
 {
 	va_list ap;
@@ -174,8 +186,7 @@ struct bench_ct {
 
 static void ct_die(const char *what, int err)
 {
-	fprintf(stderr, "bench: %s: %s\n", what, strerror(err));
-	exit(1);
+	bench_die("%s: %s", what, strerror(err));
 }
 
 struct bench_ct *bench_ct_open(void)
@@ -276,17 +287,4 @@ void bench_ct_close(struct bench_ct *c)
 		return;
 	mnl_socket_close(c->nl);
 	free(c);
-}
-
-long bench_ct_count(void)
-{
-	FILE *f = fopen("/proc/sys/net/netfilter/nf_conntrack_count", "r");
-	long n = -1;
-
-	if (!f)
-		ct_die("/proc/sys/net/netfilter/nf_conntrack_count", errno);
-	if (fscanf(f, "%ld", &n) != 1)
-		n = -1;
-	fclose(f);
-	return n;
 }

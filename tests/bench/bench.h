@@ -18,6 +18,9 @@ void bench_figure(const char *name, double value, const char *unit);
 /* A comment line ("# ..."), for context that is not a figure. */
 void bench_note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
+/* Reports "PROGRAM: message" on stderr and exits 1. */
+void bench_die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+
 /* Sorts samples in place and returns the q-quantile (0..1). */
 double bench_quantile(double *samples, size_t n, double q);
 /* Reports name_p50 and name_p99 of the samples. */
@@ -42,13 +45,13 @@ long bench_rss_kib(void);
 int bench_netns_here(void);
 
 /* Conntrack entries made through ctnetlink in the calling thread's
- * network namespace, to give a cut a table of a chosen size.  Failures
- * are reported and exit 1. */
+ * network namespace, to give a cut a table of a chosen size (counted with
+ * backend_ct_entries).  Failures are reported and exit 1. */
 struct bench_ct;
+struct dfw_addr;
 struct bench_ct *bench_ct_open(void);
 /* Queues a UDP entry s:sport -> d:dport (both addresses of one family),
- * sent PER_SEND at a time; bench_ct_sync sends the rest. */
-struct dfw_addr;
+ * sent some at a time; bench_ct_sync sends the rest. */
 void bench_ct_add(struct bench_ct *c, const struct dfw_addr *s, const struct dfw_addr *d,
 		  uint16_t sport, uint16_t dport);
 void bench_ct_sync(struct bench_ct *c);
@@ -56,7 +59,5 @@ void bench_ct_sync(struct bench_ct *c);
  * (100.64.0.0/10 to 100.127.0.1), and sends them. */
 void bench_ct_fill(struct bench_ct *c, size_t from, size_t n);
 void bench_ct_close(struct bench_ct *c);
-/* The namespace's conntrack entries (nf_conntrack_count). */
-long bench_ct_count(void);
 
 #endif
