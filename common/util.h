@@ -82,6 +82,10 @@ size_t edit_distance(const char *a, const char *b);
 
 /* Monotonic clock in nanoseconds. */
 uint64_t now_ns(void);
+/* A non-blocking eventfd that wakes another thread's poll: efd_wake makes
+ * it readable, efd_clear makes it unreadable until the next wake. */
+void efd_wake(int fd);
+void efd_clear(int fd);
 /* Depth-first post-order over nodes 0..n-1 (nested groups, service
  * objects): done(arg, node) is called for each node after every node it
  * leads to; cycle(arg, path, len) for each cycle found, path[0] being

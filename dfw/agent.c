@@ -113,7 +113,7 @@ struct agent *agent_new(const struct agent_opts *o, char *err, size_t errlen)
 	a->cutter = cutter_new(o->table, a->log, a->who, err, errlen);
 	if (!a->cutter)
 		goto fail;
-	a->threat = threat_new(a->be, a->store, a->log, a->who);
+	a->threat = threat_new(a->be, a->cutter, a->store, a->log, a->who);
 	return a;
 fail:
 	agent_free(a);
@@ -159,6 +159,16 @@ int agent_threat_fd(struct agent *a)
 void agent_threat_read(struct agent *a)
 {
 	threat_read(a->threat);
+}
+
+int agent_cutter_fd(struct agent *a)
+{
+	return cutter_fd(a->cutter);
+}
+
+void agent_cutter_read(struct agent *a)
+{
+	cutter_reap(a->cutter, threat_cut_done, a->threat);
 }
 
 int agent_store_fd(struct agent *a)

@@ -47,6 +47,10 @@ void agent_link(struct agent *a, const char *ifname, bool present);
  * off), and what to do when it is readable. */
 int agent_threat_fd(struct agent *a);
 void agent_threat_read(struct agent *a);
+/* The connection cutter's descriptor: readable when cuts the threat
+ * response queued are done; agent_cutter_read reports them. */
+int agent_cutter_fd(struct agent *a);
+void agent_cutter_read(struct agent *a);
 /* Address learning (trust on first use): the guest behind vNIC ifname
  * used addr (seen in its ARP / neighbour discovery / DHCP by the learn
  * nflog group).  For a VM with addresses = learn that has no locked

@@ -347,7 +347,7 @@ int main(int argc, char **argv)
 	poll_ms = ao.status_ttl_s && ao.status_ttl_s * 1000 / 3 < STORE_POLL_MS
 			  ? (int)(ao.status_ttl_s * 1000 / 3) : STORE_POLL_MS;
 	for (;;) {
-		struct pollfd p[7] = {
+		struct pollfd p[8] = {
 			{ .fd = sfd, .events = POLLIN },
 			{ .fd = lfd, .events = POLLIN },
 			{ .fd = nl_socket_get_fd(links.sk), .events = POLLIN },
@@ -355,6 +355,7 @@ int main(int argc, char **argv)
 			{ .fd = agent_store_fd(a), .events = POLLIN },
 			{ .fd = fl ? flowlog_fd(fl) : -1, .events = POLLIN },
 			{ .fd = learn ? nflog_fd(learn) : -1, .events = POLLIN },
+			{ .fd = agent_cutter_fd(a), .events = POLLIN },
 		};
 		int n = poll(p, ARRAY_SIZE(p), poll_ms); /* fd -1 is skipped */
 
@@ -380,6 +381,8 @@ int main(int argc, char **argv)
 			nl_recvmsgs_default(links.sk);
 		if (p[3].revents & POLLIN)
 			agent_threat_read(a);
+		if (p[7].revents & POLLIN)
+			agent_cutter_read(a);
 		if (p[4].revents & POLLIN)
 			agent_store_ack(a);
 		/* POLLERR too: an overrun (ENOBUFS) is read like a packet. */

@@ -7,6 +7,7 @@
 #include <sys/socket.h>
 #include <time.h>
 
+#include "dfw/cutter.h"
 #include "dfw/layout.h"
 #include "dfw/netthreat.h"
 #include "dfw/nflog.h"
@@ -20,11 +21,19 @@ struct report {
 	char addr[64];          /* the source address seen */
 	struct nt_alert al;
 	enum nt_mode mode;
-	char action[256];
+	/* What was done, in the order it was done: the block (or "reported
+	 * only"), the cut of the VM's connections (made on the cutter's
+	 * thread, so pending at first), the tag. */
+	char block[96];
+	enum { CUT_NONE, CUT_PENDING, CUT_DONE, CUT_FAILED } cut;
+	size_t cut_deleted;
+	char cut_err[200];
+	char tag[160];
 };
 
 struct threat {
 	struct backend *be;
+	struct cutter *cutter;
 	struct store *store;
 	FILE *log;
 	char who[80];
@@ -38,11 +47,13 @@ struct threat {
 	size_t nreports;            /* ever made; the ring holds the last ones */
 };
 
-struct threat *threat_new(struct backend *be, struct store *store, FILE *log, const char *who)
+struct threat *threat_new(struct backend *be, struct cutter *cutter, struct store *store,
+			  FILE *log, const char *who)
 {
 	struct threat *t = xcalloc(1, sizeof(*t));
 
 	t->be = be;
+	t->cutter = cutter;
 	t->store = store;
 	t->log = log;
 	snprintf(t->who, sizeof(t->who), "%s", who);
@@ -111,17 +122,33 @@ static const struct pport *port_by_id(const struct plan *pl, uint32_t id)
 	return NULL;
 }
 
+/* What was done, as one line. */
+static const char *report_action(const struct report *r, char *buf, size_t len)
+{
+	size_t off = (size_t)snprintf(buf, len, "%s", r->block);
+
+	if (r->cut == CUT_PENDING && off < len)
+		off += (size_t)snprintf(buf + off, len - off, ", cutting connections");
+	else if (r->cut == CUT_DONE && off < len)
+		off += (size_t)snprintf(buf + off, len - off, ", cut %zu connection(s)",
+					r->cut_deleted);
+	else if (r->cut == CUT_FAILED && off < len)
+		off += (size_t)snprintf(buf + off, len - off, ", cut FAILED: %s", r->cut_err);
+	if (r->tag[0] && off < len)
+		snprintf(buf + off, len - off, ", %s", r->tag);
+	return buf;
+}
+
 /* Enforce: block every address of the VM (and the one seen) for
- * block_for, cut its connections, tag it.  Writes what was done into
- * action. */
+ * block_for, queue the cut of its connections (threat_cut_done reports
+ * it), tag it.  Writes what was done into r; ticket names the cut. */
 static void enforce(struct threat *t, const struct vm *vm, const struct dfw_addr *seen,
-		    char *action, size_t len)
+		    struct report *r, uint64_t ticket)
 {
 	struct backend_block *bl = xcalloc(vm->naddrs + 1, sizeof(*bl));
 	struct dfw_addr *addrs = xcalloc(vm->naddrs + 1, sizeof(*addrs));
-	size_t n = 0, off;
-	struct backend_cut cut;
 	bool listed = false;
+	size_t n = 0;
 	char err[512];
 
 	for (size_t i = 0; i < vm->naddrs; i++) {
@@ -135,37 +162,63 @@ static void enforce(struct threat *t, const struct vm *vm, const struct dfw_addr
 		bl[i].timeout_ms = t->cfg.block_ms;
 	}
 	if (backend_block(t->be, bl, n, NULL, err, sizeof(err)) < 0)
-		off = (size_t)snprintf(action, len, "block FAILED: %.160s", err);
+		snprintf(r->block, sizeof(r->block), "block FAILED: %.70s", err);
 	else
-		off = (size_t)snprintf(action, len, "blocked %zu address(es) for %llu s", n,
-				       (unsigned long long)t->cfg.block_ms / 1000);
-	if (backend_ct_flush(t->be, addrs, n, BACKEND_CUT_AUTO, &cut, err, sizeof(err)) == 0 &&
-	    off < len)
-		off += (size_t)snprintf(action + off, len - off, ", cut %zu connection(s)",
-					cut.deleted);
-	if (t->cfg.tag && off < len) {
+		snprintf(r->block, sizeof(r->block), "blocked %zu address(es) for %llu s", n,
+			 (unsigned long long)t->cfg.block_ms / 1000);
+	/* Established flows pass the block (it follows the conntrack
+	 * accept): the cut ends them.  It is made on the cutter's thread,
+	 * so the tag below (and the quarantine it brings) waits for no walk
+	 * of the conntrack table. */
+	cutter_queue_ticket(t->cutter, addrs, n, ticket);
+	r->cut = CUT_PENDING;
+	if (t->cfg.tag) {
 		char *tags[1] = { t->cfg.tag };
 		uint64_t rev = 0;
-		int r = tags_write(t->store, vm->name, tags, 1, true, NULL, &rev, err, sizeof(err));
 
-		if (r == 0)
-			snprintf(action + off, len - off, ", tagged %s (revision %llu)", t->cfg.tag,
+		if (tags_write(t->store, vm->name, tags, 1, true, NULL, &rev, err, sizeof(err)) == 0)
+			snprintf(r->tag, sizeof(r->tag), "tagged %s (revision %llu)", t->cfg.tag,
 				 (unsigned long long)rev);
 		else
-			snprintf(action + off, len - off, ", tagging %s FAILED: %.120s", t->cfg.tag, err);
+			snprintf(r->tag, sizeof(r->tag), "tagging %s FAILED: %.100s", t->cfg.tag,
+				 err);
 	}
 	free(bl);
 	free(addrs);
 }
 
+void threat_cut_done(void *arg, const struct cutter_result *res)
+{
+	struct threat *t = arg;
+	struct report *r;
+	char how[96];
+
+	if (!res->ticket || res->ticket > t->nreports || t->nreports - res->ticket >= THREAT_REPORTS)
+		return; /* its report left the ring */
+	r = &t->reports[(res->ticket - 1) % THREAT_REPORTS];
+	if (res->rc == 0) {
+		r->cut = CUT_DONE;
+		r->cut_deleted = res->cut.deleted;
+		log_line(t->log, t->who, "netthreat: cut %zu connection(s) of %s (%s) in %llu us (%s)",
+			 res->cut.deleted, r->vm, r->addr, (unsigned long long)res->us,
+			 backend_cut_str(&res->cut, how, sizeof(how)));
+	} else {
+		r->cut = CUT_FAILED;
+		snprintf(r->cut_err, sizeof(r->cut_err), "%s", res->err);
+		log_line(t->log, t->who, "netthreat: cutting the connections of %s (%s): %s", r->vm,
+			 r->addr, res->err);
+	}
+}
+
 static void on_flow(void *arg, const struct nflog_pkt *p)
 {
 	struct threat *t = arg;
-	uint64_t now = now_ns() / 1000000;
+	uint64_t t0 = now_ns() / 1000, now = t0 / 1000;
 	const struct pport *port;
 	const struct vm *vm;
 	struct nt_alert al;
 	struct report *r;
+	char action[512];
 
 	t->flows_seen++;
 	if (p->mark == DFW_UPLINK_ID)
@@ -185,12 +238,13 @@ static void on_flow(void *arg, const struct nflog_pkt *p)
 	r->al = al;
 	r->mode = t->cfg.mode;
 	if (t->cfg.mode == NT_ENFORCE)
-		enforce(t, vm, &p->src, r->action, sizeof(r->action));
+		enforce(t, vm, &p->src, r, t->nreports);
 	else
-		snprintf(r->action, sizeof(r->action), "reported only (monitor mode)");
-	log_line(t->log, t->who, "netthreat: %s (%s, port %s) is scanning: %u destination port(s), %u host(s) within %llu ms; %s",
+		snprintf(r->block, sizeof(r->block), "reported only (monitor mode)");
+	log_line(t->log, t->who, "netthreat: %s (%s, port %s) is scanning: %u destination port(s), %u host(s) within %llu ms; %s (in %llu us)",
 		 r->vm, r->addr, port->ifname, al.ports, al.hosts,
-		 (unsigned long long)t->cfg.window_ms, r->action);
+		 (unsigned long long)t->cfg.window_ms, report_action(r, action, sizeof(action)),
+		 (unsigned long long)(now_ns() / 1000 - t0));
 }
 
 void threat_read(struct threat *t)
@@ -209,7 +263,7 @@ void threat_print(struct threat *t, struct out *o)
 {
 	struct backend_block *bl = NULL;
 	size_t nbl = 0, nrep = t->nreports < THREAT_REPORTS ? t->nreports : THREAT_REPORTS;
-	char err[256], buf[64];
+	char err[256], buf[64], action[512];
 
 	out_obj_start(o, NULL);
 	out_str(o, "mode", nt_mode_name(t->cfg.mode));
@@ -235,7 +289,7 @@ void threat_print(struct threat *t, struct out *o)
 		out_u64(o, "hosts", r->al.hosts);
 		out_str(o, "threshold", r->al.by_ports ? "ports" : "hosts");
 		out_str(o, "mode", nt_mode_name(r->mode));
-		out_str(o, "action", r->action);
+		out_str(o, "action", report_action(r, action, sizeof(action)));
 		out_obj_end(o);
 	}
 	out_arr_end(o);

@@ -12,13 +12,16 @@
 #include "common/out.h"
 #include "dfw/backend.h"
 #include "dfw/compile.h"
+#include "dfw/cutter.h"
 #include "tagger/config.h"
 #include "tagger/store.h"
 
 struct threat;
 
-/* Borrows be and store.  log receives one line per event ("who: ..."). */
-struct threat *threat_new(struct backend *be, struct store *store, FILE *log, const char *who);
+/* Borrows be, cutter and store.  log receives one line per event ("who:
+ * ..."). */
+struct threat *threat_new(struct backend *be, struct cutter *cutter, struct store *store,
+			  FILE *log, const char *who);
 void threat_free(struct threat *t); /* accepts NULL */
 
 /* The policy and plan now realized (both borrowed until the next call; pol
@@ -31,6 +34,9 @@ int threat_configure(struct threat *t, const struct dfw_policy *pol, const struc
 /* The descriptor to poll (-1 while off), and what to do when it is readable. */
 int threat_fd(const struct threat *t);
 void threat_read(struct threat *t);
+
+/* A cut it queued is done (for cutter_reap): its report says so. */
+void threat_cut_done(void *arg, const struct cutter_result *res);
 
 /* Mode, recent reports (newest first) and the running blocks. */
 void threat_print(struct threat *t, struct out *o);

@@ -710,15 +710,6 @@ static void ev_free(struct ev *e)
 	free(e->value);
 }
 
-static void wake_fd(struct watch *w)
-{
-	uint64_t one = 1;
-
-	if (write(w->efd, &one, sizeof(one)) < 0) {
-		/* EAGAIN: the counter is full, so it is readable anyway. */
-	}
-}
-
 static void *watch_main(void *arg);
 
 /* Called with mu held: the queue is emptied and the thread (re)starts
@@ -836,7 +827,7 @@ static void stream_line(struct stream *st, const char *text, size_t n)
 		if (top > w->seen)
 			w->seen = top;
 		if (top || compact) {
-			wake_fd(w);
+			efd_wake(w->efd);
 			pthread_cond_broadcast(&w->cond);
 		}
 	}
@@ -1535,11 +1526,7 @@ static int etcd_watch_fd(struct store *base)
 
 static void etcd_watch_ack(struct store *base)
 {
-	struct etcd_store *s = ES(base);
-	uint64_t v;
-
-	while (read(s->w.efd, &v, sizeof(v)) < 0 && errno == EINTR)
-		;
+	efd_clear(ES(base)->w.efd);
 }
 
 /* --- Host status --- */

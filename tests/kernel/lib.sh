@@ -74,6 +74,7 @@ exits() { local want=$1; shift; "$@" >/dev/null 2>&1; [ $? -eq "$want" ]; }
 # stream NAME DSTVM DSTIP PORT: a long-lived TCP stream from desktop1 to
 # DSTVM (nc listening there writes into $TMPD/NAME), a line every 50 ms;
 # both processes' group ids go to $PGIDS for the test's cleanup.
+PGIDS=""
 stream() {
 	setsid "$LAB_BIN" exec --lab "$LAB" "$2" -- sh -c "exec nc -l -p $4 > $TMPD/$1" &
 	PGIDS="$PGIDS $!"
@@ -82,6 +83,8 @@ stream() {
 		"i=0; while :; do i=\$((i+1)); echo \$i; sleep 0.05; done | nc $3 $4" &
 	PGIDS="$PGIDS $!"
 }
+# stop_streams: ends every stream started so far.
+stop_streams() { local p; for p in $PGIDS; do kill -- "-$p" 2>/dev/null; done; PGIDS=""; }
 # lines NAME: lines the stream NAME delivered so far.
 lines() { wc -l <"$TMPD/$1"; }
 

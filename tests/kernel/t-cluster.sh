@@ -8,9 +8,7 @@
 source "$(dirname "$0")/lib.sh"
 TMPD=$(mktemp -d)
 PING_PID=""
-PGIDS=""
-cleanup_streams() { for p in $PGIDS; do kill -- "-$p" 2>/dev/null; done; PGIDS=""; }
-cleanup() { [ -n "$PING_PID" ] && kill "$PING_PID" 2>/dev/null; cleanup_streams; rm -rf "$TMPD"; }
+cleanup() { [ -n "$PING_PID" ] && kill "$PING_PID" 2>/dev/null; stop_streams; rm -rf "$TMPD"; }
 PORTS=tcp/443,tcp/445,tcp/4001,udp/53,icmp
 
 echo "# the single-host truth table, for comparison"
@@ -91,7 +89,7 @@ check "and stopped once fs1 was quarantined ($n2 -> $n3)" test "$n2" = "$n3"
 check "hv2 (fs1's host) cut its connections" grep -q "quarantine: cut [1-9][0-9]* connection(s) of 1 VM(s) (fs1)" "/run/dfw-lab/$LAB/hv2.log"
 check "hv1 did not walk its conntrack for a VM it does not hold" sh -c "! grep -q 'quarantine: cut' /run/dfw-lab/$LAB/hv1.log"
 ctl --wait untag fs1 threat.high >/dev/null 2>&1
-cleanup_streams
+stop_streams
 
 echo "# quarantine a VM on hv2 from a CLI anywhere, with --wait"
 out=$(ctl --wait tag desktop3 threat.high 2>&1)

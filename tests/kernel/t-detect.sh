@@ -16,8 +16,6 @@ EVSOCK=$RUN/hv1.events.sock
 SCAN_BIN=$(cd "$BUILD" && pwd)/dfw-scan
 EICAR='X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*'
 TMPD=$(mktemp -d)
-PGIDS=""
-stop_streams() { local p; for p in $PGIDS; do kill -- "-$p" 2>/dev/null; done; PGIDS=""; }
 trap 'stop_streams; wait 2>/dev/null; rm -rf "$TMPD"; finish' EXIT
 wait_realized 1 || bad "dfwd realized the first revision"
 SCAN_PID=$(cat "$RUN/hv1.scan.pid")

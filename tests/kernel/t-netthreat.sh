@@ -5,6 +5,7 @@
 # mode switches at runtime through a new policy revision.
 source "$(dirname "$0")/lib.sh"
 TMP=$(mktemp -d)
+TMPD=$TMP # the streams' output (lib.sh)
 # policy MODE BLOCK_FOR [TAG]: configs/vdi.ini with its [netthreat] replaced.
 policy() {
 	local out="$TMP/$1-$2-${3:-none}.ini"
@@ -29,7 +30,7 @@ blocked_set() { "$LAB_BIN" exec --lab "$LAB" host:hv1 -- nft list set inet dfw b
 FS1=10.10.0.22
 
 lab_up knt "$(policy enforce 4s)"
-trap 'rm -rf "$TMP"; finish' EXIT
+trap 'stop_streams; rm -rf "$TMP"; finish' EXIT
 wait_realized 1 || bad "dfwd realized the first revision"
 
 echo "# enforce mode, no tag"
@@ -37,6 +38,11 @@ check "threats shows enforce mode" sh -c "'$LAB_BIN' ctl --lab $LAB -- threats |
 "$LAB_BIN" matrix --lab "$LAB" --ports tcp/443,tcp/445,udp/53,icmp >/dev/null 2>&1
 check "ordinary traffic (the whole matrix) is no scan" test "$(reports)" = 0
 check "desktop1 reaches the connection server before" reach desktop1 cs1 tcp/443
+# An open connection of the scanner: the block follows the conntrack
+# accept, so only the cut ends it.
+stream cs cs1 10.10.0.21 8443
+sleep 1
+check "a stream from desktop1 to the connection server flows" test "$(lines cs)" -gt 5
 scan desktop1 $FS1 60
 check "a port scan from desktop1 is reported" test "$(reports)" = 1
 out=$(threats)
@@ -50,6 +56,12 @@ check "no one reaches desktop1" blocked cs1 desktop1 icmp --timeout 300
 check "desktop2 is not affected" reach desktop2 fs1 tcp/445
 check "without a tag, desktop1 is not tagged" sh -c "! '$LAB_BIN' ctl --lab $LAB -- tags desktop1 | grep -q threat"
 check "the detection is in dfwd's log" grep -q "netthreat: desktop1 (10.10.0.11, port vnet-desktop1) is scanning" "/run/dfw-lab/$LAB/hv1.log"
+cs_at=$(lines cs)
+sleep 1
+check "desktop1's open connection is cut" test "$(lines cs)" -le $((cs_at + 1))
+check "the report counts the cut connections" has "$(threats)" "vm=desktop1 .*action=\"blocked 2 address(es) for 4 s, cut [1-9][0-9]* connection(s)\""
+check "the cut is in dfwd's log" grep -q "netthreat: cut [1-9][0-9]* connection(s) of desktop1 (10.10.0.11) in [0-9]* us" "/run/dfw-lab/$LAB/hv1.log"
+stop_streams
 
 echo "# the block survives a restart of dfwd, then expires by itself"
 lab daemon stop hv1 >/dev/null 2>&1

@@ -7,9 +7,7 @@
 source "$(dirname "$0")/lib.sh"
 lab_up kvdi "$TOP/configs/vdi.ini"
 TMPD=$(mktemp -d)
-PGIDS=""
-cleanup_streams() { for p in $PGIDS; do kill -- "-$p" 2>/dev/null; done; rm -rf "$TMPD"; }
-trap 'cleanup_streams; finish' EXIT
+trap 'stop_streams; rm -rf "$TMPD"; finish' EXIT
 
 expect() { # expect yes|no SRC DST PROTO [-6]
 	local want=$1; shift
@@ -83,8 +81,7 @@ check "guest IP, MAC and link unchanged while quarantined" test "$(guest_state)"
 check "guest link is up" sh -c "'$LAB_BIN' exec --lab $LAB desktop1 -- ip -o link show dev eth0 | grep -q 'state UP'"
 
 # The streams' sockets hold the ports; end them before probing those ports.
-for p in $PGIDS; do kill -- "-$p" 2>/dev/null; done
-PGIDS=""
+stop_streams
 sleep 0.2
 
 echo "# desktop1 untagged"
