@@ -501,6 +501,8 @@ static void full_vs_nft(unsigned vms, unsigned rules, unsigned groups, const cha
 
 /* --- 4: set elements per second ------------------------------------------------ */
 
+#define ELEM_ROUNDS 5
+
 static void elements_rate(size_t n)
 {
 	struct plan pl = { 0 };
@@ -508,7 +510,9 @@ static void elements_rate(size_t n)
 	struct backend *be;
 	struct rusage r0, r1;
 	char err[256], path[256];
-	double ours[3], sys[3], nft[3], nft_sys[3];
+	char *flush[] = { (char *)"nft", (char *)"flush", (char *)"ruleset", NULL };
+	char *load[] = { (char *)"nft", (char *)"-f", path, NULL };
+	double ours[ELEM_ROUNDS], sys[ELEM_ROUNDS], nft[ELEM_ROUNDS], nft_sys[ELEM_ROUNDS];
 	FILE *f;
 
 	snprintf(set.name, sizeof(set.name), "g-bench-4");
@@ -527,9 +531,19 @@ static void elements_rate(size_t n)
 	be = backend_open("dfw", err, sizeof(err));
 	if (!be)
 		bench_die("backend: %s", err);
-	for (int r = 0; r < 3; r++) {
-		uint64_t t0 = now_ns();
+	snprintf(path, sizeof(path), "%s/elements.nft", tmpdir);
+	if (!(f = fopen(path, "w")))
+		bench_die("%s: %s", path, strerror(errno));
+	plan_print_nft(&pl, "dfw", f);
+	fclose(f);
+	/* Rounds alternate, each load into an empty ruleset (flushed, not
+	 * timed): a load over the last round's table would also time the
+	 * deletion of its elements. */
+	for (int r = 0; r < ELEM_ROUNDS; r++) {
+		uint64_t t0;
 
+		run(flush, NULL);
+		t0 = now_ns();
 		getrusage(RUSAGE_SELF, &r0);
 		if (backend_load(be, &pl, false, NULL, err, sizeof(err)) < 0)
 			bench_die("load: %s", err);
@@ -537,35 +551,23 @@ static void elements_rate(size_t n)
 		ours[r] = ms_since(t0);
 		sys[r] = (double)(r1.ru_stime.tv_sec - r0.ru_stime.tv_sec) * 1e3 +
 			 (double)(r1.ru_stime.tv_usec - r0.ru_stime.tv_usec) / 1e3;
-	}
-	snprintf(path, sizeof(path), "%s/elements.nft", tmpdir);
-	if (!(f = fopen(path, "w")))
-		bench_die("%s: %s", path, strerror(errno));
-	plan_print_nft(&pl, "dfw", f);
-	fclose(f);
-	for (int r = 0; r < 3; r++) {
-		char *flush[] = { (char *)"nft", (char *)"flush", (char *)"ruleset", NULL };
-		char *load[] = { (char *)"nft", (char *)"-f", path, NULL };
-
 		run(flush, NULL);
 		nft[r] = run(load, &nft_sys[r]);
 	}
 	{
-		double o = bench_quantile(ours, 3, 0.5), s = bench_quantile(sys, 3, 0.5);
-		double t = bench_quantile(nft, 3, 0.5);
+		double o = bench_quantile(ours, ELEM_ROUNDS, 0.5);
+		double s = bench_quantile(sys, ELEM_ROUNDS, 0.5);
+		double t = bench_quantile(nft, ELEM_ROUNDS, 0.5);
 
-		bench_note("%zu IPv4 elements in one interval set, one batch", n);
+		bench_note("%zu IPv4 elements in one interval set, one batch; medians of %d rounds",
+			   n, ELEM_ROUNDS);
 		bench_figure("set_elems_per_s_ours", (double)n / (o / 1e3), "elem/s");
 		bench_figure("set_elems_per_s_nft_f", (double)n / (t / 1e3), "elem/s");
 		bench_figure("set_elems_kernel_floor_per_s", (double)n / (s / 1e3), "elem/s");
 		bench_figure("set_elems_ratio_vs_nft_f", t / o, "ratio");
 		bench_figure("set_elems_ratio_vs_kernel_floor", s / o, "ratio");
 	}
-	{
-		char *flush[] = { (char *)"nft", (char *)"flush", (char *)"ruleset", NULL };
-
-		run(flush, NULL);
-	}
+	run(flush, NULL);
 	backend_close(be);
 	free(set.elems);
 }
