@@ -24,7 +24,7 @@ struct report {
 	/* What was done, in the order it was done: the block (or "reported
 	 * only"), the cut of the VM's connections (made on the cutter's
 	 * thread, so pending at first), the tag. */
-	char block[96];
+	char block[224];
 	enum { CUT_NONE, CUT_PENDING, CUT_DONE, CUT_FAILED } cut;
 	size_t cut_deleted;
 	char cut_err[200];
@@ -162,7 +162,7 @@ static void enforce(struct threat *t, const struct vm *vm, const struct dfw_addr
 		bl[i].timeout_ms = t->cfg.block_ms;
 	}
 	if (backend_block(t->be, bl, n, NULL, err, sizeof(err)) < 0)
-		snprintf(r->block, sizeof(r->block), "block FAILED: %.70s", err);
+		snprintf(r->block, sizeof(r->block), "block FAILED: %.190s", err);
 	else
 		snprintf(r->block, sizeof(r->block), "blocked %zu address(es) for %llu s", n,
 			 (unsigned long long)t->cfg.block_ms / 1000);
@@ -193,8 +193,16 @@ void threat_cut_done(void *arg, const struct cutter_result *res)
 	struct report *r;
 	char how[96];
 
-	if (!res->ticket || res->ticket > t->nreports || t->nreports - res->ticket >= THREAT_REPORTS)
-		return; /* its report left the ring */
+	if (!res->ticket || res->ticket > t->nreports ||
+	    t->nreports - res->ticket >= THREAT_REPORTS) {
+		if (res->rc == 0)
+			log_line(t->log, t->who, "netthreat: cut %zu connection(s) for report %llu (no longer kept)",
+				 res->cut.deleted, (unsigned long long)res->ticket);
+		else
+			log_line(t->log, t->who, "netthreat: cutting connections for report %llu (no longer kept): %s",
+				 (unsigned long long)res->ticket, res->err);
+		return;
+	}
 	r = &t->reports[(res->ticket - 1) % THREAT_REPORTS];
 	if (res->rc == 0) {
 		r->cut = CUT_DONE;
@@ -218,7 +226,7 @@ static void on_flow(void *arg, const struct nflog_pkt *p)
 	const struct vm *vm;
 	struct nt_alert al;
 	struct report *r;
-	char action[512];
+	char action[640];
 
 	t->flows_seen++;
 	if (p->mark == DFW_UPLINK_ID)
@@ -263,7 +271,7 @@ void threat_print(struct threat *t, struct out *o)
 {
 	struct backend_block *bl = NULL;
 	size_t nbl = 0, nrep = t->nreports < THREAT_REPORTS ? t->nreports : THREAT_REPORTS;
-	char err[256], buf[64], action[512];
+	char err[256], buf[64], action[640];
 
 	out_obj_start(o, NULL);
 	out_str(o, "mode", nt_mode_name(t->cfg.mode));
