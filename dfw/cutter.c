@@ -175,7 +175,7 @@ void cutter_queue_ticket(struct cutter *c, const struct dfw_addr *addrs, size_t 
 {
 	struct job j = { .ticket = ticket, .t0 = now_ns(), .n = n };
 
-	j.addrs = xcalloc(n ? n : 1, sizeof(*addrs));
+	j.addrs = xcalloc(n, sizeof(*addrs));
 	if (n)
 		memcpy(j.addrs, addrs, n * sizeof(*addrs));
 	pthread_mutex_lock(&c->lock);
