@@ -13,6 +13,7 @@
 #include "common/out.h"
 #include "dfw/backend.h"
 #include "dfw/compile.h"
+#include "dfw/control.h"
 #include "dfw/cutter.h"
 #include "dfw/threat.h"
 #include "dfw/trace.h"
@@ -73,7 +74,7 @@ struct agent {
 
 /* Store contents the backend cannot read (a key or value written behind
  * dfw's back), into the agent's log. */
-static void store_warn(void *arg, const char *msg)
+static void on_store_warning(void *arg, const char *msg)
 {
 	struct agent *a = arg;
 
@@ -106,7 +107,7 @@ struct agent *agent_new(const struct agent_opts *o, char *err, size_t errlen)
 	a->store = store_open(o->store_uri, true, err, errlen);
 	if (!a->store)
 		goto fail;
-	store_set_warn(a->store, store_warn, a);
+	store_set_warn(a->store, on_store_warning, a);
 	a->be = backend_open(o->table, err, errlen);
 	if (!a->be)
 		goto fail;
@@ -986,6 +987,7 @@ static int req_plan(struct agent *a, struct out *o, const char *path, char *err,
 		return 1;
 	}
 	policy_free(check);
+	ret = CONTROL_STORE;
 	if (snapshot_read(a->store, &snap, &rev, NULL, NULL, err, len) < 0)
 		goto out;
 	free(snap.policy);
@@ -1029,7 +1031,7 @@ static int req_plan(struct agent *a, struct out *o, const char *path, char *err,
 		/* The answer is the refusal; the changes are not shown. */
 		snprintf(err, len, "the kernel refuses the batch that applying %s would send: %.300s",
 			 path, kerr);
-		ret = 1;
+		ret = CONTROL_DATAPLANE;
 		goto out;
 	}
 	out_str(o, "kernel_check", "accepted (nothing committed)");
@@ -1097,7 +1099,7 @@ static int req_counters(struct agent *a, struct out *o, const char *rule, char *
 	c.only = rule ? (long)id : -1;
 	if (backend_read_counters(a->be, add_counter, &c, err, len) < 0) {
 		free(c.v);
-		return 1;
+		return CONTROL_DATAPLANE;
 	}
 	out_arr_start(o, NULL);
 	for (size_t i = 0; a->pol && i <= a->pol->nrules; i++) {
@@ -1130,40 +1132,45 @@ static int req_counters(struct agent *a, struct out *o, const char *rule, char *
 
 int agent_request(struct agent *a, const char *line, FILE *f)
 {
-	char buf[512], *words[4], *save = NULL, *w, err[512] = "";
+	char buf[CONTROL_REQ_MAX + 1], *words[4], *save = NULL, *w, err[512] = "";
 	size_t n = 0;
 	bool json = false;
 	struct out o;
 	char *body = NULL;
 	size_t bodylen = 0;
 	FILE *mem;
-	int ret = 1;
+	int ret = CONTROL_INPUT;
 
 	if (strlen(line) >= sizeof(buf)) {
-		fprintf(f, "error: request longer than %zu bytes\n", sizeof(buf) - 1);
-		return 1;
+		control_error(f, CONTROL_INPUT, "request too long (at most %d bytes)", CONTROL_REQ_MAX);
+		return CONTROL_INPUT;
 	}
 	snprintf(buf, sizeof(buf), "%s", line);
-	for (w = strtok_r(buf, " \t\r\n", &save); w; w = strtok_r(NULL, " \t\r\n", &save)) {
-		if (!strcmp(w, "json")) {
+	/* "json" first asks for JSON; anywhere else it is a word like any
+	 * other (a group may be called json). */
+	for (w = strtok_r(buf, " \t", &save); w; w = strtok_r(NULL, " \t", &save)) {
+		if (!n && !json && !strcmp(w, "json")) {
 			json = true;
 			continue;
 		}
 		if (n == ARRAY_SIZE(words)) {
-			fprintf(f, "error: too many words in request\n");
-			return 1;
+			control_error(f, CONTROL_INPUT, "too many words in request");
+			return CONTROL_INPUT;
 		}
 		words[n++] = w;
 	}
 	if (!n) {
-		fprintf(f, "error: empty request\n");
-		return 1;
+		control_error(f, CONTROL_INPUT, "empty request");
+		return CONTROL_INPUT;
 	}
-	mem = open_memstream(&body, &bodylen);
+	if (!(mem = open_memstream(&body, &bodylen))) {
+		control_error(f, CONTROL_INPUT, "out of memory");
+		return CONTROL_INPUT;
+	}
 	out_init(&o, mem, json);
 	if (!strcmp(words[0], "status") && n == 1) {
 		req_status(a, &o);
-		ret = 0;
+		ret = CONTROL_OK;
 	} else if (!strcmp(words[0], "groups") && n <= 2) {
 		ret = req_groups(a, &o, n == 2 ? words[1] : NULL, err, sizeof(err));
 	} else if (!strcmp(words[0], "rules") && n <= 2) {
@@ -1174,17 +1181,18 @@ int agent_request(struct agent *a, const char *line, FILE *f)
 		ret = req_counters(a, &o, n == 2 ? words[1] : NULL, err, sizeof(err));
 	} else if (!strcmp(words[0], "threats") && n == 1) {
 		threat_print(a->threat, &o);
-		ret = 0;
+		ret = CONTROL_OK;
 	} else {
 		snprintf(err, sizeof(err),
-			 "unknown request '%.64s' (status, groups [GROUP], rules VM, threats, plan FILE, counters [RULE])", line);
+			 "unknown request '%.64s' (status, groups [GROUP], rules VM, threats, plan FILE, counters [RULE]; json first for JSON)",
+			 line);
 	}
 	out_finish(&o);
 	fclose(mem);
-	if (ret == 0)
+	if (ret == CONTROL_OK)
 		fprintf(f, "ok\n%s", body);
 	else
-		fprintf(f, "error: %s\n", err);
+		control_error(f, ret, "%s", err);
 	free(body);
 	return ret;
 }

@@ -79,8 +79,9 @@ struct agent_info {
 void agent_info(const struct agent *a, struct agent_info *out);
 
 /* Answers one control request line ("status", "groups [G]", "rules VM",
- * "threats", each optionally followed by "json") on f.  Returns 0 when answered, 1 for
- * a bad request (an error line was written). */
+ * "threats", "plan FILE", "counters [RULE]", each optionally preceded by
+ * "json") on f: "ok" and the answer, or an error line.  Returns the
+ * answer's status (enum control_status, dfw/control.h). */
 int agent_request(struct agent *a, const char *line, FILE *f);
 
 #endif

@@ -16,6 +16,7 @@
 
 #include "common/out.h"
 #include "common/util.h"
+#include "dfw/control.h"
 #include "dfw/hosts.h"
 #include "dfw/trace.h"
 #include "tagger/config.h"
@@ -23,7 +24,16 @@
 #include "tagger/store.h"
 #include "tagger/tags.h"
 
-enum { EXIT_OK = 0, EXIT_INPUT = 1, EXIT_DATAPLANE = 2, EXIT_UNREACHABLE = 3 };
+/* 0 ok, 1 bad usage or input, 2 the dataplane failed, 3 the store or the
+ * daemon cannot be reached: a daemon's answer's status is the exit status. */
+enum {
+	EXIT_OK = (int)CONTROL_OK,
+	EXIT_INPUT = (int)CONTROL_INPUT,
+	EXIT_DATAPLANE = (int)CONTROL_DATAPLANE,
+	EXIT_UNREACHABLE = (int)CONTROL_STORE,
+};
+/* How long dfwd may take to answer (it answers between changes it realizes). */
+#define ANSWER_TIMEOUT_S 60
 
 struct ctx {
 	const char *store;
@@ -52,7 +62,7 @@ struct command {
 };
 
 static int cmd_help(struct ctx *c);
-static int ask_daemon(struct ctx *c, const char *req);
+static int ask_daemon(struct ctx *c, const char *verb, const char *arg);
 static bool safe_word(const char *s);
 
 static struct store *open_store(const struct ctx *c, bool create, int *rc)
@@ -244,7 +254,7 @@ static void print_warnings(const struct dfw_policy *p)
  * checking the very batch apply would send. */
 static int plan_check(struct ctx *c, const char *path)
 {
-	char req[PATH_MAX + 16], *abs = realpath(path, NULL);
+	char *abs = realpath(path, NULL);
 	int rc;
 
 	if (!abs) {
@@ -256,10 +266,9 @@ static int plan_check(struct ctx *c, const char *path)
 		free(abs);
 		return EXIT_INPUT;
 	}
-	snprintf(req, sizeof(req), "plan %s", abs);
+	rc = ask_daemon(c, "plan", abs);
 	free(abs);
-	rc = ask_daemon(c, req);
-	return rc == EXIT_INPUT ? EXIT_DATAPLANE : rc;
+	return rc;
 }
 
 static int cmd_validate(struct ctx *c)
@@ -431,41 +440,63 @@ static int cmd_tags(struct ctx *c)
 	return EXIT_OK;
 }
 
-/* Sends one request line to dfwd and copies the answer to stdout. */
-static int ask_daemon(struct ctx *c, const char *req)
+/* Sends one request line to dfwd, "VERB" or "VERB ARG", and copies the
+ * answer to stdout; the answer's status is the exit status. */
+static int ask_daemon(struct ctx *c, const char *verb, const char *arg)
 {
 	struct sockaddr_un sun = { .sun_family = AF_UNIX };
-	char line[1024];
-	FILE *f;
-	int fd, rc = EXIT_OK;
+	struct timeval tmo = { ANSWER_TIMEOUT_S, 0 };
+	char line[1024], req[CONTROL_REQ_MAX + 1];
+	const char *msg;
+	FILE *f = NULL;
+	int fd, rc, len;
 
+	len = snprintf(req, sizeof(req), "%s%s%s%s", c->json ? "json " : "", verb, arg ? " " : "",
+		       arg ? arg : "");
+	if (len < 0 || (size_t)len >= sizeof(req)) {
+		fprintf(stderr, "dfwctl: %s: the request is longer than dfwd takes (%d bytes)\n", verb,
+			CONTROL_REQ_MAX);
+		return EXIT_INPUT;
+	}
 	if (strlen(c->socket) >= sizeof(sun.sun_path)) {
 		fprintf(stderr, "dfwctl: socket path too long\n");
 		return EXIT_INPUT;
 	}
 	strcpy(sun.sun_path, c->socket);
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0 || connect(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0) {
+	if (fd < 0 || connect(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0 ||
+	    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tmo, sizeof(tmo)) < 0 ||
+	    !(f = fdopen(fd, "r"))) {
 		fprintf(stderr, "dfwctl: cannot reach dfwd at %s: %s\n", c->socket, strerror(errno));
 		if (fd >= 0)
 			close(fd);
 		return EXIT_UNREACHABLE;
 	}
-	f = fdopen(fd, "r+");
-	fprintf(f, "%s%s\n", req, c->json ? " json" : "");
-	fflush(f);
-	shutdown(fd, SHUT_WR);
+	if (dprintf(fd, "%s\n", req) < 0 || shutdown(fd, SHUT_WR) < 0) {
+		fprintf(stderr, "dfwctl: cannot ask dfwd at %s: %s\n", c->socket, strerror(errno));
+		fclose(f);
+		return EXIT_UNREACHABLE;
+	}
 	if (!fgets(line, sizeof(line), f)) {
-		fprintf(stderr, "dfwctl: dfwd closed the connection without an answer\n");
-		rc = EXIT_UNREACHABLE;
-	} else if (strncmp(line, "ok", 2)) {
-		fprintf(stderr, "dfwctl: %s", line);
-		rc = EXIT_INPUT;
+		if (errno == EAGAIN || errno == EWOULDBLOCK)
+			fprintf(stderr, "dfwctl: dfwd did not answer within %d s\n", ANSWER_TIMEOUT_S);
+		else
+			fprintf(stderr, "dfwctl: dfwd closed the connection without an answer\n");
+		fclose(f);
+		return EXIT_UNREACHABLE;
+	}
+	rc = control_answer_status(line, &msg);
+	if (rc != CONTROL_OK) {
+		fprintf(stderr, "dfwctl: %s", msg);
 	} else {
 		size_t n;
 
 		while ((n = fread(line, 1, sizeof(line), f)) > 0)
 			fwrite(line, 1, n, stdout);
+		if (ferror(f)) {
+			fprintf(stderr, "dfwctl: the answer broke off: %s\n", strerror(errno));
+			rc = EXIT_UNREACHABLE;
+		}
 	}
 	fclose(f);
 	return rc;
@@ -478,7 +509,7 @@ static int ask_plain(struct ctx *c, const char *req)
 		fprintf(stderr, "usage: dfwctl %s (no arguments)\n", req);
 		return EXIT_INPUT;
 	}
-	return ask_daemon(c, req);
+	return ask_daemon(c, req, NULL);
 }
 
 static int cmd_status(struct ctx *c)
@@ -501,26 +532,20 @@ static bool safe_word(const char *s)
 
 static int cmd_groups(struct ctx *c)
 {
-	char req[300];
-
 	if (c->argc > 1 || (c->argc && !safe_word(c->argv[0]))) {
 		fprintf(stderr, "usage: dfwctl groups [GROUP]\n");
 		return EXIT_INPUT;
 	}
-	snprintf(req, sizeof(req), "groups %s", c->argc ? c->argv[0] : "");
-	return ask_daemon(c, req);
+	return ask_daemon(c, "groups", c->argc ? c->argv[0] : NULL);
 }
 
 static int cmd_rules(struct ctx *c)
 {
-	char req[300];
-
 	if (c->argc != 1 || !safe_word(c->argv[0])) {
 		fprintf(stderr, "usage: dfwctl rules VM\n");
 		return EXIT_INPUT;
 	}
-	snprintf(req, sizeof(req), "rules %s", c->argv[0]);
-	return ask_daemon(c, req);
+	return ask_daemon(c, "rules", c->argv[0]);
 }
 
 
@@ -546,18 +571,11 @@ static int cmd_plan(struct ctx *c)
 
 static int cmd_counters(struct ctx *c)
 {
-	char req[64];
-
-	if (c->argc) {
+	if (c->argc || (c->rule && !safe_word(c->rule))) {
 		fprintf(stderr, "usage: dfwctl counters [--rule ID]\n");
 		return EXIT_INPUT;
 	}
-	if (c->rule && !safe_word(c->rule)) {
-		fprintf(stderr, "usage: dfwctl counters [--rule ID]\n");
-		return EXIT_INPUT;
-	}
-	snprintf(req, sizeof(req), "counters %s", c->rule ? c->rule : "");
-	return ask_daemon(c, req);
+	return ask_daemon(c, "counters", c->rule);
 }
 
 /* --- trace ------------------------------------------------------------------ */
@@ -830,6 +848,10 @@ static int cmd_mode(struct ctx *c)
 		struct trace_world w;
 		struct out o;
 
+		if (c->wait) {
+			fprintf(stderr, "dfwctl: mode: --wait goes with a change, not with showing the modes\n");
+			return EXIT_INPUT;
+		}
 		if ((rc = load_world(c, "mode", NULL, &w)))
 			return rc;
 		out_init(&o, stdout, c->json);
@@ -1011,6 +1033,10 @@ static int cmd_learned(struct ctx *c)
 		fprintf(stderr, "usage: dfwctl learned [forget VM]\n");
 		return EXIT_INPUT;
 	}
+	if (c->wait) {
+		fprintf(stderr, "dfwctl: learned: --wait goes with 'learned forget VM'\n");
+		return EXIT_INPUT;
+	}
 	if ((rc = load_world(c, "learned", NULL, &w)))
 		return rc;
 	out_init(&o, stdout, c->json);
@@ -1074,8 +1100,9 @@ static int cmd_help(struct ctx *c)
 	printf("\n  --store   store URI (env DFW_STORE; default /var/lib/dfw/store.db)\n"
 	       "  --socket  dfwd control socket (env DFW_SOCKET; default /run/dfw/dfwd.sock)\n"
 	       "  --json    JSON output for read commands\n"
-	       "  --wait[=TIMEOUT]  apply, tag, untag, place: return once every live host\n"
-	       "            agent has realized the change (default timeout 30s)\n"
+	       "  --wait[=TIMEOUT]  apply, tag, untag, place, mode, block, unblock, learned\n"
+	       "            forget: return once every live host agent has realized the\n"
+	       "            change (default timeout 30s)\n"
 	       "exit: 0 ok, 1 bad usage or input, 2 dataplane failure, 3 store or daemon unreachable\n");
 	return EXIT_OK;
 }

@@ -14,12 +14,11 @@
 #include <string.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include "common/util.h"
 #include "dfw/agent.h"
+#include "dfw/control.h"
 #include "dfw/flowlog.h"
 #include "dfw/layout.h"
 #include "dfw/learn.h"
@@ -137,83 +136,9 @@ static void flowlog_warn(struct flowlog *fl, const char *path, FILE *log, uint64
 	*when = now_ns();
 }
 
-static int control_open(const char *path, char *err, size_t errlen)
+static int control_request(void *arg, const char *line, FILE *out)
 {
-	struct sockaddr_un sun = { .sun_family = AF_UNIX };
-	char dir[sizeof(sun.sun_path)], *slash;
-	int fd;
-
-	if (strlen(path) >= sizeof(sun.sun_path)) {
-		snprintf(err, errlen, "socket path too long: %s", path);
-		return -1;
-	}
-	snprintf(dir, sizeof(dir), "%s", path);
-	if ((slash = strrchr(dir, '/')) && slash != dir) {
-		*slash = '\0';
-		mkdir(dir, 0755);
-	}
-	strcpy(sun.sun_path, path);
-	unlink(path);
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-	if (fd < 0 || bind(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0 ||
-	    chmod(path, 0600) < 0 || listen(fd, 16) < 0) {
-		snprintf(err, errlen, "control socket %s: %s", path, strerror(errno));
-		if (fd >= 0)
-			close(fd);
-		return -1;
-	}
-	return fd;
-}
-
-/* One request per connection: read a line, answer, close.  Only root may
- * ask (the socket is 0600; the peer's credentials are checked too). */
-static void control_serve(int lfd, struct agent *a, FILE *log)
-{
-	int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
-	struct ucred cred;
-	socklen_t clen = sizeof(cred);
-	char line[600];
-	size_t n = 0;
-	FILE *f;
-
-	if (fd < 0)
-		return;
-	/* A slow client must not stall the agent for long. */
-	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &(struct timeval){ 1, 0 }, sizeof(struct timeval));
-	f = fdopen(fd, "r+");
-	if (!f) {
-		close(fd);
-		return;
-	}
-	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) < 0 || cred.uid != 0) {
-		fprintf(f, "error: permission denied (root only)\n");
-		goto out;
-	}
-	while (n + 1 < sizeof(line)) {
-		int c = fgetc(f);
-
-		if (c == EOF || c == '\n')
-			break;
-		line[n++] = (char)c;
-	}
-	line[n] = '\0';
-	if (n + 1 >= sizeof(line)) {
-		/* Read the rest (bounded), or closing with unread input would
-		 * reset the connection and lose the answer. */
-		for (size_t k = 0; k < 65536 && fgetc(f) != EOF; k++)
-			;
-		fprintf(f, "error: request too long (at most %zu bytes)\n", sizeof(line) - 2);
-		goto out;
-	}
-	for (size_t i = 0; i < n; i++) {
-		if ((unsigned char)line[i] < 0x20 && line[i] != '\t') {
-			fprintf(f, "error: request contains control characters\n");
-			goto out;
-		}
-	}
-	agent_request(a, line, f);
-out:
-	fclose(f);
+	return agent_request(arg, line, out);
 }
 
 int main(int argc, char **argv)
@@ -243,7 +168,8 @@ int main(int argc, char **argv)
 	struct nflog *learn = NULL;
 	bool learn_warned = false;
 	char err[512];
-	int c, lfd = -1, sfd = -1, ret = 1, poll_ms;
+	struct control *ctl = NULL;
+	int c, sfd = -1, ret = 1, poll_ms;
 	uint64_t last_beat, fl_errors = 0, fl_warned = 0;
 	sigset_t mask;
 
@@ -308,6 +234,11 @@ int main(int argc, char **argv)
 	sigprocmask(SIG_BLOCK, &mask, NULL);
 	signal(SIGPIPE, SIG_IGN);
 	sfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+	if (sfd < 0) {
+		/* Without it SIGTERM, blocked above, could never stop us. */
+		fprintf(ao.log, "dfwd: signalfd: %s\n", strerror(errno));
+		goto out;
+	}
 	a = agent_new(&ao, err, sizeof(err));
 	if (!a) {
 		fprintf(ao.log, "dfwd: %s\n", err);
@@ -330,38 +261,43 @@ int main(int argc, char **argv)
 	learn = learn_open(ao.log, &learn_warned);
 	/* Realize before answering anyone: status then shows a real revision. */
 	agent_sync(a);
-	lfd = control_open(sock_path, err, sizeof(err));
-	if (lfd < 0) {
+	ctl = control_open(sock_path, ao.log, err, sizeof(err));
+	if (!ctl) {
 		fprintf(ao.log, "dfwd: %s\n", err);
 		goto out;
 	}
 	if (pidfile) {
 		FILE *pf = fopen(pidfile, "w");
 
-		if (pf) {
-			fprintf(pf, "%d\n", (int)getpid());
-			fclose(pf);
+		if (!pf || fprintf(pf, "%d\n", (int)getpid()) < 0 || fclose(pf) != 0) {
+			fprintf(ao.log, "dfwd: pidfile %s: %s\n", pidfile, strerror(errno));
+			if (pf)
+				fclose(pf);
+			goto out;
 		}
 	}
 	last_beat = now_ns();
 	poll_ms = ao.status_ttl_s && ao.status_ttl_s * 1000 / 3 < STORE_POLL_MS
 			  ? (int)(ao.status_ttl_s * 1000 / 3) : STORE_POLL_MS;
 	for (;;) {
-		struct pollfd p[8] = {
-			{ .fd = sfd, .events = POLLIN },
-			{ .fd = lfd, .events = POLLIN },
-			{ .fd = nl_socket_get_fd(links.sk), .events = POLLIN },
-			{ .fd = agent_threat_fd(a), .events = POLLIN },
-			{ .fd = agent_store_fd(a), .events = POLLIN },
-			{ .fd = fl ? flowlog_fd(fl) : -1, .events = POLLIN },
-			{ .fd = learn ? nflog_fd(learn) : -1, .events = POLLIN },
-			{ .fd = agent_cutter_fd(a), .events = POLLIN },
+		enum { P_SIG, P_LINK, P_THREAT, P_STORE, P_FLOWLOG, P_LEARN, P_CUTTER, P_CONTROL };
+		struct pollfd p[P_CONTROL + CONTROL_NFDS] = {
+			[P_SIG] = { .fd = sfd, .events = POLLIN },
+			[P_LINK] = { .fd = nl_socket_get_fd(links.sk), .events = POLLIN },
+			[P_THREAT] = { .fd = agent_threat_fd(a), .events = POLLIN },
+			[P_STORE] = { .fd = agent_store_fd(a), .events = POLLIN },
+			[P_FLOWLOG] = { .fd = fl ? flowlog_fd(fl) : -1, .events = POLLIN },
+			[P_LEARN] = { .fd = learn ? nflog_fd(learn) : -1, .events = POLLIN },
+			[P_CUTTER] = { .fd = agent_cutter_fd(a), .events = POLLIN },
 		};
-		int n = poll(p, ARRAY_SIZE(p), poll_ms); /* fd -1 is skipped */
+		int n;
+
+		control_pollfds(ctl, &p[P_CONTROL]);
+		n = poll(p, ARRAY_SIZE(p), poll_ms); /* fd -1 is skipped */
 
 		if (n < 0 && errno != EINTR)
 			break;
-		if (p[0].revents & POLLIN) {
+		if (p[P_SIG].revents & POLLIN) {
 			struct signalfd_siginfo si;
 
 			if (read(sfd, &si, sizeof(si)) == sizeof(si)) {
@@ -377,27 +313,26 @@ int main(int argc, char **argv)
 					fprintf(ao.log, "dfwd: %s (still writing to the old file)\n", err);
 			}
 		}
-		if (p[2].revents & POLLIN)
+		if (p[P_LINK].revents & POLLIN)
 			nl_recvmsgs_default(links.sk);
-		if (p[3].revents & POLLIN)
+		if (p[P_THREAT].revents & POLLIN)
 			agent_threat_read(a);
-		if (p[7].revents & POLLIN)
+		if (p[P_CUTTER].revents & POLLIN)
 			agent_cutter_read(a);
-		if (p[4].revents & POLLIN)
+		if (p[P_STORE].revents & POLLIN)
 			agent_store_ack(a);
 		/* POLLERR too: an overrun (ENOBUFS) is read like a packet. */
-		if (p[5].revents & (POLLIN | POLLERR) && flowlog_read(fl) < 0)
+		if (p[P_FLOWLOG].revents & (POLLIN | POLLERR) && flowlog_read(fl) < 0)
 			fprintf(ao.log, "dfwd: flow log: reading nflog: %s\n", strerror(errno));
 		if (fl) {
 			flowlog_tick(fl);
 			flowlog_warn(fl, fo.path, ao.log, &fl_errors, &fl_warned);
 		}
-		if (p[6].revents & (POLLIN | POLLERR) && nflog_read_frames(learn, on_learn, a) < 0)
+		if (p[P_LEARN].revents & (POLLIN | POLLERR) && nflog_read_frames(learn, on_learn, a) < 0)
 			fprintf(ao.log, "dfwd: address learning: reading nflog: %s\n", strerror(errno));
 		agent_sync(a);
 		agent_publish(a);
-		if (p[1].revents & POLLIN)
-			control_serve(lfd, a, ao.log);
+		control_serve(ctl, &p[P_CONTROL], control_request, a); /* also its deadlines */
 		if (now_ns() - last_beat > HEARTBEAT_MS * 1000000ull) {
 			agent_heartbeat(a);
 			if (!learn)
@@ -408,10 +343,7 @@ int main(int argc, char **argv)
 	if (ret == 0)
 		agent_withdraw(a);
 out:
-	if (lfd >= 0) {
-		close(lfd);
-		unlink(sock_path);
-	}
+	control_close(ctl);
 	if (pidfile && ret == 0)
 		unlink(pidfile);
 	nl_socket_free(links.sk);

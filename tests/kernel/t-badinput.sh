@@ -68,6 +68,17 @@ check "plan without a file is an error" has "$(ask "$SOCK" plan)" "^error: usage
 check "plan of a missing file is an error" has "$(ask "$SOCK" "plan /nonexistent.ini")" "^error: /nonexistent.ini"
 check "counters of a bad rule id is an error" has "$(ask "$SOCK" "counters x1")" "^error: 'x1' is not a rule id"
 check "an unknown group gets a suggestion" has "$(ask "$SOCK" "groups desktps")" "did you mean 'desktops'"
+# raw SOCKET BYTES...: printf's output, then 2 s of silence before the end of
+# input; the first line of the answer.
+raw() { local sock=$1; shift; { printf "$@"; sleep 2; } | timeout 6 nc -U -q1 "$sock" 2>/dev/null | head -1; }
+check "a line not whole within 1 s is refused, not run in part" has "$(raw "$SOCK" 'rules desktop')" "^error: no whole request line within 1000 ms; nothing done"
+check "a CRLF request is answered" test "$(ask "$SOCK" "$(printf 'status\r')")" = ok
+check "input after the request line does not lose the answer" test "$(printf 'status\nstatus\nbogus\n' | timeout 3 nc -U -q1 "$SOCK" 2>/dev/null | head -1)" = ok
+check "json first asks for JSON" has "$(printf 'json status\n' | timeout 3 nc -U -q1 "$SOCK" 2>/dev/null | sed -n 2p)" '^{'
+check "a group named json is a name, not the JSON flag" has "$(ask "$SOCK" "groups json")" "^error: .*'json'"
+check "dfwctl groups json exits 1 (no such group)" exits 1 ctl groups json
+check "dfwctl: a request longer than dfwd takes exits 1" exits 1 ctl groups "$(printf 'g%.0s' $(seq 600))"
+check "dfwctl mode --wait without a change exits 1" exits 1 ctl mode --wait
 check "dfwd still answers after bad requests" ctl status
 check "the socket is root-only (0600)" test "$(stat -c %a "$SOCK")" = 600
 

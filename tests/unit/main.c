@@ -58,6 +58,7 @@ int main(int argc, char **argv)
 	register_flowlog_tests();
 	register_learn_tests();
 	register_trace_tests();
+	register_control_tests();
 	CU_basic_set_mode(argc > 1 && !strcmp(argv[1], "-v") ? CU_BRM_VERBOSE
 							       : CU_BRM_NORMAL);
 	CU_basic_run_tests();

@@ -15,6 +15,7 @@ void register_netthreat_tests(void);
 void register_flowlog_tests(void);
 void register_learn_tests(void);
 void register_trace_tests(void);
+void register_control_tests(void);
 
 /* Adds a suite with the given tests; aborts on CUnit failure. */
 struct unit_test {
