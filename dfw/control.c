@@ -21,6 +21,7 @@
 struct client {
 	int fd;           /* -1: a free slot */
 	bool answering;   /* the request is done; out is being written */
+	bool denied;      /* not root: the request is read, then refused */
 	uint64_t deadline; /* now_ns() clock */
 	char line[CONTROL_REQ_MAX + 2];
 	size_t n;
@@ -218,6 +219,8 @@ static void client_request(struct client *cl, control_fn fn, void *arg)
 				break;
 		if (i < cl->n)
 			control_error(out, CONTROL_INPUT, "request contains control characters");
+		else if (cl->denied)
+			control_error(out, CONTROL_INPUT, "permission denied (root only)");
 		else
 			fn(arg, cl->line, out);
 	}
@@ -292,7 +295,6 @@ static void accept_clients(struct control *c)
 		struct client *cl = &c->cl[i];
 		struct ucred cred;
 		socklen_t clen = sizeof(cred);
-		FILE *out;
 
 		if (cl->fd >= 0)
 			continue;
@@ -305,14 +307,10 @@ static void accept_clients(struct control *c)
 			return;
 		}
 		cl->deadline = now_ns() + CONTROL_READ_MS * 1000000ull;
-		if (getsockopt(cl->fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) == 0 && cred.uid == 0)
-			continue;
-		if (!(out = client_out(cl))) {
-			client_close(cl);
-			continue;
-		}
-		control_error(out, CONTROL_INPUT, "permission denied (root only)");
-		client_answer(cl, out);
+		/* Refused once its request is read: answering at once could
+		 * break the pipe the client is still writing to. */
+		cl->denied = getsockopt(cl->fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) < 0 ||
+			     cred.uid != 0;
 	}
 }
 

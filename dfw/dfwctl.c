@@ -440,20 +440,36 @@ static int cmd_tags(struct ctx *c)
 	return EXIT_OK;
 }
 
+/* A closed peer is an error (EPIPE), not a SIGPIPE. */
+static int send_all(int fd, const char *buf, size_t len)
+{
+	while (len) {
+		ssize_t w = send(fd, buf, len, MSG_NOSIGNAL);
+
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0)
+			return -1;
+		buf += w;
+		len -= (size_t)w;
+	}
+	return 0;
+}
+
 /* Sends one request line to dfwd, "VERB" or "VERB ARG", and copies the
  * answer to stdout; the answer's status is the exit status. */
 static int ask_daemon(struct ctx *c, const char *verb, const char *arg)
 {
 	struct sockaddr_un sun = { .sun_family = AF_UNIX };
 	struct timeval tmo = { ANSWER_TIMEOUT_S, 0 };
-	char line[1024], req[CONTROL_REQ_MAX + 1];
+	char line[1024], req[CONTROL_REQ_MAX + 2];
 	const char *msg;
 	FILE *f = NULL;
 	int fd, rc, len;
 
-	len = snprintf(req, sizeof(req), "%s%s%s%s", c->json ? "json " : "", verb, arg ? " " : "",
+	len = snprintf(req, sizeof(req) - 1, "%s%s%s%s", c->json ? "json " : "", verb, arg ? " " : "",
 		       arg ? arg : "");
-	if (len < 0 || (size_t)len >= sizeof(req)) {
+	if (len < 0 || len > CONTROL_REQ_MAX) {
 		fprintf(stderr, "dfwctl: %s: the request is longer than dfwd takes (%d bytes)\n", verb,
 			CONTROL_REQ_MAX);
 		return EXIT_INPUT;
@@ -472,7 +488,8 @@ static int ask_daemon(struct ctx *c, const char *verb, const char *arg)
 			close(fd);
 		return EXIT_UNREACHABLE;
 	}
-	if (dprintf(fd, "%s\n", req) < 0 || shutdown(fd, SHUT_WR) < 0) {
+	req[len] = '\n'; /* over the NUL: send() needs none */
+	if (send_all(fd, req, (size_t)len + 1) < 0 || shutdown(fd, SHUT_WR) < 0) {
 		fprintf(stderr, "dfwctl: cannot ask dfwd at %s: %s\n", c->socket, strerror(errno));
 		fclose(f);
 		return EXIT_UNREACHABLE;
