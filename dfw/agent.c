@@ -7,6 +7,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -974,12 +975,22 @@ static int req_plan(struct agent *a, struct out *o, const char *path, char *err,
 	struct plan_diff diff = { 0 };
 	struct backend_stats st = { 0 };
 	char kerr[512], *text = NULL;
+	struct stat sb;
 	uint64_t rev;
 	int ret = 1;
 
 	if (!path) {
 		snprintf(err, len, "usage: plan FILE");
 		return 1;
+	}
+	/* dfwd reads it between changes: a FIFO or a device could block it. */
+	if (stat(path, &sb) < 0) {
+		snprintf(err, len, "%s: %s", path, strerror(errno));
+		return CONTROL_INPUT;
+	}
+	if (!S_ISREG(sb.st_mode)) {
+		snprintf(err, len, "%s: not a regular file", path);
+		return CONTROL_INPUT;
 	}
 	if (!(check = policy_load(path, &text, &d))) {
 		snprintf(err, len, "%s: %zu error(s), first: %s", path, d.n, d.n ? d.msgs[0] : "?");

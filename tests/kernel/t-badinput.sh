@@ -66,6 +66,8 @@ check "an overlong request is rejected" has "$(ask "$SOCK" "$(printf 'a%.0s' $(s
 check "too many words are rejected" has "$(ask "$SOCK" "rules a b c d e")" "^error: too many words"
 check "plan without a file is an error" has "$(ask "$SOCK" plan)" "^error: usage: plan FILE"
 check "plan of a missing file is an error" has "$(ask "$SOCK" "plan /nonexistent.ini")" "^error: /nonexistent.ini"
+mkfifo "$TMPD/fifo.ini"
+check "plan of a FIFO is refused (dfwd would block on it)" has "$(ask "$SOCK" "plan $TMPD/fifo.ini")" "^error: .*fifo.ini: not a regular file"
 check "counters of a bad rule id is an error" has "$(ask "$SOCK" "counters x1")" "^error: 'x1' is not a rule id"
 check "an unknown group gets a suggestion" has "$(ask "$SOCK" "groups desktps")" "did you mean 'desktops'"
 # raw SOCKET BYTES...: printf's output, then 2 s of silence before the end of
