@@ -6,6 +6,9 @@
  * 10k-VM, 1k-rule policy.)  All errors are collected before failing. */
 
 #include "tagger/config.h"
+/* store_utf8(): the store's own test of what it can keep, so that what
+ * validates here is what the store accepts. */
+#include "tagger/store.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -145,19 +148,31 @@ static void fold_blanks(char *s)
 	*out = '\0';
 }
 
-/* A value: "quoted" or 'quoted' verbatim, otherwise up to an inline
- * comment (';' or '#'), trimmed. */
-static char *ini_value(char *v)
+/* The value of key on line lineno: "quoted" or 'quoted' verbatim (blanks,
+ * ';' and '#' included), followed by nothing but blanks or a comment;
+ * otherwise up to an inline comment (';' or '#'), trimmed.  A quote left
+ * open, or text after the closing one, is an error: dropping that text
+ * silently would change the value ("allow" drop is not allow). */
+static char *ini_value(struct parser *ps, int lineno, const char *key, char *v)
 {
-	char *end;
+	char *end, *rest;
 
 	v = str_trim(v);
-	if ((*v == '"' || *v == '\'') && (end = strchr(v + 1, *v))) {
-		*end = '\0';
+	if (*v != '"' && *v != '\'') {
+		v[strcspn(v, ";#")] = '\0';
+		return xstrdup(str_trim(v));
+	}
+	if (!(end = strchr(v + 1, *v))) {
+		diag_add(ps->d, ps->file, lineno, "%s: the quote %c is not closed on this line",
+			 key, *v);
 		return xstrdup(v + 1);
 	}
-	v[strcspn(v, ";#")] = '\0';
-	return xstrdup(str_trim(v));
+	*end = '\0';
+	rest = str_trim(end + 1);
+	if (*rest && *rest != ';' && *rest != '#')
+		diag_add(ps->d, ps->file, lineno, "%s: '%s' after the closing quote; only a "
+			 "comment (; or #) may follow a quoted value", key, rest);
+	return xstrdup(v + 1);
 }
 
 static void index_lines(struct parser *ps)
@@ -170,12 +185,20 @@ static void index_lines(struct parser *ps)
 		const char *nl = strchr(p, '\n');
 		size_t len = nl ? (size_t)(nl - p) : strlen(p);
 		char buf[MAX_LINE + 1], *line, *eq;
+		size_t bad;
 
 		lineno++;
 		if (len > MAX_LINE) {
 			diag_add(ps->d, ps->file, lineno, "line longer than %d characters", MAX_LINE);
 			goto reject;
 		}
+		/* The store keeps the file's text as it is, and etcd holds only
+		 * UTF-8: a Latin-1 byte (even in a comment) would be refused
+		 * there, without a line.  The line is still parsed, so that what
+		 * else is wrong with it is reported too. */
+		if (!store_utf8(p, len, &bad))
+			diag_add(ps->d, ps->file, lineno, "byte 0x%02x at column %zu is not UTF-8; "
+				 "a policy is UTF-8 text", (unsigned char)p[bad], bad + 1);
 		memcpy(buf, p, len);
 		buf[len] = '\0';
 		line = str_trim(buf);
@@ -215,7 +238,8 @@ static void index_lines(struct parser *ps)
 		str_lower(line);
 		grow((void **)&ps->keys, &ps->capkeys, ps->nkeys + 1, sizeof(*ps->keys));
 		ps->keys[ps->nkeys++] = (struct ini_key){ xstrdup(sec), xstrdup(line),
-							  ini_value(eq + 1), lineno };
+							  ini_value(ps, lineno, line, eq + 1),
+							  lineno };
 		goto next;
 reject:
 next:
@@ -393,12 +417,23 @@ static int get_word(struct parser *ps, const char *sec, const char *key,
  * dfw's prefixes), so they are kept short. */
 #define NAME_MAX_LEN 48
 
-/* Splits a comma-separated value; empty items are reported and dropped. */
+/* The lists where the word any means every address, service or vNIC. */
+static const char *const any_keys[] = { "sources", "destinations", "services", "applied_to" };
+
+/* Splits a comma-separated value; empty items are reported and dropped.
+ * An empty value is an error, not an empty list: "sources = ${SRC}" with
+ * SRC unset must not mean any, nor "exclude_groups =" exclude nothing. */
 static void split_list(struct parser *ps, const char *sec, const char *key,
 		       const char *v, struct strv *out)
 {
 	struct strv all = { 0 };
 
+	if (!*v) {
+		ERR(ps, sec, key, "%s: empty value: %s", key,
+		    find_word(key, any_keys, ARRAY_SIZE(any_keys)) >= 0
+			    ? "write 'any' to mean any" : "leave the key out for none");
+		return;
+	}
 	strv_split(&all, v);
 	for (size_t i = 0; i < all.n; i++) {
 		if (all.v[i][0])
@@ -417,6 +452,31 @@ bool policy_name_ok(const char *s)
 		if (!isalnum((unsigned char)*s) && !strchr("._-", *s))
 			return false;
 	return true;
+}
+
+/* Words the policy gives a meaning where VM or group names stand: in
+ * sources and destinations (any, not), applied_to (any), a VM's addresses
+ * (learn) and criteria (and, or: "name equals and" cannot be written). */
+static const char *const reserved_names[] = { "any", "not", "learn", "and", "or" };
+
+/* Reports a VM or group (what) name, at the line of its section, that is
+ * not of the shape of policy_name_ok or that a reference to it would read
+ * as something else: a reserved word, or an address ("sources = 10.9.9.9"
+ * is the address even when a VM has that name). */
+static void check_name(struct parser *ps, int line, const char *what, const char *name)
+{
+	struct dfw_addr a;
+	const char *why;
+
+	if (!policy_name_ok(name))
+		diag_add(ps->d, ps->file, line, "%s name '%s': 1-48 letters, digits and . _ -",
+			 what, name);
+	else if (find_word(name, reserved_names, ARRAY_SIZE(reserved_names)) >= 0)
+		diag_add(ps->d, ps->file, line, "%s name '%s' is a reserved word (any, not, "
+			 "learn, and, or); choose another name", what, name);
+	else if (addr_parse(name, &a, &why) == 0)
+		diag_add(ps->d, ps->file, line, "%s name '%s' is an IP address, and rules would "
+			 "read it as one; choose another name", what, name);
 }
 
 /* A tag: letters, digits and . _ = : -, optionally in a scope, "scope|tag"
@@ -567,6 +627,43 @@ static void parse_netthreat(struct parser *ps)
 		nt->tag = declared_tag(ps, "netthreat", "tag", v);
 }
 
+/* A VM's MAC and addresses are what its vNIC may send from (anti-spoofing),
+ * so they must be one guest's own: not a group's (multicast, broadcast),
+ * not the host's (loopback), not "no one's" (all zeros, unspecified). */
+static void check_vm_mac(struct parser *ps, const char *sec, const char *v,
+			 const uint8_t mac[6])
+{
+	static const uint8_t zero[6];
+
+	if (mac[0] & 1)
+		ERR(ps, sec, "mac", "mac '%s': a multicast or broadcast MAC (the first byte "
+		    "is odd) cannot be a VM's own", v);
+	else if (!memcmp(mac, zero, sizeof(zero)))
+		ERR(ps, sec, "mac", "mac '%s': the all-zero MAC cannot be a VM's own", v);
+}
+
+/* What a (host) address is when no VM can own it, or NULL. */
+static const char *not_vm_addr(const struct dfw_addr *a)
+{
+	static const struct {
+		struct dfw_addr net;
+		const char *what;
+	} nets[] = {
+		{ { AF_INET, 8, { 0 } }, "an unspecified ('this network', 0.0.0.0/8) address" },
+		{ { AF_INET, 8, { 127 } }, "a loopback address" },
+		{ { AF_INET, 4, { 224 } }, "a multicast address" },
+		{ { AF_INET, 32, { 255, 255, 255, 255 } }, "the broadcast address" },
+		{ { AF_INET6, 128, { 0 } }, "the unspecified address" },
+		{ { AF_INET6, 128, { [15] = 1 } }, "the loopback address" },
+		{ { AF_INET6, 8, { 0xff } }, "a multicast address" },
+	};
+
+	for (size_t i = 0; i < ARRAY_SIZE(nets); i++)
+		if (addr_contains(&nets[i].net, a))
+			return nets[i].what;
+	return NULL;
+}
+
 static void parse_vm(struct parser *ps, const char *sec, const char *name)
 {
 	struct inventory *inv = &ps->p->inv;
@@ -583,9 +680,7 @@ static void parse_vm(struct parser *ps, const char *sec, const char *name)
 	vm->host = xstrdup((v = require(ps, sec, "host")) ? v : "");
 	vm->port = xstrdup((v = require(ps, sec, "port")) ? v : "");
 	vm->os = xstrdup((v = get(ps, sec, "os")) ? v : "");
-	if (!policy_name_ok(name))
-		diag_add(ps->d, ps->file, vm->line,
-			 "VM name '%s': 1-48 letters, digits and . _ -", name);
+	check_name(ps, vm->line, "VM", name);
 	if (vm->host[0] && !policy_name_ok(vm->host))
 		ERR(ps, sec, "host", "host '%s': 1-48 letters, digits and . _ -", vm->host);
 	if (vm->port[0] && (strlen(vm->port) > 15 || !policy_name_ok(vm->port)))
@@ -593,6 +688,8 @@ static void parse_vm(struct parser *ps, const char *sec, const char *name)
 		    vm->port);
 	if ((v = require(ps, sec, "mac")) && mac_parse(v, vm->mac) < 0)
 		ERR(ps, sec, "mac", "mac '%s' is not of the form 02:00:00:00:00:01", v);
+	else if (v)
+		check_vm_mac(ps, sec, v, vm->mac);
 	if ((v = require(ps, sec, "addresses")))
 		split_list(ps, sec, "addresses", v, &addrs);
 	vm->addrs = xcalloc(addrs.n, sizeof(*vm->addrs));
@@ -613,6 +710,9 @@ static void parse_vm(struct parser *ps, const char *sec, const char *name)
 		else if (a.plen != (a.family == AF_INET ? 32 : 128))
 			ERR(ps, sec, "addresses", "address '%s': a VM address has no prefix length",
 			    addrs.v[i]);
+		else if ((why = not_vm_addr(&a)))
+			ERR(ps, sec, "addresses", "address '%s': %s cannot be a VM's own",
+			    addrs.v[i], why);
 		else
 			vm->addrs[vm->naddrs++] = a;
 	}
@@ -902,7 +1002,7 @@ static void parse_side(struct parser *ps, const char *sec, const char *key,
 	const char **groups = group_names(ps->p);
 	char hint[128];
 
-	if (!v || !*v) {
+	if (!v) {
 		side->any = true;
 		goto out;
 	}
@@ -1376,7 +1476,8 @@ static void parse_services(struct parser *ps, const char *sec, struct dfw_rule *
 	bool any;
 	struct svc_item *items = parse_svc_items(ps, sec, "services", false, &n, &any);
 
-	/* any, or no list at all, is every service: nsvcs = 0 */
+	/* any, or no key at all, is every service: nsvcs = 0 (an empty value
+	 * is an error, from split_list) */
 	if (!any)
 		expand_svc_items(ps->p, items, n, &r->svcs, &r->nsvcs);
 	free(items);
@@ -1505,7 +1606,7 @@ static void parse_rule(struct parser *ps, const char *sec, const char *idstr)
 	parse_side(ps, sec, "destinations", &r->dst);
 	parse_services(ps, sec, r);
 	v = get(ps, sec, "applied_to");
-	if (!v || !strcasecmp(v, "any") || !*v)
+	if (!v || !strcasecmp(v, "any"))
 		r->applied_everywhere = true;
 	else
 		r->applied_to = resolve_groups(ps, sec, "applied_to", &r->napplied);
@@ -1713,9 +1814,7 @@ static void parse_sections(struct parser *ps)
 		     !strcmp(kind, "rule")) && arg && *arg) {
 			if (!strcmp(kind, "group")) {
 				ngroups++;
-				if (!policy_name_ok(arg))
-					diag_add(ps->d, ps->file, ps->secs[i].line,
-						 "group name '%s': 1-48 letters, digits and . _ -", arg);
+				check_name(ps, ps->secs[i].line, "group", arg);
 			}
 			continue;
 		}

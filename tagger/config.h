@@ -135,7 +135,9 @@ void policy_warnings(const struct dfw_policy *p, struct diag *w);
 /* Lookups by name, case-insensitive; -1 (as ssize_t) when absent. */
 long policy_find_vm(const struct dfw_policy *p, const char *name);
 /* A VM, group or host name: 1-48 letters, digits and . _ - (starting with
- * a letter or digit). */
+ * a letter or digit).  The parser also refuses, as VM and group names, IP
+ * addresses and the words any, not, learn, and, or: references to such a
+ * name would be read as the address or the word. */
 bool policy_name_ok(const char *s);
 long policy_find_group(const struct dfw_policy *p, const char *name);
 /* The declared spelling of a tag, or NULL when it is not declared. */

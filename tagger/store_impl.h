@@ -60,8 +60,4 @@ int store_ops_final(const char *who, const struct store_op *ops, size_t nops,
  * malloc'd, with its length in *len. */
 char *store_prefix_end(const char *prefix, size_t n, size_t *len);
 
-/* Whether the n bytes at s are UTF-8 text without NUL; *bad gets the offset
- * of the first byte that is not. */
-bool store_utf8(const char *s, size_t n, size_t *bad);
-
 #endif

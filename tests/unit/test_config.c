@@ -601,7 +601,7 @@ static void test_scoped_criteria(void)
 		"[group b]\nmatch = tag equals finance and tag not-equals os|\n"
 		"[group c]\nmatch = tag contains os|win or tag starts-with fin or tag ends-with dept|ce\n"
 		"[group d]\nmatch = tag equals dept| and tag not-equals threat.high\n"
-		"[group e]\nexclude_match = tag contains hr|x\nmembers =\n");
+		"[group e]\nexclude_match = tag contains hr|x\n");
 	const struct group_def *g = &p->inv.groups[1];
 
 	CU_ASSERT_EQUAL_FATAL(g->nmatch, 1);
@@ -1211,6 +1211,181 @@ static void test_service_any_hides_items(void)
 	EXPECT_ERR(BASE RULE5 "services = any, tcpp/80\n", L(3), "tcpp", NULL, -1);
 }
 
+/* ---- values that must not be read as something else ------------------------ */
+
+/* A present but empty value is an error: "sources = ${SRC}" with SRC unset
+ * must not open the rule to any source.  Only a missing key has a default. */
+static void test_empty_values(void)
+{
+	struct dfw_policy *p;
+	const struct dfw_rule *r;
+
+	EXPECT_ERR(BASE RULE5 "sources =\n", L(3),
+		   "sources: empty value: write 'any' to mean any", NULL, 1);
+	EXPECT_ERR(BASE RULE5 "destinations =  \n", L(3),
+		   "destinations: empty value: write 'any' to mean any", NULL, 1);
+	EXPECT_ERR(BASE RULE5 "services =\n", L(3),
+		   "services: empty value: write 'any' to mean any", NULL, 1);
+	EXPECT_ERR(BASE RULE5 "applied_to =\n", L(3),
+		   "applied_to: empty value: write 'any' to mean any", NULL, 1);
+	/* Empty after its comment is cut, or quoted: empty still. */
+	EXPECT_ERR(BASE RULE5 "sources = ; filled in by the template\n", L(3),
+		   "sources: empty value", NULL, 1);
+	EXPECT_ERR(BASE RULE5 "destinations = \"\"\n", L(3), "destinations: empty value",
+		   NULL, 1);
+	/* The other lists: empty is not "none" either (an empty exclude_groups
+	 * would keep quarantined VMs in their group). */
+	EXPECT_ERR(BASE "[group g]\nmatch = name equals x\nexclude_groups =\n", L(3),
+		   "exclude_groups: empty value: leave the key out for none", NULL, 1);
+	EXPECT_ERR(BASE "[group g]\nmembers =\n", L(2), "members: empty value", NULL, 1);
+	EXPECT_ERR(BASE "[group g]\nmembers = server1\ninclude =\n", L(3),
+		   "include: empty value", NULL, 1);
+	EXPECT_ERR(BASE "[group g]\naddresses =\n", L(2), "addresses: empty value", NULL, 1);
+	EXPECT_ERR(BASE "[group g]\nmembers = server1\nexclude_members =\n", L(3),
+		   "exclude_members: empty value", NULL, 1);
+	EXPECT_ERR("[tags]\nnames =\n", 2, "names: empty value", NULL, 1);
+
+	/* Absent keys keep their defaults: any, every service, every vNIC. */
+	p = PARSE_OK(BASE RULE5);
+	r = rule_by_id(p, 5);
+	CU_ASSERT_TRUE(r->src.any);
+	CU_ASSERT_TRUE(r->dst.any);
+	CU_ASSERT_EQUAL(r->nsvcs, 0);
+	CU_ASSERT_TRUE(r->applied_everywhere);
+	policy_free(p);
+}
+
+/* A VM or group named like an address or a word of the rule syntax could
+ * not be referred to: "sources = 10.9.9.9" is the address, "any" is any. */
+static void test_reserved_names(void)
+{
+	struct dfw_policy *p;
+
+	EXPECT_ERR(BASE VM_X("hv1", "vnet-x", "02:00:00:00:00:09", "10.0.0.9")
+		   "[vm 10.9.9.9]\nhost = hv1\nport = vnet-y\nmac = 02:00:00:00:00:0a\n"
+		   "addresses = 10.0.0.10\n", L(6),
+		   "VM name '10.9.9.9' is an IP address, and rules would read it as one", NULL, 1);
+	EXPECT_ERR(BASE "[group 192.0.2.1]\nmembers = server1\n", L(1),
+		   "group name '192.0.2.1' is an IP address", NULL, 1);
+	EXPECT_ERR(BASE "[group any]\nmembers = server1\n", L(1),
+		   "group name 'any' is a reserved word (any, not, learn, and, or); "
+		   "choose another name", NULL, 1);
+	EXPECT_ERR(BASE "[group NOT]\nmembers = server1\n", L(1),
+		   "group name 'not' is a reserved word", NULL, 1);
+	EXPECT_ERR(BASE "[vm learn]\nhost = hv1\nport = vnet-l\nmac = 02:00:00:00:00:09\n"
+		   "addresses = 10.0.0.9\n", L(1), "VM name 'learn' is a reserved word", NULL, 1);
+	EXPECT_ERR(BASE "[vm and]\nhost = hv1\nport = vnet-l\nmac = 02:00:00:00:00:09\n"
+		   "addresses = 10.0.0.9\n", L(1), "VM name 'and' is a reserved word", NULL, 1);
+	EXPECT_ERR(BASE "[group or]\nmembers = server1\n", L(1),
+		   "group name 'or' is a reserved word", NULL, 1);
+	/* Near misses are names. */
+	p = PARSE_OK(BASE "[group any1]\nmembers = server1\n[group not-any]\nmembers = server1\n"
+		     "[group 10.9.9]\nmembers = server1\n[group 10.9.9.9.9]\nmembers = server1\n"
+		     "[vm learner]\nhost = hv1\nport = vnet-l\nmac = 02:00:00:00:00:09\n"
+		     "addresses = 10.0.0.9\n"
+		     RULE5 "sources = any1, 10.9.9, 10.9.9.9.9\ndestinations = learner\n");
+	CU_ASSERT_EQUAL(rule_by_id(p, 5)->src.nrefs, 3);
+	CU_ASSERT_EQUAL(rule_by_id(p, 5)->src.refs[1].kind, REF_GROUP);
+	policy_free(p);
+}
+
+/* What quotes do: the text between them is the value, verbatim; after the
+ * closing quote only a comment may follow. */
+static void test_quotes(void)
+{
+	struct dfw_policy *p;
+
+	EXPECT_ERR(BASE RULE5 "[rule 6]\naction = \"allow\" drop\n", L(4),
+		   "action: 'drop' after the closing quote; only a comment (; or #) may follow "
+		   "a quoted value", NULL, 1);
+	EXPECT_ERR(BASE RULE5 "name = 'web' 'db'\n", L(3), "name: ''db'' after the closing quote",
+		   NULL, 1);
+	EXPECT_ERR(BASE RULE5 "name = \"web\"x\n", L(3), "name: 'x' after the closing quote",
+		   NULL, 1);
+	EXPECT_ERR(BASE RULE5 "name = \"web ; db\n", L(3),
+		   "name: the quote \" is not closed on this line", NULL, 1);
+	p = PARSE_OK(BASE "[rule 5]\naction = \"allow\" ; the quotes go\n"
+		     "name = \"a; b # c \"  # a comment\n"
+		     "notes = 'say \"hi\"'\n"
+		     "[rule 6]\naction = 'drop'#\nname = \"\"\n");
+	CU_ASSERT_EQUAL(rule_by_id(p, 5)->action, ACT_ALLOW);
+	CU_ASSERT_STRING_EQUAL(rule_by_id(p, 5)->name, "a; b # c ");
+	CU_ASSERT_EQUAL(rule_by_id(p, 6)->action, ACT_DROP);
+	CU_ASSERT_STRING_EQUAL(rule_by_id(p, 6)->name, "");
+	policy_free(p);
+}
+
+/* The store keeps the file's text, and etcd only UTF-8: a Latin-1 byte must
+ * fail here, at its line, not later in the store without one. */
+static void test_utf8(void)
+{
+	struct dfw_policy *p;
+
+	EXPECT_ERR(BASE "[vm x]\nhost = hv1\nport = vnet-x\nmac = 02:00:00:00:00:09\n"
+		   "addresses = 10.0.0.9\nos = caf\xe9\n", L(6),
+		   "byte 0xe9 at column 9 is not UTF-8; a policy is UTF-8 text", NULL, 1);
+	EXPECT_ERR(BASE "[group caf\xc3]\nmembers = server1\n", L(1), "byte 0xc3 at column 11",
+		   NULL, -1);
+	EXPECT_ERR(BASE "; r\xe9sum\xe9\n", L(1), "byte 0xe9 at column 4 is not UTF-8", NULL, 1);
+	/* Overlong forms and surrogates are not UTF-8 either. */
+	EXPECT_ERR(BASE RULE5 "name = \xc0\xaf\n", L(3), "byte 0xc0 at column 8", NULL, 1);
+	EXPECT_ERR(BASE RULE5 "name = \xed\xa0\x80\n", L(3), "byte 0xed at column 8", NULL, 1);
+	p = PARSE_OK(BASE "[vm x]\nhost = hv1\nport = vnet-x\nmac = 02:00:00:00:00:09\n"
+		     "addresses = 10.0.0.9\nos = caf\xc3\xa9 \xe2\x9c\x93\n");
+	CU_ASSERT_STRING_EQUAL(p->inv.vms[2].os, "caf\xc3\xa9 \xe2\x9c\x93");
+	policy_free(p);
+}
+
+/* A VM's MAC and addresses are what its vNIC may send from: never a
+ * group's, the host's or no one's.  CIDRs of groups and rules may be any. */
+static void test_vm_own_addresses(void)
+{
+	static const struct {
+		const char *addr, *why;
+	} bad[] = {
+		{ "0.0.0.0", "an unspecified ('this network', 0.0.0.0/8) address" },
+		{ "0.1.2.3", "an unspecified" },
+		{ "127.0.0.1", "a loopback address" },
+		{ "127.1.2.3", "a loopback address" },
+		{ "224.0.0.1", "a multicast address" },
+		{ "239.255.255.250", "a multicast address" },
+		{ "255.255.255.255", "the broadcast address" },
+		{ "::", "the unspecified address" },
+		{ "::1", "the loopback address" },
+		{ "ff02::1", "a multicast address" },
+		{ "FF05::1:3", "a multicast address" },
+	};
+	struct dfw_policy *p;
+
+	for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+		char text[1024], want[256];
+
+		snprintf(text, sizeof(text), "%s" VM_X("hv1", "vnet-x", "02:00:00:00:00:09",
+						       "10.0.0.9, %s"), BASE, bad[i].addr);
+		snprintf(want, sizeof(want), "address '%s': %s", bad[i].addr, bad[i].why);
+		EXPECT_ERR(text, L(5), want, "cannot be a VM's own", 1);
+	}
+	EXPECT_ERR(BASE VM_X("hv1", "vnet-x", "ff:ff:ff:ff:ff:ff", "10.0.0.9"), L(4),
+		   "mac 'ff:ff:ff:ff:ff:ff': a multicast or broadcast MAC (the first byte is odd) "
+		   "cannot be a VM's own", NULL, 1);
+	EXPECT_ERR(BASE VM_X("hv1", "vnet-x", "01:00:5e:00:00:01", "10.0.0.9"), L(4),
+		   "mac '01:00:5e:00:00:01': a multicast or broadcast MAC", NULL, 1);
+	EXPECT_ERR(BASE VM_X("hv1", "vnet-x", "33:33:00:00:00:01", "10.0.0.9"), L(4),
+		   "mac '33:33:00:00:00:01': a multicast", NULL, 1);
+	EXPECT_ERR(BASE VM_X("hv1", "vnet-x", "00:00:00:00:00:00", "10.0.0.9"), L(4),
+		   "mac '00:00:00:00:00:00': the all-zero MAC cannot be a VM's own", NULL, 1);
+	/* Unicast MACs of any vendor, link-local and other unicast addresses,
+	 * learn; and CIDRs elsewhere, which name networks, not a VM's own. */
+	p = PARSE_OK(BASE VM_X("hv1", "vnet-x", "52:54:00:12:34:56",
+			       "169.254.0.9, fe80::9, 126.255.255.255, 128.0.0.1, 223.255.255.254")
+		     "[vm y]\nhost = hv1\nport = vnet-y\nmac = 00:00:00:00:00:01\naddresses = learn\n"
+		     "[group g]\naddresses = 224.0.0.0/4, ff00::/8, 127.0.0.0/8, 0.0.0.0/0, ::/0\n"
+		     RULE5 "sources = 255.255.255.255, ::1, 0.0.0.0/8\ndestinations = ff02::1\n");
+	CU_ASSERT_EQUAL(p->inv.vms[2].naddrs, 5);
+	CU_ASSERT_TRUE(p->inv.vms[3].learn);
+	policy_free(p);
+}
+
 /* ---- several errors at once ----------------------------------------------- */
 
 static void test_all_errors_reported(void)
@@ -1279,7 +1454,7 @@ static void test_accepted_rules(void)
 		"notes = free text\n"
 		"[rule 3]\n"
 		"sources = any\n"
-		"destinations =\n"
+		"notes = destinations left out: any\n"
 		"services = any\n"
 		"applied_to = any\n"
 		"direction = out\n"
@@ -1575,6 +1750,11 @@ void register_config_tests(void)
 		{ "bad service objects", test_service_object_errors },
 		{ "addresses = learn", test_vm_learn },
 		{ "services after 'any' are checked", test_service_any_hides_items },
+		{ "present but empty values", test_empty_values },
+		{ "names that read as addresses or keywords", test_reserved_names },
+		{ "quoted values", test_quotes },
+		{ "UTF-8 only", test_utf8 },
+		{ "a VM's own MAC and addresses", test_vm_own_addresses },
 		{ "all errors are reported", test_all_errors_reported },
 		{ "accepted rule forms", test_accepted_rules },
 		{ "shadowed rules", test_shadow_warnings },
