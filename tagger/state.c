@@ -1,7 +1,6 @@
 /* Reading the store's desired state and laying it onto a policy. */
 #include "tagger/state.h"
 
-#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -125,6 +124,12 @@ static void apply_placement(struct dfw_policy *p, const struct strv *pl, state_w
 	}
 }
 
+bool state_number(const char *s, uint64_t max, uint64_t *out)
+{
+	/* parse_u64 refuses a sign or blank; a leading zero is left. */
+	return (s[0] != '0' || !s[1]) && parse_u64(s, max, out) == 0;
+}
+
 /* mode/category/NAME and mode/rule/ID = monitor. */
 static void apply_modes(struct dfw_policy *p, const struct strv *m, state_warn_fn warn,
 			void *arg)
@@ -145,10 +150,14 @@ static void apply_modes(struct dfw_policy *p, const struct strv *m, state_warn_f
 			for (int c = 0; c < CAT_COUNT && !found; c++)
 				found = !strcmp(category_name((enum dfw_category)c), k + 9);
 		} else if (has_prefix(k, "rule/")) {
-			char *end;
-			unsigned long id = strtoul(k + 5, &end, 10);
+			uint64_t id;
 
-			for (size_t r = 0; r < p->nrules && !*end && k[5]; r++)
+			if (!state_number(k + 5, UINT32_MAX, &id)) {
+				warnf(warn, arg, "store key '%s%s': '%.32s' is not a rule id; ignored",
+				      MODE_PREFIX, k, k + 5);
+				continue;
+			}
+			for (size_t r = 0; r < p->nrules; r++)
 				if (p->rules[r].id == id)
 					found = p->rules[r].monitor = true;
 		}
@@ -238,7 +247,7 @@ bool state_tag_key(const struct dfw_policy *p, const char *key, size_t *vm,
 bool state_block(const struct dfw_policy *p, const char *key, const char *value,
 		 struct dfw_block *b, char *err, size_t errlen)
 {
-	char addr[64], *end;
+	char addr[64];
 	const char *slash = strrchr(key, '/'), *why = NULL;
 	size_t alen = slash ? (size_t)(slash - key) : strlen(key);
 
@@ -259,9 +268,7 @@ bool state_block(const struct dfw_policy *p, const char *key, const char *value,
 		policy_unknown(p, true, slash + 1, err, errlen);
 		return false;
 	}
-	errno = 0;
-	b->until_ms = strtoull(value, &end, 10);
-	if (!*value || *end || strspn(value, "0123456789") != strlen(value) || errno) {
+	if (!state_number(value, UINT64_MAX, &b->until_ms)) {
 		snprintf(err, errlen, "value '%.32s' is not a time in ms since the epoch", value);
 		return false;
 	}

@@ -78,6 +78,12 @@ struct dfw_block {
 bool state_block(const struct dfw_policy *p, const char *key, const char *value,
 		 struct dfw_block *b, char *err, size_t errlen);
 
+/* A number as dfw writes it into the store (mode/rule/ID, a block's
+ * value): decimal digits without sign, blank or leading zero, at most max.
+ * Nothing else may alias it: dfwctl deletes mode/rule/1, never
+ * mode/rule/01.  Returns false when s is not one. */
+bool state_number(const char *s, uint64_t max, uint64_t *out);
+
 /* The family key of a learned address: "ipv4" or "ipv6". */
 const char *learned_family(uint8_t family);
 

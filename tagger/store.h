@@ -93,6 +93,10 @@ void store_watch_ack(struct store *s);
  * By default a log line on stderr. */
 typedef void (*store_warn_fn)(void *arg, const char *msg);
 void store_set_warn(struct store *s, store_warn_fn fn, void *arg);
+/* Reports contents through that function: also for the store's users,
+ * when a key or value dfw did not write is left alone. */
+void store_warn(struct store *s, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
 
 /* Whether the n bytes at s are text every store can hold: UTF-8 without
  * NUL (etcd's JSON gateway takes nothing else); *bad (may be NULL) gets

@@ -34,6 +34,9 @@
 #define BACKOFF_MAX_MS 2000
 /* How long store_changes waits for the watch without it making progress. */
 #define CATCHUP_MS 3000
+/* Watch events that cannot be decoded are reported at most this often
+ * (summed up): a broken peer could send them on every change. */
+#define DROPPED_SAY_MS 60000
 
 struct buf {
 	char *p;
@@ -75,6 +78,8 @@ struct watch {
 	size_t qhead, qn, qcap;
 	char err[256]; /* why the last stream ended */
 	unsigned streams; /* streams opened, for the tests' curiosity */
+	unsigned dropped;     /* undecodable events skipped, not yet reported */
+	uint64_t dropped_rev; /* the last one's revision (0: unknown) */
 };
 
 /* A lease this handle holds for a host's liveness. */
@@ -110,6 +115,7 @@ struct etcd_store {
 	struct lease *leases;
 	struct reported *bad;
 	size_t nbad, badcap;
+	uint64_t dropped_said; /* when skipped watch events were reported (ns) */
 	struct watch w;
 };
 
@@ -496,25 +502,39 @@ static bool text_ok(struct etcd_store *s, const char *key, size_t klen,
 	return true;
 }
 
-/* Visits every key in [from, end), page by page, all pages read at one
- * revision (rev when non-zero, else the first page's), which goes to *rev.
- * fn gets the key and value decoded; returns non-zero to stop. */
+/* Whether a key of a reply is one range_all asked for: under the prefix
+ * (the callers cut it off) and not before the page's first key (a reply
+ * that goes back would be asked again and again). */
+static bool in_range(const char *key, size_t klen, const char *prefix, size_t plen,
+		     const char *next, size_t nlen)
+{
+	int c = memcmp(key, next, klen < nlen ? klen : nlen);
+
+	return klen >= plen && !memcmp(key, prefix, plen) && (c > 0 || (c == 0 && klen >= nlen));
+}
+
+/* Visits every key that starts with the plen bytes of prefix, page by
+ * page, all pages read at one revision (rev when non-zero, else the first
+ * page's), which goes to *rev.  fn gets the key and value decoded; returns
+ * non-zero to stop.  A key of the reply outside that range is reported
+ * and skipped. */
 typedef int (*range_fn)(struct etcd_store *s, void *arg, const char *key,
 			size_t klen, const char *value, size_t vlen,
 			uint64_t mod);
 
-static int range_all(struct etcd_store *s, const char *from, size_t flen,
-		     const char *end, size_t elen, uint64_t *rev, range_fn fn,
-		     void *arg, char *err, size_t errlen)
+static int range_all(struct etcd_store *s, const char *prefix, size_t plen, uint64_t *rev,
+		     range_fn fn, void *arg, char *err, size_t errlen)
 {
-	char *next = xmalloc(flen + 1), *key = NULL, *value = NULL;
-	size_t nlen = flen, klen, vlen;
+	char *next = xmalloc(plen + 1), *key = NULL, *value = NULL, *end;
+	size_t nlen = plen, klen, vlen, elen = 0, taken;
 	json_t *reply = NULL, *kvs, *kv;
 	bool more = true;
 	uint64_t at = *rev, mod;
 	int ret = -1, stop = 0;
 
-	memcpy(next, from, flen);
+	/* Every prefix here starts with PREFIX/, so end exists. */
+	end = store_prefix_end(prefix, plen, &elen);
+	memcpy(next, prefix, plen);
 	while (more && !stop) {
 		reply = post(s, "/v3/kv/range",
 			     range_req(next, nlen, end, elen, at, SCAN_PAGE), NULL,
@@ -525,6 +545,7 @@ static int range_all(struct etcd_store *s, const char *from, size_t flen,
 			at = header_rev(reply);
 		more = json_is_true(json_object_get(reply, "more"));
 		kvs = json_object_get(reply, "kvs");
+		taken = 0;
 		for (size_t i = 0; i < json_array_size(kvs) && !stop; i++) {
 			kv = json_array_get(kvs, i);
 			free(key);
@@ -537,18 +558,29 @@ static int range_all(struct etcd_store *s, const char *from, size_t flen,
 					     s->where);
 				goto out;
 			}
+			if (!in_range(key, klen, prefix, plen, next, nlen)) {
+				report_bad(s, key, klen, mod,
+					   "outside the range asked for (etcd would not send it)");
+				continue;
+			}
 			/* The next page starts just after this key. */
 			free(next);
 			next = xmalloc(klen + 1);
 			memcpy(next, key, klen);
 			next[klen] = '\0';
 			nlen = klen + 1;
+			taken++;
 			stop = fn(s, arg, key, klen, value, vlen, mod);
 		}
 		if (!json_array_size(kvs))
 			more = false;
 		json_decref(reply);
 		reply = NULL;
+		if (more && !taken) {
+			store_seterr(err, errlen, "%s: a reply with more to come but no key of"
+				     " the range asked for", s->where);
+			goto out;
+		}
 	}
 	*rev = at;
 	note_rev(s, at);
@@ -556,6 +588,7 @@ static int range_all(struct etcd_store *s, const char *from, size_t flen,
 out:
 	json_decref(reply);
 	free(next);
+	free(end);
 	free(key);
 	free(value);
 	return ret;
@@ -759,7 +792,8 @@ static void stream_line(struct stream *st, const char *text, size_t n)
 	json_t *j = json_loadb(text, n, 0, &jerr), *res, *evs;
 	struct ev *add = NULL;
 	size_t nadd = 0, i;
-	uint64_t top = 0, compact = 0;
+	uint64_t top = 0, compact = 0, droprev = 0;
+	unsigned ndrop = 0;
 
 	res = json_object_get(j, "result");
 	if (!json_is_object(res)) {
@@ -793,25 +827,28 @@ static void stream_line(struct stream *st, const char *text, size_t n)
 		char *key = NULL, *value = NULL;
 		size_t klen = 0, vlen = 0;
 		uint64_t mod = 0;
+		bool ok = jnum(kv, "mod_revision", &mod) == 0 &&
+			  jbytes(kv, "key", &key, &klen) == 0 &&
+			  (del || jbytes(kv, "value", &value, &vlen) == 0);
 
-		if (jnum(kv, "mod_revision", &mod) < 0 || jbytes(kv, "key", &key, &klen) < 0 ||
-		    (!del && jbytes(kv, "value", &value, &vlen) < 0)) {
-			/* Not etcd's doing; the revision still counts as seen. */
-			free(key);
-			free(value);
-			continue;
-		}
 		if (mod > top)
 			top = mod;
-		if (klen > s->kv.n && !memcmp(key, s->kv.p, s->kv.n)) {
+		if (ok && klen >= s->kv.n && !memcmp(key, s->kv.p, s->kv.n)) {
 			memmove(key, key + s->kv.n, klen - s->kv.n + 1);
 			add[nadd++] = (struct ev){ mod, key, value, klen - s->kv.n, vlen };
-		} else {
-			/* The sequencer: a revision of store_txn, maybe
-			 * without changes. */
-			free(key);
-			free(value);
+			continue;
 		}
+		/* Else the sequencer (a revision of store_txn, maybe without
+		 * changes), a key of another store whose prefix falls in the
+		 * watched range (PREFIX/lab/...), or not etcd's doing: the
+		 * revision still counts as seen, and store_changes says that
+		 * something was skipped. */
+		if (!ok) {
+			ndrop++;
+			droprev = mod;
+		}
+		free(key);
+		free(value);
 	}
 	pthread_mutex_lock(&w->mu);
 	if (w->gen == st->gen) {
@@ -826,6 +863,9 @@ static void stream_line(struct stream *st, const char *text, size_t n)
 		}
 		if (top > w->seen)
 			w->seen = top;
+		w->dropped += ndrop;
+		if (ndrop)
+			w->dropped_rev = droprev;
 		if (top || compact) {
 			efd_wake(w->efd);
 			pthread_cond_broadcast(&w->cond);
@@ -1128,18 +1168,15 @@ static int etcd_scan(struct store *base, const char *prefix, store_kv_fn fn,
 {
 	struct etcd_store *s = ES(base);
 	struct scan_ctx c = { fn, arg };
-	size_t flen, elen = 0;
+	size_t flen;
 	char *from = kv_key(s, prefix, &flen);
-	char *end = store_prefix_end(from, flen, &elen);
 	uint64_t at = s->pin;
 	int ret;
 
-	/* from starts with PREFIX/kv/, so end exists. */
-	ret = range_all(s, from, flen, end, elen, &at, scan_one, &c, err, errlen);
+	ret = range_all(s, from, flen, &at, scan_one, &c, err, errlen);
 	if (ret == 0 && rev)
 		*rev = at;
 	free(from);
-	free(end);
 	return ret;
 }
 
@@ -1404,7 +1441,8 @@ static int etcd_changes(struct store *base, uint64_t since, store_change_fn fn,
 	struct watch *w = &s->w;
 	struct ev *batch = NULL;
 	size_t n = 0, i;
-	uint64_t mod, cur, end, last, upto, gen;
+	uint64_t mod, cur, end, last, upto, gen, dropped_rev = 0;
+	unsigned dropped = 0;
 	struct timespec until;
 
 	if (now)
@@ -1461,7 +1499,20 @@ static int etcd_changes(struct store *base, uint64_t since, store_change_fn fn,
 		end = since;
 	gen = w->gen;
 	n = take_upto(w, end, &batch);
+	if (w->dropped && (!s->dropped_said ||
+			   now_ns() - s->dropped_said >= DROPPED_SAY_MS * 1000000ull)) {
+		dropped = w->dropped;
+		dropped_rev = w->dropped_rev;
+		w->dropped = 0;
+		s->dropped_said = now_ns();
+	}
 	pthread_mutex_unlock(&w->mu);
+	/* Here, not in the watch thread: warn runs on the caller's. */
+	if (dropped)
+		store_warn(base, "%s: watch: %u event%s not decodable, skipped (the last at"
+			   " revision %" PRIu64 "): their changes are missed until the next"
+			   " full read", s->uri, dropped,
+			   dropped == 1 ? "" : "s", dropped_rev);
 
 	upto = end;
 	for (i = 0; i < n; i++) {
@@ -1725,16 +1776,12 @@ static int etcd_host_scan(struct store *base, store_host_fn fn, void *arg,
 {
 	struct etcd_store *s = ES(base);
 	struct host_list l = { 0 };
-	size_t hlen, alen, k = 0;
-	char *hend = store_prefix_end(s->hosts.p, s->hosts.n, &hlen);
-	char *aend = store_prefix_end(s->alive.p, s->alive.n, &alen);
+	size_t k = 0;
 	uint64_t at = 0;
 	int ret = -1;
 
-	if (range_all(s, s->hosts.p, s->hosts.n, hend, hlen, &at, host_one, &l, err,
-		      errlen) < 0 ||
-	    range_all(s, s->alive.p, s->alive.n, aend, alen, &at, alive_one, &l, err,
-		      errlen) < 0)
+	if (range_all(s, s->hosts.p, s->hosts.n, &at, host_one, &l, err, errlen) < 0 ||
+	    range_all(s, s->alive.p, s->alive.n, &at, alive_one, &l, err, errlen) < 0)
 		goto out;
 	for (size_t i = 0; i < l.n; i++) {
 		while (k < l.alive.n && strcmp(l.alive.v[k], l.v[i].host) < 0)
@@ -1755,8 +1802,6 @@ out:
 	}
 	free(l.v);
 	strv_free(&l.alive);
-	free(hend);
-	free(aend);
 	return ret;
 }
 

@@ -43,9 +43,6 @@ struct store *store_etcd_open(const char *uri, bool create, char *err,
 
 void store_seterr(char *err, size_t errlen, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
-/* Reports bad store contents through the handle's warn function. */
-void store_warn(struct store *s, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
 
 /* Checks a transaction's ops (who names the store in the message) and
  * returns them with only the last op per key kept, in the order of those

@@ -3,6 +3,7 @@
  * dfwctl (a person) and the scanner (a detection). */
 #include "tagger/tags.h"
 
+#include <ctype.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,16 +15,29 @@
 #include "tagger/state.h"
 
 /* Tag and untag validate VM and tags against the stored policy inside the
- * write transaction, so a concurrent apply cannot slip between. */
+ * write transaction, so a concurrent apply cannot slip between.
+ *
+ * The policy compares names ignoring case, but a key keeps the spelling it
+ * was written with, and the declared spelling can change since.  So both
+ * look for the keys that are equal ignoring case: tag keeps such a key
+ * rather than add a second one, and untag removes every one, also of a VM
+ * or tag the policy has no more (else the tag would come back with them). */
 struct tag_req {
 	const char *vm;
 	char **tags;
 	size_t ntags;
 	bool add;
+	struct strv found;          /* the stored keys of vm and one of tags */
+	size_t *hit;                /* per tag: its first key in found, or NO_HIT */
+	char (*keys)[TAG_KEY_MAX];  /* per tag: its key when none was found */
+	char (*names)[TAG_KEY_MAX]; /* per tag: its spelling, for the caller */
 	struct store_op *ops;
-	char (*keys)[TAG_KEY_MAX];
-	size_t nops;
+	size_t cap;                 /* how many ops store_txn was given */
+	size_t nops;                /* how many the check wanted */
+	bool failed;                /* the check could not read the store */
 };
+
+#define NO_HIT SIZE_MAX
 
 /* The last policy this process parsed, reused while the stored text is
  * byte-identical: a long-running tagger (the scanner, dfwd's threat
@@ -95,47 +109,156 @@ static const struct dfw_policy *stored_vm(struct store *s, const char *name, lon
 	return p;
 }
 
+/* Collects the stored keys tag/VM/TAG of t->vm and one of t->tags, both
+ * compared ignoring case. */
+static int find_tag_key(void *arg, const char *key, const char *value)
+{
+	struct tag_req *t = arg;
+	const char *v = key + strlen("tag/"), *slash = strchr(v, '/');
+	size_t n = strlen(t->vm);
+	bool pushed = false;
+
+	(void)value;
+	if (!slash || (size_t)(slash - v) != n || strncasecmp(v, t->vm, n) ||
+	    strchr(slash + 1, '/'))
+		return 0;
+	for (size_t i = 0; i < t->ntags; i++) {
+		if (strcasecmp(slash + 1, t->tags[i]))
+			continue;
+		if (!pushed)
+			strv_push(&t->found, key);
+		pushed = true;
+		if (t->hit[i] == NO_HIT)
+			t->hit[i] = t->found.n - 1;
+	}
+	return 0;
+}
+
+/* Fills t->found and t->hit.  Tag reads only the keys under the VM's
+ * name as given and as declared: a detection's tag must not wait for a
+ * scan of other VMs' tags (keys are written in the declared spelling).
+ * Untag must find every spelling, also of a VM gone from the policy, so
+ * it reads the keys of every VM whose name starts with the same letter in
+ * either case (a prefix scan compares bytes). */
+static int find_tag_keys(struct store *s, struct tag_req *t, const char *declared, char *err,
+			 size_t errlen)
+{
+	unsigned char c = (unsigned char)t->vm[0];
+	char prefix[TAG_KEY_MAX], first[2][2] = { { (char)tolower(c) }, { (char)toupper(c) } };
+	const char *under[2] = { t->vm, declared };
+	uint64_t at;
+
+	if (!t->add) {
+		under[0] = first[0];
+		under[1] = first[1];
+	}
+	strv_free(&t->found);
+	for (size_t i = 0; i < t->ntags; i++)
+		t->hit[i] = NO_HIT;
+	for (size_t i = 0; i < 2; i++) {
+		if (!under[i] || (i && !strcmp(under[1], under[0])))
+			continue;
+		snprintf(prefix, sizeof(prefix), t->add ? "tag/%s/" : "tag/%s", under[i]);
+		if (store_scan(s, prefix, find_tag_key, t, &at, err, errlen) < 0)
+			return -1;
+	}
+	return 0;
+}
+
 static int tag_check(struct store *s, void *arg, char *err, size_t errlen)
 {
 	struct tag_req *t = arg;
 	const struct dfw_policy *p;
 	const char *near;
+	size_t n;
 	long vm;
 
-	if (!(p = stored_vm(s, t->vm, &vm, err, errlen)))
+	t->failed = false;
+	if (!(p = stored_policy(s, err, errlen)))
 		return 1;
-	t->nops = 0;
+	vm = policy_find_vm(p, t->vm);
+	if (find_tag_keys(s, t, vm >= 0 ? p->inv.vms[vm].name : NULL, err, errlen) < 0) {
+		t->failed = true;
+		return 1;
+	}
+	/* Tag needs a VM and tag of the policy; untag only where no key is
+	 * found (else it would not tell "no such tag" from "not tagged"). */
+	n = t->add ? 0 : t->found.n;
 	for (size_t i = 0; i < t->ntags; i++) {
-		const char *tag = policy_find_tag(p, t->tags[i]);
+		size_t hit = t->hit[i];
+		const char *tag;
 
-		if (!tag) {
+		if (hit != NO_HIT && !t->add) {
+			snprintf(t->names[i], TAG_KEY_MAX, "%s", strrchr(t->found.v[hit], '/') + 1);
+			continue;
+		}
+		if (vm < 0) {
+			policy_unknown(p, false, t->vm, err, errlen);
+			return 1;
+		}
+		if (!(tag = policy_find_tag(p, t->tags[i]))) {
 			near = nearest_name(t->tags[i], (const char *const *)p->tags.v, p->tags.n);
 			snprintf(err, errlen, "unknown tag '%s'%s%s%s; declared tags: see [tags] in %s",
 				 t->tags[i], near ? " (did you mean '" : "", near ? near : "",
 				 near ? "'?)" : "", p->file);
 			return 1;
 		}
-		snprintf(t->keys[i], sizeof(t->keys[i]), "tag/%s/%s", p->inv.vms[vm].name, tag);
-		t->ops[t->nops++] = (struct store_op){ t->add ? STORE_PUT : STORE_DEL, t->keys[i],
-						       t->add ? "" : NULL };
+		snprintf(t->names[i], TAG_KEY_MAX, "%s", tag);
+		snprintf(t->keys[i], TAG_KEY_MAX, "tag/%s/%s", p->inv.vms[vm].name, tag);
+		n++;
 	}
+	/* store_txn took the number of ops before the check ran. */
+	t->nops = n;
+	if (n != t->cap)
+		return 1;
+	n = 0;
+	for (size_t i = 0; i < t->ntags; i++) {
+		if (t->add)
+			t->ops[n++] = (struct store_op){ STORE_PUT, t->hit[i] != NO_HIT
+								? t->found.v[t->hit[i]] : t->keys[i], "" };
+		else if (t->hit[i] == NO_HIT)
+			t->ops[n++] = (struct store_op){ STORE_DEL, t->keys[i], NULL };
+	}
+	for (size_t i = 0; !t->add && i < t->found.n; i++)
+		t->ops[n++] = (struct store_op){ STORE_DEL, t->found.v[i], NULL };
 	return 0;
 }
 
 int tags_write(struct store *s, const char *vm, char *const *tags, size_t ntags, bool add,
 	       char (*names)[TAG_KEY_MAX], uint64_t *rev, char *err, size_t errlen)
 {
-	struct tag_req t = { .vm = vm, .tags = (char **)tags, .ntags = ntags, .add = add };
+	struct tag_req t = { .vm = vm, .tags = (char **)tags, .ntags = ntags, .add = add,
+			     .cap = ntags };
 	int r;
 
-	t.ops = xcalloc(ntags + 1, sizeof(*t.ops));
+	t.hit = xcalloc(ntags + 1, sizeof(*t.hit));
 	t.keys = xcalloc(ntags + 1, sizeof(*t.keys));
-	/* ops are filled in by tag_check, inside the transaction. */
-	r = store_txn(s, t.ops, ntags, tag_check, &t, rev, err, errlen);
+	t.names = xcalloc(ntags + 1, sizeof(*t.names));
+	/* ops are filled in by tag_check, inside the transaction.  Untag's
+	 * number of ops depends on the keys found: when the guess was wrong,
+	 * again with the number found (changed again meanwhile: again). */
+	for (int tries = 0;; tries++) {
+		t.ops = xrealloc(t.ops, (t.cap + 1) * sizeof(*t.ops));
+		t.nops = t.cap;
+		r = store_txn(s, t.ops, t.cap, tag_check, &t, rev, err, errlen);
+		if (r != 1 || t.failed || t.nops == t.cap)
+			break;
+		if (tries == 8) {
+			snprintf(err, errlen, "the tags of VM '%s' kept changing meanwhile", vm);
+			r = -1;
+			break;
+		}
+		t.cap = t.nops;
+	}
+	if (r == 1 && t.failed)
+		r = -1;
 	for (size_t i = 0; r == 0 && names && i < ntags; i++)
-		snprintf(names[i], TAG_KEY_MAX, "%s", strrchr(t.keys[i], '/') + 1);
+		snprintf(names[i], TAG_KEY_MAX, "%s", t.names[i]);
+	strv_free(&t.found);
+	free(t.hit);
 	free(t.ops);
 	free(t.keys);
+	free(t.names);
 	return r;
 }
 
@@ -285,6 +408,7 @@ int modes_write(struct store *s, bool monitor, char *const *categories, size_t n
 /* --- timed blocks ------------------------------------------------------------- */
 
 struct block_req {
+	struct store *s;   /* where bad values are reported */
 	const char *scope;
 	uint64_t now_ms;
 	struct key_ops *k;
@@ -296,10 +420,12 @@ struct block_req {
 static int expired_block(void *arg, const char *key, const char *value)
 {
 	struct block_req *b = arg;
-	char *end;
-	uint64_t until = strtoull(value, &end, 10);
+	uint64_t until;
 
-	if (*value && !*end && until <= b->now_ms)
+	if (!state_number(value, UINT64_MAX, &until))
+		store_warn(b->s, "store key '%s': value '%.32s' is not a time in ms since the"
+			   " epoch; left alone", key, value);
+	else if (until <= b->now_ms)
 		key_op(b->k, false, NULL, "%s", key);
 	return 0;
 }
@@ -308,7 +434,8 @@ static int block_check(struct store *s, void *arg, char *err, size_t errlen)
 {
 	struct block_req *b = arg;
 	const struct dfw_policy *p;
-	char *v = NULL, *end;
+	char *v = NULL;
+	uint64_t until;
 	int r;
 
 	/* An expired block found before the transaction may have been
@@ -322,7 +449,7 @@ static int block_check(struct store *s, void *arg, char *err, size_t errlen)
 		*op = (struct store_op){ STORE_DEL, op->key, NULL };
 		if ((r = store_get(s, op->key, &b->kept[i], err, errlen)) < 0)
 			return -1;
-		if (r == 0 && !(strtoull(b->kept[i], &end, 10) <= b->now_ms && !*end))
+		if (r == 0 && !(state_number(b->kept[i], UINT64_MAX, &until) && until <= b->now_ms))
 			*op = (struct store_op){ STORE_PUT, op->key, b->kept[i] };
 	}
 	if (b->scope) {
@@ -363,7 +490,7 @@ int block_write(struct store *s, const struct dfw_addr *addr, const char *scope,
 		uint64_t until_ms, uint64_t *rev, char *err, size_t errlen)
 {
 	struct key_ops k = { 0 };
-	struct block_req b = { .scope = scope, .now_ms = wall_ms(), .k = &k };
+	struct block_req b = { .s = s, .scope = scope, .now_ms = wall_ms(), .k = &k };
 	char key[TAG_KEY_MAX], until[32];
 	uint64_t at;
 	int r;
@@ -396,7 +523,7 @@ int block_delete(struct store *s, const struct dfw_addr *addr, const char *scope
 {
 	struct key_ops k = { 0 };
 	char key[TAG_KEY_MAX];
-	struct block_req b = { .scope = scope, .key = key };
+	struct block_req b = { .s = s, .scope = scope, .key = key };
 
 	block_key(key, sizeof(key), addr, scope);
 	key_op(&k, false, NULL, "%s", key);

@@ -13,10 +13,13 @@
 
 #define TAG_KEY_MAX 512
 
-/* Adds (add) or removes tags of vm in one revision.  names, when not NULL,
- * receives the declared spelling of each tag.  Returns 0 with *rev, 1 when
- * the input is refused (reason in err; nothing written), -1 on a store
- * error. */
+/* Adds (add) or removes tags of vm in one revision.  Names compare
+ * ignoring case: a tag already stored in another spelling is kept as it
+ * is, and removing takes every spelling, also of a VM or tag the policy
+ * no longer has (adding those is refused).  names, when not NULL,
+ * receives the spelling of each tag: declared, or as stored when removed.
+ * Returns 0 with *rev, 1 when the input is refused (reason in err; nothing
+ * written), -1 on a store error. */
 int tags_write(struct store *s, const char *vm, char *const *tags, size_t ntags, bool add,
 	       char (*names)[TAG_KEY_MAX], uint64_t *rev, char *err, size_t errlen);
 

@@ -17,13 +17,19 @@
 #include <stdlib.h>
 #include <string.h>
 #include <curl/curl.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "common/util.h"
+#include "tagger/config.h"
+#include "tagger/state.h"
 #include "tagger/store.h"
 #include "tagger/tags.h"
 
@@ -380,6 +386,142 @@ static void test_tags_write_follows_policy(void)
 	CU_ASSERT_EQUAL(tags_write(s, "web1", red, 1, false, NULL, &rev, err, sizeof(err)), 1);
 	CU_ASSERT_PTR_NOT_NULL(strstr(err, "the stored policy does not parse"));
 	assert_value(s, "tag/web1/red", "");
+	store_close(s);
+	free(path);
+}
+
+static int untag(struct store *s, const char *vm, const char *tag, char *name, char *err,
+		 size_t errlen)
+{
+	char *tags[1] = { (char *)tag }, names[1][TAG_KEY_MAX] = { "" };
+	uint64_t rev;
+	int r = tags_write(s, vm, tags, 1, false, names, &rev, err, errlen);
+
+	if (name)
+		strcpy(name, names[0]);
+	return r;
+}
+
+#define VM_A "[vm a]\nhost = h\nport = p1\nmac = 02:00:00:00:00:01\naddresses = 10.0.0.1\n"
+#define VM_B "[vm b]\nhost = h\nport = p2\nmac = 02:00:00:00:00:02\naddresses = 10.0.0.2\n"
+
+/* Names compare ignoring case, keys keep their spelling: after the
+ * declared case of a tag (or VM) changed, tag adds no second key and untag
+ * removes every key that is the same ignoring case. */
+static void test_tags_any_case(void)
+{
+	static const char *const one[] = { "tag/a/threat.high=" };
+	char *path = fresh_uri("tagcase"), err[256], name[TAG_KEY_MAX];
+	struct store *s = open_ok(path, true);
+	char *tags[2] = { (char *)"threat.high", (char *)"THREAT.high" }, names[2][TAG_KEY_MAX];
+	uint64_t rev;
+
+	put(s, "policy", "[tags]\nnames = threat.high\n" VM_A);
+	CU_ASSERT_EQUAL(tags_write(s, "a", tags, 1, true, names, &rev, err, sizeof(err)), 0);
+	put(s, "policy", "[tags]\nnames = Threat.High\n" VM_A);
+	CU_ASSERT_EQUAL(tags_write(s, "A", tags, 2, true, names, &rev, err, sizeof(err)), 0);
+	CU_ASSERT_STRING_EQUAL(names[0], "Threat.High");
+	assert_scan(s, "tag/", one, ARRAY_SIZE(one));
+	CU_ASSERT_EQUAL(untag(s, "a", "threat.high", name, err, sizeof(err)), 0);
+	CU_ASSERT_STRING_EQUAL(name, "threat.high");
+	assert_scan(s, "tag/", NULL, 0);
+
+	/* A store written before: several spellings of one tag, all go in
+	 * one revision; the same tag named twice is fine. */
+	put(s, "tag/a/Threat.High", "");
+	put(s, "tag/A/threat.high", "");
+	put(s, "tag/a/THREAT.HIGH", "");
+	put(s, "tag/ab/threat.high", "");
+	rev = rev_of(s);
+	CU_ASSERT_EQUAL(tags_write(s, "a", tags, 2, false, names, &rev, err, sizeof(err)), 0);
+	CU_ASSERT_EQUAL(rev, rev_of(s));
+	{
+		static const char *const left[] = { "tag/ab/threat.high=" };
+
+		assert_scan(s, "tag/", left, ARRAY_SIZE(left));
+	}
+	/* Not tagged: a no-op, as before, in the declared spelling. */
+	CU_ASSERT_EQUAL(untag(s, "a", "THREAT.HIGH", name, err, sizeof(err)), 0);
+	CU_ASSERT_STRING_EQUAL(name, "Threat.High");
+	store_close(s);
+	free(path);
+}
+
+/* A tag of a VM, or a tag, the policy no longer has can still be removed
+ * (else it comes back with them); tagging them is refused, and so is
+ * untagging them where there is no key. */
+static void test_untag_gone(void)
+{
+	static const char *const kept[] = { "tag/b/red=" };
+	char *path = fresh_uri("untaggone"), err[256], name[TAG_KEY_MAX];
+	struct store *s = open_ok(path, true);
+	char *red[1] = { (char *)"red" };
+	uint64_t rev;
+
+	put(s, "policy", "[tags]\nnames = red, blue\n" VM_A VM_B);
+	CU_ASSERT_EQUAL(tags_write(s, "a", red, 1, true, NULL, &rev, err, sizeof(err)), 0);
+	CU_ASSERT_EQUAL(tags_write(s, "b", red, 1, true, NULL, &rev, err, sizeof(err)), 0);
+	put(s, "policy", "[tags]\nnames = blue\n" VM_B);
+	CU_ASSERT_EQUAL(tags_write(s, "a", red, 1, true, NULL, &rev, err, sizeof(err)), 1);
+	CU_ASSERT_PTR_NOT_NULL(strstr(err, "unknown VM 'a'"));
+	CU_ASSERT_EQUAL(untag(s, "A", "RED", name, err, sizeof(err)), 0);
+	CU_ASSERT_STRING_EQUAL(name, "red");
+	assert_scan(s, "tag/", kept, ARRAY_SIZE(kept));
+	CU_ASSERT_EQUAL(untag(s, "a", "blue", NULL, err, sizeof(err)), 1);
+	CU_ASSERT_PTR_NOT_NULL(strstr(err, "unknown VM 'a'"));
+	CU_ASSERT_EQUAL(untag(s, "b", "green", NULL, err, sizeof(err)), 1);
+	CU_ASSERT_PTR_NOT_NULL(strstr(err, "unknown tag 'green'"));
+	CU_ASSERT_EQUAL(untag(s, "b", "red", NULL, err, sizeof(err)), 0);
+	assert_scan(s, "tag/", NULL, 0);
+	store_close(s);
+	free(path);
+}
+
+static void capture_warn(void *arg, const char *msg)
+{
+	strv_push(arg, msg);
+}
+
+static size_t count_containing(const struct strv *v, const char *what)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < v->n; i++)
+		n += strstr(v->v[i], what) != NULL;
+	return n;
+}
+
+/* A block's time in any other form than the one written (sign, blank,
+ * leading zero) is not taken for expired, nor left unsaid. */
+static void test_block_values_strict(void)
+{
+	static const char *const left[] = { "block/10.0.0.1=", "block/10.0.0.7=-1",
+					    "block/10.0.0.8= 5", "block/10.0.0.9=05" };
+	char *path = fresh_uri("blockvals"), err[256];
+	struct store *s = open_ok(path, true);
+	struct strv warned = { 0 };
+	struct dfw_addr a;
+	const char *why;
+	struct collect c = { 0 };
+	uint64_t rev;
+
+	store_set_warn(s, capture_warn, &warned);
+	put(s, "block/10.0.0.6", "5");
+	put(s, "block/10.0.0.7", "-1");
+	put(s, "block/10.0.0.8", " 5");
+	put(s, "block/10.0.0.9", "05");
+	CU_ASSERT_EQUAL_FATAL(addr_parse("10.0.0.1", &a, &why), 0);
+	CU_ASSERT_EQUAL(block_write(s, &a, NULL, wall_ms() + 60000, &rev, err, sizeof(err)), 0);
+	CU_ASSERT_EQUAL(store_scan(s, "block/", collect_kv, &c, &rev, err, sizeof(err)), 0);
+	CU_ASSERT_EQUAL_FATAL(c.items.n, ARRAY_SIZE(left));
+	for (size_t i = 0; i < ARRAY_SIZE(left); i++)
+		CU_ASSERT_EQUAL(strncmp(c.items.v[i], left[i], strlen(left[i])), 0);
+	CU_ASSERT_EQUAL(warned.n, 3);
+	CU_ASSERT_EQUAL(count_containing(&warned, "store key 'block/10.0.0.7': value '-1'"), 1);
+	CU_ASSERT_EQUAL(count_containing(&warned, "store key 'block/10.0.0.8'"), 1);
+	CU_ASSERT_EQUAL(count_containing(&warned, "store key 'block/10.0.0.9'"), 1);
+	strv_free(&c.items);
+	strv_free(&warned);
 	store_close(s);
 	free(path);
 }
@@ -1433,6 +1575,328 @@ static void test_etcd_uri(void)
 	free(uri);
 }
 
+/* Stored numbers are read only in the form dfw writes them: mode/rule/01
+ * is not rule 1 (dfwctl mode enforce 1 would leave it), and says so. */
+static void test_state_numbers(void)
+{
+	static const char *const bad[] = { "01", "+1", " 1", "1 ", "-1", "", "4294967297" };
+	static const char pol[] = "[tags]\nnames = red\n" VM_A "[rule 1]\naction = drop\n";
+	struct snapshot snap = { 0 };
+	struct strv warned = { 0 };
+	struct diag d = { 0 };
+	struct dfw_policy *p = policy_parse(pol, "t.ini", &d);
+	struct dfw_block b;
+	char err[128];
+	uint64_t v = 7;
+
+	CU_ASSERT_PTR_NOT_NULL_FATAL(p);
+	for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+		char *k = xasprintf("rule/%s", bad[i]);
+
+		strv_push(&snap.modes, k);
+		strv_push(&snap.modes, "monitor");
+		free(k);
+	}
+	state_apply(p, &snap, capture_warn, &warned);
+	CU_ASSERT_FALSE(policy_find_rule(p, 1)->monitor);
+	CU_ASSERT_EQUAL(warned.n, ARRAY_SIZE(bad));
+	for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+		char *w = xasprintf("store key 'mode/rule/%s': '%s' is not a rule id", bad[i],
+				    bad[i]);
+
+		CU_ASSERT_EQUAL(count_containing(&warned, w), 1);
+		free(w);
+	}
+	strv_push(&snap.modes, "rule/1");
+	strv_push(&snap.modes, "monitor");
+	state_apply(p, &snap, NULL, NULL);
+	CU_ASSERT_TRUE(policy_find_rule(p, 1)->monitor);
+
+	CU_ASSERT_TRUE(state_number("0", 10, &v) && v == 0);
+	CU_ASSERT_TRUE(state_number("18446744073709551615", UINT64_MAX, &v) && v == UINT64_MAX);
+	CU_ASSERT_FALSE(state_number("18446744073709551616", UINT64_MAX, &v));
+	CU_ASSERT_FALSE(state_number("11", 10, &v));
+	CU_ASSERT_FALSE(state_number("00", 10, &v));
+	CU_ASSERT_TRUE(state_block(p, "10.0.0.9", "5", &b, err, sizeof(err)) && b.until_ms == 5);
+	CU_ASSERT_FALSE(state_block(p, "10.0.0.9", "05", &b, err, sizeof(err)));
+	CU_ASSERT_FALSE(state_block(p, "10.0.0.9", "+5", &b, err, sizeof(err)));
+	snapshot_free(&snap);
+	strv_free(&warned);
+	diag_free(&d);
+	policy_free(p);
+}
+
+/* --- a fake etcd gateway --- */
+
+/* For replies a real etcd never sends: a child process on a loopback
+ * port answers every POST to path with body; a stream (the watch) is held
+ * open until the client goes. */
+struct fake_route {
+	const char *path, *body;
+	bool stream;
+};
+
+static void fake_answer(int fd, const struct fake_route *r, size_t n)
+{
+	static const char nf[] = "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n"
+				 "Connection: close\r\n\r\n";
+	char req[16384], *end, *cl, *head;
+	size_t got = 0, want = 0;
+	ssize_t k;
+
+	/* The request, headers and body, so that the client is not cut. */
+	while (got < sizeof(req) - 1 && (k = read(fd, req + got, sizeof(req) - 1 - got)) > 0) {
+		got += (size_t)k;
+		req[got] = '\0';
+		if ((end = strstr(req, "\r\n\r\n"))) {
+			cl = strcasestr(req, "content-length:");
+			want = (size_t)(end + 4 - req) + (cl ? strtoul(cl + 15, NULL, 10) : 0);
+			if (got >= want)
+				break;
+		}
+	}
+	for (size_t i = 0; i < n; i++) {
+		size_t plen = strlen(r[i].path);
+
+		if (strncmp(req, "POST ", 5) || strncmp(req + 5, r[i].path, plen) ||
+		    req[5 + plen] != ' ')
+			continue;
+		head = r[i].stream
+			       ? xasprintf("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+					   "Connection: close\r\n\r\n%s", r[i].body)
+			       : xasprintf("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+					   "Content-Length: %zu\r\nConnection: close\r\n\r\n%s",
+					   strlen(r[i].body), r[i].body);
+		if (write(fd, head, strlen(head)) < 0)
+			_exit(1);
+		free(head);
+		while (r[i].stream && read(fd, req, sizeof(req)) > 0)
+			;
+		return;
+	}
+	if (write(fd, nf, strlen(nf)) < 0)
+		_exit(1);
+}
+
+/* Starts the gateway; *uri gets its store URI (prefix "fake"). */
+static pid_t fake_etcd(const struct fake_route *r, size_t n, char **uri)
+{
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t alen = sizeof(a);
+	int ls = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), c;
+	pid_t pid;
+
+	CU_ASSERT_FATAL(ls >= 0);
+	CU_ASSERT_FATAL(bind(ls, (struct sockaddr *)&a, sizeof(a)) == 0 && listen(ls, 16) == 0 &&
+			getsockname(ls, (struct sockaddr *)&a, &alen) == 0);
+	fflush(NULL);
+	pid = fork();
+	CU_ASSERT_FATAL(pid >= 0);
+	if (pid == 0) {
+		/* Gone with the test, whatever happens to it. */
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		alarm(60);
+		signal(SIGCHLD, SIG_IGN);
+		for (;;) {
+			if ((c = accept(ls, NULL, NULL)) < 0)
+				continue;
+			if (fork() == 0) {
+				close(ls);
+				alarm(20);
+				fake_answer(c, r, n);
+				_exit(0);
+			}
+			close(c);
+		}
+	}
+	close(ls);
+	*uri = xasprintf("etcd://127.0.0.1:%u/fake", (unsigned)ntohs(a.sin_port));
+	return pid;
+}
+
+static void fake_stop(pid_t pid)
+{
+	kill(pid, SIGTERM);
+	waitpid(pid, NULL, 0);
+}
+
+/* "kvs" entries for a range reply: keys and values in base64. */
+static char *fake_kv(const char *key, const char *value, unsigned mod)
+{
+	char *k = b64(key, strlen(key)), *v = b64(value, strlen(value));
+	char *kv = xasprintf("{\"key\":\"%s\",\"value\":\"%s\",\"mod_revision\":\"%u\"}", k, v,
+			     mod);
+
+	free(k);
+	free(v);
+	return kv;
+}
+
+/* Runs fn(uri) in a child process, so that a crash, or a loop that does
+ * not end, fails this test only. */
+static void in_child(void (*fn)(const char *uri), const char *range_body)
+{
+	struct fake_route r[] = { { "/v3/kv/range", range_body, false } };
+	char *uri;
+	pid_t fake = fake_etcd(r, ARRAY_SIZE(r), &uri), pid;
+	int status = 0;
+
+	fflush(NULL);
+	pid = fork();
+	CU_ASSERT_FATAL(pid >= 0);
+	if (pid == 0) {
+		unsigned failed = CU_get_number_of_failures();
+
+		alarm(20);
+		fn(uri);
+		_exit(CU_get_number_of_failures() != failed);
+	}
+	CU_ASSERT_EQUAL(waitpid(pid, &status, 0), pid);
+	if (!WIFEXITED(status) || WEXITSTATUS(status))
+		fprintf(stderr, "\nchild: %s %d\n", WIFEXITED(status) ? "exit" : "signal",
+			WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
+	CU_ASSERT(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	fake_stop(fake);
+	free(uri);
+}
+
+/* Exits non-zero from the child when cond is false. */
+#define CHILD_ASSERT(cond)                                                              \
+	do {                                                                            \
+		if (!(cond)) {                                                          \
+			fprintf(stderr, "\n%s:%d: %s\n", __FILE__, __LINE__, #cond);    \
+			_exit(1);                                                       \
+		}                                                                       \
+	} while (0)
+
+static void scan_outside(const char *uri)
+{
+	struct store *s = open_ok(uri, false);
+	struct strv warned = { 0 };
+	struct collect c = { 0 };
+	char err[256];
+	uint64_t rev;
+
+	store_set_warn(s, capture_warn, &warned);
+	CHILD_ASSERT(store_scan(s, "", collect_kv, &c, &rev, err, sizeof(err)) == 0);
+	CHILD_ASSERT(c.items.n == 1 && !strcmp(c.items.v[0], "a=1"));
+	CHILD_ASSERT(count_containing(&warned, "key \"fake/k\"") == 1);
+	CHILD_ASSERT(count_containing(&warned, "outside the range asked for") == 2);
+	strv_free(&c.items);
+	strv_free(&warned);
+	store_close(s);
+}
+
+static int count_hosts(void *arg, const struct store_host *h)
+{
+	struct collect *c = arg;
+	char *item = xasprintf("%s=%s%s", h->host, h->value, h->alive ? " alive" : "");
+
+	strv_push(&c->items, item);
+	free(item);
+	return 0;
+}
+
+static void hosts_outside(const char *uri)
+{
+	struct store *s = open_ok(uri, false);
+	struct strv warned = { 0 };
+	struct collect c = { 0 };
+	char err[256];
+
+	store_set_warn(s, capture_warn, &warned);
+	CHILD_ASSERT(store_host_scan(s, count_hosts, &c, err, sizeof(err)) == 0);
+	/* fake/hosts/h1 is outside fake/alive/: h1 is not alive. */
+	CHILD_ASSERT(c.items.n == 1 && !strcmp(c.items.v[0], "h1=x"));
+	CHILD_ASSERT(count_containing(&warned, "key \"fake/k\"") == 1);
+	CHILD_ASSERT(count_containing(&warned, "key \"fake/hosts/h1\"") == 1);
+	strv_free(&c.items);
+	strv_free(&warned);
+	store_close(s);
+}
+
+static void scan_goes_back(const char *uri)
+{
+	struct store *s = open_ok(uri, false);
+	struct strv warned = { 0 };
+	struct collect c = { 0 };
+	char err[256];
+	uint64_t rev;
+
+	store_set_warn(s, capture_warn, &warned);
+	CHILD_ASSERT(store_scan(s, "", collect_kv, &c, &rev, err, sizeof(err)) == -1);
+	CHILD_ASSERT(strstr(err, "no key of the range asked for") != NULL);
+	strv_free(&c.items);
+	strv_free(&warned);
+	store_close(s);
+}
+
+/* An etcd reply with keys outside the range asked for (shorter than the
+ * prefix, beside it, repeated): reported and skipped, never read past. */
+static void test_etcd_reply_outside_range(void)
+{
+	char *kv[4] = { fake_kv("fake/kv/a", "1", 3), fake_kv("fake/k", "x", 4),
+			fake_kv("fake/kw/b", "2", 5), fake_kv("fake/hosts/h1", "x", 6) };
+	char *body;
+
+	body = xasprintf("{\"header\":{\"revision\":\"9\"},\"kvs\":[%s,%s,%s],\"count\":\"3\"}",
+			 kv[0], kv[1], kv[2]);
+	in_child(scan_outside, body);
+	free(body);
+	body = xasprintf("{\"header\":{\"revision\":\"9\"},\"kvs\":[%s,%s],\"count\":\"2\"}",
+			 kv[3], kv[1]);
+	in_child(hosts_outside, body);
+	free(body);
+	/* "more" with the first key again and again: an error, not a loop. */
+	body = xasprintf("{\"header\":{\"revision\":\"9\"},\"kvs\":[%s],\"more\":true}", kv[0]);
+	in_child(scan_goes_back, body);
+	free(body);
+	for (size_t i = 0; i < ARRAY_SIZE(kv); i++)
+		free(kv[i]);
+}
+
+/* A watch event that cannot be decoded is skipped, and said, once. */
+static void test_etcd_watch_undecodable(void)
+{
+	char *seq = b64("fake/seq", 8), *key = b64("fake/kv/a", 9), *one = b64("1", 1);
+	char *range = xasprintf("{\"header\":{\"revision\":\"10\"},\"kvs\":[{\"key\":\"%s\","
+				"\"mod_revision\":\"10\"}],\"count\":\"1\"}", seq);
+	char *watch = xasprintf(
+		"{\"result\":{\"header\":{\"revision\":\"10\"},\"created\":true}}\n"
+		"{\"result\":{\"header\":{\"revision\":\"10\"},\"events\":["
+		"{\"kv\":{\"key\":\"not base64!\",\"mod_revision\":\"9\"}},"
+		"{\"kv\":{\"key\":\"%s\",\"value\":\"%s\",\"mod_revision\":\"9\"}},"
+		"{\"kv\":{\"key\":\"%s\",\"mod_revision\":\"10\"}}]}}\n", key, one, seq);
+	struct fake_route r[] = { { "/v3/kv/range", range, false }, { "/v3/watch", watch, true } };
+	struct strv warned = { 0 };
+	struct collect c = { 0 };
+	struct store *s;
+	char err[256], *uri;
+	pid_t fake = fake_etcd(r, ARRAY_SIZE(r), &uri);
+	uint64_t now = 0;
+
+	s = open_ok(uri, false);
+	store_set_warn(s, capture_warn, &warned);
+	hist_base = 0;
+	CU_ASSERT_EQUAL(store_changes(s, 8, collect_change, &c, &now, err, sizeof(err)), 0);
+	CU_ASSERT_EQUAL(now, 10);
+	CU_ASSERT_EQUAL(c.items.n, 1);
+	CU_ASSERT(c.items.n == 1 && !strcmp(c.items.v[0], "9:a=1"));
+	CU_ASSERT_EQUAL(warned.n, 1);
+	CU_ASSERT_EQUAL(count_containing(&warned, "watch: 1 event not decodable"), 1);
+	CU_ASSERT_EQUAL(count_containing(&warned, "revision 9"), 1);
+	store_close(s);
+	fake_stop(fake);
+	strv_free(&c.items);
+	strv_free(&warned);
+	free(uri);
+	free(watch);
+	free(range);
+	free(seq);
+	free(key);
+	free(one);
+}
+
 /* --- etcd only --- */
 
 /* A check that reads two keys while another writer changes both in
@@ -1491,20 +1955,6 @@ static void test_etcd_check_pinned(void)
 	store_close(p.other);
 	store_close(s);
 	free(path);
-}
-
-static void capture_warn(void *arg, const char *msg)
-{
-	strv_push(arg, msg);
-}
-
-static size_t count_containing(const struct strv *v, const char *what)
-{
-	size_t n = 0;
-
-	for (size_t i = 0; i < v->n; i++)
-		n += strstr(v->v[i], what) != NULL;
-	return n;
 }
 
 /* Keys and values that are not text, written past the store: each is
@@ -1841,6 +2291,9 @@ static const struct unit_test common_tests[] = {
 	{ "put, get and del", test_put_get_del },
 	{ "scan by prefix", test_scan_prefix },
 	{ "tags_write follows the stored policy", test_tags_write_follows_policy },
+	{ "tag and untag agree whatever the case", test_tags_any_case },
+	{ "untag of a VM or tag gone from the policy", test_untag_gone },
+	{ "block values only as written", test_block_values_strict },
 	{ "scan and changes read one snapshot", test_snapshot },
 	{ "one revision per transaction", test_revisions },
 	{ "changes since a revision", test_changes },
@@ -1876,6 +2329,9 @@ void register_store_tests(void)
 		{ "damaged store rejected", test_damaged },
 		{ "host status in a store made before it", test_hosts_old_store },
 		{ "etcd URIs checked; opening needs no etcd", test_etcd_uri },
+		{ "stored numbers only as written", test_state_numbers },
+		{ "etcd: reply keys outside the range", test_etcd_reply_outside_range },
+		{ "etcd: undecodable watch events said", test_etcd_watch_undecodable },
 	};
 	static const struct unit_test etcd_tests[] = {
 		{ "a check reads one revision", test_etcd_check_pinned },
