@@ -3,7 +3,6 @@
  * dfwctl (a person) and the scanner (a detection). */
 #include "tagger/tags.h"
 
-#include <ctype.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,11 +16,12 @@
 /* Tag and untag validate VM and tags against the stored policy inside the
  * write transaction, so a concurrent apply cannot slip between.
  *
- * The policy compares names ignoring case, but a key keeps the spelling it
- * was written with, and the declared spelling can change since.  So both
- * look for the keys that are equal ignoring case: tag keeps such a key
- * rather than add a second one, and untag removes every one, also of a VM
- * or tag the policy has no more (else the tag would come back with them). */
+ * The policy compares tags ignoring case, but a key keeps the tag's
+ * spelling it was written with, and the declared spelling can change
+ * since.  So both look for the VM's keys of a tag equal ignoring case: tag
+ * keeps such a key rather than add a second one, and untag removes every
+ * one, also of a VM or tag the policy has no more (else the tag would come
+ * back with them). */
 struct tag_req {
 	const char *vm;
 	char **tags;
@@ -134,35 +134,21 @@ static int find_tag_key(void *arg, const char *key, const char *value)
 	return 0;
 }
 
-/* Fills t->found and t->hit.  Tag reads only the keys under the VM's
- * name as given and as declared: a detection's tag must not wait for a
- * scan of other VMs' tags (keys are written in the declared spelling).
- * Untag must find every spelling, also of a VM gone from the policy, so
- * it reads the keys of every VM whose name starts with the same letter in
- * either case (a prefix scan compares bytes). */
-static int find_tag_keys(struct store *s, struct tag_req *t, const char *declared, char *err,
-			 size_t errlen)
+/* Fills t->found and t->hit from the keys of the VM: the policy keeps VM
+ * names in lower case, and so do the keys written from it; only tags keep
+ * their declared spelling.  Only that VM's keys are read: a detection's
+ * tag waits for no scan of other VMs' tags. */
+static int find_tag_keys(struct store *s, struct tag_req *t, char *err, size_t errlen)
 {
-	unsigned char c = (unsigned char)t->vm[0];
-	char prefix[TAG_KEY_MAX], first[2][2] = { { (char)tolower(c) }, { (char)toupper(c) } };
-	const char *under[2] = { t->vm, declared };
+	char prefix[TAG_KEY_MAX];
 	uint64_t at;
 
-	if (!t->add) {
-		under[0] = first[0];
-		under[1] = first[1];
-	}
 	strv_free(&t->found);
 	for (size_t i = 0; i < t->ntags; i++)
 		t->hit[i] = NO_HIT;
-	for (size_t i = 0; i < 2; i++) {
-		if (!under[i] || (i && !strcmp(under[1], under[0])))
-			continue;
-		snprintf(prefix, sizeof(prefix), t->add ? "tag/%s/" : "tag/%s", under[i]);
-		if (store_scan(s, prefix, find_tag_key, t, &at, err, errlen) < 0)
-			return -1;
-	}
-	return 0;
+	snprintf(prefix, sizeof(prefix), "tag/%s/", t->vm);
+	str_lower(prefix);
+	return store_scan(s, prefix, find_tag_key, t, &at, err, errlen);
 }
 
 static int tag_check(struct store *s, void *arg, char *err, size_t errlen)
@@ -177,7 +163,7 @@ static int tag_check(struct store *s, void *arg, char *err, size_t errlen)
 	if (!(p = stored_policy(s, err, errlen)))
 		return 1;
 	vm = policy_find_vm(p, t->vm);
-	if (find_tag_keys(s, t, vm >= 0 ? p->inv.vms[vm].name : NULL, err, errlen) < 0) {
+	if (find_tag_keys(s, t, err, errlen) < 0) {
 		t->failed = true;
 		return 1;
 	}

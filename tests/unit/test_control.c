@@ -238,24 +238,33 @@ static void test_root_only(void)
 
 	if (geteuid() != 0)
 		return; /* the tests run as root under make check */
-	c = open_ctl();
-	chmod(sock_path, 0666);
-	chmod(unit_tmpdir(), 0711); /* mkdtemp made it 0700 */
+	/* The child is forked before the socket exists: it holds none of the
+	 * parent's memory, and retries until the socket is there and open. */
+	snprintf(sock_path, sizeof(sock_path), "%s/ctl.sock", unit_tmpdir());
 	pid = fork();
 	CU_ASSERT_FATAL(pid >= 0);
 	if (pid == 0) {
 		struct reply r = { 0 };
 		uint64_t end = now_ns() + 3000000000ull;
-		int fd;
+		bool ok;
+		int fd = -1;
 
-		if (setgid(65534) || setuid(65534) || (fd = connect_ctl()) < 0)
+		if (setgid(65534) || setuid(65534))
 			_exit(2);
-		if (write(fd, "status\n", 7) != 7)
+		while ((fd = connect_ctl()) < 0 && now_ns() < end)
+			usleep(10000);
+		if (fd < 0 || write(fd, "status\n", 7) != 7)
 			_exit(3);
 		while (!r.closed && now_ns() < end)
 			take(fd, &r);
-		_exit(r.buf && !strcmp(r.buf, "error: permission denied (root only)\n") ? 0 : 1);
+		ok = r.buf && !strcmp(r.buf, "error: permission denied (root only)\n");
+		free(r.buf);
+		close(fd);
+		_exit(ok ? 0 : 1);
 	}
+	c = open_ctl();
+	chmod(sock_path, 0666);
+	chmod(unit_tmpdir(), 0711); /* mkdtemp made it 0700 */
 	while (waitpid(pid, &status, WNOHANG) == 0)
 		pump(c, &s, 10);
 	CU_ASSERT(WIFEXITED(status) && WEXITSTATUS(status) == 0);

@@ -429,7 +429,7 @@ static void test_tags_any_case(void)
 	/* A store written before: several spellings of one tag, all go in
 	 * one revision; the same tag named twice is fine. */
 	put(s, "tag/a/Threat.High", "");
-	put(s, "tag/A/threat.high", "");
+	put(s, "tag/a/threat.high", "");
 	put(s, "tag/a/THREAT.HIGH", "");
 	put(s, "tag/ab/threat.high", "");
 	rev = rev_of(s);
