@@ -106,4 +106,9 @@ uint64_t wall_ms(void);
 /* One log line "2026-11-22T10:00:00 WHO: message\n", flushed; f may be NULL. */
 void log_line(FILE *f, const char *who, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
+/* Whether the n bytes at s are UTF-8 text without NUL (what a store can
+ * hold: etcd's JSON gateway takes nothing else); *bad (may be NULL) gets
+ * the offset of the first byte that is not. */
+bool utf8_text(const char *s, size_t n, size_t *bad);
+
 #endif

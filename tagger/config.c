@@ -6,9 +6,6 @@
  * 10k-VM, 1k-rule policy.)  All errors are collected before failing. */
 
 #include "tagger/config.h"
-/* store_utf8(): the store's own test of what it can keep, so that what
- * validates here is what the store accepts. */
-#include "tagger/store.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -196,7 +193,7 @@ static void index_lines(struct parser *ps)
 		 * UTF-8: a Latin-1 byte (even in a comment) would be refused
 		 * there, without a line.  The line is still parsed, so that what
 		 * else is wrong with it is reported too. */
-		if (!store_utf8(p, len, &bad))
+		if (!utf8_text(p, len, &bad))
 			diag_add(ps->d, ps->file, lineno, "byte 0x%02x at column %zu is not UTF-8; "
 				 "a policy is UTF-8 text", (unsigned char)p[bad], bad + 1);
 		memcpy(buf, p, len);

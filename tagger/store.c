@@ -86,7 +86,7 @@ void store_watch_ack(struct store *s)
 /* A host name is a key component in both backends. */
 static bool host_name_ok(const char *host, char *err, size_t errlen)
 {
-	if (*host && !strchr(host, '/') && store_utf8(host, strlen(host), NULL))
+	if (*host && !strchr(host, '/') && utf8_text(host, strlen(host), NULL))
 		return true;
 	store_seterr(err, errlen, "host name \"%s\": not a host name", host);
 	return false;
@@ -100,7 +100,7 @@ int store_host_publish(struct store *s, const char *host, const char *value,
 	/* The value is opaque but must be text. */
 	if (!host_name_ok(host, err, errlen))
 		return -1;
-	if (!store_utf8(value, strlen(value), &bad)) {
+	if (!utf8_text(value, strlen(value), &bad)) {
 		store_seterr(err, errlen,
 			     "host %s: status is not UTF-8 text (byte %zu)", host, bad);
 		return -1;
@@ -222,52 +222,4 @@ char *store_prefix_end(const char *prefix, size_t n, size_t *len)
 	if (len)
 		*len = n;
 	return end;
-}
-
-/* Strict: no overlong forms, no surrogates, nothing above U+10FFFF. */
-bool store_utf8(const char *str, size_t n, size_t *bad)
-{
-	const unsigned char *s = (const unsigned char *)str;
-	size_t i = 0;
-
-	while (i < n) {
-		unsigned char c = s[i];
-		size_t len;
-		uint32_t cp;
-
-		if (c == 0)
-			goto fail;
-		if (c < 0x80) {
-			i++;
-			continue;
-		}
-		if (c >= 0xc2 && c <= 0xdf) {
-			len = 2;
-			cp = c & 0x1f;
-		} else if (c >= 0xe0 && c <= 0xef) {
-			len = 3;
-			cp = c & 0x0f;
-		} else if (c >= 0xf0 && c <= 0xf4) {
-			len = 4;
-			cp = c & 0x07;
-		} else {
-			goto fail;
-		}
-		if (n - i < len)
-			goto fail;
-		for (size_t k = 1; k < len; k++) {
-			if ((s[i + k] & 0xc0) != 0x80)
-				goto fail;
-			cp = cp << 6 | (s[i + k] & 0x3f);
-		}
-		if ((len == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
-		    (len == 4 && (cp < 0x10000 || cp > 0x10ffff)))
-			goto fail;
-		i += len;
-	}
-	return true;
-fail:
-	if (bad)
-		*bad = i;
-	return false;
 }

@@ -98,11 +98,6 @@ void store_set_warn(struct store *s, store_warn_fn fn, void *arg);
 void store_warn(struct store *s, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 
-/* Whether the n bytes at s are text every store can hold: UTF-8 without
- * NUL (etcd's JSON gateway takes nothing else); *bad (may be NULL) gets
- * the offset of the first byte that is not. */
-bool store_utf8(const char *s, size_t n, size_t *bad);
-
 /* Host status: each agent's last report, outside the revisioned keyspace
  * (publishing never makes a new desired-state revision a watcher sees). */
 struct store_host {

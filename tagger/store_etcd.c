@@ -486,12 +486,12 @@ static bool text_ok(struct etcd_store *s, const char *key, size_t klen,
 {
 	size_t bad;
 
-	if (!store_utf8(key + prefix, klen - prefix, &bad)) {
+	if (!utf8_text(key + prefix, klen - prefix, &bad)) {
 		report_bad(s, key + prefix, klen - prefix, mod,
 			   "the key is not UTF-8 text");
 		return false;
 	}
-	if (value && !store_utf8(value, vlen, &bad)) {
+	if (value && !utf8_text(value, vlen, &bad)) {
 		char what[64];
 
 		snprintf(what, sizeof(what), "the value is not UTF-8 text (byte %zu)",
@@ -1130,7 +1130,7 @@ static int etcd_get(struct store *base, const char *key, char **value,
 		goto out;
 	}
 	jnum(json_array_get(kvs, 0), "mod_revision", &mod);
-	if (!store_utf8(v, vlen, &bad)) {
+	if (!utf8_text(v, vlen, &bad)) {
 		report_bad(s, key, strlen(key), mod, "the value is not UTF-8 text");
 		store_seterr(err, errlen, "%s: key \"%s\": the value is not UTF-8 text"
 			     " (byte %zu)", s->uri, key, bad);
@@ -1345,10 +1345,10 @@ static int etcd_txn(struct store *base, const struct store_op *ops, size_t nops,
 		if (store_ops_final(s->uri, ops, nops, &fin, &nfin, err, errlen) < 0)
 			goto out;
 		for (size_t i = 0; i < nfin; i++) {
-			const char *what = !store_utf8(fin[i].key, strlen(fin[i].key), &bad)
+			const char *what = !utf8_text(fin[i].key, strlen(fin[i].key), &bad)
 						   ? "key"
 					   : fin[i].kind == STORE_PUT &&
-							   !store_utf8(fin[i].value,
+							   !utf8_text(fin[i].value,
 								       strlen(fin[i].value), &bad)
 						   ? "value"
 						   : NULL;
@@ -1764,7 +1764,7 @@ static int alive_one(struct etcd_store *s, void *arg, const char *key,
 {
 	struct host_list *l = arg;
 
-	if (store_utf8(key, klen, NULL))
+	if (utf8_text(key, klen, NULL))
 		strv_push(&l->alive, key + s->alive.n);
 	return 0;
 }
