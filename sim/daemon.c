@@ -212,6 +212,64 @@ const char *daemon_name(enum lab_proc which)
 	return hostprogs[which].prog;
 }
 
+/* A host's files in the lab dir are HOST<suffix>; the lab's own have fixed
+ * names.  Two hosts whose files share a name ("hv1.scan": hv1.scan.pid is
+ * hv1's scanner's pidfile) would stop, log and answer for each other. */
+static const char *const host_extra[] = { LAB_AUDIT_LOG, LAB_FLOW_LOG };
+static const char *const lab_files[] = {
+	"store.db", "store.db-wal", "store.db-shm", "config.ini", "sandbox", LAB_SIGNATURES,
+	LAB_STORE_URI, LAB_PLACEMENT, LAB_ETCD_DATA,
+};
+
+struct lab_file {
+	char *name;
+	long host; /* -1: the lab's */
+};
+
+static int lab_file_cmp(const void *a, const void *b)
+{
+	return strcmp(((const struct lab_file *)a)->name, ((const struct lab_file *)b)->name);
+}
+
+int daemon_files_check(char *const *hosts, size_t nhosts, char *err, size_t errlen)
+{
+	const struct hostprog *dfwd = &hostprogs[LAB_DFWD], *scan = &hostprogs[LAB_SCANNER],
+			      *etcd = &hostprogs[LAB_ETCD];
+	const char *const suffixes[] = { dfwd->pid, dfwd->log, dfwd->sock, scan->pid,
+					 scan->log, scan->sock, host_extra[0], host_extra[1] };
+	size_t nsuf = ARRAY_SIZE(suffixes), n = 0;
+	struct lab_file *f = xcalloc(nhosts * nsuf + ARRAY_SIZE(lab_files) + 2, sizeof(*f));
+	int ret = 0;
+
+	_Static_assert(ARRAY_SIZE(host_extra) == 2, "every host file is in suffixes");
+	for (size_t i = 0; i < ARRAY_SIZE(lab_files); i++)
+		f[n++] = (struct lab_file){ xstrdup(lab_files[i]), -1 };
+	f[n++] = (struct lab_file){ xasprintf("%s%s", LAB_ETCD_FILES, etcd->pid), -1 };
+	f[n++] = (struct lab_file){ xasprintf("%s%s", LAB_ETCD_FILES, etcd->log), -1 };
+	for (size_t h = 0; h < nhosts; h++)
+		for (size_t k = 0; k < nsuf; k++)
+			f[n++] = (struct lab_file){ xasprintf("%s%s", hosts[h], suffixes[k]),
+						    (long)h };
+	qsort(f, n, sizeof(*f), lab_file_cmp);
+	for (size_t i = 1; i < n && !ret; i++) {
+		const struct lab_file *a = &f[i - 1], *b = &f[i];
+
+		if (strcmp(a->name, b->name))
+			continue;
+		if (a->host < 0 || b->host < 0)
+			ret = errf(err, errlen, "host name '%s': its file %s would be the lab's own; choose another name",
+				   hosts[a->host < 0 ? b->host : a->host], a->name);
+		else
+			ret = errf(err, errlen, "host names '%s' and '%s': both would use the file %s in the lab's directory; rename one",
+				   hosts[a->host < b->host ? a->host : b->host],
+				   hosts[a->host < b->host ? b->host : a->host], a->name);
+	}
+	for (size_t i = 0; i < n; i++)
+		free(f[i].name);
+	free(f);
+	return ret;
+}
+
 /* The pid in pidfile when it is a live process of this lab running
  * hostprogs[which] (any of them when which < 0), else 0. */
 static pid_t live_pid(const char *labname, const char *pidfile, int which)
@@ -436,7 +494,7 @@ static void prog_args(enum lab_proc which, const char *prog, const struct lab *l
 	} else {
 		char *sandbox = lab_sandbox_path(labname, host, NULL);
 		char *sigs = lab_path(labname, LAB_SIGNATURES);
-		char *audit = lab_host_path(labname, host, ".audit.jsonl");
+		char *audit = lab_host_path(labname, host, LAB_AUDIT_LOG);
 
 		strv_push(a, "--sandbox");
 		strv_push(a, sandbox);

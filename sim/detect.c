@@ -302,7 +302,7 @@ int cmd_scan(int argc, char **argv)
 	}
 	sandbox = lab_sandbox_path(labname, host, NULL);
 	sigs = lab_path(labname, LAB_SIGNATURES);
-	audit = lab_host_path(labname, host, ".audit.jsonl");
+	audit = lab_host_path(labname, host, LAB_AUDIT_LOG);
 	args[n++] = prog;
 	args[n++] = (char *)"--store";
 	args[n++] = store;

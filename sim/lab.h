@@ -46,6 +46,7 @@ enum {
 #define LAB_PLACEMENT "placement"    /* VM -> host after migrations */
 #define LAB_ETCD_FILES "etcd"        /* etcd.pid, etcd.log */
 #define LAB_ETCD_DATA "etcd.data"    /* etcd's data dir */
+#define LAB_AUDIT_LOG ".audit.jsonl" /* HOST.audit.jsonl: its scanner's audit log */
 #define LAB_ETCD_PORT 2379
 #define LAB_ETCD_BIN "/usr/bin/etcd"
 #define LAB_STATUS_TTL "3"           /* dfwd --status-ttl in the lab */
@@ -224,6 +225,9 @@ enum lab_proc {
 	LAB_ETCD,    /* the lab's etcd (not a host's): etcd.{pid,log}, etcd.data/ */
 };
 const char *daemon_name(enum lab_proc which); /* "dfwd", "dfw-scan" */
+/* Whether the hosts' files in the lab dir (HOST.pid, HOST.scan.log, ...)
+ * are all distinct, and distinct from the lab's own; -1 with err if not. */
+int daemon_files_check(char *const *hosts, size_t nhosts, char *err, size_t errlen);
 
 /* Runs `dfwctl --store STORE ARGS...` where the store is reachable, with
  * its output (stdout and stderr, the start of it) in out; on failure err

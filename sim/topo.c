@@ -208,37 +208,15 @@ static int addr_add(struct nl_sock *sk, const char *ns, int ifindex, const char 
 	return 0;
 }
 
-/* `modprobe br_netfilter`, once per process; true when it was tried. */
-static bool load_br_netfilter(void)
-{
-	static bool tried;
-	pid_t pid;
-	int st;
-
-	if (tried)
-		return false;
-	tried = true;
-	pid = fork();
-	if (pid == 0) {
-		char *argv[] = { (char *)"modprobe", (char *)"br_netfilter", NULL };
-
-		execvp(argv[0], argv);
-		_exit(127);
-	}
-	if (pid > 0)
-		while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
-			;
-	return true;
-}
-
 /* bridge-nf-call-ip{,6}tables=1 in the current namespace: nftables' ip/ip6/inet
  * hooks then see bridged traffic too, as on a real hypervisor. */
 static int host_sysctls(const char *ns, char *err, size_t errlen)
 {
-	if (access("/proc/sys/" BRNF_IPT, F_OK) < 0 && load_br_netfilter() &&
-	    access("/proc/sys/" BRNF_IPT, F_OK) < 0)
+	/* Not loaded for the user: loading br_netfilter turns bridge-nf-call-
+	 * iptables on in the main namespace too, for every bridge there. */
+	if (access("/proc/sys/" BRNF_IPT, F_OK) < 0)
 		return errf(err, errlen,
-			    "%s: /proc/sys/net/bridge is missing: the br_netfilter module is not loaded and `modprobe br_netfilter` did not load it; load it on this machine and retry",
+			    "%s: /proc/sys/net/bridge is missing: the br_netfilter module is not loaded. dfw-lab does not load kernel modules (this one changes how the main namespace's bridges filter); load it (modprobe br_netfilter) and retry",
 			    ns);
 	if (sysctl_write(BRNF_IPT, "1", err, errlen) < 0 ||
 	    sysctl_write(BRNF_IP6T, "1", err, errlen) < 0)
@@ -691,6 +669,8 @@ int topo_check(const struct lab *lab, const struct topo_opts *o, char *err, size
 	for (size_t h = 0; h < lab->nhosts; h++)
 		if (lab_ident_check("host", lab->hosts[h], err, errlen) < 0)
 			return -1;
+	if (daemon_files_check(lab->hosts, lab->nhosts, err, errlen) < 0)
+		return -1;
 	for (size_t i = 0; i < inv->nvms; i++) {
 		const struct vm *vm = &inv->vms[i];
 

@@ -84,6 +84,15 @@ check "dfwctl mode --wait without a change exits 1" exits 1 ctl mode --wait
 check "dfwd still answers after bad requests" ctl status
 check "the socket is root-only (0600)" test "$(stat -c %a "$SOCK")" = 600
 
+echo "# a lab whose hosts' files would clash"
+awk '/^host = hv1$/ && !done { print "host = hv1.scan"; done = 1; next } { print }' \
+	"$TOP/configs/vdi.ini" >"$TMPD/clash.ini"
+out=$("$LAB_BIN" up "$TMPD/clash.ini" --lab kbadclash --no-daemon 2>&1); rc=$?
+check "dfw-lab up of hosts hv1 and hv1.scan exits 1" test $rc -eq 1
+check "naming both hosts and a file" has "$out" "host names 'hv1.scan' and 'hv1': both would use the file hv1.scan.[a-z]*"
+check "and makes nothing" sh -c "test ! -e /run/dfw-lab/kbadclash && ! ip netns list | grep -q '^dfwl-kbadclash-'"
+"$LAB_BIN" down --lab kbadclash >/dev/null 2>&1
+
 echo "# bad store contents written behind our back"
 sqlite3 "$STORE" "BEGIN IMMEDIATE;
 UPDATE meta SET value = value + 1 WHERE name = 'rev';
