@@ -378,10 +378,18 @@ static void on_infected(struct scand *d, const char *vm, const char *path,
 {
 	char *tag = d->set.tag[r->severity], err[512];
 	struct detection_extra x = { .source = source, .event_ns = event_ns };
+	char *rec_key = xasprintf(DETECTED_PREFIX "%s", vm);
+	char *rec = xasprintf("%llu %s", (unsigned long long)wall_ms(),
+			      scan_severity_name(r->severity));
 	uint64_t rev = 0;
 	int ret;
 
-	ret = tags_write(d->store, vm, &tag, 1, true, NULL, &rev, err, sizeof(err));
+	/* The record goes with the tag: a full scan running meanwhile sees it
+	 * move and keeps the VM quarantined, even when the tag was there. */
+	ret = tags_write_rec(d->store, vm, &tag, 1, true, rec_key, rec, NULL, &rev, err,
+			     sizeof(err));
+	free(rec_key);
+	free(rec);
 	x.tagged_ns = now_ns();
 	if (ret == 0) {
 		x.tag = tag;
@@ -460,12 +468,14 @@ static void scan_one(struct scand *d, const char *vm, const char *name, const ch
 struct full_ctx {
 	struct scand *d;
 	const char *vm;
+	size_t skipped; /* by policy (size, suffix): not known clean */
 };
 
 static void full_report(void *arg, const struct scan_result *r, const char *path)
 {
 	struct full_ctx *c = arg;
 
+	c->skipped += r->verdict == SCAN_SKIPPED_POLICY;
 	if (r->verdict == SCAN_INFECTED)
 		on_infected(c->d, c->vm, path, r, "full-scan", 0, NULL);
 	else
@@ -496,8 +506,9 @@ static const char *known_vm(const struct scand *d, const char *vm, char *why, si
 }
 
 /* Removes the policy's threat tags from a VM found clean, if it carries
- * any.  Returns an exit code. */
-static int release(struct scand *d, const char *vm)
+ * any and no detection came in since its scan began (its record,
+ * detected/VM, still holds rec: NULL when absent).  Returns an exit code. */
+static int release(struct scand *d, const char *vm, const char *rec)
 {
 	char *tags[SEV_COUNT], *val = NULL, key[TAG_KEY_MAX + 300], err[512], list[256] = "";
 	size_t n = threat_tags(d, tags), carried = 0;
@@ -523,9 +534,15 @@ static int release(struct scand *d, const char *vm)
 		logmsg("full scan of %s: clean; it carries no threat tag: nothing to release", vm);
 		return EXIT_OK;
 	}
-	ret = tags_write(d->store, vm, tags, n, false, NULL, &rev, err, sizeof(err));
-	audit_tag(d, ret == 0 ? "untag" : ret == 1 ? "untag-refused" : "untag-failed", vm, list,
+	snprintf(key, sizeof(key), DETECTED_PREFIX "%s", vm);
+	ret = tags_write_rec(d->store, vm, tags, n, false, key, rec, NULL, &rev, err, sizeof(err));
+	audit_tag(d, ret == 0 ? "untag" : ret < 0 ? "untag-failed" : "untag-refused", vm, list,
 		  rev, ret ? err : NULL);
+	if (ret == 2) {
+		logmsg("full scan of %s: clean, but a detection came in during the scan (%s); "
+		       "its tags stay", vm, err);
+		return EXIT_THREATS;
+	}
 	if (ret) {
 		logmsg("full scan of %s: clean, but its threat tags could not be removed: %s", vm, err);
 		return ret == 1 ? EXIT_INPUT : EXIT_STORE;
@@ -541,7 +558,7 @@ static int release(struct scand *d, const char *vm)
 static int full_scan(struct scand *d, const char *vm_arg)
 {
 	struct scan_summary sum;
-	char dir[PATH_MAX], why[512];
+	char dir[PATH_MAX], why[512], rec_key[TAG_KEY_MAX + 16], *rec = NULL;
 	const char *vm = known_vm(d, vm_arg, why, sizeof(why));
 	const char *result;
 	struct full_ctx c;
@@ -559,34 +576,48 @@ static int full_scan(struct scand *d, const char *vm_arg)
 		       r < 0 ? strerror(errno) : "not a directory");
 		return EXIT_INPUT;
 	}
-	c = (struct full_ctx){ d, vm };
+	/* The last detection's record before the scan: the release checks it
+	 * did not move (a detection during the scan, by the watcher). */
+	snprintf(rec_key, sizeof(rec_key), DETECTED_PREFIX "%s", vm);
+	if ((r = store_get(d->store, rec_key, &rec, why, sizeof(why))) < 0) {
+		logmsg("--full-scan %s: %s", vm, why);
+		return EXIT_STORE;
+	}
+	c = (struct full_ctx){ d, vm, 0 };
 	if (scanner_scan_tree(d->scanner, vm, dir, true, full_report, &c, &sum) < 0) {
 		logmsg("--full-scan %s: %s: %s", vm, dir, strerror(errno));
+		free(rec);
 		return EXIT_INPUT;
 	}
-	result = sum.infected ? "threats found" : sum.errors ? "incomplete" : "clean";
+	result = sum.infected ? "threats found" : sum.errors || c.skipped ? "incomplete" : "clean";
 	audit_begin(d, &o, "full-scan");
 	out_str(&o, "vm", vm);
 	out_u64(&o, "files", sum.files);
 	out_u64(&o, "clean", sum.clean);
 	out_u64(&o, "infected", sum.infected);
 	out_u64(&o, "skipped", sum.skipped);
+	out_u64(&o, "skipped_by_policy", c.skipped);
 	out_u64(&o, "errors", sum.errors);
 	out_str(&o, "result", result);
 	out_bool(&o, "auto_release", d->set.auto_release);
 	audit_end(d, &o);
-	if (sum.infected || sum.errors) {
-		logmsg("full scan of %s: %zu file(s), %zu infected, %zu unreadable: %s; its tags stay",
-		       vm, sum.files, sum.infected, sum.errors, result);
+	if (sum.infected || sum.errors || c.skipped) {
+		logmsg("full scan of %s: %zu file(s), %zu infected, %zu unreadable, %zu not scanned "
+		       "(max_file_bytes or a skipped suffix): %s; its tags stay",
+		       vm, sum.files, sum.infected, sum.errors, c.skipped, result);
+		free(rec);
 		return EXIT_THREATS;
 	}
 	if (!d->set.auto_release) {
 		logmsg("full scan of %s: %zu file(s), clean; auto_release is off%s: its tags stay "
 		       "(dfwctl untag releases it)", vm, sum.files,
 		       d->ov.release >= 0 ? " (--auto-release no)" : " in the policy");
+		free(rec);
 		return EXIT_OK;
 	}
-	return release(d, vm);
+	r = release(d, vm, rec);
+	free(rec);
+	return r;
 }
 
 /* ---- the watcher (inotify) ------------------------------------------------ */

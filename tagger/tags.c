@@ -35,6 +35,8 @@ struct tag_req {
 	size_t cap;                 /* how many ops store_txn was given */
 	size_t nops;                /* how many the check wanted */
 	bool failed;                /* the check could not read the store */
+	const char *rec_key, *rec_value; /* tags_write_rec */
+	bool rec_moved;             /* untag: rec_key no longer held rec_value */
 };
 
 #define NO_HIT SIZE_MAX
@@ -162,6 +164,22 @@ static int tag_check(struct store *s, void *arg, char *err, size_t errlen)
 	t->failed = false;
 	if (!(p = stored_policy(s, err, errlen)))
 		return 1;
+	if (t->rec_key && !t->add) {
+		char *now = NULL;
+		int r = store_get(s, t->rec_key, &now, err, errlen);
+		bool same = r == 0 ? t->rec_value && !strcmp(now, t->rec_value) : !t->rec_value;
+
+		free(now);
+		if (r < 0) {
+			t->failed = true;
+			return 1;
+		}
+		if (!same) {
+			t->rec_moved = true;
+			snprintf(err, errlen, "'%s' changed since it was read", t->rec_key);
+			return 1;
+		}
+	}
 	vm = policy_find_vm(p, t->vm);
 	if (find_tag_keys(s, t, err, errlen) < 0) {
 		t->failed = true;
@@ -193,6 +211,7 @@ static int tag_check(struct store *s, void *arg, char *err, size_t errlen)
 		snprintf(t->keys[i], TAG_KEY_MAX, "tag/%s/%s", p->inv.vms[vm].name, tag);
 		n++;
 	}
+	n += t->rec_key && t->add;
 	/* store_txn took the number of ops before the check ran. */
 	t->nops = n;
 	if (n != t->cap)
@@ -207,14 +226,24 @@ static int tag_check(struct store *s, void *arg, char *err, size_t errlen)
 	}
 	for (size_t i = 0; !t->add && i < t->found.n; i++)
 		t->ops[n++] = (struct store_op){ STORE_DEL, t->found.v[i], NULL };
+	if (t->rec_key && t->add)
+		t->ops[n++] = (struct store_op){ STORE_PUT, t->rec_key, t->rec_value };
 	return 0;
 }
 
 int tags_write(struct store *s, const char *vm, char *const *tags, size_t ntags, bool add,
 	       char (*names)[TAG_KEY_MAX], uint64_t *rev, char *err, size_t errlen)
 {
+	return tags_write_rec(s, vm, tags, ntags, add, NULL, NULL, names, rev, err, errlen);
+}
+
+int tags_write_rec(struct store *s, const char *vm, char *const *tags, size_t ntags, bool add,
+		   const char *rec_key, const char *rec_value, char (*names)[TAG_KEY_MAX],
+		   uint64_t *rev, char *err, size_t errlen)
+{
 	struct tag_req t = { .vm = vm, .tags = (char **)tags, .ntags = ntags, .add = add,
-			     .cap = ntags };
+			     .cap = ntags + (rec_key && add), .rec_key = rec_key,
+			     .rec_value = rec_value };
 	int r;
 
 	t.hit = xcalloc(ntags + 1, sizeof(*t.hit));
@@ -227,7 +256,7 @@ int tags_write(struct store *s, const char *vm, char *const *tags, size_t ntags,
 		t.ops = xrealloc(t.ops, (t.cap + 1) * sizeof(*t.ops));
 		t.nops = t.cap;
 		r = store_txn(s, t.ops, t.cap, tag_check, &t, rev, err, errlen);
-		if (r != 1 || t.failed || t.nops == t.cap)
+		if (r != 1 || t.failed || t.rec_moved || t.nops == t.cap)
 			break;
 		if (tries == 8) {
 			snprintf(err, errlen, "the tags of VM '%s' kept changing meanwhile", vm);
@@ -238,6 +267,8 @@ int tags_write(struct store *s, const char *vm, char *const *tags, size_t ntags,
 	}
 	if (r == 1 && t.failed)
 		r = -1;
+	if (r == 1 && t.rec_moved)
+		r = 2;
 	for (size_t i = 0; r == 0 && names && i < ntags; i++)
 		snprintf(names[i], TAG_KEY_MAX, "%s", t.names[i]);
 	strv_free(&t.found);

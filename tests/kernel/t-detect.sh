@@ -158,6 +158,22 @@ check "desktop4 is released" exits 1 in_quarantine desktop4
 rev=$(ctl apply "$TOP/configs/vdi.ini" | sed -n 's/.* as revision \([0-9]*\).*/\1/p')
 check "back to configs/vdi.ini" wait_audit '"event":"policy"' "\"revision\":$rev" '"tag_low":"threat.low"'
 
+echo "# a file the full scan skips (max_file_bytes) is not known clean"
+sed -e 's/^max_file_bytes = .*/max_file_bytes = 4096/' "$TOP/configs/vdi.ini" >"$TMPD/vdi3.ini"
+rev=$(ctl apply "$TMPD/vdi3.ini" | sed -n 's/.* as revision \([0-9]*\).*/\1/p')
+check "dfw-scan follows max_file_bytes = 4096" wait_audit '"event":"policy"' "\"revision\":$rev"
+lab infect desktop4 >/dev/null
+check "desktop4 is quarantined" wait_quarantined desktop4
+head -c 8192 /dev/zero >"$SB/desktop4/big.bin"
+check "a full scan that skipped a file exits 4" exits 4 lab scan desktop4 --full
+check "its result is incomplete, the skip counted" audit_has '"event":"full-scan"' '"vm":"desktop4"' '"skipped_by_policy":1' '"result":"incomplete"'
+check "desktop4 stays quarantined" in_quarantine desktop4
+rm -f "$SB/desktop4/big.bin"
+check "without the file, the full scan releases it" lab scan desktop4 --full
+check "desktop4 is free" exits 1 in_quarantine desktop4
+rev=$(ctl apply "$TOP/configs/vdi.ini" | sed -n 's/.* as revision \([0-9]*\).*/\1/p')
+check "back to configs/vdi.ini again" wait_audit '"event":"policy"' "\"revision\":$rev" '"max_file_bytes":67108864'
+
 echo "# a huge file and unscannable files fail cleanly"
 truncate -s 100M "$SB/desktop1/huge.iso" # sparse: above max_file_bytes (64 MiB)
 check "a file above max_file_bytes is skipped with the reason" \
@@ -176,7 +192,10 @@ check "the scanner logs what it could not scan" grep -q "cannot scan $SB/desktop
 check "dfw-scan keeps running" scanner_alive
 check "and detects the next infection" lab infect desktop1 --file next.com
 check "desktop1 is quarantined" wait_quarantined desktop1
-check "a full scan with those files present is clean and releases it" lab scan desktop1 --full
+check "a full scan with the huge file present cannot vouch for it (exit 4)" exits 4 lab scan desktop1 --full
+check "and keeps desktop1 quarantined" in_quarantine desktop1
+rm -f "$SB/desktop1/huge.iso"
+check "without it (the FIFO and the directory stay) the full scan releases it" lab scan desktop1 --full
 check "desktop1 is free again" reach desktop1 fs1 tcp/445
 
 echo "# the event channel: a detection, then malformed events"

@@ -447,6 +447,42 @@ static void test_tags_any_case(void)
 	free(path);
 }
 
+/* A detection's record goes with its tag; a release writes only while the
+ * record is what its full scan read before it began. */
+static void test_tags_write_rec(void)
+{
+	char *path = fresh_uri("tagrec"), err[256];
+	struct store *s = open_ok(path, true);
+	char *red[1] = { (char *)"red" };
+	uint64_t rev, r0;
+
+	put(s, "policy", "[tags]\nnames = red\n" VM_A);
+	/* Tagged before: the detection still makes a revision, its record. */
+	CU_ASSERT_EQUAL(tags_write(s, "a", red, 1, true, NULL, &rev, err, sizeof(err)), 0);
+	r0 = rev_of(s);
+	CU_ASSERT_EQUAL(tags_write_rec(s, "a", red, 1, true, "detected/a", "1 high", NULL, &rev,
+				       err, sizeof(err)), 0);
+	CU_ASSERT_EQUAL(rev, r0 + 1);
+	assert_value(s, "detected/a", "1 high");
+	assert_value(s, "tag/a/red", "");
+	/* A scan that began before it (no record then) does not release. */
+	r0 = rev_of(s);
+	CU_ASSERT_EQUAL(tags_write_rec(s, "a", red, 1, false, "detected/a", NULL, NULL, &rev, err,
+				       sizeof(err)), 2);
+	CU_ASSERT_PTR_NOT_NULL(strstr(err, "'detected/a' changed"));
+	CU_ASSERT_EQUAL(tags_write_rec(s, "a", red, 1, false, "detected/a", "0 low", NULL, &rev,
+				       err, sizeof(err)), 2);
+	CU_ASSERT_EQUAL(rev_of(s), r0);
+	assert_value(s, "tag/a/red", "");
+	/* One that began after it does. */
+	CU_ASSERT_EQUAL(tags_write_rec(s, "a", red, 1, false, "detected/a", "1 high", NULL, &rev,
+				       err, sizeof(err)), 0);
+	CU_ASSERT_EQUAL(rev, r0 + 1);
+	assert_scan(s, "tag/", NULL, 0);
+	store_close(s);
+	free(path);
+}
+
 /* A tag of a VM, or a tag, the policy no longer has can still be removed
  * (else it comes back with them); tagging them is refused, and so is
  * untagging them where there is no key. */
@@ -2293,6 +2329,7 @@ static const struct unit_test common_tests[] = {
 	{ "tags_write follows the stored policy", test_tags_write_follows_policy },
 	{ "tag and untag agree whatever the case", test_tags_any_case },
 	{ "untag of a VM or tag gone from the policy", test_untag_gone },
+	{ "a detection's record; a release only while it holds", test_tags_write_rec },
 	{ "block values only as written", test_block_values_strict },
 	{ "scan and changes read one snapshot", test_snapshot },
 	{ "one revision per transaction", test_revisions },
