@@ -46,6 +46,7 @@
 #define NOTICE_NAME "DFW-NOTICE.txt"
 #define QUARANTINE_NAME ".quarantine"
 #define MAX_CLIENTS 16        /* event-channel connections at once */
+#define IDLE_EVICT_MS 1000    /* when all are taken, one idle this long makes room */
 #define EXCERPT_MAX 120       /* bytes of a rejected line quoted back */
 #define DEFAULT_MAX_BYTES (64ull << 20)
 
@@ -96,6 +97,7 @@ struct overrides {
 /* One event-channel connection and its partial line. */
 struct client {
 	int fd;                                  /* -1: free slot */
+	uint64_t active_ns;                      /* connected or last sent a byte */
 	char buf[SCAN_EVENT_LINE_MAX + 1];       /* a line and its '\n' */
 	size_t len;
 	bool discarding;                         /* the rest of an over-long line */
@@ -715,13 +717,24 @@ static void excerpt(const char *line, size_t len, char *out, size_t cap)
 	out[o] = '\0';
 }
 
+static void client_close(struct client *c);
+
 /* One answer line; a client that does not read them loses them (the
- * socket is non-blocking: a slow peer never stalls the scanner). */
+ * socket is non-blocking: a slow peer never stalls the scanner).  Part of
+ * a line would run into the next answer: such a client is closed. */
 static void reply(struct client *c, char *text, size_t len)
 {
-	if (c->fd >= 0 && send(c->fd, text, len, MSG_NOSIGNAL | MSG_DONTWAIT) < 0 &&
-	    errno != EAGAIN && errno != EPIPE && errno != ECONNRESET)
+	ssize_t w;
+
+	if (c->fd < 0)
+		return;
+	w = send(c->fd, text, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+	if (w < 0 && errno != EAGAIN && errno != EPIPE && errno != ECONNRESET)
 		logmsg("answering an event: %s", strerror(errno));
+	if (w >= 0 && (size_t)w < len) {
+		logmsg("event channel: a client does not read its answers; closed");
+		client_close(c);
+	}
 }
 
 static void reject(struct scand *d, struct client *c, const char *why, const char *line,
@@ -827,6 +840,7 @@ static void client_read(struct scand *d, struct client *c)
 		client_close(c);
 		return;
 	}
+	c->active_ns = t;
 	c->len += (size_t)got;
 	for (size_t i = 0; i < c->len; i++) {
 		if (c->buf[i] != '\n')
@@ -859,13 +873,31 @@ static void client_accept(struct scand *d)
 	int fd = accept4(d->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 	static char busy[] = "{\"status\":\"rejected\",\"error\":\"too many connections\"}\n";
 
+	static char idle[] = "{\"status\":\"rejected\",\"error\":\"idle: closed to make room\"}\n";
+	struct client *lru = NULL;
+	uint64_t now = now_ns();
+
 	if (fd < 0)
 		return;
 	for (size_t i = 0; i < MAX_CLIENTS; i++) {
-		if (d->clients[i].fd < 0) {
-			d->clients[i].fd = fd;
+		struct client *c = &d->clients[i];
+
+		if (c->fd < 0) {
+			*c = (struct client){ .fd = fd, .active_ns = now };
 			return;
 		}
+		if (!lru || c->active_ns < lru->active_ns)
+			lru = c;
+	}
+	/* Full: connections that send nothing (or half a line) must not lock
+	 * the thin drivers out.  The one idle longest makes room. */
+	if (now - lru->active_ns >= IDLE_EVICT_MS * 1000000ull) {
+		logmsg("event channel: %d connections; the one idle for %llu ms closed to make room",
+		       MAX_CLIENTS, (unsigned long long)((now - lru->active_ns) / 1000000));
+		reply(lru, idle, sizeof(idle) - 1);
+		client_close(lru);
+		*lru = (struct client){ .fd = fd, .active_ns = now };
+		return;
 	}
 	logmsg("event channel: more than %d connections; one refused", MAX_CLIENTS);
 	send(fd, busy, sizeof(busy) - 1, MSG_NOSIGNAL | MSG_DONTWAIT);

@@ -239,6 +239,17 @@ check "dfw-scan keeps running after all of them" scanner_alive
 check "it still detects" lab infect dc1
 check "dc1 is quarantined (its sandbox watched again after it came back)" wait_quarantined dc1
 check "release dc1" lab scan dc1 --full
+# 16 connections that send nothing take every slot; after a second idle,
+# a driver's event still gets in (the one idle longest makes room).
+for i in $(seq 16); do
+	setsid sh -c "sleep 30 | exec nc -U '$EVSOCK' >/dev/null 2>&1" &
+	PGIDS="$PGIDS $!"
+done
+sleep 1.5
+check "with every slot held by idle connections, an event is answered" \
+	has "$(events '{"vm":"desktop1","file":"report.txt"}')" '"status":"scanned","vm":"desktop1","file":"report.txt"'
+check "the scanner says it closed an idle one" grep -q "the one idle for [0-9]* ms closed to make room" "$SLOG"
+stop_streams
 
 echo "# a sandbox of no known VM"
 mkdir "$SB/ghost"
