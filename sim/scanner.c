@@ -602,30 +602,40 @@ static int mkdir_ok(const char *path)
 	return mkdir(path, 0700) == 0 || errno == EEXIST ? 0 : -1;
 }
 
-/* Moves path into quarantine_dir/<vm>/ without overwriting anything there. */
-static int quarantine(struct scanner *s, const char *vm, const char *path,
+/* Opens a directory below dfd (or AT_FDCWD) for a walk or an action: a
+ * symbolic link in its place is refused, never followed. */
+static int open_dir_at(int dfd, const char *name)
+{
+	return openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+}
+
+/* Moves name (of directory dfd) into quarantine_dir/<vm>/ without
+ * overwriting anything there.  Source and target are both named relative
+ * to directory fds, so that no directory swapped for a symbolic link since
+ * the scan can send the rename anywhere else. */
+static int quarantine(struct scanner *s, const char *vm, int dfd, const char *name,
 		      struct scan_result *out)
 {
-	const char *base = strrchr(path, '/');
 	char *dir = xasprintf("%s/%s", s->qdir, vm);
-	int ret = -1;
+	size_t base = strlen(dir) + 1; /* the new name within moved_to */
+	int qfd = -1, vfd = -1, ret = -1;
 
-	base = base ? base + 1 : path;
-	if (mkdir_ok(s->qdir) < 0 || mkdir_ok(dir) < 0) {
+	if (mkdir_ok(s->qdir) < 0 || (qfd = open_dir_at(AT_FDCWD, s->qdir)) < 0 ||
+	    (mkdirat(qfd, vm, 0700) < 0 && errno != EEXIST) || (vfd = open_dir_at(qfd, vm)) < 0) {
 		snprintf(out->why, sizeof(out->why), "quarantine: cannot create %.400s: %m", dir);
 		goto out;
 	}
 	for (int i = 0; i < 1000; i++) {
 		int n = i ? snprintf(out->moved_to, sizeof(out->moved_to), "%s/%s.%lld.%d", dir,
-				     base, (long long)out->time, i)
-			  : snprintf(out->moved_to, sizeof(out->moved_to), "%s/%s.%lld", dir, base,
+				     name, (long long)out->time, i)
+			  : snprintf(out->moved_to, sizeof(out->moved_to), "%s/%s.%lld", dir, name,
 				     (long long)out->time);
 
 		if (n < 0 || (size_t)n >= sizeof(out->moved_to)) {
 			snprintf(out->why, sizeof(out->why), "quarantine: path too long");
 			goto out;
 		}
-		if (renameat2(AT_FDCWD, path, AT_FDCWD, out->moved_to, RENAME_NOREPLACE) == 0) {
+		if (renameat2(dfd, name, vfd, out->moved_to + base, RENAME_NOREPLACE) == 0) {
 			ret = 0;
 			goto out;
 		}
@@ -635,42 +645,49 @@ static int quarantine(struct scanner *s, const char *vm, const char *path,
 			goto out;
 		}
 	}
-	snprintf(out->why, sizeof(out->why), "quarantine: too many copies of %.200s in %.200s", base, dir);
+	snprintf(out->why, sizeof(out->why), "quarantine: too many copies of %.200s in %.200s", name, dir);
 out:
 	if (ret < 0)
 		out->moved_to[0] = '\0';
+	if (vfd >= 0)
+		close(vfd);
+	if (qfd >= 0)
+		close(qfd);
 	free(dir);
 	return ret;
 }
 
-static void act(struct scanner *s, const char *vm, const char *path, struct scan_result *out)
+static void act(struct scanner *s, const char *vm, int dfd, const char *name,
+		struct scan_result *out)
 {
 	out->action = s->action;
 	if (s->action == SCAN_DELETE_FILE) {
-		if (unlink(path) == 0)
+		if (unlinkat(dfd, name, 0) == 0)
 			out->action_done = true;
 		else
 			snprintf(out->why, sizeof(out->why), "delete failed: %m");
-	} else if (quarantine(s, vm, path, out) == 0) {
+	} else if (quarantine(s, vm, dfd, name, out) == 0) {
 		out->action_done = true;
 	}
 }
 
-int scanner_scan_file(struct scanner *s, const char *vm, const char *path,
-		      struct scan_result *out)
+/* Scans the file name of directory dfd, or when dfd is -1 of the directory
+ * dir (opened here); path names the file for the suffix policy.  Reading
+ * and acting go through dfd, never through path, so a guest that swaps a
+ * directory of its sandbox for a symbolic link cannot point either of them
+ * outside: the last component is opened without following links, and its
+ * type is checked on the fd. */
+static void scan_at(struct scanner *s, const char *vm, int dfd, const char *dir,
+		    const char *name, const char *path, struct scan_result *out)
 {
 	const struct sig *hit;
 	struct cache_key key;
 	struct stat st;
 	const char *suffix;
 	struct timespec now;
-	int fd = -1, err;
+	int own = -1, fd = -1, err;
 
 	memset(out, 0, sizeof(*out));
-	if (!s || !valid_vm(vm) || !path || !*path) {
-		errno = EINVAL;
-		return -1;
-	}
 	clock_gettime(CLOCK_REALTIME, &now);
 	out->time = now.tv_sec;
 	out->verdict = SCAN_ERROR;
@@ -679,8 +696,15 @@ int scanner_scan_file(struct scanner *s, const char *vm, const char *path,
 		snprintf(out->why, sizeof(out->why), "suffix %s is not scanned", suffix);
 		goto out;
 	}
+	if (dfd < 0) {
+		dfd = own = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (dfd < 0) {
+			snprintf(out->why, sizeof(out->why), "%m");
+			goto out;
+		}
+	}
 	/* O_NONBLOCK: a FIFO planted in the sandbox must not hang the scanner. */
-	fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+	fd = openat(dfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
 	if (fd < 0) {
 		if (errno == ELOOP)
 			snprintf(out->why, sizeof(out->why), "symbolic link, not followed");
@@ -719,7 +743,7 @@ int scanner_scan_file(struct scanner *s, const char *vm, const char *path,
 		out->severity = hit->sev;
 		close(fd);
 		fd = -1;
-		act(s, vm, path, out);
+		act(s, vm, dfd, name, out);
 		goto out;
 	}
 	out->verdict = SCAN_CLEAN;
@@ -733,7 +757,29 @@ int scanner_scan_file(struct scanner *s, const char *vm, const char *path,
 out:
 	if (fd >= 0)
 		close(fd);
+	if (own >= 0)
+		close(own);
 	out->done_ns = now_ns();
+}
+
+int scanner_scan_file(struct scanner *s, const char *vm, const char *path,
+		      struct scan_result *out)
+{
+	const char *slash;
+	char *dir;
+
+	memset(out, 0, sizeof(*out));
+	if (!s || !valid_vm(vm) || !path || !*path) {
+		errno = EINVAL;
+		return -1;
+	}
+	/* The directory part is the caller's (the sandbox and the VM's
+	 * directory in it); the guest names only the last component. */
+	slash = strrchr(path, '/');
+	dir = !slash ? xstrdup(".")
+		     : xasprintf("%.*s", slash == path ? 1 : (int)(slash - path), path);
+	scan_at(s, vm, -1, dir, slash && slash[1] ? slash + 1 : slash ? "." : path, path, out);
+	free(dir);
 	return 0;
 }
 
@@ -765,25 +811,68 @@ static void report_dir_error(struct walk *w, const char *dir, const char *why)
 		w->fn(w->arg, &r, dir);
 }
 
-/* Reads a directory's names first, then visits them in order, so that
- * files moved away by the actions do not disturb the listing. */
-static int walk_dir(struct walk *w, const char *dir, int depth)
+static void report_file(struct walk *w, const struct scan_result *r, const char *path)
+{
+	w->sum->files++;
+	switch (r->verdict) {
+	case SCAN_CLEAN: w->sum->clean++; break;
+	case SCAN_INFECTED: w->sum->infected++; break;
+	case SCAN_SKIPPED_POLICY:
+	case SCAN_SKIPPED_CACHED: w->sum->skipped++; break;
+	case SCAN_ERROR: w->sum->errors++; break;
+	}
+	if (w->fn)
+		w->fn(w->arg, r, path);
+}
+
+static int walk_dir(struct walk *w, int dfd, const char *dir, int depth);
+
+/* Visits subdirectory name of dfd (path in reports): opened by fd without
+ * following a link, whatever fstatat said a moment ago, and skipped when it
+ * is the quarantine. */
+static void walk_subdir(struct walk *w, int dfd, const char *name, const char *path,
+			int depth)
+{
+	struct stat st;
+	char why[300];
+	int fd;
+
+	if (depth > SCAN_TREE_MAX_DEPTH) {
+		report_dir_error(w, path, "directory nesting too deep");
+		return;
+	}
+	fd = open_dir_at(dfd, name);
+	if (fd >= 0 && fstat(fd, &st) == 0 && w->have_q && st.st_dev == w->qdev &&
+	    st.st_ino == w->qino) {
+		close(fd);
+		return;
+	}
+	if (fd < 0 || walk_dir(w, fd, path, depth) < 0) {
+		snprintf(why, sizeof(why), "cannot read directory: %m");
+		report_dir_error(w, path, why);
+	}
+}
+
+/* Walks the directory open at dfd (taken over and closed), reported as dir.
+ * Reads its names first, then visits them in order, so that files moved
+ * away by the actions do not disturb the listing.  Every entry is reached
+ * relative to dfd: at most one fd per level of nesting is open. */
+static int walk_dir(struct walk *w, int dfd, const char *dir, int depth)
 {
 	struct strv names = { 0 };
 	struct dirent *e;
-	DIR *dp;
+	DIR *dp = fdopendir(dfd);
 
-	if (depth > SCAN_TREE_MAX_DEPTH) {
-		report_dir_error(w, dir, "directory nesting too deep");
-		return 0;
-	}
-	dp = opendir(dir);
-	if (!dp)
+	if (!dp) {
+		int err = errno;
+
+		close(dfd);
+		errno = err;
 		return -1;
+	}
 	while ((e = readdir(dp)))
 		if (strcmp(e->d_name, ".") && strcmp(e->d_name, ".."))
 			strv_push(&names, e->d_name);
-	closedir(dp);
 	if (names.n)
 		qsort(names.v, names.n, sizeof(*names.v), cmp_str);
 	for (size_t i = 0; i < names.n; i++) {
@@ -791,7 +880,8 @@ static int walk_dir(struct walk *w, const char *dir, int depth)
 		struct scan_result r;
 		struct stat st;
 
-		if (lstat(path, &st) < 0) {
+		/* Only a hint of what to try: the object itself is checked on its fd. */
+		if (fstatat(dfd, names.v[i], &st, AT_SYMLINK_NOFOLLOW) < 0) {
 			if (errno != ENOENT) { /* gone since the listing: nothing to scan */
 				char why[300];
 
@@ -799,28 +889,14 @@ static int walk_dir(struct walk *w, const char *dir, int depth)
 				report_dir_error(w, path, why);
 			}
 		} else if (S_ISDIR(st.st_mode)) {
-			if (!(w->have_q && st.st_dev == w->qdev && st.st_ino == w->qino) &&
-			    walk_dir(w, path, depth + 1) < 0) {
-				char why[300];
-
-				snprintf(why, sizeof(why), "cannot read directory: %m");
-				report_dir_error(w, path, why);
-			}
-		} else if (S_ISREG(st.st_mode) &&
-			   scanner_scan_file(w->s, w->vm, path, &r) == 0) {
-			w->sum->files++;
-			switch (r.verdict) {
-			case SCAN_CLEAN: w->sum->clean++; break;
-			case SCAN_INFECTED: w->sum->infected++; break;
-			case SCAN_SKIPPED_POLICY:
-			case SCAN_SKIPPED_CACHED: w->sum->skipped++; break;
-			case SCAN_ERROR: w->sum->errors++; break;
-			}
-			if (w->fn)
-				w->fn(w->arg, &r, path);
+			walk_subdir(w, dfd, names.v[i], path, depth + 1);
+		} else if (S_ISREG(st.st_mode)) {
+			scan_at(w->s, w->vm, dfd, NULL, names.v[i], path, &r);
+			report_file(w, &r, path);
 		}
 		free(path);
 	}
+	closedir(dp);
 	strv_free(&names);
 	return 0;
 }
@@ -831,6 +907,7 @@ int scanner_scan_tree(struct scanner *s, const char *vm, const char *dir, bool f
 	struct scan_summary dummy;
 	struct walk w = { .s = s, .vm = vm, .fn = fn, .arg = arg, .sum = sum ? sum : &dummy };
 	struct stat st;
+	int fd;
 
 	memset(w.sum, 0, sizeof(*w.sum));
 	if (!s || !valid_vm(vm) || !dir) {
@@ -844,7 +921,10 @@ int scanner_scan_tree(struct scanner *s, const char *vm, const char *dir, bool f
 		w.qdev = st.st_dev;
 		w.qino = st.st_ino;
 	}
-	return walk_dir(&w, dir, 0);
+	/* The root is the caller's path; everything below it is the guest's
+	 * and is reached only through directory fds. */
+	fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	return fd < 0 ? -1 : walk_dir(&w, fd, dir, 0);
 }
 
 /* ---- detection events --------------------------------------------------- */

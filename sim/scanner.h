@@ -104,11 +104,15 @@ int scanner_set_policy(struct scanner *s, const struct scan_policy *pol);
 /* Scans one file of VM vm's sandbox.  Returns 0 with *out filled whatever
  * happened to the file (I/O failures are SCAN_ERROR verdicts), and -1 with
  * errno EINVAL only for bad arguments (vm empty, ".", ".." or with a '/').
- * Symbolic links are never followed.  An infected file gets the policy's
- * action: moved to quarantine_dir/<vm>/<basename>.<epoch>[.N] (the
- * directories are created) or deleted; a clean one enters the scan cache,
- * keyed by (device, inode, size, mtime, ctime), and is not scanned again
- * (SCAN_SKIPPED_CACHED) until it changes or the cache is cleared. */
+ * The directory part of path is the caller's and is opened as given; the
+ * last component (the guest's) is opened relative to it and never followed
+ * when it is a symbolic link, and the action goes through the same
+ * directory fd.  An infected file gets the policy's action: moved to
+ * quarantine_dir/<vm>/<basename>.<epoch>[.N] (the directories are created,
+ * the last two never followed as links) or deleted; a clean one enters the
+ * scan cache, keyed by (device, inode, size, mtime, ctime), and is not
+ * scanned again (SCAN_SKIPPED_CACHED) until it changes or the cache is
+ * cleared. */
 int scanner_scan_file(struct scanner *s, const char *vm, const char *path,
 		      struct scan_result *out);
 /* Forgets every cached verdict, so that the next scans read every file. */
@@ -120,8 +124,12 @@ typedef void scan_report_fn(void *arg, const struct scan_result *r, const char *
 /* Scans every regular file under dir, in name order, skipping the
  * quarantine directory; full clears the cache first.  fn (may be NULL) sees
  * each result, and also a SCAN_ERROR result for a directory that cannot be
- * read.  Returns 0, or -1 with errno when dir itself cannot be read (or vm
- * is invalid); sum (may be NULL) is zeroed and filled either way. */
+ * read.  dir is opened as given; everything below it is reached only
+ * through directory fds, never by path, and symbolic links are neither
+ * entered nor read, even when a guest swaps a directory for one during the
+ * walk.  Paths in results are dir/NAME/... as listed.  Returns 0, or -1
+ * with errno when dir itself cannot be read (or vm is invalid); sum (may be
+ * NULL) is zeroed and filled either way. */
 int scanner_scan_tree(struct scanner *s, const char *vm, const char *dir, bool full,
 		      scan_report_fn *fn, void *arg, struct scan_summary *sum);
 

@@ -1,9 +1,11 @@
 /* Unit tests of sim/scanner.c: signature files, EICAR and custom patterns
  * (also across chunk boundaries), the scan cache, policy skips, actions,
- * files that cannot be scanned, full scans and detection JSON. */
+ * files that cannot be scanned, full scans (also against a guest swapping
+ * directories for symbolic links) and detection JSON. */
 #include "sim/scanner.h"
 #include "tests/unit/unit.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -66,6 +68,19 @@ static bool exists(const char *path)
 	struct stat st;
 
 	return lstat(path, &st) == 0;
+}
+
+/* How many fds the process has open, to show a walk closes all of its. */
+static size_t open_fds(void)
+{
+	DIR *dp = opendir("/proc/self/fd");
+	size_t n = 0;
+
+	CU_ASSERT_FATAL(dp != NULL);
+	while (readdir(dp))
+		n++;
+	closedir(dp);
+	return n;
 }
 
 static struct scan_policy policy(const char *qdir)
@@ -758,6 +773,186 @@ static void test_scan_tree(void)
 	free(d);
 }
 
+/* A guest racing the walk: after the walk reported the first file of sub/,
+ * sub/ is renamed away and replaced by a symbolic link to a host directory
+ * (a loop of RENAME_EXCHANGE does the same by chance; the callback makes it
+ * certain).  A walk by path then reads the host's files and moves or
+ * deletes them; a walk by directory fds goes on in the directory it opened. */
+struct swap {
+	const char *after;               /* the reported path that triggers it */
+	const char *dir, *moved, *target; /* dir becomes a link to target */
+	struct seen seen;
+	bool done;
+};
+
+static void swap_after(void *arg, const struct scan_result *r, const char *path)
+{
+	struct swap *w = arg;
+
+	record(&w->seen, r, path);
+	if (!w->done && !strcmp(path, w->after)) {
+		CU_ASSERT_FATAL(rename(w->dir, w->moved) == 0);
+		CU_ASSERT_FATAL(symlink(w->target, w->dir) == 0);
+		w->done = true;
+	}
+}
+
+/* The number of entries of dir (0 when it does not exist) and the size of
+ * the last one read. */
+static size_t dir_entries(const char *dir, off_t *size)
+{
+	DIR *dp = opendir(dir);
+	struct dirent *e;
+	size_t n = 0;
+
+	*size = -1;
+	if (!dp)
+		return 0;
+	while ((e = readdir(dp))) {
+		struct stat st;
+
+		if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+			continue;
+		n++;
+		*size = fstatat(dirfd(dp), e->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 ? st.st_size : -1;
+	}
+	closedir(dp);
+	return n;
+}
+
+static void test_scan_tree_symlinks(void)
+{
+	char *d = tdir("escape"), *root = xasprintf("%s/sandbox", d);
+	char *vm = xasprintf("%s/vm1", root), *host = xasprintf("%s/host", d);
+	char *sub = xasprintf("%s/sub", vm), *moved = xasprintf("%s/sub.moved", vm), *p;
+	const char *host_files[] = { "2.exe", "3.exe", "evil.exe" };
+	const enum scan_action actions[] = { SCAN_QUARANTINE_FILE, SCAN_DELETE_FILE };
+	const off_t padded = 7 + 68 + 9; /* the sandbox's 3.exe, not the host's */
+	struct sigdb *db = sigdb_builtin();
+
+	CU_ASSERT_FATAL(mkdir(root, 0700) == 0);
+	CU_ASSERT_FATAL(mkdir(vm, 0700) == 0);
+	CU_ASSERT_FATAL(mkdir(host, 0700) == 0);
+	tree_mkdir(vm, "sub");
+	tree_file(vm, "sub/1.txt", "clean");
+	tree_file(vm, "sub/2.exe", "clean too");
+	p = xasprintf("%s/link-dir", vm); /* listed before sub/, never entered */
+	CU_ASSERT_FATAL(symlink(host, p) == 0);
+	free(p);
+	p = xasprintf("%s/link-file", vm); /* never read */
+	CU_ASSERT_FATAL(symlink("../../host/evil.exe", p) == 0);
+	free(p);
+
+	for (size_t i = 0; i < ARRAY_SIZE(actions); i++) {
+		char *q = xasprintf("%s/.quarantine%zu", root, i), *qvm = xasprintf("%s/vm1", q);
+		struct scan_policy pol = { .action = actions[i], .quarantine_dir = q };
+		struct scanner *s = scanner_new(db, &pol);
+		char *first = xasprintf("%s/1.txt", sub), *third = xasprintf("%s/3.exe", sub);
+		struct swap w = { .after = first, .dir = sub, .moved = moved, .target = host };
+		struct scan_summary sum;
+		size_t fds = open_fds();
+		off_t size;
+
+		for (size_t j = 0; j < ARRAY_SIZE(host_files); j++)
+			tree_file(host, host_files[j], eicar());
+		p = xasprintf("%s/sub/3.exe", vm);
+		write_padded(p, 7, eicar(), strlen(eicar()));
+		free(p);
+
+		CU_ASSERT_EQUAL(scanner_scan_tree(s, "vm1", vm, true, swap_after, &w, &sum), 0);
+		CU_ASSERT_EQUAL(open_fds(), fds);
+		CU_ASSERT_TRUE(w.done);
+		CU_ASSERT_EQUAL(sum.files, 3);
+		CU_ASSERT_EQUAL(sum.clean, 2);
+		CU_ASSERT_EQUAL(sum.infected, 1);
+		CU_ASSERT_EQUAL(sum.errors, 0);
+		CU_ASSERT_EQUAL_FATAL(w.seen.n, 3);
+		/* reported by the names the walk listed, read from the directory it opened */
+		CU_ASSERT_STRING_EQUAL(w.seen.paths[0], first);
+		CU_ASSERT_EQUAL(w.seen.verdict[1], SCAN_CLEAN);
+		CU_ASSERT_STRING_EQUAL(w.seen.paths[2], third);
+		CU_ASSERT_EQUAL(w.seen.verdict[2], SCAN_INFECTED);
+		/* nothing of the host's was read, moved or deleted */
+		for (size_t j = 0; j < ARRAY_SIZE(host_files); j++) {
+			p = xasprintf("%s/%s", host, host_files[j]);
+			CU_ASSERT_TRUE(exists(p));
+			free(p);
+		}
+		/* the action hit the sandbox's own file, through the moved directory */
+		p = xasprintf("%s/3.exe", moved);
+		CU_ASSERT_FALSE(exists(p));
+		free(p);
+		if (actions[i] == SCAN_QUARANTINE_FILE) {
+			CU_ASSERT_EQUAL(dir_entries(qvm, &size), 1);
+			CU_ASSERT_EQUAL(size, padded);
+		} else {
+			CU_ASSERT_EQUAL(dir_entries(qvm, &size), 0);
+		}
+
+		/* undo the swap for the next action */
+		CU_ASSERT_FATAL(unlink(sub) == 0);
+		CU_ASSERT_FATAL(rename(moved, sub) == 0);
+		scanner_free(s);
+		free(third);
+		free(first);
+		free(qvm);
+		free(q);
+	}
+
+	sigdb_free(db);
+	free(moved);
+	free(sub);
+	free(host);
+	free(vm);
+	free(root);
+	free(d);
+}
+
+/* Nesting is bounded (and so are the directories a walk holds open): the
+ * directory one level too deep is an error, the one above it is scanned. */
+static void test_scan_tree_depth(void)
+{
+	char *d = tdir("depth"), *q = xasprintf("%s/q", d), *rel = xstrdup("");
+	struct sigdb *db = sigdb_builtin();
+	struct scan_policy pol = policy(q);
+	struct scanner *s = scanner_new(db, &pol);
+	struct scan_summary sum;
+	struct seen seen = { 0 };
+	size_t fds;
+	char *want;
+
+	for (int i = 1; i <= SCAN_TREE_MAX_DEPTH + 1; i++) {
+		char *next = xasprintf("%s%sa", rel, *rel ? "/" : "");
+
+		free(rel);
+		rel = next;
+		tree_mkdir(d, rel);
+		if (i >= SCAN_TREE_MAX_DEPTH) {
+			char *f = xasprintf("%s/f", rel);
+
+			tree_file(d, f, "clean");
+			free(f);
+		}
+	}
+	fds = open_fds();
+	CU_ASSERT_EQUAL(scanner_scan_tree(s, "vm", d, true, record, &seen, &sum), 0);
+	CU_ASSERT_EQUAL(open_fds(), fds);
+	CU_ASSERT_EQUAL(sum.files, 1);
+	CU_ASSERT_EQUAL(sum.clean, 1);
+	CU_ASSERT_EQUAL(sum.errors, 1);
+	CU_ASSERT_EQUAL_FATAL(seen.n, 2);
+	want = xasprintf("%s/%s", d, rel);
+	CU_ASSERT_STRING_EQUAL(seen.paths[0], want); /* "a" sorts before "f" */
+	CU_ASSERT_EQUAL(seen.verdict[0], SCAN_ERROR);
+	free(want);
+
+	scanner_free(s);
+	sigdb_free(db);
+	free(rel);
+	free(q);
+	free(d);
+}
+
 /* ---- detection events --------------------------------------------------- */
 
 static void test_detection_json(void)
@@ -1054,6 +1249,8 @@ void register_scanner_tests(void)
 		{ "policy skips", test_policy_skips },
 		{ "unscannable files", test_unscannable },
 		{ "scan tree", test_scan_tree },
+		{ "scan tree symlinks", test_scan_tree_symlinks },
+		{ "scan tree depth", test_scan_tree_depth },
 		{ "detection json", test_detection_json },
 		{ "sigdb pick", test_sigdb_pick },
 		{ "set policy", test_set_policy },
