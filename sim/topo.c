@@ -783,12 +783,15 @@ int lab_teardown(const char *labname, size_t *nns, char *err, size_t errlen)
 	char *prefix = lab_ns_prefix(labname), *dir = lab_path(labname, NULL);
 	struct strv names = { 0 };
 	char msg[LAB_ERRLEN];
+	bool stuck = false;
 	int ret = 0;
 
 	*nns = 0;
 	/* Daemons first: a process left in a namespace keeps it alive. */
-	if (daemon_stop_all(labname, err, errlen) < 0)
+	if (daemon_stop_all(labname, err, errlen) < 0) {
 		ret = -1;
+		stuck = true;
+	}
 	if (netns_list(prefix, &names, ret ? msg : err, ret ? sizeof(msg) : errlen) < 0)
 		ret = -1;
 	for (size_t i = 0; i < names.n; i++) {
@@ -797,7 +800,9 @@ int lab_teardown(const char *labname, size_t *nns, char *err, size_t errlen)
 		else
 			(*nns)++;
 	}
-	if (rm_rf(dir, ret ? msg : err, ret ? sizeof(msg) : errlen) < 0)
+	/* A daemon that would not stop keeps the state dir: its pidfile is how
+	 * the next `dfw-lab down` finds it. */
+	if (!stuck && rm_rf(dir, ret ? msg : err, ret ? sizeof(msg) : errlen) < 0)
 		ret = -1;
 	strv_free(&names);
 	free(prefix);
