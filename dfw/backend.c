@@ -44,6 +44,9 @@ enum {
 /* One receive size for every read: the kernel sizes dump messages after the
  * largest buffer a socket has read with, so a smaller one would truncate. */
 #define RBUF_SIZE (256 * 1024)
+/* The netlink socket's receive buffer, and how long an answer may take. */
+#define RCVBUF_BYTES (4 << 20)
+#define ANSWER_TIMEOUT_S 30
 #define MSG_ROOM 65536
 
 /* A rule being written into the batch. */
@@ -68,20 +71,60 @@ struct backend {
 	char what[160]; /* msg_what's answer */
 };
 
+/* A netfilter netlink socket as every exchange here wants it, or NULL. */
+static struct mnl_socket *nl_open(void)
+{
+	struct mnl_socket *nl = mnl_socket_open(NETLINK_NETFILTER);
+	struct timeval tmo = { ANSWER_TIMEOUT_S, 0 };
+	int one = 1, rcvbuf = RCVBUF_BYTES;
+
+	if (!nl || mnl_socket_bind(nl, 0, MNL_SOCKET_AUTOPID) < 0) {
+		if (nl)
+			mnl_socket_close(nl);
+		return NULL;
+	}
+	/* Extended ACKs carry the kernel's own words on errors; capped ACKs
+	 * leave out the failed message, which for a refused batch of
+	 * thousands of rules would overrun the receive buffer (ENOBUFS). */
+	mnl_socket_setsockopt(nl, NETLINK_EXT_ACK, &one, sizeof(one));
+	mnl_socket_setsockopt(nl, NETLINK_CAP_ACK, &one, sizeof(one));
+	setsockopt(mnl_socket_get_fd(nl), SOL_SOCKET, SO_RCVBUFFORCE, &rcvbuf, sizeof(rcvbuf));
+	/* The kernel answers at once; an answer it dropped must not hang us. */
+	setsockopt(mnl_socket_get_fd(nl), SOL_SOCKET, SO_RCVTIMEO, &tmo, sizeof(tmo));
+	return nl;
+}
+
+/* Reads the next answers.  After a failed read (an overrun drops
+ * answers; a timeout leaves them to come) the socket's state is unknown:
+ * answers to this exchange could meet the next one.  It is replaced by a
+ * fresh one, and the caller reports the outcome as unknown. */
+static ssize_t nl_recv(struct backend *b, void *buf, size_t len)
+{
+	ssize_t n = mnl_socket_recvfrom(b->nl, buf, len);
+	struct mnl_socket *fresh;
+	int saved = errno;
+
+	if (n >= 0)
+		return n;
+	if ((fresh = nl_open())) {
+		mnl_socket_close(b->nl);
+		b->nl = fresh;
+	}
+	errno = saved;
+	return -1;
+}
+
 struct backend *backend_open(const char *table, char *err, size_t errlen)
 {
 	struct backend *b = xcalloc(1, sizeof(*b));
-	int one = 1;
 
 	snprintf(b->table, sizeof(b->table), "%s", table);
-	b->nl = mnl_socket_open(NETLINK_NETFILTER);
-	if (!b->nl || mnl_socket_bind(b->nl, 0, MNL_SOCKET_AUTOPID) < 0) {
+	b->nl = nl_open();
+	if (!b->nl) {
 		snprintf(err, errlen, "netfilter netlink socket: %s", strerror(errno));
 		backend_close(b);
 		return NULL;
 	}
-	/* Extended ACKs carry the kernel's own words on errors. */
-	mnl_socket_setsockopt(b->nl, NETLINK_EXT_ACK, &one, sizeof(one));
 	b->seq = (uint32_t)time(NULL);
 	b->rbuf = xmalloc(RBUF_SIZE);
 	return b;
@@ -1460,10 +1503,11 @@ static int batch_send(struct backend *b, bool check_only, struct backend_stats *
 		st->bytes = b->len;
 	}
 	while (!done) {
-		ssize_t n = mnl_socket_recvfrom(b->nl, rbuf, RBUF_SIZE);
+		ssize_t n = nl_recv(b, rbuf, RBUF_SIZE);
 
 		if (n < 0) {
-			snprintf(err, errlen, "reading the kernel's answer: %s", strerror(errno));
+			snprintf(err, errlen, "reading the kernel's answer: %s (whether the batch was "
+				 "committed is unknown)", strerror(errno));
 			goto out;
 		}
 		for (nlh = (struct nlmsghdr *)rbuf; mnl_nlmsg_ok(nlh, (int)n);
@@ -1763,7 +1807,7 @@ static int ct_talk(struct backend *b, struct nlmsghdr *nlh, mnl_cb_t cb, void *d
 		ret = -1;
 		goto out;
 	}
-	while ((n = mnl_socket_recvfrom(b->nl, rbuf, RBUF_SIZE)) > 0) {
+	while ((n = nl_recv(b, rbuf, RBUF_SIZE)) > 0) {
 		ret = mnl_cb_run(rbuf, (size_t)n, nlh->nlmsg_seq, portid, cb, data);
 		if (ret <= 0)
 			break;
@@ -1849,7 +1893,7 @@ static int ct_delete(struct backend *b, const struct ct_victims *cv, size_t *del
 			return -1;
 		}
 		while (acked < sent) {
-			ssize_t n = mnl_socket_recvfrom(b->nl, b->rbuf, RBUF_SIZE);
+			ssize_t n = nl_recv(b, b->rbuf, RBUF_SIZE);
 			int left = (int)n;
 
 			if (n < 0) {
