@@ -38,6 +38,7 @@ struct agent {
 
 	uint64_t rev;               /* realized store revision */
 	bool loaded;                /* the kernel holds `installed` */
+	bool kept;                  /* no policy: the kernel's ruleset was kept (at rev) */
 	struct dfw_policy *pol;     /* last good policy, or NULL */
 	struct gengine *eng;
 	struct strv *vm_tags;       /* per VM of pol */
@@ -454,6 +455,25 @@ static int realize(struct agent *a, uint64_t rev, const struct deltas *d)
 	uint64_t t0 = now_ns(), acked;
 	int ret;
 
+	/* No policy read yet (the store unreachable, or its policy invalid),
+	 * and dfw tables in the kernel: they are the last ruleset this host
+	 * realized, and stay in force.  Only where there are none does the
+	 * empty ruleset go in, which drops every vNIC's traffic (fail closed). */
+	if (!a->pol && !a->loaded && backend_tables_exist(a->be)) {
+		if (!a->kept) {
+			logf_(a, "no valid policy read yet: the dfw ruleset in the kernel (the last "
+			      "realized) stays in force");
+			snprintf(a->last_error, sizeof(a->last_error),
+				 "no valid policy read yet; the kernel's last ruleset stays in force");
+			a->status_dirty = true;
+		}
+		/* Nothing more to do until the store changes. */
+		a->kept = true;
+		a->rev = rev;
+		plan_free(want);
+		return -1;
+	}
+	a->kept = false;
 	if (a->loaded) {
 		plan_diff(a->installed, want, &diff);
 		ret = backend_apply(a->be, &diff, false, &st, err, sizeof(err));
@@ -604,7 +624,7 @@ int agent_sync(struct agent *a)
 	char err[256];
 	int ret = -1, r;
 
-	if (!a->loaded && !a->installed) {
+	if (!a->loaded && !a->installed && !a->kept) {
 		/* First load: whatever the kernel holds is replaced atomically. */
 		if (backend_check_bridge_nf(err, sizeof(err)) < 0)
 			logf_(a, "warning: %s", err);
@@ -623,7 +643,7 @@ int agent_sync(struct agent *a)
 			free(c.dirty);
 			goto out;
 		}
-		if (rev == a->rev && a->loaded) {
+		if (rev == a->rev && (a->loaded || a->kept)) {
 			free(c.dirty);
 			ret = 0;
 			goto out;

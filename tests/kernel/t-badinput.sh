@@ -120,6 +120,15 @@ sleep 1.5
 check "dfwd reports the bad block key" grep -q "store key 'block/not-an-address'" "/run/dfw-lab/$LAB/hv1.log"
 check "dfwd reports a block value that is not a time" grep -q "store key 'block/10.10.0.99': value '-1' is not a time" "/run/dfw-lab/$LAB/hv1.log"
 check "dfwd still answers after a bad block key" ctl status
+# Restarted while the store's policy is bad, dfwd has no policy at all: the
+# ruleset its predecessor left in the kernel stays (not the empty one).
+lab daemon stop hv1 >/dev/null
+lab daemon start hv1 >/dev/null
+sleep 1
+check "restarted over a bad policy, dfwd keeps the kernel's ruleset" grep -q "no valid policy read yet: the dfw ruleset in the kernel (the last realized) stays in force" "/run/dfw-lab/$LAB/hv1.log"
+check "east-west still blocked after the restart" blocked desktop1 desktop2 tcp/445
+check "the allowed flow still passes after the restart" reach desktop1 fs1 tcp/445
+check "status says why" sh -c "'$LAB_BIN' ctl --lab $LAB -- status | grep -q 'last_error: no valid policy read yet'"
 rev=$(ctl apply "$TOP/configs/vdi.ini" | sed -n 's/.* as revision \([0-9]*\).*/\1/p')
 check "a good apply recovers" wait_realized "$rev"
 
