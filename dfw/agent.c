@@ -57,6 +57,14 @@ struct agent {
 
 	/* Link presence of local ports, by name. */
 	struct strv present;
+	/* VMs (names) that entered a quarantine in a change the kernel
+	 * refused: cut once a commit succeeds (the retry's full load brings
+	 * no membership change to cut them for). */
+	struct strv cut_pending;
+	/* During rebuild: the VMs the old engine had in a quarantine that
+	 * cuts; a fresh engine has them "join" again, and they are not cut
+	 * again (their connections since were allowed by the policy). */
+	struct strv was_cut;
 
 	/* Host status in the store (store_host_publish). */
 	unsigned status_ttl_s;
@@ -148,6 +156,8 @@ void agent_free(struct agent *a)
 	free(a->blocks);
 	strv_free(&a->learn_pending);
 	strv_free(&a->present);
+	strv_free(&a->cut_pending);
+	strv_free(&a->was_cut);
 	free(a->published);
 	backend_close(a->be);
 	store_close(a->store);
@@ -227,12 +237,26 @@ struct deltas {
 	bool needs_full;  /* the policy changed: compile everything */
 };
 
+/* Whether vm is, by the current engine, in a quarantine group whose
+ * members' connections are cut. */
+static bool in_cutting_quarantine(const struct agent *a, size_t vm)
+{
+	for (size_t g = 0; g < a->pol->inv.ngroups; g++) {
+		const struct group_def *def = &a->pol->inv.groups[g];
+
+		if (def->quarantine && !def->keep_connections && gengine_is_member(a->eng, g, vm))
+			return true;
+	}
+	return false;
+}
+
 static void on_delta(void *arg, size_t group, size_t vm, bool joined, bool base)
 {
 	struct deltas *d = arg;
 	const struct group_def *g = &d->a->pol->inv.groups[group];
 
-	if (!base && joined && g->quarantine && !g->keep_connections) {
+	if (!base && joined && g->quarantine && !g->keep_connections &&
+	    !strv_contains(&d->a->was_cut, d->a->pol->inv.vms[vm].name, false)) {
 		grow((void **)&d->cut, &d->capcut, d->ncut + 1, sizeof(*d->cut));
 		d->cut[d->ncut++] = vm;
 	}
@@ -325,6 +349,10 @@ static int rebuild(struct agent *a, uint64_t *rev, struct deltas *d)
 				 "store key 'policy' rejected: %s", dg.n ? dg.msgs[0] : "?");
 			policy_free(p);
 		} else {
+			strv_free(&a->was_cut);
+			for (size_t i = 0; a->pol && i < a->pol->inv.nvms; i++)
+				if (in_cutting_quarantine(a, i))
+					strv_push(&a->was_cut, a->pol->inv.vms[i].name);
 			drop_policy(a);
 			a->pol = p;
 			a->eng = e;
@@ -341,6 +369,7 @@ static int rebuild(struct agent *a, uint64_t *rev, struct deltas *d)
 			set_vm_tags(a, i, d);
 		blocks_load(a, &s.blocks);
 	}
+	strv_free(&a->was_cut);
 	strv_free(&a->learn_pending);
 	ret = 0;
 out:
@@ -400,11 +429,19 @@ static void cut_connections(struct agent *a, const struct deltas *d)
 	size_t n = 0, cap = 0, nvms = 0;
 	const char *first = NULL;
 
-	for (size_t i = 0; i < d->ncut; i++) {
-		const struct vm *v = &a->pol->inv.vms[d->cut[i]];
-		const struct pport *port = a->installed ? plan_find_port(a->installed, v->port) : NULL;
+	size_t npend = a->cut_pending.n;
 
-		if (!port || port->vm != d->cut[i])
+	for (size_t i = 0; i < d->ncut + npend; i++) {
+		long k = i < d->ncut ? (long)d->cut[i]
+				     : policy_find_vm(a->pol, a->cut_pending.v[i - d->ncut]);
+		const struct vm *v = k >= 0 ? &a->pol->inv.vms[k] : NULL;
+		const struct pport *port = v && a->installed ? plan_find_port(a->installed, v->port)
+							     : NULL;
+
+		if (!port || port->vm != (size_t)k)
+			continue;
+		/* A pending one: unless it left the quarantine since. */
+		if (i >= d->ncut && !in_cutting_quarantine(a, (size_t)k))
 			continue;
 		if (!nvms++)
 			first = v->name;
@@ -412,7 +449,9 @@ static void cut_connections(struct agent *a, const struct deltas *d)
 		memcpy(addrs + n, v->addrs, v->naddrs * sizeof(*addrs));
 		n += v->naddrs;
 	}
-	cutter_queue(a->cutter, addrs, n, nvms, first);
+	strv_free(&a->cut_pending);
+	if (n)
+		cutter_queue(a->cutter, addrs, n, nvms, first);
 	free(addrs);
 }
 
@@ -669,6 +708,10 @@ blocks:
 	if (ret == 0 && a->pol && a->loaded && blocks_need_sync(a, &d))
 		blocks_sync(a);
 out:
+	/* Refused: whom this change quarantined is cut after the next commit. */
+	for (size_t i = 0; ret != 0 && a->pol && i < d.ncut; i++)
+		if (!strv_contains(&a->cut_pending, a->pol->inv.vms[d.cut[i]].name, false))
+			strv_push(&a->cut_pending, a->pol->inv.vms[d.cut[i]].name);
 	free(d.cut);
 	free(d.changes);
 	return ret;

@@ -64,6 +64,16 @@ wait_realized() {
 
 store_rev() { sqlite3 "/run/dfw-lab/$LAB/store.db" "SELECT value FROM meta WHERE name='rev'"; }
 
+# wait_log PATTERN: the first host's dfwd log has a line matching the grep
+# pattern, within 3 s.
+wait_log() {
+	local i
+	for i in $(seq 30); do
+		grep -q -- "$1" "/run/dfw-lab/$LAB/hv1.log" && return 0
+		sleep 0.1
+	done
+	return 1
+}
 # has TEXT PATTERN: TEXT contains a line matching the grep pattern.
 has() { printf '%s\n' "$1" | grep -q -- "$2"; }
 # ask SOCKET REQUEST: one raw control-socket exchange, first line of the answer.

@@ -145,6 +145,24 @@ check "dfwd names the refused message and the kernel's reason" grep -q \
 check "status shows the refusal" sh -c "'$LAB_BIN' ctl --lab $LAB -- status | grep -q 'last_error: kernel refused the change (delete 1 element'"
 check "dfwd recovers with a full load" wait_realized "$rev"
 check "desktop1 is released: it reaches fs1 again" reach desktop1 fs1 tcp/445
+# A quarantine in a refused batch (its table deleted behind dfwd's back)
+# is still cut once the full load that follows commits.
+"$LAB_BIN" exec --lab "$LAB" host:hv1 -- nft delete table inet dfw
+ctl tag desktop2 threat.high >/dev/null
+rev=$(store_rev)
+check "the quarantine of desktop2 is realized by a full load" wait_realized "$rev"
+check "dfwd said the tag's batch was refused" grep -q "revision $rev not realized: kernel refused the change (add 1 element(s) of set g-quarantine-4)" "/run/dfw-lab/$LAB/hv1.log"
+check "and cut desktop2's connections after the full load" wait_log "quarantine: cut [0-9]* connection(s) of 1 VM(s) (desktop2)"
+check "the cut came after the refusal" sh -c "grep -n -e 'revision $rev not realized' -e 'cut .* (desktop2)' /run/dfw-lab/$LAB/hv1.log | tail -2 | head -1 | grep -q 'not realized'"
+# A change that rebuilds the membership engine (a monitor-mode change)
+# must not cut the VMs already quarantined again.
+n0=$(grep -c "quarantine: cut .*desktop2" "/run/dfw-lab/$LAB/hv1.log")
+ctl mode monitor 110 >/dev/null
+check "a mode change is realized" wait_realized "$(store_rev)"
+check "desktop2, quarantined before, is not cut again" test "$(grep -c "quarantine: cut .*desktop2" "/run/dfw-lab/$LAB/hv1.log")" -eq "$n0"
+ctl mode enforce 110 >/dev/null
+ctl untag desktop2 threat.high >/dev/null
+check "desktop2 released" wait_realized "$(store_rev)"
 
 echo "# a damaged store file"
 head -c 8192 /dev/urandom >"$TMPD/damaged.db"
