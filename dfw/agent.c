@@ -39,6 +39,11 @@ struct agent {
 	uint64_t rev;               /* realized store revision */
 	bool loaded;                /* the kernel holds `installed` */
 	bool kept;                  /* no policy: the kernel's ruleset was kept (at rev) */
+	/* After the kernel refused revision failed_rev (fails times in a
+	 * row), it is tried again in full no sooner than retry_ns (a new
+	 * revision is tried at once). */
+	uint64_t failed_rev, retry_ns;
+	unsigned fails;
 	struct dfw_policy *pol;     /* last good policy, or NULL */
 	struct gengine *eng;
 	struct strv *vm_tags;       /* per VM of pol */
@@ -475,10 +480,23 @@ static void realized(struct agent *a, uint64_t rev, const struct backend_stats *
 	a->updates++;
 }
 
-/* The kernel refused: report, and replace everything at the next attempt. */
+/* The kernel refused: report, and replace everything at the next attempt:
+ * at once the first time (something deleted behind dfwd's back), then
+ * after 1, 2, 4 ... up to 64 s for the same revision, so that a refusal
+ * that persists does not become a full load on every wake-up. */
 static int not_realized(struct agent *a, uint64_t rev, const char *err)
 {
-	logf_(a, "revision %llu not realized: %s", (unsigned long long)rev, err);
+	unsigned wait_s;
+
+	a->fails = rev == a->failed_rev && a->fails ? a->fails + 1 : 1;
+	a->failed_rev = rev;
+	wait_s = a->fails == 1 ? 0 : 1u << (a->fails - 2 < 6 ? a->fails - 2 : 6);
+	a->retry_ns = now_ns() + wait_s * 1000000000ull;
+	if (wait_s)
+		logf_(a, "revision %llu not realized: %s (refused %u times; next try in %u s)",
+		      (unsigned long long)rev, err, a->fails, wait_s);
+	else
+		logf_(a, "revision %llu not realized: %s", (unsigned long long)rev, err);
 	snprintf(a->last_error, sizeof(a->last_error), "%s", err);
 	a->loaded = false;
 	a->status_dirty = true;
@@ -487,13 +505,15 @@ static int not_realized(struct agent *a, uint64_t rev, const char *err)
 
 static int realize(struct agent *a, uint64_t rev, const struct deltas *d)
 {
-	struct plan *want = desired_plan(a);
+	struct plan *want;
 	struct backend_stats st = { 0 };
 	struct plan_diff diff;
 	char err[512];
 	uint64_t t0 = now_ns(), acked;
 	int ret;
 
+	if (!a->loaded && a->fails && rev == a->failed_rev && t0 < a->retry_ns)
+		return -1; /* refused: not again yet */
 	/* No policy read yet (the store unreachable, or its policy invalid),
 	 * and dfw tables in the kernel: they are the last ruleset this host
 	 * realized, and stay in force.  Only where there are none does the
@@ -509,10 +529,10 @@ static int realize(struct agent *a, uint64_t rev, const struct deltas *d)
 		/* Nothing more to do until the store changes. */
 		a->kept = true;
 		a->rev = rev;
-		plan_free(want);
 		return -1;
 	}
 	a->kept = false;
+	want = desired_plan(a);
 	if (a->loaded) {
 		plan_diff(a->installed, want, &diff);
 		ret = backend_apply(a->be, &diff, false, &st, err, sizeof(err));
@@ -529,6 +549,7 @@ static int realize(struct agent *a, uint64_t rev, const struct deltas *d)
 	plan_free(a->installed);
 	a->installed = want;
 	a->loaded = true;
+	a->fails = 0;
 	realized(a, rev, &st, t0, acked, d);
 	logf_(a, "realized revision %llu: %zu vNIC(s), %zu chain(s), %zu set(s); %zu message(s), %zu bytes, committed in %llu us",
 	      (unsigned long long)rev, want->nports, want->nchains, want->nsets, st.msgs,
