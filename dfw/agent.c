@@ -480,6 +480,87 @@ static void realized(struct agent *a, uint64_t rev, const struct backend_stats *
 	a->updates++;
 }
 
+struct scope_ctx {
+	struct agent *a;
+	const struct plan *pl; /* the vNIC ids */
+	const struct dfw_block *b;
+	uint64_t left_ms;
+	struct backend_scoped_block *v;
+	size_t n, cap;
+};
+
+static void add_scoped(void *arg, size_t vm)
+{
+	struct scope_ctx *c = arg;
+	const struct pport *port = plan_find_port(c->pl, c->a->pol->inv.vms[vm].port);
+
+	if (!port || port->vm != vm)
+		return; /* not a vNIC of this host */
+	grow((void **)&c->v, &c->cap, c->n + 1, sizeof(*c->v));
+	c->v[c->n++] = (struct backend_scoped_block){ c->b->addr, port->id, c->left_ms };
+}
+
+/* The operator blocks as the kernel holds them: global ones as addresses,
+ * scoped ones as (address, vNIC id of plan pl) pairs for the scope's local
+ * members, each with its time left.  Free with blocks_free. */
+static void blocks_collect(struct agent *a, const struct plan *pl, struct backend_op_blocks *ob)
+{
+	struct backend_block *g = xcalloc(a->nblocks + 1, sizeof(*g));
+	struct scope_ctx c = { .a = a, .pl = pl };
+	uint64_t now = wall_ms();
+	size_t ng = 0;
+
+	for (size_t i = 0; i < a->nblocks; i++) {
+		const struct dfw_block *b = &a->blocks[i];
+		uint64_t left = b->until_ms - now;
+
+		if (b->until_ms <= now)
+			continue;
+		if (left > BLOCK_MAX_MS)
+			left = BLOCK_MAX_MS; /* written behind dfwctl's back */
+		if (b->group < 0) {
+			g[ng++] = (struct backend_block){ b->addr, left };
+			continue;
+		}
+		c.b = b;
+		c.left_ms = left;
+		gengine_foreach_member(a->eng, (size_t)b->group, add_scoped, &c);
+	}
+	*ob = (struct backend_op_blocks){ g, ng, c.v, c.n };
+}
+
+static void blocks_free(struct backend_op_blocks *ob)
+{
+	free((void *)ob->g);
+	free((void *)ob->sc);
+}
+
+static void blocks_said(struct agent *a, const struct backend_op_blocks *ob)
+{
+	a->blocks_dirty = false;
+	logf_(a, "operator blocks: %zu address(es) everywhere, %zu (address, vNIC) pair(s) in scopes",
+	      ob->ng, ob->ns);
+}
+
+/* Writes the operator blocks to the kernel, replacing what the sets held
+ * (one batch). */
+static void blocks_sync(struct agent *a)
+{
+	struct backend_op_blocks ob;
+	struct backend_stats st = { 0 };
+	char err[512];
+
+	blocks_collect(a, a->installed, &ob);
+	if (backend_set_op_blocks(a->be, ob.g, ob.ng, ob.sc, ob.ns, &st, err, sizeof(err)) < 0) {
+		logf_(a, "operator blocks: %s", err);
+		snprintf(a->last_error, sizeof(a->last_error), "operator blocks: %.400s", err);
+		a->status_dirty = true;
+	} else {
+		blocks_said(a, &ob);
+	}
+	blocks_free(&ob);
+}
+
 /* The kernel refused: report, and replace everything at the next attempt:
  * at once the first time (something deleted behind dfwd's back), then
  * after 1, 2, 4 ... up to 64 s for the same revision, so that a refusal
@@ -537,9 +618,17 @@ static int realize(struct agent *a, uint64_t rev, const struct deltas *d)
 		plan_diff(a->installed, want, &diff);
 		ret = backend_apply(a->be, &diff, false, &st, err, sizeof(err));
 		plan_diff_free(&diff);
+	} else if (a->pol) {
+		/* The operator blocks go in with the tables they live in. */
+		struct backend_op_blocks ob;
+
+		blocks_collect(a, want, &ob);
+		ret = backend_load_blocks(a->be, want, &ob, &st, err, sizeof(err));
+		if (ret == 0)
+			blocks_said(a, &ob);
+		blocks_free(&ob);
 	} else {
 		ret = backend_load(a->be, want, false, &st, err, sizeof(err));
-		a->blocks_dirty = true; /* a full load empties the block sets */
 	}
 	if (ret < 0) {
 		plan_free(want);
@@ -603,67 +692,6 @@ static int realize_deltas(struct agent *a, uint64_t rev, struct deltas *d)
 	      (unsigned long long)a->last_update_us);
 	plan_diff_free(&diff);
 	return 0;
-}
-
-struct scope_ctx {
-	struct agent *a;
-	const struct dfw_block *b;
-	uint64_t left_ms;
-	struct backend_scoped_block *v;
-	size_t n, cap;
-};
-
-static void add_scoped(void *arg, size_t vm)
-{
-	struct scope_ctx *c = arg;
-	const struct pport *port = plan_find_port(c->a->installed, c->a->pol->inv.vms[vm].port);
-
-	if (!port || port->vm != vm)
-		return; /* not a vNIC of this host */
-	grow((void **)&c->v, &c->cap, c->n + 1, sizeof(*c->v));
-	c->v[c->n++] = (struct backend_scoped_block){ c->b->addr, port->id, c->left_ms };
-}
-
-/* Writes the operator blocks to the kernel: global ones as addresses,
- * scoped ones as (address, vNIC id) pairs for the scope's local members,
- * each with its time left, replacing what the sets held (one batch). */
-static void blocks_sync(struct agent *a)
-{
-	struct backend_block *g = xcalloc(a->nblocks + 1, sizeof(*g));
-	struct scope_ctx c = { .a = a };
-	struct backend_stats st = { 0 };
-	uint64_t now = wall_ms();
-	size_t ng = 0;
-	char err[512];
-
-	for (size_t i = 0; i < a->nblocks; i++) {
-		const struct dfw_block *b = &a->blocks[i];
-
-		uint64_t left = b->until_ms - now;
-
-		if (b->until_ms <= now)
-			continue;
-		if (left > BLOCK_MAX_MS)
-			left = BLOCK_MAX_MS; /* written behind dfwctl's back */
-		if (b->group < 0) {
-			g[ng++] = (struct backend_block){ b->addr, left };
-			continue;
-		}
-		c.b = b;
-		c.left_ms = left;
-		gengine_foreach_member(a->eng, (size_t)b->group, add_scoped, &c);
-	}
-	if (backend_set_op_blocks(a->be, g, ng, c.v, c.n, &st, err, sizeof(err)) < 0) {
-		logf_(a, "operator blocks: %s", err);
-		snprintf(a->last_error, sizeof(a->last_error), "operator blocks: %.400s", err);
-		a->status_dirty = true;
-	} else {
-		a->blocks_dirty = false;
-		logf_(a, "operator blocks: %zu address(es) everywhere, %zu (address, vNIC) pair(s) in scopes",
-		      ng, c.n);
-	}
-	free(g);
-	free(c.v);
 }
 
 /* Blocks follow membership of their scope groups and survive full loads. */
@@ -747,8 +775,7 @@ void agent_heartbeat(struct agent *a)
 	if (!a->loaded) {
 		struct deltas d = { .a = a };
 
-		if (realize(a, a->rev, &d) == 0 && a->pol)
-			blocks_sync(a);
+		realize(a, a->rev, &d); /* the operator blocks go with it */
 	} else if (a->pol) {
 		/* Blocks that could not be read or written last time. */
 		if (a->blocks_stale)

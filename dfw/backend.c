@@ -1598,8 +1598,10 @@ static const struct counter_val *counter_find(const struct counter_vals *c, cons
 	return bsearch(&key, c->v, c->n, sizeof(*c->v), cmp_counter_val);
 }
 
-int backend_load(struct backend *b, const struct plan *pl, bool check_only,
-		 struct backend_stats *st, char *err, size_t errlen)
+static void op_block_elems(struct backend *b, const struct backend_op_blocks *ob);
+
+static int load(struct backend *b, const struct plan *pl, const struct backend_op_blocks *ob,
+		bool check_only, struct backend_stats *st, char *err, size_t errlen)
 {
 	const struct pport **ports = xcalloc(pl->nports, sizeof(*ports));
 	size_t *order;
@@ -1648,11 +1650,26 @@ int backend_load(struct backend *b, const struct plan *pl, bool check_only,
 	ports_msg(b, ports, pl->nports, NFT_MSG_NEWSETELEM);
 	uplinks_msg(b, pl);
 	block_elems(b, blocks, nblocks);
+	if (ob)
+		op_block_elems(b, ob);
 	free(ports);
 	free(blocks);
 	free(old.v);
 	ret = batch_send(b, check_only, st, err, errlen);
 	return ret;
+}
+
+int backend_load(struct backend *b, const struct plan *pl, bool check_only,
+		 struct backend_stats *st, char *err, size_t errlen)
+{
+	return load(b, pl, NULL, check_only, st, err, errlen);
+}
+
+int backend_load_blocks(struct backend *b, const struct plan *pl,
+			const struct backend_op_blocks *ob, struct backend_stats *st, char *err,
+			size_t errlen)
+{
+	return load(b, pl, ob, false, st, err, errlen);
 }
 
 static int cmp_change_set(const void *x, const void *y)
@@ -2319,48 +2336,58 @@ int backend_block(struct backend *b, const struct backend_block *bl, size_t n,
 	return batch_send(b, false, st, err, errlen);
 }
 
-int backend_set_op_blocks(struct backend *b, const struct backend_block *g, size_t ng,
-			  const struct backend_scoped_block *sc, size_t ns,
-			  struct backend_stats *st, char *err, size_t errlen)
-{
-	static const char *const sets[] = { DFW_SET_OPBLOCK4, DFW_SET_OPBLOCK6, DFW_SET_OPSCOPE4,
-					    DFW_SET_OPSCOPE6, DFW_SET_OPSCOPE4_IN, DFW_SET_OPSCOPE6_IN };
-	struct elem *el = xcalloc(ng + ns + 1, sizeof(*el));
+static const char *const op_sets[] = { DFW_SET_OPBLOCK4, DFW_SET_OPBLOCK6, DFW_SET_OPSCOPE4,
+				       DFW_SET_OPSCOPE6, DFW_SET_OPSCOPE4_IN, DFW_SET_OPSCOPE6_IN };
 
-	batch_begin(b);
-	for (size_t i = 0; i < ARRAY_SIZE(sets); i++)
-		set_flush(b, NFPROTO_INET, sets[i]);
+/* The operator blocks' elements, into sets that are empty (a full load's
+ * new ones, or flushed first). */
+static void op_block_elems(struct backend *b, const struct backend_op_blocks *ob)
+{
+	struct elem *el = xcalloc(ob->ng + ob->ns + 1, sizeof(*el));
+
 	for (int v6 = 0; v6 < 2; v6++) {
 		size_t ne = 0, alen = v6 ? 16 : 4;
 
-		for (size_t i = 0; i < ng; i++) {
-			if ((g[i].addr.family == AF_INET6) != v6)
+		for (size_t i = 0; i < ob->ng; i++) {
+			if ((ob->g[i].addr.family == AF_INET6) != v6)
 				continue;
 			memset(&el[ne], 0, sizeof(el[ne]));
 			el[ne].key_len = (uint32_t)alen;
-			memcpy(el[ne].key, g[i].addr.a, alen);
-			el[ne++].timeout_ms = g[i].timeout_ms ? g[i].timeout_ms : 1;
+			memcpy(el[ne].key, ob->g[i].addr.a, alen);
+			el[ne++].timeout_ms = ob->g[i].timeout_ms ? ob->g[i].timeout_ms : 1;
 		}
 		if (ne)
-			elems_msg(b, NFPROTO_INET, sets[v6], el, ne, NFT_MSG_NEWSETELEM);
+			elems_msg(b, NFPROTO_INET, op_sets[v6], el, ne, NFT_MSG_NEWSETELEM);
 		ne = 0;
-		for (size_t i = 0; i < ns; i++) {
-			if ((sc[i].addr.family == AF_INET6) != v6)
+		for (size_t i = 0; i < ob->ns; i++) {
+			if ((ob->sc[i].addr.family == AF_INET6) != v6)
 				continue;
 			memset(&el[ne], 0, sizeof(el[ne]));
 			el[ne].key_len = (uint32_t)alen + 4;
-			memcpy(el[ne].key, sc[i].addr.a, alen);
-			memcpy(el[ne].key + alen, &sc[i].port_id, 4);
-			el[ne++].timeout_ms = sc[i].timeout_ms ? sc[i].timeout_ms : 1;
+			memcpy(el[ne].key, ob->sc[i].addr.a, alen);
+			memcpy(el[ne].key + alen, &ob->sc[i].port_id, 4);
+			el[ne++].timeout_ms = ob->sc[i].timeout_ms ? ob->sc[i].timeout_ms : 1;
 		}
 		/* Each pair in both scope sets: the vNIC as source and as
 		 * destination. */
 		if (ne) {
-			elems_msg(b, NFPROTO_INET, sets[2 + v6], el, ne, NFT_MSG_NEWSETELEM);
-			elems_msg(b, NFPROTO_INET, sets[4 + v6], el, ne, NFT_MSG_NEWSETELEM);
+			elems_msg(b, NFPROTO_INET, op_sets[2 + v6], el, ne, NFT_MSG_NEWSETELEM);
+			elems_msg(b, NFPROTO_INET, op_sets[4 + v6], el, ne, NFT_MSG_NEWSETELEM);
 		}
 	}
 	free(el);
+}
+
+int backend_set_op_blocks(struct backend *b, const struct backend_block *g, size_t ng,
+			  const struct backend_scoped_block *sc, size_t ns,
+			  struct backend_stats *st, char *err, size_t errlen)
+{
+	const struct backend_op_blocks ob = { g, ng, sc, ns };
+
+	batch_begin(b);
+	for (size_t i = 0; i < ARRAY_SIZE(op_sets); i++)
+		set_flush(b, NFPROTO_INET, op_sets[i]);
+	op_block_elems(b, &ob);
 	return batch_send(b, false, st, err, errlen);
 }
 

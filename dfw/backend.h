@@ -128,6 +128,18 @@ struct backend_scoped_block {
 int backend_set_op_blocks(struct backend *b, const struct backend_block *g, size_t ng,
 			  const struct backend_scoped_block *sc, size_t ns,
 			  struct backend_stats *st, char *err, size_t errlen);
+/* backend_load with the operator blocks (as backend_set_op_blocks takes
+ * them) in the same transaction: a full load never leaves them out, not
+ * even for the time between two commits. */
+struct backend_op_blocks {
+	const struct backend_block *g;
+	size_t ng;
+	const struct backend_scoped_block *sc;
+	size_t ns;
+};
+int backend_load_blocks(struct backend *b, const struct plan *pl,
+			const struct backend_op_blocks *ob, struct backend_stats *st, char *err,
+			size_t errlen);
 
 /* Checks that bridged IPv4/IPv6 traffic reaches the inet hooks
  * (net.bridge.bridge-nf-call-iptables / -ip6tables = 1 in this namespace).

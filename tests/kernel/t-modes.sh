@@ -170,8 +170,21 @@ echo "# blocks survive a restart of dfwd, with the time they have left"
 sleep 1
 lab daemon stop hv1 >/dev/null 2>&1
 expect no  desktop2 fs1 tcp/445     # the kernel enforces while dfwd is down
+# Watch the kernel's transactions while dfwd reloads everything.
+"$LAB_BIN" exec --lab "$LAB" host:hv1 -- nft monitor >"$TMPD/monitor" 2>&1 &
+MON=$!
+sleep 0.3
 lab daemon start hv1 >/dev/null 2>&1
 check "dfwd is back" wait_realized "$rev0"
+sleep 0.3
+kill "$MON"; wait "$MON" 2>/dev/null
+# The operator blocks are in the same transaction as the tables they live
+# in: no generation ends between the new inet table and their elements.
+check "the operator blocks come with the full load, in its transaction" sh -c "
+	awk '/^add table inet dfw/ { t = 1; next }
+	     t && /^# new generation/ { exit 1 }
+	     t && /^add element inet dfw opscope4 / { ok = 1; exit 0 }
+	     END { exit !ok }' '$TMPD/monitor'"
 check "blocks lists the scoped block" has "$(ctl blocks)" "address=$D2 scope=file-servers left_s=[1-5][0-9]$"
 check "blocks lists the IPv6 block" has "$(ctl blocks)" "address=$D4 scope=everywhere left_s=[1-5][0-9]$"
 expect no  desktop2 fs1 tcp/445
