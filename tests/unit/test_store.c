@@ -1805,22 +1805,39 @@ static void in_child(void (*fn)(const char *uri), const char *range_body)
 		}                                                                       \
 	} while (0)
 
+/* A child's handle on the fake gateway, with what it warned and found. */
+struct child_store {
+	struct store *s;
+	struct strv warned;
+	struct collect c;
+	char err[256];
+};
+
+static void child_open(struct child_store *w, const char *uri)
+{
+	memset(w, 0, sizeof(*w));
+	w->s = open_ok(uri, false);
+	store_set_warn(w->s, capture_warn, &w->warned);
+}
+
+static void child_close(struct child_store *w)
+{
+	strv_free(&w->c.items);
+	strv_free(&w->warned);
+	store_close(w->s);
+}
+
 static void scan_outside(const char *uri)
 {
-	struct store *s = open_ok(uri, false);
-	struct strv warned = { 0 };
-	struct collect c = { 0 };
-	char err[256];
+	struct child_store w;
 	uint64_t rev;
 
-	store_set_warn(s, capture_warn, &warned);
-	CHILD_ASSERT(store_scan(s, "", collect_kv, &c, &rev, err, sizeof(err)) == 0);
-	CHILD_ASSERT(c.items.n == 1 && !strcmp(c.items.v[0], "a=1"));
-	CHILD_ASSERT(count_containing(&warned, "key \"fake/k\"") == 1);
-	CHILD_ASSERT(count_containing(&warned, "outside the range asked for") == 2);
-	strv_free(&c.items);
-	strv_free(&warned);
-	store_close(s);
+	child_open(&w, uri);
+	CHILD_ASSERT(store_scan(w.s, "", collect_kv, &w.c, &rev, w.err, sizeof(w.err)) == 0);
+	CHILD_ASSERT(w.c.items.n == 1 && !strcmp(w.c.items.v[0], "a=1"));
+	CHILD_ASSERT(count_containing(&w.warned, "key \"fake/k\"") == 1);
+	CHILD_ASSERT(count_containing(&w.warned, "outside the range asked for") == 2);
+	child_close(&w);
 }
 
 static int count_hosts(void *arg, const struct store_host *h)
@@ -1835,36 +1852,26 @@ static int count_hosts(void *arg, const struct store_host *h)
 
 static void hosts_outside(const char *uri)
 {
-	struct store *s = open_ok(uri, false);
-	struct strv warned = { 0 };
-	struct collect c = { 0 };
-	char err[256];
+	struct child_store w;
 
-	store_set_warn(s, capture_warn, &warned);
-	CHILD_ASSERT(store_host_scan(s, count_hosts, &c, err, sizeof(err)) == 0);
+	child_open(&w, uri);
+	CHILD_ASSERT(store_host_scan(w.s, count_hosts, &w.c, w.err, sizeof(w.err)) == 0);
 	/* fake/hosts/h1 is outside fake/alive/: h1 is not alive. */
-	CHILD_ASSERT(c.items.n == 1 && !strcmp(c.items.v[0], "h1=x"));
-	CHILD_ASSERT(count_containing(&warned, "key \"fake/k\"") == 1);
-	CHILD_ASSERT(count_containing(&warned, "key \"fake/hosts/h1\"") == 1);
-	strv_free(&c.items);
-	strv_free(&warned);
-	store_close(s);
+	CHILD_ASSERT(w.c.items.n == 1 && !strcmp(w.c.items.v[0], "h1=x"));
+	CHILD_ASSERT(count_containing(&w.warned, "key \"fake/k\"") == 1);
+	CHILD_ASSERT(count_containing(&w.warned, "key \"fake/hosts/h1\"") == 1);
+	child_close(&w);
 }
 
 static void scan_goes_back(const char *uri)
 {
-	struct store *s = open_ok(uri, false);
-	struct strv warned = { 0 };
-	struct collect c = { 0 };
-	char err[256];
+	struct child_store w;
 	uint64_t rev;
 
-	store_set_warn(s, capture_warn, &warned);
-	CHILD_ASSERT(store_scan(s, "", collect_kv, &c, &rev, err, sizeof(err)) == -1);
-	CHILD_ASSERT(strstr(err, "no key of the range asked for") != NULL);
-	strv_free(&c.items);
-	strv_free(&warned);
-	store_close(s);
+	child_open(&w, uri);
+	CHILD_ASSERT(store_scan(w.s, "", collect_kv, &w.c, &rev, w.err, sizeof(w.err)) == -1);
+	CHILD_ASSERT(strstr(w.err, "no key of the range asked for") != NULL);
+	child_close(&w);
 }
 
 /* An etcd reply with keys outside the range asked for (shorter than the
