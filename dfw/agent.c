@@ -38,7 +38,8 @@ struct agent {
 
 	uint64_t rev;               /* realized store revision */
 	bool loaded;                /* the kernel holds `installed` */
-	bool kept;                  /* no policy: the kernel's ruleset was kept (at rev) */
+	bool kept;                  /* no policy: the kernel's ruleset was kept... */
+	uint64_t kept_rev;          /* ...as of this store revision */
 	/* After the kernel refused revision failed_rev (fails times in a
 	 * row), it is tried again in full no sooner than retry_ns (a new
 	 * revision is tried at once). */
@@ -607,9 +608,10 @@ static int realize(struct agent *a, uint64_t rev, const struct deltas *d)
 				 "no valid policy read yet; the kernel's last ruleset stays in force");
 			a->status_dirty = true;
 		}
-		/* Nothing more to do until the store changes. */
+		/* Nothing more to do until the store changes (a->rev stays: no
+		 * revision was realized). */
 		a->kept = true;
-		a->rev = rev;
+		a->kept_rev = rev;
 		return -1;
 	}
 	a->kept = false;
@@ -723,15 +725,16 @@ int agent_sync(struct agent *a)
 	}
 	{
 		struct change_ctx c = { .a = a };
+		uint64_t since = a->kept ? a->kept_rev : a->rev;
 
 		c.dirty = a->pol ? xcalloc(a->pol->inv.nvms, sizeof(*c.dirty)) : NULL;
-		r = store_changes(a->store, a->rev, on_change, &c, &rev, err, sizeof(err));
+		r = store_changes(a->store, since, on_change, &c, &rev, err, sizeof(err));
 		if (r == -1) {
 			logf_(a, "reading store changes: %s", err);
 			free(c.dirty);
 			goto out;
 		}
-		if (rev == a->rev && (a->loaded || a->kept)) {
+		if (rev == since && (a->loaded || a->kept)) {
 			free(c.dirty);
 			ret = 0;
 			goto out;
