@@ -200,6 +200,7 @@ static FILE *client_out(struct client *cl)
 static void client_request(struct client *cl, control_fn fn, void *arg)
 {
 	FILE *out = client_out(cl);
+	size_t i;
 
 	if (!out) {
 		client_close(cl);
@@ -208,22 +209,17 @@ static void client_request(struct client *cl, control_fn fn, void *arg)
 	if (cl->n && cl->line[cl->n - 1] == '\r') /* a CRLF client */
 		cl->n--;
 	cl->line[cl->n] = '\0';
-	if (strlen(cl->line) != cl->n) {
+	/* NUL is one of them: the loop runs over all n bytes read. */
+	for (i = 0; i < cl->n; i++)
+		if (((unsigned char)cl->line[i] < 0x20 && cl->line[i] != '\t') ||
+		    cl->line[i] == 0x7f)
+			break;
+	if (i < cl->n)
 		control_error(out, CONTROL_INPUT, "request contains control characters");
-	} else {
-		size_t i;
-
-		for (i = 0; i < cl->n; i++)
-			if (((unsigned char)cl->line[i] < 0x20 && cl->line[i] != '\t') ||
-			    cl->line[i] == 0x7f)
-				break;
-		if (i < cl->n)
-			control_error(out, CONTROL_INPUT, "request contains control characters");
-		else if (cl->denied)
-			control_error(out, CONTROL_INPUT, "permission denied (root only)");
-		else
-			fn(arg, cl->line, out);
-	}
+	else if (cl->denied)
+		control_error(out, CONTROL_INPUT, "permission denied (root only)");
+	else
+		fn(arg, cl->line, out);
 	client_answer(cl, out);
 }
 

@@ -215,7 +215,6 @@ const char *daemon_name(enum lab_proc which)
 /* A host's files in the lab dir are HOST<suffix>; the lab's own have fixed
  * names.  Two hosts whose files share a name ("hv1.scan": hv1.scan.pid is
  * hv1's scanner's pidfile) would stop, log and answer for each other. */
-static const char *const host_extra[] = { LAB_AUDIT_LOG, LAB_FLOW_LOG };
 static const char *const lab_files[] = {
 	"store.db", "store.db-wal", "store.db-shm", "config.ini", "sandbox", LAB_SIGNATURES,
 	LAB_STORE_URI, LAB_PLACEMENT, LAB_ETCD_DATA,
@@ -236,12 +235,11 @@ int daemon_files_check(char *const *hosts, size_t nhosts, char *err, size_t errl
 	const struct hostprog *dfwd = &hostprogs[LAB_DFWD], *scan = &hostprogs[LAB_SCANNER],
 			      *etcd = &hostprogs[LAB_ETCD];
 	const char *const suffixes[] = { dfwd->pid, dfwd->log, dfwd->sock, scan->pid,
-					 scan->log, scan->sock, host_extra[0], host_extra[1] };
+					 scan->log, scan->sock, LAB_AUDIT_LOG, LAB_FLOW_LOG };
 	size_t nsuf = ARRAY_SIZE(suffixes), n = 0;
 	struct lab_file *f = xcalloc(nhosts * nsuf + ARRAY_SIZE(lab_files) + 2, sizeof(*f));
 	int ret = 0;
 
-	_Static_assert(ARRAY_SIZE(host_extra) == 2, "every host file is in suffixes");
 	for (size_t i = 0; i < ARRAY_SIZE(lab_files); i++)
 		f[n++] = (struct lab_file){ xstrdup(lab_files[i]), -1 };
 	f[n++] = (struct lab_file){ xasprintf("%s%s", LAB_ETCD_FILES, etcd->pid), -1 };

@@ -509,8 +509,8 @@ static const char *known_vm(const struct scand *d, const char *vm, char *why, si
 
 /* Removes the policy's threat tags from a VM found clean, if it carries
  * any and no detection came in since its scan began (its record,
- * detected/VM, still holds rec: NULL when absent).  Returns an exit code. */
-static int release(struct scand *d, const char *vm, const char *rec)
+ * rec_key = detected/VM, still holds rec: NULL when absent).  Returns an exit code. */
+static int release(struct scand *d, const char *vm, const char *rec_key, const char *rec)
 {
 	char *tags[SEV_COUNT], *val = NULL, key[TAG_KEY_MAX + 300], err[512], list[256] = "";
 	size_t n = threat_tags(d, tags), carried = 0;
@@ -536,8 +536,8 @@ static int release(struct scand *d, const char *vm, const char *rec)
 		logmsg("full scan of %s: clean; it carries no threat tag: nothing to release", vm);
 		return EXIT_OK;
 	}
-	snprintf(key, sizeof(key), DETECTED_PREFIX "%s", vm);
-	ret = tags_write_rec(d->store, vm, tags, n, false, key, rec, NULL, &rev, err, sizeof(err));
+	ret = tags_write_rec(d->store, vm, tags, n, false, rec_key, rec, NULL, &rev, err,
+			     sizeof(err));
 	audit_tag(d, ret == 0 ? "untag" : ret < 0 ? "untag-failed" : "untag-refused", vm, list,
 		  rev, ret ? err : NULL);
 	if (ret == 2) {
@@ -617,7 +617,7 @@ static int full_scan(struct scand *d, const char *vm_arg)
 		free(rec);
 		return EXIT_OK;
 	}
-	r = release(d, vm, rec);
+	r = release(d, vm, rec_key, rec);
 	free(rec);
 	return r;
 }
