@@ -14,6 +14,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
+#include <sys/pidfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -269,8 +271,11 @@ int daemon_files_check(char *const *hosts, size_t nhosts, char *err, size_t errl
 }
 
 /* The pid in pidfile when it is a live process of this lab running
- * hostprogs[which] (any of them when which < 0), else 0. */
-static pid_t live_pid(const char *labname, const char *pidfile, int which)
+ * hostprogs[which] (any of them when which < 0), else 0. With pidfd, also
+ * a pidfd of that process (-1 with 0): it is opened before the process is
+ * checked, and the process is still alive after the check, so signals
+ * through it cannot reach another process that took over the number. */
+static pid_t live_pid(const char *labname, const char *pidfile, int which, int *pidfd)
 {
 	char *own = NULL;
 	char *store = lab_store_uri(labname), *data = lab_path(labname, LAB_ETCD_DATA);
@@ -281,7 +286,7 @@ static pid_t live_pid(const char *labname, const char *pidfile, int which)
 	pid_t pid = 0;
 	ssize_t n;
 	FILE *f;
-	int fd;
+	int fd, pfd = -1;
 
 	if (!pidfile)
 		pidfile = own = lab_host_path(labname, LAB_ETCD_FILES, hostprogs[LAB_ETCD].pid);
@@ -295,6 +300,9 @@ static pid_t live_pid(const char *labname, const char *pidfile, int which)
 	fclose(f);
 	buf[strcspn(buf, "\n")] = '\0';
 	if (parse_u64(buf, INT_MAX, &v) < 0 || v < 2)
+		goto out;
+	pfd = pidfd_open((pid_t)v, 0);
+	if (pfd < 0)
 		goto out;
 	exelink = xasprintf("/proc/%d/exe", (int)v);
 	n = readlink(exelink, exe, sizeof(exe) - 1);
@@ -323,11 +331,21 @@ static pid_t live_pid(const char *labname, const char *pidfile, int which)
 	cmdline[n] = '\0';
 	for (ssize_t off = 0; off < n; off += (ssize_t)strlen(cmdline + off) + 1) {
 		if (!strcmp(cmdline + off, marker)) {
-			pid = (pid_t)v;
+			/* Alive after the reads: what they showed was this process. */
+			if (pidfd_send_signal(pfd, 0, NULL, 0) == 0)
+				pid = (pid_t)v;
 			break;
 		}
 	}
 out:
+	if (pid && pidfd) {
+		*pidfd = pfd;
+	} else {
+		if (pidfd)
+			*pidfd = -1;
+		if (pfd >= 0)
+			close(pfd);
+	}
 	free(cmdpath);
 	free(exelink);
 	free(store);
@@ -339,76 +357,76 @@ out:
 static pid_t live_daemon(const char *labname, enum lab_proc which, const char *host)
 {
 	char *pidfile = lab_host_path(labname, host, hostprogs[which].pid);
-	pid_t pid = live_pid(labname, pidfile, (int)which);
+	pid_t pid = live_pid(labname, pidfile, (int)which, NULL);
 
 	free(pidfile);
 	return pid;
 }
 
-static bool gone(pid_t pid)
+/* Whether the process of pidfd has exited, waiting at most ms; our own
+ * child (a rollback inside `up`) is reaped. */
+static bool wait_gone(pid_t pid, int pidfd, unsigned ms)
 {
-	char path[64], state = 0;
-	FILE *f;
+	struct pollfd p = { .fd = pidfd, .events = POLLIN };
 	int st;
 
-	if (waitpid(pid, &st, WNOHANG) == pid)
-		return true; /* our own child (a rollback inside `up`) */
-	if (kill(pid, 0) < 0 && errno == ESRCH)
-		return true;
-	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-	f = fopen(path, "re");
-	if (!f)
-		return true;
-	/* "pid (comm) S ...": a zombie is as good as gone. */
-	if (fscanf(f, "%*d (%*[^)]) %c", &state) != 1)
-		state = 0;
-	fclose(f);
-	return state == 'Z' || state == 'X';
-}
-
-static bool wait_gone(pid_t pid, unsigned ms)
-{
-	for (unsigned t = 0; t < ms; t += 20) {
-		if (gone(pid))
-			return true;
-		sleep_ms(20);
-	}
-	return gone(pid);
+	if (poll(&p, 1, (int)ms) == 0)
+		return false;
+	waitpid(pid, &st, WNOHANG);
+	return true;
 }
 
 /* Signals pid and waits for it to go, with SIGKILL after STOP_TIMEOUT_MS.
- * what and host name it in messages. */
-static int stop_pid(pid_t pid, int sig, const char *what, const char *host, char *err,
-		    size_t errlen)
+ * pidfd is the process's (from live_pid), or -1 for our own child, which
+ * cannot have been reaped yet. what and host name it in messages. */
+static int stop_pid(pid_t pid, int pidfd, int sig, const char *what, const char *host,
+		    char *err, size_t errlen)
 {
-	/* Each leads its own session (setsid below): its process group is
-	 * everything it started, which goes with it. */
-	pid_t target = getpgid(pid) == pid ? -pid : pid;
+	int own = -1, ret = 0;
 
-	if (kill(target, sig) < 0 && errno != ESRCH)
-		return errf(err, errlen, "cannot signal %s of host %s (pid %d): %s", what, host,
-			    (int)pid, strerror(errno));
-	if (wait_gone(pid, STOP_TIMEOUT_MS))
-		return 0;
-	kill(target, SIGKILL);
-	if (wait_gone(pid, STOP_TIMEOUT_MS))
-		return 0;
-	return errf(err, errlen, "%s of host %s (pid %d) does not exit, even after SIGKILL",
-		    what, host, (int)pid);
+	if (pidfd < 0) {
+		pidfd = own = pidfd_open(pid, 0);
+		if (pidfd < 0)
+			return errno == ESRCH ? 0 : errf(err, errlen, "cannot open process %d (%s of host %s): %s",
+						    (int)pid, what, host, strerror(errno));
+	}
+	for (int round = 0; round < 2; round++) {
+		/* Each leads its own session (setsid below): its process group
+		 * is everything it started, which goes with it. While the
+		 * leader lives (the pidfd says so), the group's number is its. */
+		if (pidfd_send_signal(pidfd, 0, NULL, 0) == 0) {
+			if (getpgid(pid) == pid ? kill(-pid, sig) : pidfd_send_signal(pidfd, sig, NULL, 0))
+				if (errno != ESRCH) {
+					ret = errf(err, errlen, "cannot signal %s of host %s (pid %d): %s",
+						   what, host, (int)pid, strerror(errno));
+					break;
+				}
+		}
+		if (wait_gone(pid, pidfd, STOP_TIMEOUT_MS))
+			break;
+		if (round == 1)
+			ret = errf(err, errlen, "%s of host %s (pid %d) does not exit, even after SIGKILL",
+				   what, host, (int)pid);
+		sig = SIGKILL;
+	}
+	if (own >= 0)
+		close(own);
+	return ret;
 }
 
 int daemon_stop(const char *labname, enum lab_proc which, const char *host, int sig,
 		bool *stopped, char *err, size_t errlen)
 {
 	char *pidfile = lab_host_path(labname, host, hostprogs[which].pid);
-	pid_t pid = live_pid(labname, pidfile, (int)which);
-	int ret = 0;
+	int pidfd, ret = 0;
+	pid_t pid = live_pid(labname, pidfile, (int)which, &pidfd);
 
 	*stopped = false;
 	/* Without a live process of ours under that pid, the pidfile is stale. */
 	if (pid) {
-		ret = stop_pid(pid, sig, hostprogs[which].prog, host, err, errlen);
+		ret = stop_pid(pid, pidfd, sig, hostprogs[which].prog, host, err, errlen);
 		*stopped = ret == 0;
+		close(pidfd);
 	}
 	if (ret == 0)
 		unlink(pidfile);
@@ -440,13 +458,16 @@ int daemon_stop_all(const char *labname, char *err, size_t errlen)
 	closedir(d);
 	for (size_t i = 0; i < files.n; i++) {
 		char *path = xasprintf("%s/%s", dir, files.v[i]);
-		pid_t pid = live_pid(labname, path, -1);
+		int pidfd;
+		pid_t pid = live_pid(labname, path, -1, &pidfd);
 
 		files.v[i][strlen(files.v[i]) - 4] = '\0';
-		if (pid && stop_pid(pid, SIGTERM, "the process", files.v[i], err, errlen) < 0)
+		if (pid && stop_pid(pid, pidfd, SIGTERM, "the process", files.v[i], err, errlen) < 0)
 			ret = -1;
 		else
 			unlink(path);
+		if (pid)
+			close(pidfd);
 		free(path);
 	}
 out:
@@ -648,7 +669,7 @@ out:
 		char *pidfile = lab_host_path(lab->name, lab->hosts[h], k->pid);
 
 		/* Our own children: no pidfile check needed (nor yet possible). */
-		if (pids[j] > 0 && stop_pid(pids[j], SIGTERM, k->prog, lab->hosts[h], NULL, 0) == 0)
+		if (pids[j] > 0 && stop_pid(pids[j], -1, SIGTERM, k->prog, lab->hosts[h], NULL, 0) == 0)
 			unlink(pidfile);
 		free(pidfile);
 	}
@@ -704,7 +725,7 @@ int etcd_start(const struct lab *lab, char *err, size_t errlen)
 			 cluster, (char *)"--log-level", (char *)"warn", NULL };
 	int fd = netns_open(ns), ret = -1, st;
 	uint64_t deadline = now_ns() + START_TIMEOUT_MS * 1000000ull;
-	pid_t pid, old = live_pid(lab->name, NULL, LAB_ETCD);
+	pid_t pid, old = live_pid(lab->name, NULL, LAB_ETCD, NULL);
 
 	if (old) {
 		errf(err, errlen, "etcd of lab %s is already running (pid %d)", lab->name, (int)old);
@@ -726,21 +747,24 @@ int etcd_start(const struct lab *lab, char *err, size_t errlen)
 	if (pid == 0)
 		exec_prog(LAB_ETCD, fd, lab->name, LAB_ETCD_FILES, argv);
 	for (;;) {
-		bool up = false;
+		bool up = false, exited;
 
-		if (netns_enter(fd, err, errlen) < 0)
+		if (netns_enter(fd, err, errlen) < 0) {
+			stop_pid(pid, -1, SIGTERM, "etcd", "fabric", NULL, 0);
 			goto out;
+		}
 		up = etcd_healthy();
 		netns_leave(NULL, 0);
 		if (up)
 			break;
-		if (waitpid(pid, &st, WNOHANG) == pid || now_ns() >= deadline || lab_interrupted) {
+		exited = waitpid(pid, &st, WNOHANG) == pid; /* reaped: its number is free */
+		if (exited || now_ns() >= deadline || lab_interrupted) {
 			log_tail(log, tail, sizeof(tail));
 			errf(err, errlen, "etcd of lab %s did not answer /health on %s:%d within %d s; last lines of %s:\n%s",
 			     lab->name, LAB_UNDERLAY_GW_ADDR, LAB_ETCD_PORT, START_TIMEOUT_MS / 1000, log,
 			     tail);
-			if (!gone(pid))
-				stop_pid(pid, SIGTERM, "etcd", "fabric", NULL, 0);
+			if (!exited)
+				stop_pid(pid, -1, SIGTERM, "etcd", "fabric", NULL, 0);
 			goto out;
 		}
 		sleep_ms(50);

@@ -4,7 +4,8 @@
 source "$(dirname "$0")/lib.sh"
 lab_up kbad "$TOP/configs/vdi.ini"
 TMPD=$(mktemp -d)
-trap 'rm -rf "$TMPD"; finish' EXIT
+STRAY=
+trap 'test -n "$STRAY" && kill "$STRAY" 2>/dev/null; rm -rf "$TMPD"; finish' EXIT
 STORE=/run/dfw-lab/$LAB/store.db
 SOCK=/run/dfw-lab/$LAB/hv1.sock
 wait_realized 1 || bad "dfwd realized the first revision"
@@ -169,3 +170,16 @@ head -c 8192 /dev/urandom >"$TMPD/damaged.db"
 out=$("$CTL_BIN" --store "$TMPD/damaged.db" tags 2>&1); rc=$?
 check "a damaged store file is refused with exit 3" test $rc -eq 3
 check "the reason names the file" has "$out" "damaged.db: not a dfw store"
+
+echo "# a pidfile that names a process of no lab"
+# dfw-lab signals only a live dfwd, dfw-scan or etcd of this lab, and
+# through a pidfd opened before it checks the process.
+sleep 300 &
+STRAY=$!
+"$LAB_BIN" daemon stop hv1 --scanner --lab "$LAB" >/dev/null 2>&1
+echo "$STRAY" >"/run/dfw-lab/$LAB/hv1.scan.pid"
+out=$("$LAB_BIN" daemon stop hv1 --scanner --lab "$LAB" 2>&1); rc=$?
+check "stop with a stale pidfile leaves that process alone" kill -0 "$STRAY"
+"$LAB_BIN" down --lab "$LAB" >/dev/null 2>&1
+check "and so does down" kill -0 "$STRAY"
+check "down removed the lab" test ! -e "/run/dfw-lab/$LAB"
