@@ -173,10 +173,13 @@ static void enforce(struct threat *t, const struct vm *vm, const struct dfw_addr
 	cutter_queue_ticket(t->cutter, addrs, n, ticket);
 	r->cut = CUT_PENDING;
 	if (t->cfg.tag) {
-		char *tags[1] = { t->cfg.tag };
+		char *tags[1] = { t->cfg.tag }, key[TAG_KEY_MAX];
 		uint64_t rev = 0;
 
-		if (tags_write(t->store, vm->name, tags, 1, true, NULL, &rev, err, sizeof(err)) == 0)
+		/* With its record: a clean file scan's release keeps this tag. */
+		snprintf(key, sizeof(key), NETTHREAT_PREFIX "%s", vm->name);
+		if (tags_write_rec(t->store, vm->name, tags, 1, true, key, t->cfg.tag, NULL, &rev,
+				   err, sizeof(err)) == 0)
 			snprintf(r->tag, sizeof(r->tag), "tagged %s (revision %llu)", t->cfg.tag,
 				 (unsigned long long)rev);
 		else

@@ -509,35 +509,50 @@ static const char *known_vm(const struct scand *d, const char *vm, char *why, si
 
 /* Removes the policy's threat tags from a VM found clean, if it carries
  * any and no detection came in since its scan began (its record,
- * rec_key = detected/VM, still holds rec: NULL when absent).  Returns an exit code. */
+ * rec_key = detected/VM, still holds rec: NULL when absent).  The tag
+ * dfwd's network threat detector put (its record netthreat/VM) stays: a
+ * clean disk says nothing of the network.  Returns an exit code. */
 static int release(struct scand *d, const char *vm, const char *rec_key, const char *rec)
 {
-	char *tags[SEV_COUNT], *val = NULL, key[TAG_KEY_MAX + 300], err[512], list[256] = "";
+	char *tags[SEV_COUNT], *val = NULL, *net = NULL, key[TAG_KEY_MAX + 300], err[512];
+	char names[SEV_COUNT][TAG_KEY_MAX], list[256] = "", kept[256] = "";
 	size_t n = threat_tags(d, tags), carried = 0;
 	uint64_t rev = 0;
 	int ret;
 
-	for (size_t i = 0; i < n; i++) {
+	snprintf(key, sizeof(key), NETTHREAT_PREFIX "%s", vm);
+	ret = store_get(d->store, key, &net, err, sizeof(err));
+	for (size_t i = 0; ret >= 0 && i < n; i++) {
 		const char *spelled = policy_find_tag(d->pol, tags[i]);
+		bool held = ret == 0 && !strcasecmp(net, tags[i]);
 
 		snprintf(key, sizeof(key), "tag/%s/%s", vm, spelled);
 		ret = store_get(d->store, key, &val, err, sizeof(err));
 		free(val);
 		val = NULL;
-		if (ret < 0) {
-			logmsg("%s", err);
-			return EXIT_STORE;
-		}
-		carried += ret == 0;
-		snprintf(list + strlen(list), sizeof(list) - strlen(list), "%s%s", i ? ", " : "",
-			 tags[i]);
+		if (ret == 0 && held)
+			snprintf(kept, sizeof(kept), "%s", tags[i]);
+		carried += ret == 0 && !held;
+	}
+	free(net);
+	if (ret < 0) {
+		logmsg("%s", err);
+		return EXIT_STORE;
 	}
 	if (!carried) {
-		logmsg("full scan of %s: clean; it carries no threat tag: nothing to release", vm);
+		logmsg("full scan of %s: clean; it carries no threat tag to release%s%s%s", vm,
+		       kept[0] ? " (" : "", kept,
+		       kept[0] ? " stays: dfwd's network threat detector put it; dfwctl untag releases it)" : "");
 		return EXIT_OK;
 	}
-	ret = tags_write_rec(d->store, vm, tags, n, false, rec_key, rec, NULL, &rev, err,
+	ret = tags_write_rec(d->store, vm, tags, n, false, rec_key, rec, names, &rev, err,
 			     sizeof(err));
+	for (size_t i = 0, len; i < n; i++) {
+		if (ret == 0 && !names[i][0])
+			continue; /* kept */
+		len = strlen(list);
+		snprintf(list + len, sizeof(list) - len, "%s%s", len ? ", " : "", tags[i]);
+	}
 	audit_tag(d, ret == 0 ? "untag" : ret < 0 ? "untag-failed" : "untag-refused", vm, list,
 		  rev, ret ? err : NULL);
 	if (ret == 2) {
@@ -549,9 +564,11 @@ static int release(struct scand *d, const char *vm, const char *rec_key, const c
 		logmsg("full scan of %s: clean, but its threat tags could not be removed: %s", vm, err);
 		return ret == 1 ? EXIT_INPUT : EXIT_STORE;
 	}
-	notice(d, vm, "A full scan found nothing; network access is restored.");
-	logmsg("full scan of %s: clean; released (%s removed, revision %llu)", vm, list,
-	       (unsigned long long)rev);
+	if (!kept[0])
+		notice(d, vm, "A full scan found nothing; network access is restored.");
+	logmsg("full scan of %s: clean; released (%s removed, revision %llu)%s%s%s", vm, list,
+	       (unsigned long long)rev, kept[0] ? "; " : "", kept,
+	       kept[0] ? " stays: dfwd's network threat detector put it" : "");
 	return EXIT_OK;
 }
 

@@ -64,8 +64,8 @@ static int snapshot_kv(void *arg, const char *key, const char *value)
 		push_pair(&s->learned, key, LEARNED_PREFIX, value);
 	} else if (has_prefix(key, BLOCK_PREFIX)) {
 		push_pair(&s->blocks, key, BLOCK_PREFIX, value);
-	} else if (has_prefix(key, DETECTED_PREFIX)) {
-		/* the scanner's; nothing to realize */
+	} else if (has_prefix(key, DETECTED_PREFIX) || has_prefix(key, NETTHREAT_PREFIX)) {
+		/* the detectors' records; nothing to realize */
 	} else {
 		warnf(c->warn, c->arg, "store key '%s': not a key dfw writes; ignored", key);
 	}

@@ -37,6 +37,8 @@ struct tag_req {
 	bool failed;                /* the check could not read the store */
 	const char *rec_key, *rec_value; /* tags_write_rec */
 	bool rec_moved;             /* untag: rec_key no longer held rec_value */
+	char nt_key[TAG_KEY_MAX];   /* untag: NETTHREAT_PREFIX VM */
+	char *nt_tag;               /* ...its value: the network detector's tag */
 };
 
 #define NO_HIT SIZE_MAX
@@ -111,8 +113,30 @@ static const struct dfw_policy *stored_vm(struct store *s, const char *name, lon
 	return p;
 }
 
+/* Whether a release (an untag with a record) must keep tag: the network
+ * threat detector put it, and a clean file scan says nothing of that. */
+static bool held(const struct tag_req *t, const char *tag)
+{
+	return !t->add && t->rec_key && t->nt_tag && !strcasecmp(tag, t->nt_tag);
+}
+
+/* Untag: reads the network detector's record of t->vm into t->nt_tag. */
+static int read_netthreat_rec(struct store *s, struct tag_req *t, char *err, size_t errlen)
+{
+	int r;
+
+	snprintf(t->nt_key, sizeof(t->nt_key), NETTHREAT_PREFIX "%s", t->vm);
+	str_lower(t->nt_key);
+	free(t->nt_tag);
+	t->nt_tag = NULL;
+	r = store_get(s, t->nt_key, &t->nt_tag, err, errlen);
+	if (r > 0)
+		t->nt_tag = NULL;
+	return r < 0 ? -1 : 0;
+}
+
 /* Collects the stored keys tag/VM/TAG of t->vm and one of t->tags, both
- * compared ignoring case. */
+ * compared ignoring case (not those a release must keep). */
 static int find_tag_key(void *arg, const char *key, const char *value)
 {
 	struct tag_req *t = arg;
@@ -122,7 +146,7 @@ static int find_tag_key(void *arg, const char *key, const char *value)
 
 	(void)value;
 	if (!slash || (size_t)(slash - v) != n || strncasecmp(v, t->vm, n) ||
-	    strchr(slash + 1, '/'))
+	    strchr(slash + 1, '/') || held(t, slash + 1))
 		return 0;
 	for (size_t i = 0; i < t->ntags; i++) {
 		if (strcasecmp(slash + 1, t->tags[i]))
@@ -158,6 +182,7 @@ static int tag_check(struct store *s, void *arg, char *err, size_t errlen)
 	struct tag_req *t = arg;
 	const struct dfw_policy *p;
 	const char *near;
+	bool nt_del;
 	size_t n;
 	long vm;
 
@@ -181,7 +206,8 @@ static int tag_check(struct store *s, void *arg, char *err, size_t errlen)
 		}
 	}
 	vm = policy_find_vm(p, t->vm);
-	if (find_tag_keys(s, t, err, errlen) < 0) {
+	if ((!t->add && read_netthreat_rec(s, t, err, errlen) < 0) ||
+	    find_tag_keys(s, t, err, errlen) < 0) {
 		t->failed = true;
 		return 1;
 	}
@@ -192,6 +218,10 @@ static int tag_check(struct store *s, void *arg, char *err, size_t errlen)
 		size_t hit = t->hit[i];
 		const char *tag;
 
+		if (held(t, t->tags[i])) {
+			t->names[i][0] = '\0'; /* kept */
+			continue;
+		}
 		if (hit != NO_HIT && !t->add) {
 			snprintf(t->names[i], TAG_KEY_MAX, "%s", strrchr(t->found.v[hit], '/') + 1);
 			continue;
@@ -212,6 +242,12 @@ static int tag_check(struct store *s, void *arg, char *err, size_t errlen)
 		n++;
 	}
 	n += t->rec_key && t->add;
+	/* An untag of the network detector's tag (not a release) ends its
+	 * record with it. */
+	nt_del = false;
+	for (size_t i = 0; !t->add && !t->rec_key && t->nt_tag && i < t->found.n; i++)
+		nt_del |= !strcasecmp(strrchr(t->found.v[i], '/') + 1, t->nt_tag);
+	n += nt_del;
 	/* store_txn took the number of ops before the check ran. */
 	t->nops = n;
 	if (n != t->cap)
@@ -221,9 +257,11 @@ static int tag_check(struct store *s, void *arg, char *err, size_t errlen)
 		if (t->add)
 			t->ops[n++] = (struct store_op){ STORE_PUT, t->hit[i] != NO_HIT
 								? t->found.v[t->hit[i]] : t->keys[i], "" };
-		else if (t->hit[i] == NO_HIT)
+		else if (t->hit[i] == NO_HIT && !held(t, t->tags[i]))
 			t->ops[n++] = (struct store_op){ STORE_DEL, t->keys[i], NULL };
 	}
+	if (nt_del)
+		t->ops[n++] = (struct store_op){ STORE_DEL, t->nt_key, NULL };
 	for (size_t i = 0; !t->add && i < t->found.n; i++)
 		t->ops[n++] = (struct store_op){ STORE_DEL, t->found.v[i], NULL };
 	if (t->rec_key && t->add)
@@ -272,6 +310,7 @@ int tags_write_rec(struct store *s, const char *vm, char *const *tags, size_t nt
 	for (size_t i = 0; r == 0 && names && i < ntags; i++)
 		snprintf(names[i], TAG_KEY_MAX, "%s", t.names[i]);
 	strv_free(&t.found);
+	free(t.nt_tag);
 	free(t.hit);
 	free(t.ops);
 	free(t.keys);

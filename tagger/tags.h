@@ -24,10 +24,12 @@ int tags_write(struct store *s, const char *vm, char *const *tags, size_t ntags,
 	       char (*names)[TAG_KEY_MAX], uint64_t *rev, char *err, size_t errlen);
 
 /* tags_write with a record key.  Adding, it also puts rec_key = rec_value
- * in the same revision (a detection's record).  Removing, it writes only
- * while rec_key still holds rec_value (NULL: is absent), read in the same
- * transaction, and returns 2 (reason in err; nothing written) when it
- * does not: a release cannot undo a detection it did not see. */
+ * in the same revision (a detection's record).  Removing (a release), it
+ * writes only while rec_key still holds rec_value (NULL: is absent), read
+ * in the same transaction, and returns 2 (reason in err; nothing written)
+ * when it does not: a release cannot undo a detection it did not see.  A
+ * release also keeps the tag of the VM's NETTHREAT_PREFIX record (its
+ * name in names is then empty). */
 int tags_write_rec(struct store *s, const char *vm, char *const *tags, size_t ntags, bool add,
 		   const char *rec_key, const char *rec_value, char (*names)[TAG_KEY_MAX],
 		   uint64_t *rev, char *err, size_t errlen);
@@ -36,6 +38,12 @@ int tags_write_rec(struct store *s, const char *vm, char *const *tags, size_t nt
  * written with its tag; a release checks it did not move during its full
  * scan.  No part of any plan. */
 #define DETECTED_PREFIX "detected/"
+
+/* netthreat/VM: the tag dfwd's network threat detector put on the VM,
+ * written with it.  A release (tags_write_rec removing) keeps that tag:
+ * a clean file scan says nothing of a network threat.  Any other untag
+ * of the tag removes the record with it. */
+#define NETTHREAT_PREFIX "netthreat/"
 
 /* Where a VM runs since it migrated: "placement/VM" holds the host and
  * overrides the inventory's `host` (dfwd on every host follows it). */

@@ -98,6 +98,14 @@ check "desktop3 is tagged threat.high" sh -c "'$LAB_BIN' ctl --lab $LAB -- tags 
 check "desktop3 is in the quarantine group" sh -c "'$LAB_BIN' ctl --lab $LAB -- groups quarantine | grep -qw desktop3"
 check "the report says blocked and tagged" has "$(threats)" "vm=desktop3 .*tagged threat.high"
 check "desktop3 is blocked" blocked desktop3 cs1 tcp/443 --timeout 300
+# The detector's tag is threat.high, one of the file scanner's too: a
+# clean file scan says nothing of the network, and keeps it.
+out=$(lab scan desktop3 --full 2>&1); rc=$?
+check "a clean full scan of desktop3 exits 0" test $rc -eq 0
+check "and keeps the network detector's tag" sh -c "'$LAB_BIN' ctl --lab $LAB -- tags desktop3 | grep -q threat.high"
+check "dfw-scan says why" has "$out" "threat.high stays: dfwd's network threat detector put it"
+check "an untag by the operator releases desktop3" ctl untag desktop3 threat.high
+check "desktop3 left the quarantine group" sh -c "! '$LAB_BIN' ctl --lab $LAB -- groups quarantine | grep -qw desktop3"
 
 echo "# off"
 check "apply a policy with the detector off" ctl apply "$(policy off 4s)"

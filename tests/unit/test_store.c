@@ -483,6 +483,48 @@ static void test_tags_write_rec(void)
 	free(path);
 }
 
+/* The network detector's tag, with its record netthreat/VM: a release
+ * (a clean file scan) keeps it and removes the rest; an untag by anyone
+ * else removes the tag and the record together. */
+static void test_netthreat_rec(void)
+{
+	char *path = fresh_uri("ntrec"), err[256], names[2][TAG_KEY_MAX];
+	struct store *s = open_ok(path, true);
+	char *both[2] = { (char *)"red", (char *)"blue" }, *red[1] = { both[0] };
+	uint64_t rev;
+
+	put(s, "policy", "[tags]\nnames = red, blue\n" VM_A);
+	CU_ASSERT_EQUAL(tags_write_rec(s, "a", red, 1, true, "netthreat/a", "red", NULL, &rev,
+				       err, sizeof(err)), 0);
+	assert_value(s, "netthreat/a", "red");
+	CU_ASSERT_EQUAL(tags_write_rec(s, "a", &both[1], 1, true, "detected/a", "1 high", NULL,
+				       &rev, err, sizeof(err)), 0);
+	/* The release removes blue, keeps red (its name comes back empty). */
+	CU_ASSERT_EQUAL(tags_write_rec(s, "a", both, 2, false, "detected/a", "1 high", names, &rev,
+				       err, sizeof(err)), 0);
+	CU_ASSERT_STRING_EQUAL(names[0], "");
+	CU_ASSERT_STRING_EQUAL(names[1], "blue");
+	{
+		static const char *const left[] = { "tag/a/red=" };
+
+		assert_scan(s, "tag/", left, ARRAY_SIZE(left));
+	}
+	assert_value(s, "netthreat/a", "red");
+	/* Untagging blue (not carried) leaves the record; untagging red,
+	 * in another spelling, ends it. */
+	CU_ASSERT_EQUAL(tags_write(s, "a", &both[1], 1, false, NULL, &rev, err, sizeof(err)), 0);
+	assert_value(s, "netthreat/a", "red");
+	{
+		char *upper[1] = { (char *)"RED" };
+
+		CU_ASSERT_EQUAL(tags_write(s, "a", upper, 1, false, NULL, &rev, err, sizeof(err)), 0);
+	}
+	assert_scan(s, "tag/", NULL, 0);
+	assert_scan(s, "netthreat/", NULL, 0);
+	store_close(s);
+	free(path);
+}
+
 /* A tag of a VM, or a tag, the policy no longer has can still be removed
  * (else it comes back with them); tagging them is refused, and so is
  * untagging them where there is no key. */
@@ -2337,6 +2379,7 @@ static const struct unit_test common_tests[] = {
 	{ "tag and untag agree whatever the case", test_tags_any_case },
 	{ "untag of a VM or tag gone from the policy", test_untag_gone },
 	{ "a detection's record; a release only while it holds", test_tags_write_rec },
+	{ "a release keeps the network detector's tag; an untag ends its record", test_netthreat_rec },
 	{ "block values only as written", test_block_values_strict },
 	{ "scan and changes read one snapshot", test_snapshot },
 	{ "one revision per transaction", test_revisions },
