@@ -329,6 +329,29 @@ bool addr_contains(const struct dfw_addr *net, const struct dfw_addr *host)
 	return true;
 }
 
+const char *addr_not_own(const struct dfw_addr *a)
+{
+	static const struct {
+		struct dfw_addr net;
+		const char *what;
+	} nets[] = {
+		{ { AF_INET, 8, { 0 } }, "an unspecified ('this network', 0.0.0.0/8) address" },
+		{ { AF_INET, 8, { 127 } }, "a loopback address" },
+		{ { AF_INET, 4, { 224 } }, "a multicast address" },
+		{ { AF_INET, 32, { 255, 255, 255, 255 } }, "the broadcast address" },
+		{ { AF_INET, 4, { 240 } }, "a reserved (240.0.0.0/4) address" },
+		{ { AF_INET6, 128, { 0 } }, "the unspecified address" },
+		{ { AF_INET6, 128, { [15] = 1 } }, "the loopback address" },
+		{ { AF_INET6, 8, { 0xff } }, "a multicast address" },
+		{ { AF_INET6, 96, { [10] = 0xff, [11] = 0xff } }, "an IPv4-mapped address" },
+	};
+
+	for (size_t i = 0; i < ARRAY_SIZE(nets); i++)
+		if (addr_contains(&nets[i].net, a))
+			return nets[i].what;
+	return NULL;
+}
+
 int addr_cmp(const struct dfw_addr *x, const struct dfw_addr *y)
 {
 	int c;

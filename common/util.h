@@ -73,6 +73,9 @@ int addr_parse(const char *s, struct dfw_addr *out, const char **why);
 /* Formats like addr_parse accepts; /32 and /128 are omitted. */
 void addr_format(const struct dfw_addr *a, char *buf, size_t len);
 bool addr_contains(const struct dfw_addr *net, const struct dfw_addr *host);
+/* What a host address is when no single host can own it (unspecified,
+ * loopback, multicast, broadcast, reserved, IPv4-mapped), or NULL. */
+const char *addr_not_own(const struct dfw_addr *a);
 int addr_cmp(const struct dfw_addr *x, const struct dfw_addr *y);
 int mac_parse(const char *s, uint8_t mac[6]);
 void mac_format(const uint8_t mac[6], char *buf, size_t len); /* needs 18 bytes */

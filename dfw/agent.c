@@ -16,6 +16,7 @@
 #include "dfw/compile.h"
 #include "dfw/control.h"
 #include "dfw/cutter.h"
+#include "dfw/learn.h"
 #include "dfw/threat.h"
 #include "dfw/trace.h"
 #include "dfw/whatif.h"
@@ -36,6 +37,10 @@ struct agent {
 	struct backend *be;
 	struct cutter *cutter;      /* quarantine's connection cuts, on a thread */
 
+	struct dfw_policy *realized_pol; /* the threat responder's: a->pol when realized */
+	struct learn_seen learn_last; /* the last refused learn frame */
+	uint64_t learn_log_s;       /* the second learn_logged counts in */
+	uint64_t learn_logged, learn_unlogged;
 	uint64_t rev;               /* realized store revision */
 	bool loaded;                /* the kernel holds `installed` */
 	bool kept;                  /* no policy: the kernel's ruleset was kept... */
@@ -137,6 +142,8 @@ fail:
 	return NULL;
 }
 
+/* The policy goes; the threat responder keeps the realized one (it names
+ * the VMs of the installed plan's ports) until the next is realized. */
 static void drop_policy(struct agent *a)
 {
 	if (a->pol) {
@@ -147,8 +154,10 @@ static void drop_policy(struct agent *a)
 	a->vm_tags = NULL;
 	gengine_free(a->eng);
 	a->eng = NULL;
-	policy_free(a->pol);
+	if (a->pol != a->realized_pol)
+		policy_free(a->pol);
 	a->pol = NULL;
+	memset(&a->learn_last, 0, sizeof(a->learn_last)); /* may be learned now */
 }
 
 void agent_free(struct agent *a)
@@ -158,6 +167,7 @@ void agent_free(struct agent *a)
 	threat_free(a->threat);
 	cutter_free(a->cutter);
 	drop_policy(a);
+	policy_free(a->realized_pol);
 	plan_free(a->installed);
 	free(a->blocks);
 	strv_free(&a->learn_pending);
@@ -472,6 +482,9 @@ static void realized(struct agent *a, uint64_t rev, const struct backend_stats *
 	a->last_update_us = (acked - t0) / 1000;
 	a->last_book_us = (now_ns() - acked) / 1000;
 	cut_connections(a, d);
+	if (a->realized_pol != a->pol)
+		policy_free(a->realized_pol);
+	a->realized_pol = a->pol;
 	if (threat_configure(a->threat, a->pol, a->installed, err, sizeof(err)) < 0)
 		logf_(a, "netthreat: cannot watch new flows: %s", err);
 	a->rev = rev;
@@ -803,20 +816,81 @@ void agent_link(struct agent *a, const char *ifname, bool present)
 		logf_(a, "vNIC port %s %s", ifname, present ? "appeared (policy realized)" : "went away");
 }
 
-/* True when some VM other than vm holds addr (declared or locked). */
-static bool addr_taken(const struct dfw_policy *p, size_t vm, const struct dfw_addr *addr)
+/* Why addr cannot be vm's, or NULL: another VM holds it (declared or
+ * locked), or the policy names it as a host of its own (a group's address
+ * or a rule's, at full length): a learning guest must not take the rights
+ * the policy gives that host.  who receives the other's name. */
+static const char *addr_claimed(const struct dfw_policy *p, size_t vm, const struct dfw_addr *addr,
+				char *who, size_t len)
 {
+	unsigned full = addr->family == AF_INET ? 32 : 128;
+
 	for (size_t i = 0; i < p->inv.nvms; i++)
 		for (size_t j = 0; i != vm && j < p->inv.vms[i].naddrs; j++)
-			if (!addr_cmp(&p->inv.vms[i].addrs[j], addr))
-				return true;
-	return false;
+			if (!addr_cmp(&p->inv.vms[i].addrs[j], addr)) {
+				snprintf(who, len, "VM %s", p->inv.vms[i].name);
+				return "belongs to another VM";
+			}
+	for (size_t g = 0; g < p->inv.ngroups; g++)
+		for (size_t j = 0; j < p->inv.groups[g].naddrs; j++)
+			if (p->inv.groups[g].addrs[j].plen == full &&
+			    !addr_cmp(&p->inv.groups[g].addrs[j], addr)) {
+				snprintf(who, len, "group %s", p->inv.groups[g].name);
+				return "is a host the policy names";
+			}
+	for (size_t r = 0; r < p->nrules; r++)
+		for (int d = 0; d < 2; d++) {
+			const struct dfw_side *side = d ? &p->rules[r].dst : &p->rules[r].src;
+
+			for (size_t j = 0; j < side->nrefs; j++)
+				if (side->refs[j].kind == REF_ADDR && side->refs[j].addr.plen == full &&
+				    !addr_cmp(&side->refs[j].addr, addr)) {
+					snprintf(who, len, "rule %u", p->rules[r].id);
+					return "is a host the policy names";
+				}
+		}
+	return NULL;
 }
 
-void agent_learn(struct agent *a, const char *ifname, const struct dfw_addr *addr)
+/* A refused learn frame is logged, at most LEARN_LOG_PER_S lines a second
+ * (a guest can send them as fast as it likes); the same refusal again at
+ * once is not looked at twice. */
+#define LEARN_LOG_PER_S 5
+
+static void learn_refused(struct agent *a, const struct learn_seen *seen, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static void learn_refused(struct agent *a, const struct learn_seen *seen, const char *fmt, ...)
 {
-	const struct pport *port = a->installed ? plan_find_port(a->installed, ifname) : NULL;
-	char buf[64], key[128], err[512];
+	uint64_t now = now_ns() / 1000000000ull;
+	char line[512];
+	va_list ap;
+
+	a->learn_last = *seen;
+	if (now != a->learn_log_s) {
+		if (a->learn_unlogged)
+			logf_(a, "learn: %llu more refused frame(s) not logged",
+			      (unsigned long long)a->learn_unlogged);
+		a->learn_log_s = now;
+		a->learn_logged = 0;
+		a->learn_unlogged = 0;
+	}
+	if (a->learn_logged >= LEARN_LOG_PER_S) {
+		a->learn_unlogged++;
+		return;
+	}
+	a->learn_logged++;
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	logf_(a, "learn: %s", line);
+}
+
+void agent_learn(struct agent *a, const struct learn_seen *seen)
+{
+	const struct dfw_addr *addr = &seen->addr;
+	const struct pport *port = a->installed ? plan_find_port(a->installed, seen->ifname) : NULL;
+	char buf[64], key[128], err[512], who[96], mac[18];
+	const char *why;
 	struct vm *v;
 	uint64_t rev;
 	int r;
@@ -824,25 +898,35 @@ void agent_learn(struct agent *a, const char *ifname, const struct dfw_addr *add
 	/* The installed plan may be of an older policy than a->pol (its
 	 * realization failed): the port must still be that VM's. */
 	if (!port || !a->pol || port->vm >= a->pol->inv.nvms ||
-	    strcmp(a->pol->inv.vms[port->vm].port, ifname))
+	    strcmp(a->pol->inv.vms[port->vm].port, seen->ifname))
 		return;
 	v = &a->pol->inv.vms[port->vm];
 	if (!v->learn || !(addr->family == AF_INET ? port->learn4 : port->learn6))
 		return; /* locked already: the anti-spoofing decides */
-	addr_format(addr, buf, sizeof(buf));
 	/* Only unicast that identifies the guest is learned: IPv6 link-local
 	 * is derived from the MAC anyway; IPv4 link-local (169.254/16) is what
-	 * a guest without DHCP picks for itself; unspecified, multicast and
-	 * loopback never identify one. */
-	if ((addr->family == AF_INET && (addr->a[0] == 0 || addr->a[0] == 127 || addr->a[0] >= 224 ||
-					 (addr->a[0] == 169 && addr->a[1] == 254))) ||
-	    (addr->family == AF_INET6 && (addr->a[0] == 0xff || (addr->a[0] == 0xfe &&
-	     (addr->a[1] & 0xc0) == 0x80) || !memcmp(addr->a, (uint8_t[16]){ 0 }, 15)))) {
+	 * a guest without DHCP picks for itself; unspecified, multicast,
+	 * broadcast and loopback never identify one. */
+	if (addr_not_own(addr) ||
+	    (addr->family == AF_INET && addr->a[0] == 169 && addr->a[1] == 254) ||
+	    (addr->family == AF_INET6 && addr->a[0] == 0xfe && (addr->a[1] & 0xc0) == 0x80))
+		return;
+	if (!strcmp(a->learn_last.ifname, seen->ifname) && !addr_cmp(&a->learn_last.addr, addr) &&
+	    a->learn_last.to_guest == seen->to_guest &&
+	    !memcmp(a->learn_last.client, seen->client, sizeof(seen->client)))
+		return; /* refused just now */
+	addr_format(addr, buf, sizeof(buf));
+	/* A DHCPACK to another client (flooded to this port, its destination
+	 * unknown to the bridge) is not this guest's. */
+	if (seen->to_guest && memcmp(seen->client, v->mac, sizeof(v->mac))) {
+		mac_format(seen->client, mac, sizeof(mac));
+		learn_refused(a, seen, "a DHCPACK of %s for %s passed %s (%s); not learned", buf, mac,
+			      v->name, seen->ifname);
 		return;
 	}
-	if (addr_taken(a->pol, port->vm, addr)) {
-		logf_(a, "learn: %s (%s) claims %s, which belongs to another VM; not learned", v->name,
-		      ifname, buf);
+	if ((why = addr_claimed(a->pol, port->vm, addr, who, sizeof(who)))) {
+		learn_refused(a, seen, "%s (%s) claims %s, which %s (%s); not learned", v->name,
+			      seen->ifname, buf, why, who);
 		return;
 	}
 	snprintf(key, sizeof(key), "%s/%s", v->name, learned_family(addr->family));
@@ -852,10 +936,10 @@ void agent_learn(struct agent *a, const char *ifname, const struct dfw_addr *add
 	if (r >= 0) /* a store error is tried again with the next frame */
 		strv_push(&a->learn_pending, key);
 	if (r == 0) {
-		logf_(a, "learn: %s (%s) locked to %s on first use (revision %llu)", v->name, ifname,
-		      buf, (unsigned long long)rev);
+		logf_(a, "learn: %s (%s) locked to %s on first use (revision %llu)", v->name,
+		      seen->ifname, buf, (unsigned long long)rev);
 	} else {
-		logf_(a, "learn: %s (%s) %s: %s", v->name, ifname, buf, err);
+		logf_(a, "learn: %s (%s) %s: %s", v->name, seen->ifname, buf, err);
 	}
 }
 

@@ -51,13 +51,15 @@ void agent_threat_read(struct agent *a);
  * response queued are done; agent_cutter_read reports them. */
 int agent_cutter_fd(struct agent *a);
 void agent_cutter_read(struct agent *a);
-/* Address learning (trust on first use): the guest behind vNIC ifname
- * used addr (seen in its ARP / neighbour discovery / DHCP by the learn
- * nflog group).  For a VM with addresses = learn that has no locked
- * address of that family yet, the agent locks it in the store (first
- * writer wins, cluster-wide) and realizes it; otherwise it is ignored. */
-struct dfw_addr;
-void agent_learn(struct agent *a, const char *ifname, const struct dfw_addr *addr);
+/* Address learning (trust on first use): the guest behind vNIC
+ * seen->ifname used seen->addr (seen in its ARP / neighbour discovery /
+ * DHCP by the learn nflog group).  For a VM with addresses = learn that
+ * has no locked address of that family yet, the agent locks it in the
+ * store (first writer wins, cluster-wide) and realizes it, unless another
+ * VM holds it, the policy names it as a host of its own, or a DHCPACK
+ * was for another MAC; otherwise it is ignored. */
+struct learn_seen;
+void agent_learn(struct agent *a, const struct learn_seen *seen);
 /* The action of the realized policy's rule ("230" or "default") as a flow
  * log states it: "allow", "drop", "reject"; NULL when there is no such
  * rule (a flow logged under an older policy). */

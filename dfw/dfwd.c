@@ -100,11 +100,10 @@ static int links_open(struct links *l, struct agent *a)
  * learning ports go to the agent as (port, address). */
 static void on_learn(void *arg, const struct nflog_pkt *p)
 {
-	struct dfw_addr addr;
-	char ifname[16];
+	struct learn_seen seen;
 
-	if (learn_parse(p, ifname, &addr) > 0)
-		agent_learn(arg, ifname, &addr);
+	if (learn_parse(p, &seen) > 0)
+		agent_learn(arg, &seen);
 }
 
 /* Listens on the learn group (always: while no port learns, the kernel

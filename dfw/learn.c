@@ -161,11 +161,16 @@ int learn_parse_frame(const uint8_t *pkt, size_t len, uint16_t hwproto, const ui
 	}
 }
 
-int learn_parse(const struct nflog_pkt *p, char ifname[16], struct dfw_addr *addr)
+int learn_parse(const struct nflog_pkt *p, struct learn_seen *seen)
 {
-	int r = learn_parse_frame(p->payload, p->len, p->hwproto, p->hwhdr, p->hwhdr_len, addr);
+	int r = learn_parse_frame(p->payload, p->len, p->hwproto, p->hwhdr, p->hwhdr_len,
+				  &seen->addr);
 
 	if (r <= 0)
 		return r;
-	return nflog_port_name(p, r == LEARN_TO_GUEST, ifname) ? 1 : -1;
+	seen->to_guest = r == LEARN_TO_GUEST;
+	memset(seen->client, 0, sizeof(seen->client));
+	if (seen->to_guest) /* dhcp_reply() saw the frame go to chaddr */
+		memcpy(seen->client, p->hwhdr, sizeof(seen->client));
+	return nflog_port_name(p, seen->to_guest, seen->ifname) ? 1 : -1;
 }

@@ -20,6 +20,7 @@
 #ifndef DFW_LEARN_H
 #define DFW_LEARN_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -44,10 +45,17 @@ enum learn_dir {
 int learn_parse_frame(const uint8_t *pkt, size_t len, uint16_t hwproto, const uint8_t *eth,
 		      size_t ethlen, struct dfw_addr *addr);
 
+/* What one learn frame teaches. */
+struct learn_seen {
+	char ifname[16];      /* the guest's port */
+	struct dfw_addr addr; /* the address it uses */
+	bool to_guest;        /* a DHCPACK to it (else the guest's own frame) */
+	uint8_t client[6];    /* to_guest: the client MAC (chaddr) it is for */
+};
+
 /* learn_parse_frame() on an nflog packet (nflog_read_frames), plus the
- * guest's port: ifname receives its name.  Returns 1 when ifname and addr
- * are set, 0 when the frame teaches nothing, -1 when it is malformed or
- * its port is unknown. */
-int learn_parse(const struct nflog_pkt *p, char ifname[16], struct dfw_addr *addr);
+ * guest's port.  Returns 1 when *seen is set, 0 when the frame teaches
+ * nothing, -1 when it is malformed or its port is unknown. */
+int learn_parse(const struct nflog_pkt *p, struct learn_seen *seen);
 
 #endif

@@ -139,9 +139,11 @@ static const char *report_action(const struct report *r, char *buf, size_t len)
 	return buf;
 }
 
-/* Enforce: block every address of the VM (and the one seen) for
- * block_for, queue the cut of its connections (threat_cut_done reports
- * it), tag it.  Writes what was done into r; ticket names the cut. */
+/* Enforce: block every address of the VM (and the one seen, unless it is
+ * no one's own: the 0.0.0.0 of a DHCP client, the :: of duplicate address
+ * detection, whose block would stop every other guest's) for block_for,
+ * queue the cut of its connections (threat_cut_done reports it), tag it.
+ * Writes what was done into r; ticket names the cut. */
 static void enforce(struct threat *t, const struct vm *vm, const struct dfw_addr *seen,
 		    struct report *r, uint64_t ticket)
 {
@@ -155,13 +157,15 @@ static void enforce(struct threat *t, const struct vm *vm, const struct dfw_addr
 		addrs[n++] = vm->addrs[i];
 		listed |= !addr_cmp(&vm->addrs[i], seen);
 	}
-	if (!listed)
+	if (!listed && !addr_not_own(seen))
 		addrs[n++] = *seen;
 	for (size_t i = 0; i < n; i++) {
 		bl[i].addr = addrs[i];
 		bl[i].timeout_ms = t->cfg.block_ms;
 	}
-	if (backend_block(t->be, bl, n, NULL, err, sizeof(err)) < 0)
+	if (n == 0)
+		snprintf(r->block, sizeof(r->block), "no address of its own to block yet");
+	else if (backend_block(t->be, bl, n, NULL, err, sizeof(err)) < 0)
 		snprintf(r->block, sizeof(r->block), "block FAILED: %.190s", err);
 	else
 		snprintf(r->block, sizeof(r->block), "blocked %zu address(es) for %llu s", n,
@@ -170,8 +174,10 @@ static void enforce(struct threat *t, const struct vm *vm, const struct dfw_addr
 	 * accept): the cut ends them.  It is made on the cutter's thread,
 	 * so the tag below (and the quarantine it brings) waits for no walk
 	 * of the conntrack table. */
-	cutter_queue_ticket(t->cutter, addrs, n, ticket);
-	r->cut = CUT_PENDING;
+	if (n) {
+		cutter_queue_ticket(t->cutter, addrs, n, ticket);
+		r->cut = CUT_PENDING;
+	}
 	if (t->cfg.tag) {
 		char *tags[1] = { t->cfg.tag }, key[TAG_KEY_MAX];
 		uint64_t rev = 0;

@@ -639,28 +639,6 @@ static void check_vm_mac(struct parser *ps, const char *sec, const char *v,
 		ERR(ps, sec, "mac", "mac '%s': the all-zero MAC cannot be a VM's own", v);
 }
 
-/* What a (host) address is when no VM can own it, or NULL. */
-static const char *not_vm_addr(const struct dfw_addr *a)
-{
-	static const struct {
-		struct dfw_addr net;
-		const char *what;
-	} nets[] = {
-		{ { AF_INET, 8, { 0 } }, "an unspecified ('this network', 0.0.0.0/8) address" },
-		{ { AF_INET, 8, { 127 } }, "a loopback address" },
-		{ { AF_INET, 4, { 224 } }, "a multicast address" },
-		{ { AF_INET, 32, { 255, 255, 255, 255 } }, "the broadcast address" },
-		{ { AF_INET6, 128, { 0 } }, "the unspecified address" },
-		{ { AF_INET6, 128, { [15] = 1 } }, "the loopback address" },
-		{ { AF_INET6, 8, { 0xff } }, "a multicast address" },
-	};
-
-	for (size_t i = 0; i < ARRAY_SIZE(nets); i++)
-		if (addr_contains(&nets[i].net, a))
-			return nets[i].what;
-	return NULL;
-}
-
 static void parse_vm(struct parser *ps, const char *sec, const char *name)
 {
 	struct inventory *inv = &ps->p->inv;
@@ -707,7 +685,7 @@ static void parse_vm(struct parser *ps, const char *sec, const char *name)
 		else if (a.plen != (a.family == AF_INET ? 32 : 128))
 			ERR(ps, sec, "addresses", "address '%s': a VM address has no prefix length",
 			    addrs.v[i]);
-		else if ((why = not_vm_addr(&a)))
+		else if ((why = addr_not_own(&a)))
 			ERR(ps, sec, "addresses", "address '%s': %s cannot be a VM's own",
 			    addrs.v[i], why);
 		else

@@ -1350,6 +1350,8 @@ static void test_vm_own_addresses(void)
 		{ "224.0.0.1", "a multicast address" },
 		{ "239.255.255.250", "a multicast address" },
 		{ "255.255.255.255", "the broadcast address" },
+		{ "240.0.0.1", "a reserved (240.0.0.0/4) address" },
+		{ "::ffff:10.0.0.1", "an IPv4-mapped address" },
 		{ "::", "the unspecified address" },
 		{ "::1", "the loopback address" },
 		{ "ff02::1", "a multicast address" },

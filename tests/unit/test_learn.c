@@ -256,25 +256,24 @@ static void test_port(void)
 	const uint8_t ack[] = { 53, 1, 5, 255 };
 	uint8_t b[400], eth[14] = { 0 };
 	struct nflog_pkt p = { 0 };
-	struct dfw_addr a;
-	char ifname[16];
+	struct learn_seen seen;
 
 	p.payload = b;
 	p.len = arp(b, 1, guest, gw);
 	p.hwproto = ETH_ARP;
 	p.physindev = 1;
 	p.indev = 999999;  /* the bridge: not the port */
-	CU_ASSERT_EQUAL(learn_parse(&p, ifname, &a), 1);
-	CU_ASSERT_STRING_EQUAL(ifname, "lo");
-	CU_ASSERT_STRING_EQUAL(fmt(&a), "10.10.0.11");
+	CU_ASSERT_EQUAL(learn_parse(&p, &seen), 1);
+	CU_ASSERT_STRING_EQUAL(seen.ifname, "lo");
+	CU_ASSERT_STRING_EQUAL(fmt(&seen.addr), "10.10.0.11");
 	p.physindev = 0;
 	p.indev = 1;
-	CU_ASSERT_EQUAL(learn_parse(&p, ifname, &a), 1);
-	CU_ASSERT_STRING_EQUAL(ifname, "lo");
+	CU_ASSERT_EQUAL(learn_parse(&p, &seen), 1);
+	CU_ASSERT_STRING_EQUAL(seen.ifname, "lo");
 	/* No way in known: no port. */
 	p.indev = 0;
 	p.outdev = p.physoutdev = 1;
-	CU_ASSERT_EQUAL(learn_parse(&p, ifname, &a), -1);
+	CU_ASSERT_EQUAL(learn_parse(&p, &seen), -1);
 	/* A DHCPACK goes by the way out. */
 	memcpy(eth, GUEST_MAC, 6);
 	p.len = dhcp(b, 67, 68, 2, guest, ack, sizeof(ack));
@@ -283,14 +282,16 @@ static void test_port(void)
 	p.hwhdr_len = sizeof(eth);
 	p.physindev = 999999;
 	p.physoutdev = 1;
-	CU_ASSERT_EQUAL(learn_parse(&p, ifname, &a), 1);
-	CU_ASSERT_STRING_EQUAL(ifname, "lo");
+	CU_ASSERT_EQUAL(learn_parse(&p, &seen), 1);
+	CU_ASSERT_STRING_EQUAL(seen.ifname, "lo");
+	CU_ASSERT(seen.to_guest);
+	CU_ASSERT_EQUAL(memcmp(seen.client, GUEST_MAC, 6), 0);
 	p.physoutdev = p.outdev = 0;
-	CU_ASSERT_EQUAL(learn_parse(&p, ifname, &a), -1);
+	CU_ASSERT_EQUAL(learn_parse(&p, &seen), -1);
 	/* Nothing to learn is 0, whatever the ports. */
 	p.len = arp(b, 1, (const uint8_t[4]){ 0 }, guest);
 	p.hwproto = ETH_ARP;
-	CU_ASSERT_EQUAL(learn_parse(&p, ifname, &a), 0);
+	CU_ASSERT_EQUAL(learn_parse(&p, &seen), 0);
 }
 
 void register_learn_tests(void)
