@@ -170,6 +170,59 @@ static size_t members_diff(struct out *o, const struct dfw_policy *old, const st
 	return n;
 }
 
+/* Whether every address of a is among b's (the order is no change). */
+static bool addrs_within(const struct dfw_addr *a, size_t na, const struct dfw_addr *b, size_t nb)
+{
+	for (size_t i = 0; i < na; i++) {
+		bool found = false;
+
+		for (size_t j = 0; j < nb && !found; j++)
+			found = !addr_cmp(&a[i], &b[j]);
+		if (!found)
+			return false;
+	}
+	return true;
+}
+
+static bool addrs_same(const struct dfw_addr *a, size_t na, const struct dfw_addr *b, size_t nb)
+{
+	return addrs_within(a, na, b, nb) && addrs_within(b, nb, a, na);
+}
+
+/* VMs added, removed, or with other addresses or MAC: what a rule's sets
+ * and the anti-spoofing hold changes with them, whatever the rules say. */
+static size_t vms_diff(struct out *o, const struct dfw_policy *old, const struct dfw_policy *nw)
+{
+	size_t n = 0;
+
+	out_arr_start(o, "vms");
+	for (size_t i = 0; i < old->inv.nvms; i++)
+		if (policy_find_vm(nw, old->inv.vms[i].name) < 0) {
+			change(o, "removed", old->inv.vms[i].name, NULL);
+			n++;
+		}
+	for (size_t i = 0; i < nw->inv.nvms; i++) {
+		const struct vm *v = &nw->inv.vms[i];
+		long ov = policy_find_vm(old, v->name);
+		const struct vm *w = ov < 0 ? NULL : &old->inv.vms[ov];
+		bool addrs, mac;
+
+		if (!w) {
+			change(o, "added", v->name, NULL);
+			n++;
+			continue;
+		}
+		addrs = !addrs_same(v->addrs, v->naddrs, w->addrs, w->naddrs) || v->learn != w->learn;
+		mac = memcmp(v->mac, w->mac, sizeof(v->mac)) != 0;
+		if (addrs || mac) {
+			change(o, "changed", v->name, addrs && mac ? "addresses, mac" : addrs ? "addresses" : "mac");
+			n++;
+		}
+	}
+	out_arr_end(o);
+	return n;
+}
+
 size_t whatif_print(struct out *o, const struct dfw_policy *old, const struct gengine *oe,
 		    const struct dfw_policy *nw, const struct gengine *ne)
 {
@@ -186,17 +239,25 @@ size_t whatif_print(struct out *o, const struct dfw_policy *old, const struct ge
 		const struct group_def *ng = &nw->inv.groups[g];
 		long og = policy_find_group(old, ng->name);
 
-		if (og < 0) {
+		const struct group_def *gd = og < 0 ? NULL : &old->inv.groups[og];
+
+		if (!gd) {
 			change(o, "added", ng->name, NULL);
 			n++;
-		} else if (old->inv.groups[og].quarantine != ng->quarantine ||
-			   old->inv.groups[og].keep_connections != ng->keep_connections) {
+		} else if (gd->quarantine != ng->quarantine ||
+			   gd->keep_connections != ng->keep_connections) {
 			change(o, "changed", ng->name, ng->quarantine ? (ng->keep_connections ?
 				"quarantine, keeps connections" : "quarantine, cuts connections") :
 				"not a quarantine group");
 			n++;
 		}
+		/* IP/CIDR members are no VM's: members_diff cannot show them. */
+		if (gd && !addrs_same(gd->addrs, gd->naddrs, ng->addrs, ng->naddrs)) {
+			change(o, "changed", ng->name, "addresses");
+			n++;
+		}
 	}
 	out_arr_end(o);
+	n += vms_diff(o, old, nw);
 	return n + members_diff(o, old, oe, nw, ne);
 }

@@ -170,14 +170,16 @@ static void test_whatif(void)
 		"[vm a]\nhost = h\nport = pa\nmac = 02:00:00:00:00:01\naddresses = 10.0.0.1\n"
 		"[vm b]\nhost = h\nport = pb\nmac = 02:00:00:00:00:02\naddresses = 10.0.0.2\n"
 		"[group g]\nmembers = a\n"
+		"[group nets]\naddresses = 10.0.0.0/8\n"
 		"[rule 1]\nsources = g\nservices = tcp/22\naction = allow\n"
 		"[rule 2]\naction = drop\n";
 	static const char next[] =
 		"[global]\ndefault_action = allow\n"
 		"[vm a]\nhost = h\nport = pa\nmac = 02:00:00:00:00:01\naddresses = 10.0.0.1\n"
-		"[vm b]\nhost = h\nport = pb\nmac = 02:00:00:00:00:02\naddresses = 10.0.0.2\n"
+		"[vm b]\nhost = h\nport = pb\nmac = 02:00:00:00:00:02\naddresses = 10.0.0.9\n"
 		"[group g]\nmembers = b\nquarantine = yes\n"
 		"[group n]\nmembers = a\n"
+		"[group nets]\naddresses = 10.1.0.0/16\n"
 		"[rule 1]\nsources = g\nservices = tcp/22, tcp/23\naction = allow\n"
 		"[rule 3]\naction = drop\n";
 	struct trace_world w0, w1;
@@ -195,7 +197,9 @@ static void test_whatif(void)
 	out_obj_end(&o);
 	out_finish(&o);
 	fclose(f);
-	CU_ASSERT_EQUAL(n, 9);
+	CU_ASSERT_EQUAL(n, 11);
+	CU_ASSERT_PTR_NOT_NULL(strstr(text, "{\"change\":\"changed\",\"name\":\"nets\",\"detail\":\"addresses\"}"));
+	CU_ASSERT_PTR_NOT_NULL(strstr(text, "\"vms\":[{\"change\":\"changed\",\"name\":\"b\",\"detail\":\"addresses\"}]"));
 	CU_ASSERT_PTR_NOT_NULL(strstr(text, "{\"change\":\"changed\",\"name\":\"1\"}"));
 	CU_ASSERT_PTR_NOT_NULL(strstr(text, "{\"change\":\"removed\",\"name\":\"2\"}"));
 	CU_ASSERT_PTR_NOT_NULL(strstr(text, "{\"change\":\"added\",\"name\":\"3\"}"));
