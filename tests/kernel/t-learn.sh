@@ -73,6 +73,20 @@ sleep 0.5
 check "learner2 claiming learner1's learned address is refused" grep -q "learner2 (vnet-learner2) claims 10.30.0.50, which belongs to another VM" "$LOG"
 check_not "and learner2 does not get through" pings learner2 10.30.0.21
 vmexec learner2 ip addr flush dev eth0 scope global
+vmexec learner2 ip addr add 10.30.0.9/24 dev eth0
+vmexec learner2 ping -c1 -W1 10.30.0.21 >/dev/null 2>&1
+sleep 0.5
+check "learner2 claiming the jump host's address (a host the policy names) is refused" \
+	grep -q "learner2 (vnet-learner2) claims 10.30.0.9, which is a host the policy names (group jumphost)" "$LOG"
+check "learner2 still has nothing locked" sh -c "'$LAB_BIN' ctl --lab $LAB -- learned | grep -q 'vm=learner2 locked=-'"
+# The same claim again and again (a guest can send as many as it likes)
+# is not logged again.
+for i in 1 2 3 4 5; do
+	vmexec learner2 ip neigh flush dev eth0
+	vmexec learner2 ping -c1 -W1 10.30.0.21 >/dev/null 2>&1
+done
+check "five more ARPs of that claim add no log line" test "$(grep -c 'claims 10.30.0.9' "$LOG")" -eq 1
+vmexec learner2 ip addr flush dev eth0 scope global
 
 echo "# the locks outlive dfwd"
 lab daemon stop hv1 >/dev/null
