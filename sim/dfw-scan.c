@@ -522,9 +522,11 @@ static int release(struct scand *d, const char *vm, const char *rec_key, const c
 
 	snprintf(key, sizeof(key), NETTHREAT_PREFIX "%s", vm);
 	ret = store_get(d->store, key, &net, err, sizeof(err));
+	if (ret > 0)
+		net = NULL; /* no record */
 	for (size_t i = 0; ret >= 0 && i < n; i++) {
 		const char *spelled = policy_find_tag(d->pol, tags[i]);
-		bool held = ret == 0 && !strcasecmp(net, tags[i]);
+		bool held = net && !strcasecmp(net, tags[i]);
 
 		snprintf(key, sizeof(key), "tag/%s/%s", vm, spelled);
 		ret = store_get(d->store, key, &val, err, sizeof(err));
