@@ -461,9 +461,10 @@ static void cut_connections(struct agent *a, const struct deltas *d)
 			continue;
 		if (!nvms++)
 			first = v->name;
-		grow((void **)&addrs, &cap, n + v->naddrs, sizeof(*addrs));
-		memcpy(addrs + n, v->addrs, v->naddrs * sizeof(*addrs));
-		n += v->naddrs;
+		/* Its link-local connections too: they are the VM's. */
+		grow((void **)&addrs, &cap, n + v->naddrs + 1, sizeof(*addrs));
+		for (size_t j = 0; vm_member_addr(v, 0, &j, &addrs[n]);)
+			n++;
 	}
 	strv_free(&a->cut_pending);
 	if (n)

@@ -189,6 +189,47 @@ static struct pset *new_set(struct builder *b, const char *name, uint8_t family)
 	return s;
 }
 
+/* IPv6 link-local address the kernel derives from the MAC (EUI-64). */
+static struct dfw_addr link_local(const uint8_t mac[6])
+{
+	struct dfw_addr a = { .family = AF_INET6, .plen = 128 };
+
+	a.a[0] = 0xfe;
+	a.a[1] = 0x80;
+	a.a[8] = mac[0] ^ 0x02;
+	a.a[9] = mac[1];
+	a.a[10] = mac[2];
+	a.a[11] = 0xff;
+	a.a[12] = 0xfe;
+	a.a[13] = mac[3];
+	a.a[14] = mac[4];
+	a.a[15] = mac[5];
+	return a;
+}
+
+bool vm_member_addr(const struct vm *v, uint8_t family, size_t *pos, struct dfw_addr *a)
+{
+	struct dfw_addr ll;
+
+	while (*pos < v->naddrs) {
+		const struct dfw_addr *x = &v->addrs[(*pos)++];
+
+		if (!family || x->family == family) {
+			*a = *x;
+			return true;
+		}
+	}
+	if (*pos > v->naddrs || (family && family != AF_INET6))
+		return false;
+	(*pos)++;
+	ll = link_local(v->mac);
+	for (size_t i = 0; i < v->naddrs; i++)
+		if (!addr_cmp(&v->addrs[i], &ll))
+			return false; /* declared too: given once */
+	*a = ll;
+	return true;
+}
+
 struct member_ctx {
 	const struct inventory *inv;
 	struct pset *set;
@@ -197,11 +238,10 @@ struct member_ctx {
 static void add_member_addrs(void *arg, size_t vm)
 {
 	struct member_ctx *c = arg;
-	const struct vm *v = &c->inv->vms[vm];
+	struct dfw_addr a;
 
-	for (size_t i = 0; i < v->naddrs; i++)
-		if (v->addrs[i].family == c->set->family)
-			set_push(c->set, &v->addrs[i]);
+	for (size_t i = 0; vm_member_addr(&c->inv->vms[vm], c->set->family, &i, &a);)
+		set_push(c->set, &a);
 }
 
 /* A set of a group's base (gengine_has_base) is named as the group's,
@@ -277,19 +317,22 @@ static const char *group_set(struct builder *b, size_t group, uint8_t family, bo
 	return s->name;
 }
 
-/* The interval set of a group's IP/CIDR members for one family, or NULL
- * when it has none.  These come from the policy alone: tags never touch
- * them.  A single one is written into inline_addr and returned, for a
- * compare (as literal_set). */
-static const char *group_net_set(struct builder *b, size_t group, uint8_t family,
+/* The interval set of part k of a group's IP/CIDR members
+ * (gengine_net_part) for one family, or NULL when it has none of that
+ * family: "g-NAME-4n", and for the parts after the first, their number
+ * after it ("g-NAME-4n2").  These come from the policy alone: tags never
+ * touch them.  A single one is written into inline_addr and returned, for
+ * a compare (as literal_set). */
+static const char *group_net_set(struct builder *b, size_t group, size_t k, uint8_t family,
 				 char *inline_addr, size_t len)
 {
 	char name[PLAN_NAME_MAX];
 	const struct dfw_addr *cidrs;
-	size_t ncidrs, n = 0;
+	const size_t *excl;
+	size_t ncidrs, nexcl, n = 0;
 	struct pset *s;
 
-	cidrs = gengine_addrs(b->e, group, &ncidrs);
+	cidrs = gengine_net_part(b->e, group, k, &ncidrs, &excl, &nexcl);
 	for (size_t i = 0; i < ncidrs; i++)
 		n += cidrs[i].family == family;
 	if (!n)
@@ -301,7 +344,10 @@ static const char *group_net_set(struct builder *b, size_t group, uint8_t family
 		}
 	}
 	group_set_name(b->p->inv.groups[group].name, family, name, sizeof(name));
-	strncat(name, "n", sizeof(name) - strlen(name) - 1);
+	if (k)
+		snprintf(name + strlen(name), sizeof(name) - strlen(name), "n%zu", k + 1);
+	else
+		strncat(name, "n", sizeof(name) - strlen(name) - 1);
 	if ((s = find_set_mut(b, name)))
 		return s->name;
 	s = new_set(b, name, family);
@@ -335,19 +381,16 @@ static const char *literal_set(struct builder *b, const struct dfw_side *side,
 	struct pset tmp = { .family = family }, *s;
 	char name[PLAN_NAME_MAX];
 	uint64_t h = FNV_INIT;
+	struct dfw_addr a;
 
 	for (size_t i = 0; i < side->nrefs; i++) {
 		const struct dfw_ref *r = &side->refs[i];
 
 		if (r->kind == REF_ADDR && r->addr.family == family)
 			set_push(&tmp, &r->addr);
-		if (r->kind == REF_VM) {
-			const struct vm *v = &b->p->inv.vms[r->idx];
-
-			for (size_t a = 0; a < v->naddrs; a++)
-				if (v->addrs[a].family == family)
-					set_push(&tmp, &v->addrs[a]);
-		}
+		for (size_t k = 0;
+		     r->kind == REF_VM && vm_member_addr(&b->p->inv.vms[r->idx], family, &k, &a);)
+			set_push(&tmp, &a);
 	}
 	if (!tmp.nelems)
 		return NULL;
@@ -410,23 +453,31 @@ static const char *service_set(struct builder *b, const struct dfw_rule *r, uint
  *     with no set and no family.  A group with a base (it excludes groups,
  *     gengine_has_base) is its base's set with the excluded groups' sets as
  *     negated lookups (exclusions): a VM entering quarantine then edits the
- *     quarantine set, not every group that excludes quarantine.
+ *     quarantine set, not every group that excludes quarantine.  A part of
+ *     a group's IP/CIDR members that groups exclude (gengine_net_part) is
+ *     its set with those groups' sets, of their VMs and of their IP/CIDR
+ *     members, as exclusions (exclusion always wins); a tag change still
+ *     edits only the excluded groups' VM sets.
  *   - Negated: one alternative per family holding ALL the side's sets of
  *     that family as negated lookups (the address is in none of them).  A
  *     family without sets matches every address of that family: "not
  *     10.0.0.0/8" admits all of IPv6.  "not any" has no alternative: it
- *     matches nothing, so the rule compiles to no kernel rule.
+ *     matches nothing, so the rule compiles to no kernel rule.  An address
+ *     in a part of a group's IP/CIDR members is still in none of the
+ *     items when that part's exclusions take it out: such a part's negated
+ *     lookup may be traded for a lookup in one of its exclusions' sets,
+ *     which makes more alternatives (negated_alts).
  * Names are copied: creating a set may move the plan's set array. */
 struct side_alt {
 	uint8_t family;  /* 0: any family (the positive "any") */
-	bool negate;
+	bool negate;     /* its sets are negated lookups (a negated side) */
 	size_t first, n; /* its sets: names[first .. first + n) */
 	size_t xfirst, xn; /* exclusions, always negated: names[xfirst .. xfirst + xn) */
 };
 
 struct side {
 	struct side_alt *alts;
-	size_t nalts;
+	size_t nalts, capalts;
 	char (*names)[PLAN_NAME_MAX];
 	bool *inline_addr; /* names[i] is an address, not a set */
 	size_t nnames, capnames, capinline;
@@ -440,9 +491,24 @@ static void side_push(struct side *s, const char *name, bool inline_addr)
 	snprintf(s->names[s->nnames++], PLAN_NAME_MAX, "%s", name);
 }
 
+/* Pushes a copy of name k (side_push may move the names it reads from). */
+static void side_copy(struct side *s, size_t k)
+{
+	char name[PLAN_NAME_MAX];
+
+	memcpy(name, s->names[k], sizeof(name));
+	side_push(s, name, s->inline_addr[k]);
+}
+
 static void side_name(struct side *s, const char *name)
 {
 	side_push(s, name, false);
+}
+
+static void side_alt(struct side *s, struct side_alt a)
+{
+	grow((void **)&s->alts, &s->capalts, s->nalts + 1, sizeof(*s->alts));
+	s->alts[s->nalts++] = a;
 }
 
 /* A set no packet is ever in: its group has no VM, and no tag change can
@@ -487,12 +553,60 @@ static void group_alt(struct builder *b, struct side *s, size_t group, bool base
 	for (size_t i = 0; base && i < gd->nexclude_groups; i++)
 		side_set(b, s, make(b, gd->exclude_groups[i], arg, false));
 	a.xn = s->nnames - a.xfirst;
-	s->alts[s->nalts++] = a;
+	side_alt(s, a);
 }
 
 static const char *make_group_set(struct builder *b, size_t group, unsigned family, bool base)
 {
 	return group_set(b, group, (uint8_t)family, base);
+}
+
+/* The sets (or single addresses) of the groups excl[0..n) in one family,
+ * appended to the side's names: each one's VM set, unless dead, and its
+ * IP/CIDR members' sets; returns how many.  What takes an address out of
+ * a part of a group's IP/CIDR members (gengine_net_part).  An excluded
+ * group's IP/CIDR members count whole, also where its own exclusions take
+ * some out of it (docs/CONFIG.md). */
+static size_t excl_lookups(struct builder *b, struct side *s, const size_t *excl, size_t n,
+			   uint8_t family)
+{
+	size_t before = s->nnames;
+	char addr[PLAN_NAME_MAX];
+	const char *name;
+
+	for (size_t i = 0; i < n; i++) {
+		side_set(b, s, group_set(b, excl[i], family, false));
+		for (size_t k = 0; k < gengine_net_parts(b->e, excl[i]); k++)
+			if ((name = group_net_set(b, excl[i], k, family, addr, sizeof(addr))))
+				side_push(s, name, name == addr);
+	}
+	return s->nnames - before;
+}
+
+/* The parts of a group's IP/CIDR members in one family, as names of the
+ * side; a part that groups exclude is an alternative at once, with their
+ * sets as exclusions (the others become alternatives of their own, as
+ * any set the side names). */
+static void group_nets(struct builder *b, struct side *s, size_t group, uint8_t family)
+{
+	char addr[PLAN_NAME_MAX];
+	const char *name;
+
+	for (size_t k = 0; k < gengine_net_parts(b->e, group); k++) {
+		struct side_alt a = { family, false, s->nnames, 1, 0, 0 };
+		const size_t *excl;
+		size_t n, nexcl;
+
+		if (!(name = group_net_set(b, group, k, family, addr, sizeof(addr))))
+			continue;
+		side_push(s, name, name == addr);
+		gengine_net_part(b->e, group, k, &n, &excl, &nexcl);
+		if (!nexcl)
+			continue;
+		a.xfirst = s->nnames;
+		a.xn = excl_lookups(b, s, excl, nexcl, family);
+		side_alt(s, a);
+	}
 }
 
 /* Whether name i belongs to an alternative already (a base and its
@@ -506,16 +620,115 @@ static bool in_alt(const struct side *s, size_t i)
 	return false;
 }
 
+/* A negated side's alternatives per family: at most this many (the
+ * kernel rules of a policy rule multiply by them). */
+#define NEG_MAX_ALTS 64
+
+/* The IP/CIDR parts of a negated side with the same exclusions: an address
+ * is in none of the parts when it is in none of their sets, or in one of
+ * the sets of their exclusions, names[esc .. esc + nesc). */
+struct neg_factor {
+	const size_t *excl;
+	size_t nexcl;
+	size_t esc, nesc;
+	size_t stride;      /* of its choice in the alternative's number */
+};
+
+/* A negated lookup of a part, names[first + at], and its factor. */
+struct neg_part {
+	size_t at, factor;
+};
+
+/* The alternatives of a negated side in one family: "in none of the items"
+ * is, for each factor (the parts with the same exclusions), "in none of
+ * its parts' sets" or "in one of its exclusions' sets", with every other
+ * item's negated lookup; one alternative per choice, the first all
+ * negated.  Beyond NEG_MAX_ALTS, the remaining factors' parts are negated
+ * whole, as if nothing excluded from them (docs/DATAPLANE.md). */
+static void negated_alts(struct builder *b, const struct dfw_side *side, struct side *s,
+			 uint8_t family)
+{
+	size_t first = s->nnames, nneg, nalts = 1, nf = 0, capf = 0, np = 0, capp = 0;
+	struct neg_factor *f = NULL;
+	struct neg_part *parts = NULL;
+	size_t *of;  /* per negated lookup: its factor + 1; 0: none */
+	char addr[PLAN_NAME_MAX];
+	const char *name;
+
+	for (size_t i = 0; i < side->nrefs; i++) {
+		size_t g = side->refs[i].idx;
+
+		if (side->refs[i].kind != REF_GROUP)
+			continue;
+		side_set(b, s, group_set(b, g, family, false));
+		for (size_t k = 0; k < gengine_net_parts(b->e, g); k++) {
+			const size_t *excl;
+			size_t n, nexcl, j = 0;
+
+			if (!(name = group_net_set(b, g, k, family, addr, sizeof(addr))))
+				continue;
+			side_push(s, name, name == addr);
+			gengine_net_part(b->e, g, k, &n, &excl, &nexcl);
+			if (!nexcl)
+				continue;
+			while (j < nf && (f[j].nexcl != nexcl ||
+					  memcmp(f[j].excl, excl, nexcl * sizeof(*excl))))
+				j++;
+			if (j == nf) {
+				grow((void **)&f, &capf, nf + 1, sizeof(*f));
+				f[nf++] = (struct neg_factor){ .excl = excl, .nexcl = nexcl };
+			}
+			grow((void **)&parts, &capp, np + 1, sizeof(*parts));
+			parts[np++] = (struct neg_part){ s->nnames - 1 - first, j };
+		}
+	}
+	if ((name = literal_set(b, side, family, addr, sizeof(addr))))
+		side_push(s, name, name == addr);
+	nneg = s->nnames - first;
+	of = xcalloc(nneg + 1, sizeof(*of));
+	for (size_t i = 0; i < np; i++)
+		of[parts[i].at] = parts[i].factor + 1;
+	for (size_t j = 0; j < nf; j++) {
+		f[j].esc = s->nnames;
+		f[j].nesc = excl_lookups(b, s, f[j].excl, f[j].nexcl, family);
+		f[j].stride = nalts;
+		if (nalts * (f[j].nesc + 1) > NEG_MAX_ALTS) {
+			s->nnames = f[j].esc;
+			f[j].nesc = 0;
+		}
+		nalts *= f[j].nesc + 1;
+	}
+	side_alt(s, (struct side_alt){ family, true, first, nneg, 0, 0 });
+	for (size_t c = 1; c < nalts; c++) {
+		struct side_alt a = { family, false, s->nnames, 0, 0, 0 };
+
+		for (size_t j = 0; j < nf; j++) {
+			size_t pick = c / f[j].stride % (f[j].nesc + 1);
+
+			if (pick)
+				side_copy(s, f[j].esc + pick - 1);
+		}
+		a.n = s->nnames - a.first;
+		a.xfirst = s->nnames;
+		for (size_t k = 0; k < nneg; k++)
+			if (!of[k] || !(c / f[of[k] - 1].stride % (f[of[k] - 1].nesc + 1)))
+				side_copy(s, first + k);
+		a.xn = s->nnames - a.xfirst;
+		side_alt(s, a);
+	}
+	free(f);
+	free(parts);
+	free(of);
+}
+
 static void side_build(struct builder *b, const struct dfw_side *side, struct side *s)
 {
 	static const uint8_t fams[] = { AF_INET, AF_INET6 };
 
 	memset(s, 0, sizeof(*s));
-	/* At most two sets per group and one literal set, per family. */
-	s->alts = xcalloc(4 * side->nrefs + 4, sizeof(*s->alts));
 	if (side->any) {
 		if (!side->negate)
-			s->alts[s->nalts++] = (struct side_alt){ 0 };
+			side_alt(s, (struct side_alt){ 0 });
 		return;
 	}
 	for (size_t f = 0; f < ARRAY_SIZE(fams); f++) {
@@ -523,27 +736,26 @@ static void side_build(struct builder *b, const struct dfw_side *side, struct si
 		char addr[PLAN_NAME_MAX];
 		const char *name;
 
+		if (side->negate) {
+			negated_alts(b, side, s, fams[f]);
+			continue;
+		}
 		for (size_t i = 0; i < side->nrefs; i++) {
 			size_t g = side->refs[i].idx;
 
 			if (side->refs[i].kind != REF_GROUP)
 				continue;
-			if (!side->negate && gengine_has_base(b->e, g))
+			if (gengine_has_base(b->e, g))
 				group_alt(b, s, g, true, fams[f], make_group_set, fams[f]);
 			else
 				side_set(b, s, group_set(b, g, fams[f], false));
-			if ((name = group_net_set(b, g, fams[f], addr, sizeof(addr))))
-				side_push(s, name, name == addr);
+			group_nets(b, s, g, fams[f]);
 		}
 		if ((name = literal_set(b, side, fams[f], addr, sizeof(addr))))
 			side_push(s, name, name == addr);
-		if (side->negate)
-			s->alts[s->nalts++] = (struct side_alt){ fams[f], true, first,
-								 s->nnames - first };
-		else
-			for (size_t i = first; i < s->nnames; i++)
-				if (!in_alt(s, i))
-					s->alts[s->nalts++] = (struct side_alt){ fams[f], false, i, 1 };
+		for (size_t i = first; i < s->nnames; i++)
+			if (!in_alt(s, i))
+				side_alt(s, (struct side_alt){ fams[f], false, i, 1, 0, 0 });
 	}
 }
 
@@ -628,20 +840,25 @@ struct match {
 	const struct svc_group *svc;  /* NULL: any service */
 };
 
+/* The lookup of name k of a side, or its compare when it is an address. */
+static void push_lookup(struct prule *r, enum pitem_kind kind, uint32_t u, const struct side *s,
+			size_t k)
+{
+	enum pitem_kind kk = !s->inline_addr[k] ? kind :
+			     kind == PI_SADDR_SET ? PI_SADDR_NET : PI_DADDR_NET;
+
+	rule_push_named(r, kk, u, s->names[k]);
+}
+
 /* The lookups (or address compares) of one alternative; u: the flags
  * besides negation. */
 static void push_side(struct prule *r, enum pitem_kind kind, uint32_t u, const struct side *s,
 		      const struct side_alt *a)
 {
-	for (size_t i = 0; i < a->n; i++) {
-		size_t k = a->first + i;
-		enum pitem_kind kk = !s->inline_addr[k] ? kind :
-				     kind == PI_SADDR_SET ? PI_SADDR_NET : PI_DADDR_NET;
-
-		rule_push_named(r, kk, u | (a->negate ? PI_LOOKUP_NEG : 0), s->names[k]);
-	}
+	for (size_t i = 0; i < a->n; i++)
+		push_lookup(r, kind, u | (a->negate ? PI_LOOKUP_NEG : 0), s, a->first + i);
 	for (size_t i = 0; i < a->xn; i++)
-		rule_push_named(r, kind, u | PI_LOOKUP_NEG, s->names[a->xfirst + i]);
+		push_lookup(r, kind, u | PI_LOOKUP_NEG, s, a->xfirst + i);
 }
 
 /* The destination port test of a service (none for the TCP variant of a
@@ -783,7 +1000,6 @@ static const char *make_port_set(struct builder *b, size_t group, unsigned dst, 
 static void guard_build(struct builder *b, size_t group, bool dst, struct side *s)
 {
 	memset(s, 0, sizeof(*s));
-	s->alts = xcalloc(1, sizeof(*s->alts));
 	group_alt(b, s, group, gengine_has_base(b->e, group), 0, make_port_set, dst);
 }
 
@@ -994,24 +1210,6 @@ static const char *vnic_chain(struct builder *b, bool out)
 	return c->name;
 }
 
-/* IPv6 link-local address the kernel derives from the MAC (EUI-64). */
-static struct dfw_addr link_local(const uint8_t mac[6])
-{
-	struct dfw_addr a = { .family = AF_INET6, .plen = 128 };
-
-	a.a[0] = 0xfe;
-	a.a[1] = 0x80;
-	a.a[8] = mac[0] ^ 0x02;
-	a.a[9] = mac[1];
-	a.a[10] = mac[2];
-	a.a[11] = 0xff;
-	a.a[12] = 0xfe;
-	a.a[13] = mac[3];
-	a.a[14] = mac[4];
-	a.a[15] = mac[5];
-	return a;
-}
-
 static int cmp_port(const void *x, const void *y)
 {
 	return strcmp(((const struct pport *)x)->ifname, ((const struct pport *)y)->ifname);
@@ -1189,9 +1387,13 @@ struct plan *plan_compile(const struct dfw_policy *p, const struct gengine *e,
 		pp->id = (uint32_t)i + 1;
 		pp->vm = i;
 		memcpy(pp->mac, v->mac, 6);
+		/* What the vNIC may send from: the VM's addresses as a member
+		 * (its link-local too), and "::", the source of IPv6 duplicate
+		 * address detection. */
 		pp->addrs = xcalloc(v->naddrs + 2, sizeof(*pp->addrs));
-		memcpy(pp->addrs, v->addrs, v->naddrs * sizeof(*pp->addrs));
-		pp->naddrs = v->naddrs;
+		for (size_t k = 0; vm_member_addr(v, 0, &k, &pp->addrs[pp->naddrs]);)
+			pp->naddrs++;
+		pp->addrs[pp->naddrs++] = (struct dfw_addr){ .family = AF_INET6, .plen = 128 };
 		/* addresses = learn: a family with no locked address yet has its
 		 * ARP / neighbour discovery / DHCP copied to the learn group. */
 		pp->learn4 = pp->learn6 = v->learn;
@@ -1201,9 +1403,6 @@ struct plan *plan_compile(const struct dfw_policy *p, const struct gengine *e,
 			else
 				pp->learn6 = false;
 		}
-		pp->addrs[pp->naddrs++] = link_local(v->mac);
-		/* "::" is the source of IPv6 duplicate address detection. */
-		pp->addrs[pp->naddrs++] = (struct dfw_addr){ .family = AF_INET6, .plen = 128 };
 		qsort(pp->addrs, pp->naddrs, sizeof(*pp->addrs), cmp_addr);
 		if (!out_chain[0]) {
 			snprintf(out_chain, sizeof(out_chain), "%s", vnic_chain(&b, true));
@@ -1469,14 +1668,15 @@ static void id_delta(const struct plan *pl, size_t s, uint32_t id, bool in, stru
 		elem_delta(&pl->sets[s], &a, in, d);
 }
 
-/* Puts a VM's addresses of one family into set s (when the plan has it)
- * or takes them out. */
+/* Puts a VM's addresses of one family as a member (vm_member_addr, as
+ * add_member_addrs) into set s (when the plan has it) or takes them out. */
 static void addrs_delta(const struct plan *pl, size_t s, uint8_t family, const struct vm *v,
 			bool in, struct plan_diff *d)
 {
-	for (size_t i = 0; s != SIZE_MAX && i < v->naddrs; i++)
-		if (v->addrs[i].family == family)
-			elem_delta(&pl->sets[s], &v->addrs[i], in, d);
+	struct dfw_addr a;
+
+	for (size_t i = 0; s != SIZE_MAX && vm_member_addr(v, family, &i, &a);)
+		elem_delta(&pl->sets[s], &a, in, d);
 }
 
 void plan_member_delta(const struct plan *pl, const struct gengine *e,

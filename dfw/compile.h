@@ -5,9 +5,11 @@
  *   - one port per local vNIC: its id, MAC and addresses (anti-spoofing), and
  *     the names of its out-policy and in-policy chains;
  *   - address sets: per group and family, a hash set of its VMs' addresses
- *     (tags change these) and, when it has IP/CIDR members, an interval set
- *     of those; content-named sets for literal addresses in rules.  A group
- *     that excludes groups is its base's set ("g-G-4b") with negated
+ *     (tags change these; a VM's are vm_member_addr's, its link-local one
+ *     too) and, when it has IP/CIDR members, interval sets of those, one
+ *     per part by what excludes it, with negated lookups of the excluded
+ *     groups' sets; content-named sets for literal addresses in rules.  A
+ *     group that excludes groups is its base's set ("g-G-4b") with negated
  *     lookups of the excluded groups' sets, so entering quarantine edits
  *     quarantine's sets only.  A set that can never hold a VM (no members,
  *     not tag-driven) is not made, nor the kernel rules that need it;
@@ -175,7 +177,7 @@ struct pport {
 	uint32_t id;             /* src id in meta mark, dst id in meta priority */
 	size_t vm;               /* inventory index */
 	uint8_t mac[6];
-	struct dfw_addr *addrs;  /* declared addresses + IPv6 link-local (EUI-64) */
+	struct dfw_addr *addrs;  /* vm_member_addr's (declared, IPv6 link-local) + "::" */
 	size_t naddrs;
 	bool learn4, learn6;     /* addresses = learn, nothing locked yet for
 				  * that family: ARP / ND / DHCP of the port go
@@ -343,6 +345,18 @@ struct kwalk {
 };
 const struct prule *kwalk_rule(struct kwalk *w, const struct pchain *c, size_t i);
 void kwalk_free(struct kwalk *w);
+
+/* A VM's addresses as a member of a set (a group's, its base's, a rule's
+ * VM literal, what a tag change edits): its declared or locked addresses
+ * and the IPv6 link-local address derived from its MAC (EUI-64), which its
+ * vNIC may always send from, also with addresses = learn or IPv4 only.
+ * Not "::" (every VM's source of duplicate address detection).  Iterates
+ * the addresses of family (0: both) from *pos (0 at first):
+ *
+ *     for (size_t i = 0; vm_member_addr(v, AF_INET6, &i, &a);)
+ *
+ * fills *a and returns true, or returns false after the last. */
+bool vm_member_addr(const struct vm *v, uint8_t family, size_t *pos, struct dfw_addr *a);
 
 /* Set names, so that callers (daemon, trace) can find a group's sets. */
 void group_set_name(const char *group, uint8_t family, char *buf, size_t len);

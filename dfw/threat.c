@@ -147,16 +147,15 @@ static const char *report_action(const struct report *r, char *buf, size_t len)
 static void enforce(struct threat *t, const struct vm *vm, const struct dfw_addr *seen,
 		    struct report *r, uint64_t ticket)
 {
-	struct backend_block *bl = xcalloc(vm->naddrs + 1, sizeof(*bl));
-	struct dfw_addr *addrs = xcalloc(vm->naddrs + 1, sizeof(*addrs));
+	struct backend_block *bl = xcalloc(vm->naddrs + 2, sizeof(*bl));
+	struct dfw_addr *addrs = xcalloc(vm->naddrs + 2, sizeof(*addrs));
 	bool listed = false;
 	size_t n = 0;
 	char err[512];
 
-	for (size_t i = 0; i < vm->naddrs; i++) {
-		addrs[n++] = vm->addrs[i];
-		listed |= !addr_cmp(&vm->addrs[i], seen);
-	}
+	/* Its link-local address too: the vNIC may send from it. */
+	for (size_t i = 0; vm_member_addr(vm, 0, &i, &addrs[n]);)
+		listed |= !addr_cmp(&addrs[n++], seen);
 	if (!listed && !addr_not_own(seen))
 		addrs[n++] = *seen;
 	for (size_t i = 0; i < n; i++) {

@@ -414,11 +414,14 @@ int trace_world_end(struct trace_world *w, const char *spec, uint8_t family,
 			snprintf(err, errlen, "'%s': a host address, not a prefix", spec);
 			return 1;
 		}
-		/* An address of a VM is that VM. */
-		for (size_t i = 0; i < w->p->inv.nvms && vm < 0; i++)
-			for (size_t j = 0; j < w->p->inv.vms[i].naddrs; j++)
-				if (addr_eq(&w->p->inv.vms[i].addrs[j], addr))
+		/* An address of a VM (its link-local one too) is that VM. */
+		for (size_t i = 0; i < w->p->inv.nvms && vm < 0; i++) {
+			struct dfw_addr m;
+
+			for (size_t j = 0; vm < 0 && vm_member_addr(&w->p->inv.vms[i], 0, &j, &m);)
+				if (addr_eq(&m, addr))
 					vm = (long)i;
+		}
 	} else {
 		v = &w->p->inv.vms[vm];
 		memset(addr, 0, sizeof(*addr));

@@ -25,6 +25,15 @@ struct glist {
 	size_t n, cap;
 };
 
+/* Part of a group's IP/CIDR members: addresses that the same groups
+ * exclude (gengine_net_part). */
+struct net_part {
+	struct dfw_addr *addrs; /* sorted, unique */
+	size_t naddrs, cap;
+	size_t *excl;           /* group indexes, sorted, unique */
+	size_t nexcl;
+};
+
 struct gstate {
 	size_t rank;   /* position in gengine.order */
 	size_t count;  /* VM members */
@@ -34,6 +43,8 @@ struct gstate {
 	size_t *xmembers, nxmembers;
 	struct dfw_addr *addrs; /* effective IP/CIDR members, sorted, unique */
 	size_t naddrs;
+	struct net_part *nets;  /* the same by what excludes them (gengine_net_part) */
+	size_t nnets;
 	struct glist users; /* groups that include or exclude this one */
 	bool tag_driven;    /* a tag change can change its members */
 	bool base_tag_driven; /* ...its base's (includes, criteria) */
@@ -711,30 +722,101 @@ static size_t append_addrs(struct dfw_addr *dst, size_t n,
 	return n + nsrc;
 }
 
+/* Sorts v[0..n) and drops repeats; returns how many are left. */
+static size_t addrs_unique(struct dfw_addr *v, size_t n)
+{
+	size_t k = 0;
+
+	if (n)
+		qsort(v, n, sizeof(*v), addr_qcmp);
+	for (size_t i = 0; i < n; i++)
+		if (!k || addr_cmp(&v[k - 1], &v[i]))
+			v[k++] = v[i];
+	return k;
+}
+
+/* Writes the union of a and b (each sorted, unique) to out, sorted and
+ * unique; returns its length. */
+static size_t union_sorted(const size_t *a, size_t na, const size_t *b, size_t nb, size_t *out)
+{
+	size_t i = 0, j = 0, n = 0;
+
+	while (i < na || j < nb) {
+		if (j == nb || (i < na && a[i] < b[j]))
+			out[n++] = a[i++];
+		else if (i == na || b[j] < a[i])
+			out[n++] = b[j++];
+		else {
+			out[n++] = a[i++];
+			j++;
+		}
+	}
+	return n;
+}
+
+/* Adds addrs[0..n) to the part of gs's IP/CIDR members that exactly the
+ * groups excl[0..nexcl) exclude, made when missing. */
+static void net_add(struct gstate *gs, const size_t *excl, size_t nexcl,
+		    const struct dfw_addr *addrs, size_t n)
+{
+	struct net_part *p = NULL;
+
+	if (!n)
+		return;
+	for (size_t i = 0; i < gs->nnets && !p; i++)
+		if (gs->nets[i].nexcl == nexcl &&
+		    (!nexcl || !memcmp(gs->nets[i].excl, excl, nexcl * sizeof(*excl))))
+			p = &gs->nets[i];
+	if (!p) {
+		gs->nets = xrealloc(gs->nets, (gs->nnets + 1) * sizeof(*gs->nets));
+		p = &gs->nets[gs->nnets++];
+		memset(p, 0, sizeof(*p));
+		p->excl = sorted_copy(excl, nexcl);
+		p->nexcl = nexcl;
+	}
+	grow((void **)&p->addrs, &p->cap, p->naddrs + n, sizeof(*p->addrs));
+	p->naddrs = append_addrs(p->addrs, p->naddrs, addrs, n);
+}
+
 /* Its own addresses plus those of the groups it includes, which are complete
- * already because groups are prepared in dependency order. */
+ * already because groups are prepared in dependency order.  In parts, by
+ * what excludes them, as combine() excludes VMs (exclusion always wins):
+ * its own addresses are taken out by its exclude_groups, an included
+ * group's parts by the groups that exclude them there and by these. */
 static void effective_addrs(struct gengine *e, size_t g)
 {
 	const struct group_def *gd = &e->inv->groups[g];
 	struct gstate *gs = &e->gs[g];
-	size_t n = gd->naddrs, k = 0;
+	size_t *xg = sorted_copy(gd->exclude_groups, gd->nexclude_groups), *excl = NULL;
+	size_t nx = 0, n = 0, k = 0;
 
-	for (size_t i = 0; i < gd->nincludes; i++)
-		n += e->gs[gd->includes[i]].naddrs;
-	if (!n)
-		return;
-	gs->addrs = xmalloc(n * sizeof(*gs->addrs));
-	n = append_addrs(gs->addrs, 0, gd->addrs, gd->naddrs);
+	for (size_t i = 0; i < gd->nexclude_groups; i++) /* unique */
+		if (!nx || xg[nx - 1] != xg[i])
+			xg[nx++] = xg[i];
+	net_add(gs, xg, nx, gd->addrs, gd->naddrs);
 	for (size_t i = 0; i < gd->nincludes; i++) {
 		const struct gstate *in = &e->gs[gd->includes[i]];
 
-		n = append_addrs(gs->addrs, n, in->addrs, in->naddrs);
+		for (size_t j = 0; j < in->nnets; j++) {
+			const struct net_part *p = &in->nets[j];
+
+			excl = xrealloc(excl, (p->nexcl + nx + 1) * sizeof(*excl));
+			net_add(gs, excl, union_sorted(p->excl, p->nexcl, xg, nx, excl), p->addrs,
+				p->naddrs);
+		}
 	}
-	qsort(gs->addrs, n, sizeof(*gs->addrs), addr_qcmp);
-	for (size_t i = 0; i < n; i++)
-		if (!k || addr_cmp(&gs->addrs[k - 1], &gs->addrs[i]))
-			gs->addrs[k++] = gs->addrs[i];
-	gs->naddrs = k;
+	free(xg);
+	free(excl);
+	for (size_t i = 0; i < gs->nnets; i++) {
+		gs->nets[i].naddrs = addrs_unique(gs->nets[i].addrs, gs->nets[i].naddrs);
+		n += gs->nets[i].naddrs;
+	}
+	if (!n)
+		return;
+	gs->addrs = xmalloc(n * sizeof(*gs->addrs));
+	for (size_t i = 0; i < gs->nnets; i++)
+		k = append_addrs(gs->addrs, k, gs->nets[i].addrs, gs->nets[i].naddrs);
+	gs->naddrs = addrs_unique(gs->addrs, k);
 }
 
 static bool uses_tags(const struct criterion *c, size_t n)
@@ -880,6 +962,11 @@ void gengine_free(struct gengine *e)
 		free(e->gs[g].members);
 		free(e->gs[g].xmembers);
 		free(e->gs[g].addrs);
+		for (size_t i = 0; i < e->gs[g].nnets; i++) {
+			free(e->gs[g].nets[i].addrs);
+			free(e->gs[g].nets[i].excl);
+		}
+		free(e->gs[g].nets);
 		free(e->gs[g].users.v);
 		free(e->gs[g].inc_base);
 	}
@@ -1113,4 +1200,25 @@ const struct dfw_addr *gengine_addrs(const struct gengine *e, size_t group,
 		abort();
 	*n = e->gs[group].naddrs;
 	return e->gs[group].addrs;
+}
+
+size_t gengine_net_parts(const struct gengine *e, size_t group)
+{
+	if (group >= e->inv->ngroups)
+		abort();
+	return e->gs[group].nnets;
+}
+
+const struct dfw_addr *gengine_net_part(const struct gengine *e, size_t group, size_t k,
+					size_t *n, const size_t **excl, size_t *nexcl)
+{
+	const struct net_part *p;
+
+	if (k >= gengine_net_parts(e, group))
+		abort();
+	p = &e->gs[group].nets[k];
+	*n = p->naddrs;
+	*excl = p->excl;
+	*nexcl = p->nexcl;
+	return p->addrs;
 }

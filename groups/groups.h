@@ -132,10 +132,21 @@ size_t gengine_count(const struct gengine *e, size_t group);
 void gengine_foreach_member(const struct gengine *e, size_t group,
 			    void (*fn)(void *arg, size_t vm), void *arg);
 /* The effective IP/CIDR members of a group: its own addrs plus those of the
- * groups it includes, transitively, sorted and without duplicates.  The
- * returned array belongs to the engine. */
+ * groups it includes, transitively, sorted and without duplicates, before
+ * exclusion (gengine_net_part).  The returned array belongs to the engine. */
 const struct dfw_addr *gengine_addrs(const struct gengine *e, size_t group,
 				     size_t *n);
+/* The same in parts, by what excludes them (exclusion always wins, as for
+ * VMs): an address of part k is a member unless it is an address of one of
+ * the groups in *excl (sorted, *nexcl of them; its VMs' or its IP/CIDR
+ * members).  The group's own addresses are excluded by its exclude_groups;
+ * an included group's parts by the groups that exclude them there and by
+ * this group's exclude_groups.  Parts with the same exclusions are one,
+ * with sorted, unique addresses (*n); none is empty.  The arrays belong to
+ * the engine. */
+size_t gengine_net_parts(const struct gengine *e, size_t group);
+const struct dfw_addr *gengine_net_part(const struct gengine *e, size_t group, size_t k,
+					size_t *n, const size_t **excl, size_t *nexcl);
 
 /* True when a condition / criterion list holds for a VM with these tags.
  * Exposed for `trace --assume-tag` style what-if evaluation and tests. */

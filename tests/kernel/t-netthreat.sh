@@ -59,7 +59,7 @@ check "the detection is in dfwd's log" grep -q "netthreat: desktop1 (10.10.0.11,
 cs_at=$(lines cs)
 sleep 1
 check "desktop1's open connection is cut" test "$(lines cs)" -le $((cs_at + 1))
-check "the report counts the cut connections" has "$(threats)" "vm=desktop1 .*action=\"blocked 2 address(es) for 4 s, cut [1-9][0-9]* connection(s)\""
+check "the report counts the cut connections" has "$(threats)" "vm=desktop1 .*action=\"blocked 3 address(es) for 4 s, cut [1-9][0-9]* connection(s)\""
 check "the cut is in dfwd's log" grep -q "netthreat: cut [1-9][0-9]* connection(s) of desktop1 (10.10.0.11) in [0-9]* us" "/run/dfw-lab/$LAB/hv1.log"
 stop_streams
 

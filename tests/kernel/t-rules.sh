@@ -7,7 +7,9 @@
 # reject (refused at once, not timed out); categories before file order,
 # first match, disabled rules; a rule sent factored (a product of its
 # sides' alternatives); tag criteria with a scope (scope|tag); the rules'
-# named hit counters.
+# named hit counters; a VM sending from (or reached at) its IPv6
+# link-local address is that VM, quarantined too; a quarantined VM is
+# out of a group of networks that excludes the quarantine.
 source "$(dirname "$0")/lib.sh"
 POLICY=$TOP/tests/kernel/policies/rules.ini
 lab_up krules "$POLICY"
@@ -219,3 +221,86 @@ if [ $rc -eq 0 ]; then
 else
 	echo "# scope|tag checks not run: $out"
 fi
+
+echo "# a VM's IPv6 link-local address is the VM's; exclusion wins over a group's networks"
+# docs/CONFIG.md: a vNIC may send from its EUI-64 link-local address, so
+# rules that name the VM (or a group of it) name that address too.  The
+# probes bind the guest's socket to it (nc -s fe80::…%eth0), towards a
+# listener on the destination.
+ll() { # ll VM: the guest's link-local address, as its kernel made it
+	vmexec "$1" ip -6 -o addr show dev eth0 scope link 2>/dev/null |
+		sed -n 's/.*inet6 \(fe80::[0-9a-f:]*\)\/64.*/\1/p' | head -n1
+}
+tcp6() { # tcp6 SRC SADDR DST DADDR PORT: one TCP connection; exit 0 when it connected
+	local pgid rc
+	setsid "$LAB_BIN" exec --lab "$LAB" "$3" -- timeout 5 nc -6 -l -p "$5" >/dev/null 2>&1 &
+	pgid=$!
+	sleep 0.3
+	vmexec "$1" timeout 3 nc -6 -z -w 1 -s "$2" "$4" "$5" >/dev/null 2>&1; rc=$?
+	kill -- "-$pgid" 2>/dev/null
+	wait "$pgid" 2>/dev/null
+	return $rc
+}
+llexpect() { # llexpect yes|no SRC DST DADDR PORT: from SRC's link-local address
+	local from
+	from="$(ll "$2")%eth0"
+	if [ "$1" = yes ]; then check "$2 from $from -> $3 $4 tcp/$5 reachable" tcp6 "$2" "$from" "$3" "$4" "$5"
+	else check_not "$2 from $from -> $3 $4 tcp/$5 blocked" tcp6 "$2" "$from" "$3" "$4" "$5"; fi
+}
+check "app1's link-local address is the EUI-64 of its MAC (02:00:00:20:00:11)" test "$(ll app1)" = fe80::ff:fe20:11
+cp "$POLICY" "$TMPD/ll.ini"
+rev=$(ctl apply "$TMPD/ll.ini" | sed -n 's/.* as revision \([0-9]*\).*/\1/p')
+check "apply rules.ini again" wait_realized "${rev:-999999}"
+llexpect no  app1 web1 fd00:20::21 80          # rule 101: sources = not apps
+llexpect yes db1  web1 fd00:20::21 80
+llexpect yes app1 web1 fd00:20::21 8005        # rule 201: sources = app1 (a VM)
+llexpect yes app2 web1 "$(ll web1)%eth0" 443   # rule 601: apps to webs, to web1's link-local
+llexpect yes ops1 app2 "$(ll app2)%eth0" 22    # rule 102: ops1 to not dbs, app1
+llexpect no  ops1 db1  "$(ll db1)%eth0" 22
+llexpect no  ops1 app1 "$(ll app1)%eth0" 22
+
+cat >>"$TMPD/ll.ini" <<'EOF2'
+
+[tags]
+names = threat.high
+
+[group quarantine]
+match = tag equals threat.high
+quarantine = yes
+
+; The lab's networks, but not what quarantine holds.
+[group lab-nets]
+addresses = 10.20.0.0/24, fd00:20::/64
+exclude_groups = quarantine
+
+[rule 901]
+name = emergency: the quarantine sends nothing
+category = emergency
+sources = quarantine
+action = drop
+
+; To them, so that rule 901 does not decide first.
+[rule 902]
+name = db1 to the lab's networks 5000
+sources = db1
+destinations = lab-nets
+services = tcp/5000
+action = allow
+EOF2
+rev=$(ctl apply "$TMPD/ll.ini" | sed -n 's/.* as revision \([0-9]*\).*/\1/p')
+check "apply a policy with a quarantine" wait_realized "${rev:-999999}"
+llexpect yes app2 web1 fd00:20::21 81          # rule 104 admits every IPv6 address
+both yes db1 app2 tcp/5000                     # rule 902: in the lab's networks
+llexpect no  db1 app2 "$(ll app2)%eth0" 5000   # a link-local address is not in them
+check "tag app2 threat.high --wait" ctl tag --wait app2 threat.high
+check "quarantine's IPv6 set holds app2's link-local address" \
+	has "$("$LAB_BIN" exec --lab "$LAB" host:hv1 -- nft list set inet dfw g-quarantine-6)" "$(ll app2)"
+llexpect no  app2 web1 fd00:20::21 81          # rule 901: from its link-local address too
+expect no app2 web1 tcp/81 -6
+both no  db1 app2 tcp/5000                     # excluded from the lab's networks
+both yes db1 app1 tcp/5000
+check "untag app2 threat.high --wait" ctl untag --wait app2 threat.high
+check "quarantine's IPv6 set is empty again" \
+	sh -c "! '$LAB_BIN' exec --lab '$LAB' host:hv1 -- nft list set inet dfw g-quarantine-6 | grep -q fe80"
+llexpect yes app2 web1 fd00:20::21 81
+both yes db1 app2 tcp/5000

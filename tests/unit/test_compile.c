@@ -703,15 +703,17 @@ static void test_vdi_untagged(void)
 
 	/* Untagged: quarantine is empty, desktops holds all four.  Desktops
 	 * excludes quarantine, so the kernel gets its base (4b, 6b) and a
-	 * negated lookup in quarantine; there is no g-desktops-4. */
+	 * negated lookup in quarantine; there is no g-desktops-4.  A VM's
+	 * IPv6 link-local address (EUI-64 of its MAC) is one of its own. */
 	CU_ASSERT_TRUE(set_is(pl, "g-quarantine-4", ""));
 	CU_ASSERT_TRUE(set_is(pl, "g-quarantine-6", ""));
 	CU_ASSERT_TRUE(set_is(pl, "g-desktops-4b", "10.10.0.11, 10.10.0.12, 10.10.0.13, 10.10.0.14"));
 	CU_ASSERT_TRUE(set_is(pl, "g-desktops-6b",
-			      "fd00:10::11, fd00:10::12, fd00:10::13, fd00:10::14"));
+			      "fd00:10::11, fd00:10::12, fd00:10::13, fd00:10::14, "
+			      "fe80::ff:fe10:11, fe80::ff:fe10:12, fe80::ff:fe10:13, fe80::ff:fe10:14"));
 	CU_ASSERT_PTR_NULL(plan_find_set(pl, "g-desktops-4"));
 	CU_ASSERT_TRUE(set_is(pl, "g-servers-4", "10.10.0.21, 10.10.0.22, 10.10.0.23"));
-	CU_ASSERT_TRUE(set_is(pl, "g-connection-servers-6", "fd00:10::21"));
+	CU_ASSERT_TRUE(set_is(pl, "g-connection-servers-6", "fd00:10::21, fe80::ff:fe10:21"));
 
 	/* Text checks that do not depend on the golden file. */
 	/* Rule 220 (desktops to infra-servers, six services) is sent
@@ -740,12 +742,14 @@ static void test_vdi_quarantined(void)
 	text = print_plan(pl);
 	GOLDEN("tests/golden/vdi-desktop1-quarantined.nft", text);
 
-	/* Quarantine holds desktop1; desktops' base does not change. */
+	/* Quarantine holds desktop1, its link-local address too; desktops'
+	 * base does not change. */
 	CU_ASSERT_TRUE(set_is(pl, "g-quarantine-4", "10.10.0.11"));
-	CU_ASSERT_TRUE(set_is(pl, "g-quarantine-6", "fd00:10::11"));
+	CU_ASSERT_TRUE(set_is(pl, "g-quarantine-6", "fd00:10::11, fe80::ff:fe10:11"));
 	CU_ASSERT_TRUE(set_is(pl, "g-desktops-4b", "10.10.0.11, 10.10.0.12, 10.10.0.13, 10.10.0.14"));
 	CU_ASSERT_TRUE(set_is(pl, "g-desktops-6b",
-			      "fd00:10::11, fd00:10::12, fd00:10::13, fd00:10::14"));
+			      "fd00:10::11, fd00:10::12, fd00:10::13, fd00:10::14, "
+			      "fe80::ff:fe10:11, fe80::ff:fe10:12, fe80::ff:fe10:13, fe80::ff:fe10:14"));
 	CU_ASSERT_EQUAL(pl->nchains, 2);
 	/* ...so the kernel finds quarantine's sets first, not desktops' base. */
 	CU_ASSERT_TRUE(plan_find_set(pl, "g-quarantine-4")->isolation);
@@ -776,7 +780,7 @@ static void test_vdi_diff_tag(void)
 	CU_ASSERT_EQUAL(d.nset_add, 0);
 	CU_ASSERT_EQUAL(d.nchain_del, 0);
 	CU_ASSERT_EQUAL(d.nchain_add, 0);
-	CU_ASSERT_EQUAL_FATAL(d.nelem_add, 2);
+	CU_ASSERT_EQUAL_FATAL(d.nelem_add, 3);
 	CU_ASSERT_EQUAL_FATAL(d.nelem_del, 0);
 	CU_ASSERT_STRING_EQUAL(d.elem_add[0].set->name, "g-quarantine-4");
 	addr_format(&d.elem_add[0].addr, buf, sizeof(buf));
@@ -784,6 +788,9 @@ static void test_vdi_diff_tag(void)
 	CU_ASSERT_STRING_EQUAL(d.elem_add[1].set->name, "g-quarantine-6");
 	addr_format(&d.elem_add[1].addr, buf, sizeof(buf));
 	CU_ASSERT_STRING_EQUAL(buf, "fd00:10::11");
+	CU_ASSERT_STRING_EQUAL(d.elem_add[2].set->name, "g-quarantine-6");
+	addr_format(&d.elem_add[2].addr, buf, sizeof(buf));
+	CU_ASSERT_STRING_EQUAL(buf, "fe80::ff:fe10:11");
 	/* Adds point into `to`. */
 	CU_ASSERT_PTR_EQUAL(d.elem_add[0].set, plan_find_set(after, "g-quarantine-4"));
 	plan_diff_free(&d);
@@ -798,7 +805,7 @@ static void test_vdi_diff_tag(void)
 	plan_diff_free(&d);
 	plan_diff(after, back, &d);
 	CU_ASSERT_EQUAL(d.nelem_add, 0);
-	CU_ASSERT_EQUAL(d.nelem_del, 2);
+	CU_ASSERT_EQUAL(d.nelem_del, 3);
 	CU_ASSERT_PTR_EQUAL(d.elem_del[0].set, plan_find_set(after, "g-quarantine-4"));
 	CU_ASSERT_EQUAL(d.nchain_add + d.nchain_del + d.nport_add + d.nport_del +
 			d.nset_add + d.nset_del, 0);
@@ -1002,9 +1009,12 @@ static void test_applied(void)
 		CU_ASSERT_EQUAL(lit, 2);
 	}
 	CU_ASSERT_TRUE(set_is(pl, "g-web-4", "10.20.0.1, 10.20.0.2"));
-	CU_ASSERT_TRUE(set_is(pl, "g-db-6", "fd00:20::12"));
+	/* db1 has no IPv6 address but its link-local one (and so has a VM
+	 * named as a literal: admin, on another host). */
+	CU_ASSERT_TRUE(set_is(pl, "g-db-6", "fd00:20::12, fe80::ff:fe20:11, fe80::ff:fe20:12"));
 	CU_ASSERT_PTR_NOT_NULL(strstr(text, "elements = { 10.20.1.1, 192.0.2.0/24 }"));
-	CU_ASSERT_PTR_NOT_NULL(strstr(text, "elements = { 2001:db8::/32, fd00:21::1 }"));
+	CU_ASSERT_PTR_NOT_NULL(strstr(text, "elements = { 2001:db8::/32, fd00:21::1, "
+					    "fe80::ff:fe20:21 }"));
 	CU_ASSERT_PTR_NOT_NULL(strstr(text, "meta nfproto ipv4 ip daddr 198.51.100.7 log "));
 	CU_ASSERT_PTR_NOT_NULL(strstr(text, "meta nfproto ipv6 ip6 daddr 2001:db8:ffff::7 log "));
 	CU_ASSERT_PTR_NOT_NULL(strstr(text, "elements = { 80, 443, 8000-8999 }"));
@@ -1086,9 +1096,11 @@ static void test_applied_diff(void)
 	CU_ASSERT_EQUAL(d.nchain_del + d.nchain_add, 0);
 	CU_ASSERT_EQUAL(d.nset_add + d.nset_del, 0);
 	CU_ASSERT_EQUAL(d.nelem_del, 0);
-	/* db1 (IPv4 only, vNIC id 3) joins the web set and both id sets. */
-	CU_ASSERT_EQUAL_FATAL(d.nelem_add, 3);
+	/* db1 (IPv4 only, vNIC id 3) joins the web sets, the IPv6 one with
+	 * its link-local address, and both id sets. */
+	CU_ASSERT_EQUAL_FATAL(d.nelem_add, 4);
 	CU_ASSERT_TRUE(has_elem(&d, true, "g-web-4", "10.20.0.11"));
+	CU_ASSERT_TRUE(has_elem(&d, true, "g-web-6", "fe80::ff:fe20:11"));
 	CU_ASSERT_TRUE(has_elem(&d, true, "p-web-i", "id 3"));
 	CU_ASSERT_TRUE(has_elem(&d, true, "p-web-o", "id 3"));
 
@@ -1096,9 +1108,10 @@ static void test_applied_diff(void)
 	CU_ASSERT_EQUAL_FATAL(rec.n, 1);
 	for (size_t i = 0; i < rec.n; i++)
 		plan_member_delta(before, fx.e, fx.p, rec.group[i], rec.vm[i], &inc);
-	CU_ASSERT_EQUAL_FATAL(inc.nelem_add, 3);
+	CU_ASSERT_EQUAL_FATAL(inc.nelem_add, 4);
 	CU_ASSERT_EQUAL(inc.nelem_del, 0);
 	CU_ASSERT_TRUE(has_elem(&inc, true, "g-web-4", "10.20.0.11"));
+	CU_ASSERT_TRUE(has_elem(&inc, true, "g-web-6", "fe80::ff:fe20:11"));
 	CU_ASSERT_TRUE(has_elem(&inc, true, "p-web-i", "id 3"));
 	CU_ASSERT_TRUE(has_elem(&inc, true, "p-web-o", "id 3"));
 	/* Applied to the installed plan, it becomes the freshly compiled one. */
@@ -1115,7 +1128,7 @@ static void test_applied_diff(void)
 	memset(&inc, 0, sizeof(inc));
 	for (size_t i = 0; i < rec.n; i++)
 		plan_member_delta(before, fx.e, fx.p, rec.group[i], rec.vm[i], &inc);
-	CU_ASSERT_EQUAL(inc.nelem_del, 3);
+	CU_ASSERT_EQUAL(inc.nelem_del, 4);
 	CU_ASSERT_EQUAL(inc.nelem_add, 0);
 	plan_diff_free(&inc);
 	plan_free(before);
@@ -1210,9 +1223,10 @@ static void test_base_sets(void)
 	CU_ASSERT_PTR_NULL(plan_find_set(pl, "p-web-o"));
 	free(text);
 
-	/* a becomes web: base and members. */
-	/* g-web-4b 6b 4 6, g-front-4 6, p-web-ob ib, g-edge-4b 6b */
-	CU_ASSERT_EQUAL(incremental_step(&fx, pl, "a", web, 1, "g-edge-4b"), 10);
+	/* a becomes web: base and members.  g-web-4b 6b 4 6, g-front-4 6,
+	 * p-web-ob ib, g-edge-4b 6b, the IPv6 ones with a's link-local
+	 * address as well. */
+	CU_ASSERT_EQUAL(incremental_step(&fx, pl, "a", web, 1, "g-edge-4b"), 14);
 	CU_ASSERT_TRUE(set_is(pl, "g-web-4b", "10.40.0.1"));
 	CU_ASSERT_TRUE(set_is(pl, "g-web-4", "10.40.0.1"));
 	CU_ASSERT_TRUE(set_is(pl, "g-front-4", "10.40.0.1"));
@@ -1220,14 +1234,15 @@ static void test_base_sets(void)
 	 * bases keep it: g-quarantine-4 6, p-quarantine-o i; g-web-4 6,
 	 * g-front-4 6.  Edge includes web but excludes quarantine itself, so
 	 * its base holds web's base: unchanged. */
-	CU_ASSERT_EQUAL(incremental_step(&fx, pl, "a", both, 2, "p-quarantine-o"), 8);
+	CU_ASSERT_EQUAL(incremental_step(&fx, pl, "a", both, 2, "p-quarantine-o"), 11);
 	CU_ASSERT_TRUE(set_is(pl, "g-edge-4b", "10.40.0.1"));
 	CU_ASSERT_TRUE(set_is(pl, "g-web-4b", "10.40.0.1"));
-	CU_ASSERT_TRUE(set_is(pl, "g-web-6b", "fd00:40::1"));
+	CU_ASSERT_TRUE(set_is(pl, "g-web-6b", "fd00:40::1, fe80::ff:fe40:1"));
+	CU_ASSERT_TRUE(set_is(pl, "g-quarantine-6", "fd00:40::1, fe80::ff:fe40:1"));
 	CU_ASSERT_TRUE(set_is(pl, "g-web-4", ""));
 	CU_ASSERT_TRUE(set_is(pl, "g-front-4", ""));
 	/* role.web goes while quarantined: only the bases change. */
-	CU_ASSERT_EQUAL(incremental_step(&fx, pl, "a", threat, 1, "p-web-ib"), 6);
+	CU_ASSERT_EQUAL(incremental_step(&fx, pl, "a", threat, 1, "p-web-ib"), 8);
 	CU_ASSERT_TRUE(set_is(pl, "g-edge-4b", ""));
 	CU_ASSERT_TRUE(set_is(pl, "g-web-4b", ""));
 	incremental_step(&fx, pl, "a", NULL, 0, "g-quarantine-4");
@@ -1295,7 +1310,8 @@ static void test_minimal(void)
 	 * 10.30.0.0/16. */
 	CU_ASSERT_EQUAL(pl->nsets, 3);
 	CU_ASSERT_TRUE(set_is(pl, "g-lan-4", "10.30.0.5, 10.30.1.1"));
-	CU_ASSERT_TRUE(set_is(pl, "g-lan-6", "fd00:30::5"));
+	/* other has no IPv6 address but its link-local one. */
+	CU_ASSERT_TRUE(set_is(pl, "g-lan-6", "fd00:30::5, fe80::ff:fe30:1, fe80::ff:fe30:2"));
 	CU_ASSERT_TRUE(set_is(pl, "g-lan-4n", "10.30.0.0/16, 192.0.2.1"));
 	CU_ASSERT_FALSE(plan_find_set(pl, "g-lan-4")->interval);
 	CU_ASSERT_TRUE(plan_find_set(pl, "g-lan-4n")->interval);
@@ -1357,14 +1373,17 @@ static void test_literal_sets_shared(void)
 	const struct pchain *in;
 
 	/* Rules 1 and 3 share {10.0.0.1, 10.0.0.9}; rule 2's set is
-	 * {10.0.0.0/30, 10.0.0.9} after normalization. */
+	 * {10.0.0.0/30, 10.0.0.9} after normalization.  Rule 1 also has a's
+	 * link-local address, a compare in a rule of its own. */
 	CU_ASSERT_EQUAL_FATAL(pl->nsets, 2);
 	in = plan_find_chain(pl, pl->ports[0].in_chain);
 	CU_ASSERT_PTR_NOT_NULL_FATAL(in);
-	CU_ASSERT_EQUAL_FATAL(in->nrules, 4);
-	CU_ASSERT_STRING_EQUAL(in->rules[0].items[1].name, in->rules[2].items[1].name);
-	CU_ASSERT_STRING_NOT_EQUAL(in->rules[0].items[1].name, in->rules[1].items[1].name);
-	CU_ASSERT_TRUE(set_is(pl, in->rules[1].items[1].name, "10.0.0.0/30, 10.0.0.9"));
+	CU_ASSERT_EQUAL_FATAL(in->nrules, 5);
+	CU_ASSERT_EQUAL(in->rules[1].items[1].kind, PI_SADDR_NET);
+	CU_ASSERT_STRING_EQUAL(in->rules[1].items[1].name, "fe80::ff:fe00:1");
+	CU_ASSERT_STRING_EQUAL(in->rules[0].items[1].name, in->rules[3].items[1].name);
+	CU_ASSERT_STRING_NOT_EQUAL(in->rules[0].items[1].name, in->rules[2].items[1].name);
+	CU_ASSERT_TRUE(set_is(pl, in->rules[2].items[1].name, "10.0.0.0/30, 10.0.0.9"));
 	CU_ASSERT_TRUE(set_is(pl, in->rules[0].items[1].name, "10.0.0.1, 10.0.0.9"));
 	plan_free(pl);
 	fixture_free(&fx);
@@ -2249,6 +2268,418 @@ static void test_learning(void)
 	fixture_free(&lk);
 }
 
+/* ---- a VM's addresses as a member; exclusion of IP/CIDR members --------- */
+
+/* The EUI-64 link-local address of a MAC, worked out here rather than
+ * taken from the compiler. */
+static struct dfw_addr eui64_of(const uint8_t mac[6])
+{
+	struct dfw_addr a = { .family = AF_INET6, .plen = 128, .a = { 0xfe, 0x80 } };
+
+	a.a[8] = mac[0] ^ 0x02;
+	memcpy(a.a + 9, mac + 1, 2);
+	a.a[11] = 0xff;
+	a.a[12] = 0xfe;
+	memcpy(a.a + 13, mac + 3, 3);
+	return a;
+}
+
+/* A new TCP connection from VM src at address saddr to VM dst at daddr
+ * (both on host hv1, whose plan is pl), as `dfwctl trace` has it from
+ * the compiled rules; *rule is the deciding rule (0: a default rule). */
+static enum trace_verdict trace_tcp(const struct fixture *fx, const struct plan *pl,
+				    const char *src, const char *saddr, const char *dst,
+				    const char *daddr, uint16_t port, uint32_t *rule)
+{
+	struct trace_pkt pk = { .proto = IPPROTO_TCP, .dport = port, .icmp_type = -1,
+				.icmp_code = -1 };
+	long s = policy_find_vm(fx->p, src), d = policy_find_vm(fx->p, dst);
+	struct trace_end se = { s, pl, NULL }, de = { d, pl, NULL };
+	struct trace_result res;
+	const char *why;
+
+	CU_ASSERT_FATAL(s >= 0 && d >= 0);
+	CU_ASSERT_FATAL(addr_parse(saddr, &pk.src, &why) == 0 &&
+			addr_parse(daddr, &pk.dst, &why) == 0);
+	se.port = plan_find_port(pl, fx->p->inv.vms[s].port);
+	de.port = plan_find_port(pl, fx->p->inv.vms[d].port);
+	CU_ASSERT_FATAL(se.port && de.port);
+	trace_path(fx->p, fx->e, NULL, 0, 0, &se, &de, &pk, &res);
+	CU_ASSERT_FATAL(res.decided_by != NULL);
+	*rule = !strcmp(res.decided_by, "out") ? res.out.rule_id :
+		!strcmp(res.decided_by, "in") ? res.in.rule_id : UINT32_MAX;
+	return res.verdict;
+}
+
+/* TRACE(verdict, rule, ...): trace_tcp decides so, by that rule. */
+#define TRACE(v, id, fx, pl, src, saddr, dst, daddr, port)                                  \
+	do {                                                                              \
+		uint32_t rule_;                                                           \
+		enum trace_verdict v_ = trace_tcp(fx, pl, src, saddr, dst, daddr, port, &rule_); \
+		if (v_ != (v) || rule_ != (id))                                           \
+			fprintf(stderr, "\n  %s %s -> %s %s tcp/%u: %s by rule %u", src, saddr, \
+				dst, daddr, port, trace_verdict_name(v_), rule_);          \
+		CU_ASSERT(v_ == (v) && rule_ == (id));                                    \
+	} while (0)
+
+/* A VM's IPv6 link-local address (EUI-64 of its MAC), which its vNIC may
+ * send from, is one of its addresses wherever the VM is a member: group
+ * sets (and bases), VM literals of rules, and the sets a tag change edits,
+ * also for a VM with IPv4 addresses only or with addresses = learn.  "::"
+ * (every VM's duplicate address detection) is in no set.  Traced: a
+ * quarantined VM sending from its link-local address is dropped, a rule
+ * naming a VM matches traffic to its link-local address. */
+static void test_link_local_member(void)
+{
+	struct fixture fx = PARSE(
+		"[tags]\nnames = threat.high\n"
+		"[vm a]\nhost = hv1\nport = vnet-a\nmac = 02:00:00:00:00:01\naddresses = fd00::1\n"
+		"[vm b]\nhost = hv1\nport = vnet-b\nmac = 02:00:00:00:00:02\naddresses = 10.0.0.2\n"
+		"[vm c]\nhost = hv1\nport = vnet-c\nmac = 02:00:00:00:00:03\n"
+		"addresses = 10.0.0.3, fd00::3\n"
+		"[vm k]\nhost = hv1\nport = vnet-k\nmac = 02:00:00:00:00:04\naddresses = learn\n"
+		"[vm e]\nhost = hv1\nport = vnet-e\nmac = 02:00:00:00:00:05\n"
+		"addresses = 10.0.0.5, fe80::ff:fe00:5\n"
+		"[group quarantine]\nmatch = tag equals threat.high\nquarantine = yes\n"
+		"[group servers]\nmembers = c, e\n"
+		"[group web]\nmembers = a, b, k\nexclude_groups = quarantine\n"
+		"[rule 10]\ncategory = emergency\nsources = quarantine\naction = drop\n"
+		"[rule 20]\nsources = any\ndestinations = c\nservices = tcp/22\naction = allow\n"
+		"[rule 30]\nsources = not servers\ndestinations = a\nservices = tcp/80\n"
+		"action = allow\n"
+		"[rule 40]\nsources = b, k\ndestinations = c\nservices = tcp/443\naction = allow\n"
+		"[rule 50]\nsources = web\ndestinations = c\nservices = tcp/8080\naction = allow\n");
+	const char *threat[] = { "threat.high" };
+	struct plan *pl = COMPILE(&fx, "hv1");
+	const struct pport *pe = plan_find_port(pl, "vnet-e");
+	char *text = print_plan(pl);
+	struct dfw_addr ll, unspec = { .family = AF_INET6, .plen = 128 };
+	char buf[64];
+
+	ll = eui64_of(fx.p->inv.vms[0].mac);
+	addr_format(&ll, buf, sizeof(buf));
+	CU_ASSERT_STRING_EQUAL(buf, "fe80::ff:fe00:1");
+	CU_ASSERT_TRUE(set_is(pl, "g-servers-6", "fd00::3, fe80::ff:fe00:3, fe80::ff:fe00:5"));
+	CU_ASSERT_TRUE(set_is(pl, "g-servers-4", "10.0.0.3, 10.0.0.5"));
+	/* b: IPv4 only; k: nothing learned yet. */
+	CU_ASSERT_TRUE(set_is(pl, "g-web-6b", "fd00::1, fe80::ff:fe00:1, fe80::ff:fe00:2, "
+					       "fe80::ff:fe00:4"));
+	CU_ASSERT_TRUE(set_is(pl, "g-web-4b", "10.0.0.2"));
+	CU_ASSERT_TRUE(set_is(pl, "g-quarantine-6", ""));
+	/* Rule 40's VM literals: b and k have IPv6 link-local addresses. */
+	CU_ASSERT_PTR_NOT_NULL(strstr(text, "elements = { fe80::ff:fe00:2, fe80::ff:fe00:4 }"));
+	CU_ASSERT_PTR_NOT_NULL(strstr(text, "elements = { fd00::3, fe80::ff:fe00:3 }"));
+	/* e declares its link-local address: one element, one port address. */
+	CU_ASSERT_FATAL(pe != NULL);
+	CU_ASSERT_EQUAL(pe->naddrs, 3); /* 10.0.0.5, ::, fe80::ff:fe00:5 */
+	free(text);
+
+	TRACE(TV_ALLOW, 20, &fx, pl, "a", "fe80::ff:fe00:1", "c", "fd00::3", 22);
+	TRACE(TV_ALLOW, 20, &fx, pl, "a", "fe80::ff:fe00:1", "c", "fe80::ff:fe00:3", 22);
+	TRACE(TV_DROP, 0, &fx, pl, "c", "fe80::ff:fe00:3", "a", "fd00::1", 80);
+	TRACE(TV_ALLOW, 30, &fx, pl, "b", "fe80::ff:fe00:2", "a", "fe80::ff:fe00:1", 80);
+	TRACE(TV_ALLOW, 40, &fx, pl, "b", "fe80::ff:fe00:2", "c", "fd00::3", 443);
+	TRACE(TV_ALLOW, 40, &fx, pl, "k", "fe80::ff:fe00:4", "c", "fe80::ff:fe00:3", 443);
+	TRACE(TV_ALLOW, 50, &fx, pl, "b", "fe80::ff:fe00:2", "c", "fd00::3", 8080);
+
+	/* Quarantined through the incremental path (a tag change), which
+	 * gives exactly a fresh compile: a's two IPv6 addresses; b's IPv4
+	 * address and its link-local; k's link-local; e's two addresses (its
+	 * link-local once).  web excludes quarantine: its base stays. */
+	CU_ASSERT_EQUAL(incremental_step(&fx, pl, "a", threat, 1, "g-quarantine-6"), 2);
+	CU_ASSERT_EQUAL(incremental_step(&fx, pl, "b", threat, 1, "g-quarantine-6"), 2);
+	CU_ASSERT_EQUAL(incremental_step(&fx, pl, "k", threat, 1, "g-quarantine-6"), 1);
+	CU_ASSERT_EQUAL(incremental_step(&fx, pl, "e", threat, 1, "g-quarantine-6"), 2);
+	CU_ASSERT_TRUE(set_is(pl, "g-quarantine-6", "fd00::1, fe80::ff:fe00:1, fe80::ff:fe00:2, "
+						     "fe80::ff:fe00:4, fe80::ff:fe00:5"));
+	CU_ASSERT_TRUE(set_is(pl, "g-quarantine-4", "10.0.0.2, 10.0.0.5"));
+	TRACE(TV_DROP, 10, &fx, pl, "a", "fe80::ff:fe00:1", "c", "fd00::3", 22);
+	TRACE(TV_DROP, 10, &fx, pl, "a", "fd00::1", "c", "fd00::3", 22);
+	TRACE(TV_DROP, 10, &fx, pl, "b", "fe80::ff:fe00:2", "c", "fd00::3", 8080);
+	TRACE(TV_DROP, 10, &fx, pl, "k", "fe80::ff:fe00:4", "c", "fe80::ff:fe00:3", 443);
+	TRACE(TV_DROP, 10, &fx, pl, "e", "fe80::ff:fe00:5", "c", "fd00::3", 22);
+	/* Released: the link-local addresses leave the sets again. */
+	CU_ASSERT_EQUAL(incremental_step(&fx, pl, "a", NULL, 0, "g-quarantine-6"), 2);
+	CU_ASSERT_EQUAL(incremental_step(&fx, pl, "b", NULL, 0, "g-quarantine-6"), 2);
+	CU_ASSERT_EQUAL(incremental_step(&fx, pl, "k", NULL, 0, "g-quarantine-6"), 1);
+	CU_ASSERT_EQUAL(incremental_step(&fx, pl, "e", NULL, 0, "g-quarantine-6"), 2);
+	CU_ASSERT_TRUE(set_is(pl, "g-quarantine-6", ""));
+	TRACE(TV_ALLOW, 20, &fx, pl, "a", "fe80::ff:fe00:1", "c", "fd00::3", 22);
+	/* "::" is a vNIC's address (anti-spoofing), never a member's. */
+	for (size_t i = 0; i < pl->nsets; i++)
+		for (size_t k = 0; k < pl->sets[i].nelems; k++)
+			CU_ASSERT_NOT_EQUAL(addr_cmp(&pl->sets[i].elems[k], &unspec), 0);
+	plan_free(pl);
+	fixture_free(&fx);
+}
+
+/* Exclusion wins over IP/CIDR members as over VMs: a desktops group of
+ * networks that excludes quarantine (a tag) and a group of one address
+ * (blocked) leaves out a quarantined VM's addresses and the blocked one;
+ * a group that includes desktops keeps that exclusion for desktops'
+ * networks, not for its own address; "not desktops" holds for exactly the
+ * addresses desktops leaves out.  A tag change edits quarantine's sets
+ * only (the incremental path equals a fresh compile). */
+static void test_net_exclusion(void)
+{
+	struct fixture fx = PARSE(
+		"[tags]\nnames = threat.high\n"
+		"[vm d1]\nhost = hv1\nport = vnet-d1\nmac = 02:00:00:50:00:11\n"
+		"addresses = 10.10.0.11, fd00:10::11\n"
+		"[vm d2]\nhost = hv1\nport = vnet-d2\nmac = 02:00:00:50:00:12\naddresses = 10.10.0.12\n"
+		"[vm fs]\nhost = hv1\nport = vnet-fs\nmac = 02:00:00:50:00:21\n"
+		"addresses = 10.10.1.5, fd00:11::5\n"
+		"[group quarantine]\nmatch = tag equals threat.high\nquarantine = yes\n"
+		"[group blocked]\naddresses = 10.10.0.12\n"
+		"[group desktops]\naddresses = 10.10.0.0/28, 10.10.0.32/28, fd00:10::/120\n"
+		"exclude_groups = quarantine, blocked\n"
+		"[group office]\ninclude = desktops\naddresses = 10.10.0.12\n"
+		"[rule 10]\nsources = desktops\ndestinations = fs\nservices = tcp/445\naction = allow\n"
+		"[rule 20]\nsources = not desktops\ndestinations = fs\nservices = tcp/139\n"
+		"action = allow\n"
+		"[rule 30]\nsources = office\ndestinations = fs\nservices = tcp/8080\naction = allow\n");
+	const char *threat[] = { "threat.high" };
+	struct plan *pl = COMPILE(&fx, "hv1");
+	char *text = print_plan(pl);
+
+	CU_ASSERT_TRUE(set_is(pl, "g-desktops-4n", "10.10.0.0/28, 10.10.0.32/28"));
+	/* office: its own address, then desktops' networks with desktops'
+	 * exclusions. */
+	CU_ASSERT_TRUE(set_is(pl, "g-office-4n2", "10.10.0.0/28, 10.10.0.32/28"));
+	CU_ASSERT_PTR_NULL(plan_find_set(pl, "g-office-4n"));
+	CU_ASSERT_PTR_NOT_NULL(strstr(text, "ip saddr @g-desktops-4n ip saddr != @g-quarantine-4 "
+					    "ip saddr != 10.10.0.12 "));
+	CU_ASSERT_PTR_NOT_NULL(strstr(text, "ip6 saddr fd00:10::/120 ip6 saddr != @g-quarantine-6 "));
+	CU_ASSERT_PTR_NOT_NULL(strstr(text, "ip saddr @g-office-4n2 ip saddr != @g-quarantine-4 "
+					    "ip saddr != 10.10.0.12 "));
+	CU_ASSERT_PTR_NOT_NULL(strstr(text, "ip saddr 10.10.0.12 ip daddr 10.10.1.5 counter name "
+					    "\"r-30-out\""));
+	/* blocked has no VM and no tag can give it one: no set, no lookup. */
+	CU_ASSERT_PTR_NULL(strstr(text, "g-blocked-"));
+	/* not desktops: in neither of its sets, or in an exclusion's. */
+	CU_ASSERT_PTR_NOT_NULL(strstr(text, "ip saddr != @g-desktops-4 ip saddr != @g-desktops-4n "));
+	CU_ASSERT_PTR_NOT_NULL(strstr(text, "ip saddr @g-quarantine-4 ip saddr != @g-desktops-4 "));
+	CU_ASSERT_PTR_NOT_NULL(strstr(text, "ip saddr 10.10.0.12 ip saddr != @g-desktops-4 "));
+	free(text);
+
+	TRACE(TV_ALLOW, 10, &fx, pl, "d1", "10.10.0.11", "fs", "10.10.1.5", 445);
+	TRACE(TV_ALLOW, 10, &fx, pl, "d1", "fd00:10::11", "fs", "fd00:11::5", 445);
+	TRACE(TV_DROP, 0, &fx, pl, "d1", "10.10.0.11", "fs", "10.10.1.5", 139);
+	TRACE(TV_ALLOW, 30, &fx, pl, "d1", "10.10.0.11", "fs", "10.10.1.5", 8080);
+	/* d2's address is blocked's: not a desktop, but office's own. */
+	TRACE(TV_DROP, 0, &fx, pl, "d2", "10.10.0.12", "fs", "10.10.1.5", 445);
+	TRACE(TV_ALLOW, 20, &fx, pl, "d2", "10.10.0.12", "fs", "10.10.1.5", 139);
+	TRACE(TV_ALLOW, 30, &fx, pl, "d2", "10.10.0.12", "fs", "10.10.1.5", 8080);
+
+	/* d1 quarantined: quarantine's sets change (its two addresses and
+	 * its link-local one), nothing else. */
+	CU_ASSERT_EQUAL(incremental_step(&fx, pl, "d1", threat, 1, "g-quarantine-4"), 3);
+	TRACE(TV_DROP, 0, &fx, pl, "d1", "10.10.0.11", "fs", "10.10.1.5", 445);
+	TRACE(TV_DROP, 0, &fx, pl, "d1", "fd00:10::11", "fs", "fd00:11::5", 445);
+	TRACE(TV_ALLOW, 20, &fx, pl, "d1", "10.10.0.11", "fs", "10.10.1.5", 139);
+	TRACE(TV_ALLOW, 20, &fx, pl, "d1", "fd00:10::11", "fs", "fd00:11::5", 139);
+	TRACE(TV_DROP, 0, &fx, pl, "d1", "10.10.0.11", "fs", "10.10.1.5", 8080);
+	TRACE(TV_ALLOW, 30, &fx, pl, "d2", "10.10.0.12", "fs", "10.10.1.5", 8080);
+	/* Released. */
+	CU_ASSERT_EQUAL(incremental_step(&fx, pl, "d1", NULL, 0, "g-quarantine-4"), 3);
+	TRACE(TV_ALLOW, 10, &fx, pl, "d1", "10.10.0.11", "fs", "10.10.1.5", 445);
+	TRACE(TV_DROP, 0, &fx, pl, "d1", "10.10.0.11", "fs", "10.10.1.5", 139);
+	plan_free(pl);
+	fixture_free(&fx);
+}
+
+/* Reference membership of an address, by the rule of docs/CONFIG.md:
+ * addr is one of a VM's (declared, or its EUI-64 link-local address) of
+ * group g's members, or in g's IP/CIDR members and not taken out by
+ * exclusion. */
+static bool ref_vm_addr(const struct fixture *fx, size_t g, const struct dfw_addr *addr)
+{
+	for (size_t v = 0; v < fx->p->inv.nvms; v++) {
+		const struct vm *vm = &fx->p->inv.vms[v];
+		struct dfw_addr ll = eui64_of(vm->mac);
+
+		if (!gengine_is_member(fx->e, g, v))
+			continue;
+		if (!addr_cmp(&ll, addr))
+			return true;
+		for (size_t k = 0; k < vm->naddrs; k++)
+			if (!addr_cmp(&vm->addrs[k], addr))
+				return true;
+	}
+	return false;
+}
+
+/* In g's own IP/CIDR members or those of a group it includes (whole). */
+static bool ref_in_nets(const struct fixture *fx, size_t g, const struct dfw_addr *addr)
+{
+	const struct group_def *gd = &fx->p->inv.groups[g];
+
+	for (size_t i = 0; i < gd->naddrs; i++)
+		if (gd->addrs[i].family == addr->family && addr_contains(&gd->addrs[i], addr))
+			return true;
+	for (size_t i = 0; i < gd->nincludes; i++)
+		if (ref_in_nets(fx, gd->includes[i], addr))
+			return true;
+	return false;
+}
+
+/* The same, less what exclusion takes out: at each group on the way, an
+ * address of a group it excludes (a member VM's, or in its IP/CIDR
+ * members, whole). */
+static bool ref_nets(const struct fixture *fx, size_t g, const struct dfw_addr *addr)
+{
+	const struct group_def *gd = &fx->p->inv.groups[g];
+	bool in = false;
+
+	for (size_t i = 0; i < gd->naddrs && !in; i++)
+		in = gd->addrs[i].family == addr->family && addr_contains(&gd->addrs[i], addr);
+	for (size_t i = 0; i < gd->nincludes && !in; i++)
+		in = ref_nets(fx, gd->includes[i], addr);
+	for (size_t i = 0; i < gd->nexclude_groups && in; i++)
+		in = !ref_vm_addr(fx, gd->exclude_groups[i], addr) &&
+		     !ref_in_nets(fx, gd->exclude_groups[i], addr);
+	return in;
+}
+
+/* Random policies of groups with VMs (IPv4 and IPv6, IPv4 only, IPv6
+ * only, learning), tags, IP/CIDR members (some covering VMs' addresses and
+ * link-local ones), includes and exclusions: for every group G, "sources =
+ * G" and "sources = not G" match, in the compiled rules (trace) and in
+ * their kernel form, exactly the addresses the reference says are in G,
+ * and are not.  The tags come through the incremental path, which gives a
+ * fresh compile each time. */
+static void test_member_addrs_random(void)
+{
+	static const char *const nets[] = {
+		"10.0.0.0/30", "10.0.0.4/30", "10.0.0.0/29", "10.0.0.2", "10.0.0.3", "fd00::/126",
+		"fd00::4/126", "fd00::2", "fe80::/64", "fe80::ff:fe00:3",
+	};
+	static const char *const probes[] = {
+		"10.0.0.0", "10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.5", "10.0.0.6",
+		"10.0.0.8", "10.0.1.1", "fd00::", "fd00::1", "fd00::2", "fd00::3", "fd00::4", "fd00::5",
+		"fd00::8", "fe80::ff:fe00:1", "fe80::ff:fe00:2", "fe80::ff:fe00:3", "fe80::ff:fe00:4",
+		"fe80::1", "2001:db8::1",
+	};
+	enum { NVMS = 4, NGROUPS = 6 };
+	size_t checked = 0, wrong = 0, excluded = 0;
+
+	for (unsigned seed = 1; seed <= 120; seed++) {
+		struct rnd_text rt;
+		struct fixture fx;
+		struct plan *pl;
+		const struct pchain *out;
+
+		rnd_text_begin(&rt, seed);
+#define NEXT() lcg(&rt.x)
+		fputs("[tags]\nnames = t0, t1\n", rt.f);
+		for (int v = 1; v <= NVMS; v++) {
+			unsigned k = NEXT() % 4; /* both families, IPv4, IPv6, learn */
+
+			fprintf(rt.f, "[vm v%d]\nhost = hv1\nport = p%d\nmac = 02:00:00:00:00:0%d\n"
+				"addresses = ", v, v, v);
+			if (k < 2)
+				fprintf(rt.f, "10.0.0.%d%s", v, k ? "" : ", ");
+			if (k == 0 || k == 2)
+				fprintf(rt.f, "fd00::%d", v);
+			fputs(k == 3 ? "learn\n" : "\n", rt.f);
+		}
+		for (int g = 0; g < NGROUPS; g++) {
+			bool some = false;
+			int inc = -1;
+
+			fprintf(rt.f, "[group g%d]\n", g);
+			if (NEXT() % 2) {
+				fprintf(rt.f, "match = tag equals t%u\n", NEXT() % 2);
+				some = true;
+			}
+			if (NEXT() % 3 == 0) {
+				fprintf(rt.f, "members = v%u\n", 1 + NEXT() % NVMS);
+				some = true;
+			}
+			if (g && NEXT() % 2) {
+				inc = (int)(NEXT() % (unsigned)g);
+				fprintf(rt.f, "include = g%d\n", inc);
+				some = true;
+			}
+			if (!some || NEXT() % 2) {
+				unsigned a = NEXT() % ARRAY_SIZE(nets), b = NEXT() % ARRAY_SIZE(nets);
+
+				fprintf(rt.f, "addresses = %s", nets[a]);
+				if (b != a && NEXT() % 2)
+					fprintf(rt.f, ", %s", nets[b]);
+				fputc('\n', rt.f);
+			}
+			if (g && NEXT() % 2) {
+				int x = (int)(NEXT() % (unsigned)g);
+
+				if (x != inc)
+					fprintf(rt.f, "exclude_groups = g%d\n", x);
+			}
+		}
+		for (int g = 0; g < NGROUPS; g++)
+			fprintf(rt.f, "[rule %d]\nsources = g%d\nservices = tcp/%d\naction = allow\n"
+				"[rule %d]\nsources = not g%d\nservices = tcp/%d\naction = allow\n",
+				2 * g + 1, g, 100 + 2 * g, 2 * g + 2, g, 101 + 2 * g);
+		fclose(rt.f);
+		fx = PARSE(rt.text);
+		pl = COMPILE(&fx, "hv1");
+		for (int v = 1; v <= NVMS; v++) {
+			const char *tags[2];
+			size_t n = 0;
+			char name[8];
+
+			if (NEXT() % 3 == 0)
+				tags[n++] = "t0";
+			if (NEXT() % 3 == 0)
+				tags[n++] = "t1";
+			snprintf(name, sizeof(name), "v%d", v);
+			incremental_step(&fx, pl, name, tags, n, NULL);
+		}
+#undef NEXT
+		out = plan_find_chain(pl, pl->ports[0].out_chain);
+		CU_ASSERT_PTR_NOT_NULL_FATAL(out);
+		for (size_t g = 0; g < NGROUPS; g++) {
+			for (size_t i = 0; i < ARRAY_SIZE(probes); i++) {
+				struct trace_pkt pk = { .proto = IPPROTO_TCP, .icmp_type = -1 };
+				const char *why;
+				bool in;
+
+				CU_ASSERT_FATAL(addr_parse(probes[i], &pk.src, &why) == 0);
+				addr_parse(pk.src.family == AF_INET ? "10.9.9.9" : "fd09::9", &pk.dst,
+					   &why);
+				in = ref_vm_addr(&fx, g, &pk.src) || ref_nets(&fx, g, &pk.src);
+				excluded += !in && ref_in_nets(&fx, g, &pk.src) &&
+					    !ref_vm_addr(&fx, g, &pk.src);
+				for (uint32_t neg = 0; neg < 2; neg++) {
+					uint32_t id = 2 * (uint32_t)g + 1 + neg;
+					struct trace_step st;
+					struct kanswer k = { 0, 99 };
+					bool want = neg ? !in : in;
+
+					pk.dport = (uint16_t)(100 + 2 * g + neg);
+					trace_chain(pl, out, 1, 2, &pk, &st);
+					kernel_chain(pl, out, 1, 2, &pk, &k);
+					checked++;
+					if ((st.rule_id == id) != want || k.rule_id != st.rule_id) {
+						if (wrong++ < 5)
+							fprintf(stderr, "\n  seed %u: %s is%s in g%zu, but "
+								"sources = %sg%zu %s", seed, probes[i],
+								in ? "" : " not", g, neg ? "not " : "", g,
+								st.rule_id == id ? "matches" : "does not match");
+					}
+				}
+			}
+		}
+		plan_free(pl);
+		fixture_free(&fx);
+		free(rt.text);
+	}
+	fprintf(stderr, "\n  [%zu addresses checked, %zu taken out of a group's networks by exclusion]",
+		checked, excluded);
+	CU_ASSERT_EQUAL(wrong, 0);
+	CU_ASSERT(excluded >= 100); /* the test is about them too */
+}
+
 void register_compile_tests(void)
 {
 	static const struct unit_test tests[] = {
@@ -2275,6 +2706,10 @@ void register_compile_tests(void)
 		{ "monitor mode logs, counts, lets through (golden)", test_monitor },
 		{ "named counters per rule and direction, in diffs", test_counters },
 		{ "address learning ports (golden)", test_learning },
+		{ "a VM's link-local address is its own in every set", test_link_local_member },
+		{ "exclusion wins over a group's IP/CIDR members", test_net_exclusion },
+		{ "groups match the addresses they hold, on random policies",
+		  test_member_addrs_random },
 	};
 
 	unit_suite("compile", tests, ARRAY_SIZE(tests));

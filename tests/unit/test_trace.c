@@ -159,6 +159,9 @@ static void test_bad_ends(void)
 	CU_ASSERT_EQUAL(e.vm, policy_find_vm(w.p, "cs1"));
 	CU_ASSERT_EQUAL(trace_world_end(&w, "192.0.2.1", AF_INET, &e, &a, err, sizeof(err)), 0);
 	CU_ASSERT_EQUAL(e.vm, -1);
+	/* Its link-local address (EUI-64 of 02:00:00:10:00:21) is it too. */
+	CU_ASSERT_EQUAL(trace_world_end(&w, "fe80::ff:fe10:21", AF_INET6, &e, &a, err, sizeof(err)), 0);
+	CU_ASSERT_EQUAL(e.vm, policy_find_vm(w.p, "cs1"));
 	trace_world_free(&w);
 }
 
