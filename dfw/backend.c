@@ -21,6 +21,7 @@
 #include <linux/netfilter/nfnetlink.h>
 #include <linux/netfilter/nfnetlink_conntrack.h>
 #include <linux/if.h>
+#include <netinet/icmp6.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,7 +33,7 @@
 
 /* nft's datatype numbers, so `nft list ruleset` shows our sets readably. */
 enum {
-	TYPE_VERDICT = 1, TYPE_IPADDR = 7, TYPE_IP6ADDR = 8, TYPE_ETHERADDR = 9,
+	TYPE_VERDICT = 1, TYPE_INTEGER = 4, TYPE_IPADDR = 7, TYPE_IP6ADDR = 8, TYPE_ETHERADDR = 9,
 	TYPE_INET_SERVICE = 13,
 	TYPE_MARK = 19, TYPE_CLASSID = 23, TYPE_IFNAME = 41,
 };
@@ -226,7 +227,49 @@ struct set_spec {
 	uint32_t key_type, key_len;
 	uint32_t data_type, data_len; /* maps */
 	uint32_t key_order, data_order;
+	bool nd_target_key; /* typeof iifname . DFW_ND_TARGET_NFT (port_nd6) */
 };
+
+/* How nft records a set's `typeof` in its userdata (nft's own numbers, from
+ * its expression.c, meta.c and payload.c; read back from the set nft 1.0.6
+ * makes for `typeof iifname . @th,64,128`).  Without it nft would list the
+ * key as "ifname . integer", which it cannot read back. */
+enum {
+	NFT_EXPR_PAYLOAD = 7, NFT_EXPR_META = 9, NFT_EXPR_CONCAT = 13,
+	NFT_UD_SUB_TYPE = 0, NFT_UD_SUB_DATA = 1, /* in a concatenation's item i (nest type i) */
+	NFT_UD_META_KEY = 0,
+	NFT_UD_PAYLOAD_DESC = 0, NFT_UD_PAYLOAD_TYPE, NFT_UD_PAYLOAD_BASE, NFT_UD_PAYLOAD_OFFSET,
+	NFT_UD_PAYLOAD_LEN,
+	NFT_PROTO_BASE_TRANSPORT = 3,
+};
+
+/* The typeof of DFW_SET_PORT_ND6: iifname . @th,64,128. */
+static void nd_target_typeof(struct nftnl_udata_buf *ud)
+{
+	struct nftnl_udata *key, *data, *item, *sub;
+
+	key = nftnl_udata_nest_start(ud, NFTNL_UDATA_SET_KEY_TYPEOF);
+	nftnl_udata_put_u32(ud, NFTNL_UDATA_SET_TYPEOF_EXPR, NFT_EXPR_CONCAT);
+	data = nftnl_udata_nest_start(ud, NFTNL_UDATA_SET_TYPEOF_DATA);
+	item = nftnl_udata_nest_start(ud, 0);
+	nftnl_udata_put_u32(ud, NFT_UD_SUB_TYPE, NFT_EXPR_META);
+	sub = nftnl_udata_nest_start(ud, NFT_UD_SUB_DATA);
+	nftnl_udata_put_u32(ud, NFT_UD_META_KEY, NFT_META_IIFNAME);
+	nftnl_udata_nest_end(ud, sub);
+	nftnl_udata_nest_end(ud, item);
+	item = nftnl_udata_nest_start(ud, 1);
+	nftnl_udata_put_u32(ud, NFT_UD_SUB_TYPE, NFT_EXPR_PAYLOAD);
+	sub = nftnl_udata_nest_start(ud, NFT_UD_SUB_DATA);
+	nftnl_udata_put_u32(ud, NFT_UD_PAYLOAD_DESC, 0); /* raw */
+	nftnl_udata_put_u32(ud, NFT_UD_PAYLOAD_TYPE, 0);
+	nftnl_udata_put_u32(ud, NFT_UD_PAYLOAD_BASE, NFT_PROTO_BASE_TRANSPORT);
+	nftnl_udata_put_u32(ud, NFT_UD_PAYLOAD_OFFSET, DFW_ND_TARGET_OFF * 8);
+	nftnl_udata_put_u32(ud, NFT_UD_PAYLOAD_LEN, 16 * 8);
+	nftnl_udata_nest_end(ud, sub);
+	nftnl_udata_nest_end(ud, item);
+	nftnl_udata_nest_end(ud, data);
+	nftnl_udata_nest_end(ud, key);
+}
 
 static void set_msg(struct backend *b, const struct set_spec *s, uint16_t type)
 {
@@ -246,11 +289,13 @@ static void set_msg(struct backend *b, const struct set_spec *s, uint16_t type)
 			nftnl_set_set_u32(set, NFTNL_SET_DATA_LEN, s->data_len);
 		}
 		{
-			struct nftnl_udata_buf *ud = nftnl_udata_buf_alloc(64);
+			struct nftnl_udata_buf *ud = nftnl_udata_buf_alloc(128);
 
 			nftnl_udata_put_u32(ud, NFTNL_UDATA_SET_KEYBYTEORDER, s->key_order);
 			if (s->data_order)
 				nftnl_udata_put_u32(ud, NFTNL_UDATA_SET_DATABYTEORDER, s->data_order);
+			if (s->nd_target_key)
+				nd_target_typeof(ud);
 			nftnl_set_set_data(set, NFTNL_SET_USERDATA, nftnl_udata_buf_data(ud),
 					   nftnl_udata_buf_len(ud));
 			nftnl_udata_buf_free(ud);
@@ -507,6 +552,21 @@ static void x_ct_state(struct xrule *r, uint32_t mask)
 	x_cmp(r, NFT_CMP_NEQ, &zero, 4);
 }
 
+/* reg1 := 1 if the IPv6 packet has an extension header of this type, else 0
+ * (nft's `exthdr NAME exists`). */
+static void x_exthdr_present(struct xrule *r, uint8_t type)
+{
+	struct xexpr x = x_open(r, "exthdr");
+
+	put_u32(r, NFTA_EXTHDR_DREG, NFT_REG_1);
+	mnl_attr_put_u8(r->nlh, NFTA_EXTHDR_TYPE, type);
+	put_u32(r, NFTA_EXTHDR_OFFSET, 0);
+	put_u32(r, NFTA_EXTHDR_LEN, 1);
+	put_u32(r, NFTA_EXTHDR_FLAGS, NFT_EXTHDR_F_PRESENT);
+	put_u32(r, NFTA_EXTHDR_OP, NFT_EXTHDR_OP_IPV6);
+	x_close(r, x);
+}
+
 /* The packet's source or destination address (v6: IPv6) in net, or not
  * (neq): a load, a mask for a prefix, a compare. */
 static void x_addr_in(struct xrule *r, bool src, bool v6, const struct dfw_addr *net, bool neq)
@@ -698,6 +758,53 @@ static void learn_rules(struct backend *b)
 	rule_send(b, r);
 }
 
+/* A vNIC's neighbour discovery, after the address checks (so after the
+ * learn rules, which copy a learning port's advertisements first): only
+ * frames whose source MAC and address are the port's own get here, and an
+ * uplink's never do.  A VM is not a router, and advertises no address but
+ * its own (the IPv6 counterpart of "spoofed ARP").  A receiver takes only
+ * packets of hop limit 255 as neighbour discovery (RFC 4861); a fragment
+ * of one could hide its type or target (or its whole ICMPv6 header) from
+ * the rules after, so such fragments drop whatever they carry. */
+static void nd_rules(struct backend *b)
+{
+	static const struct {
+		uint8_t type; /* 0: a fragment of any type */
+		const char *why;
+	} nd[] = {
+		{ 0, "fragmented neighbour discovery" },
+		{ ND_ROUTER_ADVERT, "router advertisement from a vNIC" },
+		{ ND_REDIRECT, "redirect from a vNIC" },
+		{ ND_NEIGHBOR_ADVERT, "spoofed neighbour advertisement" },
+	};
+	const uint8_t hop_limit = 255, present = 1;
+
+	for (size_t i = 0; i < ARRAY_SIZE(nd); i++) {
+		struct xrule *r = rule_new(b, NFPROTO_BRIDGE, DFW_CHAIN_BR_PRE, nd[i].why);
+
+		x_ether_type(r, 0x86dd);
+		if (!nd[i].type) {
+			x_payload(r, NFT_PAYLOAD_NETWORK_HEADER, 7, 1, NFT_REG_1);
+			x_cmp_u8(r, hop_limit);
+			x_exthdr_present(r, IPPROTO_FRAGMENT);
+			x_cmp_u8(r, present);
+		} else {
+			x_meta_load(r, NFT_META_L4PROTO, NFT_REG_1);
+			x_cmp_u8(r, IPPROTO_ICMPV6);
+			x_payload(r, NFT_PAYLOAD_TRANSPORT_HEADER, 0, 1, NFT_REG_1);
+			x_cmp_u8(r, nd[i].type);
+		}
+		if (nd[i].type == ND_NEIGHBOR_ADVERT) {
+			x_meta_load(r, NFT_META_IIFNAME, NFT_REG_1);
+			x_payload(r, NFT_PAYLOAD_TRANSPORT_HEADER, DFW_ND_TARGET_OFF, 16, NFT_REG_2);
+			x_lookup(r, DFW_SET_PORT_ND6, -1, true);
+		}
+		x_counter(r);
+		x_verdict(r, NF_DROP);
+		rule_send(b, r);
+	}
+}
+
 static void bridge_objects(struct backend *b)
 {
 	static const struct set_spec sets[] = {
@@ -706,6 +813,8 @@ static void bridge_objects(struct backend *b)
 		{ DFW_SET_PORT_MAC, NFPROTO_BRIDGE, 0, CONCAT(TYPE_IFNAME, TYPE_ETHERADDR), IFNAMSIZ + 8, 0, 0, BO_BIG, 0 },
 		{ DFW_SET_PORT_IP4, NFPROTO_BRIDGE, 0, CONCAT(TYPE_IFNAME, TYPE_IPADDR), IFNAMSIZ + 4, 0, 0, BO_BIG, 0 },
 		{ DFW_SET_PORT_IP6, NFPROTO_BRIDGE, 0, CONCAT(TYPE_IFNAME, TYPE_IP6ADDR), IFNAMSIZ + 16, 0, 0, BO_BIG, 0 },
+		{ DFW_SET_PORT_ND6, NFPROTO_BRIDGE, 0, CONCAT(TYPE_IFNAME, TYPE_INTEGER), IFNAMSIZ + 16, 0, 0, 0, 0,
+		  true },
 		{ DFW_SET_LEARN4, NFPROTO_BRIDGE, 0, TYPE_IFNAME, IFNAMSIZ, 0, 0, BO_HOST, 0 },
 		{ DFW_SET_LEARN6, NFPROTO_BRIDGE, 0, TYPE_IFNAME, IFNAMSIZ, 0, 0, BO_HOST, 0 },
 		{ DFW_MAP_PORT_SRC4, NFPROTO_BRIDGE, NFT_SET_MAP,
@@ -750,8 +859,17 @@ static void bridge_objects(struct backend *b)
 	 * together (most frames); the rest go the long way: the ingress
 	 * port's id into meta mark, anti-spoofing, learning. */
 	for (size_t i = 0; i < ARRAY_SIZE(own); i++) {
+		const uint8_t icmp6 = IPPROTO_ICMPV6;
+
 		r = rule_new(b, fam, DFW_CHAIN_BR_PRE, "a port's own");
 		x_ether_type(r, own[i].ethertype);
+		/* ICMPv6 goes the long way, to the neighbour discovery checks:
+		 * an advertisement from the port's own address may still
+		 * claim another's. */
+		if (own[i].ethertype == 0x86dd) {
+			x_meta_load(r, NFT_META_L4PROTO, NFT_REG_1);
+			x_cmp(r, NFT_CMP_NEQ, &icmp6, 1);
+		}
 		x_meta_load(r, NFT_META_IIFNAME, NFT_REG_1);
 		x_payload(r, NFT_PAYLOAD_LL_HEADER, 6, 6, NFT_REG_2);
 		/* after the MAC, padded to 8 bytes: the third 32-bit register
@@ -782,6 +900,7 @@ static void bridge_objects(struct backend *b)
 		x_verdict(r, NF_DROP);
 		rule_send(b, r);
 	}
+	nd_rules(b);
 
 	/* steer: the DHCP server's offer and ack to a learning port carry its
 	 * address (yiaddr): copied first.  Then the egress port's id into
@@ -1350,6 +1469,7 @@ static void ports_msg(struct backend *b, const struct pport *const *ports, size_
 	elems_msg(b, NFPROTO_BRIDGE, DFW_SET_PORT_MAC, mac, n, type);
 	elems_msg(b, NFPROTO_BRIDGE, DFW_SET_PORT_IP4, ip4, n4, type);
 	elems_msg(b, NFPROTO_BRIDGE, DFW_SET_PORT_IP6, ip6, n6, type);
+	elems_msg(b, NFPROTO_BRIDGE, DFW_SET_PORT_ND6, ip6, n6, type); /* the same keys */
 	elems_msg(b, NFPROTO_BRIDGE, DFW_SET_LEARN4, learn4, nl4, type);
 	elems_msg(b, NFPROTO_BRIDGE, DFW_SET_LEARN6, learn6, nl6, type);
 	elems_msg(b, NFPROTO_BRIDGE, DFW_MAP_PORT_SRC4, own4, no4, type);

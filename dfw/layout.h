@@ -5,13 +5,17 @@
  *  bridge table: classifies ports.  prerouting (-300) first passes an IPv4
  *    or IPv6 frame whose port, source MAC and source address are a
  *    port's own, with one lookup that also gives the port's id (maps
- *    port_src4 / port_src6: a port that learns a family has none there);
- *    every other frame goes the long way, which sets meta mark to the
- *    ingress vNIC id (DFW_UPLINK_ID for an uplink) and drops frames of
- *    unknown ports and spoofed MAC/IP/ARP; for ports that learn their
+ *    port_src4 / port_src6: a port that learns a family has none there;
+ *    ICMPv6 never takes this way, so that neighbour discovery meets its
+ *    checks); every other frame goes the long way, which sets meta mark
+ *    to the ingress vNIC id (DFW_UPLINK_ID for an uplink) and drops frames
+ *    of unknown ports and spoofed MAC/IP/ARP; for ports that learn their
  *    addresses (sets learn4 / learn6), ARP, neighbour solicitations and
  *    advertisements and DHCP client messages are first copied to nflog
  *    group DFW_NFLOG_LEARN, and a DHCP client without an address passes;
+ *    last, a vNIC's neighbour discovery: a neighbour advertisement whose
+ *    target is not the port's own (set port_nd6) drops, and so do router
+ *    advertisements, redirects and fragments of hop limit 255;
  *    forward (-100, before br_netfilter) copies DHCP replies to a learning
  *    port to the learn group, then sets meta priority to the egress vNIC
  *    id and passes the frame, or drops it for a port the map does not
@@ -37,6 +41,11 @@
 #define DFW_SET_PORT_MAC "port_mac"   /* ifname . ether_addr */
 #define DFW_SET_PORT_IP4 "port_ip4"   /* ifname . ipv4_addr */
 #define DFW_SET_PORT_IP6 "port_ip6"   /* ifname . ipv6_addr */
+/* The elements of port_ip6 again, for the target address of a neighbour
+ * advertisement: nft types a load from the ICMPv6 message as an integer,
+ * and `nft -f` refuses it against an ipv6_addr key, so this set's key is
+ * typeof the same raw load (DFW_ND_TARGET_NFT). */
+#define DFW_SET_PORT_ND6 "port_nd6"   /* ifname . @th,64,128 */
 #define DFW_MAP_PORT_SRC4 "port_src4" /* ifname . ether_addr . ipv4_addr -> mark */
 #define DFW_MAP_PORT_SRC6 "port_src6" /* ifname . ether_addr . ipv6_addr -> mark */
 #define DFW_SET_LEARN4 "learn4"       /* ifname: ports learning their IPv4 address */
@@ -86,6 +95,11 @@
 				     * its first options (the yiaddr is at 16
 				     * of 236 fixed bytes after the UDP header) */
 
+/* The target address of a neighbour solicitation or advertisement: ICMPv6
+ * bytes 8-23 (RFC 4861 4.3, 4.4). */
+#define DFW_ND_TARGET_OFF 8
+#define DFW_ND_TARGET_NFT "@th,64,128"
+
 #define DFW_STR_(x) #x
 #define DFW_STR(x) DFW_STR_(x)
 
@@ -99,8 +113,8 @@
 	"\t\ttype filter hook prerouting priority -300; policy accept;\n" \
 	"\t\tether type ip meta mark set iifname . ether saddr . ip saddr map @" DFW_MAP_PORT_SRC4 \
 	" accept comment \"a port's own\"\n" \
-	"\t\tether type ip6 meta mark set iifname . ether saddr . ip6 saddr map @" DFW_MAP_PORT_SRC6 \
-	" accept comment \"a port's own\"\n" \
+	"\t\tether type ip6 meta l4proto != ipv6-icmp meta mark set iifname . ether saddr . ip6 saddr map @" \
+	DFW_MAP_PORT_SRC6 " accept comment \"a port's own\"\n" \
 	"\t\tmeta mark set 0x0\n" \
 	"\t\tmeta mark set iifname map @" DFW_MAP_PORT_SRC "\n" \
 	"\t\tmeta mark 0x0 counter drop comment \"unknown port\"\n" \
@@ -117,6 +131,14 @@
 	"\t\tether type arp iifname . arp saddr ether != @" DFW_SET_PORT_MAC " counter drop comment \"spoofed ARP\"\n" \
 	"\t\tether type arp iifname . arp saddr ip != @" DFW_SET_PORT_IP4 " counter drop comment \"spoofed ARP\"\n" \
 	"\t\tether type ip6 iifname . ip6 saddr != @" DFW_SET_PORT_IP6 " counter drop comment \"spoofed IPv6\"\n" \
+	"\t\tether type ip6 ip6 hoplimit 255 exthdr frag exists " \
+	"counter drop comment \"fragmented neighbour discovery\"\n" \
+	"\t\tether type ip6 meta l4proto ipv6-icmp icmpv6 type nd-router-advert " \
+	"counter drop comment \"router advertisement from a vNIC\"\n" \
+	"\t\tether type ip6 meta l4proto ipv6-icmp icmpv6 type nd-redirect " \
+	"counter drop comment \"redirect from a vNIC\"\n" \
+	"\t\tether type ip6 meta l4proto ipv6-icmp icmpv6 type nd-neighbor-advert iifname . " \
+	DFW_ND_TARGET_NFT " != @" DFW_SET_PORT_ND6 " counter drop comment \"spoofed neighbour advertisement\"\n" \
 	"\t}\n" \
 	"\tchain " DFW_CHAIN_BR_FWD " {\n" \
 	"\t\ttype filter hook forward priority -100; policy accept;\n" \

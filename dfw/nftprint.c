@@ -138,24 +138,35 @@ static void print_elems(const struct pset *s, FILE *f)
 	fputs(" }\n", f);
 }
 
+enum port_addrs {
+	PA_SET,    /* port_ip4 / port_ip6: port . address */
+	PA_ND,     /* port_nd6: port_ip6's elements, keyed as a raw load */
+	PA_OWN,    /* port_src4 / port_src6: port . MAC . address : id */
+};
+
 /* The ports' addresses of family af: the anti-spoofing set (port .
- * address), or the fast-path map (port . MAC . address : id) without the
- * families a port still learns. */
-static void print_port_addrs(const struct plan *pl, uint8_t af, bool own, FILE *f)
+ * address), the same IPv6 elements for the neighbour advertisements'
+ * targets (as 128-bit integers: the set is typeof a raw load, layout.h),
+ * or the fast-path map (port . MAC . address : id) without the families a
+ * port still learns. */
+static void print_port_addrs(const struct plan *pl, uint8_t af, enum port_addrs kind, FILE *f)
 {
 	bool first = true, v6 = af == AF_INET6;
 	char mac[18], buf[64];
 
-	if (own)
+	if (kind == PA_OWN)
 		fprintf(f, "\tmap %s {\n\t\ttype ifname . ether_addr . %s : mark\n",
 			v6 ? DFW_MAP_PORT_SRC6 : DFW_MAP_PORT_SRC4, v6 ? "ipv6_addr" : "ipv4_addr");
+	else if (kind == PA_ND)
+		fprintf(f, "\tset %s {\n\t\ttypeof iifname . %s\n", DFW_SET_PORT_ND6,
+			DFW_ND_TARGET_NFT);
 	else
 		fprintf(f, "\tset %s {\n\t\ttype ifname . %s\n",
 			v6 ? DFW_SET_PORT_IP6 : DFW_SET_PORT_IP4, v6 ? "ipv6_addr" : "ipv4_addr");
 	for (size_t i = 0; i < pl->nports; i++) {
 		const struct pport *p = &pl->ports[i];
 
-		if (own && (v6 ? p->learn6 : p->learn4))
+		if (kind == PA_OWN && (v6 ? p->learn6 : p->learn4))
 			continue;
 		mac_format(p->mac, mac, sizeof(mac));
 		for (size_t a = 0; a < p->naddrs; a++) {
@@ -163,10 +174,15 @@ static void print_port_addrs(const struct plan *pl, uint8_t af, bool own, FILE *
 				continue;
 			addr_format(&p->addrs[a], buf, sizeof(buf));
 			fprintf(f, "%s\"%s\" . ", first ? "\t\telements = { " : ", ", p->ifname);
-			if (own)
+			if (kind == PA_OWN) {
 				fprintf(f, "%s . %s : 0x%08x", mac, buf, p->id);
-			else
+			} else if (kind == PA_ND) {
+				fputs("0x", f);
+				for (size_t k = 0; k < 16; k++)
+					fprintf(f, "%02x", p->addrs[a].a[k]);
+			} else {
 				fputs(buf, f);
+			}
 			first = false;
 		}
 	}
@@ -203,7 +219,8 @@ static void print_bridge(const struct plan *pl, const char *table, FILE *f)
 	}
 	fprintf(f, "%s\t}\n", pl->nports ? " }\n" : "");
 	for (int fam = 0; fam < 2; fam++)
-		print_port_addrs(pl, fam ? AF_INET6 : AF_INET, false, f);
+		print_port_addrs(pl, fam ? AF_INET6 : AF_INET, PA_SET, f);
+	print_port_addrs(pl, AF_INET6, PA_ND, f);
 	for (int v6 = 0; v6 < 2; v6++) {
 		size_t n = 0;
 
@@ -215,7 +232,7 @@ static void print_bridge(const struct plan *pl, const char *table, FILE *f)
 		fprintf(f, "%s\t}\n", n ? " }\n" : "");
 	}
 	for (int fam = 0; fam < 2; fam++)
-		print_port_addrs(pl, fam ? AF_INET6 : AF_INET, true, f);
+		print_port_addrs(pl, fam ? AF_INET6 : AF_INET, PA_OWN, f);
 	fprintf(f, "%s", DFW_BRIDGE_CHAINS_NFT);
 	fprintf(f, "}\n");
 }
