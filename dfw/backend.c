@@ -766,6 +766,34 @@ static void learn_rules(struct backend *b)
  * packets of hop limit 255 as neighbour discovery (RFC 4861); a fragment
  * of one could hide its type or target (or its whole ICMPv6 header) from
  * the rules after, so such fragments drop whatever they carry. */
+/* "::" is a vNIC's source only for duplicate address detection and its
+ * multicast listener reports: ICMPv6 to a multicast group.  Anything else
+ * from it would be a packet of no VM that no group matches, which rules on
+ * `any` or `not G` would let through (a quarantined VM's, too). */
+static void unspecified_rules(struct backend *b)
+{
+	static const struct dfw_addr unspec = { .family = AF_INET6, .plen = 128 };
+	static const struct dfw_addr mcast = { .family = AF_INET6, .plen = 8, .a = { 0xff } };
+	const uint8_t icmp6 = IPPROTO_ICMPV6;
+
+	for (int i = 0; i < 2; i++) {
+		struct xrule *r = rule_new(b, NFPROTO_BRIDGE, DFW_CHAIN_BR_PRE,
+					   i ? "from :: to no multicast group" : "from :: and not ICMPv6");
+
+		x_ether_type(r, 0x86dd);
+		x_addr_in(r, true, true, &unspec, false);
+		if (i) {
+			x_addr_in(r, false, true, &mcast, true);
+		} else {
+			x_meta_load(r, NFT_META_L4PROTO, NFT_REG_1);
+			x_cmp(r, NFT_CMP_NEQ, &icmp6, 1);
+		}
+		x_counter(r);
+		x_verdict(r, NF_DROP);
+		rule_send(b, r);
+	}
+}
+
 static void nd_rules(struct backend *b)
 {
 	static const struct {
@@ -900,6 +928,7 @@ static void bridge_objects(struct backend *b)
 		x_verdict(r, NF_DROP);
 		rule_send(b, r);
 	}
+	unspecified_rules(b);
 	nd_rules(b);
 
 	/* steer: the DHCP server's offer and ack to a learning port carry its
@@ -1446,10 +1475,10 @@ static void ports_msg(struct backend *b, const struct pport *const *ports, size_
 			ifname_key(e, p->ifname);
 			memcpy(e->key + IFNAMSIZ, ad->a, addr_len(ad->family));
 			e->key_len = (uint32_t)(IFNAMSIZ + addr_len(ad->family));
-			/* A port that learns a family takes the long way with
-			 * it, past the learn rules (its link-local and "::"
-			 * are in port_ip6 from the start). */
-			if (ad->family == AF_INET ? p->learn4 : p->learn6)
+			/* The long way: past the learn rules (a learning port's
+			 * link-local and "::" are in port_ip6 from the start),
+			 * and for "::", past unspecified_rules(). */
+			if (!pport_fast_addr(p, ad))
 				continue;
 			e = ad->family == AF_INET ? &own4[no4++] : &own6[no6++];
 			*e = mac[i];

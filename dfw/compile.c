@@ -230,6 +230,15 @@ bool vm_member_addr(const struct vm *v, uint8_t family, size_t *pos, struct dfw_
 	return true;
 }
 
+bool pport_fast_addr(const struct pport *p, const struct dfw_addr *a)
+{
+	static const uint8_t unspec[16];
+
+	if (a->family == AF_INET)
+		return !p->learn4;
+	return !p->learn6 && memcmp(a->a, unspec, sizeof(unspec));
+}
+
 struct member_ctx {
 	const struct inventory *inv;
 	struct pset *set;

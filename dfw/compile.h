@@ -358,6 +358,12 @@ void kwalk_free(struct kwalk *w);
  * fills *a and returns true, or returns false after the last. */
 bool vm_member_addr(const struct vm *v, uint8_t family, size_t *pos, struct dfw_addr *a);
 
+/* Whether a port's frames from its address a pass classify in one lookup
+ * (port_src4 / port_src6): not while the port learns that family (its
+ * frames meet the learn rules), and never from "::" (only duplicate
+ * address detection and listener reports may come from it). */
+bool pport_fast_addr(const struct pport *p, const struct dfw_addr *a);
+
 /* Set names, so that callers (daemon, trace) can find a group's sets. */
 void group_set_name(const char *group, uint8_t family, char *buf, size_t len);
 void port_set_name(const char *group, bool dst, char *buf, size_t len);

@@ -131,6 +131,8 @@
 	"\t\tether type arp iifname . arp saddr ether != @" DFW_SET_PORT_MAC " counter drop comment \"spoofed ARP\"\n" \
 	"\t\tether type arp iifname . arp saddr ip != @" DFW_SET_PORT_IP4 " counter drop comment \"spoofed ARP\"\n" \
 	"\t\tether type ip6 iifname . ip6 saddr != @" DFW_SET_PORT_IP6 " counter drop comment \"spoofed IPv6\"\n" \
+	"\t\tether type ip6 ip6 saddr :: meta l4proto != ipv6-icmp counter drop comment \"from :: and not ICMPv6\"\n" \
+	"\t\tether type ip6 ip6 saddr :: ip6 daddr != ff00::/8 counter drop comment \"from :: to no multicast group\"\n" \
 	"\t\tether type ip6 ip6 hoplimit 255 exthdr frag exists " \
 	"counter drop comment \"fragmented neighbour discovery\"\n" \
 	"\t\tether type ip6 meta l4proto ipv6-icmp icmpv6 type nd-router-advert " \

@@ -166,11 +166,10 @@ static void print_port_addrs(const struct plan *pl, uint8_t af, enum port_addrs 
 	for (size_t i = 0; i < pl->nports; i++) {
 		const struct pport *p = &pl->ports[i];
 
-		if (kind == PA_OWN && (v6 ? p->learn6 : p->learn4))
-			continue;
 		mac_format(p->mac, mac, sizeof(mac));
 		for (size_t a = 0; a < p->naddrs; a++) {
-			if (p->addrs[a].family != af)
+			if (p->addrs[a].family != af ||
+			    (kind == PA_OWN && !pport_fast_addr(p, &p->addrs[a])))
 				continue;
 			addr_format(&p->addrs[a], buf, sizeof(buf));
 			fprintf(f, "%s\"%s\" . ", first ? "\t\telements = { " : ", ", p->ifname);
