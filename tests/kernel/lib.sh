@@ -74,6 +74,15 @@ wait_log() {
 	done
 	return 1
 }
+# locked VM ADDR: `dfwctl learned` shows ADDR locked for VM within 3 s.
+locked() {
+	local i
+	for i in $(seq 30); do
+		ctl learned --json | grep -q "\"vm\":\"$1\",\"locked\":\[[^]]*\"$2\"" && return 0
+		sleep 0.1
+	done
+	return 1
+}
 # has TEXT PATTERN: TEXT contains a line matching the grep pattern.
 has() { printf '%s\n' "$1" | grep -q -- "$2"; }
 # ask SOCKET REQUEST: one raw control-socket exchange, first line of the answer.

@@ -17,15 +17,6 @@ pings() {
 	done
 	return 1
 }
-# locked VM ADDR: `dfwctl learned` shows ADDR locked for VM within 3 s.
-locked() {
-	local i
-	for i in $(seq 30); do
-		ctl learned --json | grep -q "\"vm\":\"$1\",\"locked\":\[[^]]*\"$2\"" && return 0
-		sleep 0.1
-	done
-	return 1
-}
 
 # own4 / own6 PORT: the port's entries in the bridge's fast-path maps
 # (a port's own frames pass classify in one lookup; a learning family has

@@ -183,15 +183,6 @@ echo "# a learning port: its first address is learned from its advertisement"
 "$LAB_BIN" down --lab "$LAB" >/dev/null 2>&1
 lab_up kndlearn "$TOP/tests/kernel/policies/learn.ini"
 trap 'rm -rf "$TMPD"; finish' EXIT
-# locked VM ADDR: `dfwctl learned` shows ADDR locked for VM within 3 s.
-locked() {
-	local i
-	for i in $(seq 30); do
-		ctl learned --json | grep -q "\"vm\":\"$1\",\"locked\":\[[^]]*\"$2\"" && return 0
-		sleep 0.1
-	done
-	return 1
-}
 n0=$(drops "spoofed neighbour advertisement")
 nd learner2 na ll fd00:30::70
 check "learned: learner2 locked to fd00:30::70 from its advertisement" locked learner2 fd00:30::70
