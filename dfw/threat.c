@@ -182,7 +182,7 @@ static void enforce(struct threat *t, const struct vm *vm, const struct dfw_addr
 		uint64_t rev = 0;
 
 		/* With its record: a clean file scan's release keeps this tag. */
-		snprintf(key, sizeof(key), NETTHREAT_PREFIX "%s", vm->name);
+		netthreat_key(key, vm->name);
 		if (tags_write_rec(t->store, vm->name, tags, 1, true, key, t->cfg.tag, NULL, &rev,
 				   err, sizeof(err)) == 0)
 			snprintf(r->tag, sizeof(r->tag), "tagged %s (revision %llu)", t->cfg.tag,

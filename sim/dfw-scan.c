@@ -515,13 +515,13 @@ static const char *known_vm(const struct scand *d, const char *vm, char *why, si
 static int release(struct scand *d, const char *vm, const char *rec_key, const char *rec)
 {
 	char *tags[SEV_COUNT], *val = NULL, *net = NULL, key[TAG_KEY_MAX + 300], err[512];
-	char names[SEV_COUNT][TAG_KEY_MAX], list[256] = "", kept[256] = "";
+	char names[SEV_COUNT][TAG_KEY_MAX], ntkey[TAG_KEY_MAX], list[256] = "", kept[256] = "";
 	size_t n = threat_tags(d, tags), carried = 0;
 	uint64_t rev = 0;
 	int ret;
 
-	snprintf(key, sizeof(key), NETTHREAT_PREFIX "%s", vm);
-	ret = store_get(d->store, key, &net, err, sizeof(err));
+	netthreat_key(ntkey, vm);
+	ret = store_get(d->store, ntkey, &net, err, sizeof(err));
 	if (ret > 0)
 		net = NULL; /* no record */
 	for (size_t i = 0; ret >= 0 && i < n; i++) {

@@ -120,13 +120,18 @@ static bool held(const struct tag_req *t, const char *tag)
 	return !t->add && t->rec_key && t->nt_tag && !strcasecmp(tag, t->nt_tag);
 }
 
+void netthreat_key(char key[TAG_KEY_MAX], const char *vm)
+{
+	snprintf(key, TAG_KEY_MAX, NETTHREAT_PREFIX "%s", vm);
+	str_lower(key);
+}
+
 /* Untag: reads the network detector's record of t->vm into t->nt_tag. */
 static int read_netthreat_rec(struct store *s, struct tag_req *t, char *err, size_t errlen)
 {
 	int r;
 
-	snprintf(t->nt_key, sizeof(t->nt_key), NETTHREAT_PREFIX "%s", t->vm);
-	str_lower(t->nt_key);
+	netthreat_key(t->nt_key, t->vm);
 	free(t->nt_tag);
 	t->nt_tag = NULL;
 	r = store_get(s, t->nt_key, &t->nt_tag, err, errlen);

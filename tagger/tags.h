@@ -45,6 +45,10 @@ int tags_write_rec(struct store *s, const char *vm, char *const *tags, size_t nt
  * of the tag removes the record with it. */
 #define NETTHREAT_PREFIX "netthreat/"
 
+/* The key of vm's NETTHREAT_PREFIX record (VM names in keys are lower
+ * case). */
+void netthreat_key(char key[TAG_KEY_MAX], const char *vm);
+
 /* Where a VM runs since it migrated: "placement/VM" holds the host and
  * overrides the inventory's `host` (dfwd on every host follows it). */
 #define PLACEMENT_PREFIX "placement/"
