@@ -835,13 +835,55 @@ static void check_tag_value(struct parser *ps, const char *sec, const char *key,
 	    suggest(hint, sizeof(hint), v, (const char *const *)tags->v, tags->n));
 }
 
-/* Parses "tag equals x and name starts-with d or os contains win". */
+/* The next word of a criterion at *pos, cut out in place: a run of
+ * non-blanks, or "text in double quotes" (blanks kept, the quotes
+ * dropped; then *quoted is set).  NULL at the end, or with *why set. */
+static char *crit_word(char **pos, bool *quoted, const char **why)
+{
+	char *p = *pos + strspn(*pos, " \t"), *w = p;
+
+	*quoted = false;
+	*why = NULL;
+	if (!*p)
+		return NULL;
+	if (*p == '"') {
+		char *end = strchr(++w, '"');
+
+		if (!end) {
+			*why = "a quoted value has no closing '\"'";
+			return NULL;
+		}
+		if (end[1] && end[1] != ' ' && end[1] != '\t') {
+			*why = "a closing '\"' must end its word";
+			return NULL;
+		}
+		if (end == w) {
+			*why = "a quoted value is empty";
+			return NULL;
+		}
+		*quoted = true;
+		p = end;
+	} else {
+		p += strcspn(p, " \t");
+		if (memchr(w, '"', (size_t)(p - w))) {
+			*why = "a '\"' may only open a quoted value";
+			return NULL;
+		}
+	}
+	*pos = *p ? p + 1 : p;
+	*p = '\0';
+	return w;
+}
+
+/* Parses "tag equals x and name starts-with d or os contains win"; a
+ * VALUE with blanks, or that reads "and" or "or", is written in double
+ * quotes: os equals "Windows Server 2022". */
 static struct criterion *parse_criteria(struct parser *ps, const char *sec,
 					const char *key, size_t *ncrit)
 {
 	const char *v = get(ps, sec, key);
 	struct criterion *crit = NULL;
-	char *copy, *save = NULL, *tok;
+	char *copy, *pos, *tok;
 	char *words[3];
 	int nw = 0;
 	char hint[128];
@@ -849,13 +891,25 @@ static struct criterion *parse_criteria(struct parser *ps, const char *sec,
 	*ncrit = 0;
 	if (!v)
 		return NULL;
-	copy = xstrdup(v);
+	copy = pos = xstrdup(v);
 	crit = xcalloc(1, sizeof(*crit));
 	*ncrit = 1;
-	for (tok = strtok_r(copy, " \t", &save);; tok = strtok_r(NULL, " \t", &save)) {
-		bool is_and = tok && !strcasecmp(tok, "and");
-		bool is_or = tok && !strcasecmp(tok, "or");
+	for (;;) {
+		bool quoted;
+		const char *why;
+		bool is_and, is_or;
 
+		tok = crit_word(&pos, &quoted, &why);
+		if (why) {
+			ERR(ps, sec, key, "%s: %s", key, why);
+			goto fail;
+		}
+		is_and = tok && !quoted && !strcasecmp(tok, "and");
+		is_or = tok && !quoted && !strcasecmp(tok, "or");
+		if (tok && quoted && nw < 2) {
+			ERR(ps, sec, key, "%s: only a VALUE may be quoted, not '\"%s\"'", key, tok);
+			goto fail;
+		}
 		if (tok && !is_and && !is_or) {
 			if (nw == 3) {
 				ERR(ps, sec, key, "%s: expected 'and' or 'or' before '%s'", key, tok);

@@ -5,6 +5,7 @@
  * Policies are small INI strings built here; most append to BASE, whose
  * line count is fixed (BASE_LINES) so that expected line numbers read as
  * "BASE_LINES + n", the n-th appended line. */
+#include "groups/groups.h"
 #include "tagger/config.h"
 #include "tests/unit/unit.h"
 
@@ -648,6 +649,51 @@ static void test_scoped_criteria(void)
 	p = PARSE_OK(TAGS "[group g]\nmatch = os equals a|b\n");
 	policy_free(p);
 #undef TAGS
+}
+
+/* A VALUE in double quotes keeps its blanks (an os such as "Windows
+ * Server 2022" matches exactly) and may read "and" or "or". */
+static void test_quoted_criteria(void)
+{
+#define VMS "[tags]\nnames = threat.high\n" \
+	"[vm a]\nhost = hv1\nport = vnet-a\nmac = 02:00:00:00:00:01\naddresses = 10.0.0.1\n" \
+	"os = Windows Server 2022\n" \
+	"[vm b]\nhost = hv1\nport = vnet-b\nmac = 02:00:00:00:00:02\naddresses = 10.0.0.2\n" \
+	"os = windows server 2022 datacenter\n" \
+	"[vm c]\nhost = hv1\nport = vnet-c\nmac = 02:00:00:00:00:03\naddresses = 10.0.0.3\n" \
+	"os = and\n"
+	struct dfw_policy *p = PARSE_OK(VMS
+		"[group exact]\nmatch = os equals \"windows server 2022\"\n"
+		"[group word]\nmatch = os equals \"and\" or os starts-with \"Windows  Server\"\n");
+	struct diag d = { 0 };
+	struct gengine *e;
+
+	CU_ASSERT_STRING_EQUAL(p->inv.groups[0].match[0].conds[0].value, "windows server 2022");
+	CU_ASSERT_EQUAL(p->inv.groups[1].nmatch, 2);
+	e = gengine_new(&p->inv, FILE_NAME, &d);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(e);
+	CU_ASSERT(gengine_is_member(e, 0, 0));  /* case differs only */
+	CU_ASSERT(!gengine_is_member(e, 0, 1)); /* a longer os */
+	CU_ASSERT(!gengine_is_member(e, 0, 2));
+	CU_ASSERT(gengine_is_member(e, 1, 2));  /* os "and" */
+	CU_ASSERT(!gengine_is_member(e, 1, 0)); /* two blanks in the value */
+	gengine_free(e);
+	policy_free(p);
+	diag_free(&d);
+
+	EXPECT_ERR(VMS "[group g]\nmatch = os equals \"Windows Server\n", 22,
+		   "match: a quoted value has no closing '\"'", NULL, 1);
+	EXPECT_ERR(VMS "[group g]\nmatch = os equals \"Windows\"Server\n", 22,
+		   "match: a closing '\"' must end its word", NULL, 1);
+	EXPECT_ERR(VMS "[group g]\nmatch = os equals Win\"dows\n", 22,
+		   "match: a '\"' may only open a quoted value", NULL, 1);
+	EXPECT_ERR(VMS "[group g]\nmatch = os equals \"\"\n", 22,
+		   "match: a quoted value is empty", NULL, 1);
+	EXPECT_ERR(VMS "[group g]\nmatch = os \"equals\" x\n", 22,
+		   "match: only a VALUE may be quoted, not '\"equals\"'", NULL, 1);
+	EXPECT_ERR(VMS "[group g]\nmatch = os equals \"a b\" \"and\" os equals x\n", 22,
+		   "match: expected 'and' or 'or' before 'and'", NULL, 1);
+#undef VMS
 }
 
 /* ---- [detection] and [netthreat] ------------------------------------------ */
@@ -1738,6 +1784,7 @@ void register_config_tests(void)
 		{ "group references", test_group_refs },
 		{ "group criteria", test_criteria_errors },
 		{ "scoped tags in criteria", test_scoped_criteria },
+		{ "quoted values in criteria", test_quoted_criteria },
 		{ "nested-group cycles", test_cycles },
 		{ "bad rules", test_rule_errors },
 		{ "no empty suggestion for direction", test_direction_no_empty_suggestion },
