@@ -318,15 +318,14 @@ void addr_format(const struct dfw_addr *a, char *buf, size_t len)
 
 bool addr_contains(const struct dfw_addr *net, const struct dfw_addr *host)
 {
+	unsigned whole = net->plen / 8, rest = net->plen % 8;
+	uint8_t m = (uint8_t)(0xff00 >> rest);
+
 	if (net->family != host->family || host->plen < net->plen)
 		return false;
-	for (unsigned bit = 0; bit < net->plen; bit++) {
-		uint8_t m = (uint8_t)(0x80 >> (bit % 8));
-
-		if ((net->a[bit / 8] & m) != (host->a[bit / 8] & m))
-			return false;
-	}
-	return true;
+	if (memcmp(net->a, host->a, whole))
+		return false;
+	return !rest || !((net->a[whole] ^ host->a[whole]) & m);
 }
 
 const char *addr_not_own(const struct dfw_addr *a)

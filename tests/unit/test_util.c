@@ -6,6 +6,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* ---- parse_u64 ---------------------------------------------------------- */
@@ -243,6 +244,28 @@ static void test_addr_contains_cmp(void)
 
 		CU_ASSERT_TRUE(addr_contains(&all6, &v6o));
 		CU_ASSERT_FALSE(addr_contains(&all6, &h1));
+	}
+
+	/* Every prefix length, against a bit-by-bit reading: the host is
+	 * the network with one bit flipped, before or after the prefix. */
+	srand(7);
+	for (int i = 0; i < 4000; i++) {
+		struct dfw_addr net = { .family = i % 2 ? AF_INET6 : AF_INET }, host;
+		unsigned max = net.family == AF_INET ? 32 : 128, flip, bit;
+		bool inside = true;
+
+		net.plen = (uint8_t)(rand() % (int)(max + 1));
+		for (unsigned k = 0; k < max / 8; k++)
+			net.a[k] = (uint8_t)rand();
+		host = net;
+		host.plen = (uint8_t)max;
+		flip = (unsigned)rand() % max;
+		host.a[flip / 8] ^= (uint8_t)(0x80 >> (flip % 8));
+		for (bit = 0; bit < net.plen; bit++)
+			if ((net.a[bit / 8] ^ host.a[bit / 8]) & (0x80 >> (bit % 8)))
+				inside = false;
+		CU_ASSERT_EQUAL(addr_contains(&net, &host), inside);
+		CU_ASSERT_EQUAL(inside, flip >= net.plen);
 	}
 
 	CU_ASSERT_EQUAL(addr_cmp(&h1, &h1), 0);
