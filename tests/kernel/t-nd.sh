@@ -7,82 +7,8 @@
 source "$(dirname "$0")/lib.sh"
 TMPD=$(mktemp -d)
 
-# The frames, built by hand and sent out of the VM's eth0 from a packet
-# socket (hop limit 255, as neighbour discovery must have):
-#   nd.py na SRC TARGET [LLADDR]   unsolicited advertisement to ff02::1,
-#                                  override set, target link-layer address
-#                                  LLADDR (default: eth0's MAC)
-#   nd.py na-frag SRC TARGET       the same in two fragments, the first cut
-#                                  inside the target
-#   nd.py ra SRC                   a router advertisement of fd00:99::/64
-#   nd.py redirect SRC TARGET DST  a redirect to ff02::1
-#   nd.py udp SRC DST DSTMAC       a UDP datagram to DST port 5000
-# SRC "ll" is eth0's EUI-64 link-local address.
-cat >"$TMPD/nd.py" <<'PY'
-import socket, struct, sys
-
-def mac_bytes(m):
-    return bytes(int(x, 16) for x in m.split(":"))
-
-def ip6(a):
-    return socket.inet_pton(socket.AF_INET6, a)
-
-def csum(src, dst, msg, nh=58):
-    data = src + dst + struct.pack("!IxxxB", len(msg), nh) + msg
-    if len(data) % 2:
-        data += b"\0"
-    s = sum(struct.unpack("!%dH" % (len(data) // 2), data))
-    while s >> 16:
-        s = (s & 0xffff) + (s >> 16)
-    return ~s & 0xffff
-
-def with_csum(src, dst, msg):
-    return msg[:2] + struct.pack("!H", csum(src, dst, msg)) + msg[4:]
-
-def ip6_hdr(src, dst, nh, plen):
-    return struct.pack("!IHBB", 6 << 28, plen, nh, 255) + src + dst
-
-kind, args = sys.argv[1], sys.argv[2:]
-mac = open("/sys/class/net/eth0/address").read().strip()
-m = mac_bytes(mac)
-ll = b"\xfe\x80" + b"\0" * 6 + bytes([m[0] ^ 2]) + m[1:3] + b"\xff\xfe" + m[3:6]
-src = ll if args[0] == "ll" else ip6(args[0])
-dst = ip6("ff02::1")
-if kind in ("na", "na-frag"):
-    lladdr = mac_bytes(args[2]) if len(args) > 2 else m
-    msg = struct.pack("!BBHI", 136, 0, 0, 0x20000000) + ip6(args[1]) + bytes([2, 1]) + lladdr
-elif kind == "ra":
-    msg = (struct.pack("!BBHBBHII", 134, 0, 0, 64, 0, 1800, 0, 0) + bytes([1, 1]) + m +
-           struct.pack("!BBBBIII", 3, 4, 64, 0xc0, 86400, 14400, 0) + ip6("fd00:99::"))
-elif kind == "redirect":
-    msg = (struct.pack("!BBHI", 137, 0, 0, 0) + ip6(args[1]) + ip6(args[2]) +
-           bytes([2, 1]) + m)
-elif kind != "udp":
-    sys.exit("nd.py: unknown kind " + kind)
-if kind == "udp":
-    dst = ip6(args[1])
-    msg = struct.pack("!HHHH", 40000, 5000, 8 + 4, 0) + b"spam"
-    msg = msg[:6] + struct.pack("!H", csum(src, dst, msg, 17)) + msg[8:]
-    eth = mac_bytes(args[2]) + m + struct.pack("!H", 0x86dd)
-else:
-    msg = with_csum(src, dst, msg)
-    eth = b"\x33\x33" + dst[12:] + m + struct.pack("!H", 0x86dd)
-if kind == "udp":
-    frames = [eth + struct.pack("!IHBB", 6 << 28, len(msg), 17, 64) + src + dst + msg]
-elif kind == "na-frag":
-    cut = 16  # a multiple of 8, inside the target address
-    frames = []
-    for off, part, more in ((0, msg[:cut], 1), (cut, msg[cut:], 0)):
-        frag = struct.pack("!BBHI", 58, 0, (off // 8) << 3 | more, 0x2b1d)
-        frames.append(eth + ip6_hdr(src, dst, 44, 8 + len(part)) + frag + part)
-else:
-    frames = [eth + ip6_hdr(src, dst, 58, len(msg)) + msg]
-s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
-s.bind(("eth0", 0))
-for f in frames:
-    s.send(f)
-PY
-nd() { local vm=$1; shift; vmexec "$vm" python3 "$TMPD/nd.py" "$@"; }
+# The frames: tests/kernel/nd.py, run in the VM.
+nd() { local vm=$1; shift; vmexec "$vm" python3 "$TOP/tests/kernel/nd.py" "$@"; }
 # drops COMMENT: packets the classify rule with that comment dropped.
 drops() {
 	"$LAB_BIN" exec --lab "$LAB" host:hv1 -- nft list chain bridge dfw classify |

@@ -116,6 +116,23 @@ check "threats shows off" sh -c "'$LAB_BIN' ctl --lab $LAB -- threats | grep -q 
 check "a scan is not looked at" test "$(reports)" = "$before"
 check "desktop4 still reaches the file server" reach desktop4 fs1 tcp/445
 
+echo "# a scan that ends with a frame from :: blocks the VM's own addresses only"
+# A new enforce revision after off: the detector starts with no counts.
+check "apply an enforce policy again" ctl apply "$(policy enforce 5s)"
+wait_realized 6 || bad "revision 6 realized"
+# 30 ports, then an ICMPv6 echo from :: to a multicast group (which a
+# vNIC may send, as duplicate address detection does) makes the 31st: the
+# detection sees ::, which is no one's own address; blocking it would drop
+# every guest's traffic from ::.
+scan desktop1 $FS1 30
+vmexec desktop1 python3 "$TOP/tests/kernel/nd.py" echo :: ff02::1:ff00:99 >/dev/null 2>&1
+sleep 0.3
+out=$(threats)
+check "the scan from desktop1 is reported, seen from ::" has "$out" "vm=desktop1 address=:: ports=31 .*threshold=ports"
+check "its own three addresses are blocked, not ::" has "$out" "vm=desktop1 .*action=\"blocked 3 address(es) for 5 s"
+check "the kernel's block set has no ::" sh -c "! '$LAB_BIN' exec --lab $LAB host:hv1 -- nft list set inet dfw blocked6 | grep -Eq '([{ ,]|^)::( |,|$)'"
+check "desktop1's address is in it" sh -c "'$LAB_BIN' exec --lab $LAB host:hv1 -- nft list set inet dfw blocked6 | grep -q 'fd00:10::11 timeout'"
+
 echo "# bad requests"
 check "dfwctl threats takes no arguments (exit 1)" exits 1 ctl threats desktop1
 check "a raw 'threats now' request is refused" has "$(ask /run/dfw-lab/$LAB/hv1.sock 'threats now')" "^error: unknown request"
