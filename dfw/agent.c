@@ -853,6 +853,31 @@ static const char *addr_claimed(const struct dfw_policy *p, size_t vm, const str
 	return NULL;
 }
 
+/* Why a DHCPACK may not teach, or NULL.  Its source MAC names its sender:
+ * every dfw host holds its vNICs to their VMs' MACs, so a VM's ACK (from
+ * this host or through the uplink) carries that VM's MAC, and only VMs in
+ * [global] dhcp_servers may answer DHCP.  An ACK from beyond the VMs (the
+ * uplink, a MAC no VM has) is the network's DHCP server or relay.  who
+ * receives the sender. */
+static const char *dhcp_untrusted(const struct dfw_policy *p, const struct learn_seen *seen,
+				  char *who, size_t len)
+{
+	for (size_t i = 0; i < p->inv.nvms; i++) {
+		if (memcmp(p->inv.vms[i].mac, seen->server, sizeof(seen->server)))
+			continue;
+		snprintf(who, len, "VM %s", p->inv.vms[i].name);
+		for (size_t k = 0; k < p->ndhcp_servers; k++)
+			if (p->dhcp_servers[k] == i)
+				return NULL;
+		return "which is not in [global] dhcp_servers";
+	}
+	if (seen->from != DFW_UPLINK_ID) { /* cannot pass classify; fail closed */
+		mac_format(seen->server, who, len);
+		return "a MAC of no VM, from a vNIC";
+	}
+	return NULL;
+}
+
 /* A refused learn frame is logged, at most LEARN_LOG_PER_S lines a second
  * (a guest can send them as fast as it likes); the same refusal again at
  * once is not looked at twice. */
@@ -914,7 +939,8 @@ void agent_learn(struct agent *a, const struct learn_seen *seen)
 		return;
 	if (!strcmp(a->learn_last.ifname, seen->ifname) && !addr_cmp(&a->learn_last.addr, addr) &&
 	    a->learn_last.to_guest == seen->to_guest &&
-	    !memcmp(a->learn_last.client, seen->client, sizeof(seen->client)))
+	    !memcmp(a->learn_last.client, seen->client, sizeof(seen->client)) &&
+	    !memcmp(a->learn_last.server, seen->server, sizeof(seen->server)))
 		return; /* refused just now */
 	addr_format(addr, buf, sizeof(buf));
 	/* A DHCPACK to another client (flooded to this port, its destination
@@ -923,6 +949,11 @@ void agent_learn(struct agent *a, const struct learn_seen *seen)
 		mac_format(seen->client, mac, sizeof(mac));
 		learn_refused(a, seen, "a DHCPACK of %s for %s passed %s (%s); not learned", buf, mac,
 			      v->name, seen->ifname);
+		return;
+	}
+	if (seen->to_guest && (why = dhcp_untrusted(a->pol, seen, who, sizeof(who)))) {
+		learn_refused(a, seen, "a DHCPACK of %s for %s (%s) came from %s, %s; not learned",
+			      buf, v->name, seen->ifname, who, why);
 		return;
 	}
 	if ((why = addr_claimed(a->pol, port->vm, addr, who, sizeof(who)))) {

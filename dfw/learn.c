@@ -170,7 +170,11 @@ int learn_parse(const struct nflog_pkt *p, struct learn_seen *seen)
 		return r;
 	seen->to_guest = r == LEARN_TO_GUEST;
 	memset(seen->client, 0, sizeof(seen->client));
-	if (seen->to_guest) /* dhcp_reply() saw the frame go to chaddr */
+	memset(seen->server, 0, sizeof(seen->server));
+	seen->from = p->mark;
+	if (seen->to_guest) { /* dhcp_reply() saw a whole Ethernet header */
 		memcpy(seen->client, p->hwhdr, sizeof(seen->client));
+		memcpy(seen->server, p->hwhdr + 6, sizeof(seen->server));
+	}
 	return nflog_port_name(p, seen->to_guest, seen->ifname) ? 1 : -1;
 }

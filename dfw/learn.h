@@ -14,7 +14,8 @@
  *    when the frame is addressed to the client's own MAC (chaddr).  A
  *    broadcast ACK is flooded to every port, and the copy at each port
  *    would claim the address for that port's guest: it is not used (the
- *    client's next ARP announces the address anyway).
+ *    client's next ARP announces the address anyway).  Whether its sender
+ *    may answer DHCP is agent_learn()'s to decide.
  * Anything else, such as a neighbour solicitation with a source address
  * or a DHCP request, teaches nothing. */
 #ifndef DFW_LEARN_H
@@ -51,6 +52,8 @@ struct learn_seen {
 	struct dfw_addr addr; /* the address it uses */
 	bool to_guest;        /* a DHCPACK to it (else the guest's own frame) */
 	uint8_t client[6];    /* to_guest: the client MAC (chaddr) it is for */
+	uint8_t server[6];    /* to_guest: the MAC it comes from */
+	uint32_t from;        /* to_guest: the vNIC id it came in by (the mark) */
 };
 
 /* learn_parse_frame() on an nflog packet (nflog_read_frames), plus the

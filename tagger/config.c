@@ -492,7 +492,7 @@ static bool valid_tag(const char *s)
 
 /* --- sections ----------------------------------------------------------- */
 
-static const char *const global_keys[] = { "default_action", "default_log" };
+static const char *const global_keys[] = { "default_action", "default_log", "dhcp_servers" };
 static const char *const tags_keys[] = { "names" };
 static const char *const vm_keys[] = { "host", "port", "mac", "addresses", "os" };
 static const char *const group_keys[] = {
@@ -1861,6 +1861,7 @@ static void parse_sections(struct parser *ps)
 			parse_vm(ps, ps->secs[i].name, str_trim(ps->secs[i].name + 3));
 	check_inventory(ps);
 	p->vm_by_name = name_index(p->inv.vms, p->inv.nvms, sizeof(*p->inv.vms));
+	p->dhcp_servers = resolve_vms(ps, "global", "dhcp_servers", &p->ndhcp_servers);
 	p->inv.groups = xcalloc(ngroups, sizeof(*p->inv.groups));
 	for (size_t i = 0; i < ps->nsecs_parse; i++) {
 		if (strncmp(ps->secs[i].name, "group ", 6))
@@ -2006,6 +2007,7 @@ void policy_free(struct dfw_policy *p)
 	}
 	free(p->services);
 	free(p->vm_by_name);
+	free(p->dhcp_servers);
 	free(p->group_by_name);
 	strv_free(&p->tags);
 	for (size_t i = 0; i < SEV_COUNT; i++)

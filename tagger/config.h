@@ -110,6 +110,8 @@ struct dfw_policy {
 	size_t nservices;
 	enum dfw_action default_action;
 	bool default_log;
+	size_t *dhcp_servers;      /* [global] dhcp_servers: VM indexes */
+	size_t ndhcp_servers;
 	struct dfw_detection detection;
 	struct dfw_netthreat netthreat;
 	size_t *vm_by_name, *group_by_name; /* sorted name indexes, for lookups */

@@ -79,6 +79,23 @@ done
 check "five more ARPs of that claim add no log line" test "$(grep -c 'claims 10.30.0.9' "$LOG")" -eq 1
 vmexec learner2 ip addr flush dev eth0 scope global
 
+echo "# DHCP: only a VM in dhcp_servers may answer"
+# srv1 sends learner2 a DHCPACK of its own making (from its own MAC and
+# address, so it passes srv1's anti-spoofing): not learned.  The same ACK
+# from dhcp1, the policy's DHCP server, is.
+L2MAC=02:00:00:30:00:52
+vmexec srv1 python3 "$TOP/tests/kernel/frame.py" dhcpack 10.30.0.21 $L2MAC 10.30.0.77
+sleep 0.5
+check "a DHCPACK from srv1 (no DHCP server) is refused" grep -q \
+	"a DHCPACK of 10.30.0.77 for learner2 (vnet-learner2) came from VM srv1, which is not in \[global\] dhcp_servers; not learned" "$LOG"
+check "learner2 has nothing locked after it" sh -c "'$LAB_BIN' ctl --lab $LAB -- learned | grep -q 'vm=learner2 locked=-'"
+vmexec dhcp1 python3 "$TOP/tests/kernel/frame.py" dhcpack 10.30.0.2 02:00:00:30:00:99 10.30.0.78
+sleep 0.5
+check "an ACK of dhcp1 to another client's MAC (flooded to learner2) is refused" grep -q \
+	"a DHCPACK of 10.30.0.78 for 02:00:00:30:00:99 passed learner2 (vnet-learner2); not learned" "$LOG"
+vmexec dhcp1 python3 "$TOP/tests/kernel/frame.py" dhcpack 10.30.0.2 $L2MAC 10.30.0.77
+check "the same DHCPACK from dhcp1 is learned: learner2 locked to 10.30.0.77" locked learner2 10.30.0.77
+
 echo "# the locks outlive dfwd"
 lab daemon stop hv1 >/dev/null
 lab daemon start hv1 >/dev/null

@@ -7,8 +7,8 @@
 source "$(dirname "$0")/lib.sh"
 TMPD=$(mktemp -d)
 
-# The frames: tests/kernel/nd.py, run in the VM.
-nd() { local vm=$1; shift; vmexec "$vm" python3 "$TOP/tests/kernel/nd.py" "$@"; }
+# The frames: tests/kernel/frame.py, run in the VM.
+nd() { local vm=$1; shift; vmexec "$vm" python3 "$TOP/tests/kernel/frame.py" "$@"; }
 # drops COMMENT: packets the classify rule with that comment dropped.
 drops() {
 	"$LAB_BIN" exec --lab "$LAB" host:hv1 -- nft list chain bridge dfw classify |

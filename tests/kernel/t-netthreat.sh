@@ -125,7 +125,7 @@ wait_realized 6 || bad "revision 6 realized"
 # detection sees ::, which is no one's own address; blocking it would drop
 # every guest's traffic from ::.
 scan desktop1 $FS1 30
-vmexec desktop1 python3 "$TOP/tests/kernel/nd.py" echo :: ff02::1:ff00:99 >/dev/null 2>&1
+vmexec desktop1 python3 "$TOP/tests/kernel/frame.py" echo :: ff02::1:ff00:99 >/dev/null 2>&1
 sleep 0.3
 out=$(threats)
 check "the scan from desktop1 is reported, seen from ::" has "$out" "vm=desktop1 address=:: ports=31 .*threshold=ports"

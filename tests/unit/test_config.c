@@ -347,6 +347,31 @@ static void test_base_and_empty(void)
 	policy_free(p);
 }
 
+/* [global] dhcp_servers: VMs, resolved after the inventory (the key may
+ * come first), reported at the key's line when unknown. */
+static void test_dhcp_servers(void)
+{
+	static const char vms[] =
+		"[vm a]\nhost = hv1\nport = vnet-a\nmac = 02:00:00:00:00:01\naddresses = 10.0.0.1\n"
+		"[vm dhcp1]\nhost = hv1\nport = vnet-d\nmac = 02:00:00:00:00:02\naddresses = 10.0.0.2\n"
+		"[group g]\nmembers = a\n";
+	char text[1024];
+	struct dfw_policy *p;
+
+	snprintf(text, sizeof(text), "[global]\ndhcp_servers = dhcp1, a\n%s", vms);
+	p = PARSE_OK(text);
+	CU_ASSERT_EQUAL_FATAL(p->ndhcp_servers, 2);
+	CU_ASSERT_EQUAL(p->dhcp_servers[0], 1);
+	CU_ASSERT_EQUAL(p->dhcp_servers[1], 0);
+	policy_free(p);
+	p = PARSE_OK(vms);
+	CU_ASSERT_EQUAL(p->ndhcp_servers, 0); /* none: only beyond the uplink */
+	policy_free(p);
+	snprintf(text, sizeof(text), "[global]\ndhcp_servers = dhcp2, g\n%s", vms);
+	EXPECT_ERR(text, 2, "dhcp_servers: unknown VM 'dhcp2'", "(did you mean 'dhcp1'?)", 2);
+	EXPECT_ERR(text, 2, "dhcp_servers: unknown VM 'g'", NULL, 2);
+}
+
 /* ---- syntax --------------------------------------------------------------- */
 
 static void test_sections(void)
@@ -1785,6 +1810,7 @@ void register_config_tests(void)
 		{ "group criteria", test_criteria_errors },
 		{ "scoped tags in criteria", test_scoped_criteria },
 		{ "quoted values in criteria", test_quoted_criteria },
+		{ "dhcp_servers", test_dhcp_servers },
 		{ "nested-group cycles", test_cycles },
 		{ "bad rules", test_rule_errors },
 		{ "no empty suggestion for direction", test_direction_no_empty_suggestion },

@@ -274,8 +274,11 @@ static void test_port(void)
 	p.indev = 0;
 	p.outdev = p.physoutdev = 1;
 	CU_ASSERT_EQUAL(learn_parse(&p, &seen), -1);
-	/* A DHCPACK goes by the way out. */
+	/* A DHCPACK goes by the way out; its sender is its source MAC and
+	 * the vNIC it came in by (the mark). */
 	memcpy(eth, GUEST_MAC, 6);
+	memcpy(eth + 6, (const uint8_t[6]){ 0x02, 0, 0, 0, 0, 0x67 }, 6);
+	p.mark = 7;
 	p.len = dhcp(b, 67, 68, 2, guest, ack, sizeof(ack));
 	p.hwproto = ETH_IP;
 	p.hwhdr = eth;
@@ -286,6 +289,8 @@ static void test_port(void)
 	CU_ASSERT_STRING_EQUAL(seen.ifname, "lo");
 	CU_ASSERT(seen.to_guest);
 	CU_ASSERT_EQUAL(memcmp(seen.client, GUEST_MAC, 6), 0);
+	CU_ASSERT_EQUAL(memcmp(seen.server, eth + 6, 6), 0);
+	CU_ASSERT_EQUAL(seen.from, 7);
 	p.physoutdev = p.outdev = 0;
 	CU_ASSERT_EQUAL(learn_parse(&p, &seen), -1);
 	/* Nothing to learn is 0, whatever the ports. */

@@ -1,17 +1,22 @@
 #!/usr/bin/env python3
-# The frames, built by hand and sent out of the VM's eth0 from a packet
-# socket (hop limit 255, as neighbour discovery must have):
-#   nd.py na SRC TARGET [LLADDR]   unsolicited advertisement to ff02::1,
-#                                  override set, target link-layer address
-#                                  LLADDR (default: eth0's MAC)
-#   nd.py na-frag SRC TARGET       the same in two fragments, the first cut
-#                                  inside the target
-#   nd.py ra SRC                   a router advertisement of fd00:99::/64
-#   nd.py redirect SRC TARGET DST  a redirect to ff02::1
-#   nd.py udp SRC DST DSTMAC       a UDP datagram to DST port 5000
-#   nd.py echo SRC DST             an ICMPv6 echo request to the multicast
-#                                  group DST
-# SRC "ll" is eth0's EUI-64 link-local address.
+# Frames built by hand and sent out of the VM's eth0 from a packet socket.
+# IPv6 (hop limit 255, as neighbour discovery must have); SRC "ll" is
+# eth0's EUI-64 link-local address:
+#   frame.py na SRC TARGET [LLADDR]   unsolicited advertisement to ff02::1,
+#                                     override set, target link-layer
+#                                     address LLADDR (default: eth0's MAC)
+#   frame.py na-frag SRC TARGET       the same in two fragments, the first
+#                                     cut inside the target
+#   frame.py ra SRC                   a router advertisement of fd00:99::/64
+#   frame.py redirect SRC TARGET DST  a redirect to ff02::1
+#   frame.py udp SRC DST DSTMAC       a UDP datagram to DST port 5000
+#   frame.py echo SRC DST             an ICMPv6 echo request to the
+#                                     multicast group DST
+# IPv4:
+#   frame.py dhcpack SRC CLIENTMAC YIADDR
+#                                     a DHCPACK from SRC (and eth0's MAC)
+#                                     that gives YIADDR to CLIENTMAC, sent
+#                                     to it
 import socket, struct, sys
 
 def mac_bytes(m):
@@ -20,14 +25,22 @@ def mac_bytes(m):
 def ip6(a):
     return socket.inet_pton(socket.AF_INET6, a)
 
-def csum(src, dst, msg, nh=58):
-    data = src + dst + struct.pack("!IxxxB", len(msg), nh) + msg
+def ones(data):
     if len(data) % 2:
         data += b"\0"
     s = sum(struct.unpack("!%dH" % (len(data) // 2), data))
     while s >> 16:
         s = (s & 0xffff) + (s >> 16)
     return ~s & 0xffff
+
+def csum(src, dst, msg, nh=58):
+    return ones(src + dst + struct.pack("!IxxxB", len(msg), nh) + msg)
+
+def send(frames):
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+    s.bind(("eth0", 0))
+    for f in frames:
+        s.send(f)
 
 def with_csum(src, dst, msg):
     return msg[:2] + struct.pack("!H", csum(src, dst, msg)) + msg[4:]
@@ -39,6 +52,16 @@ kind, args = sys.argv[1], sys.argv[2:]
 mac = open("/sys/class/net/eth0/address").read().strip()
 m = mac_bytes(mac)
 ll = b"\xfe\x80" + b"\0" * 6 + bytes([m[0] ^ 2]) + m[1:3] + b"\xff\xfe" + m[3:6]
+if kind == "dhcpack":
+    sip, cmac, yi = socket.inet_aton(args[0]), mac_bytes(args[1]), socket.inet_aton(args[2])
+    bootp = (struct.pack("!BBBBIHH", 2, 1, 6, 0, 0x64667764, 0, 0) + b"\0" * 4 + yi + sip +
+             b"\0" * 4 + cmac + b"\0" * (10 + 64 + 128))
+    opts = bytes([99, 130, 83, 99, 53, 1, 5, 54, 4]) + sip + bytes([51, 4, 0, 0, 14, 16, 255])
+    udp = struct.pack("!HHHH", 67, 68, 8 + len(bootp) + len(opts), 0) + bootp + opts
+    hdr = struct.pack("!BBHHHBBH", 0x45, 0, 20 + len(udp), 0, 0, 64, 17, 0) + sip + yi
+    hdr = hdr[:10] + struct.pack("!H", ones(hdr)) + hdr[12:]
+    send([cmac + m + struct.pack("!H", 0x0800) + hdr + udp])
+    sys.exit(0)
 src = ll if args[0] == "ll" else ip6(args[0])
 dst = ip6("ff02::1")
 if kind in ("na", "na-frag"):
@@ -54,7 +77,7 @@ elif kind == "echo":
     dst = ip6(args[1])
     msg = struct.pack("!BBHHH", 128, 0, 0, 0x6466, 1) + b"ping"
 elif kind != "udp":
-    sys.exit("nd.py: unknown kind " + kind)
+    sys.exit("frame.py: unknown kind " + kind)
 if kind == "udp":
     dst = ip6(args[1])
     msg = struct.pack("!HHHH", 40000, 5000, 8 + 4, 0) + b"spam"
@@ -73,7 +96,4 @@ elif kind == "na-frag":
         frames.append(eth + ip6_hdr(src, dst, 44, 8 + len(part)) + frag + part)
 else:
     frames = [eth + ip6_hdr(src, dst, 58, len(msg)) + msg]
-s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
-s.bind(("eth0", 0))
-for f in frames:
-    s.send(f)
+send(frames)
