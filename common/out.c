@@ -16,20 +16,33 @@ void out_init(struct out *o, FILE *f, bool json)
 	o->kind[0] = 'o';
 }
 
+/* A byte that is not UTF-8 (a file name a guest chose, say) becomes U+FFFD:
+ * JSON text is UTF-8, and one such byte would make the whole line
+ * unreadable to a strict parser. */
 static void json_string(FILE *f, const char *s)
 {
-	fputc('"', f);
-	for (; *s; s++) {
-		unsigned char c = (unsigned char)*s;
+	const char *end = s + strlen(s);
 
-		if (c == '"' || c == '\\')
-			fprintf(f, "\\%c", c);
-		else if (c == '\n')
-			fputs("\\n", f);
-		else if (c < 0x20)
-			fprintf(f, "\\u%04x", c);
-		else
-			fputc(c, f);
+	fputc('"', f);
+	while (s < end) {
+		size_t bad, ok = utf8_text(s, (size_t)(end - s), &bad) ? (size_t)(end - s) : bad;
+
+		for (const char *stop = s + ok; s < stop; s++) {
+			unsigned char c = (unsigned char)*s;
+
+			if (c == '"' || c == '\\')
+				fprintf(f, "\\%c", c);
+			else if (c == '\n')
+				fputs("\\n", f);
+			else if (c < 0x20)
+				fprintf(f, "\\u%04x", c);
+			else
+				fputc(c, f);
+		}
+		if (s < end) {
+			fputs("\\ufffd", f);
+			s++;
+		}
 	}
 	fputc('"', f);
 }

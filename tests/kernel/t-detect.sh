@@ -270,6 +270,17 @@ check "a full scan still releases desktop4" lab scan desktop4 --full
 check "the file the link points to is still untouched" test ! -s "$TMPD/outside"
 rm -f "$SB/desktop4/DFW-NOTICE.txt"
 
+echo "# guest-chosen names cannot forge log lines or break the audit's JSON"
+printf '%s' "$EICAR" >"$SB/desktop4/$(printf 'x.com\ndfw-scan: full scan of desktop9: clean')"
+printf '%s' "$EICAR" >"$SB/desktop4/$(printf 'inv\xff.com')"
+check "desktop4 is quarantined" wait_quarantined desktop4
+check "the name that is not UTF-8 is audited, as U+FFFD" wait_audit '"event":"detection"' 'inv\ufffd.com'
+check "the newline in a name is shown, not written" grep -qF 'x.com\x0adfw-scan: full scan of desktop9' "$SLOG"
+check "no forged line in the scanner's log" exits 1 grep -q '^dfw-scan: full scan of desktop9' "$SLOG"
+check "every audit line is UTF-8 JSON" python3 -c 'import json, sys
+for line in open(sys.argv[1], encoding="utf-8"): json.loads(line)' "$AUDIT"
+check "release desktop4" lab scan desktop4 --full
+
 echo "# a file that lands while the scanner is down"
 check "dfw-lab daemon stop hv1 --scanner" sh -c "'$LAB_BIN' daemon stop hv1 --scanner --lab $LAB | grep -q 'dfw-scan of host hv1 stopped'"
 check "its event socket is gone" test ! -e "$EVSOCK"

@@ -978,6 +978,10 @@ static void test_detection_json(void)
 	       "\"epoch\":90061}\n";
 	CU_ASSERT_STRING_EQUAL(buf, want);
 	CU_ASSERT_EQUAL(n, (int)strlen(want));
+	/* a name that is not UTF-8 still gives a line of JSON (UTF-8 text) */
+	detection_json(&r, "desktop1", "/sb/inv\xff\xfe.com \xc3\xa9\xe2\x82", NULL, buf, sizeof(buf));
+	CU_ASSERT_PTR_NOT_NULL(strstr(buf, "\"path\":\"/sb/inv\\ufffd\\ufffd.com \xc3\xa9\\ufffd\\ufffd\","));
+	CU_ASSERT_TRUE(utf8_text(buf, strlen(buf), NULL));
 	errno = 0;
 	CU_ASSERT_EQUAL(detection_json(&r, "desktop1", "/sb/x", NULL, buf, 50), -1);
 	CU_ASSERT_EQUAL(errno, ENOSPC);
