@@ -713,10 +713,39 @@ static void unwatch(struct scand *d, int wd)
 		}
 }
 
+/* Scans every file at the top of vm's sandbox, what the watcher covers:
+ * after events were lost.  Unchanged files are skipped by the cache. */
+static void rescan_top(struct scand *d, const char *vm)
+{
+	struct strv names = { 0 };
+	struct scan_result r;
+	char dir[PATH_MAX];
+	struct dirent *e;
+	DIR *dp;
+
+	snprintf(dir, sizeof(dir), "%s/%s", d->sandbox, vm);
+	if (!(dp = opendir(dir))) {
+		logmsg("%s: cannot rescan %s: %s", vm, dir, strerror(errno));
+		return;
+	}
+	while ((e = readdir(dp)))
+		if ((e->d_type == DT_REG || e->d_type == DT_UNKNOWN) && strcmp(e->d_name, ".") &&
+		    strcmp(e->d_name, ".."))
+			strv_push(&names, e->d_name);
+	closedir(dp);
+	for (size_t i = 0; i < names.n; i++)
+		scan_one(d, vm, names.v[i], "rescan", now_ns(), &r, NULL);
+	strv_free(&names);
+}
+
+/* A guest that makes file events faster than they are scanned fills the
+ * one inotify queue of the host, and the kernel drops the events of every
+ * VM: the files at the top of every sandbox are scanned again instead. */
 static void drain(struct scand *d, int root_wd)
 {
 	char buf[16384] __attribute__((aligned(__alignof__(struct inotify_event))));
 	struct scan_result r;
+	bool lost = false;
 	ssize_t n;
 
 	while ((n = read(d->ino, buf, sizeof(buf))) > 0) {
@@ -728,7 +757,7 @@ static void drain(struct scand *d, int root_wd)
 
 			p += sizeof(*ev) + ev->len;
 			if (ev->mask & IN_Q_OVERFLOW) {
-				logmsg("inotify queue overflow: file events were lost; run a full scan of every VM");
+				lost = true;
 				continue;
 			}
 			if (ev->mask & IN_IGNORED) {
@@ -744,6 +773,12 @@ static void drain(struct scand *d, int root_wd)
 				scan_one(d, vm, ev->name, "watch", t, &r, NULL);
 			}
 		}
+	}
+	if (lost) {
+		logmsg("inotify queue overflow: file events were lost; rescanning the top of "
+		       "%zu sandbox(es)", d->nwatches);
+		for (size_t i = 0; i < d->nwatches; i++)
+			rescan_top(d, d->watches[i].vm);
 	}
 }
 
