@@ -626,11 +626,17 @@ static int quarantine(struct scanner *s, const char *vm, int dfd, const char *na
 		goto out;
 	}
 	for (int i = 0; i < 1000; i++) {
-		int n = i ? snprintf(out->moved_to, sizeof(out->moved_to), "%s/%s.%lld.%d", dir,
-				     name, (long long)out->time, i)
-			  : snprintf(out->moved_to, sizeof(out->moved_to), "%s/%s.%lld", dir, name,
-				     (long long)out->time);
+		char sfx[48];
+		int n;
 
+		if (i)
+			snprintf(sfx, sizeof(sfx), ".%lld.%d", (long long)out->time, i);
+		else
+			snprintf(sfx, sizeof(sfx), ".%lld", (long long)out->time);
+		/* The guest's name may be NAME_MAX long already: it is cut so that
+		 * the suffix fits, or the file would stay where it is. */
+		n = snprintf(out->moved_to, sizeof(out->moved_to), "%s/%.*s%s", dir,
+			     NAME_MAX - (int)strlen(sfx), name, sfx);
 		if (n < 0 || (size_t)n >= sizeof(out->moved_to)) {
 			snprintf(out->why, sizeof(out->why), "quarantine: path too long");
 			goto out;

@@ -108,8 +108,9 @@ int scanner_set_policy(struct scanner *s, const struct scan_policy *pol);
  * last component (the guest's) is opened relative to it and never followed
  * when it is a symbolic link, and the action goes through the same
  * directory fd.  An infected file gets the policy's action: moved to
- * quarantine_dir/<vm>/<basename>.<epoch>[.N] (the directories are created,
- * the last two never followed as links) or deleted; a clean one enters the
+ * quarantine_dir/<vm>/<basename>.<epoch>[.N] (the basename cut to fit
+ * NAME_MAX; the directories are created, the last two never followed as
+ * links) or deleted; a clean one enters the
  * scan cache, keyed by (device, inode, size, mtime, ctime), and is not
  * scanned again (SCAN_SKIPPED_CACHED) until it changes or the cache is
  * cleared. */

@@ -8,6 +8,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -499,7 +500,7 @@ static void test_cache_bounded(void)
 static void test_quarantine(void)
 {
 	char *d = tdir("quarantine"), *q = xasprintf("%s/q", d), *f = xasprintf("%s/invoice.pdf", d);
-	char *prefix = xasprintf("%s/q/desktop7/invoice.pdf.", d), *first;
+	char *prefix = xasprintf("%s/q/desktop7/invoice.pdf.", d), *first, longname[NAME_MAX + 1];
 	struct sigdb *db = sigdb_builtin();
 	struct scan_policy pol = policy(q);
 	struct scanner *s = scanner_new(db, &pol);
@@ -528,6 +529,23 @@ static void test_quarantine(void)
 	CU_ASSERT_TRUE(stat(first, &st) == 0 && st.st_size == 10 + 68 + 9);
 	if (r.time == strtoll(first + strlen(prefix), NULL, 10))
 		CU_ASSERT_STRING_NOT_EQUAL(r.moved_to, first);
+
+	/* a name of NAME_MAX bytes is cut to make room for the suffix */
+	memset(longname, 'n', NAME_MAX);
+	longname[NAME_MAX] = '\0';
+	free(f);
+	f = xasprintf("%s/%s", d, longname);
+	for (int i = 0; i < 2; i++) { /* the second in the same second gets ".1" */
+		write_str(f, eicar());
+		CU_ASSERT_EQUAL(scanner_scan_file(s, "desktop7", f, &r), 0);
+		CU_ASSERT_EQUAL(r.verdict, SCAN_INFECTED);
+		CU_ASSERT_STRING_EQUAL(r.why, "");
+		CU_ASSERT_FATAL(r.action_done);
+		CU_ASSERT_FALSE(exists(f));
+		CU_ASSERT_TRUE(exists(r.moved_to));
+		CU_ASSERT_TRUE(strlen(strrchr(r.moved_to, '/') + 1) <= NAME_MAX);
+		CU_ASSERT_EQUAL(strncmp(strrchr(r.moved_to, '/') + 1, longname, 200), 0);
+	}
 
 	scanner_free(s);
 	sigdb_free(db);
