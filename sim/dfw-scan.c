@@ -208,13 +208,27 @@ static void audit_tag(struct scand *d, const char *event, const char *vm, const 
 	audit_end(d, &o);
 }
 
+/* The path is the guest's to make long (a full scan goes 64 directories
+ * deep, 255 bytes a name): the line grows to fit, never left out. */
 static void audit_result(struct scand *d, const struct scan_result *r, const char *vm,
 			 const char *path, const struct detection_extra *x)
 {
-	char line[8192];
+	size_t cap = 8192;
+	char *line = NULL;
 
-	if (detection_json(r, vm, path, x, line, sizeof(line)) >= 0)
-		fputs(line, d->audit);
+	for (;;) {
+		line = xrealloc(line, cap);
+		if (detection_json(r, vm, path, x, line, cap) >= 0) {
+			fputs(line, d->audit);
+			break;
+		}
+		if (errno != ENOSPC || cap >= (1u << 20)) {
+			logmsg("%s: no audit record for %s: %s", vm, path, strerror(errno));
+			break;
+		}
+		cap *= 2;
+	}
+	free(line);
 	fflush(d->audit);
 }
 

@@ -297,6 +297,15 @@ check "and quarantines desktop2" wait_quarantined desktop2
 check "the next full scan is clean and releases it" lab scan desktop2 --full
 check "desktop2 reaches the file server" reach desktop2 fs1 tcp/445
 
+echo "# a detection deep in a tree of long names is audited"
+dname=$(printf 'd%.0s' $(seq 200))
+(cd "$SB/desktop4" && for i in $(seq 40); do mkdir "$dname" && cd "$dname" || exit 1; done &&
+	printf '%s' "$EICAR" >deep.com) # 8 KB of path: made one directory at a time
+check "a full scan finds it (exit 4)" exits 4 lab scan desktop4 --full
+check "its detection is in the audit log" audit_has '"event":"detection"' '"vm":"desktop4"' '/deep.com"' '"source":"full-scan"'
+rm -rf "${SB:?}/desktop4/$dname"
+check "release desktop4" lab scan desktop4 --full
+
 echo "# bad input to the commands"
 check "infect: unknown VM is exit 1" exits 1 lab infect desktopx
 check "infect: unknown severity is exit 1" exits 1 lab infect desktop1 --severity extreme
