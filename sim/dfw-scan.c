@@ -387,8 +387,9 @@ static size_t threat_tags(const struct scand *d, char *out[SEV_COUNT])
 
 /* A plain-text notice in the guest's sandbox: nothing runs inside the
  * guest to show one (seed 000's notifier).  The guest owns that directory:
- * a symbolic link or a FIFO in the notice's place gets no notice, rather
- * than redirecting a root write or blocking the scanner. */
+ * a symbolic link, a hard link, a FIFO or a device node in the notice's
+ * place gets no notice, rather than redirecting a root write, opening a
+ * device or blocking the scanner. */
 static void notice(struct scand *d, const char *vm, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 
@@ -401,10 +402,14 @@ static void notice(struct scand *d, const char *vm, const char *fmt, ...)
 	int fd;
 
 	snprintf(npath, sizeof(npath), "%s/%s/%s", d->sandbox, vm, NOTICE_NAME);
-	fd = open(npath, O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0644);
-	if (fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || !(f = fdopen(fd, "a"))) {
+	fd = scan_open_regular(AT_FDCWD, npath, O_WRONLY | O_APPEND | O_NONBLOCK, &st);
+	if (fd < 0 && errno == ENOENT && !st.st_mode) /* a new file, or nothing */
+		fd = open(npath, O_WRONLY | O_APPEND | O_CREAT | O_EXCL | O_NOFOLLOW | O_NONBLOCK |
+			  O_CLOEXEC, 0644);
+	if (fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_nlink != 1 ||
+	    !(f = fdopen(fd, "a"))) {
 		logmsg("%s: no notice written to %s: %s", vm, npath,
-		       fd < 0 ? strerror(errno) : "not a regular file");
+		       fd < 0 && !st.st_mode ? strerror(errno) : "not a regular file of one link");
 		if (fd >= 0)
 			close(fd);
 		return;

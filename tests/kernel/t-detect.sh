@@ -251,6 +251,21 @@ check "with every slot held by idle connections, an event is answered" \
 check "the scanner says it closed an idle one" grep -q "the one idle for [0-9]* ms closed to make room" "$SLOG"
 stop_streams
 
+echo "# device nodes and a hard-linked notice planted by the guest"
+mknod "$SB/desktop4/tty.com" c 5 2 # /dev/ptmx: its driver's open fails away from a devpts
+ans=$(events '{"vm":"desktop4","file":"tty.com"}')
+check "a device node is not opened, only named" has "$ans" '"why":"not a regular file (character device)"'
+rm -f "$SB/desktop4/tty.com"
+: >"$RUN/notice.src"
+rm -f "$SB/desktop4/DFW-NOTICE.txt" # the notice of an earlier infection
+ln "$RUN/notice.src" "$SB/desktop4/DFW-NOTICE.txt"
+check "desktop4 is infected" lab infect desktop4
+check "desktop4 is quarantined" wait_quarantined desktop4
+check "the hard link's other name is untouched" test ! -s "$RUN/notice.src"
+check "the scanner says why there is no notice" grep -q "desktop4: no notice written to $SB/desktop4/DFW-NOTICE.txt: not a regular file of one link" "$SLOG"
+rm -f "$SB/desktop4/DFW-NOTICE.txt" "$RUN/notice.src"
+check "release desktop4" lab scan desktop4 --full
+
 echo "# a sandbox of no known VM"
 mkdir "$SB/ghost"
 sleep 0.2

@@ -12,7 +12,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -638,11 +641,14 @@ static void test_unscannable(void)
 	char *d = tdir("unscannable"), *q = xasprintf("%s/q", d);
 	char *fifo = xasprintf("%s/pipe", d), *link = xasprintf("%s/link", d);
 	char *dangling = xasprintf("%s/dangling", d), *gone = xasprintf("%s/gone", d);
-	char *target = xasprintf("%s/target", d);
+	char *target = xasprintf("%s/target", d), *sock = xasprintf("%s/sock", d);
+	char *dev = xasprintf("%s/dev", d);
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	struct sigdb *db = sigdb_builtin();
 	struct scan_policy pol = policy(q);
 	struct scanner *s = scanner_new(db, &pol);
 	struct scan_result r;
+	int sfd;
 
 	CU_ASSERT_FATAL(mkfifo(fifo, 0600) == 0);
 	write_str(target, eicar());
@@ -665,6 +671,21 @@ static void test_unscannable(void)
 	CU_ASSERT_EQUAL(scanner_scan_file(s, "vm", gone, &r), 0);
 	CU_ASSERT_EQUAL(r.verdict, SCAN_ERROR);
 	CU_ASSERT_STRING_EQUAL(r.why, "No such file or directory");
+	/* neither a socket nor a device node is opened (opening a socket
+	 * fails with ENXIO, and a device runs its driver's open) */
+	sfd = socket(AF_UNIX, SOCK_STREAM, 0);
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", sock);
+	CU_ASSERT_FATAL(sfd >= 0 && bind(sfd, (struct sockaddr *)&sa, sizeof(sa)) == 0);
+	CU_ASSERT_EQUAL(scanner_scan_file(s, "vm", sock, &r), 0);
+	CU_ASSERT_EQUAL(r.verdict, SCAN_ERROR);
+	CU_ASSERT_STRING_EQUAL(r.why, "not a regular file (socket)");
+	close(sfd);
+	/* /dev/ptmx's driver fails to open it away from a devpts (ENOENT) */
+	if (mknod(dev, S_IFCHR | 0600, makedev(5, 2)) == 0) {
+		CU_ASSERT_EQUAL(scanner_scan_file(s, "vm", dev, &r), 0);
+		CU_ASSERT_EQUAL(r.verdict, SCAN_ERROR);
+		CU_ASSERT_STRING_EQUAL(r.why, "not a regular file (character device)");
+	}
 	CU_ASSERT_EQUAL(scanner_cache_size(s), 0);
 
 	CU_ASSERT_EQUAL(scanner_scan_file(s, "vm", target, &r), 0);
@@ -678,6 +699,8 @@ static void test_unscannable(void)
 
 	scanner_free(s);
 	sigdb_free(db);
+	free(dev);
+	free(sock);
 	free(target);
 	free(gone);
 	free(dangling);
