@@ -559,7 +559,8 @@ static bool skipped_suffix(const struct scanner *s, const char *path, const char
 /* Streams fd through every pattern, keeping the last keep bytes of the
  * previous chunk in front of the next so that a pattern across a chunk
  * boundary is still whole in the buffer.  Returns the matching signature,
- * NULL when clean, or NULL with *err set to errno on a read error. */
+ * NULL when clean, or NULL with *err set to errno on a read error, EFBIG
+ * when the file grew past limit while it was read (the rest is unread). */
 static const struct sig *scan_fd(struct scanner *s, int fd, uint64_t limit, uint64_t *bytes,
 				 int *err)
 {
@@ -574,8 +575,10 @@ static const struct sig *scan_fd(struct scanner *s, int fd, uint64_t limit, uint
 
 		if (limit && limit - *bytes < want)
 			want = (size_t)(limit - *bytes);
-		if (want == 0)
-			return NULL; /* grew past max_bytes while we read: scan what was there */
+		if (want == 0) {
+			*err = EFBIG; /* grew past max_bytes while we read: not known clean */
+			return NULL;
+		}
 		got = read(fd, s->buf + have, want);
 		if (got < 0 && errno == EINTR)
 			continue;
@@ -765,6 +768,12 @@ static void scan_at(struct scanner *s, const char *vm, int dfd, const char *dir,
 		goto out;
 	}
 	hit = scan_fd(s, fd, s->max_bytes, &out->bytes_scanned, &err);
+	if (err == EFBIG) {
+		out->verdict = SCAN_SKIPPED_POLICY;
+		snprintf(out->why, sizeof(out->why), "grew larger than max_bytes (%llu) while read",
+			 (unsigned long long)s->max_bytes);
+		goto out;
+	}
 	if (err) {
 		errno = err;
 		snprintf(out->why, sizeof(out->why), "read error: %m");

@@ -624,6 +624,13 @@ static void test_policy_skips(void)
 	CU_ASSERT_EQUAL(scanner_scan_file(s, "vm", isox, &r), 0);
 	CU_ASSERT_EQUAL(r.verdict, SCAN_INFECTED);
 
+	/* A file that grows past max_bytes while it is read (here one whose
+	 * size says 0) is not known clean: the rest was not read. */
+	CU_ASSERT_EQUAL(scanner_scan_file(s, "vm", "/proc/self/status", &r), 0);
+	CU_ASSERT_EQUAL(r.verdict, SCAN_SKIPPED_POLICY);
+	CU_ASSERT_STRING_EQUAL(r.why, "grew larger than max_bytes (100) while read");
+	CU_ASSERT_EQUAL(r.bytes_scanned, 100);
+
 	scanner_free(s);
 	sigdb_free(db);
 	free(isox);
