@@ -47,14 +47,22 @@ char *xstrdup(const char *s)
 	return p;
 }
 
+char *xvasprintf(const char *fmt, va_list ap)
+{
+	char *p;
+
+	if (vasprintf(&p, fmt, ap) < 0)
+		abort();
+	return p;
+}
+
 char *xasprintf(const char *fmt, ...)
 {
 	va_list ap;
 	char *p;
 
 	va_start(ap, fmt);
-	if (vasprintf(&p, fmt, ap) < 0)
-		abort();
+	p = xvasprintf(fmt, ap);
 	va_end(ap);
 	return p;
 }
@@ -493,9 +501,32 @@ uint64_t wall_ms(void)
 	return (uint64_t)ts.tv_sec * 1000ull + (uint64_t)ts.tv_nsec / 1000000ull;
 }
 
+void fput_shown(FILE *f, const char *s)
+{
+	size_t n = strlen(s), i = 0, bad;
+
+	while (i < n) {
+		size_t end = utf8_text(s + i, n - i, &bad) ? n : i + bad;
+
+		for (; i < end; i++) {
+			unsigned char c = (unsigned char)s[i];
+			bool c1 = c == 0xc2 && (unsigned char)s[i + 1] <= 0x9f; /* U+0080-U+009F */
+
+			if (c < 0x20 || c == 0x7f || c1)
+				fprintf(f, "\\x%02x", c);
+			else
+				fputc(c, f);
+			if (c1)
+				fprintf(f, "\\x%02x", (unsigned char)s[++i]);
+		}
+		if (i < n)
+			fprintf(f, "\\x%02x", (unsigned char)s[i++]);
+	}
+}
+
 void log_line(FILE *f, const char *who, const char *fmt, ...)
 {
-	char ts[32];
+	char ts[32], *msg;
 	time_t now = time(NULL);
 	struct tm tm;
 	va_list ap;
@@ -503,15 +534,20 @@ void log_line(FILE *f, const char *who, const char *fmt, ...)
 	if (!f)
 		return;
 	strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", gmtime_r(&now, &tm));
-	/* One line at a time, from any thread (dfw/cutter.c logs from its own). */
+	va_start(ap, fmt);
+	msg = xvasprintf(fmt, ap);
+	va_end(ap);
+	/* One line at a time, from any thread (dfw/cutter.c logs from its own).
+	 * A message can quote what others wrote (a store key, a policy line, a
+	 * guest's file name): fput_shown keeps it one line that cannot forge
+	 * the next one. */
 	flockfile(f);
 	fprintf(f, "%s %s: ", ts, who);
-	va_start(ap, fmt);
-	vfprintf(f, fmt, ap);
-	va_end(ap);
+	fput_shown(f, msg);
 	fputc('\n', f);
 	fflush(f);
 	funlockfile(f);
+	free(msg);
 }
 
 /* Strict: no overlong forms, no surrogates, nothing above U+10FFFF. */

@@ -3,6 +3,7 @@
 #ifndef DFW_UTIL_H
 #define DFW_UTIL_H
 
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -45,6 +46,7 @@ void *xcalloc(size_t n, size_t size);
 void *xrealloc(void *p, size_t n);
 char *xstrdup(const char *s);
 char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+char *xvasprintf(const char *fmt, va_list ap) __attribute__((format(printf, 1, 0)));
 /* Grows *v (elements of size sz) so that it holds at least need; *cap updated. */
 void grow(void **v, size_t *cap, size_t need, size_t sz);
 
@@ -106,6 +108,10 @@ size_t dfs_postorder(size_t n, const struct dfs_ops *ops, void *arg);
 /* Wall-clock time in ms since the epoch (CLOCK_REALTIME). */
 uint64_t wall_ms(void);
 
+/* Writes s so that text others chose (a guest's file names, a store key)
+ * cannot forge a line or drive a terminal: control characters (C0, DEL,
+ * C1) and bytes that are not UTF-8 become \xNN. */
+void fput_shown(FILE *f, const char *s);
 /* One log line "2026-11-22T10:00:00 WHO: message\n", flushed; f may be NULL. */
 void log_line(FILE *f, const char *who, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 

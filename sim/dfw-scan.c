@@ -125,45 +125,16 @@ struct scand {
 
 static void logmsg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
-/* Writes s so that a guest's names (files, and what the event channel
- * says) cannot forge log lines or drive a terminal: control characters
- * (C0, DEL, C1) and bytes that are not UTF-8 become \xNN. */
-static void put_shown(FILE *f, const char *s)
-{
-	size_t n = strlen(s), i = 0, bad;
-
-	while (i < n) {
-		size_t end = utf8_text(s + i, n - i, &bad) ? n : i + bad;
-
-		for (; i < end; i++) {
-			unsigned char c = (unsigned char)s[i];
-			bool c1 = c == 0xc2 && (unsigned char)s[i + 1] <= 0x9f; /* U+0080-U+009F */
-
-			if (c < 0x20 || c == 0x7f || c1)
-				fprintf(f, "\\x%02x", c);
-			else
-				fputc(c, f);
-			if (c1)
-				fprintf(f, "\\x%02x", (unsigned char)s[++i]);
-		}
-		if (i < n)
-			fprintf(f, "\\x%02x", (unsigned char)s[i++]);
-	}
-}
-
 static void logmsg(const char *fmt, ...)
 {
-	char *msg = NULL;
+	char *msg;
 	va_list ap;
-	int n;
 
 	va_start(ap, fmt);
-	n = vasprintf(&msg, fmt, ap);
+	msg = xvasprintf(fmt, ap);
 	va_end(ap);
-	if (n < 0)
-		abort();
 	fputs("dfw-scan: ", stderr);
-	put_shown(stderr, msg);
+	fput_shown(stderr, msg);
 	fputc('\n', stderr);
 	free(msg);
 }

@@ -460,6 +460,40 @@ static void test_diag(void)
 	diag_free(NULL);
 }
 
+/* ---- log_line ----------------------------------------------------------- */
+
+/* A message quoting a key written behind dfw's back stays one line: its
+ * control characters are escaped, so it cannot forge another entry. */
+static void test_log_line_one_line(void)
+{
+	char buf[512] = "", *nl;
+	FILE *f = tmpfile();
+	size_t n;
+
+	CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+	log_line(f, "dfwd[hv1]", "store key '%s': ignored",
+		 "tag/ghost\n2026-01-01T00:00:00 dfwd[hv1]: realized revision 9\x1b[0m");
+	rewind(f);
+	n = fread(buf, 1, sizeof(buf) - 1, f);
+	buf[n] = '\0';
+	fclose(f);
+	nl = strchr(buf, '\n');
+	CU_ASSERT_PTR_NOT_NULL_FATAL(nl);
+	CU_ASSERT_STRING_EQUAL(nl + 1, "");
+	CU_ASSERT_PTR_NOT_NULL(strstr(buf, " dfwd[hv1]: store key 'tag/ghost\\x0a2026-01-01T00:00:00"
+					  " dfwd[hv1]: realized revision 9\\x1b[0m': ignored\n"));
+	/* bytes that are not UTF-8, and C1 controls, are shown too; other
+	 * UTF-8 stays as it is */
+	f = tmpfile();
+	CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+	fput_shown(f, "a\xff\xc2\x9b[31m \xc3\xa9");
+	rewind(f);
+	n = fread(buf, 1, sizeof(buf) - 1, f);
+	buf[n] = '\0';
+	fclose(f);
+	CU_ASSERT_STRING_EQUAL(buf, "a\\xff\\xc2\\x9b[31m \xc3\xa9");
+}
+
 void register_util_tests(void)
 {
 	static const struct unit_test tests[] = {
@@ -475,6 +509,7 @@ void register_util_tests(void)
 		{ "string helpers", test_str_helpers },
 		{ "edit_distance", test_edit_distance },
 		{ "diag_add formatting", test_diag },
+		{ "log_line keeps a message on one line", test_log_line_one_line },
 	};
 
 	unit_suite("util", tests, ARRAY_SIZE(tests));
