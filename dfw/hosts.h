@@ -39,9 +39,9 @@ void hosts_free(struct host_list *l);
  * returns). */
 bool host_lags(const struct host_row *r, uint64_t rev);
 
-/* Polls the host statuses (every millisecond) until no host lags behind
- * rev, or timeout_ms.  l holds the last read.  Returns 0 (done), 1 (timed
- * out) or -1 (store error, in err). */
+/* Polls the host statuses (every millisecond, after 200 ms every 50 ms)
+ * until no host lags behind rev, or timeout_ms.  l holds the last read.
+ * Returns 0 (done), 1 (timed out) or -1 (store error, in err). */
 int hosts_wait(struct store *s, uint64_t rev, uint64_t timeout_ms, struct host_list *l,
 	       char *err, size_t errlen);
 

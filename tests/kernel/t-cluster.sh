@@ -30,6 +30,9 @@ etcd_put() { # etcd_put KEY VALUE: a write behind dfw's back, through the gatewa
 	ip netns exec "$FAB" curl -s -m 3 "http://127.0.0.1:2379/v3/kv/put" -d \
 		"{\"key\":\"$(printf %s "$LAB/kv/$1" | base64 -w0)\",\"value\":\"$(printf %s "$2" | base64 -w0)\"}"
 }
+etcd_reads() { # range requests etcd served so far
+	ip netns exec "$FAB" curl -s -m 3 "http://127.0.0.1:2379/metrics" | awk '$1 == "etcd_mvcc_range_total" { print $2 }'
+}
 host_field() { # host_field HOST FIELD: from `dfwctl hosts`
 	ctl hosts | awk -v h="$1" -v f="$2" '$0 ~ "host="h" " { for (i = 1; i <= NF; i++) { split($i, kv, "="); if (kv[1] == f) print kv[2] } }'
 }
@@ -146,8 +149,13 @@ lab daemon kill hv2 >/dev/null
 check "hosts shows hv2 dead once its lease expires" wait_hosts alive no hv2
 check "enforcement stays on hv2: east-west blocked" blocked desktop3 desktop1 tcp/445
 check "enforcement stays on hv2: allowed flow passes" reach desktop3 cs1 tcp/443
+r0=$(etcd_reads)
 out=$(ctl --wait=1500ms tag desktop2 threat.low 2>&1); rc=$?
+r1=$(etcd_reads)
 check "tag --wait with hv2 dead exits 2" test $rc = 2
+check "etcd counts its reads" test -n "$r0" -a -n "$r1"
+echo "# tag --wait=1500ms with hv2 dead: $((${r1:-0} - ${r0:-0})) etcd reads"
+check "--wait reads a lagging host's status gently (< 1000 etcd reads in 1.5 s)" test $((${r1:-0} - ${r0:-0})) -lt 1000
 check "... and names the lagging host" has "$out" "hv2 (at [0-9]*, no live agent"
 rev=$(printf '%s\n' "$out" | sed -n 's/^revision //p')
 vmexec desktop3 ping -i 0.02 -W 1 -c 150 10.10.0.11 >"$TMPD/ping" 2>&1 &
