@@ -413,6 +413,11 @@ static int on_change(void *arg, uint64_t rev, const char *key, const char *value
 		c->blocks_changed = true;
 		return 0;
 	}
+	/* A full read reports it too; a change must not pass in silence. */
+	if (!state_key_known(key)) {
+		logf_(c->a, "store key '%s': not a key dfw writes; ignored", key);
+		return 0;
+	}
 	if (c->policy_changed || !c->a->pol || strncmp(key, "tag/", 4))
 		return 0;
 	vm = apply_tag_key(c->a, key, value != NULL);

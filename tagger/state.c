@@ -64,12 +64,19 @@ static int snapshot_kv(void *arg, const char *key, const char *value)
 		push_pair(&s->learned, key, LEARNED_PREFIX, value);
 	} else if (has_prefix(key, BLOCK_PREFIX)) {
 		push_pair(&s->blocks, key, BLOCK_PREFIX, value);
-	} else if (has_prefix(key, DETECTED_PREFIX) || has_prefix(key, NETTHREAT_PREFIX)) {
-		/* the detectors' records; nothing to realize */
-	} else {
+	} else if (!state_key_known(key)) {
 		warnf(c->warn, c->arg, "store key '%s': not a key dfw writes; ignored", key);
 	}
+	/* else the detectors' records (detected/, netthreat/): nothing to realize */
 	return 0;
+}
+
+bool state_key_known(const char *key)
+{
+	return !strcmp(key, "policy") || !strcmp(key, "policy-file") || has_prefix(key, "tag/") ||
+	       has_prefix(key, PLACEMENT_PREFIX) || has_prefix(key, MODE_PREFIX) ||
+	       has_prefix(key, LEARNED_PREFIX) || has_prefix(key, BLOCK_PREFIX) ||
+	       has_prefix(key, DETECTED_PREFIX) || has_prefix(key, NETTHREAT_PREFIX);
 }
 
 int snapshot_read(struct store *s, struct snapshot *snap, uint64_t *rev, state_warn_fn warn,

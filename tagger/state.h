@@ -48,6 +48,10 @@ int snapshot_read(struct store *s, struct snapshot *snap, uint64_t *rev, state_w
 		  void *arg, char *err, size_t errlen);
 void snapshot_free(struct snapshot *snap);
 
+/* Whether key is of a shape dfw writes (docs/STORE.md); any other is
+ * reported and ignored, whether a snapshot or a change brings it. */
+bool state_key_known(const char *key);
+
 /* True for keys whose change reshapes the plan (policy, placement, modes,
  * learned addresses), as opposed to tags and blocks, which only edit set
  * elements. */

@@ -226,6 +226,9 @@ check "the last good policy stays in force (allowed flow passes)" reach desktop3
 etcd_put tag/ghost/threat.high "" >/dev/null
 sleep 0.5
 check "a tag of an unknown VM is reported with its key" grep -q "store key 'tag/ghost/threat.high': no VM 'ghost'" "/run/dfw-lab/$LAB/hv2.log"
+etcd_put nonsense/key "x" >/dev/null
+sleep 0.5
+check "a key dfw does not write is reported when it arrives" grep -q "store key 'nonsense/key': not a key dfw writes" "/run/dfw-lab/$LAB/hv3.log"
 etcd_put tag/desktop2/threat.high "$(printf '\377\376')" >/dev/null
 sleep 0.5
 check "a value that is not UTF-8 is reported with its key" grep -q 'store: .*key "tag/desktop2/threat.high".*skipped' "/run/dfw-lab/$LAB/hv1.log"
