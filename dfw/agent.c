@@ -88,6 +88,7 @@ struct agent {
 	uint64_t last_update_us, last_book_us;
 	uint64_t updates;
 	char last_error[512];
+	bool policy_rejected;       /* last_error: the store's policy is invalid */
 	struct backend_stats last_stats;
 };
 
@@ -361,10 +362,16 @@ static int rebuild(struct agent *a, uint64_t *rev, struct deltas *d)
 			for (size_t i = 0; i < dg.n; i++)
 				logf_(a, "  %s", dg.msgs[i]);
 			a->status_dirty = true;
+			a->policy_rejected = true;
 			snprintf(a->last_error, sizeof(a->last_error),
 				 "store key 'policy' rejected: %s", dg.n ? dg.msgs[0] : "?");
 			policy_free(p);
 		} else {
+			/* Whatever the last error said of the store's policy
+			 * (rejected, none read yet) is over. */
+			a->policy_rejected = false;
+			a->last_error[0] = '\0';
+			a->status_dirty = true;
 			strv_free(&a->was_cut);
 			for (size_t i = 0; a->pol && i < a->pol->inv.nvms; i++)
 				if (in_cutting_quarantine(a, i))
@@ -495,6 +502,10 @@ static void realized(struct agent *a, uint64_t rev, const struct backend_stats *
 		logf_(a, "netthreat: cannot watch new flows: %s", err);
 	a->rev = rev;
 	a->status_dirty = true;
+	/* The kernel took it: an earlier refusal is over (a rejected policy
+	 * in the store is not, while the last good one is what got in). */
+	if (!a->policy_rejected)
+		a->last_error[0] = '\0';
 	a->last_update = time(NULL);
 	a->last_stats = *st;
 	a->updates++;

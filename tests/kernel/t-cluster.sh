@@ -236,3 +236,4 @@ check "and ignored: desktop2 is not quarantined" reach desktop2 cs1 tcp/443
 check "and ignored: desktop2 still blocked east-west" blocked desktop2 desktop4 icmp
 out=$(ctl --wait apply "$TOP/configs/cluster.ini" 2>&1)
 check "a good apply --wait recovers on all hosts" has "$out" "^realized on 3 host(s)"
+check "and their last error, the rejected policy, is over" wait_hosts last_error none hv1 hv2 hv3
