@@ -26,6 +26,10 @@
 #define STR(x) STR_(x)
 /* How long a writer waits for another one before giving up. */
 #define STORE_BUSY_MS 10000
+/* ... and a host's status write: dfwd publishes from its main loop, which
+ * must not stall for STORE_BUSY_MS while another process holds the write
+ * lock; it publishes again ttl/3 later. */
+#define HOST_BUSY_MS 500
 
 /* kv is the current state; changes is the history, one row per key that a
  * revision changed (value NULL = deleted), kept in insertion order by seq;
@@ -79,6 +83,7 @@ struct sqlite_store {
 	sqlite3_stmt *st[ST_COUNT];
 	int watch_fd;
 	uint64_t busy_since;
+	unsigned busy_ms; /* how long to wait for the write lock: STORE_BUSY_MS */
 };
 
 /* "PATH: what: sqlite's reason" */
@@ -99,7 +104,7 @@ static void sleep_ms(unsigned ms)
 }
 
 /* Waits for a lock held by another connection in short, even steps up to
- * STORE_BUSY_MS.  SQLite's default handler backs off to 100 ms sleeps, so
+ * busy_ms.  SQLite's default handler backs off to 100 ms sleeps, so
  * under steady contention a waiter keeps missing the short gaps between
  * other writers' transactions and can time out; polling every millisecond
  * catches them. */
@@ -110,7 +115,7 @@ static int busy_wait(void *arg, int count)
 
 	if (count == 0)
 		s->busy_since = now;
-	if (now - s->busy_since >= (uint64_t)STORE_BUSY_MS * 1000000u)
+	if (now - s->busy_since >= (uint64_t)s->busy_ms * 1000000u)
 		return 0;
 	sleep_ms(1);
 	return 1;
@@ -134,14 +139,14 @@ static void rollback(struct sqlite_store *s)
 }
 
 /* Whether to try again after rc: while a busy database stays busy for
- * less than STORE_BUSY_MS since start.  The busy handler normally does the
+ * less than busy_ms since start.  The busy handler normally does the
  * waiting; this covers the cases where SQLite reports SQLITE_BUSY without
  * calling it (changing the journal mode, another connection recovering
  * the WAL). */
-static bool retry_busy(int rc, uint64_t start)
+static bool retry_busy(const struct sqlite_store *s, int rc, uint64_t start)
 {
 	if ((rc & 0xff) != SQLITE_BUSY ||
-	    now_ns() - start >= (uint64_t)STORE_BUSY_MS * 1000000u)
+	    now_ns() - start >= (uint64_t)s->busy_ms * 1000000u)
 		return false;
 	sleep_ms(1);
 	return true;
@@ -155,7 +160,7 @@ static int begin_write(struct sqlite_store *s, char *err, size_t errlen)
 
 	do
 		rc = sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
-	while (retry_busy(rc, start));
+	while (retry_busy(s, rc, start));
 	if (rc != SQLITE_OK) {
 		db_err(s, err, errlen, "cannot start a write");
 		return -1;
@@ -246,7 +251,7 @@ static int query_one(struct sqlite_store *s, const char *sql, char *buf, size_t 
 	rc = sqlite3_prepare_v2(s->db, sql, -1, &st, NULL);
 	if (rc != SQLITE_OK)
 		goto out;
-	while (retry_busy(rc = sqlite3_step(st), start))
+	while (retry_busy(s, rc = sqlite3_step(st), start))
 		sqlite3_reset(st);
 	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
 		goto out;
@@ -426,6 +431,7 @@ struct store *store_sqlite_open(const char *path, bool create, char *err,
 	s->base.ops = &sqlite_ops;
 	s->path = xstrdup(path);
 	s->watch_fd = -1;
+	s->busy_ms = STORE_BUSY_MS;
 	rc = sqlite3_open_v2(path, &s->db,
 			     SQLITE_OPEN_READWRITE |
 				     (create ? SQLITE_OPEN_CREATE : 0),
@@ -835,14 +841,17 @@ static int host_write(struct sqlite_store *s, const char *sql, const char *host,
 {
 	sqlite3_stmt *st = NULL;
 	bool began = false;
-	int ret = -1;
+	int ret = -1, rc;
 
 	if (!sqlite3_get_autocommit(s->db)) {
 		store_seterr(err, errlen,
 			     "%s: host status written inside a transaction", s->path);
 		goto out;
 	}
-	if (begin_write(s, err, errlen) < 0)
+	s->busy_ms = HOST_BUSY_MS;
+	rc = begin_write(s, err, errlen);
+	s->busy_ms = STORE_BUSY_MS;
+	if (rc < 0)
 		goto out;
 	began = true;
 	if (exec(s, HOSTS_SQL, "cannot add the hosts table", err, errlen) < 0)

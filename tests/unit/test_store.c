@@ -1585,6 +1585,40 @@ static void test_hosts_old_store(void)
 	free(path);
 }
 
+/* While another handle holds the write lock (here: inside its check), a
+ * host's status write gives up after a short wait: dfwd publishes from its
+ * main loop, which must not stall for the 10 s a desired-state write
+ * waits. */
+static int publish_in_check(struct store *s, void *arg, char *err, size_t errlen)
+{
+	struct store *other = arg;
+	char perr[256] = "";
+	uint64_t t0 = now_ns();
+	int rc = store_host_publish(other, "h", "v", 30, perr, sizeof(perr));
+	double ms = (double)(now_ns() - t0) / 1e6;
+
+	printf("\n  [host publish against a held write lock: rc %d after %.0f ms: %s] ", rc, ms,
+	       perr);
+	CU_ASSERT_EQUAL(rc, -1);
+	CU_ASSERT_PTR_NOT_NULL(strstr(perr, "locked"));
+	CU_ASSERT(ms < 2000);
+	return 1; /* veto: nothing to write */
+}
+
+static void test_hosts_publish_locked(void)
+{
+	char *path = fresh_path("publock.db"), err[256];
+	struct store *s = open_ok(path, true), *other = open_ok(path, false);
+	struct store_op op = { STORE_PUT, "k", "v" };
+	uint64_t rev = 0;
+
+	CU_ASSERT_EQUAL(store_txn(s, &op, 1, publish_in_check, other, &rev, err, sizeof(err)), 1);
+	publish_ok(other, "h", "v", 30); /* and once the lock is free, at once */
+	store_close(other);
+	store_close(s);
+	free(path);
+}
+
 /* A port on 127.0.0.1 that nobody listens on (just released). */
 static unsigned closed_port(void)
 {
@@ -2415,6 +2449,7 @@ void register_store_tests(void)
 		{ "missing store", test_missing },
 		{ "damaged store rejected", test_damaged },
 		{ "host status in a store made before it", test_hosts_old_store },
+		{ "host status against a held write lock", test_hosts_publish_locked },
 		{ "etcd URIs checked; opening needs no etcd", test_etcd_uri },
 		{ "stored numbers only as written", test_state_numbers },
 		{ "etcd: reply keys outside the range", test_etcd_reply_outside_range },
