@@ -94,6 +94,9 @@ struct agent {
 
 #define logf_(a, ...) log_line((a)->log, (a)->who, __VA_ARGS__)
 
+/* The errors of a rejected store policy that the log shows. */
+#define POLICY_ERRORS_LOGGED 20
+
 /* Store contents the backend cannot read (a key or value written behind
  * dfw's back), into the agent's log. */
 static void on_store_warning(void *arg, const char *msg)
@@ -359,8 +362,14 @@ static int rebuild(struct agent *a, uint64_t *rev, struct deltas *d)
 		}
 		if (!e) {
 			logf_(a, "store key 'policy' is not a valid policy; keeping the last good one:");
-			for (size_t i = 0; i < dg.n; i++)
+			/* Enough to fix it by: a text written behind dfwctl's
+			 * back can hold an error on each of its lines, and each
+			 * later full read would log them all again. */
+			for (size_t i = 0; i < dg.n && i < POLICY_ERRORS_LOGGED; i++)
 				logf_(a, "  %s", dg.msgs[i]);
+			if (dg.n > POLICY_ERRORS_LOGGED)
+				logf_(a, "  ... and %zu more error(s) ('dfwctl validate' lists them all)",
+				      dg.n - POLICY_ERRORS_LOGGED);
 			a->status_dirty = true;
 			a->policy_rejected = true;
 			snprintf(a->last_error, sizeof(a->last_error),
