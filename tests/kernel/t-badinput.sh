@@ -95,16 +95,20 @@ check "and makes nothing" sh -c "test ! -e /run/dfw-lab/kbadclash && ! ip netns 
 "$LAB_BIN" down --lab kbadclash >/dev/null 2>&1
 
 echo "# bad store contents written behind our back"
+# A policy with 30 errors: the log shows 20 of them.
+bad=$(printf '[vm broken\n'; seq -f 'junk%g' 1 29)
 sqlite3 "$STORE" "BEGIN IMMEDIATE;
 UPDATE meta SET value = value + 1 WHERE name = 'rev';
-UPDATE kv SET value = '[vm broken', mod_rev = (SELECT value FROM meta WHERE name = 'rev') WHERE key = 'policy';
-INSERT INTO changes (rev, key, value) VALUES ((SELECT value FROM meta WHERE name = 'rev'), 'policy', '[vm broken');
+UPDATE kv SET value = '$bad', mod_rev = (SELECT value FROM meta WHERE name = 'rev') WHERE key = 'policy';
+INSERT INTO changes (rev, key, value) VALUES ((SELECT value FROM meta WHERE name = 'rev'), 'policy', '$bad');
 UPDATE meta SET value = value + 1 WHERE name = 'rev';
 INSERT INTO kv (key, value, mod_rev) VALUES ('tag/ghost/threat.high', '', (SELECT value FROM meta WHERE name = 'rev'));
 INSERT INTO changes (rev, key, value) VALUES ((SELECT value FROM meta WHERE name = 'rev'), 'tag/ghost/threat.high', '');
 COMMIT;"
 sleep 1.5
 check "dfwd reports the bad policy with its key" grep -q "store key 'policy' is not a valid policy" "/run/dfw-lab/$LAB/hv1.log"
+check "with 20 of its 30 errors" test "$(grep -c "expected 'key = value', got 'junk" "/run/dfw-lab/$LAB/hv1.log")" -eq 19
+check "and how many more" grep -q "  \.\.\. and 10 more error(s) ('dfwctl validate' lists them all)" "/run/dfw-lab/$LAB/hv1.log"
 check "dfwd reports the bad tag key" grep -q "store key 'tag/ghost/threat.high': no VM 'ghost'" "/run/dfw-lab/$LAB/hv1.log"
 check "status shows the rejection" sh -c "'$LAB_BIN' ctl --lab $LAB -- status | grep -q 'last_error: store key .policy. rejected'"
 check "the last good policy stays: east-west still blocked" blocked desktop1 desktop2 tcp/445
@@ -143,8 +147,8 @@ sleep 1
 check "dfwd names the refused message and the kernel's reason" grep -q \
 	"revision $rev not realized: kernel refused the change (delete 1 element(s) of set g-quarantine-4): No such file or directory" \
 	"/run/dfw-lab/$LAB/hv1.log"
-check "status shows the refusal" sh -c "'$LAB_BIN' ctl --lab $LAB -- status | grep -q 'last_error: kernel refused the change (delete 1 element'"
 check "dfwd recovers with a full load" wait_realized "$rev"
+check "status's last error is over once the full load went in" sh -c "'$LAB_BIN' ctl --lab $LAB -- status | grep -q 'last_error: none'"
 check "desktop1 is released: it reaches fs1 again" reach desktop1 fs1 tcp/445
 # A quarantine in a refused batch (its table deleted behind dfwd's back)
 # is still cut once the full load that follows commits.
