@@ -2,6 +2,7 @@
 #include "dfw/agent.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1232,22 +1233,27 @@ static int req_plan(struct agent *a, struct out *o, const char *path, char *err,
 	char kerr[512], *text = NULL;
 	struct stat sb;
 	uint64_t rev;
-	int ret = 1;
+	FILE *f;
+	int ret = 1, fd;
 
 	if (!path) {
 		snprintf(err, len, "usage: plan FILE");
 		return 1;
 	}
-	/* dfwd reads it between changes: a FIFO or a device could block it. */
-	if (stat(path, &sb) < 0) {
+	/* dfwd reads it between changes: a FIFO or a device could block it.
+	 * What is checked is what was opened (the name may be swapped for a
+	 * FIFO in between), and opened without waiting for a FIFO's writer;
+	 * a file of /proc that would wait for data fails instead. */
+	if ((fd = open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC)) < 0) {
 		snprintf(err, len, "%s: %s", path, strerror(errno));
 		return CONTROL_INPUT;
 	}
-	if (!S_ISREG(sb.st_mode)) {
+	if (fstat(fd, &sb) < 0 || !S_ISREG(sb.st_mode) || !(f = fdopen(fd, "r"))) {
 		snprintf(err, len, "%s: not a regular file", path);
+		close(fd);
 		return CONTROL_INPUT;
 	}
-	if (!(check = policy_load(path, &text, &d))) {
+	if (!(check = policy_read(f, path, &text, &d))) {
 		snprintf(err, len, "%s: %zu error(s), first: %s", path, d.n, d.n ? d.msgs[0] : "?");
 		diag_free(&d);
 		return 1;

@@ -1922,17 +1922,25 @@ struct dfw_policy *policy_parse(const char *text, const char *file, struct diag 
 
 struct dfw_policy *policy_load(const char *path, char **text_out, struct diag *d)
 {
-	struct dfw_policy *p = NULL;
-	char *text = NULL;
-	size_t len = 0;
 	FILE *f = fopen(path, "r");
 
-	if (text_out)
-		*text_out = NULL;
 	if (!f) {
+		if (text_out)
+			*text_out = NULL;
 		diag_add(d, path, 0, "%s", strerror(errno));
 		return NULL;
 	}
+	return policy_read(f, path, text_out, d);
+}
+
+struct dfw_policy *policy_read(FILE *f, const char *path, char **text_out, struct diag *d)
+{
+	struct dfw_policy *p = NULL;
+	char *text = NULL;
+	size_t len = 0;
+
+	if (text_out)
+		*text_out = NULL;
 	if (getdelim(&text, &len, '\0', f) < 0 && ferror(f)) {
 		diag_add(d, path, 0, "%s", strerror(errno));
 		goto out;

@@ -10,6 +10,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "groups/groups.h"
 
@@ -123,6 +124,8 @@ struct dfw_policy *policy_parse(const char *text, const char *file, struct diag 
 /* Reads path and parses it; *text_out (if non-NULL) receives the file's
  * contents, malloc'd, so that exactly what was validated can be stored. */
 struct dfw_policy *policy_load(const char *path, char **text_out, struct diag *d);
+/* The same from f, an open file named path in messages; closes f. */
+struct dfw_policy *policy_read(FILE *f, const char *path, char **text_out, struct diag *d);
 void policy_free(struct dfw_policy *p);
 /* Adds to w, as "file:line: warning: ...", what is valid but surely not
  * meant: an enabled rule that never matches because an earlier enabled rule
