@@ -1461,9 +1461,10 @@ int agent_request(struct agent *a, const char *line, FILE *f)
 	}
 	out_finish(&o);
 	fclose(mem);
-	if (ret == CONTROL_OK)
-		fprintf(f, "ok\n%s", body);
-	else
+	if (ret == CONTROL_OK) {
+		fprintf(f, "ok %zu\n", bodylen);
+		fwrite(body, 1, bodylen, f);
+	} else
 		control_error(f, ret, "%s", err);
 	free(body);
 	return ret;

@@ -82,7 +82,7 @@ void agent_info(const struct agent *a, struct agent_info *out);
 
 /* Answers one control request line ("status", "groups [G]", "rules VM",
  * "threats", "plan FILE", "counters [RULE]", each optionally preceded by
- * "json") on f: "ok" and the answer, or an error line.  Returns the
+ * "json") on f: "ok LEN" and the answer, or an error line.  Returns the
  * answer's status (enum control_status, dfw/control.h). */
 int agent_request(struct agent *a, const char *line, FILE *f);
 

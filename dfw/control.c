@@ -57,9 +57,15 @@ void control_error(FILE *out, int status, const char *fmt, ...)
 
 int control_answer_status(const char *first_line, const char **msg)
 {
+	uint64_t len;
+
 	*msg = first_line;
 	if (!strcmp(first_line, "ok") || !strcmp(first_line, "ok\n"))
 		return CONTROL_OK;
+	if (control_answer_len(first_line, &len)) {
+		*msg = first_line + 3;
+		return CONTROL_OK;
+	}
 	for (int s = CONTROL_STORE; s >= CONTROL_INPUT; s--) {
 		size_t k = strlen(status_prefix[s]);
 
@@ -69,6 +75,21 @@ int control_answer_status(const char *first_line, const char **msg)
 		}
 	}
 	return CONTROL_INPUT; /* not an answer dfwd writes */
+}
+
+int control_answer_len(const char *first_line, uint64_t *len)
+{
+	char num[24];
+	size_t n;
+
+	if (strncmp(first_line, "ok ", 3))
+		return 0;
+	n = strcspn(first_line + 3, "\n");
+	if (!n || n >= sizeof(num) || (first_line[3 + n] && strcmp(first_line + 3 + n, "\n")))
+		return 0;
+	memcpy(num, first_line + 3, n);
+	num[n] = '\0';
+	return parse_u64(num, UINT64_MAX, len) == 0;
 }
 
 struct control *control_open(const char *path, FILE *log, char *err, size_t errlen)

@@ -8,6 +8,7 @@
 
 #include <poll.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 
 /* The longest request, without its newline. */
@@ -32,7 +33,9 @@ enum control_status {
 };
 
 /* Answers one request line (no newline, no control characters) into out:
- * "ok\n" and the body, or control_error's line; returns the status. */
+ * "ok LEN\n" and the body of LEN bytes, or control_error's line; returns
+ * the status.  The length lets a client tell a whole answer from one that
+ * broke off (dfwd drops an answer not taken within CONTROL_WRITE_MS). */
 typedef int (*control_fn)(void *arg, const char *line, FILE *out);
 
 struct control;
@@ -51,7 +54,11 @@ void control_serve(struct control *c, const struct pollfd *p, control_fn fn, voi
 /* Writes the error answer "error: msg" (or with the status's class). */
 void control_error(FILE *out, int status, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
-/* The status an answer's first line carries; its message after *msg. */
+/* The status an answer's first line carries; its message after *msg (for
+ * "ok LEN", the length: see control_answer_len). */
 int control_answer_status(const char *first_line, const char **msg);
+/* The body's length an "ok LEN" line gives: 1 and *len, or 0 for a plain
+ * "ok" (no length to check) or any other line. */
+int control_answer_len(const char *first_line, uint64_t *len);
 
 #endif

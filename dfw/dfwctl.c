@@ -465,7 +465,8 @@ static int ask_daemon(struct ctx *c, const char *verb, const char *arg)
 	char line[1024], req[CONTROL_REQ_MAX + 2];
 	const char *msg;
 	FILE *f = NULL;
-	int fd, rc, len;
+	uint64_t want = 0, got = 0;
+	int fd, rc, len, sized;
 
 	len = snprintf(req, sizeof(req) - 1, "%s%s%s%s", c->json ? "json " : "", verb, arg ? " " : "",
 		       arg ? arg : "");
@@ -508,10 +509,21 @@ static int ask_daemon(struct ctx *c, const char *verb, const char *arg)
 	} else {
 		size_t n;
 
-		while ((n = fread(line, 1, sizeof(line), f)) > 0)
+		sized = control_answer_len(line, &want);
+		while ((n = fread(line, 1, sizeof(line), f)) > 0) {
 			fwrite(line, 1, n, stdout);
+			got += n;
+		}
 		if (ferror(f)) {
 			fprintf(stderr, "dfwctl: the answer broke off: %s\n", strerror(errno));
+			rc = EXIT_UNREACHABLE;
+		} else if (sized && got != want) {
+			/* A clean end all the same: dfwd dropped an answer not
+			 * taken in time (a pager), or went away. */
+			fprintf(stderr, "dfwctl: the answer broke off after %llu of its %llu bytes "
+				"(dfwd drops an answer not read within %d s)\n",
+				(unsigned long long)got, (unsigned long long)want,
+				CONTROL_WRITE_MS / 1000);
 			rc = EXIT_UNREACHABLE;
 		}
 	}

@@ -278,6 +278,7 @@ static void test_answer_status(void)
 	size_t len = 0;
 	FILE *f = open_memstream(&buf, &len);
 	const char *msg;
+	uint64_t n;
 
 	control_error(f, CONTROL_DATAPLANE, "the kernel said %s", "no");
 	fclose(f);
@@ -289,6 +290,18 @@ static void test_answer_status(void)
 	CU_ASSERT_STRING_EQUAL(msg, "bad\n");
 	CU_ASSERT_EQUAL(control_answer_status("ok\n", &msg), CONTROL_OK);
 	CU_ASSERT_EQUAL(control_answer_status("garbage\n", &msg), CONTROL_INPUT);
+	/* With the body's length, which a client checks. */
+	CU_ASSERT_EQUAL(control_answer_status("ok 1234\n", &msg), CONTROL_OK);
+	CU_ASSERT_EQUAL(control_answer_len("ok 1234\n", &n), 1);
+	CU_ASSERT_EQUAL(n, 1234);
+	CU_ASSERT_EQUAL(control_answer_len("ok 0", &n), 1);
+	CU_ASSERT_EQUAL(n, 0);
+	CU_ASSERT_EQUAL(control_answer_len("ok\n", &n), 0);
+	CU_ASSERT_EQUAL(control_answer_len("ok \n", &n), 0);
+	CU_ASSERT_EQUAL(control_answer_len("ok 12x\n", &n), 0);
+	CU_ASSERT_EQUAL(control_answer_len("ok 12\nmore", &n), 0);
+	CU_ASSERT_EQUAL(control_answer_len("ok 99999999999999999999999\n", &n), 0);
+	CU_ASSERT_EQUAL(control_answer_status("ok x\n", &msg), CONTROL_INPUT);
 	free(buf);
 }
 
