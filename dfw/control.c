@@ -17,6 +17,10 @@
 /* Input after the request line is read and thrown away, up to this much:
  * a socket closed with unread input resets the connection. */
 #define DRAIN_MAX 65536
+/* After accept fails for want of a file descriptor (or memory), new
+ * clients wait this long: the waiting connection keeps the socket
+ * readable, and each turn of the loop would fail and log again. */
+#define ACCEPT_PAUSE_MS 1000
 
 struct client {
 	int fd;           /* -1: a free slot */
@@ -33,6 +37,7 @@ struct control {
 	int lfd;
 	char *path;
 	FILE *log;
+	uint64_t accept_after; /* now_ns() clock; 0: accepting */
 	struct client cl[CONTROL_CLIENTS];
 };
 
@@ -159,7 +164,10 @@ void control_pollfds(const struct control *c, struct pollfd *p)
 			p[1 + i].events = POLLOUT | (cl->drained < DRAIN_MAX ? POLLIN : 0);
 		room |= cl->fd < 0;
 	}
-	/* With every slot taken, new clients wait in the backlog. */
+	/* With every slot taken, new clients wait in the backlog; so they do
+	 * for a while after accept failed. */
+	if (c->accept_after && now_ns() < c->accept_after)
+		room = false;
 	p[0] = (struct pollfd){ .fd = room ? c->lfd : -1, .events = POLLIN };
 }
 
@@ -318,11 +326,15 @@ static void accept_clients(struct control *c)
 		cl->fd = accept4(c->lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
 		if (cl->fd < 0) {
 			if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR &&
-			    errno != ECONNABORTED)
-				fprintf(c->log, "dfwd: control: accept: %s\n", strerror(errno));
+			    errno != ECONNABORTED) {
+				fprintf(c->log, "dfwd: control: accept: %s; new clients wait %d ms\n",
+					strerror(errno), ACCEPT_PAUSE_MS);
+				c->accept_after = now_ns() + ACCEPT_PAUSE_MS * 1000000ull;
+			}
 			cl->fd = -1;
 			return;
 		}
+		c->accept_after = 0;
 		cl->deadline = now_ns() + CONTROL_READ_MS * 1000000ull;
 		/* Refused once its request is read: answering at once could
 		 * break the pipe the client is still writing to. */

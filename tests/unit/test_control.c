@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -272,6 +273,53 @@ static void test_root_only(void)
 	control_close(c);
 }
 
+/* Out of file descriptors, accept fails while the client keeps waiting:
+ * dfwd logs it once and pauses accepting, rather than spin and log on
+ * every turn; the client is answered once a descriptor is free again. */
+static void test_accept_fails(void)
+{
+	struct served s = { 0 };
+	struct reply r = { 0 };
+	struct rlimit lim, low;
+	struct control *c;
+	char *log = NULL, err[256];
+	size_t loglen = 0, lines = 0, nfill = 0;
+	FILE *logf = open_memstream(&log, &loglen);
+	int fd, fill[64];
+
+	CU_ASSERT_PTR_NOT_NULL_FATAL(logf);
+	snprintf(sock_path, sizeof(sock_path), "%s/ctl.sock", unit_tmpdir());
+	c = control_open(sock_path, logf, err, sizeof(err));
+	CU_ASSERT_PTR_NOT_NULL_FATAL(c);
+	fd = client();
+	CU_ASSERT_EQUAL(write(fd, "status\n", 7), 7);
+	/* Every descriptor below the limit taken (poll needs the limit above
+	 * its count of pollfds). */
+	CU_ASSERT_FATAL(getrlimit(RLIMIT_NOFILE, &lim) == 0);
+	low = (struct rlimit){ ARRAY_SIZE(fill), lim.rlim_max };
+	CU_ASSERT_FATAL(setrlimit(RLIMIT_NOFILE, &low) == 0);
+	while (nfill < ARRAY_SIZE(fill) && (fill[nfill] = dup(0)) >= 0)
+		nfill++;
+	for (int i = 0; i < 50; i++)
+		pump(c, &s, 10);
+	while (nfill)
+		close(fill[--nfill]);
+	CU_ASSERT_EQUAL_FATAL(setrlimit(RLIMIT_NOFILE, &lim), 0);
+	fflush(logf);
+	for (size_t i = 0; i < loglen; i++)
+		lines += log[i] == '\n';
+	CU_ASSERT(lines >= 1 && lines <= 2);
+	CU_ASSERT_EQUAL(s.calls, 0);
+	serve_until_closed(c, &s, fd, &r, 3000);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(r.buf);
+	CU_ASSERT_STRING_EQUAL(r.buf, "ok\nstatus\n");
+	free(r.buf);
+	close(fd);
+	control_close(c);
+	fclose(logf);
+	free(log);
+}
+
 static void test_answer_status(void)
 {
 	char *buf = NULL;
@@ -313,6 +361,7 @@ void register_control_tests(void)
 		{ "an unfinished line is refused after its deadline", test_unfinished_request },
 		{ "a stalled reader does not stall the next client", test_stalled_reader },
 		{ "root only, by the peer's credentials", test_root_only },
+		{ "accept out of descriptors: logged once, no spin", test_accept_fails },
 		{ "answer statuses", test_answer_status },
 	};
 
