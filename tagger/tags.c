@@ -553,11 +553,21 @@ int block_write(struct store *s, const struct dfw_addr *addr, const char *scope,
 	struct key_ops k = { 0 };
 	struct block_req b = { .s = s, .scope = scope, .now_ms = wall_ms(), .k = &k };
 	char key[TAG_KEY_MAX], until[32];
+	const char *why;
 	uint64_t at;
 	int r;
 
 	if (scope && !policy_name_ok(scope)) {
 		snprintf(err, errlen, "scope '%s': not a group name", scope);
+		return 1;
+	}
+	/* No host sends from these, or they are everyone's (0.0.0.0 is every
+	 * DHCP client's source, 255.255.255.255 its destination): a block of
+	 * one drops what nobody meant, or nothing at all (an IPv4-mapped
+	 * address never matches the IPv4 traffic of its address). */
+	if ((why = addr_not_own(addr))) {
+		addr_format(addr, key, sizeof(key));
+		snprintf(err, errlen, "%s is %s, not a host's own: it cannot be blocked", key, why);
 		return 1;
 	}
 	/* Expired blocks go in the same revision (the kernel dropped them

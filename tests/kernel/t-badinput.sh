@@ -53,6 +53,9 @@ check "counters of an unknown rule exits 1" exits 1 ctl counters --rule 999
 check "mode with an unknown category exits 1" exits 1 ctl mode monitor --category emergancy
 check "mode with an unknown rule exits 1" exits 1 ctl mode monitor 999
 check "block of a prefix exits 1" exits 1 ctl block 10.0.0.0/8 --for 1m
+check "block of 0.0.0.0 (every DHCP client's source) exits 1" exits 1 ctl block 0.0.0.0 --for 1m
+check "block of the broadcast address exits 1" exits 1 ctl block 255.255.255.255 --for 1m
+check "block of an IPv4-mapped address (it would block nothing) exits 1" exits 1 ctl block ::ffff:10.10.0.21 --for 1m
 check "block with an unknown scope exits 1" exits 1 ctl block 10.0.0.1 --for 1m --scope nosuch
 check "unblock of what is not blocked exits 1" exits 1 ctl unblock 10.0.0.1
 check "learned forget of a VM that does not learn exits 1" exits 1 ctl learned forget desktop1

@@ -595,6 +595,19 @@ static void test_block_values_strict(void)
 	for (size_t i = 0; i < ARRAY_SIZE(left); i++)
 		CU_ASSERT_EQUAL(strncmp(c.items.v[i], left[i], strlen(left[i])), 0);
 	CU_ASSERT_EQUAL(warned.n, 3);
+	/* Addresses no host has are refused, and nothing is written. */
+	for (size_t i = 0; i < 4; i++) {
+		static const char *const none[] = { "0.0.0.0", "255.255.255.255", "::ffff:10.0.0.1",
+						    "224.0.0.251" };
+		char key[64], *v = NULL;
+
+		CU_ASSERT_EQUAL_FATAL(addr_parse(none[i], &a, &why), 0);
+		CU_ASSERT_EQUAL(block_write(s, &a, NULL, wall_ms() + 60000, &rev, err, sizeof(err)), 1);
+		CU_ASSERT_PTR_NOT_NULL(strstr(err, "not a host's own"));
+		snprintf(key, sizeof(key), "block/%s", none[i]);
+		CU_ASSERT_EQUAL(store_get(s, key, &v, err, sizeof(err)), 1);
+		free(v);
+	}
 	CU_ASSERT_EQUAL(count_containing(&warned, "store key 'block/10.0.0.7': value '-1'"), 1);
 	CU_ASSERT_EQUAL(count_containing(&warned, "store key 'block/10.0.0.8'"), 1);
 	CU_ASSERT_EQUAL(count_containing(&warned, "store key 'block/10.0.0.9'"), 1);
