@@ -329,14 +329,59 @@ struct place_req {
 	struct store_op op;
 };
 
+struct host_find {
+	const char *name;
+	bool found;
+};
+
+static int host_reported(void *arg, const struct store_host *h)
+{
+	struct host_find *f = arg;
+
+	return f->found = !strcmp(h->host, f->name);
+}
+
+/* A host the inventory names, or one whose agent ever reported: a typo
+ * would take the VM's policy off the host it runs on (its traffic then
+ * dropped there, fail closed) and put it nowhere. */
+static int known_host(struct store *s, struct place_req *q, const struct dfw_policy *p, char *err,
+		      size_t errlen)
+{
+	const char **names = xcalloc(p->inv.nvms + 1, sizeof(*names));
+	struct host_find f = { q->host, false };
+	const char *near;
+	size_t n = 0;
+
+	for (size_t i = 0; i < p->inv.nvms; i++) {
+		if (!strcmp(p->inv.vms[i].host, q->host)) {
+			free(names);
+			return 0;
+		}
+		names[n++] = p->inv.vms[i].host;
+	}
+	if (store_host_scan(s, host_reported, &f, err, errlen) < 0 || f.found) {
+		free(names);
+		return f.found ? 0 : -1;
+	}
+	near = nearest_name(q->host, names, n);
+	snprintf(err, errlen, "unknown host '%s'%s%s%s: no VM of the policy runs there and no dfwd has "
+		 "reported from it", q->host, near ? " (did you mean '" : "", near ? near : "",
+		 near ? "'?)" : "");
+	free(names);
+	return 1;
+}
+
 static int place_check(struct store *s, void *arg, char *err, size_t errlen)
 {
 	struct place_req *q = arg;
 	const struct dfw_policy *p;
 	long vm;
+	int r;
 
 	if (!(p = stored_vm(s, q->vm, &vm, err, errlen)))
 		return 1;
+	if ((r = known_host(s, q, p, err, errlen)))
+		return r;
 	snprintf(q->key, sizeof(q->key), "%s%s", PLACEMENT_PREFIX, p->inv.vms[vm].name);
 	q->op = (struct store_op){ STORE_PUT, q->key, q->host };
 	return 0;

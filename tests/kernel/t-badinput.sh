@@ -59,6 +59,9 @@ check "block of an IPv4-mapped address (it would block nothing) exits 1" exits 1
 check "block with an unknown scope exits 1" exits 1 ctl block 10.0.0.1 --for 1m --scope nosuch
 check "unblock of what is not blocked exits 1" exits 1 ctl unblock 10.0.0.1
 check "learned forget of a VM that does not learn exits 1" exits 1 ctl learned forget desktop1
+out=$(ctl place desktop1 hv11 2>&1); rc=$?
+check "place on an unknown host exits 1" test $rc -eq 1
+check "place on an unknown host says so" has "$out" "unknown host 'hv11' (did you mean 'hv1'?)"
 check "the store revision did not move" test "$(store_rev)" = "$rev0"
 
 echo "# the control socket"

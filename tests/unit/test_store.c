@@ -408,6 +408,31 @@ static int untag(struct store *s, const char *vm, const char *tag, char *name, c
 /* Names compare ignoring case, keys keep their spelling: after the
  * declared case of a tag (or VM) changed, tag adds no second key and untag
  * removes every key that is the same ignoring case. */
+/* place VM HOST: a host of the inventory, or one whose agent reported; a
+ * typo is refused with nothing written. */
+static void test_place_known_host(void)
+{
+	static const char pol[] = "[vm web1]\nhost = hv1\nport = p1\nmac = 02:00:00:00:00:01\n"
+				  "addresses = 10.0.0.1\n";
+	char *path = fresh_uri("place"), err[256], *v = NULL;
+	struct store *s = open_ok(path, true);
+	uint64_t rev = 0;
+
+	put(s, "policy", pol);
+	CU_ASSERT_EQUAL(placement_write(s, "web1", "hv2", &rev, err, sizeof(err)), 1);
+	CU_ASSERT_PTR_NOT_NULL(strstr(err, "unknown host 'hv2' (did you mean 'hv1'?)"));
+	CU_ASSERT_EQUAL(store_get(s, "placement/web1", &v, err, sizeof(err)), 1);
+	CU_ASSERT_EQUAL(placement_write(s, "web1", "hv1", &rev, err, sizeof(err)), 0);
+	assert_value(s, "placement/web1", "hv1");
+	/* A new host, not yet in the inventory: its agent has reported. */
+	CU_ASSERT_EQUAL(store_host_publish(s, "hv2", "{}", 10, err, sizeof(err)), 0);
+	CU_ASSERT_EQUAL(placement_write(s, "web1", "hv2", &rev, err, sizeof(err)), 0);
+	assert_value(s, "placement/web1", "hv2");
+	free(v);
+	store_close(s);
+	free(path);
+}
+
 static void test_tags_any_case(void)
 {
 	static const char *const one[] = { "tag/a/threat.high=" };
@@ -2423,6 +2448,7 @@ static const struct unit_test common_tests[] = {
 	{ "put, get and del", test_put_get_del },
 	{ "scan by prefix", test_scan_prefix },
 	{ "tags_write follows the stored policy", test_tags_write_follows_policy },
+	{ "place needs a known host", test_place_known_host },
 	{ "tag and untag agree whatever the case", test_tags_any_case },
 	{ "untag of a VM or tag gone from the policy", test_untag_gone },
 	{ "a detection's record; a release only while it holds", test_tags_write_rec },
