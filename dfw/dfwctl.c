@@ -748,6 +748,12 @@ static int trace_matrix(struct ctx *c, struct trace_world *w)
 
 	strv_split(&svcs, c->matrix);
 	pk = xcalloc(svcs.n + 1, sizeof(*pk));
+	if (!svcs.n) {
+		fprintf(stderr, "dfwctl: trace --matrix '%s': no service (e.g. tcp/443,udp/53,icmp)\n",
+			c->matrix);
+		rc = EXIT_INPUT;
+		goto out;
+	}
 	for (size_t k = 0; k < svcs.n; k++) {
 		if (trace_service(svcs.v[k], fam, &pk[k], err, sizeof(err))) {
 			fprintf(stderr, "dfwctl: trace --matrix: %s\n", err);

@@ -46,6 +46,8 @@ check "trace --assume-tag without = exits 1" exits 1 ctl trace desktop1 cs1 tcp/
 check "an option of another command exits 1" exits 1 ctl tag desktop1 threat.high --for 1m
 check "--check with block exits 1 (no dry run there)" exits 1 ctl block 10.0.0.1 --for 1m --check
 check "trace of tcp without a port exits 1" exits 1 ctl trace desktop1 cs1 tcp
+check "trace --matrix without a service exits 1" exits 1 ctl trace --matrix ""
+check "trace --matrix of only commas exits 1" exits 1 ctl trace --matrix ,,
 check "trace --ipv6 with IPv4 addresses exits 1" exits 1 ctl trace 10.10.0.11 10.10.0.21 tcp/443 --ipv6
 check "plan of a bad config exits 1" exits 1 ctl plan "$TMPD/bad.ini"
 check "apply --check of a bad config exits 1" exits 1 ctl apply --check "$TMPD/bad.ini"
