@@ -97,6 +97,40 @@ int control_answer_len(const char *first_line, uint64_t *len)
 	return parse_u64(num, UINT64_MAX, len) == 0;
 }
 
+int control_in_use(const char *path, char *err, size_t errlen)
+{
+	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	struct stat st;
+	int fd, r;
+
+	if (strlen(path) >= sizeof(sun.sun_path)) {
+		snprintf(err, errlen, "control socket path too long: %s", path);
+		return -1;
+	}
+	if (lstat(path, &st) < 0) {
+		if (errno == ENOENT)
+			return 0;
+		snprintf(err, errlen, "control socket %s: %s", path, strerror(errno));
+		return -1;
+	}
+	if (!S_ISSOCK(st.st_mode)) {
+		snprintf(err, errlen, "control socket %s: exists and is not a socket (left alone)", path);
+		return -1;
+	}
+	strcpy(sun.sun_path, path);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0) {
+		snprintf(err, errlen, "control socket %s: %s", path, strerror(errno));
+		return -1;
+	}
+	/* A full backlog (EAGAIN) is a listener too. */
+	r = connect(fd, (struct sockaddr *)&sun, sizeof(sun)) == 0 || errno == EAGAIN;
+	close(fd);
+	if (r)
+		snprintf(err, errlen, "control socket %s: another dfwd answers there", path);
+	return r;
+}
+
 struct control *control_open(const char *path, FILE *log, char *err, size_t errlen)
 {
 	struct sockaddr_un sun = { .sun_family = AF_UNIX };
@@ -112,6 +146,10 @@ struct control *control_open(const char *path, FILE *log, char *err, size_t errl
 		*slash = '\0';
 		mkdir(dir, 0755);
 	}
+	/* Only a stale socket is removed: not a live dfwd's, nor a file
+	 * that --socket named by mistake. */
+	if (control_in_use(path, err, errlen))
+		return NULL;
 	strcpy(sun.sun_path, path);
 	unlink(path);
 	c = xcalloc(1, sizeof(*c));

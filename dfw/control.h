@@ -40,8 +40,12 @@ typedef int (*control_fn)(void *arg, const char *line, FILE *out);
 
 struct control;
 
-/* Listens on path (made 0600; its directory is created if missing).
- * Returns NULL with a message in err. */
+/* Whether path is taken: 1 when a process accepts connections there (a
+ * dfwd running), -1 when it is not a socket (never removed), both with a
+ * message in err; 0 when it is free or a stale socket file. */
+int control_in_use(const char *path, char *err, size_t errlen);
+/* Listens on path (made 0600; its directory is created if missing), unless
+ * control_in_use says it is taken.  Returns NULL with a message in err. */
 struct control *control_open(const char *path, FILE *log, char *err, size_t errlen);
 /* Closes every client and the socket, and removes its file.  NULL is fine. */
 void control_close(struct control *c);

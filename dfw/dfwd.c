@@ -238,6 +238,12 @@ int main(int argc, char **argv)
 		fprintf(ao.log, "dfwd: signalfd: %s\n", strerror(errno));
 		goto out;
 	}
+	/* Before the kernel is touched: a second dfwd would load the table
+	 * under the first and take its control socket. */
+	if (control_in_use(sock_path, err, sizeof(err))) {
+		fprintf(ao.log, "dfwd: %s; not starting\n", err);
+		goto out;
+	}
 	a = agent_new(&ao, err, sizeof(err));
 	if (!a) {
 		fprintf(ao.log, "dfwd: %s\n", err);

@@ -100,6 +100,21 @@ out=$("$CTL_BIN" --socket "$TMPD/cut.sock" groups 2>&1); rc=$?
 check "dfwctl: an answer cut short exits 3" test $rc -eq 3
 check "dfwctl: an answer cut short says so" has "$out" "the answer broke off after 17 of its 100 bytes"
 wait
+# A second dfwd on the running one's socket: it refuses before it touches
+# the kernel, and the first keeps its socket (it was replaced, then removed).
+ino=$(stat -c %i "$SOCK")
+out=$("$LAB_BIN" exec --lab "$LAB" host:hv1 -- timeout 5 "$(dirname "$CTL_BIN")/dfwd" --host hv1 --store "$STORE" \
+	--socket "$SOCK" 2>&1); rc=$?
+check "a second dfwd on the same socket exits 1" test $rc -eq 1
+check "saying why" has "$out" "another dfwd answers there; not starting"
+check "the first dfwd keeps its socket" test "$(stat -c %i "$SOCK")" = "$ino"
+check "and answers" ctl status
+echo keep >"$TMPD/not-a-socket"
+out=$("$LAB_BIN" exec --lab "$LAB" host:hv1 -- timeout 5 "$(dirname "$CTL_BIN")/dfwd" --host hv1 --store "$STORE" \
+	--table kbadx --socket "$TMPD/not-a-socket" 2>&1); rc=$?
+check "dfwd with --socket naming a regular file exits 1" test $rc -eq 1
+check "and leaves the file alone" test "$(cat "$TMPD/not-a-socket")" = keep
+check "nor loads a table" sh -c "! '$LAB_BIN' exec --lab $LAB host:hv1 -- nft list tables | grep -q kbadx"
 
 echo "# a lab whose hosts' files would clash"
 awk '/^host = hv1$/ && !done { print "host = hv1.scan"; done = 1; next } { print }' \

@@ -320,6 +320,52 @@ static void test_accept_fails(void)
 	free(log);
 }
 
+/* The socket's path is taken over only from a dead dfwd: a live one keeps
+ * it, and a file that is not a socket is never removed. */
+static void test_path_taken(void)
+{
+	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	struct control *c = open_ctl(), *c2;
+	char err[256], buf[16] = "";
+	struct stat st1, st2;
+	FILE *f;
+	int fd;
+
+	CU_ASSERT_EQUAL_FATAL(stat(sock_path, &st1), 0);
+	c2 = control_open(sock_path, stderr, err, sizeof(err));
+	CU_ASSERT_PTR_NULL(c2);
+	control_close(c2);
+	CU_ASSERT_PTR_NOT_NULL(strstr(err, "another dfwd answers there"));
+	CU_ASSERT_EQUAL(control_in_use(sock_path, err, sizeof(err)), 1);
+	CU_ASSERT_EQUAL_FATAL(stat(sock_path, &st2), 0);
+	CU_ASSERT_EQUAL(st1.st_ino, st2.st_ino);
+	control_close(c);
+	/* A stale socket file: nobody listens. */
+	snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", sock_path);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	CU_ASSERT_EQUAL_FATAL(bind(fd, (struct sockaddr *)&sun, sizeof(sun)), 0);
+	close(fd);
+	CU_ASSERT_EQUAL(control_in_use(sock_path, err, sizeof(err)), 0);
+	c = control_open(sock_path, stderr, err, sizeof(err));
+	CU_ASSERT_PTR_NOT_NULL(c);
+	control_close(c);
+	/* A regular file. */
+	f = fopen(sock_path, "w");
+	CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+	fputs("precious\n", f);
+	fclose(f);
+	c = control_open(sock_path, stderr, err, sizeof(err));
+	CU_ASSERT_PTR_NULL(c);
+	control_close(c);
+	CU_ASSERT_PTR_NOT_NULL(strstr(err, "is not a socket"));
+	f = fopen(sock_path, "r");
+	CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+	CU_ASSERT_PTR_NOT_NULL(fgets(buf, sizeof(buf), f));
+	fclose(f);
+	CU_ASSERT_STRING_EQUAL(buf, "precious\n");
+	unlink(sock_path);
+}
+
 static void test_answer_status(void)
 {
 	char *buf = NULL;
@@ -362,6 +408,7 @@ void register_control_tests(void)
 		{ "a stalled reader does not stall the next client", test_stalled_reader },
 		{ "root only, by the peer's credentials", test_root_only },
 		{ "accept out of descriptors: logged once, no spin", test_accept_fails },
+		{ "a live dfwd's socket and other files are not taken over", test_path_taken },
 		{ "answer statuses", test_answer_status },
 	};
 
