@@ -811,6 +811,7 @@ out:
 
 void agent_heartbeat(struct agent *a)
 {
+	threat_retry(a->threat);
 	if (a->loaded && !backend_tables_exist(a->be)) {
 		logf_(a, "heartbeat: dfw tables are missing from the kernel; reloading");
 		a->loaded = false;

@@ -45,6 +45,7 @@ struct threat {
 	uint64_t flows_seen;
 	struct report reports[THREAT_REPORTS];
 	size_t nreports;            /* ever made; the ring holds the last ones */
+	struct strv tag_retry;      /* "VM TAG": tags the store refused, tried again */
 };
 
 struct threat *threat_new(struct backend *be, struct cutter *cutter, struct store *store,
@@ -66,6 +67,7 @@ void threat_free(struct threat *t)
 		return;
 	nflog_close(t->flows);
 	nt_free(t->nt);
+	strv_free(&t->tag_retry);
 	free(t);
 }
 
@@ -139,6 +141,23 @@ static const char *report_action(const struct report *r, char *buf, size_t len)
 	return buf;
 }
 
+/* Puts tag on vm with its record (a clean file scan's release keeps this
+ * tag); what happened goes to done.  -1 when the store refused: the tag
+ * is tried again at each threat_retry until it is written. */
+static int tag_vm(struct threat *t, const char *vm, const char *tag, char *done, size_t len)
+{
+	char *tags[1] = { (char *)tag }, key[TAG_KEY_MAX], err[256];
+	uint64_t rev = 0;
+
+	netthreat_key(key, vm);
+	if (tags_write_rec(t->store, vm, tags, 1, true, key, tag, NULL, &rev, err, sizeof(err))) {
+		snprintf(done, len, "tagging %s FAILED (tried again every 10 s): %.100s", tag, err);
+		return -1;
+	}
+	snprintf(done, len, "tagged %s (revision %llu)", tag, (unsigned long long)rev);
+	return 0;
+}
+
 /* Enforce: block every address of the VM (and the one seen, unless it is
  * no one's own: the 0.0.0.0 of a DHCP client, the :: of duplicate address
  * detection, whose block would stop every other guest's) for block_for,
@@ -177,22 +196,45 @@ static void enforce(struct threat *t, const struct vm *vm, const struct dfw_addr
 		cutter_queue_ticket(t->cutter, addrs, n, ticket);
 		r->cut = CUT_PENDING;
 	}
-	if (t->cfg.tag) {
-		char *tags[1] = { t->cfg.tag }, key[TAG_KEY_MAX];
-		uint64_t rev = 0;
+	if (t->cfg.tag && tag_vm(t, vm->name, t->cfg.tag, r->tag, sizeof(r->tag)) < 0) {
+		char retry[160];
 
-		/* With its record: a clean file scan's release keeps this tag. */
-		netthreat_key(key, vm->name);
-		if (tags_write_rec(t->store, vm->name, tags, 1, true, key, t->cfg.tag, NULL, &rev,
-				   err, sizeof(err)) == 0)
-			snprintf(r->tag, sizeof(r->tag), "tagged %s (revision %llu)", t->cfg.tag,
-				 (unsigned long long)rev);
-		else
-			snprintf(r->tag, sizeof(r->tag), "tagging %s FAILED: %.100s", t->cfg.tag,
-				 err);
+		snprintf(retry, sizeof(retry), "%s %s", vm->name, t->cfg.tag);
+		if (!strv_contains(&t->tag_retry, retry, false))
+			strv_push(&t->tag_retry, retry);
 	}
 	free(bl);
 	free(addrs);
+}
+
+void threat_retry(struct threat *t)
+{
+	for (size_t i = 0; i < t->tag_retry.n;) {
+		char vm[80], tag[80], done[128];
+		struct report *r = NULL;
+
+		if (sscanf(t->tag_retry.v[i], "%79s %79s", vm, tag) != 2 ||
+		    (t->pol && policy_find_vm(t->pol, vm) < 0)) {
+			log_line(t->log, t->who, "netthreat: %s is no VM of the policy now; not tagged %s",
+				 vm, tag);
+			strv_remove(&t->tag_retry, t->tag_retry.v[i], false);
+			continue;
+		}
+		if (tag_vm(t, vm, tag, done, sizeof(done)) < 0) {
+			i++;
+			continue;
+		}
+		log_line(t->log, t->who, "netthreat: %s %s, tried again after the store failed", vm, done);
+		/* The newest report of the VM says so too. */
+		for (size_t k = 0; k < t->nreports && k < THREAT_REPORTS && !r; k++) {
+			struct report *c = &t->reports[(t->nreports - 1 - k) % THREAT_REPORTS];
+
+			r = !strcmp(c->vm, vm) ? c : NULL;
+		}
+		if (r)
+			snprintf(r->tag, sizeof(r->tag), "%s, tried again", done);
+		strv_remove(&t->tag_retry, t->tag_retry.v[i], false);
+	}
 }
 
 void threat_cut_done(void *arg, const struct cutter_result *res)

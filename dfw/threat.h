@@ -35,6 +35,10 @@ int threat_configure(struct threat *t, const struct dfw_policy *pol, const struc
 int threat_fd(const struct threat *t);
 void threat_read(struct threat *t);
 
+/* Tags the store refused when a scan was detected (enforce mode with a
+ * tag), written now if the store takes them; called at each heartbeat. */
+void threat_retry(struct threat *t);
+
 /* A cut it queued is done (for cutter_reap): its report says so. */
 void threat_cut_done(void *arg, const struct cutter_result *res);
 

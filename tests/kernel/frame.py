@@ -10,8 +10,9 @@
 #   frame.py ra SRC                   a router advertisement of fd00:99::/64
 #   frame.py redirect SRC TARGET DST  a redirect to ff02::1
 #   frame.py udp SRC DST DSTMAC       a UDP datagram to DST port 5000
-#   frame.py echo SRC DST             an ICMPv6 echo request to the
-#                                     multicast group DST
+#   frame.py echo SRC DST [N]         an ICMPv6 echo request to the
+#                                     multicast group DST (to N groups:
+#                                     DST and the next N - 1)
 # IPv4:
 #   frame.py dhcpack SRC CLIENTMAC YIADDR
 #                                     a DHCPACK from SRC (and eth0's MAC)
@@ -88,6 +89,13 @@ else:
     eth = b"\x33\x33" + dst[12:] + m + struct.pack("!H", 0x86dd)
 if kind == "udp":
     frames = [eth + struct.pack("!IHBB", 6 << 28, len(msg), 17, 64) + src + dst + msg]
+elif kind == "echo":
+    frames = []
+    for k in range(int(args[2]) if len(args) > 2 else 1):
+        d = dst[:14] + struct.pack("!H", (struct.unpack("!H", dst[14:])[0] + k) & 0xffff)
+        e = b"\x33\x33" + d[12:] + m + struct.pack("!H", 0x86dd)
+        body = msg[:2] + b"\0\0" + msg[4:]  # its checksum is for d
+        frames.append(e + ip6_hdr(src, d, 58, len(body)) + with_csum(src, d, body))
 elif kind == "na-frag":
     cut = 16  # a multiple of 8, inside the target address
     frames = []

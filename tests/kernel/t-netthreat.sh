@@ -120,18 +120,41 @@ echo "# a scan that ends with a frame from :: blocks the VM's own addresses only
 # A new enforce revision after off: the detector starts with no counts.
 check "apply an enforce policy again" ctl apply "$(policy enforce 5s)"
 wait_realized 6 || bad "revision 6 realized"
-# 30 ports, then an ICMPv6 echo from :: to a multicast group (which a
-# vNIC may send, as duplicate address detection does) makes the 31st: the
-# detection sees ::, which is no one's own address; blocking it would drop
-# every guest's traffic from ::.
-scan desktop1 $FS1 30
-vmexec desktop1 python3 "$TOP/tests/kernel/frame.py" echo :: ff02::1:ff00:99 >/dev/null 2>&1
+# ICMPv6 echoes from :: to 40 multicast groups (which a vNIC may send, as
+# duplicate address detection does), at once: the 21st host is seen from
+# ::, which is no one's own address; blocking it would drop every guest's
+# traffic from ::.
+vmexec desktop1 python3 "$TOP/tests/kernel/frame.py" echo :: ff02::1:ff00:100 40 >/dev/null 2>&1
 sleep 0.3
 out=$(threats)
-check "the scan from desktop1 is reported, seen from ::" has "$out" "vm=desktop1 address=:: ports=31 .*threshold=ports"
+check "the scan from desktop1 is reported, seen from ::" has "$out" "vm=desktop1 address=:: ports=21 hosts=21 threshold=hosts"
 check "its own three addresses are blocked, not ::" has "$out" "vm=desktop1 .*action=\"blocked 3 address(es) for 5 s"
 check "the kernel's block set has no ::" sh -c "! '$LAB_BIN' exec --lab $LAB host:hv1 -- nft list set inet dfw blocked6 | grep -Eq '([{ ,]|^)::( |,|$)'"
 check "desktop1's address is in it" sh -c "'$LAB_BIN' exec --lab $LAB host:hv1 -- nft list set inet dfw blocked6 | grep -q 'fd00:10::11 timeout'"
+
+echo "# a tag the store refuses is tried again"
+check "apply an enforce policy with a tag again" ctl apply "$(policy enforce 4s threat.high)"
+wait_realized "$(store_rev)" || bad "the new revision realized"
+# Another process holds the store's write lock for 12 s: the detector's tag
+# write gives up after 10 s, and the heartbeat writes it later.
+python3 -c 'import sqlite3, sys, time
+c = sqlite3.connect(sys.argv[1], isolation_level=None)
+c.execute("BEGIN IMMEDIATE"); time.sleep(12); c.execute("ROLLBACK")' "/run/dfw-lab/$LAB/store.db" &
+LOCK_PID=$!
+sleep 0.5
+scan desktop2 $FS1 60
+wait $LOCK_PID
+check "the tag write failed, and the detection's log line says it is tried again" grep -q \
+	"netthreat: desktop2 (10.10.0.12, port vnet-desktop2) is scanning.*tagging threat.high FAILED (tried again every 10 s): .*locked" "/run/dfw-lab/$LAB/hv1.log"
+tagged=no
+for i in $(seq 60); do
+	ctl tags desktop2 2>/dev/null | grep -q threat.high && { tagged=yes; break; }
+	sleep 0.5
+done
+check "desktop2 is tagged once the store takes writes again" test $tagged = yes
+check "the log says the tag was tried again" grep -q "netthreat: desktop2 tagged threat.high (revision [0-9]*), tried again after the store failed" "/run/dfw-lab/$LAB/hv1.log"
+check "and so does its report" has "$(threats)" "vm=desktop2 .*tagged threat.high (revision [0-9]*), tried again\""
+check "an untag by the operator releases desktop2" ctl untag desktop2 threat.high
 
 echo "# bad requests"
 check "dfwctl threats takes no arguments (exit 1)" exits 1 ctl threats desktop1
