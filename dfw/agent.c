@@ -27,6 +27,32 @@
 #include "tagger/store.h"
 #include "tagger/tags.h"
 
+/* A store call that failed waits before the next try: base_ms, doubling
+ * with each failure in a row up to 32 times as long. */
+struct backoff {
+	uint64_t until_ns;
+	unsigned fails;
+};
+
+static unsigned backoff_fail(struct backoff *b, unsigned base_ms)
+{
+	unsigned ms = base_ms << (b->fails < 5 ? b->fails : 5);
+
+	b->fails++;
+	b->until_ns = now_ns() + ms * 1000000ull;
+	return ms;
+}
+
+static bool backoff_waiting(const struct backoff *b)
+{
+	return now_ns() < b->until_ns;
+}
+
+static void backoff_ok(struct backoff *b)
+{
+	*b = (struct backoff){ 0 };
+}
+
 struct agent {
 	char host[64];
 	char who[80];               /* "dfwd[HOST]", for the log */
@@ -51,6 +77,11 @@ struct agent {
 	 * revision is tried at once). */
 	uint64_t failed_rev, retry_ns;
 	unsigned fails;
+	/* After a failed read of the store's changes, or a failed status
+	 * publish, the next waits (struct backoff): each can take the store's
+	 * whole timeout (an etcd that drops packets), and dfwd's loop answers
+	 * nothing meanwhile.  The store's watch firing ends the read's wait. */
+	struct backoff read_backoff, publish_backoff;
 	struct dfw_policy *pol;     /* last good policy, or NULL */
 	struct gengine *eng;
 	struct strv *vm_tags;       /* per VM of pol */
@@ -81,7 +112,7 @@ struct agent {
 	/* Host status in the store (store_host_publish). */
 	unsigned status_ttl_s;
 	char *published;            /* the value last published, or NULL */
-	uint64_t published_ns;      /* when (CLOCK_MONOTONIC), or the failed try */
+	uint64_t published_ns;      /* when (CLOCK_MONOTONIC) */
 	bool status_dirty;          /* something published changed since */
 
 	/* For status. */
@@ -94,6 +125,9 @@ struct agent {
 };
 
 #define logf_(a, ...) log_line((a)->log, (a)->who, __VA_ARGS__)
+
+/* The first wait after a failed read of the store's changes. */
+#define STORE_RETRY_MS 1000
 
 /* The errors of a rejected store policy that the log shows. */
 #define POLICY_ERRORS_LOGGED 20
@@ -213,6 +247,7 @@ int agent_store_fd(struct agent *a)
 void agent_store_ack(struct agent *a)
 {
 	store_watch_ack(a->store);
+	a->read_backoff.until_ns = 0; /* something came: read it now */
 }
 
 /* --- reading the store --------------------------------------------------- */
@@ -767,13 +802,17 @@ int agent_sync(struct agent *a)
 		struct change_ctx c = { .a = a };
 		uint64_t since = a->kept ? a->kept_rev : a->rev;
 
+		if (backoff_waiting(&a->read_backoff))
+			goto out;
 		c.dirty = a->pol ? xcalloc(a->pol->inv.nvms, sizeof(*c.dirty)) : NULL;
 		r = store_changes(a->store, since, on_change, &c, &rev, err, sizeof(err));
 		if (r == -1) {
-			logf_(a, "reading store changes: %s", err);
+			logf_(a, "reading store changes: %s (next try in %u ms, or when the store's watch fires)",
+			      err, backoff_fail(&a->read_backoff, STORE_RETRY_MS));
 			free(c.dirty);
 			goto out;
 		}
+		backoff_ok(&a->read_backoff);
 		if (rev == since && (a->loaded || a->kept)) {
 			free(c.dirty);
 			ret = 0;
@@ -1482,10 +1521,11 @@ void agent_publish(struct agent *a)
 	struct out o;
 
 	/* A changed status goes out at once, an unchanged one (a keepalive)
-	 * every ttl/3; after a failure, the next try waits as long.  Called
-	 * on every wake-up of dfwd's loop, so the common case costs nothing. */
-	if (now - a->published_ns < every &&
-	    ((a->published && !a->status_dirty) || (!a->published && a->published_ns)))
+	 * every ttl/3; after a failure, the next try waits (ttl/3, doubling).
+	 * Called on every wake-up of dfwd's loop, so the common case costs
+	 * nothing. */
+	if (backoff_waiting(&a->publish_backoff) ||
+	    (a->published && !a->status_dirty && now - a->published_ns < every))
 		return;
 	f = open_memstream(&val, &len);
 	out_init(&o, f, true);
@@ -1503,10 +1543,12 @@ void agent_publish(struct agent *a)
 	free(a->published);
 	a->published = NULL;
 	if (store_host_publish(a->store, a->host, val, a->status_ttl_s, err, sizeof(err)) < 0) {
-		logf_(a, "publishing host status: %s", err);
+		logf_(a, "publishing host status: %s (next try in %u ms)", err,
+		      backoff_fail(&a->publish_backoff, (unsigned)(every / 1000000)));
 		free(val);
 		return;
 	}
+	backoff_ok(&a->publish_backoff);
 	a->published = val;
 	a->status_dirty = false;
 }

@@ -185,6 +185,29 @@ check "after etcd returns, a tag reaches all 3 hosts" has "$out" "^realized on 3
 check "quarantined desktop1 blocked to fs1" blocked desktop1 fs1 tcp/445
 ctl --wait untag desktop1 threat.high >/dev/null 2>&1
 
+echo "# etcd unreachable from hv1 (its packets dropped, not refused)"
+"$LAB_BIN" exec --lab "$LAB" host:hv1 -- nft add table inet kblk
+"$LAB_BIN" exec --lab "$LAB" host:hv1 -- nft add chain inet kblk out "{ type filter hook output priority 0; }"
+"$LAB_BIN" exec --lab "$LAB" host:hv1 -- nft add rule inet kblk out tcp dport 2379 drop
+ctl status >/dev/null 2>&1 # its wake-up reads the store, and fails after the read's timeout
+# The reads and status publishes that failed wait before their next try
+# (1 s, doubling): most requests meanwhile are answered at once.
+fast=0 times=""
+for i in 1 2 3 4 5; do
+	t0=$(date +%s%N); ctl status >/dev/null 2>&1; t1=$(date +%s%N)
+	ms=$(( (t1 - t0) / 1000000 )); times="$times $ms"
+	[ $ms -lt 1000 ] && fast=$((fast + 1))
+	sleep 0.2
+done
+echo "# status with etcd unreachable, ms:$times"
+check "dfwd answers most requests at once while etcd is unreachable (3 of 5 within 1 s)" test $fast -ge 3
+check "and says when it reads again" grep -q "reading store changes: .*(next try in [0-9]* ms, or when the store's watch fires)" "/run/dfw-lab/$LAB/hv1.log"
+check "enforcement stays on hv1" blocked desktop1 desktop2 tcp/445
+"$LAB_BIN" exec --lab "$LAB" host:hv1 -- nft delete table inet kblk
+out=$(ctl --wait=40s tag desktop1 threat.high 2>&1)
+check "once etcd is reachable again, a tag reaches all 3 hosts" has "$out" "^realized on 3 host(s)"
+ctl --wait untag desktop1 threat.high >/dev/null 2>&1
+
 echo "# concurrent taggers"
 for p in 1 2 3 4; do
 	(
