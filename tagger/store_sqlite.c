@@ -13,6 +13,7 @@
 #include <string.h>
 #include <sys/inotify.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -270,6 +271,21 @@ out:
 /* Describes a failure to read the file at open: a file that is not a
  * database or is corrupt is damaged, anything else (permissions, I/O) is
  * not the file's fault. */
+/* Whether path's directory is on a read-only mount: SQLite then says
+ * only "unable to open database file", with an errno of its own. */
+static bool dir_read_only(const char *path)
+{
+	char *dir = xstrdup(path), *slash = strrchr(dir, '/');
+	struct statvfs sv;
+	bool ro;
+
+	if (slash)
+		*(slash == dir ? slash + 1 : slash) = '\0';
+	ro = statvfs(slash ? dir : ".", &sv) == 0 && (sv.f_flag & ST_RDONLY);
+	free(dir);
+	return ro;
+}
+
 static void open_err(struct sqlite_store *s, int rc, char *err, size_t errlen)
 {
 	int sys = sqlite3_system_errno(s->db);
@@ -282,7 +298,10 @@ static void open_err(struct sqlite_store *s, int rc, char *err, size_t errlen)
 		db_err(s, err, errlen, "damaged store");
 		break;
 	default:
-		if (sys)
+		if (dir_read_only(s->path))
+			store_seterr(err, errlen, "%s: cannot open store: its directory is read-only "
+				     "(the store keeps its -wal and -shm files beside it)", s->path);
+		else if (sys)
 			store_seterr(err, errlen, "%s: cannot open store: %s (%s)",
 			       s->path, sqlite3_errmsg(s->db), strerror(sys));
 		else

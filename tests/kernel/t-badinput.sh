@@ -205,6 +205,14 @@ head -c 8192 /dev/urandom >"$TMPD/damaged.db"
 out=$("$CTL_BIN" --store "$TMPD/damaged.db" tags 2>&1); rc=$?
 check "a damaged store file is refused with exit 3" test $rc -eq 3
 check "the reason names the file" has "$out" "damaged.db: not a dfw store"
+# A store in a read-only directory (a bind mount in a mount namespace of
+# this test's own): SQLite cannot make its -wal and -shm files there.
+mkdir "$TMPD/ro"
+sqlite3 "$STORE" ".backup '$TMPD/ro/s.db'"
+out=$(unshare -m sh -c "mount --bind '$TMPD/ro' '$TMPD/ro' && mount -o remount,ro,bind '$TMPD/ro' &&
+	'$CTL_BIN' --store '$TMPD/ro/s.db' tags" 2>&1); rc=$?
+check "a store in a read-only directory is refused with exit 3" test $rc -eq 3
+check "saying the directory is read-only" has "$out" "s.db: cannot open store: its directory is read-only"
 
 echo "# a pidfile that names a process of no lab"
 # dfw-lab signals only a live dfwd, dfw-scan or etcd of this lab, and
