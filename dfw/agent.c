@@ -413,10 +413,14 @@ static int rebuild(struct agent *a, uint64_t *rev, struct deltas *d)
 			policy_free(p);
 		} else {
 			/* Whatever the last error said of the store's policy
-			 * (rejected, none read yet) is over. */
+			 * (rejected, none read yet) is over; a refusal of the
+			 * kernel's is not (a first load that failed re-reads
+			 * the store at every wake-up while realize waits). */
+			if (a->policy_rejected || a->kept) {
+				a->last_error[0] = '\0';
+				a->status_dirty = true;
+			}
 			a->policy_rejected = false;
-			a->last_error[0] = '\0';
-			a->status_dirty = true;
 			strv_free(&a->was_cut);
 			for (size_t i = 0; a->pol && i < a->pol->inv.nvms; i++)
 				if (in_cutting_quarantine(a, i))
