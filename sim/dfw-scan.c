@@ -703,6 +703,21 @@ static void unwatch(struct scand *d, int wd)
 		}
 }
 
+/* Watches every directory under the sandbox root (watch_vm skips those
+ * watched already).  Returns -1 with errno when the root cannot be read. */
+static int watch_sandboxes(struct scand *d)
+{
+	DIR *dir = opendir(d->sandbox);
+
+	if (!dir)
+		return -1;
+	for (struct dirent *e; (e = readdir(dir));)
+		if (e->d_type == DT_DIR && strcmp(e->d_name, ".") && strcmp(e->d_name, ".."))
+			watch_vm(d, e->d_name);
+	closedir(dir);
+	return 0;
+}
+
 /* Scans every file at the top of vm's sandbox, what the watcher covers:
  * after events were lost.  Unchanged files are skipped by the cache. */
 static void rescan_top(struct scand *d, const char *vm)
@@ -765,6 +780,9 @@ static void drain(struct scand *d, int root_wd)
 		}
 	}
 	if (lost) {
+		/* The root's events went too: a sandbox made meanwhile is
+		 * watched (and scanned) now, or never. */
+		watch_sandboxes(d);
 		logmsg("inotify queue overflow: file events were lost; rescanning the top of "
 		       "%zu sandbox(es)", d->nwatches);
 		for (size_t i = 0; i < d->nwatches; i++)
@@ -1045,19 +1063,14 @@ static int watch_loop(struct scand *d, const char *events)
 	char err[512];
 	int root_wd, sfd = -1, ret = EXIT_INPUT;
 	sigset_t mask;
-	DIR *dir;
 
 	d->ino = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
 	root_wd = d->ino < 0 ? -1 : inotify_add_watch(d->ino, d->sandbox,
 						       IN_CREATE | IN_MOVED_TO | IN_ONLYDIR);
-	if (root_wd < 0 || !(dir = opendir(d->sandbox))) {
+	if (root_wd < 0 || watch_sandboxes(d) < 0) {
 		logmsg("%s: %s", d->sandbox, strerror(errno));
 		return EXIT_INPUT;
 	}
-	for (struct dirent *e; (e = readdir(dir));)
-		if (e->d_type == DT_DIR && strcmp(e->d_name, ".") && strcmp(e->d_name, ".."))
-			watch_vm(d, e->d_name);
-	closedir(dir);
 	sigemptyset(&mask);
 	sigaddset(&mask, SIGTERM);
 	sigaddset(&mask, SIGINT);
