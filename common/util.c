@@ -4,11 +4,13 @@
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -499,6 +501,29 @@ uint64_t wall_ms(void)
 
 	clock_gettime(CLOCK_REALTIME, &ts);
 	return (uint64_t)ts.tv_sec * 1000ull + (uint64_t)ts.tv_nsec / 1000000ull;
+}
+
+int open_regular(int dfd, const char *name, int flags, struct stat *st)
+{
+	char proc[32];
+	int pfd, fd, err;
+
+	memset(st, 0, sizeof(*st));
+	pfd = openat(dfd, name, O_PATH | (flags & O_NOFOLLOW) | O_CLOEXEC);
+	if (pfd < 0)
+		return -1;
+	if (fstat(pfd, st) < 0 || !S_ISREG(st->st_mode)) {
+		err = S_ISLNK(st->st_mode) ? ELOOP : st->st_mode ? EINVAL : errno;
+		close(pfd);
+		errno = err;
+		return -1;
+	}
+	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", pfd);
+	fd = open(proc, (flags & ~(O_CREAT | O_NOFOLLOW)) | O_CLOEXEC | O_NOCTTY);
+	err = errno;
+	close(pfd);
+	errno = err;
+	return fd;
 }
 
 void fput_shown(FILE *f, const char *s)

@@ -8,6 +8,7 @@
 #include <stddef.h>
 #include <stdio.h>
 #include <stdint.h>
+#include <sys/stat.h>
 
 #define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 
@@ -108,6 +109,17 @@ size_t dfs_postorder(size_t n, const struct dfs_ops *ops, void *arg);
 /* Wall-clock time in ms since the epoch (CLOCK_REALTIME). */
 uint64_t wall_ms(void);
 
+/* Opens name (relative to directory dfd, or AT_FDCWD) with flags (no
+ * O_CREAT) only when it is a regular file, so that a device node, a FIFO
+ * or a socket is never opened, not even for a moment (opening a device
+ * runs its driver: it may block, or start a watchdog).  The name is first
+ * opened O_PATH (a last symbolic link followed unless flags hold
+ * O_NOFOLLOW), its type is checked on that fd, and the same object is
+ * then opened for I/O through /proc/self/fd.  Returns the fd; or -1 with
+ * errno, *st holding what was found (not a regular file: its type; a
+ * symbolic link: S_ISLNK, errno ELOOP; a regular file that could not be
+ * opened: S_ISREG), or zeroed when nothing was. */
+int open_regular(int dfd, const char *name, int flags, struct stat *st);
 /* Writes s so that text others chose (a guest's file names, a store key)
  * cannot forge a line or drive a terminal: control characters (C0, DEL,
  * C1) and bytes that are not UTF-8 become \xNN. */

@@ -1284,16 +1284,19 @@ static int req_plan(struct agent *a, struct out *o, const char *path, char *err,
 		snprintf(err, len, "usage: plan FILE");
 		return 1;
 	}
-	/* dfwd reads it between changes: a FIFO or a device could block it.
-	 * What is checked is what was opened (the name may be swapped for a
-	 * FIFO in between), and opened without waiting for a FIFO's writer;
-	 * a file of /proc that would wait for data fails instead. */
-	if ((fd = open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC)) < 0) {
-		snprintf(err, len, "%s: %s", path, strerror(errno));
+	/* dfwd reads it between changes: a FIFO or a device could block it,
+	 * and opening a device runs its driver.  open_regular opens regular
+	 * files only, and checks what it opens (the name may be swapped in
+	 * between); a file of /proc that would wait for data fails instead. */
+	if ((fd = open_regular(AT_FDCWD, path, O_RDONLY | O_NONBLOCK, &sb)) < 0) {
+		if (sb.st_mode && !S_ISREG(sb.st_mode))
+			snprintf(err, len, "%s: not a regular file", path);
+		else
+			snprintf(err, len, "%s: %s", path, strerror(errno));
 		return CONTROL_INPUT;
 	}
-	if (fstat(fd, &sb) < 0 || !S_ISREG(sb.st_mode) || !(f = fdopen(fd, "r"))) {
-		snprintf(err, len, "%s: not a regular file", path);
+	if (!(f = fdopen(fd, "r"))) {
+		snprintf(err, len, "%s: %s", path, strerror(errno));
 		close(fd);
 		return CONTROL_INPUT;
 	}

@@ -373,7 +373,7 @@ static void notice(struct scand *d, const char *vm, const char *fmt, ...)
 	int fd;
 
 	snprintf(npath, sizeof(npath), "%s/%s/%s", d->sandbox, vm, NOTICE_NAME);
-	fd = scan_open_regular(AT_FDCWD, npath, O_WRONLY | O_APPEND | O_NONBLOCK, &st);
+	fd = open_regular(AT_FDCWD, npath, O_WRONLY | O_APPEND | O_NONBLOCK | O_NOFOLLOW, &st);
 	if (fd < 0 && errno == ENOENT && !st.st_mode) /* a new file, or nothing */
 		fd = open(npath, O_WRONLY | O_APPEND | O_CREAT | O_EXCL | O_NOFOLLOW | O_NONBLOCK |
 			  O_CLOEXEC, 0644);

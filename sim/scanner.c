@@ -680,29 +680,6 @@ static void act(struct scanner *s, const char *vm, int dfd, const char *name,
 	}
 }
 
-int scan_open_regular(int dfd, const char *name, int flags, struct stat *st)
-{
-	char proc[32];
-	int pfd, fd, err;
-
-	memset(st, 0, sizeof(*st));
-	pfd = openat(dfd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
-	if (pfd < 0)
-		return -1;
-	if (fstat(pfd, st) < 0 || !S_ISREG(st->st_mode)) {
-		err = S_ISLNK(st->st_mode) ? ELOOP : st->st_mode ? EINVAL : errno;
-		close(pfd);
-		errno = err;
-		return -1;
-	}
-	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", pfd);
-	fd = open(proc, (flags & ~(O_CREAT | O_NOFOLLOW)) | O_CLOEXEC | O_NOCTTY);
-	err = errno;
-	close(pfd);
-	errno = err;
-	return fd;
-}
-
 /* Scans the file name of directory dfd, or when dfd is -1 of the directory
  * dir (opened here); path names the file for the suffix policy.  Reading
  * and acting go through dfd, never through path, so a guest that swaps a
@@ -737,7 +714,7 @@ static void scan_at(struct scanner *s, const char *vm, int dfd, const char *dir,
 	}
 	/* Only a regular file is opened; O_NONBLOCK: a guest's lease on it
 	 * must not hang the scanner either. */
-	fd = scan_open_regular(dfd, name, O_RDONLY | O_NONBLOCK, &st);
+	fd = open_regular(dfd, name, O_RDONLY | O_NONBLOCK | O_NOFOLLOW, &st);
 	if (fd < 0) {
 		if (S_ISLNK(st.st_mode))
 			snprintf(out->why, sizeof(out->why), "symbolic link, not followed");

@@ -9,7 +9,6 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <sys/stat.h>
 
 #include "common/util.h"
 
@@ -101,17 +100,6 @@ void scanner_free(struct scanner *s); /* accepts NULL */
  * it: -1 with errno EINVAL changes nothing.  The scan cache is kept: it
  * holds only files that were read whole, whatever the policy. */
 int scanner_set_policy(struct scanner *s, const struct scan_policy *pol);
-
-/* Opens name (relative to directory dfd, or AT_FDCWD) with flags (no
- * O_CREAT) only when it is a regular file, so that a device node, a FIFO
- * or a socket that a guest planted is never opened, not even for a moment
- * (opening a device runs its driver: it may block, or start a watchdog).
- * The name is first opened O_PATH without following a link, its type is
- * checked on that fd, and the same object is then opened for I/O through
- * /proc/self/fd.  Returns the fd; or -1 with errno, *st holding what was
- * found instead (a symbolic link: S_ISLNK, errno ELOOP), or zeroed when
- * nothing was. */
-int scan_open_regular(int dfd, const char *name, int flags, struct stat *st);
 
 /* Scans one file of VM vm's sandbox.  Returns 0 with *out filled whatever
  * happened to the file (I/O failures are SCAN_ERROR verdicts), and -1 with
