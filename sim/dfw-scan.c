@@ -380,7 +380,8 @@ static void notice(struct scand *d, const char *vm, const char *fmt, ...)
 	if (fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_nlink != 1 ||
 	    !(f = fdopen(fd, "a"))) {
 		logmsg("%s: no notice written to %s: %s", vm, npath,
-		       fd < 0 && !st.st_mode ? strerror(errno) : "not a regular file of one link");
+		       fd < 0 && (!st.st_mode || S_ISREG(st.st_mode)) ? strerror(errno)
+								: "not a regular file of one link");
 		if (fd >= 0)
 			close(fd);
 		return;

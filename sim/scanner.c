@@ -718,7 +718,7 @@ static void scan_at(struct scanner *s, const char *vm, int dfd, const char *dir,
 	if (fd < 0) {
 		if (S_ISLNK(st.st_mode))
 			snprintf(out->why, sizeof(out->why), "symbolic link, not followed");
-		else if (st.st_mode)
+		else if (st.st_mode && !S_ISREG(st.st_mode))
 			snprintf(out->why, sizeof(out->why), "not a regular file (%s)",
 				 file_type(st.st_mode));
 		else
