@@ -28,15 +28,19 @@
 #include "tagger/tags.h"
 
 /* A store call that failed waits before the next try: base_ms, doubling
- * with each failure in a row up to 32 times as long. */
+ * with each failure in a row up to 32 times as long, and never longer
+ * than max_ms. */
 struct backoff {
 	uint64_t until_ns;
 	unsigned fails;
 };
 
-static unsigned backoff_fail(struct backoff *b, unsigned base_ms)
+static unsigned backoff_fail(struct backoff *b, unsigned base_ms, unsigned max_ms)
 {
 	unsigned ms = base_ms << (b->fails < 5 ? b->fails : 5);
+
+	if (ms > max_ms)
+		ms = max_ms;
 
 	b->fails++;
 	b->until_ns = now_ns() + ms * 1000000ull;
@@ -812,7 +816,7 @@ int agent_sync(struct agent *a)
 		r = store_changes(a->store, since, on_change, &c, &rev, err, sizeof(err));
 		if (r == -1) {
 			logf_(a, "reading store changes: %s (next try in %u ms, or when the store's watch fires)",
-			      err, backoff_fail(&a->read_backoff, STORE_RETRY_MS));
+			      err, backoff_fail(&a->read_backoff, STORE_RETRY_MS, 32 * STORE_RETRY_MS));
 			free(c.dirty);
 			goto out;
 		}
@@ -1528,7 +1532,9 @@ void agent_publish(struct agent *a)
 	struct out o;
 
 	/* A changed status goes out at once, an unchanged one (a keepalive)
-	 * every ttl/3; after a failure, the next try waits (ttl/3, doubling).
+	 * every ttl/3; after a failure, the next try waits (ttl/3, doubling
+	 * up to the ttl: once the store is back, the host is not shown dead
+	 * for longer than a ttl).
 	 * Called on every wake-up of dfwd's loop, so the common case costs
 	 * nothing. */
 	if (backoff_waiting(&a->publish_backoff) ||
@@ -1551,7 +1557,8 @@ void agent_publish(struct agent *a)
 	a->published = NULL;
 	if (store_host_publish(a->store, a->host, val, a->status_ttl_s, err, sizeof(err)) < 0) {
 		logf_(a, "publishing host status: %s (next try in %u ms)", err,
-		      backoff_fail(&a->publish_backoff, (unsigned)(every / 1000000)));
+		      backoff_fail(&a->publish_backoff, (unsigned)(every / 1000000),
+				   a->status_ttl_s * 1000));
 		free(val);
 		return;
 	}
