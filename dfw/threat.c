@@ -142,17 +142,21 @@ static const char *report_action(const struct report *r, char *buf, size_t len)
 }
 
 /* Puts tag on vm with its record (a clean file scan's release keeps this
- * tag); what happened goes to done.  -1 when the store refused: the tag
- * is tried again at each threat_retry until it is written. */
+ * tag); what happened goes to done.  -1 when the store failed: the tag is
+ * tried again at each threat_retry until it is written; 1 when the
+ * stored policy refuses it (no such VM or tag there now): never. */
 static int tag_vm(struct threat *t, const char *vm, const char *tag, char *done, size_t len)
 {
 	char *tags[1] = { (char *)tag }, key[TAG_KEY_MAX], err[256];
 	uint64_t rev = 0;
+	int r;
 
 	netthreat_key(key, vm);
-	if (tags_write_rec(t->store, vm, tags, 1, true, key, tag, NULL, &rev, err, sizeof(err))) {
-		snprintf(done, len, "tagging %s FAILED (tried again every 10 s): %.100s", tag, err);
-		return -1;
+	r = tags_write_rec(t->store, vm, tags, 1, true, key, tag, NULL, &rev, err, sizeof(err));
+	if (r) {
+		snprintf(done, len, "tagging %s FAILED%s: %.100s", tag,
+			 r < 0 ? " (tried again every 10 s)" : "", err);
+		return r < 0 ? -1 : 1;
 	}
 	snprintf(done, len, "tagged %s (revision %llu)", tag, (unsigned long long)rev);
 	return 0;
@@ -220,10 +224,11 @@ void threat_retry(struct threat *t)
 			strv_remove(&t->tag_retry, t->tag_retry.v[i], false);
 			continue;
 		}
-		if (tag_vm(t, vm, tag, done, sizeof(done)) < 0) {
-			i++;
-			continue;
-		}
+		/* The store failed again: the others wait for the next
+		 * heartbeat too (each try can block dfwd's loop for the
+		 * store's whole timeout). */
+		if (tag_vm(t, vm, tag, done, sizeof(done)) < 0)
+			break;
 		log_line(t->log, t->who, "netthreat: %s %s, tried again after the store failed", vm, done);
 		/* The newest report of the VM says so too. */
 		for (size_t k = 0; k < t->nreports && k < THREAT_REPORTS && !r; k++) {
