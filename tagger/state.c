@@ -272,6 +272,12 @@ bool state_block(const struct dfw_policy *p, const char *key, const char *value,
 			 why ? why : "");
 		return false;
 	}
+	/* As block_write refuses it: a key of an older dfwctl, or written
+	 * behind its back, must not drop every guest's DHCP (0.0.0.0). */
+	if ((why = addr_not_own(&b->addr))) {
+		snprintf(err, errlen, "'%s' is %s, not a host's own", addr, why);
+		return false;
+	}
 	b->group = -1;
 	if (slash && (b->group = policy_find_group(p, slash + 1)) < 0) {
 		policy_unknown(p, true, slash + 1, err, errlen);
