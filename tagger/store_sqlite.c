@@ -13,7 +13,6 @@
 #include <string.h>
 #include <sys/inotify.h>
 #include <sys/stat.h>
-#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -268,24 +267,24 @@ out:
 	return rc;
 }
 
-/* Describes a failure to read the file at open: a file that is not a
- * database or is corrupt is damaged, anything else (permissions, I/O) is
- * not the file's fault. */
-/* Whether path's directory is on a read-only mount: SQLite then says
- * only "unable to open database file", with an errno of its own. */
+/* Whether path's directory cannot take new files (a read-only mount, or
+ * no write permission): SQLite then says only "unable to open database
+ * file" or "attempt to write a readonly database". */
 static bool dir_read_only(const char *path)
 {
 	char *dir = xstrdup(path), *slash = strrchr(dir, '/');
-	struct statvfs sv;
 	bool ro;
 
 	if (slash)
 		*(slash == dir ? slash + 1 : slash) = '\0';
-	ro = statvfs(slash ? dir : ".", &sv) == 0 && (sv.f_flag & ST_RDONLY);
+	ro = access(slash ? dir : ".", W_OK) < 0 && (errno == EROFS || errno == EACCES);
 	free(dir);
 	return ro;
 }
 
+/* Describes a failure to read the file at open: a file that is not a
+ * database or is corrupt is damaged, anything else (permissions, I/O) is
+ * not the file's fault. */
 static void open_err(struct sqlite_store *s, int rc, char *err, size_t errlen)
 {
 	int sys = sqlite3_system_errno(s->db);
