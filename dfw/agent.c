@@ -41,7 +41,6 @@ static unsigned backoff_fail(struct backoff *b, unsigned base_ms, unsigned max_m
 
 	if (ms > max_ms)
 		ms = max_ms;
-
 	b->fails++;
 	b->until_ns = now_ns() + ms * 1000000ull;
 	return ms;
@@ -130,8 +129,9 @@ struct agent {
 
 #define logf_(a, ...) log_line((a)->log, (a)->who, __VA_ARGS__)
 
-/* The first wait after a failed read of the store's changes. */
+/* The first and the longest wait after a failed read of the store. */
 #define STORE_RETRY_MS 1000
+#define STORE_RETRY_MAX_MS (32 * STORE_RETRY_MS)
 
 /* The errors of a rejected store policy that the log shows. */
 #define POLICY_ERRORS_LOGGED 20
@@ -384,10 +384,14 @@ static int rebuild(struct agent *a, uint64_t *rev, struct deltas *d)
 	char err[256];
 	int ret = -1;
 
+	if (backoff_waiting(&a->read_backoff))
+		return -1;
 	if (snapshot_read(a->store, &s, rev, state_warn, a, err, sizeof(err)) < 0) {
-		logf_(a, "reading the store: %s", err);
+		logf_(a, "reading the store: %s (next try in %u ms, or when the store's watch fires)",
+		      err, backoff_fail(&a->read_backoff, STORE_RETRY_MS, STORE_RETRY_MAX_MS));
 		goto out;
 	}
+	backoff_ok(&a->read_backoff);
 	if (s.policy) {
 		struct diag dg = { 0 };
 		const char *file = s.policy_file ? s.policy_file : "store:policy";
@@ -816,7 +820,7 @@ int agent_sync(struct agent *a)
 		r = store_changes(a->store, since, on_change, &c, &rev, err, sizeof(err));
 		if (r == -1) {
 			logf_(a, "reading store changes: %s (next try in %u ms, or when the store's watch fires)",
-			      err, backoff_fail(&a->read_backoff, STORE_RETRY_MS, 32 * STORE_RETRY_MS));
+			      err, backoff_fail(&a->read_backoff, STORE_RETRY_MS, STORE_RETRY_MAX_MS));
 			free(c.dirty);
 			goto out;
 		}
@@ -1515,8 +1519,9 @@ int agent_request(struct agent *a, const char *line, FILE *f)
 	if (ret == CONTROL_OK) {
 		fprintf(f, "ok %zu\n", bodylen);
 		fwrite(body, 1, bodylen, f);
-	} else
+	} else {
 		control_error(f, ret, "%s", err);
+	}
 	free(body);
 	return ret;
 }
