@@ -539,6 +539,8 @@ void fput_shown(FILE *f, const char *s)
 
 			if (c < 0x20 || c == 0x7f || c1)
 				fprintf(f, "\\x%02x", c);
+			else if (c == '\\')
+				fputs("\\\\", f); /* so that \xNN is always ours */
 			else
 				fputc(c, f);
 			if (c1)

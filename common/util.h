@@ -122,7 +122,8 @@ uint64_t wall_ms(void);
 int open_regular(int dfd, const char *name, int flags, struct stat *st);
 /* Writes s so that text others chose (a guest's file names, a store key)
  * cannot forge a line or drive a terminal: control characters (C0, DEL,
- * C1) and bytes that are not UTF-8 become \xNN. */
+ * C1) and bytes that are not UTF-8 become \xNN, and a backslash is
+ * doubled. */
 void fput_shown(FILE *f, const char *s);
 /* One log line "2026-11-22T10:00:00 WHO: message\n", flushed; f may be NULL. */
 void log_line(FILE *f, const char *who, const char *fmt, ...) __attribute__((format(printf, 3, 4)));

@@ -486,12 +486,12 @@ static void test_log_line_one_line(void)
 	 * UTF-8 stays as it is */
 	f = tmpfile();
 	CU_ASSERT_PTR_NOT_NULL_FATAL(f);
-	fput_shown(f, "a\xff\xc2\x9b[31m \xc3\xa9");
+	fput_shown(f, "a\xff\xc2\x9b[31m \xc3\xa9 \\x0a");
 	rewind(f);
 	n = fread(buf, 1, sizeof(buf) - 1, f);
 	buf[n] = '\0';
 	fclose(f);
-	CU_ASSERT_STRING_EQUAL(buf, "a\\xff\\xc2\\x9b[31m \xc3\xa9");
+	CU_ASSERT_STRING_EQUAL(buf, "a\\xff\\xc2\\x9b[31m \xc3\xa9 \\\\x0a");
 }
 
 void register_util_tests(void)
