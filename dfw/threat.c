@@ -214,7 +214,7 @@ static void enforce(struct threat *t, const struct vm *vm, const struct dfw_addr
 void threat_retry(struct threat *t)
 {
 	for (size_t i = 0; i < t->tag_retry.n;) {
-		char vm[80], tag[80], done[128];
+		char vm[80] = "", tag[80] = "", done[128];
 		struct report *r = NULL;
 
 		if (sscanf(t->tag_retry.v[i], "%79s %79s", vm, tag) != 2 ||
