@@ -273,6 +273,14 @@ static void test_root_only(void)
 	control_close(c);
 }
 
+/* Whether the tests run under valgrind (its preloaded library). */
+static bool under_valgrind(void)
+{
+	const char *p = getenv("LD_PRELOAD");
+
+	return p && strstr(p, "vgpreload");
+}
+
 /* Out of file descriptors, accept fails while the client keeps waiting:
  * dfwd logs it once and pauses accepting, rather than spin and log on
  * every turn; the client is answered once a descriptor is free again. */
@@ -311,8 +319,12 @@ static void test_accept_fails(void)
 	CU_ASSERT(lines >= 1 && lines <= 2);
 	CU_ASSERT_EQUAL(s.calls, 0);
 	serve_until_closed(c, &s, fd, &r, 3000);
-	CU_ASSERT_PTR_NOT_NULL_FATAL(r.buf);
-	CU_ASSERT_STRING_EQUAL(r.buf, "ok\nstatus\n");
+	/* Valgrind checks an accepted descriptor against the limit itself,
+	 * and closes one above it: its client was dropped, not kept waiting. */
+	if (!under_valgrind()) {
+		CU_ASSERT_PTR_NOT_NULL(r.buf);
+		CU_ASSERT(r.buf && !strcmp(r.buf, "ok\nstatus\n"));
+	}
 	free(r.buf);
 	close(fd);
 	control_close(c);
