@@ -421,6 +421,11 @@ static int cmd_tags(struct ctx *c)
 	}
 	if (!(s = open_store(c, false, &rc)))
 		return rc;
+	if (c->argc && (rc = tags_vm_known(s, c->argv[0], err, sizeof(err)))) {
+		fprintf(stderr, "dfwctl: %s\n", err);
+		store_close(s);
+		return rc < 0 ? EXIT_UNREACHABLE : EXIT_INPUT;
+	}
 	snprintf(prefix, sizeof(prefix), "tag/%s%s", c->argc ? c->argv[0] : "", c->argc ? "/" : "");
 	str_lower(prefix);
 	out_init(&o, stdout, c->json);
@@ -1143,28 +1148,27 @@ static int cmd_help(struct ctx *c)
 }
 
 /* Options of single commands, each with a value: 1 when argv[*i] was
- * one (*i moves past its value; past argc when the value is missing). */
+ * one (*i moves past its value; past argc when the value is missing), -1
+ * when it takes one value and was given before. */
 static int cmd_option(struct ctx *c, char **argv, int argc, int *i)
 {
 	static const char *const names[] = { "--for", "--scope", "--assume-tag", "--assume-untag",
 					     "--category", "--matrix", "--rule" };
+	const char **one[] = { &c->for_, &c->scope, NULL, NULL, NULL, &c->matrix, &c->rule };
 	size_t k;
 
 	for (k = 0; k < ARRAY_SIZE(names) && strcmp(argv[*i], names[k]); k++)
 		;
 	if (k == ARRAY_SIZE(names))
 		return 0;
+	if (one[k] && *one[k])
+		return -1;
 	if (++*i >= argc)
 		return 1;
-	switch (k) {
-	case 0: c->for_ = argv[*i]; break;
-	case 1: c->scope = argv[*i]; break;
-	case 2: strv_push(&c->assume, argv[*i]); break;
-	case 3: strv_push(&c->unassume, argv[*i]); break;
-	case 4: strv_push(&c->categories, argv[*i]); break;
-	case 5: c->matrix = argv[*i]; break;
-	default: c->rule = argv[*i]; break;
-	}
+	if (one[k])
+		*one[k] = argv[*i];
+	else
+		strv_push(k == 2 ? &c->assume : k == 3 ? &c->unassume : &c->categories, argv[*i]);
 	return 1;
 }
 
@@ -1209,7 +1213,12 @@ int main(int argc, char **argv)
 			c.ipv6 = true;
 		} else if (!strcmp(argv[i], "--all")) {
 			c.all = true;
-		} else if (cmd_option(&c, argv, argc, &i) != 0) {
+		} else if ((rc = cmd_option(&c, argv, argc, &i)) != 0) {
+			if (rc < 0) {
+				fprintf(stderr, "dfwctl: %s given twice; it takes one value\n", argv[i]);
+				free(rest);
+				return EXIT_INPUT;
+			}
 			if (i >= argc) {
 				fprintf(stderr, "dfwctl: %s needs a value\n", argv[argc - 1]);
 				free(rest);

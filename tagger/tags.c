@@ -113,6 +113,18 @@ static const struct dfw_policy *stored_vm(struct store *s, const char *name, lon
 	return p;
 }
 
+int tags_vm_known(struct store *s, const char *vm, char *err, size_t errlen)
+{
+	char *text = NULL;
+	long idx;
+	int r = store_get(s, "policy", &text, err, errlen);
+
+	free(text);
+	if (r < 0)
+		return -1;
+	return stored_vm(s, vm, &idx, err, errlen) ? 0 : 1;
+}
+
 /* Whether a release (an untag with a record) must keep tag: the network
  * threat detector put it, and a clean file scan says nothing of that. */
 static bool held(const struct tag_req *t, const char *tag)

@@ -23,6 +23,11 @@
 int tags_write(struct store *s, const char *vm, char *const *tags, size_t ntags, bool add,
 	       char (*names)[TAG_KEY_MAX], uint64_t *rev, char *err, size_t errlen);
 
+/* 0 when vm is a VM of the stored policy; 1 with the reason in err (an
+ * unknown name, with the nearest one; no policy stored); -1 when the
+ * store could not be read. */
+int tags_vm_known(struct store *s, const char *vm, char *err, size_t errlen);
+
 /* tags_write with a record key.  Adding, it also puts rec_key = rec_value
  * in the same revision (a detection's record).  Removing (a release), it
  * writes only while rec_key still holds rec_value (NULL: is absent), read

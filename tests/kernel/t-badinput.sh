@@ -32,6 +32,9 @@ check "the store revision did not move" test "$(store_rev)" = "$rev0"
 check "unknown command exits 1" exits 1 ctl frobnicate
 check "tag without a tag exits 1" exits 1 ctl tag desktop1
 check "rules for an unknown VM exits 1" exits 1 ctl rules nosuchvm
+check "tags of an unknown VM exits 1" exits 1 ctl tags desktop11
+check "block with --for twice exits 1" exits 1 ctl block 10.10.0.99 --for 1m --for 2m
+check "naming the VM it may mean" sh -c "'$LAB_BIN' ctl --lab $LAB -- tags desktop11 2>&1 | grep -q \"unknown VM 'desktop11' (did you mean 'desktop1'?)\""
 out=$("$CTL_BIN" --store /nonexistent/store.db tag desktop1 threat.high 2>&1); rc=$?
 check "a missing store exits 3" test $rc -eq 3
 out=$(ctl trace desktp1 cs1 tcp/443 2>&1); rc=$?
