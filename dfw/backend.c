@@ -758,6 +758,29 @@ static void learn_rules(struct backend *b)
 	rule_send(b, r);
 }
 
+/* A vNIC's frames other than IPv4, IPv6 and ARP drop, right after the MAC
+ * check.  The address checks below and the policy in the inet table see
+ * only untagged IPv4 and IPv6 (br_netfilter passes no 802.1Q or 802.1ad
+ * frame to it while bridge-nf-filter-vlan-tagged is 0), so anything else
+ * would pass both: a frame tagged with VLAN 0 (priority-tagged), which the
+ * receiving guest takes as untagged, would carry any IP packet from any
+ * source address past the policy, a quarantined VM's too. */
+static void ethertype_rule(struct backend *b)
+{
+	static const uint16_t allowed[] = { 0x0800, 0x86dd, 0x0806 };
+	struct xrule *r = rule_new(b, NFPROTO_BRIDGE, DFW_CHAIN_BR_PRE, "not IPv4, IPv6 or ARP");
+
+	x_payload(r, NFT_PAYLOAD_LL_HEADER, 12, 2, NFT_REG_1);
+	for (size_t i = 0; i < ARRAY_SIZE(allowed); i++) {
+		uint16_t be = htons(allowed[i]);
+
+		x_cmp(r, NFT_CMP_NEQ, &be, 2);
+	}
+	x_counter(r);
+	x_verdict(r, NF_DROP);
+	rule_send(b, r);
+}
+
 /* A vNIC's neighbour discovery, after the address checks (so after the
  * learn rules, which copy a learning port's advertisements first): only
  * frames whose source MAC and address are the port's own get here, and an
@@ -927,6 +950,8 @@ static void bridge_objects(struct backend *b)
 		x_counter(r);
 		x_verdict(r, NF_DROP);
 		rule_send(b, r);
+		if (i == 0)
+			ethertype_rule(b);
 	}
 	unspecified_rules(b);
 	nd_rules(b);

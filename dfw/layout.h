@@ -120,6 +120,7 @@
 	"\t\tmeta mark 0x0 counter drop comment \"unknown port\"\n" \
 	"\t\tmeta mark " DFW_UPLINK_ID_NFT " accept comment \"uplink: checked at the sending host\"\n" \
 	"\t\tiifname . ether saddr != @" DFW_SET_PORT_MAC " counter drop comment \"spoofed MAC\"\n" \
+	"\t\tether type != { ip, ip6, arp } counter drop comment \"not IPv4, IPv6 or ARP\"\n" \
 	"\t\tether type arp iifname @" DFW_SET_LEARN4 " " DFW_LEARN_LOG_NFT " comment \"learn\"\n" \
 	"\t\tether type ip6 meta l4proto ipv6-icmp icmpv6 type 135-136 iifname @" DFW_SET_LEARN6 " " \
 	DFW_LEARN_LOG_NFT " comment \"learn\"\n" \

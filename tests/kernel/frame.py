@@ -14,6 +14,10 @@
 #                                     multicast group DST (to N groups:
 #                                     DST and the next N - 1)
 # IPv4:
+#   frame.py vlan SRC DST DSTMAC [TPID]
+#                                     an ICMP echo request from SRC to DST in
+#                                     an 802.1Q header of VLAN 0 (TPID 0x8100;
+#                                     0x88a8: 802.1ad), three times
 #   frame.py dhcpack SRC CLIENTMAC YIADDR
 #                                     a DHCPACK from SRC (and eth0's MAC)
 #                                     that gives YIADDR to CLIENTMAC, sent
@@ -53,6 +57,15 @@ kind, args = sys.argv[1], sys.argv[2:]
 mac = open("/sys/class/net/eth0/address").read().strip()
 m = mac_bytes(mac)
 ll = b"\xfe\x80" + b"\0" * 6 + bytes([m[0] ^ 2]) + m[1:3] + b"\xff\xfe" + m[3:6]
+if kind == "vlan":
+    sip, dip = socket.inet_aton(args[0]), socket.inet_aton(args[1])
+    tpid = int(args[3], 16) if len(args) > 3 else 0x8100
+    icmp = struct.pack("!BBHHH", 8, 0, 0, 0x6466, 1) + b"vlan"
+    icmp = icmp[:2] + struct.pack("!H", ones(icmp)) + icmp[4:]
+    hdr = struct.pack("!BBHHHBBH", 0x45, 0, 20 + len(icmp), 0, 0, 64, 1, 0) + sip + dip
+    hdr = hdr[:10] + struct.pack("!H", ones(hdr)) + hdr[12:]
+    send([mac_bytes(args[2]) + m + struct.pack("!HHH", tpid, 0, 0x0800) + hdr + icmp] * 3)
+    sys.exit(0)
 if kind == "dhcpack":
     sip, cmac, yi = socket.inet_aton(args[0]), mac_bytes(args[1]), socket.inet_aton(args[2])
     bootp = (struct.pack("!BBBBIHH", 2, 1, 6, 0, 0x64667764, 0, 0) + b"\0" * 4 + yi + sip +
