@@ -85,6 +85,7 @@ struct agent {
 	 * whole timeout (an etcd that drops packets), and dfwd's loop answers
 	 * nothing meanwhile.  The store's watch firing ends the read's wait. */
 	struct backoff read_backoff, publish_backoff;
+	bool own_tables;            /* asked for; logged once if the kernel cannot */
 	struct dfw_policy *pol;     /* last good policy, or NULL */
 	struct gengine *eng;
 	struct strv *vm_tags;       /* per VM of pol */
@@ -175,6 +176,8 @@ struct agent *agent_new(const struct agent_opts *o, char *err, size_t errlen)
 	a->be = backend_open(o->table, err, errlen);
 	if (!a->be)
 		goto fail;
+	backend_own_tables(a->be, o->own_tables);
+	a->own_tables = o->own_tables;
 	a->cutter = cutter_new(o->table, a->log, a->who, err, errlen);
 	if (!a->cutter)
 		goto fail;
@@ -551,6 +554,11 @@ static void realized(struct agent *a, uint64_t rev, const struct backend_stats *
 
 	a->last_update_us = (acked - t0) / 1000;
 	a->last_book_us = (now_ns() - acked) / 1000;
+	if (a->own_tables && !backend_owns_tables(a->be)) {
+		logf_(a, "warning: this kernel cannot keep the dfw tables to dfwd (no "
+		      "NFT_TABLE_F_PERSIST before Linux 6.9): other processes can change them");
+		a->own_tables = false;
+	}
 	cut_connections(a, d);
 	if (a->realized_pol != a->pol)
 		policy_free(a->realized_pol);

@@ -22,6 +22,7 @@ struct agent_opts {
 	const char *const *uplinks; /* the bridge's overlay ports (e.g. VXLAN) */
 	size_t nuplinks;            /* at most DFW_MAX_UPLINKS */
 	unsigned status_ttl_s;      /* host status liveness; 0: AGENT_STATUS_TTL_S */
+	bool own_tables;            /* backend_own_tables: no one else may change them */
 };
 
 #define AGENT_STATUS_TTL_S 10

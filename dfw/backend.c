@@ -70,6 +70,13 @@ struct backend {
 	struct { uint32_t seq; size_t off; } *msgs;
 	size_t nmsgs, capmsgs;
 	char what[160]; /* msg_what's answer */
+	/* The tables it loads are owned by its socket (backend_own_tables);
+	 * own_seq: the messages that ask so in the batch being built, and
+	 * own_refused: the kernel refused one of them (it predates
+	 * NFT_TABLE_F_PERSIST). */
+	bool own;
+	uint32_t own_seq[2];
+	bool own_refused;
 };
 
 /* A netfilter netlink socket as every exchange here wants it, or NULL. */
@@ -182,17 +189,36 @@ static void batch_begin(struct backend *b)
 	msg_done(b, nlh);
 }
 
-static void table_msg(struct backend *b, uint16_t family, uint16_t type)
+/* Linux 6.9's; older uapi headers lack it. */
+#ifndef NFT_TABLE_F_PERSIST
+#define NFT_TABLE_F_PERSIST 0x4
+#endif
+
+/* A table message; with owned, the new table belongs to this socket and
+ * outlives it (NFT_TABLE_F_OWNER | NFT_TABLE_F_PERSIST): while it is open,
+ * no other process can change or delete the table, `nft flush ruleset`
+ * included; once it closes (dfwd stopped or died) the table stays, owned
+ * by no one. */
+static void table_msg_owned(struct backend *b, uint16_t family, uint16_t type, bool owned)
 {
 	struct nftnl_table *t = nftnl_table_alloc();
 	struct nlmsghdr *nlh;
 
 	nftnl_table_set_str(t, NFTNL_TABLE_NAME, b->table);
 	nftnl_table_set_u32(t, NFTNL_TABLE_FAMILY, family);
+	if (owned) {
+		nftnl_table_set_u32(t, NFTNL_TABLE_FLAGS, NFT_TABLE_F_OWNER | NFT_TABLE_F_PERSIST);
+		b->own_seq[family == NFPROTO_INET] = b->seq;
+	}
 	nlh = msg_hdr(b, type, family, type == NFT_MSG_NEWTABLE ? NLM_F_CREATE : 0);
 	nftnl_table_nlmsg_build_payload(nlh, t);
 	msg_done(b, nlh);
 	nftnl_table_free(t);
+}
+
+static void table_msg(struct backend *b, uint16_t family, uint16_t type)
+{
+	table_msg_owned(b, family, type, false);
 }
 
 static void chain_msg(struct backend *b, uint16_t family, const char *name, int hook,
@@ -1695,6 +1721,9 @@ static int batch_send(struct backend *b, bool check_only, struct backend_stats *
 						 msg_what(b, nlh->nlmsg_seq), strerror(-e->error),
 						 ext ? ": " : "", ext ? ext : "");
 					failed = true;
+					b->own_refused = b->own && e->error == -EOPNOTSUPP &&
+							 (nlh->nlmsg_seq == b->own_seq[0] ||
+							  nlh->nlmsg_seq == b->own_seq[1]);
 				}
 				if (nlh->nlmsg_seq == fence)
 					done = true;
@@ -1799,9 +1828,11 @@ static int load(struct backend *b, const struct plan *pl, const struct backend_o
 	for (int i = 0; i < 2; i++) {
 		uint16_t fam = i ? NFPROTO_INET : NFPROTO_BRIDGE;
 
+		/* Another process's table is refused at the first message
+		 * (EPERM); an orphaned one of ours is deleted and made anew. */
 		table_msg(b, fam, NFT_MSG_NEWTABLE);
 		table_msg(b, fam, NFT_MSG_DELTABLE);
-		table_msg(b, fam, NFT_MSG_NEWTABLE);
+		table_msg_owned(b, fam, NFT_MSG_NEWTABLE, b->own);
 	}
 	bridge_objects(b);
 	order = xcalloc(pl->nsets + 1, sizeof(*order));
@@ -1833,17 +1864,45 @@ static int load(struct backend *b, const struct plan *pl, const struct backend_o
 	return ret;
 }
 
+/* load(), again without owning the tables when the kernel refused that
+ * (it predates NFT_TABLE_F_PERSIST, Linux 6.9): the tables are then
+ * anyone's to change, as before. */
+static int load_owned(struct backend *b, const struct plan *pl,
+		      const struct backend_op_blocks *ob, bool check_only,
+		      struct backend_stats *st, char *err, size_t errlen)
+{
+	int ret;
+
+	b->own_refused = false;
+	ret = load(b, pl, ob, check_only, st, err, errlen);
+	if (ret < 0 && b->own_refused) {
+		b->own = false;
+		ret = load(b, pl, ob, check_only, st, err, errlen);
+	}
+	return ret;
+}
+
 int backend_load(struct backend *b, const struct plan *pl, bool check_only,
 		 struct backend_stats *st, char *err, size_t errlen)
 {
-	return load(b, pl, NULL, check_only, st, err, errlen);
+	return load_owned(b, pl, NULL, check_only, st, err, errlen);
 }
 
 int backend_load_blocks(struct backend *b, const struct plan *pl,
 			const struct backend_op_blocks *ob, struct backend_stats *st, char *err,
 			size_t errlen)
 {
-	return load(b, pl, ob, false, st, err, errlen);
+	return load_owned(b, pl, ob, false, st, err, errlen);
+}
+
+void backend_own_tables(struct backend *b, bool own)
+{
+	b->own = own;
+}
+
+bool backend_owns_tables(const struct backend *b)
+{
+	return b->own;
 }
 
 static int cmp_change_set(const void *x, const void *y)

@@ -146,4 +146,13 @@ int backend_load_blocks(struct backend *b, const struct plan *pl,
  * Returns 0, or -1 with what to do in err. */
 int backend_check_bridge_nf(char *err, size_t errlen);
 
+/* Whether the tables the next full loads make belong to b's socket
+ * (default: no).  Owned, no other process can change or delete them
+ * while b is open (the kernel answers EPERM; `nft flush ruleset` leaves
+ * them), and they stay in force, owned by no one, once it closes.  A
+ * kernel without NFT_TABLE_F_PERSIST (before Linux 6.9) refuses that;
+ * the load is then made without it, and backend_owns_tables turns false. */
+void backend_own_tables(struct backend *b, bool own);
+bool backend_owns_tables(const struct backend *b);
+
 #endif

@@ -34,6 +34,7 @@ static const char usage[] =
 	"usage: dfwd --host NAME [--store URI] [--socket PATH] [--table NAME]\n"
 	"            [--log FILE] [--pidfile FILE] [--uplink IFNAME]...\n"
 	"            [--status-ttl SECONDS] [--flow-log PATH [--flow-log-rate N]]\n"
+	"            [--shared-tables]\n"
 	"  --host     this hypervisor's name, as in the inventory's 'host' keys\n"
 	"  --store    desired-state store (default /var/lib/dfw/store.db)\n"
 	"  --socket   control socket (default /run/dfw/dfwd.sock)\n"
@@ -46,7 +47,9 @@ static const char usage[] =
 	"  --flow-log PATH  append a JSON line per packet of rules with log = yes\n"
 	"             (reopened on SIGHUP)\n"
 	"  --flow-log-rate N  at most N lines a second, in bursts of N (default 1000);\n"
-	"             lines left out are counted in the flow log\n";
+	"             lines left out are counted in the flow log\n"
+	"  --shared-tables  do not own the dfw tables: other processes may change\n"
+	"             them (by default only this dfwd can, while it runs)\n";
 
 struct links {
 	struct nl_sock *sk;
@@ -153,10 +156,12 @@ int main(int argc, char **argv)
 		{ "status-ttl", required_argument, NULL, 'T' },
 		{ "flow-log", required_argument, NULL, 'f' },
 		{ "flow-log-rate", required_argument, NULL, 'r' },
+		{ "shared-tables", no_argument, NULL, 'O' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 }
 	};
-	struct agent_opts ao = { .store_uri = "/var/lib/dfw/store.db", .table = DFW_TABLE_DEFAULT };
+	struct agent_opts ao = { .store_uri = "/var/lib/dfw/store.db", .table = DFW_TABLE_DEFAULT,
+				 .own_tables = true };
 	const char *sock_path = "/run/dfw/dfwd.sock", *log_path = NULL, *pidfile = NULL;
 	const char *uplinks[DFW_MAX_UPLINKS];
 	size_t nuplinks = 0;
@@ -191,6 +196,7 @@ int main(int argc, char **argv)
 			break;
 		}
 		case 'f': fo.path = optarg; break;
+		case 'O': ao.own_tables = false; break;
 		case 'r': {
 			uint64_t v;
 

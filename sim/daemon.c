@@ -32,6 +32,9 @@
  * variable that sets its --flow-log-rate (tests flood with a small one). */
 #define LAB_FLOW_LOG ".flows.jsonl"
 #define LAB_FLOW_LOG_RATE_ENV "DFW_LAB_FLOW_LOG_RATE"
+/* Set (to anything but empty): dfwd runs with --shared-tables, so that a
+ * test can change its tables behind its back. */
+#define LAB_SHARED_TABLES_ENV "DFW_LAB_SHARED_TABLES"
 
 static char *prog_path(const char *prog)
 {
@@ -510,6 +513,8 @@ static void prog_args(enum lab_proc which, const char *prog, const struct lab *l
 			strv_push(a, "--uplink");
 			strv_push(a, LAB_UPLINK);
 		}
+		if (getenv(LAB_SHARED_TABLES_ENV) && *getenv(LAB_SHARED_TABLES_ENV))
+			strv_push(a, "--shared-tables");
 	} else {
 		char *sandbox = lab_sandbox_path(labname, host, NULL);
 		char *sigs = lab_path(labname, LAB_SIGNATURES);

@@ -171,6 +171,28 @@ check "status says why" sh -c "'$LAB_BIN' ctl --lab $LAB -- status | grep -q 'la
 rev=$(ctl apply "$TOP/configs/vdi.ini" | sed -n 's/.* as revision \([0-9]*\).*/\1/p')
 check "a good apply recovers" wait_realized "$rev"
 
+echo "# dfwd's tables are its own: no other process changes them while it runs"
+ctl tag desktop1 threat.high >/dev/null
+check "the quarantine of desktop1 is realized" wait_realized "$(store_rev)"
+out=$("$LAB_BIN" exec --lab "$LAB" host:hv1 -- nft delete element inet dfw g-quarantine-4 '{ 10.10.0.11 }' 2>&1); rc=$?
+check "deleting a quarantine element by hand is refused" test $rc -ne 0
+check "with EPERM" has "$out" "Operation not permitted"
+check "desktop1 stays quarantined" blocked desktop1 fs1 tcp/445
+check_not "deleting the table by hand is refused" "$LAB_BIN" exec --lab "$LAB" host:hv1 -- nft delete table inet dfw
+check "nft flush ruleset leaves them" sh -c "'$LAB_BIN' exec --lab $LAB host:hv1 -- nft flush ruleset &&
+	'$LAB_BIN' exec --lab $LAB host:hv1 -- nft list tables | grep -q 'table inet dfw'"
+check "east-west still blocked after the flush" blocked desktop2 desktop3 tcp/445
+check "and desktop1 still quarantined" blocked desktop1 fs1 tcp/445
+lab daemon kill hv1 >/dev/null
+check "killed, dfwd leaves its tables in force" sh -c "'$LAB_BIN' exec --lab $LAB host:hv1 -- nft list tables | grep -q 'table inet dfw'"
+check "east-west still blocked with dfwd dead" blocked desktop2 desktop3 tcp/445
+ctl untag desktop1 threat.high >/dev/null
+# The next dfwd of this test shares its tables: the checks below change
+# them behind its back.
+DFW_LAB_SHARED_TABLES=1 "$LAB_BIN" daemon start hv1 --lab "$LAB" >/dev/null
+check "restarted (sharing its tables), dfwd realizes the release" wait_realized "$(store_rev)"
+check "desktop1 reaches fs1 again" reach desktop1 fs1 tcp/445
+
 echo "# a batch the kernel refuses: a set element deleted behind dfwd's back"
 ctl tag desktop1 threat.high >/dev/null
 check "the quarantine is realized" wait_realized "$(store_rev)"
@@ -202,6 +224,10 @@ check "desktop2, quarantined before, is not cut again" test "$(grep -c "quaranti
 ctl mode enforce 110 >/dev/null
 ctl untag desktop2 threat.high >/dev/null
 check "desktop2 released" wait_realized "$(store_rev)"
+lab daemon stop hv1 >/dev/null
+lab daemon start hv1 >/dev/null
+wait_realized "$(store_rev)" || bad "dfwd restarted as usual realized the store"
+check_not "restarted as usual, its tables are its own again" "$LAB_BIN" exec --lab "$LAB" host:hv1 -- nft delete table inet dfw
 
 echo "# a damaged store file"
 head -c 8192 /dev/urandom >"$TMPD/damaged.db"
