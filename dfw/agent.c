@@ -870,7 +870,19 @@ out:
 
 void agent_heartbeat(struct agent *a)
 {
+	char err[256];
+	int nf;
+
 	threat_retry(a->threat);
+	/* Without br_netfilter's call into the inet table, bridged IP meets
+	 * no policy at all (fail open): someone switched it off since the
+	 * start, so it goes back on. */
+	nf = a->loaded ? backend_restore_bridge_nf(err, sizeof(err)) : 0;
+	if (nf > 0)
+		logf_(a, "heartbeat: bridge-nf-call-iptables/ip6tables was off (bridged traffic "
+		      "bypassed the policy); set to 1 again");
+	else if (nf < 0)
+		logf_(a, "heartbeat: %s", err);
 	if (a->loaded && !backend_tables_exist(a->be)) {
 		logf_(a, "heartbeat: dfw tables are missing from the kernel; reloading");
 		a->loaded = false;

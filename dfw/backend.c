@@ -2624,12 +2624,16 @@ int backend_set_op_blocks(struct backend *b, const struct backend_block *g, size
 	return batch_send(b, false, st, err, errlen);
 }
 
-int backend_check_bridge_nf(char *err, size_t errlen)
+/* br_netfilter's two knobs, which hand bridged IP to the inet table:
+ * each must be 1.  With fix, one that is not is set to 1.  Returns 0
+ * (both on), 1 (one was set on again) or -1 (err). */
+static int bridge_nf(bool fix, char *err, size_t errlen)
 {
 	static const char *const knobs[] = {
 		"/proc/sys/net/bridge/bridge-nf-call-iptables",
 		"/proc/sys/net/bridge/bridge-nf-call-ip6tables",
 	};
+	int fixed = 0;
 
 	for (size_t i = 0; i < ARRAY_SIZE(knobs); i++) {
 		FILE *f = fopen(knobs[i], "r");
@@ -2637,13 +2641,33 @@ int backend_check_bridge_nf(char *err, size_t errlen)
 
 		if (f)
 			fclose(f);
-		if (c != '1') {
-			snprintf(err, errlen,
-				 "%s is %s: bridged traffic would bypass the firewall; "
-				 "load br_netfilter and set net.bridge.%s=1",
-				 knobs[i], f ? "0" : "missing", strrchr(knobs[i], '/') + 1);
+		if (c == '1')
+			continue;
+		if (f && fix) {
+			f = fopen(knobs[i], "w");
+			if (f && fputs("1\n", f) >= 0 && fclose(f) == 0) {
+				fixed = 1;
+				continue;
+			}
+			snprintf(err, errlen, "%s is off and cannot be set to 1: %s", knobs[i],
+				 strerror(errno));
 			return -1;
 		}
+		snprintf(err, errlen,
+			 "%s is %s: bridged traffic would bypass the firewall; "
+			 "load br_netfilter and set net.bridge.%s=1",
+			 knobs[i], f ? "0" : "missing", strrchr(knobs[i], '/') + 1);
+		return -1;
 	}
-	return 0;
+	return fixed;
+}
+
+int backend_check_bridge_nf(char *err, size_t errlen)
+{
+	return bridge_nf(false, err, errlen);
+}
+
+int backend_restore_bridge_nf(char *err, size_t errlen)
+{
+	return bridge_nf(true, err, errlen);
 }

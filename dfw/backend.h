@@ -145,6 +145,9 @@ int backend_load_blocks(struct backend *b, const struct plan *pl,
  * (net.bridge.bridge-nf-call-iptables / -ip6tables = 1 in this namespace).
  * Returns 0, or -1 with what to do in err. */
 int backend_check_bridge_nf(char *err, size_t errlen);
+/* Sets both knobs back to 1 where they are not: 1 when one was off and is
+ * on again, 0 when both were on, -1 (err) when one cannot be set. */
+int backend_restore_bridge_nf(char *err, size_t errlen);
 
 /* Whether the tables the next full loads make belong to b's socket
  * (default: no).  Owned, no other process can change or delete them

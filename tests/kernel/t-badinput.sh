@@ -228,6 +228,17 @@ lab daemon stop hv1 >/dev/null
 lab daemon start hv1 >/dev/null
 wait_realized "$(store_rev)" || bad "dfwd restarted as usual realized the store"
 check_not "restarted as usual, its tables are its own again" "$LAB_BIN" exec --lab "$LAB" host:hv1 -- nft delete table inet dfw
+# br_netfilter switched off at runtime (bridged IP would meet no policy):
+# the heartbeat switches it on again.
+"$LAB_BIN" exec --lab "$LAB" host:hv1 -- sysctl -qw net.bridge.bridge-nf-call-iptables=0
+on=no
+for i in $(seq 120); do
+	[ "$("$LAB_BIN" exec --lab "$LAB" host:hv1 -- sysctl -n net.bridge.bridge-nf-call-iptables)" = 1 ] && { on=yes; break; }
+	sleep 0.1
+done
+check "bridge-nf-call-iptables switched off is on again within the heartbeat" test $on = yes
+check "dfwd says so" wait_log "heartbeat: bridge-nf-call-iptables/ip6tables was off (bridged traffic bypassed the policy); set to 1 again"
+check "east-west blocked again" blocked desktop2 desktop3 tcp/445
 
 echo "# a damaged store file"
 head -c 8192 /dev/urandom >"$TMPD/damaged.db"
