@@ -79,14 +79,17 @@ static const struct dfw_policy *cached_policy(char *text, char *file, char *err,
 	return p;
 }
 
-/* The stored policy, inside a transaction's check; NULL with the reason
- * in err. */
-static const struct dfw_policy *stored_policy(struct store *s, char *err, size_t errlen)
+/* The stored policy; NULL with the reason in err, and *unread (if not
+ * NULL) set when the store itself could not be read. */
+static const struct dfw_policy *read_policy(struct store *s, bool *unread, char *err,
+					    size_t errlen)
 {
 	char *text = NULL, *file = NULL, perr[256];
 	int r;
 
 	r = store_get(s, "policy", &text, perr, sizeof(perr));
+	if (unread)
+		*unread = r < 0;
 	if (r != 0) {
 		snprintf(err, errlen, r == 1 ? "the store holds no policy yet: run 'dfwctl apply FILE' first"
 					     : "reading the policy: %s", perr);
@@ -97,12 +100,19 @@ static const struct dfw_policy *stored_policy(struct store *s, char *err, size_t
 	return cached_policy(text, file, err, errlen);
 }
 
-/* The stored policy and the index of vm in it, inside a transaction's
- * check; NULL with the reason in err. */
-static const struct dfw_policy *stored_vm(struct store *s, const char *name, long *vm, char *err,
-					  size_t errlen)
+/* The stored policy, inside a transaction's check; NULL with the reason
+ * in err. */
+static const struct dfw_policy *stored_policy(struct store *s, char *err, size_t errlen)
 {
-	const struct dfw_policy *p = stored_policy(s, err, errlen);
+	return read_policy(s, NULL, err, errlen);
+}
+
+/* The stored policy and the index of vm in it, inside a transaction's
+ * check; NULL with the reason in err (and *unread as read_policy's). */
+static const struct dfw_policy *stored_vm_read(struct store *s, const char *name, long *vm,
+					       bool *unread, char *err, size_t errlen)
+{
+	const struct dfw_policy *p = read_policy(s, unread, err, errlen);
 
 	if (!p)
 		return NULL;
@@ -113,16 +123,20 @@ static const struct dfw_policy *stored_vm(struct store *s, const char *name, lon
 	return p;
 }
 
+static const struct dfw_policy *stored_vm(struct store *s, const char *name, long *vm, char *err,
+					  size_t errlen)
+{
+	return stored_vm_read(s, name, vm, NULL, err, errlen);
+}
+
 int tags_vm_known(struct store *s, const char *vm, char *err, size_t errlen)
 {
-	char *text = NULL;
+	bool unread = false;
 	long idx;
-	int r = store_get(s, "policy", &text, err, errlen);
 
-	free(text);
-	if (r < 0)
-		return -1;
-	return stored_vm(s, vm, &idx, err, errlen) ? 0 : 1;
+	if (stored_vm_read(s, vm, &idx, &unread, err, errlen))
+		return 0;
+	return unread ? -1 : 1;
 }
 
 /* Whether a release (an untag with a record) must keep tag: the network
