@@ -352,6 +352,7 @@ static int tag_common(struct ctx *c, bool add)
 {
 	char (*names)[TAG_KEY_MAX] = NULL;
 	struct store *s = NULL;
+	bool *changed = NULL, any = false;
 	char err[512];
 	uint64_t rev;
 	int rc = EXIT_INPUT, r;
@@ -363,14 +364,24 @@ static int tag_common(struct ctx *c, bool add)
 	if (!(s = open_store(c, false, &rc)))
 		goto out;
 	names = xcalloc((size_t)c->argc, sizeof(*names));
-	r = tags_write(s, c->argv[0], c->argv + 1, (size_t)c->argc - 1, add, names, &rev,
-		       err, sizeof(err));
-	for (int i = 0; !r && i < c->argc - 1; i++)
-		printf("%s %s %s\n", add ? "tagged" : "untagged", c->argv[0], names[i]);
+	changed = xcalloc((size_t)c->argc, sizeof(*changed));
+	r = tags_write(s, c->argv[0], c->argv + 1, (size_t)c->argc - 1, add, names, changed,
+		       &rev, err, sizeof(err));
+	for (int i = 0; !r && i < c->argc - 1; i++) {
+		if (changed[i])
+			printf("%s %s %s\n", add ? "tagged" : "untagged", c->argv[0], names[i]);
+		else
+			printf("%s %s tag %s\n", c->argv[0], add ? "already has" : "has no",
+			       names[i]);
+		any |= changed[i];
+	}
+	if (!r && !any)
+		printf("nothing changed\n");
 	rc = written(c, s, add ? "tag" : "untag", r, rev, err);
 out:
 	store_close(s);
 	free(names);
+	free(changed);
 	return rc;
 }
 

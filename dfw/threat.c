@@ -152,7 +152,7 @@ static int tag_vm(struct threat *t, const char *vm, const char *tag, char *done,
 	int r;
 
 	netthreat_key(key, vm);
-	r = tags_write_rec(t->store, vm, tags, 1, true, key, tag, NULL, &rev, err, sizeof(err));
+	r = tags_write_rec(t->store, vm, tags, 1, true, key, tag, NULL, NULL, &rev, err, sizeof(err));
 	if (r) {
 		snprintf(done, len, "tagging %s FAILED%s: %.100s", tag,
 			 r < 0 ? " (tried again every 10 s)" : "", err);

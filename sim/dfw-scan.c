@@ -411,7 +411,7 @@ static void on_infected(struct scand *d, const char *vm, const char *path,
 
 	/* The record goes with the tag: a full scan running meanwhile sees it
 	 * move and keeps the VM quarantined, even when the tag was there. */
-	ret = tags_write_rec(d->store, vm, &tag, 1, true, rec_key, rec, NULL, &rev, err,
+	ret = tags_write_rec(d->store, vm, &tag, 1, true, rec_key, rec, NULL, NULL, &rev, err,
 			     sizeof(err));
 	free(rec_key);
 	free(rec);
@@ -570,7 +570,7 @@ static int release(struct scand *d, const char *vm, const char *rec_key, const c
 		       kept[0] ? " stays: dfwd's network threat detector put it; dfwctl untag releases it)" : "");
 		return EXIT_OK;
 	}
-	ret = tags_write_rec(d->store, vm, tags, n, false, rec_key, rec, names, &rev, err,
+	ret = tags_write_rec(d->store, vm, tags, n, false, rec_key, rec, names, NULL, &rev, err,
 			     sizeof(err));
 	for (size_t i = 0, len; i < n; i++) {
 		if (ret == 0 && !names[i][0])

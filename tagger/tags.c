@@ -31,6 +31,8 @@ struct tag_req {
 	size_t *hit;                /* per tag: its first key in found, or NO_HIT */
 	char (*keys)[TAG_KEY_MAX];  /* per tag: its key when none was found */
 	char (*names)[TAG_KEY_MAX]; /* per tag: its spelling, for the caller */
+	bool *changed;              /* per tag: written (else already so, or kept) */
+	bool unchanged;             /* the check found nothing to write */
 	struct store_op *ops;
 	size_t cap;                 /* how many ops store_txn was given */
 	size_t nops;                /* how many the check wanted */
@@ -218,6 +220,7 @@ static int tag_check(struct store *s, void *arg, char *err, size_t errlen)
 	long vm;
 
 	t->failed = false;
+	t->unchanged = false;
 	if (!(p = stored_policy(s, err, errlen)))
 		return 1;
 	if (t->rec_key && !t->add) {
@@ -243,18 +246,21 @@ static int tag_check(struct store *s, void *arg, char *err, size_t errlen)
 		return 1;
 	}
 	/* Tag needs a VM and tag of the policy; untag only where no key is
-	 * found (else it would not tell "no such tag" from "not tagged"). */
+	 * found (else it would not tell "no such tag" from "not tagged").  A
+	 * tag the VM has already, or has not when removed, needs no op. */
 	n = t->add ? 0 : t->found.n;
 	for (size_t i = 0; i < t->ntags; i++) {
 		size_t hit = t->hit[i];
 		const char *tag;
 
+		t->changed[i] = false;
 		if (held(t, t->tags[i])) {
 			t->names[i][0] = '\0'; /* kept */
 			continue;
 		}
 		if (hit != NO_HIT && !t->add) {
 			snprintf(t->names[i], TAG_KEY_MAX, "%s", strrchr(t->found.v[hit], '/') + 1);
+			t->changed[i] = true;
 			continue;
 		}
 		if (vm < 0) {
@@ -270,7 +276,8 @@ static int tag_check(struct store *s, void *arg, char *err, size_t errlen)
 		}
 		snprintf(t->names[i], TAG_KEY_MAX, "%s", tag);
 		snprintf(t->keys[i], TAG_KEY_MAX, "tag/%s/%s", p->inv.vms[vm].name, tag);
-		n++;
+		t->changed[i] = t->add && hit == NO_HIT;
+		n += t->changed[i];
 	}
 	n += t->rec_key && t->add;
 	/* An untag of the network detector's tag (not a release) ends its
@@ -279,18 +286,19 @@ static int tag_check(struct store *s, void *arg, char *err, size_t errlen)
 	for (size_t i = 0; !t->add && !t->rec_key && t->nt_tag && i < t->found.n; i++)
 		nt_del |= !strcasecmp(strrchr(t->found.v[i], '/') + 1, t->nt_tag);
 	n += nt_del;
+	/* Nothing to write: no revision (the check's veto writes nothing). */
+	if (!n) {
+		t->unchanged = true;
+		return 1;
+	}
 	/* store_txn took the number of ops before the check ran. */
 	t->nops = n;
 	if (n != t->cap)
 		return 1;
 	n = 0;
-	for (size_t i = 0; i < t->ntags; i++) {
-		if (t->add)
-			t->ops[n++] = (struct store_op){ STORE_PUT, t->hit[i] != NO_HIT
-								? t->found.v[t->hit[i]] : t->keys[i], "" };
-		else if (t->hit[i] == NO_HIT && !held(t, t->tags[i]))
-			t->ops[n++] = (struct store_op){ STORE_DEL, t->keys[i], NULL };
-	}
+	for (size_t i = 0; t->add && i < t->ntags; i++)
+		if (t->changed[i])
+			t->ops[n++] = (struct store_op){ STORE_PUT, t->keys[i], "" };
 	if (nt_del)
 		t->ops[n++] = (struct store_op){ STORE_DEL, t->nt_key, NULL };
 	for (size_t i = 0; !t->add && i < t->found.n; i++)
@@ -301,14 +309,15 @@ static int tag_check(struct store *s, void *arg, char *err, size_t errlen)
 }
 
 int tags_write(struct store *s, const char *vm, char *const *tags, size_t ntags, bool add,
-	       char (*names)[TAG_KEY_MAX], uint64_t *rev, char *err, size_t errlen)
+	       char (*names)[TAG_KEY_MAX], bool *changed, uint64_t *rev, char *err, size_t errlen)
 {
-	return tags_write_rec(s, vm, tags, ntags, add, NULL, NULL, names, rev, err, errlen);
+	return tags_write_rec(s, vm, tags, ntags, add, NULL, NULL, names, changed, rev, err,
+			      errlen);
 }
 
 int tags_write_rec(struct store *s, const char *vm, char *const *tags, size_t ntags, bool add,
 		   const char *rec_key, const char *rec_value, char (*names)[TAG_KEY_MAX],
-		   uint64_t *rev, char *err, size_t errlen)
+		   bool *changed, uint64_t *rev, char *err, size_t errlen)
 {
 	struct tag_req t = { .vm = vm, .tags = (char **)tags, .ntags = ntags, .add = add,
 			     .cap = ntags + (rec_key && add), .rec_key = rec_key,
@@ -318,6 +327,7 @@ int tags_write_rec(struct store *s, const char *vm, char *const *tags, size_t nt
 	t.hit = xcalloc(ntags + 1, sizeof(*t.hit));
 	t.keys = xcalloc(ntags + 1, sizeof(*t.keys));
 	t.names = xcalloc(ntags + 1, sizeof(*t.names));
+	t.changed = xcalloc(ntags + 1, sizeof(*t.changed));
 	/* ops are filled in by tag_check, inside the transaction.  Untag's
 	 * number of ops depends on the keys found: when the guess was wrong,
 	 * again with the number found (changed again meanwhile: again). */
@@ -334,18 +344,23 @@ int tags_write_rec(struct store *s, const char *vm, char *const *tags, size_t nt
 		}
 		t.cap = t.nops;
 	}
+	if (r == 1 && t.unchanged)
+		r = store_rev(s, rev, err, errlen) < 0 ? -1 : 0;
 	if (r == 1 && t.failed)
 		r = -1;
 	if (r == 1 && t.rec_moved)
 		r = 2;
 	for (size_t i = 0; r == 0 && names && i < ntags; i++)
 		snprintf(names[i], TAG_KEY_MAX, "%s", t.names[i]);
+	for (size_t i = 0; r == 0 && changed && i < ntags; i++)
+		changed[i] = t.changed[i];
 	strv_free(&t.found);
 	free(t.nt_tag);
 	free(t.hit);
 	free(t.ops);
 	free(t.keys);
 	free(t.names);
+	free(t.changed);
 	return r;
 }
 

@@ -18,10 +18,14 @@
  * is, and removing takes every spelling, also of a VM or tag the policy
  * no longer has (adding those is refused).  names, when not NULL,
  * receives the spelling of each tag: declared, or as stored when removed.
+ * changed, when not NULL, says per tag whether it was written: false for
+ * a tag the VM had already (adding) or did not have (removing).  When no
+ * tag changes, nothing is written and *rev is the store's revision.
  * Returns 0 with *rev, 1 when the input is refused (reason in err; nothing
  * written), -1 on a store error. */
 int tags_write(struct store *s, const char *vm, char *const *tags, size_t ntags, bool add,
-	       char (*names)[TAG_KEY_MAX], uint64_t *rev, char *err, size_t errlen);
+	       char (*names)[TAG_KEY_MAX], bool *changed, uint64_t *rev, char *err,
+	       size_t errlen);
 
 /* 0 when vm is a VM of the stored policy; 1 with the reason in err (an
  * unknown name, with the nearest one; no policy stored); -1 when the
@@ -37,7 +41,7 @@ int tags_vm_known(struct store *s, const char *vm, char *err, size_t errlen);
  * name in names is then empty). */
 int tags_write_rec(struct store *s, const char *vm, char *const *tags, size_t ntags, bool add,
 		   const char *rec_key, const char *rec_value, char (*names)[TAG_KEY_MAX],
-		   uint64_t *rev, char *err, size_t errlen);
+		   bool *changed, uint64_t *rev, char *err, size_t errlen);
 
 /* detected/VM: the scanner's last detection in a VM (epoch ms, severity),
  * written with its tag; a release checks it did not move during its full

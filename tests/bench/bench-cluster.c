@@ -136,7 +136,7 @@ static void measure(struct lab_run *l, size_t rounds, int self, double *p50)
 	for (size_t i = 0; i < rounds; i++) {
 		char *tags[] = { (char *)TAG };
 		uint64_t t0 = now_ns(), t1, rev;
-		int r = tags_write(s, VM, tags, 1, i % 2 == 0, NULL, &rev, err, sizeof(err));
+		int r = tags_write(s, VM, tags, 1, i % 2 == 0, NULL, NULL, &rev, err, sizeof(err));
 
 		t1 = now_ns();
 		if (r != 0)

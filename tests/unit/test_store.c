@@ -369,21 +369,21 @@ static void test_tags_write_follows_policy(void)
 	char names[1][TAG_KEY_MAX];
 	uint64_t rev = 0;
 
-	CU_ASSERT_EQUAL(tags_write(s, "web1", blue, 1, true, names, &rev, err, sizeof(err)), 1);
+	CU_ASSERT_EQUAL(tags_write(s, "web1", blue, 1, true, names, NULL, &rev, err, sizeof(err)), 1);
 	CU_ASSERT_PTR_NOT_NULL(strstr(err, "no policy yet"));
 	put(s, "policy", pol1);
-	CU_ASSERT_EQUAL(tags_write(s, "web1", blue, 1, true, names, &rev, err, sizeof(err)), 0);
+	CU_ASSERT_EQUAL(tags_write(s, "web1", blue, 1, true, names, NULL, &rev, err, sizeof(err)), 0);
 	CU_ASSERT_STRING_EQUAL(names[0], "blue");
 	assert_value(s, "tag/web1/blue", "");
-	CU_ASSERT_EQUAL(tags_write(s, "web2", red, 1, true, NULL, &rev, err, sizeof(err)), 1);
+	CU_ASSERT_EQUAL(tags_write(s, "web2", red, 1, true, NULL, NULL, &rev, err, sizeof(err)), 1);
 	CU_ASSERT_PTR_NOT_NULL(strstr(err, "unknown VM 'web2' (did you mean 'web1'?)"));
 	/* A new policy without "blue": the cached parse must not be used. */
 	put(s, "policy", pol2);
-	CU_ASSERT_EQUAL(tags_write(s, "web1", blue, 1, true, NULL, &rev, err, sizeof(err)), 1);
+	CU_ASSERT_EQUAL(tags_write(s, "web1", blue, 1, true, NULL, NULL, &rev, err, sizeof(err)), 1);
 	CU_ASSERT_PTR_NOT_NULL(strstr(err, "unknown tag 'BLUE'"));
-	CU_ASSERT_EQUAL(tags_write(s, "web1", red, 1, true, NULL, &rev, err, sizeof(err)), 0);
+	CU_ASSERT_EQUAL(tags_write(s, "web1", red, 1, true, NULL, NULL, &rev, err, sizeof(err)), 0);
 	put(s, "policy", "[tags]\nnames = red,,\n");
-	CU_ASSERT_EQUAL(tags_write(s, "web1", red, 1, false, NULL, &rev, err, sizeof(err)), 1);
+	CU_ASSERT_EQUAL(tags_write(s, "web1", red, 1, false, NULL, NULL, &rev, err, sizeof(err)), 1);
 	CU_ASSERT_PTR_NOT_NULL(strstr(err, "the stored policy does not parse"));
 	assert_value(s, "tag/web1/red", "");
 	store_close(s);
@@ -395,7 +395,7 @@ static int untag(struct store *s, const char *vm, const char *tag, char *name, c
 {
 	char *tags[1] = { (char *)tag }, names[1][TAG_KEY_MAX] = { "" };
 	uint64_t rev;
-	int r = tags_write(s, vm, tags, 1, false, names, &rev, err, errlen);
+	int r = tags_write(s, vm, tags, 1, false, names, NULL, &rev, err, errlen);
 
 	if (name)
 		strcpy(name, names[0]);
@@ -442,9 +442,9 @@ static void test_tags_any_case(void)
 	uint64_t rev;
 
 	put(s, "policy", "[tags]\nnames = threat.high\n" VM_A);
-	CU_ASSERT_EQUAL(tags_write(s, "a", tags, 1, true, names, &rev, err, sizeof(err)), 0);
+	CU_ASSERT_EQUAL(tags_write(s, "a", tags, 1, true, names, NULL, &rev, err, sizeof(err)), 0);
 	put(s, "policy", "[tags]\nnames = Threat.High\n" VM_A);
-	CU_ASSERT_EQUAL(tags_write(s, "A", tags, 2, true, names, &rev, err, sizeof(err)), 0);
+	CU_ASSERT_EQUAL(tags_write(s, "A", tags, 2, true, names, NULL, &rev, err, sizeof(err)), 0);
 	CU_ASSERT_STRING_EQUAL(names[0], "Threat.High");
 	assert_scan(s, "tag/", one, ARRAY_SIZE(one));
 	CU_ASSERT_EQUAL(untag(s, "a", "threat.high", name, err, sizeof(err)), 0);
@@ -458,7 +458,7 @@ static void test_tags_any_case(void)
 	put(s, "tag/a/THREAT.HIGH", "");
 	put(s, "tag/ab/threat.high", "");
 	rev = rev_of(s);
-	CU_ASSERT_EQUAL(tags_write(s, "a", tags, 2, false, names, &rev, err, sizeof(err)), 0);
+	CU_ASSERT_EQUAL(tags_write(s, "a", tags, 2, false, names, NULL, &rev, err, sizeof(err)), 0);
 	CU_ASSERT_EQUAL(rev, rev_of(s));
 	{
 		static const char *const left[] = { "tag/ab/threat.high=" };
@@ -468,6 +468,48 @@ static void test_tags_any_case(void)
 	/* Not tagged: a no-op, as before, in the declared spelling. */
 	CU_ASSERT_EQUAL(untag(s, "a", "THREAT.HIGH", name, err, sizeof(err)), 0);
 	CU_ASSERT_STRING_EQUAL(name, "Threat.High");
+	store_close(s);
+	free(path);
+}
+
+/* A tag the VM has already, or has not when removed, is no change: with
+ * no other change nothing is written (no revision, every host would
+ * re-read for it), and changed says which tags were written. */
+static void test_tags_noop(void)
+{
+	char *path = fresh_uri("tagnoop"), err[256];
+	struct store *s = open_ok(path, true);
+	char *red[1] = { (char *)"red" }, *both[2] = { (char *)"RED", (char *)"blue" };
+	bool changed[2];
+	uint64_t rev = 0, before;
+
+	put(s, "policy", "[tags]\nnames = red, blue\n" VM_A);
+	before = rev_of(s);
+	CU_ASSERT_EQUAL(tags_write(s, "a", red, 1, false, NULL, changed, &rev, err, sizeof(err)), 0);
+	CU_ASSERT_FALSE(changed[0]);
+	CU_ASSERT_EQUAL(rev, before);
+	CU_ASSERT_EQUAL(rev_of(s), before);
+	CU_ASSERT_EQUAL(tags_write(s, "a", red, 1, true, NULL, changed, &rev, err, sizeof(err)), 0);
+	CU_ASSERT_TRUE(changed[0]);
+	CU_ASSERT(rev > before);
+	before = rev;
+	CU_ASSERT_EQUAL(tags_write(s, "a", red, 1, true, NULL, changed, &rev, err, sizeof(err)), 0);
+	CU_ASSERT_FALSE(changed[0]);
+	CU_ASSERT_EQUAL(rev_of(s), before);
+	/* One of two is a change: one revision, which says so per tag. */
+	CU_ASSERT_EQUAL(tags_write(s, "a", both, 2, true, NULL, changed, &rev, err, sizeof(err)), 0);
+	CU_ASSERT_FALSE(changed[0]);
+	CU_ASSERT_TRUE(changed[1]);
+	CU_ASSERT(rev > before);
+	before = rev;
+	CU_ASSERT_EQUAL(tags_write(s, "a", both, 2, false, NULL, changed, &rev, err, sizeof(err)), 0);
+	CU_ASSERT(changed[0] && changed[1]);
+	CU_ASSERT(rev > before);
+	assert_scan(s, "tag/", NULL, 0);
+	/* Unknown names are still refused, also when nothing would change. */
+	CU_ASSERT_EQUAL(tags_write(s, "a", (char *[]){ (char *)"green" }, 1, false, NULL, changed,
+				   &rev, err, sizeof(err)), 1);
+	CU_ASSERT_PTR_NOT_NULL(strstr(err, "unknown tag 'green'"));
 	store_close(s);
 	free(path);
 }
@@ -483,24 +525,24 @@ static void test_tags_write_rec(void)
 
 	put(s, "policy", "[tags]\nnames = red\n" VM_A);
 	/* Tagged before: the detection still makes a revision, its record. */
-	CU_ASSERT_EQUAL(tags_write(s, "a", red, 1, true, NULL, &rev, err, sizeof(err)), 0);
+	CU_ASSERT_EQUAL(tags_write(s, "a", red, 1, true, NULL, NULL, &rev, err, sizeof(err)), 0);
 	r0 = rev_of(s);
-	CU_ASSERT_EQUAL(tags_write_rec(s, "a", red, 1, true, "detected/a", "1 high", NULL, &rev,
+	CU_ASSERT_EQUAL(tags_write_rec(s, "a", red, 1, true, "detected/a", "1 high", NULL, NULL, &rev,
 				       err, sizeof(err)), 0);
 	CU_ASSERT_EQUAL(rev, r0 + 1);
 	assert_value(s, "detected/a", "1 high");
 	assert_value(s, "tag/a/red", "");
 	/* A scan that began before it (no record then) does not release. */
 	r0 = rev_of(s);
-	CU_ASSERT_EQUAL(tags_write_rec(s, "a", red, 1, false, "detected/a", NULL, NULL, &rev, err,
+	CU_ASSERT_EQUAL(tags_write_rec(s, "a", red, 1, false, "detected/a", NULL, NULL, NULL, &rev, err,
 				       sizeof(err)), 2);
 	CU_ASSERT_PTR_NOT_NULL(strstr(err, "'detected/a' changed"));
-	CU_ASSERT_EQUAL(tags_write_rec(s, "a", red, 1, false, "detected/a", "0 low", NULL, &rev,
+	CU_ASSERT_EQUAL(tags_write_rec(s, "a", red, 1, false, "detected/a", "0 low", NULL, NULL, &rev,
 				       err, sizeof(err)), 2);
 	CU_ASSERT_EQUAL(rev_of(s), r0);
 	assert_value(s, "tag/a/red", "");
 	/* One that began after it does. */
-	CU_ASSERT_EQUAL(tags_write_rec(s, "a", red, 1, false, "detected/a", "1 high", NULL, &rev,
+	CU_ASSERT_EQUAL(tags_write_rec(s, "a", red, 1, false, "detected/a", "1 high", NULL, NULL, &rev,
 				       err, sizeof(err)), 0);
 	CU_ASSERT_EQUAL(rev, r0 + 1);
 	assert_scan(s, "tag/", NULL, 0);
@@ -519,13 +561,13 @@ static void test_netthreat_rec(void)
 	uint64_t rev;
 
 	put(s, "policy", "[tags]\nnames = red, blue\n" VM_A);
-	CU_ASSERT_EQUAL(tags_write_rec(s, "a", red, 1, true, "netthreat/a", "red", NULL, &rev,
+	CU_ASSERT_EQUAL(tags_write_rec(s, "a", red, 1, true, "netthreat/a", "red", NULL, NULL, &rev,
 				       err, sizeof(err)), 0);
 	assert_value(s, "netthreat/a", "red");
 	CU_ASSERT_EQUAL(tags_write_rec(s, "a", &both[1], 1, true, "detected/a", "1 high", NULL,
-				       &rev, err, sizeof(err)), 0);
+				       NULL, &rev, err, sizeof(err)), 0);
 	/* The release removes blue, keeps red (its name comes back empty). */
-	CU_ASSERT_EQUAL(tags_write_rec(s, "a", both, 2, false, "detected/a", "1 high", names, &rev,
+	CU_ASSERT_EQUAL(tags_write_rec(s, "a", both, 2, false, "detected/a", "1 high", names, NULL, &rev,
 				       err, sizeof(err)), 0);
 	CU_ASSERT_STRING_EQUAL(names[0], "");
 	CU_ASSERT_STRING_EQUAL(names[1], "blue");
@@ -537,12 +579,12 @@ static void test_netthreat_rec(void)
 	assert_value(s, "netthreat/a", "red");
 	/* Untagging blue (not carried) leaves the record; untagging red,
 	 * in another spelling, ends it. */
-	CU_ASSERT_EQUAL(tags_write(s, "a", &both[1], 1, false, NULL, &rev, err, sizeof(err)), 0);
+	CU_ASSERT_EQUAL(tags_write(s, "a", &both[1], 1, false, NULL, NULL, &rev, err, sizeof(err)), 0);
 	assert_value(s, "netthreat/a", "red");
 	{
 		char *upper[1] = { (char *)"RED" };
 
-		CU_ASSERT_EQUAL(tags_write(s, "a", upper, 1, false, NULL, &rev, err, sizeof(err)), 0);
+		CU_ASSERT_EQUAL(tags_write(s, "a", upper, 1, false, NULL, NULL, &rev, err, sizeof(err)), 0);
 	}
 	assert_scan(s, "tag/", NULL, 0);
 	assert_scan(s, "netthreat/", NULL, 0);
@@ -562,10 +604,10 @@ static void test_untag_gone(void)
 	uint64_t rev;
 
 	put(s, "policy", "[tags]\nnames = red, blue\n" VM_A VM_B);
-	CU_ASSERT_EQUAL(tags_write(s, "a", red, 1, true, NULL, &rev, err, sizeof(err)), 0);
-	CU_ASSERT_EQUAL(tags_write(s, "b", red, 1, true, NULL, &rev, err, sizeof(err)), 0);
+	CU_ASSERT_EQUAL(tags_write(s, "a", red, 1, true, NULL, NULL, &rev, err, sizeof(err)), 0);
+	CU_ASSERT_EQUAL(tags_write(s, "b", red, 1, true, NULL, NULL, &rev, err, sizeof(err)), 0);
 	put(s, "policy", "[tags]\nnames = blue\n" VM_B);
-	CU_ASSERT_EQUAL(tags_write(s, "a", red, 1, true, NULL, &rev, err, sizeof(err)), 1);
+	CU_ASSERT_EQUAL(tags_write(s, "a", red, 1, true, NULL, NULL, &rev, err, sizeof(err)), 1);
 	CU_ASSERT_PTR_NOT_NULL(strstr(err, "unknown VM 'a'"));
 	CU_ASSERT_EQUAL(untag(s, "A", "RED", name, err, sizeof(err)), 0);
 	CU_ASSERT_STRING_EQUAL(name, "red");
@@ -2452,6 +2494,7 @@ static const struct unit_test common_tests[] = {
 	{ "tag and untag agree whatever the case", test_tags_any_case },
 	{ "untag of a VM or tag gone from the policy", test_untag_gone },
 	{ "a detection's record; a release only while it holds", test_tags_write_rec },
+	{ "a tag already there (or absent when removed) writes nothing", test_tags_noop },
 	{ "a release keeps the network detector's tag; an untag ends its record", test_netthreat_rec },
 	{ "block values only as written", test_block_values_strict },
 	{ "scan and changes read one snapshot", test_snapshot },
