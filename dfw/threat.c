@@ -141,10 +141,16 @@ static const char *report_action(const struct report *r, char *buf, size_t len)
 	return buf;
 }
 
+/* How long a tag write may hold dfwd's loop (the next scan's block
+ * waits for it): a store that is locked or does not answer in that time
+ * gets the tag at a later heartbeat instead. */
+#define TAG_WAIT_MS 250
+
 /* Puts tag on vm with its record (a clean file scan's release keeps this
- * tag); what happened goes to done.  -1 when the store failed: the tag is
- * tried again at each threat_retry until it is written; 1 when the
- * stored policy refuses it (no such VM or tag there now): never. */
+ * tag); what happened goes to done.  -1 when the store failed or took
+ * longer than TAG_WAIT_MS: the tag is tried again at each threat_retry
+ * until it is written; 1 when the stored policy refuses it (no such VM or
+ * tag there now): never. */
 static int tag_vm(struct threat *t, const char *vm, const char *tag, char *done, size_t len)
 {
 	char *tags[1] = { (char *)tag }, key[TAG_KEY_MAX], err[256];
@@ -152,7 +158,9 @@ static int tag_vm(struct threat *t, const char *vm, const char *tag, char *done,
 	int r;
 
 	netthreat_key(key, vm);
+	store_set_deadline(t->store, TAG_WAIT_MS);
 	r = tags_write_rec(t->store, vm, tags, 1, true, key, tag, NULL, NULL, &rev, err, sizeof(err));
+	store_set_deadline(t->store, 0);
 	if (r) {
 		snprintf(done, len, "tagging %s FAILED%s: %.100s", tag,
 			 r < 0 ? " (tried again every 10 s)" : "", err);
@@ -225,8 +233,8 @@ void threat_retry(struct threat *t)
 			continue;
 		}
 		/* The store failed again: the others wait for the next
-		 * heartbeat too (each try can block dfwd's loop for the
-		 * store's whole timeout). */
+		 * heartbeat too (each try holds dfwd's loop for up to
+		 * TAG_WAIT_MS). */
 		if (tag_vm(t, vm, tag, done, sizeof(done)) < 0)
 			break;
 		log_line(t->log, t->who, "netthreat: %s %s, tried again after the store failed", vm, done);

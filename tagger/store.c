@@ -138,6 +138,21 @@ void store_set_warn(struct store *s, store_warn_fn fn, void *arg)
 	s->warn_arg = arg;
 }
 
+void store_set_deadline(struct store *s, unsigned ms)
+{
+	s->deadline_ns = ms ? now_ns() + (uint64_t)ms * 1000000u : 0;
+}
+
+unsigned store_wait_ms(const struct store *s, unsigned max_ms)
+{
+	uint64_t now = now_ns(), left;
+
+	if (!s->deadline_ns)
+		return max_ms;
+	left = s->deadline_ns > now ? (s->deadline_ns - now) / 1000000u : 0;
+	return left < max_ms ? (unsigned)left : max_ms;
+}
+
 void store_warn(struct store *s, const char *fmt, ...)
 {
 	char msg[512];

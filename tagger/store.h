@@ -93,6 +93,12 @@ void store_watch_ack(struct store *s);
  * By default a log line on stderr. */
 typedef void (*store_warn_fn)(void *arg, const char *msg);
 void store_set_warn(struct store *s, store_warn_fn fn, void *arg);
+
+/* Bounds how long the calls that follow may wait, all together, for a
+ * lock (SQLite) or for answers (etcd) to ms from now; a call that runs
+ * out fails as when the store does not answer in time.  0 ends the bound.
+ * For a caller that must not stall (dfwd's loop) and tries again later. */
+void store_set_deadline(struct store *s, unsigned ms);
 /* Reports contents through that function: also for the store's users,
  * when a key or value dfw did not write is left alone. */
 void store_warn(struct store *s, const char *fmt, ...)

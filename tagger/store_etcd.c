@@ -328,6 +328,7 @@ static json_t *post(struct etcd_store *s, const char *path, json_t *body,
 	json_error_t jerr;
 	long http = 0;
 	uint64_t c = 0;
+	unsigned wait, conn;
 	CURLcode rc;
 
 	json_decref(body);
@@ -340,6 +341,11 @@ static json_t *post(struct etcd_store *s, const char *path, json_t *body,
 	curl_easy_setopt(s->curl, CURLOPT_URL, url);
 	curl_easy_setopt(s->curl, CURLOPT_POSTFIELDS, text);
 	curl_easy_setopt(s->curl, CURLOPT_POSTFIELDSIZE, (long)strlen(text));
+	/* Within store_set_deadline's bound (curl takes 0 as "no limit"). */
+	wait = store_wait_ms(&s->base, REQUEST_MS);
+	conn = wait < CONNECT_MS ? wait : CONNECT_MS;
+	curl_easy_setopt(s->curl, CURLOPT_TIMEOUT_MS, (long)(wait ? wait : 1));
+	curl_easy_setopt(s->curl, CURLOPT_CONNECTTIMEOUT_MS, (long)(conn ? conn : 1));
 	rc = curl_easy_perform(s->curl);
 	if (rc != CURLE_OK) {
 		net_err(s->where, s->curl, rc, s->curl_err, err, errlen);
@@ -722,7 +728,6 @@ struct store *store_etcd_open(const char *uri, bool create, char *err,
 		goto out;
 	}
 	curl_common(s->curl, s->hdrs, s->curl_err);
-	curl_easy_setopt(s->curl, CURLOPT_TIMEOUT_MS, (long)REQUEST_MS);
 	curl_easy_setopt(s->curl, CURLOPT_WRITEFUNCTION, on_body);
 	curl_easy_setopt(s->curl, CURLOPT_WRITEDATA, &s->resp);
 	ret = &s->base;
@@ -1375,10 +1380,12 @@ static int etcd_txn(struct store *base, const struct store_op *ops, size_t nops,
 		}
 		json_decref(reply);
 		reply = NULL;
-		if (now_ns() - start > (uint64_t)TXN_RETRY_MS * 1000000u) {
+		if (now_ns() - start > (uint64_t)TXN_RETRY_MS * 1000000u ||
+		    !store_wait_ms(&s->base, 1)) {
 			store_seterr(err, errlen,
-				     "%s: store_txn: other writers kept winning for %d s"
-				     " (%" PRIu64 " tries)", s->uri, TXN_RETRY_MS / 1000, tries);
+				     "%s: store_txn: other writers kept winning for %" PRIu64
+				     " ms (%" PRIu64 " tries)", s->uri,
+				     (now_ns() - start) / 1000000u, tries);
 			goto out;
 		}
 		/* Up to 1, 2, 4 ... 32 ms: the writers that lost spread out. */

@@ -33,7 +33,12 @@ struct store {
 	const struct store_ops *ops;
 	store_warn_fn warn;
 	void *warn_arg;
+	uint64_t deadline_ns; /* store_set_deadline: now_ns() bound, or 0 */
 };
+
+/* How long a wait of at most max_ms may take now: max_ms, or less to keep
+ * to the deadline (0: it has passed). */
+unsigned store_wait_ms(const struct store *s, unsigned max_ms);
 
 struct store *store_sqlite_open(const char *path, bool create, char *err,
 				size_t errlen);

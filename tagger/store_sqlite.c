@@ -103,6 +103,14 @@ static void sleep_ms(unsigned ms)
 		;
 }
 
+/* Whether a wait for a busy database that began at since is over: busy_ms
+ * passed, or the deadline of store_set_deadline. */
+static bool busy_over(const struct sqlite_store *s, uint64_t since)
+{
+	return now_ns() - since >= (uint64_t)s->busy_ms * 1000000u ||
+	       !store_wait_ms(&s->base, 1);
+}
+
 /* Waits for a lock held by another connection in short, even steps up to
  * busy_ms.  SQLite's default handler backs off to 100 ms sleeps, so
  * under steady contention a waiter keeps missing the short gaps between
@@ -111,11 +119,10 @@ static void sleep_ms(unsigned ms)
 static int busy_wait(void *arg, int count)
 {
 	struct sqlite_store *s = arg;
-	uint64_t now = now_ns();
 
 	if (count == 0)
-		s->busy_since = now;
-	if (now - s->busy_since >= (uint64_t)s->busy_ms * 1000000u)
+		s->busy_since = now_ns();
+	if (busy_over(s, s->busy_since))
 		return 0;
 	sleep_ms(1);
 	return 1;
@@ -145,8 +152,7 @@ static void rollback(struct sqlite_store *s)
  * the WAL). */
 static bool retry_busy(const struct sqlite_store *s, int rc, uint64_t start)
 {
-	if ((rc & 0xff) != SQLITE_BUSY ||
-	    now_ns() - start >= (uint64_t)s->busy_ms * 1000000u)
+	if ((rc & 0xff) != SQLITE_BUSY || busy_over(s, start))
 		return false;
 	sleep_ms(1);
 	return true;

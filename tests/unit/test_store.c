@@ -1699,6 +1699,68 @@ static void test_hosts_publish_locked(void)
 	free(path);
 }
 
+/* store_set_deadline: a caller that must not stall (dfwd's threat
+ * response, in its loop) gets its answer within the bound when the store
+ * holds it up: a write lock held by another handle (SQLite), an etcd that
+ * takes connections and answers nothing (stopped with SIGSTOP).  Without
+ * the bound these wait 10 s and 3 s per request. */
+static void etcd_ctl(const char *what);
+
+static int write_in_check(struct store *s, void *arg, char *err, size_t errlen)
+{
+	struct store *other = arg;
+	struct store_op op = { STORE_PUT, "k", "2" };
+	char werr[256] = "";
+	uint64_t t0 = now_ns(), rev;
+	int rc;
+
+	store_set_deadline(other, 200);
+	rc = store_txn(other, &op, 1, NULL, NULL, &rev, werr, sizeof(werr));
+	store_set_deadline(other, 0);
+	printf("\n  [sqlite: a write bound to 200 ms against a held lock: rc %d after %.0f ms] ",
+	       rc, (double)(now_ns() - t0) / 1e6);
+	CU_ASSERT_EQUAL(rc, -1);
+	CU_ASSERT_PTR_NOT_NULL(strstr(werr, "locked"));
+	CU_ASSERT(now_ns() - t0 < 2000000000u);
+	return 1;
+}
+
+static void test_deadline(void)
+{
+	char *path = fresh_uri("deadline"), err[256];
+	struct store *s = open_ok(path, true), *other = open_ok(path, false);
+	struct store_op op = { STORE_PUT, "k", "1" };
+	uint64_t rev = 0, t0;
+	int rc;
+
+	if (backend == B_SQLITE) {
+		CU_ASSERT_EQUAL(store_txn(s, &op, 1, write_in_check, other, &rev, err,
+					  sizeof(err)), 1);
+	} else if (!getenv("DFW_TEST_ETCD_CTL")) {
+		fprintf(stderr, "\n  SKIPPED: DFW_TEST_ETCD_CTL is not set\n");
+	} else {
+		put(s, "k", "1");
+		etcd_ctl("pause");
+		t0 = now_ns();
+		store_set_deadline(other, 300);
+		rc = store_txn(other, &op, 1, NULL, NULL, &rev, err, sizeof(err));
+		store_set_deadline(other, 0);
+		etcd_ctl("resume");
+		printf("\n  [etcd: a write bound to 300 ms, etcd frozen: rc %d after %.0f ms] ", rc,
+		       (double)(now_ns() - t0) / 1e6);
+		CU_ASSERT_EQUAL(rc, -1);
+		CU_ASSERT_PTR_NOT_NULL(strstr(err, "no answer"));
+		CU_ASSERT(now_ns() - t0 < 2000000000u);
+	}
+	/* The bound ended: the next write waits as usual, and succeeds. */
+	op.value = "3";
+	CU_ASSERT_EQUAL(store_txn(other, &op, 1, NULL, NULL, &rev, err, sizeof(err)), 0);
+	assert_value(s, "k", "3");
+	store_close(other);
+	store_close(s);
+	free(path);
+}
+
 /* A port on 127.0.0.1 that nobody listens on (just released). */
 static unsigned closed_port(void)
 {
@@ -2506,6 +2568,7 @@ static const struct unit_test common_tests[] = {
 	{ "concurrent creation", test_concurrent_create },
 	{ "watch fd wakes on another writer", test_watch },
 	{ "host status: publish, ttl, withdraw", test_hosts },
+	{ "a deadline bounds the waits for a held-up store", test_deadline },
 };
 
 static CU_pSuite add_suite(const char *name, CU_InitializeFunc init,

@@ -11,7 +11,9 @@
 #                      suffix to the prefix, one per test)
 #   DFW_TEST_ETCD_CTL  a command taking "stop" or "start": stops etcd or
 #                      starts it again on the same ports and data, for the
-#                      reconnect test
+#                      reconnect test; "pause" and "resume" freeze it
+#                      (SIGSTOP: connects succeed, nothing answers) and
+#                      thaw it
 set -u
 
 ETCD=${ETCD:-etcd}
@@ -57,6 +59,7 @@ ctl_stop() {
 	[ -f "$dir/pid" ] || return 0
 	pid=$(cat "$dir/pid")
 	kill "$pid" 2>/dev/null
+	kill -CONT "$pid" 2>/dev/null
 	for i in $(seq 100); do
 		kill -0 "$pid" 2>/dev/null || break
 		sleep 0.1
@@ -69,7 +72,9 @@ if [ "${1:-}" = --ctl ]; then
 	case "${3:-}" in
 	start) ctl_start "$2" ;;
 	stop) ctl_stop "$2" ;;
-	*) echo "usage: $0 --ctl DIR start|stop" >&2; exit 1 ;;
+	pause) kill -STOP "$(cat "$2/pid")" ;;
+	resume) kill -CONT "$(cat "$2/pid")" ;;
+	*) echo "usage: $0 --ctl DIR start|stop|pause|resume" >&2; exit 1 ;;
 	esac
 	exit
 fi
