@@ -46,6 +46,9 @@ static unsigned backoff_fail(struct backoff *b, unsigned base_ms, unsigned max_m
 	return ms;
 }
 
+/* How long a learned address's store write may hold the loop. */
+#define LEARN_WAIT_MS 250
+
 static bool backoff_waiting(const struct backoff *b)
 {
 	return now_ns() < b->until_ns;
@@ -85,6 +88,10 @@ struct agent {
 	 * whole timeout (an etcd that drops packets), and dfwd's loop answers
 	 * nothing meanwhile.  The store's watch firing ends the read's wait. */
 	struct backoff read_backoff, publish_backoff;
+	/* After a learned address the store did not take (in LEARN_WAIT_MS),
+	 * learning waits: a guest's frames must not hold the loop one store
+	 * timeout each. */
+	struct backoff learn_backoff;
 	bool own_tables;            /* asked for; logged once if the kernel cannot */
 	struct dfw_policy *pol;     /* last good policy, or NULL */
 	struct gengine *eng;
@@ -1062,9 +1069,18 @@ void agent_learn(struct agent *a, const struct learn_seen *seen)
 	snprintf(key, sizeof(key), "%s/%s", v->name, learned_family(addr->family));
 	if (strv_contains(&a->learn_pending, key, false))
 		return; /* written; realized with the next rebuild */
+	if (backoff_waiting(&a->learn_backoff))
+		return; /* the store failed just now: a later frame tries */
+	store_set_deadline(a->store, LEARN_WAIT_MS);
 	r = learned_write(a->store, v->name, addr, &rev, err, sizeof(err));
-	if (r >= 0) /* a store error is tried again with the next frame */
-		strv_push(&a->learn_pending, key);
+	store_set_deadline(a->store, 0);
+	if (r < 0) {
+		logf_(a, "learn: %s (%s) %s: %s; learning waits %u ms", v->name, seen->ifname, buf,
+		      err, backoff_fail(&a->learn_backoff, 500, 8000));
+		return;
+	}
+	backoff_ok(&a->learn_backoff);
+	strv_push(&a->learn_pending, key);
 	if (r == 0) {
 		logf_(a, "learn: %s (%s) locked to %s on first use (revision %llu)", v->name,
 		      seen->ifname, buf, (unsigned long long)rev);

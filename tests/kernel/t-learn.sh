@@ -118,3 +118,28 @@ check "learner1 reaches srv1 over IPv6" pings learner1 fd00:30::21 -6
 check "the IPv4 lock stays" locked learner1 10.30.0.51
 vmexec learner1 ip -6 addr add fd00:30::99/64 dev eth0 nodad
 check_not "a second IPv6 address is dropped" pings learner1 fd00:30::21 -6 -I fd00:30::99
+
+echo "# a locked store holds dfwd briefly, and learning resumes after it"
+check "learned forget learner1 --wait (again)" ctl learned forget learner1 --wait
+vmexec learner1 ip neigh flush dev eth0
+# Another process holds the store's write lock for 6 s while learner1's
+# ARPs come (one a second): each learn write gives up after 250 ms and
+# learning waits, so dfwd answers meanwhile (before: 10 s per frame).
+python3 -c 'import sqlite3, sys, time
+c = sqlite3.connect(sys.argv[1], isolation_level=None)
+c.execute("BEGIN IMMEDIATE"); time.sleep(6); c.execute("ROLLBACK")' "/run/dfw-lab/$LAB/store.db" &
+LOCK_PID=$!
+sleep 0.5
+vmexec learner1 ping -c4 -i0.5 -W1 10.30.0.21 >/dev/null 2>&1 &
+PING_PID=$!
+sleep 1.5
+t0=$(date +%s%N)
+ctl status >/dev/null 2>&1
+took=$(( ($(date +%s%N) - t0) / 1000000 ))
+echo "# dfwctl status while learner1's frames meet a locked store: $took ms"
+check "dfwd answers while the store stays locked (under 3 s)" test $took -lt 3000
+wait $PING_PID
+wait $LOCK_PID
+check "the failed write is logged with the wait" grep -q "learn: learner1 (vnet-learner1) 10.30.0.51: .*locked.*; learning waits" "$LOG"
+check "once the store is free learner1 is learned again" pings learner1 10.30.0.21
+check "learned: learner1 locked to 10.30.0.51 again" locked learner1 10.30.0.51
