@@ -556,43 +556,109 @@ static bool skipped_suffix(const struct scanner *s, const char *path, const char
 	return false;
 }
 
+/* Where scan_fd is in a file that may have holes. */
+struct rpos {
+	off_t off;      /* the file's bytes passed */
+	off_t hole_end; /* > off: in a hole that ends there */
+	size_t zeros;   /* of that hole, the zeros still to scan */
+	bool no_holes;  /* the file system cannot tell (SEEK_DATA failed) */
+};
+
+/* Puts up to want bytes of fd at p->off into dst: read, or a hole's zeros.
+ * A hole is scanned as at most 2 * keep + 1 zeros: every window of a
+ * pattern's length inside it, or across either of its ends, is among
+ * those, so a sparse file costs its data only (1 TB of hole is no work).
+ * *passed: the file's bytes this covered.  Returns the bytes put (0 at
+ * the end), -1 with errno. */
+static ssize_t next_bytes(int fd, struct rpos *p, size_t keep, unsigned char *dst, size_t want,
+			  uint64_t *passed)
+{
+	ssize_t got;
+
+	*passed = 0;
+	if (p->off >= p->hole_end && !p->no_holes) {
+		off_t data = lseek(fd, p->off, SEEK_DATA);
+
+		if (data < 0 && errno == ENXIO) /* a hole up to the end, or the end */
+			data = lseek(fd, 0, SEEK_END);
+		/* Cannot tell, or a size that says less than was read (proc). */
+		if (data < p->off) {
+			p->no_holes = true;
+			if (lseek(fd, p->off, SEEK_SET) < 0)
+				return -1;
+		} else if (data > p->off) {
+			p->hole_end = data;
+			p->zeros = (uint64_t)(data - p->off) < 2 * (uint64_t)keep + 1
+					   ? (size_t)(data - p->off) : 2 * keep + 1;
+		}
+	}
+	if (p->off < p->hole_end) {
+		size_t n = p->zeros < want ? p->zeros : want;
+
+		memset(dst, 0, n);
+		p->zeros -= n;
+		*passed = p->zeros ? n : (uint64_t)(p->hole_end - p->off);
+		p->off = p->zeros ? p->off + (off_t)n : p->hole_end;
+		return (ssize_t)n;
+	}
+	do
+		got = read(fd, dst, want);
+	while (got < 0 && errno == EINTR);
+	if (got > 0) {
+		p->off += got;
+		*passed = (uint64_t)got;
+	}
+	return got;
+}
+
 /* Streams fd through every pattern, keeping the last keep bytes of the
  * previous chunk in front of the next so that a pattern across a chunk
- * boundary is still whole in the buffer.  Returns the matching signature,
- * NULL when clean, or NULL with *err set to errno on a read error, EFBIG
- * when the file grew past limit while it was read (the rest is unread). */
+ * boundary is still whole in the buffer.  *bytes: the file's bytes
+ * passed (a hole's too).  Returns the matching signature, NULL when
+ * clean, or NULL with *err set to errno on a read error, EFBIG when the
+ * file grew past limit while it was read (the rest is unread). */
 static const struct sig *scan_fd(struct scanner *s, int fd, uint64_t limit, uint64_t *bytes,
 				 int *err)
 {
 	const struct sigdb *db = s->db;
+	struct rpos pos = { 0 };
 	size_t have = 0;
 
 	*bytes = 0;
 	*err = 0;
 	for (;;) {
 		size_t want = SCAN_CHUNK_SIZE;
+		uint64_t passed;
 		ssize_t got;
+		bool over;
 
+		/* One byte past the limit tells a file that grew from one
+		 * that ends there. */
 		if (limit && limit - *bytes < want)
-			want = (size_t)(limit - *bytes);
-		if (want == 0) {
-			*err = EFBIG; /* grew past max_bytes while we read: not known clean */
-			return NULL;
-		}
-		got = read(fd, s->buf + have, want);
-		if (got < 0 && errno == EINTR)
-			continue;
+			want = (size_t)(limit - *bytes) + 1;
+		got = next_bytes(fd, &pos, s->keep, s->buf + have, want, &passed);
 		if (got < 0) {
 			*err = errno;
 			return NULL;
 		}
 		if (got == 0)
 			return NULL;
-		*bytes += (uint64_t)got;
+		/* Grew past max_bytes while we read: what is within is
+		 * scanned, the file is not known clean. */
+		over = limit && *bytes + passed > limit;
+		if (over) {
+			passed = limit - *bytes;
+			got = got < (ssize_t)passed ? got : (ssize_t)passed;
+		}
+		*bytes += passed;
 		have += (size_t)got;
 		for (size_t i = 0; i < db->n; i++)
 			if (memmem(s->buf, have, db->v[i].pat, db->v[i].len))
 				return &db->v[i];
+		if (over) {
+			*err = EFBIG;
+			return NULL;
+		}
 		if (have > s->keep) {
 			memmove(s->buf, s->buf + have - s->keep, s->keep);
 			have = s->keep;

@@ -614,6 +614,12 @@ static void test_policy_skips(void)
 	CU_ASSERT_EQUAL(scanner_scan_file(s, "vm", exact, &r), 0);
 	CU_ASSERT_EQUAL(r.verdict, SCAN_INFECTED);
 
+	/* Clean and exactly max_bytes long: clean (not "grew past"). */
+	write_padded(exact, 91, "", 0);
+	CU_ASSERT_EQUAL(scanner_scan_file(s, "vm", exact, &r), 0);
+	CU_ASSERT_EQUAL(r.verdict, SCAN_CLEAN);
+	CU_ASSERT_EQUAL(r.bytes_scanned, 100);
+
 	write_str(iso, eicar());
 	CU_ASSERT_EQUAL(scanner_scan_file(s, "vm", iso, &r), 0);
 	CU_ASSERT_EQUAL(r.verdict, SCAN_SKIPPED_POLICY);
@@ -637,6 +643,82 @@ static void test_policy_skips(void)
 	free(iso);
 	free(exact);
 	free(big);
+	free(q);
+	free(d);
+}
+
+/* A sparse file costs its data only: with no size limit, 64 GiB of hole
+ * before a signature take no reading, and a pattern inside a hole, or
+ * across either end of one, is still found (a hole reads as zeros). */
+static void sparse_file(const char *path, const char *head, size_t nhead, off_t hole,
+			const char *tail, size_t ntail)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+
+	CU_ASSERT_FATAL(fd >= 0);
+	CU_ASSERT_EQUAL(write(fd, head, nhead), (ssize_t)nhead);
+	CU_ASSERT_EQUAL(pwrite(fd, tail, ntail, (off_t)nhead + hole), (ssize_t)ntail);
+	CU_ASSERT_EQUAL(ftruncate(fd, (off_t)nhead + hole + (off_t)ntail), 0);
+	close(fd);
+}
+
+static void test_sparse(void)
+{
+	char *d = tdir("sparse"), *q = xasprintf("%s/q", d), *f = xasprintf("%s/f", d), *sigs;
+	struct scan_policy pol = policy(q); /* max_bytes 0: no limit */
+	struct diag dg = { 0 };
+	struct sigdb *db = load_text(d,
+				     "Test.Into low hex:41 42 43 00 00 00\n"
+				     "Test.OutOf low hex:00 00 00 44 45 46\n"
+				     "Test.Gap low hex:58 59 00 00 00 00 00 00 00 00 00 00 00 00 5a\n",
+				     &dg, &sigs);
+	struct sigdb *zeros = NULL;
+	struct scanner *s;
+	struct scan_result r;
+	const off_t big = (off_t)64 << 30;
+	uint64_t t0;
+
+	CU_ASSERT_FATAL(db != NULL);
+	s = scanner_new(db, &pol);
+	t0 = now_ns();
+	sparse_file(f, "x", 1, big, eicar(), strlen(eicar()));
+	CU_ASSERT_EQUAL(scanner_scan_file(s, "vm", f, &r), 0);
+	printf("\n  [EICAR after a 64 GiB hole: found in %.1f ms] ", (double)(now_ns() - t0) / 1e6);
+	CU_ASSERT_EQUAL(r.verdict, SCAN_INFECTED);
+	CU_ASSERT_STRING_EQUAL(r.signature, "EICAR-Test-File");
+	CU_ASSERT(now_ns() - t0 < 2000000000u);
+	/* Into a hole, out of one (at 1 MiB: past a chunk), both within
+	 * the scanned zeros' reach; and a gap the hole is too long for. */
+	sparse_file(f, "..ABC", 5, 1 << 20, "end", 3);
+	CU_ASSERT_EQUAL(scanner_scan_file(s, "vm", f, &r), 0);
+	CU_ASSERT_STRING_EQUAL(r.signature, "Test.Into");
+	sparse_file(f, "start", 5, 1 << 20, "DEF..", 5);
+	CU_ASSERT_EQUAL(scanner_scan_file(s, "vm", f, &r), 0);
+	CU_ASSERT_STRING_EQUAL(r.signature, "Test.OutOf");
+	sparse_file(f, "XY", 2, 1 << 20, "Z", 1);
+	CU_ASSERT_EQUAL(scanner_scan_file(s, "vm", f, &r), 0);
+	CU_ASSERT_EQUAL(r.verdict, SCAN_CLEAN);
+	CU_ASSERT_EQUAL(r.bytes_scanned, 2 + (1 << 20) + 1);
+	/* A hole up to the end of the file. */
+	sparse_file(f, "..ABC", 5, 1 << 20, "", 0);
+	CU_ASSERT_EQUAL(scanner_scan_file(s, "vm", f, &r), 0);
+	CU_ASSERT_STRING_EQUAL(r.signature, "Test.Into");
+	scanner_free(s);
+	/* A pattern of zeros only, inside a hole. */
+	free(sigs);
+	zeros = load_text(d, "Test.Zeros low hex:00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00\n",
+			  &dg, &sigs);
+	CU_ASSERT_FATAL(zeros != NULL);
+	s = scanner_new(zeros, &pol);
+	sparse_file(f, "a", 1, 1 << 20, "b", 1);
+	CU_ASSERT_EQUAL(scanner_scan_file(s, "vm", f, &r), 0);
+	CU_ASSERT_STRING_EQUAL(r.signature, "Test.Zeros");
+	scanner_free(s);
+	sigdb_free(zeros);
+	sigdb_free(db);
+	diag_free(&dg);
+	free(sigs);
+	free(f);
 	free(q);
 	free(d);
 }
@@ -1299,6 +1381,7 @@ void register_scanner_tests(void)
 		{ "quarantine", test_quarantine },
 		{ "delete", test_delete },
 		{ "policy skips", test_policy_skips },
+		{ "a sparse file costs its data only; holes read as zeros", test_sparse },
 		{ "unscannable files", test_unscannable },
 		{ "scan tree", test_scan_tree },
 		{ "scan tree symlinks", test_scan_tree_symlinks },
