@@ -338,6 +338,23 @@ bool addr_contains(const struct dfw_addr *net, const struct dfw_addr *host)
 	return !rest || !((net->a[whole] ^ host->a[whole]) & m);
 }
 
+struct dfw_addr addr_link_local(const uint8_t mac[6])
+{
+	struct dfw_addr a = { .family = AF_INET6, .plen = 128 };
+
+	a.a[0] = 0xfe;
+	a.a[1] = 0x80;
+	a.a[8] = mac[0] ^ 0x02;
+	a.a[9] = mac[1];
+	a.a[10] = mac[2];
+	a.a[11] = 0xff;
+	a.a[12] = 0xfe;
+	a.a[13] = mac[3];
+	a.a[14] = mac[4];
+	a.a[15] = mac[5];
+	return a;
+}
+
 const char *addr_not_own(const struct dfw_addr *a)
 {
 	static const struct {

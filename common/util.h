@@ -79,6 +79,8 @@ bool addr_contains(const struct dfw_addr *net, const struct dfw_addr *host);
 /* What a host address is when no single host can own it (unspecified,
  * loopback, multicast, broadcast, reserved, IPv4-mapped), or NULL. */
 const char *addr_not_own(const struct dfw_addr *a);
+/* The IPv6 link-local address the kernel derives from mac (EUI-64). */
+struct dfw_addr addr_link_local(const uint8_t mac[6]);
 int addr_cmp(const struct dfw_addr *x, const struct dfw_addr *y);
 int mac_parse(const char *s, uint8_t mac[6]);
 void mac_format(const uint8_t mac[6], char *buf, size_t len); /* needs 18 bytes */

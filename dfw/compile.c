@@ -189,24 +189,6 @@ static struct pset *new_set(struct builder *b, const char *name, uint8_t family)
 	return s;
 }
 
-/* IPv6 link-local address the kernel derives from the MAC (EUI-64). */
-static struct dfw_addr link_local(const uint8_t mac[6])
-{
-	struct dfw_addr a = { .family = AF_INET6, .plen = 128 };
-
-	a.a[0] = 0xfe;
-	a.a[1] = 0x80;
-	a.a[8] = mac[0] ^ 0x02;
-	a.a[9] = mac[1];
-	a.a[10] = mac[2];
-	a.a[11] = 0xff;
-	a.a[12] = 0xfe;
-	a.a[13] = mac[3];
-	a.a[14] = mac[4];
-	a.a[15] = mac[5];
-	return a;
-}
-
 bool vm_member_addr(const struct vm *v, uint8_t family, size_t *pos, struct dfw_addr *a)
 {
 	struct dfw_addr ll;
@@ -222,7 +204,7 @@ bool vm_member_addr(const struct vm *v, uint8_t family, size_t *pos, struct dfw_
 	if (*pos > v->naddrs || (family && family != AF_INET6))
 		return false;
 	(*pos)++;
-	ll = link_local(v->mac);
+	ll = addr_link_local(v->mac);
 	for (size_t i = 0; i < v->naddrs; i++)
 		if (!addr_cmp(&v->addrs[i], &ll))
 			return false; /* declared too: given once */

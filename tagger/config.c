@@ -1661,6 +1661,7 @@ enum owned_kind { OWN_MAC, OWN_PORT, OWN_ADDR };
 struct owned {
 	enum owned_kind kind;
 	size_t vm;
+	bool derived; /* OWN_ADDR: the VM's link-local address from its MAC */
 	union {
 		uint8_t mac[6];
 		struct dfw_addr addr;
@@ -1684,7 +1685,10 @@ static int cmp_owned(const void *x, const void *y, void *arg)
 	return c ? c : (a->vm < b->vm ? -1 : a->vm > b->vm);
 }
 
-/* MACs, host ports and addresses must be unique: sort, compare neighbours. */
+/* MACs, host ports and addresses must be unique: sort, compare neighbours.
+ * A VM's addresses include the link-local one its MAC gives (its port may
+ * send from it, and groups hold it): another VM that declares it would
+ * pass as the first. */
 static void check_inventory(struct parser *ps)
 {
 	const struct inventory *inv = &ps->p->inv;
@@ -1693,21 +1697,31 @@ static void check_inventory(struct parser *ps)
 
 	for (size_t i = 0; i < inv->nvms; i++) {
 		const struct vm *vm = &inv->vms[i];
+		struct dfw_addr ll = addr_link_local(vm->mac);
+		bool declared = false;
 
-		grow((void **)&o, &cap, n + 2 + vm->naddrs, sizeof(*o));
+		grow((void **)&o, &cap, n + 3 + vm->naddrs, sizeof(*o));
 		o[n] = (struct owned){ .kind = OWN_MAC, .vm = i };
 		memcpy(o[n++].u.mac, vm->mac, 6);
 		o[n++] = (struct owned){ .kind = OWN_PORT, .vm = i };
-		for (size_t a = 0; a < vm->naddrs; a++)
+		for (size_t a = 0; a < vm->naddrs; a++) {
+			declared |= !addr_cmp(&vm->addrs[a], &ll);
 			o[n++] = (struct owned){ .kind = OWN_ADDR, .vm = i, .u.addr = vm->addrs[a] };
+		}
+		if (!declared)
+			o[n++] = (struct owned){ .kind = OWN_ADDR, .vm = i, .derived = true,
+						 .u.addr = ll };
 	}
 	if (n)
 		qsort_r(o, n, sizeof(*o), cmp_owned, inv->vms);
 	for (size_t i = 1; i < n; i++) {
 		const struct vm *a = &inv->vms[o[i].vm], *b = &inv->vms[o[i - 1].vm];
+		const char *by = "";
 		char what[128];
 
-		if (o[i].vm == o[i - 1].vm || o[i].kind != o[i - 1].kind)
+		/* Two derived from one MAC: the MAC's error says it. */
+		if (o[i].vm == o[i - 1].vm || o[i].kind != o[i - 1].kind ||
+		    (o[i].derived && o[i - 1].derived))
 			continue;
 		if (o[i].kind == OWN_MAC && !memcmp(o[i].u.mac, o[i - 1].u.mac, 6)) {
 			char mac[18];
@@ -1718,15 +1732,17 @@ static void check_inventory(struct parser *ps)
 			char buf[64];
 
 			addr_format(&o[i].u.addr, buf, sizeof(buf));
-			snprintf(what, sizeof(what), "address %s", buf);
+			snprintf(what, sizeof(what), "address %s%s", buf,
+				 o[i].derived ? " (its link-local address, from its MAC)" : "");
+			by = o[i - 1].derived ? " (its link-local address, from its MAC)" : "";
 		} else if (o[i].kind == OWN_PORT && !strcmp(a->host, b->host) &&
 			   !strcmp(a->port, b->port)) {
 			snprintf(what, sizeof(what), "port %s on host %s", a->port, a->host);
 		} else {
 			continue;
 		}
-		diag_add(ps->d, ps->file, a->line, "VM %s: %s already used by VM %s",
-			 a->name, what, b->name);
+		diag_add(ps->d, ps->file, a->line, "VM %s: %s already used by VM %s%s",
+			 a->name, what, b->name, by);
 	}
 	free(o);
 }

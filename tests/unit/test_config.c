@@ -531,6 +531,12 @@ static void test_vm_errors(void)
 		   "VM x: address fd00::2 already used by VM server1", NULL, 1);
 	EXPECT_ERR(BASE VM_X("hv1", "vnet-s1", "02:00:00:00:00:09", "10.0.0.9"), L(1),
 		   "VM x: port vnet-s1 on host hv1 already used by VM server1", NULL, 1);
+	/* A VM's link-local address from its MAC is its own: another VM that
+	 * declared it would pass as that VM. */
+	EXPECT_ERR(BASE VM_X("hv1", "vnet-x", "02:00:00:00:00:09", "10.0.0.9, fe80::ff:fe00:1"),
+		   L(1), "VM x: address fe80::ff:fe00:1 already used by VM desktop1 (its link-local"
+		   " address, from its MAC)", NULL, 1);
+	policy_free(PARSE_OK(BASE VM_X("hv1", "vnet-x", "02:00:00:00:00:09", "10.0.0.9, fe80::ff:fe00:9")));
 }
 
 static void test_vm_accepted(void)
