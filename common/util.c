@@ -249,7 +249,7 @@ int parse_duration_ms(const char *s, uint64_t *out)
 {
 	static const struct { const char *suffix; uint64_t ms; } units[] = {
 		{ "ms", 1 }, { "s", 1000 }, { "m", 60000 }, { "h", 3600000 },
-		{ "", 1000 },
+		{ "d", 86400000 }, { "", 1000 },
 	};
 	size_t len = strlen(s);
 
@@ -263,7 +263,7 @@ int parse_duration_ms(const char *s, uint64_t *out)
 			continue;
 		memcpy(num, s, len - sl);
 		num[len - sl] = '\0';
-		if (parse_u64(num, UINT64_MAX / 3600000, &v) < 0)
+		if (parse_u64(num, UINT64_MAX / 86400000, &v) < 0)
 			continue;
 		*out = v * units[i].ms;
 		return 0;

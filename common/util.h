@@ -60,7 +60,8 @@ char *str_trim(char *s); /* in place; returns s advanced past blanks */
 int parse_u64(const char *s, uint64_t max, uint64_t *out);
 /* Parses "yes/no/true/false/on/off/1/0".  Returns 0 or -1. */
 int parse_bool(const char *s, bool *out);
-/* Parses a duration "250ms", "10s", "5m", "1h" or plain seconds into ms. */
+/* Parses a duration "250ms", "10s", "5m", "1h", "2d" or plain seconds into
+ * ms. */
 int parse_duration_ms(const char *s, uint64_t *out);
 
 /* An IPv4 or IPv6 prefix.  Host addresses have plen 32 / 128. */

@@ -210,6 +210,7 @@ static int cmd_place(struct ctx *c)
 	char err[512];
 	uint64_t rev;
 	int rc = EXIT_INPUT, r;
+	bool changed;
 
 	if (c->argc != 2) {
 		fprintf(stderr, "usage: dfwctl place [--wait[=TIMEOUT]] VM HOST\n");
@@ -217,9 +218,10 @@ static int cmd_place(struct ctx *c)
 	}
 	if (!(s = open_store(c, false, &rc)))
 		return rc;
-	r = placement_write(s, c->argv[0], c->argv[1], &rev, err, sizeof(err));
+	r = placement_write(s, c->argv[0], c->argv[1], &changed, &rev, err, sizeof(err));
 	if (!r)
-		printf("placed %s on %s\n", c->argv[0], c->argv[1]);
+		printf(changed ? "placed %s on %s\n" : "%s is placed on %s already; nothing changed\n",
+		       c->argv[0], c->argv[1]);
 	rc = written(c, s, "place", r, rev, err);
 	store_close(s);
 	return rc;
@@ -368,6 +370,12 @@ static int tag_common(struct ctx *c, bool add)
 	r = tags_write(s, c->argv[0], c->argv + 1, (size_t)c->argc - 1, add, names, changed,
 		       &rev, err, sizeof(err));
 	for (int i = 0; !r && i < c->argc - 1; i++) {
+		bool again = false;
+
+		for (int j = 0; j < i; j++) /* the same tag named twice: said once */
+			again |= !strcasecmp(names[j], names[i]);
+		if (again)
+			continue;
 		if (changed[i])
 			printf("%s %s %s\n", add ? "tagged" : "untagged", c->argv[0], names[i]);
 		else
@@ -893,7 +901,7 @@ static int cmd_mode(struct ctx *c)
 	char err[512];
 	uint64_t rev;
 	int rc = EXIT_INPUT, r;
-	bool monitor;
+	bool monitor, changed;
 
 	if (!c->argc && !c->categories.n && !c->all) {
 		struct trace_world w;
@@ -936,11 +944,12 @@ static int cmd_mode(struct ctx *c)
 		return rc;
 	}
 	r = modes_write(s, monitor, c->categories.v, c->categories.n, ids, (size_t)c->argc - 1,
-			c->all, &rev, err, sizeof(err));
+			c->all, &changed, &rev, err, sizeof(err));
 	if (!r)
-		printf("%s: %s%zu categor%s, %d rule(s)\n", monitor ? "monitor" : "enforce",
+		printf("%s: %s%zu categor%s, %d rule(s)%s\n", monitor ? "monitor" : "enforce",
 		       c->all ? "all modes cleared; " : "", c->categories.n,
-		       c->categories.n == 1 ? "y" : "ies", c->argc - 1);
+		       c->categories.n == 1 ? "y" : "ies", c->argc - 1,
+		       changed ? "" : "; so already, nothing changed");
 	rc = written(c, s, "mode", r, rev, err);
 	if (!r) {
 		/* What holds now: a rule stays monitored while its category is. */

@@ -539,6 +539,7 @@ static int release(struct scand *d, const char *vm, const char *rec_key, const c
 {
 	char *tags[SEV_COUNT], *val = NULL, *net = NULL, key[TAG_KEY_MAX + 300], err[512];
 	char names[SEV_COUNT][TAG_KEY_MAX], ntkey[TAG_KEY_MAX], list[256] = "", kept[256] = "";
+	bool changed[SEV_COUNT];
 	size_t n = threat_tags(d, tags), carried = 0;
 	uint64_t rev = 0;
 	int ret;
@@ -570,11 +571,11 @@ static int release(struct scand *d, const char *vm, const char *rec_key, const c
 		       kept[0] ? " stays: dfwd's network threat detector put it; dfwctl untag releases it)" : "");
 		return EXIT_OK;
 	}
-	ret = tags_write_rec(d->store, vm, tags, n, false, rec_key, rec, names, NULL, &rev, err,
-			     sizeof(err));
+	ret = tags_write_rec(d->store, vm, tags, n, false, rec_key, rec, names, changed, &rev,
+			     err, sizeof(err));
 	for (size_t i = 0, len; i < n; i++) {
-		if (ret == 0 && !names[i][0])
-			continue; /* kept */
+		if (ret == 0 && !changed[i])
+			continue; /* kept, or not on the VM */
 		len = strlen(list);
 		snprintf(list + len, sizeof(list) - len, "%s%s", len ? ", " : "", tags[i]);
 	}

@@ -368,6 +368,7 @@ struct place_req {
 	const char *vm, *host;
 	char key[TAG_KEY_MAX];
 	struct store_op op;
+	bool unchanged; /* the VM is placed there already */
 };
 
 struct host_find {
@@ -412,6 +413,39 @@ static int known_host(struct store *s, struct place_req *q, const struct dfw_pol
 	return 1;
 }
 
+/* Whether ops would change the store: a PUT of a missing key or of another
+ * value, a DEL of a present key.  1 yes, 0 no, -1 a store error. */
+static int ops_change(struct store *s, const struct store_op *ops, size_t n, char *err,
+		      size_t errlen)
+{
+	for (size_t i = 0; i < n; i++) {
+		char *v = NULL;
+		int r = store_get(s, ops[i].key, &v, err, errlen);
+		bool same = r == 0 ? ops[i].kind == STORE_PUT && !strcmp(v, ops[i].value)
+				   : ops[i].kind == STORE_DEL;
+
+		free(v);
+		if (r < 0)
+			return -1;
+		if (!same)
+			return 1;
+	}
+	return 0;
+}
+
+/* After store_txn returned r for a write whose check found nothing to
+ * change (a veto that wrote nothing): 0 with the store's revision in *rev
+ * (or -1 when it cannot be read), and *changed set. */
+static int unchanged_result(struct store *s, int r, bool unchanged, bool *changed, uint64_t *rev,
+			    char *err, size_t errlen)
+{
+	if (changed)
+		*changed = !unchanged;
+	if (r == 1 && unchanged)
+		return store_rev(s, rev, err, errlen) < 0 ? -1 : 0;
+	return r;
+}
+
 static int place_check(struct store *s, void *arg, char *err, size_t errlen)
 {
 	struct place_req *q = arg;
@@ -419,26 +453,32 @@ static int place_check(struct store *s, void *arg, char *err, size_t errlen)
 	long vm;
 	int r;
 
+	q->unchanged = false;
 	if (!(p = stored_vm(s, q->vm, &vm, err, errlen)))
 		return 1;
 	if ((r = known_host(s, q, p, err, errlen)))
 		return r;
 	snprintf(q->key, sizeof(q->key), "%s%s", PLACEMENT_PREFIX, p->inv.vms[vm].name);
 	q->op = (struct store_op){ STORE_PUT, q->key, q->host };
-	return 0;
+	if ((r = ops_change(s, &q->op, 1, err, errlen)) < 0)
+		return -1;
+	q->unchanged = !r;
+	return !r; /* placed there already: write nothing */
 }
 
-int placement_write(struct store *s, const char *vm, const char *host, uint64_t *rev, char *err,
-		    size_t errlen)
+int placement_write(struct store *s, const char *vm, const char *host, bool *changed,
+		    uint64_t *rev, char *err, size_t errlen)
 {
 	struct place_req q = { .vm = vm, .host = host };
+	int r;
 
 	if (!policy_name_ok(host)) {
 		snprintf(err, errlen, "host '%s': 1-48 letters, digits and . _ -", host);
 		return 1;
 	}
 	/* op is filled in by place_check, inside the transaction. */
-	return store_txn(s, &q.op, 1, place_check, &q, rev, err, errlen);
+	r = store_txn(s, &q.op, 1, place_check, &q, rev, err, errlen);
+	return unchanged_result(s, r, q.unchanged, changed, rev, err, errlen);
 }
 
 /* --- monitor mode ----------------------------------------------------------- */
@@ -488,23 +528,40 @@ struct mode_req {
 	size_t ncat;
 	const uint32_t *rules;
 	size_t nrules;
+	bool monitor;
+	const struct key_ops *k;
+	bool unchanged; /* every key was as asked already */
 };
 
 static int mode_check(struct store *s, void *arg, char *err, size_t errlen)
 {
-	const struct mode_req *m = arg;
+	struct mode_req *m = arg;
 	const struct dfw_policy *p = stored_policy(s, err, errlen);
+	int changes;
 
+	m->unchanged = false;
 	if (!p)
 		return 1;
 	for (size_t i = 0; i < m->nrules; i++) {
-		if (!policy_find_rule(p, m->rules[i])) {
+		const struct dfw_rule *r = policy_find_rule(p, m->rules[i]);
+
+		if (!r) {
 			snprintf(err, errlen, "no rule %u in the stored policy (%s)", m->rules[i],
 				 p->file);
 			return 1;
 		}
+		/* It would do nothing now, and then some day, once the rule
+		 * drops, let its packets through unannounced. */
+		if (m->monitor && r->action == ACT_ALLOW) {
+			snprintf(err, errlen, "rule %u allows: monitor mode is for drop and reject"
+				 " rules (it lets their packets through)", m->rules[i]);
+			return 1;
+		}
 	}
-	return 0;
+	if ((changes = ops_change(s, m->k->ops, m->k->n, err, errlen)) < 0)
+		return -1;
+	m->unchanged = !changes;
+	return !changes; /* as asked already: write nothing */
 }
 
 static int list_mode_key(void *arg, const char *key, const char *value)
@@ -515,11 +572,12 @@ static int list_mode_key(void *arg, const char *key, const char *value)
 }
 
 int modes_write(struct store *s, bool monitor, char *const *categories, size_t ncat,
-		const uint32_t *rules, size_t nrules, bool all, uint64_t *rev, char *err,
-		size_t errlen)
+		const uint32_t *rules, size_t nrules, bool all, bool *changed, uint64_t *rev,
+		char *err, size_t errlen)
 {
-	struct mode_req m = { categories, ncat, rules, nrules };
 	struct key_ops k = { 0 };
+	struct mode_req m = { categories, ncat, rules, nrules, monitor, &k, false };
+	int r;
 	const char *names[CAT_COUNT], *near;
 	uint64_t at;
 
@@ -549,7 +607,8 @@ int modes_write(struct store *s, bool monitor, char *const *categories, size_t n
 	}
 	for (size_t i = 0; i < nrules; i++)
 		key_op(&k, monitor, "monitor", MODE_PREFIX "rule/%u", rules[i]);
-	return key_ops_write(s, &k, mode_check, &m, rev, err, errlen);
+	r = key_ops_write(s, &k, mode_check, &m, rev, err, errlen);
+	return unchanged_result(s, r, m.unchanged, changed, rev, err, errlen);
 }
 
 /* --- timed blocks ------------------------------------------------------------- */

@@ -63,17 +63,21 @@ void netthreat_key(char key[TAG_KEY_MAX], const char *vm);
 #define PLACEMENT_PREFIX "placement/"
 
 /* Records that vm now runs on host, as one revision, validated against
- * the stored policy.  Returns like tags_write. */
-int placement_write(struct store *s, const char *vm, const char *host, uint64_t *rev, char *err,
-		    size_t errlen);
+ * the stored policy; nothing when it is recorded there already (*changed
+ * false, *rev the store's).  Returns like tags_write. */
+int placement_write(struct store *s, const char *vm, const char *host, bool *changed,
+		    uint64_t *rev, char *err, size_t errlen);
 
 /* Monitor mode (keys mode/..., tagger/state.h): puts the given categories
  * (names as in the policy) and rules (ids) in monitor mode, or back in
  * enforce mode, as one revision validated against the stored policy.  With
- * all and !monitor, every monitor key goes.  Returns like tags_write. */
+ * all and !monitor, every monitor key goes.  A rule that allows cannot be
+ * put in monitor mode.  When every category and rule is in that mode
+ * already nothing is written (*changed false, *rev the store's).  Returns
+ * like tags_write. */
 int modes_write(struct store *s, bool monitor, char *const *categories, size_t ncat,
-		const uint32_t *rules, size_t nrules, bool all, uint64_t *rev, char *err,
-		size_t errlen);
+		const uint32_t *rules, size_t nrules, bool all, bool *changed, uint64_t *rev,
+		char *err, size_t errlen);
 
 /* Timed blocks (keys block/..., tagger/state.h): blocks addr (a host
  * address) until until_ms (wall clock, ms), at the vNICs of scope (a group

@@ -102,7 +102,7 @@ echo "# a clean full scan releases desktop1 (auto_release = yes)"
 check "dfw-lab scan desktop1 --full exits 0" lab scan desktop1 --full
 check "desktop1 left the quarantine group" exits 1 in_quarantine desktop1
 check "desktop1 reaches the file server again" reach desktop1 fs1 tcp/445
-check "the release is in the audit log" audit_has '"event":"untag"' '"vm":"desktop1"' 'threat.high'
+check "the release is in the audit log" audit_has '"event":"untag"' '"vm":"desktop1"' '"tag":"threat.high"'
 check "the full scan is in the audit log" audit_has '"event":"full-scan"' '"vm":"desktop1"' '"result":"clean"'
 check "the guest got a release notice" grep -q "network access is restored" "$SB/desktop1/DFW-NOTICE.txt"
 

@@ -93,6 +93,9 @@ out=$(ctl mode monitor --category emergncy 2>&1); rc=$?
 check "an unknown category exits 1" test $rc -eq 1
 check "an unknown category gets a suggestion" has "$out" "did you mean 'emergency'"
 check "an unknown rule id exits 1" exits 1 ctl mode monitor 999
+out=$(ctl mode monitor 200 2>&1); rc=$?
+check "monitor mode of an allow rule (200) exits 1" test $rc -eq 1
+check "and says why" has "$out" "rule 200 allows: monitor mode is for drop and reject rules"
 check "mode monitor without a target exits 1" exits 1 ctl mode monitor
 check "mode enforce without a target exits 1" exits 1 ctl mode enforce
 check "an unknown mode exits 1" exits 1 ctl mode frobnicate
@@ -165,6 +168,9 @@ check "unblock of an address not blocked exits 1" exits 1 ctl unblock 10.10.0.99
 check "unblock of the wrong scope exits 1" exits 1 ctl unblock $D2 --scope connection-servers
 check "the store revision did not move" test "$(store_rev)" = "$rev0"
 check "blocks did not change" test "$(ctl blocks | sed 's/ left_s=.*//')" = "$blocks0"
+check "block --for 1d (days) is taken" ctl block 10.10.0.99 --for 1d
+check "and lasts a day" sh -c "'$LAB_BIN' ctl --lab $LAB -- blocks | grep -q 'address=10.10.0.99 scope=everywhere left_s=86[34][0-9][0-9]$'"
+check "unblock lifts it" ctl unblock 10.10.0.99
 
 echo "# blocks survive a restart of dfwd, with the time they have left"
 sleep 1

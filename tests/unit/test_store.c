@@ -416,19 +416,70 @@ static void test_place_known_host(void)
 				  "addresses = 10.0.0.1\n";
 	char *path = fresh_uri("place"), err[256], *v = NULL;
 	struct store *s = open_ok(path, true);
-	uint64_t rev = 0;
+	uint64_t rev = 0, before;
+	bool changed;
 
 	put(s, "policy", pol);
-	CU_ASSERT_EQUAL(placement_write(s, "web1", "hv2", &rev, err, sizeof(err)), 1);
+	CU_ASSERT_EQUAL(placement_write(s, "web1", "hv2", NULL, &rev, err, sizeof(err)), 1);
 	CU_ASSERT_PTR_NOT_NULL(strstr(err, "unknown host 'hv2' (did you mean 'hv1'?)"));
 	CU_ASSERT_EQUAL(store_get(s, "placement/web1", &v, err, sizeof(err)), 1);
-	CU_ASSERT_EQUAL(placement_write(s, "web1", "hv1", &rev, err, sizeof(err)), 0);
+	CU_ASSERT_EQUAL(placement_write(s, "web1", "hv1", NULL, &rev, err, sizeof(err)), 0);
 	assert_value(s, "placement/web1", "hv1");
 	/* A new host, not yet in the inventory: its agent has reported. */
 	CU_ASSERT_EQUAL(store_host_publish(s, "hv2", "{}", 10, err, sizeof(err)), 0);
-	CU_ASSERT_EQUAL(placement_write(s, "web1", "hv2", &rev, err, sizeof(err)), 0);
+	CU_ASSERT_EQUAL(placement_write(s, "web1", "hv2", &changed, &rev, err, sizeof(err)), 0);
+	CU_ASSERT_TRUE(changed);
 	assert_value(s, "placement/web1", "hv2");
+	/* There already: nothing written. */
+	before = rev_of(s);
+	CU_ASSERT_EQUAL(placement_write(s, "web1", "hv2", &changed, &rev, err, sizeof(err)), 0);
+	CU_ASSERT_FALSE(changed);
+	CU_ASSERT_EQUAL(rev, before);
+	CU_ASSERT_EQUAL(rev_of(s), before);
 	free(v);
+	store_close(s);
+	free(path);
+}
+
+/* Monitor mode: a rule that allows is refused; modes as asked already
+ * write nothing. */
+static void test_modes_write(void)
+{
+	char *path = fresh_uri("modes"), err[256];
+	struct store *s = open_ok(path, true);
+	char *emergency[1] = { (char *)"emergency" };
+	const uint32_t allow[1] = { 20 }, drop[1] = { 10 };
+	uint64_t rev = 0, before;
+	bool changed;
+
+	put(s, "policy", "[rule 10]\nsources = any\ndestinations = any\naction = drop\n"
+			 "[rule 20]\nsources = any\ndestinations = any\nservices = tcp/22\n"
+			 "action = allow\n");
+	before = rev_of(s);
+	CU_ASSERT_EQUAL(modes_write(s, true, NULL, 0, allow, 1, false, &changed, &rev, err,
+				    sizeof(err)), 1);
+	CU_ASSERT_PTR_NOT_NULL(strstr(err, "rule 20 allows: monitor mode is for drop and reject"));
+	CU_ASSERT_EQUAL(rev_of(s), before);
+	CU_ASSERT_EQUAL(modes_write(s, true, emergency, 1, drop, 1, false, &changed, &rev, err,
+				    sizeof(err)), 0);
+	CU_ASSERT_TRUE(changed);
+	before = rev_of(s);
+	CU_ASSERT_EQUAL(modes_write(s, true, emergency, 1, drop, 1, false, &changed, &rev, err,
+				    sizeof(err)), 0);
+	CU_ASSERT_FALSE(changed);
+	CU_ASSERT_EQUAL(rev_of(s), before);
+	/* Enforce of a rule not monitored: nothing; --all then clears both. */
+	CU_ASSERT_EQUAL(modes_write(s, false, NULL, 0, allow, 1, false, &changed, &rev, err,
+				    sizeof(err)), 0);
+	CU_ASSERT_FALSE(changed);
+	CU_ASSERT_EQUAL(modes_write(s, false, NULL, 0, NULL, 0, true, &changed, &rev, err,
+				    sizeof(err)), 0);
+	CU_ASSERT_TRUE(changed);
+	CU_ASSERT(rev > before);
+	assert_scan(s, "mode/", NULL, 0);
+	CU_ASSERT_EQUAL(modes_write(s, false, NULL, 0, NULL, 0, true, &changed, &rev, err,
+				    sizeof(err)), 0);
+	CU_ASSERT_FALSE(changed);
 	store_close(s);
 	free(path);
 }
@@ -2553,6 +2604,7 @@ static const struct unit_test common_tests[] = {
 	{ "scan by prefix", test_scan_prefix },
 	{ "tags_write follows the stored policy", test_tags_write_follows_policy },
 	{ "place needs a known host", test_place_known_host },
+	{ "monitor mode: allow refused; as asked already writes nothing", test_modes_write },
 	{ "tag and untag agree whatever the case", test_tags_any_case },
 	{ "untag of a VM or tag gone from the policy", test_untag_gone },
 	{ "a detection's record; a release only while it holds", test_tags_write_rec },

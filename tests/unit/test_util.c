@@ -90,9 +90,10 @@ static void test_parse_duration(void)
 	static const struct { const char *s; uint64_t ms; } ok[] = {
 		{ "250ms", 250 }, { "0ms", 0 }, { "10s", 10000 }, { "5m", 300000 },
 		{ "1h", 3600000 }, { "7", 7000 }, { "0", 0 }, { "90s", 90000 },
+		{ "30d", 2592000000u }, { "1d", 86400000 },
 	};
 	static const char *const bad[] = {
-		"", "ms", "s", "h", "-1s", "1.5s", "10 s", " 10s", "10x", "5d", "s10",
+		"", "ms", "s", "h", "-1s", "1.5s", "10 s", " 10s", "10x", "5D", "s10", "d",
 		"10sm", "10S", "1mss", "99999999999999999999h",
 	};
 	uint64_t v;
@@ -111,10 +112,10 @@ static void test_parse_duration(void)
 	{
 		char buf[64];
 
-		snprintf(buf, sizeof(buf), "%lluh", (unsigned long long)(UINT64_MAX / 3600000));
+		snprintf(buf, sizeof(buf), "%llud", (unsigned long long)(UINT64_MAX / 86400000));
 		CU_ASSERT_EQUAL(parse_duration_ms(buf, &v), 0);
-		CU_ASSERT_EQUAL(v, UINT64_MAX / 3600000 * 3600000);
-		snprintf(buf, sizeof(buf), "%lluh", (unsigned long long)(UINT64_MAX / 3600000 + 1));
+		CU_ASSERT_EQUAL(v, UINT64_MAX / 86400000 * 86400000);
+		snprintf(buf, sizeof(buf), "%llud", (unsigned long long)(UINT64_MAX / 86400000 + 1));
 		CU_ASSERT_EQUAL(parse_duration_ms(buf, &v), -1);
 	}
 }
