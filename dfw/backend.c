@@ -21,6 +21,7 @@
 #include <linux/netfilter/nfnetlink.h>
 #include <linux/netfilter/nfnetlink_conntrack.h>
 #include <linux/if.h>
+#include <linux/if_packet.h>
 #include <netinet/icmp6.h>
 #include <netinet/in.h>
 #include <stdio.h>
@@ -882,6 +883,119 @@ static void nd_rules(struct backend *b)
 	}
 }
 
+/* steer: a unicast frame to an address of its egress port passes at
+ * once with the port's id in meta priority (one lookup: most frames).
+ * The rest go the long way: the port's id (a port the map does not know
+ * drops); to an uplink, pass (the receiving host checks); the DHCP
+ * server's offer and ack to a learning port carry its address (yiaddr):
+ * copied, and pass.  Any other unicast IP frame is to an address that is
+ * not the port's, and drops: the in-policy matches the destination
+ * address, so a sender that picked another VM's MAC would have its
+ * packet judged as for the address and delivered to that VM.  A multicast
+ * frame must carry a multicast address, for the same reason. */
+static void steer_rules(struct backend *b)
+{
+	static const struct dfw_addr mcast4 = { .family = AF_INET, .plen = 4, .a = { 0xe0 } };
+	static const struct dfw_addr mcast6 = { .family = AF_INET6, .plen = 8, .a = { 0xff } };
+	static const struct {
+		uint16_t ethertype;
+		uint32_t addr_len;
+		const char *map;
+	} own[] = {
+		{ 0x0800, 4, DFW_MAP_PORT_DST4 },
+		{ 0x86dd, 16, DFW_MAP_PORT_DST6 },
+	};
+	const uint8_t bcast = PACKET_BROADCAST, mcast = PACKET_MULTICAST;
+	const uint32_t uplink = DFW_UPLINK_ID;
+	const uint16_t fam = NFPROTO_BRIDGE;
+	struct xrule *r;
+
+	for (size_t i = 0; i < ARRAY_SIZE(own); i++) {
+		r = rule_new(b, fam, DFW_CHAIN_BR_FWD, "to a port's own");
+		x_ether_type(r, own[i].ethertype);
+		x_meta_load(r, NFT_META_PKTTYPE, NFT_REG_1);
+		x_cmp_u8(r, PACKET_OTHERHOST);
+		x_meta_load(r, NFT_META_OIFNAME, NFT_REG_1);
+		x_payload(r, NFT_PAYLOAD_NETWORK_HEADER, own[i].addr_len == 4 ? 16 : 24,
+			  own[i].addr_len, NFT_REG_2);
+		x_lookup(r, own[i].map, NFT_REG_1, false);
+		x_meta_set(r, NFT_META_PRIORITY, NFT_REG_1);
+		x_verdict(r, NF_ACCEPT);
+		rule_send(b, r);
+	}
+	port_id_rules(b, DFW_CHAIN_BR_FWD, NFT_META_OIFNAME, DFW_MAP_PORT_DST, NFT_META_PRIORITY);
+	r = rule_new(b, fam, DFW_CHAIN_BR_FWD, "to an uplink: the receiving host checks");
+	x_meta_load(r, NFT_META_PRIORITY, NFT_REG_1);
+	x_cmp(r, NFT_CMP_EQ, &uplink, 4);
+	x_verdict(r, NF_ACCEPT);
+	rule_send(b, r);
+	r = rule_new(b, fam, DFW_CHAIN_BR_FWD, "learn: DHCP reply");
+	x_ether_type(r, 0x0800);
+	x_udp_ports(r, 67, 68);
+	x_learning_port(r, NFT_META_OIFNAME, DFW_SET_LEARN4);
+	x_log(r, DFW_NFLOG_LEARN, DFW_NFLOG_LEARN_SNAPLEN);
+	x_verdict(r, NF_ACCEPT);
+	rule_send(b, r);
+	for (int v6 = 0; v6 < 2; v6++) {
+		r = rule_new(b, fam, DFW_CHAIN_BR_FWD, "to an address not the port's");
+		x_ether_type(r, v6 ? 0x86dd : 0x0800);
+		x_meta_load(r, NFT_META_PKTTYPE, NFT_REG_1);
+		if (!v6)
+			x_cmp(r, NFT_CMP_NEQ, &bcast, 1);
+		x_cmp(r, NFT_CMP_NEQ, &mcast, 1);
+		x_counter(r);
+		x_verdict(r, NF_DROP);
+		rule_send(b, r);
+	}
+	for (int v4 = 0; v4 < 2; v4++) {
+		r = rule_new(b, fam, DFW_CHAIN_BR_FWD, "multicast frame to a unicast address");
+		x_ether_type(r, v4 ? 0x0800 : 0x86dd);
+		if (v4) {
+			x_meta_load(r, NFT_META_PKTTYPE, NFT_REG_1);
+			x_cmp(r, NFT_CMP_EQ, &mcast, 1);
+		}
+		x_addr_in(r, false, !v4, v4 ? &mcast4 : &mcast6, true);
+		x_counter(r);
+		x_verdict(r, NF_DROP);
+		rule_send(b, r);
+	}
+}
+
+/* to_host: a vNIC's IP frames for the hypervisor itself (an address on the
+ * bridge, its automatic IPv6 link-local one included) drop: the policy
+ * is enforced on the forward path only, and a guest, a quarantined one
+ * too, would reach the host's own services.  An uplink's pass: it is the
+ * host's own network.  Neighbour solicitations and advertisements pass
+ * (IPv6's ARP, which passes too): the host resolves a guest to send it a
+ * reject's answer. */
+static void to_host_rules(struct backend *b)
+{
+	const uint32_t uplink = DFW_UPLINK_ID;
+	uint8_t ns = ND_NEIGHBOR_SOLICIT, na = ND_NEIGHBOR_ADVERT;
+	struct xrule *r;
+
+	r = rule_new(b, NFPROTO_BRIDGE, DFW_CHAIN_BR_IN, "from an uplink: the host's own network");
+	x_meta_load(r, NFT_META_MARK, NFT_REG_1);
+	x_cmp(r, NFT_CMP_EQ, &uplink, 4);
+	x_verdict(r, NF_ACCEPT);
+	rule_send(b, r);
+	r = rule_new(b, NFPROTO_BRIDGE, DFW_CHAIN_BR_IN, "neighbour discovery");
+	x_ether_type(r, 0x86dd);
+	x_meta_load(r, NFT_META_L4PROTO, NFT_REG_1);
+	x_cmp_u8(r, IPPROTO_ICMPV6);
+	x_payload(r, NFT_PAYLOAD_TRANSPORT_HEADER, 0, 1, NFT_REG_1);
+	x_range(r, &ns, &na, 1);
+	x_verdict(r, NF_ACCEPT);
+	rule_send(b, r);
+	for (int v6 = 0; v6 < 2; v6++) {
+		r = rule_new(b, NFPROTO_BRIDGE, DFW_CHAIN_BR_IN, "from a vNIC to the hypervisor");
+		x_ether_type(r, v6 ? 0x86dd : 0x0800);
+		x_counter(r);
+		x_verdict(r, NF_DROP);
+		rule_send(b, r);
+	}
+}
+
 static void bridge_objects(struct backend *b)
 {
 	static const struct set_spec sets[] = {
@@ -900,6 +1014,10 @@ static void bridge_objects(struct backend *b)
 		{ DFW_MAP_PORT_SRC6, NFPROTO_BRIDGE, NFT_SET_MAP,
 		  CONCAT(CONCAT(TYPE_IFNAME, TYPE_ETHERADDR), TYPE_IP6ADDR), IFNAMSIZ + 8 + 16,
 		  TYPE_MARK, 4, BO_BIG, BO_HOST },
+		{ DFW_MAP_PORT_DST4, NFPROTO_BRIDGE, NFT_SET_MAP, CONCAT(TYPE_IFNAME, TYPE_IPADDR),
+		  IFNAMSIZ + 4, TYPE_CLASSID, 4, BO_BIG, BO_HOST },
+		{ DFW_MAP_PORT_DST6, NFPROTO_BRIDGE, NFT_SET_MAP, CONCAT(TYPE_IFNAME, TYPE_IP6ADDR),
+		  IFNAMSIZ + 16, TYPE_CLASSID, 4, BO_BIG, BO_HOST },
 	};
 	/* A port's own frames: (port, MAC, address) -> the port's id. */
 	static const struct {
@@ -930,6 +1048,7 @@ static void bridge_objects(struct backend *b)
 		set_msg(b, &sets[i], NFT_MSG_NEWSET);
 	chain_msg(b, fam, DFW_CHAIN_BR_PRE, NF_BR_PRE_ROUTING, DFW_PRIO_BR_PRE, NFT_MSG_NEWCHAIN);
 	chain_msg(b, fam, DFW_CHAIN_BR_FWD, NF_BR_FORWARD, DFW_PRIO_BR_FWD, NFT_MSG_NEWCHAIN);
+	chain_msg(b, fam, DFW_CHAIN_BR_IN, NF_BR_LOCAL_IN, DFW_PRIO_BR_IN, NFT_MSG_NEWCHAIN);
 
 	/* classify: a port's own IPv4 and IPv6 frames pass at once with
 	 * its id, after one lookup that checks port, MAC and address
@@ -982,24 +1101,8 @@ static void bridge_objects(struct backend *b)
 	unspecified_rules(b);
 	nd_rules(b);
 
-	/* steer: the DHCP server's offer and ack to a learning port carry its
-	 * address (yiaddr): copied first.  Then the egress port's id into
-	 * meta priority, and the frame passes; a port the map does not know
-	 * drops (fail closed). */
-	r = rule_new(b, fam, DFW_CHAIN_BR_FWD, "learn: DHCP reply");
-	x_ether_type(r, 0x0800);
-	x_udp_ports(r, 67, 68);
-	x_learning_port(r, NFT_META_OIFNAME, DFW_SET_LEARN4);
-	x_log(r, DFW_NFLOG_LEARN, DFW_NFLOG_LEARN_SNAPLEN);
-	rule_send(b, r);
-	r = rule_new(b, fam, DFW_CHAIN_BR_FWD, NULL);
-	x_port_id(r, NFT_META_OIFNAME, DFW_MAP_PORT_DST, NFT_META_PRIORITY);
-	x_verdict(r, NF_ACCEPT);
-	rule_send(b, r);
-	r = rule_new(b, fam, DFW_CHAIN_BR_FWD, "unknown port");
-	x_counter(r);
-	x_verdict(r, NF_DROP);
-	rule_send(b, r);
+	steer_rules(b);
+	to_host_rules(b);
 }
 
 static void inet_base(struct backend *b)
@@ -1124,16 +1227,12 @@ static void inet_base(struct backend *b)
  * same text, is work the kernel need not do at load or per packet. */
 static void policy_rule(struct backend *b, const char *chain, const struct prule *pr, bool atom)
 {
-	char comment[32];
+	char comment[48];
 	struct xrule *r;
 	uint32_t fam = 0;
 	enum pitem_kind held = PI_VERDICT; /* the address in register 1: none */
 
-	if (pr->rule_id)
-		snprintf(comment, sizeof(comment), "rule %u", pr->rule_id);
-	else
-		snprintf(comment, sizeof(comment), "default");
-	r = rule_new(b, NFPROTO_INET, chain, comment);
+	r = rule_new(b, NFPROTO_INET, chain, prule_comment(pr, comment, sizeof(comment)));
 	for (size_t i = 0; i < pr->nitems; i++) {
 		const struct pitem *it = &pr->items[i];
 		bool v6 = fam == NFPROTO_IPV6;
@@ -1141,6 +1240,13 @@ static void policy_rule(struct backend *b, const char *chain, const struct prule
 		if (atom && disp_item_implied(it))
 			continue;
 		switch (it->kind) {
+		case PI_NONUNICAST: {
+			const uint8_t host = PACKET_HOST;
+
+			x_meta_load(r, NFT_META_PKTTYPE, NFT_REG_1);
+			x_cmp(r, NFT_CMP_NEQ, &host, 1);
+			break;
+		}
 		case PI_PORT_SET:
 			x_meta_load(r, it->u & PI_PORT_DST ? NFT_META_PRIORITY : NFT_META_MARK,
 				    NFT_REG_1);
@@ -1489,9 +1595,9 @@ static void ports_msg(struct backend *b, const struct pport *const *ports, size_
 	struct elem *src = xcalloc(n, sizeof(*src)), *dst = xcalloc(n, sizeof(*dst));
 	struct elem *mac = xcalloc(n, sizeof(*mac));
 	struct elem *out = xcalloc(n, sizeof(*out)), *in = xcalloc(n, sizeof(*in));
-	struct elem *ip4 = NULL, *ip6 = NULL, *own4 = NULL, *own6 = NULL;
+	struct elem *ip4 = NULL, *ip6 = NULL, *own4 = NULL, *own6 = NULL, *to4 = NULL, *to6 = NULL;
 	struct elem *learn4 = xcalloc(n + 1, sizeof(*learn4)), *learn6 = xcalloc(n + 1, sizeof(*learn6));
-	size_t n4 = 0, n6 = 0, no4 = 0, no6 = 0, naddrs = 0, nl4 = 0, nl6 = 0;
+	size_t n4 = 0, n6 = 0, no4 = 0, no6 = 0, nt4 = 0, nt6 = 0, naddrs = 0, nl4 = 0, nl6 = 0;
 
 	for (size_t i = 0; i < n; i++)
 		naddrs += ports[i]->naddrs;
@@ -1499,6 +1605,8 @@ static void ports_msg(struct backend *b, const struct pport *const *ports, size_
 	ip6 = xcalloc(naddrs, sizeof(*ip6));
 	own4 = xcalloc(naddrs, sizeof(*own4));
 	own6 = xcalloc(naddrs, sizeof(*own6));
+	to4 = xcalloc(naddrs, sizeof(*to4));
+	to6 = xcalloc(naddrs, sizeof(*to6));
 	for (size_t i = 0; i < n; i++) {
 		const struct pport *p = ports[i];
 
@@ -1526,6 +1634,15 @@ static void ports_msg(struct backend *b, const struct pport *const *ports, size_
 			ifname_key(e, p->ifname);
 			memcpy(e->key + IFNAMSIZ, ad->a, addr_len(ad->family));
 			e->key_len = (uint32_t)(IFNAMSIZ + addr_len(ad->family));
+			/* To the port: every address but "::", no packet's
+			 * destination. */
+			if (pport_dst_addr(ad)) {
+				struct elem *t = ad->family == AF_INET ? &to4[nt4++] : &to6[nt6++];
+
+				*t = *e;
+				t->has_data = true;
+				t->data = p->id;
+			}
 			/* The long way: past the learn rules (a learning port's
 			 * link-local and "::" are in port_ip6 from the start),
 			 * and for "::", past unspecified_rules(). */
@@ -1554,6 +1671,8 @@ static void ports_msg(struct backend *b, const struct pport *const *ports, size_
 	elems_msg(b, NFPROTO_BRIDGE, DFW_SET_LEARN6, learn6, nl6, type);
 	elems_msg(b, NFPROTO_BRIDGE, DFW_MAP_PORT_SRC4, own4, no4, type);
 	elems_msg(b, NFPROTO_BRIDGE, DFW_MAP_PORT_SRC6, own6, no6, type);
+	elems_msg(b, NFPROTO_BRIDGE, DFW_MAP_PORT_DST4, to4, nt4, type);
+	elems_msg(b, NFPROTO_BRIDGE, DFW_MAP_PORT_DST6, to6, nt6, type);
 	if (type == NFT_MSG_NEWSETELEM) {
 		elems_msg(b, NFPROTO_INET, DFW_MAP_OUT, out, n, type);
 		elems_msg(b, NFPROTO_INET, DFW_MAP_IN, in, n, type);
@@ -1567,6 +1686,8 @@ static void ports_msg(struct backend *b, const struct pport *const *ports, size_
 	free(ip6);
 	free(own4);
 	free(own6);
+	free(to4);
+	free(to6);
 	free(learn4);
 	free(learn6);
 }
@@ -2280,6 +2401,37 @@ bool backend_tables_exist(struct backend *b)
 			return false;
 	}
 	return true;
+}
+
+static int table_owner_cb(const struct nlmsghdr *nlh, void *data)
+{
+	struct nftnl_table *t = nftnl_table_alloc();
+	uint32_t *owner = data;
+
+	if (nftnl_table_nlmsg_parse(nlh, t) == 0 && nftnl_table_is_set(t, NFTNL_TABLE_OWNER))
+		*owner = nftnl_table_get_u32(t, NFTNL_TABLE_OWNER);
+	nftnl_table_free(t);
+	return MNL_CB_OK;
+}
+
+uint32_t backend_tables_owner(struct backend *b)
+{
+	static const uint16_t fams[] = { NFPROTO_BRIDGE, NFPROTO_INET };
+	char buf[REQ_BUF_SIZE] = { 0 };
+	uint32_t owner = 0, self = mnl_socket_get_portid(b->nl);
+
+	for (size_t i = 0; i < ARRAY_SIZE(fams) && !owner; i++) {
+		struct nftnl_table *t = nftnl_table_alloc();
+		struct nlmsghdr *nlh = nftnl_nlmsg_build_hdr(buf, NFT_MSG_GETTABLE, fams[i],
+							     NLM_F_ACK, b->seq++);
+
+		nftnl_table_set_str(t, NFTNL_TABLE_NAME, b->table);
+		nftnl_table_nlmsg_build_payload(nlh, t);
+		nftnl_table_free(t);
+		if (ct_talk(b, nlh, table_owner_cb, &owner) < 0 || owner == self)
+			owner = 0;
+	}
+	return owner;
 }
 
 struct obj_ctx {

@@ -71,6 +71,10 @@ const char *backend_cut_str(const struct backend_cut *c, char *buf, size_t len);
 
 /* True when both dfw tables exist in this namespace. */
 bool backend_tables_exist(struct backend *b);
+/* The netlink port id of another process that owns one of the tables
+ * (NFT_TABLE_F_OWNER: while its socket is open, it alone may change
+ * them), or 0: none, or not found. */
+uint32_t backend_tables_owner(struct backend *b);
 
 /* Reads the hit counts of the policy rules of one inet chain, in chain
  * order: fn gets each rule's id (from its comment; 0 for the default) once,

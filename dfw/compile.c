@@ -212,13 +212,16 @@ bool vm_member_addr(const struct vm *v, uint8_t family, size_t *pos, struct dfw_
 	return true;
 }
 
-bool pport_fast_addr(const struct pport *p, const struct dfw_addr *a)
+bool pport_dst_addr(const struct dfw_addr *a)
 {
 	static const uint8_t unspec[16];
 
-	if (a->family == AF_INET)
-		return !p->learn4;
-	return !p->learn6 && memcmp(a->a, unspec, sizeof(unspec));
+	return a->family == AF_INET || memcmp(a->a, unspec, sizeof(unspec));
+}
+
+bool pport_fast_addr(const struct pport *p, const struct dfw_addr *a)
+{
+	return a->family == AF_INET ? !p->learn4 : !p->learn6 && pport_dst_addr(a);
 }
 
 struct member_ctx {
@@ -1151,14 +1154,58 @@ static void free_rules(struct prule *rules, size_t n)
 	free(rules);
 }
 
+const char *prule_comment(const struct prule *r, char *buf, size_t len)
+{
+	if (r->rule_id)
+		snprintf(buf, len, "rule %u", r->rule_id);
+	else
+		snprintf(buf, len, "%s", r->nitems && r->items[0].kind == PI_NONUNICAST
+						 ? "isolated: no broadcast or multicast" : "default");
+	return buf;
+}
+
+/* An isolated vNIC (a member of a group with quarantine = yes) takes no
+ * broadcast or multicast.  The in-policy matches a destination by its
+ * address, and a broadcast's or multicast's (10.30.0.255, ff02::1) is no
+ * VM's: `any -> quarantine drop` would not match what the bridge floods
+ * to the vNIC.  One rule per such group, first in the in chain, on the
+ * group's vNIC-id set (none when no local vNIC can ever be in it),
+ * counted in ISOLATED_COUNTER.  Neighbour discovery is accepted before the
+ * policy chains (enforce).  Returns how many. */
+#define ISOLATED_COUNTER "r-isolated-in"
+
+static size_t isolation_rules(struct builder *b, struct chain_build *cb)
+{
+	size_t n = 0;
+
+	for (size_t g = 0; g < b->p->inv.ngroups; g++) {
+		const char *name;
+		struct prule *r;
+
+		if (!b->p->inv.groups[g].quarantine)
+			continue;
+		name = port_set(b, g, true, false);
+		if (find_set_mut(b, name)->dead)
+			continue;
+		r = chain_push(cb, 0);
+		rule_push(r, (struct pitem){ .kind = PI_NONUNICAST });
+		rule_push_named(r, PI_PORT_SET, PI_PORT_DST, name);
+		rule_push_named(r, PI_COUNTER, 0, ISOLATED_COUNTER);
+		rule_push(r, (struct pitem){ .kind = PI_VERDICT, .u = PV_DROP });
+		n++;
+	}
+	return n;
+}
+
 /* Builds the host's out or in chain: every enabled rule of that direction
- * (rules with applied_to behind their vNIC-id guards), then the default. */
+ * (rules with applied_to behind their vNIC-id guards), then the default;
+ * the in chain starts with the isolation rules. */
 static const char *vnic_chain(struct builder *b, bool out)
 {
 	const struct dfw_policy *p = b->p;
 	struct chain_build cb = { 0 };
 	uint32_t *ids = NULL;
-	size_t nids = 0;
+	size_t nids = 0, niso = out ? 0 : isolation_rules(b, &cb);
 	char name[PLAN_NAME_MAX];
 	struct pchain *c;
 
@@ -1179,6 +1226,11 @@ static const char *vnic_chain(struct builder *b, bool out)
 		     sizeof(*b->pl->counters));
 		counter_name(i < nids ? ids[i] : 0, out, b->pl->counters[b->pl->ncounters++],
 			     PLAN_NAME_MAX);
+	}
+	if (niso) {
+		grow((void **)&b->pl->counters, &b->capcounters, b->pl->ncounters + 1,
+		     sizeof(*b->pl->counters));
+		plan_name_copy(b->pl->counters[b->pl->ncounters++], ISOLATED_COUNTER);
 	}
 	snprintf(name, sizeof(name), "%c-%016llx", out ? 'o' : 'i',
 		 (unsigned long long)hash_rules(cb.rules, cb.n));

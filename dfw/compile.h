@@ -65,6 +65,8 @@ enum pitem_kind {
 	PI_DADDR_NET,
 	PI_JUMP,       /* name: chain (a factored run's outer rule, dfw/factor.c;
 			* never in a chain's rules, which are the meaning) */
+	PI_NONUNICAST, /* a broadcast or multicast packet (meta pkttype != host;
+			* br_netfilter shows a bridged unicast one as host) */
 };
 
 /* Flags in u of the set lookups. */
@@ -81,10 +83,16 @@ struct pitem {
 };
 
 struct prule {
-	uint32_t rule_id; /* the policy rule this came from; 0 for the default */
+	uint32_t rule_id; /* the policy rule this came from; 0 for the default
+			   * and for an isolation rule (prule_comment) */
 	struct pitem *items;
 	size_t nitems;
 };
+
+/* A kernel rule's comment: "rule ID", "default", or for the drop of
+ * broadcast and multicast to an isolated vNIC (it starts with
+ * PI_NONUNICAST), "isolated: no broadcast or multicast". */
+const char *prule_comment(const struct prule *r, char *buf, size_t len);
 
 /* Dispatch of a long chain by destination port (dfw/dispatch.c).  A
  * segment is a run of consecutive rules [first, end) that each test a TCP
@@ -363,6 +371,9 @@ bool vm_member_addr(const struct vm *v, uint8_t family, size_t *pos, struct dfw_
  * frames meet the learn rules), and never from "::" (only duplicate
  * address detection and listener reports may come from it). */
 bool pport_fast_addr(const struct pport *p, const struct dfw_addr *a);
+/* Whether a port's address is in the egress map (port_dst4 / port_dst6):
+ * all but "::", which is no packet's destination. */
+bool pport_dst_addr(const struct dfw_addr *a);
 
 /* Set names, so that callers (daemon, trace) can find a group's sets. */
 void group_set_name(const char *group, uint8_t family, char *buf, size_t len);

@@ -18,6 +18,7 @@
 
 #include "common/util.h"
 #include "dfw/agent.h"
+#include "dfw/backend.h"
 #include "dfw/control.h"
 #include "dfw/flowlog.h"
 #include "dfw/layout.h"
@@ -138,6 +139,20 @@ static void flowlog_warn(struct flowlog *fl, const char *path, FILE *log, uint64
 	*when = now_ns();
 }
 
+/* Whether another process owns the tables (another dfwd for this host,
+ * started with a control socket of its own); the reason in err. */
+static bool tables_owned(const char *table, char *err, size_t errlen)
+{
+	struct backend *b = backend_open(table, err, errlen);
+	uint32_t owner = b ? backend_tables_owner(b) : 0;
+
+	backend_close(b);
+	if (owner)
+		snprintf(err, errlen, "the tables %s belong to another process (netlink port %u):"
+			 " another dfwd for this host?", table, owner);
+	return owner != 0;
+}
+
 static int control_request(void *arg, const char *line, FILE *out)
 {
 	return agent_request(arg, line, out);
@@ -247,6 +262,13 @@ int main(int argc, char **argv)
 	/* Before the kernel is touched: a second dfwd would load the table
 	 * under the first and take its control socket. */
 	if (control_in_use(sock_path, err, sizeof(err))) {
+		fprintf(ao.log, "dfwd: %s; not starting\n", err);
+		goto out;
+	}
+	/* ...and one with a socket of its own finds the tables owned by
+	 * the first: it could change nothing, and would publish the host's
+	 * status over the first's. */
+	if (tables_owned(ao.table, err, sizeof(err))) {
 		fprintf(ao.log, "dfwd: %s; not starting\n", err);
 		goto out;
 	}

@@ -16,10 +16,18 @@
  *    last, a vNIC's neighbour discovery: a neighbour advertisement whose
  *    target is not the port's own (set port_nd6) drops, and so do router
  *    advertisements, redirects and fragments of hop limit 255;
- *    forward (-100, before br_netfilter) copies DHCP replies to a learning
- *    port to the learn group, then sets meta priority to the egress vNIC
- *    id and passes the frame, or drops it for a port the map does not
- *    know.
+ *    forward (-100, before br_netfilter) passes a unicast IPv4 or IPv6
+ *    frame to an address of its egress port with that port's id in meta
+ *    priority, after one lookup (maps port_dst4 / port_dst6: most frames);
+ *    the rest go the long way: the egress port's id into meta priority (a
+ *    port the map does not know drops), a frame to an uplink passes, a
+ *    DHCP reply to a learning port is copied to the learn group and
+ *    passes, and any other unicast IP frame drops (its destination is not
+ *    the port's: the sender picked another VM's MAC), as does a multicast
+ *    frame to a unicast address;
+ *    input (-100) drops the IP frames of vNICs for the hypervisor itself
+ *    but neighbour solicitations and advertisements (an uplink's pass: the
+ *    host's own network).
  *  inet table: enforces with conntrack.  forward: established/related pass,
  *    IPv6 neighbour discovery passes, invalid drops, then the source vNIC's
  *    out-policy chain (allow = return), then the destination vNIC's in-policy
@@ -48,10 +56,15 @@
 #define DFW_SET_PORT_ND6 "port_nd6"   /* ifname . @th,64,128 */
 #define DFW_MAP_PORT_SRC4 "port_src4" /* ifname . ether_addr . ipv4_addr -> mark */
 #define DFW_MAP_PORT_SRC6 "port_src6" /* ifname . ether_addr . ipv6_addr -> mark */
+/* A unicast frame to a port's own address: (egress port, destination) ->
+ * the port's id.  Every address of the port but "::". */
+#define DFW_MAP_PORT_DST4 "port_dst4" /* ifname . ipv4_addr -> classid */
+#define DFW_MAP_PORT_DST6 "port_dst6" /* ifname . ipv6_addr -> classid */
 #define DFW_SET_LEARN4 "learn4"       /* ifname: ports learning their IPv4 address */
 #define DFW_SET_LEARN6 "learn6"       /* ifname: ports learning their IPv6 address */
 #define DFW_CHAIN_BR_PRE "classify"
 #define DFW_CHAIN_BR_FWD "steer"
+#define DFW_CHAIN_BR_IN "to_host"     /* frames for the hypervisor itself */
 #define DFW_MAP_OUT "out_dispatch"    /* mark -> out-policy chain */
 #define DFW_MAP_IN "in_dispatch"      /* classid -> in-policy chain */
 #define DFW_CHAIN_INET_FWD "enforce"
@@ -82,6 +95,7 @@
 
 #define DFW_PRIO_BR_PRE (-300)
 #define DFW_PRIO_BR_FWD (-100)
+#define DFW_PRIO_BR_IN (-100)
 #define DFW_PRIO_INET_FWD 0
 
 #define DFW_NFLOG_GROUP 0      /* rules with log = yes */
@@ -145,10 +159,29 @@
 	"\t}\n" \
 	"\tchain " DFW_CHAIN_BR_FWD " {\n" \
 	"\t\ttype filter hook forward priority -100; policy accept;\n" \
+	"\t\tether type ip meta pkttype other meta priority set oifname . ip daddr map @" \
+	DFW_MAP_PORT_DST4 " accept comment \"to a port's own\"\n" \
+	"\t\tether type ip6 meta pkttype other meta priority set oifname . ip6 daddr map @" \
+	DFW_MAP_PORT_DST6 " accept comment \"to a port's own\"\n" \
+	"\t\tmeta priority set none\n" \
+	"\t\tmeta priority set oifname map @" DFW_MAP_PORT_DST "\n" \
+	"\t\tmeta priority none counter drop comment \"unknown port\"\n" \
+	"\t\tmeta priority " DFW_UPLINK_CLASSID_NFT " accept comment \"to an uplink: the receiving host checks\"\n" \
 	"\t\tether type ip meta l4proto udp th sport 67 th dport 68 oifname @" DFW_SET_LEARN4 " " \
-	DFW_LEARN_LOG_NFT " comment \"learn: DHCP reply\"\n" \
-	"\t\tmeta priority set oifname map @" DFW_MAP_PORT_DST " accept\n" \
-	"\t\tcounter drop comment \"unknown port\"\n" \
+	DFW_LEARN_LOG_NFT " accept comment \"learn: DHCP reply\"\n" \
+	"\t\tether type ip meta pkttype != broadcast meta pkttype != multicast " \
+	"counter drop comment \"to an address not the port's\"\n" \
+	"\t\tether type ip6 meta pkttype != multicast counter drop comment \"to an address not the port's\"\n" \
+	"\t\tether type ip6 ip6 daddr != ff00::/8 counter drop comment \"multicast frame to a unicast address\"\n" \
+	"\t\tether type ip meta pkttype multicast ip daddr != 224.0.0.0/4 " \
+	"counter drop comment \"multicast frame to a unicast address\"\n" \
+	"\t}\n" \
+	"\tchain " DFW_CHAIN_BR_IN " {\n" \
+	"\t\ttype filter hook input priority -100; policy accept;\n" \
+	"\t\tmeta mark " DFW_UPLINK_ID_NFT " accept comment \"from an uplink: the host's own network\"\n" \
+	"\t\tether type ip6 meta l4proto ipv6-icmp icmpv6 type 135-136 accept comment \"neighbour discovery\"\n" \
+	"\t\tether type ip counter drop comment \"from a vNIC to the hypervisor\"\n" \
+	"\t\tether type ip6 counter drop comment \"from a vNIC to the hypervisor\"\n" \
 	"\t}\n"
 
 #define DFW_INET_SETS_NFT \

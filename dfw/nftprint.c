@@ -36,6 +36,7 @@ static void print_rule(const struct prule *r, bool atom, FILE *f)
 {
 	uint32_t fam = 0;
 	bool sep = false;
+	char comment[48];
 
 	fputs("\t\t", f);
 	for (size_t i = 0; i < r->nitems; i++) {
@@ -52,6 +53,9 @@ static void print_rule(const struct prule *r, bool atom, FILE *f)
 		case PI_NFPROTO:
 			fam = it->u;
 			fprintf(f, "meta nfproto %s", fam == NFPROTO_IPV4 ? "ipv4" : "ipv6");
+			break;
+		case PI_NONUNICAST:
+			fputs("meta pkttype != host", f);
 			break;
 		case PI_PORT_SET:
 			fprintf(f, "meta %s %s@%s", it->u & PI_PORT_DST ? "priority" : "mark",
@@ -100,10 +104,7 @@ static void print_rule(const struct prule *r, bool atom, FILE *f)
 			break;
 		}
 	}
-	if (r->rule_id)
-		fprintf(f, " comment \"rule %u\"\n", r->rule_id);
-	else
-		fprintf(f, " comment \"default\"\n");
+	fprintf(f, " comment \"%s\"\n", prule_comment(r, comment, sizeof(comment)));
 }
 
 static void print_elems(const struct pset *s, FILE *f)
@@ -142,13 +143,15 @@ enum port_addrs {
 	PA_SET,    /* port_ip4 / port_ip6: port . address */
 	PA_ND,     /* port_nd6: port_ip6's elements, keyed as a raw load */
 	PA_OWN,    /* port_src4 / port_src6: port . MAC . address : id */
+	PA_DST,    /* port_dst4 / port_dst6: port . address : id (classid) */
 };
 
 /* The ports' addresses of family af: the anti-spoofing set (port .
  * address), the same IPv6 elements for the neighbour advertisements'
  * targets (as 128-bit integers: the set is typeof a raw load, layout.h),
- * or the fast-path map (port . MAC . address : id) without the families a
- * port still learns. */
+ * the fast-path map (port . MAC . address : id) without the families a
+ * port still learns, or the egress map (port . address : id) without
+ * "::". */
 static void print_port_addrs(const struct plan *pl, uint8_t af, enum port_addrs kind, FILE *f)
 {
 	bool first = true, v6 = af == AF_INET6;
@@ -157,6 +160,9 @@ static void print_port_addrs(const struct plan *pl, uint8_t af, enum port_addrs 
 	if (kind == PA_OWN)
 		fprintf(f, "\tmap %s {\n\t\ttype ifname . ether_addr . %s : mark\n",
 			v6 ? DFW_MAP_PORT_SRC6 : DFW_MAP_PORT_SRC4, v6 ? "ipv6_addr" : "ipv4_addr");
+	else if (kind == PA_DST)
+		fprintf(f, "\tmap %s {\n\t\ttype ifname . %s : classid\n",
+			v6 ? DFW_MAP_PORT_DST6 : DFW_MAP_PORT_DST4, v6 ? "ipv6_addr" : "ipv4_addr");
 	else if (kind == PA_ND)
 		fprintf(f, "\tset %s {\n\t\ttypeof iifname . %s\n", DFW_SET_PORT_ND6,
 			DFW_ND_TARGET_NFT);
@@ -169,12 +175,15 @@ static void print_port_addrs(const struct plan *pl, uint8_t af, enum port_addrs 
 		mac_format(p->mac, mac, sizeof(mac));
 		for (size_t a = 0; a < p->naddrs; a++) {
 			if (p->addrs[a].family != af ||
-			    (kind == PA_OWN && !pport_fast_addr(p, &p->addrs[a])))
+			    (kind == PA_OWN && !pport_fast_addr(p, &p->addrs[a])) ||
+			    (kind == PA_DST && !pport_dst_addr(&p->addrs[a])))
 				continue;
 			addr_format(&p->addrs[a], buf, sizeof(buf));
 			fprintf(f, "%s\"%s\" . ", first ? "\t\telements = { " : ", ", p->ifname);
 			if (kind == PA_OWN) {
 				fprintf(f, "%s . %s : 0x%08x", mac, buf, p->id);
+			} else if (kind == PA_DST) {
+				fprintf(f, "%s : %x:%x", buf, p->id >> 16, p->id & 0xffff);
 			} else if (kind == PA_ND) {
 				fputs("0x", f);
 				for (size_t k = 0; k < 16; k++)
@@ -232,6 +241,8 @@ static void print_bridge(const struct plan *pl, const char *table, FILE *f)
 	}
 	for (int fam = 0; fam < 2; fam++)
 		print_port_addrs(pl, fam ? AF_INET6 : AF_INET, PA_OWN, f);
+	for (int fam = 0; fam < 2; fam++)
+		print_port_addrs(pl, fam ? AF_INET6 : AF_INET, PA_DST, f);
 	fprintf(f, "%s", DFW_BRIDGE_CHAINS_NFT);
 	fprintf(f, "}\n");
 }

@@ -75,6 +75,8 @@ static bool item_matches(const struct plan *pl, const struct pitem *it, uint32_t
 	uint8_t nfproto = pk->src.family == AF_INET ? NFPROTO_IPV4 : NFPROTO_IPV6;
 
 	switch (it->kind) {
+	case PI_NONUNICAST: /* a trace is of a unicast packet */
+		return false;
 	case PI_PORT_SET:
 		return set_has_id(plan_find_set(pl, it->name),
 				  it->u & PI_PORT_DST ? dst_id : src_id) != !!(it->u & PI_LOOKUP_NEG);
@@ -239,12 +241,20 @@ void trace_path(const struct dfw_policy *p, const struct gengine *eng,
 		}
 	}
 	if (!dst->port) {
+		const char *what = addr_not_own(&pk->dst);
+		bool flooded = what && (strstr(what, "multicast") || strstr(what, "broadcast"));
+
 		res->verdict = TV_ALLOW;
-		res->decided_by = "uplink";
+		res->decided_by = flooded ? "each receiving vNIC" : "uplink";
 		addr_format(&pk->dst, a, sizeof(a));
-		snprintf(res->note, sizeof(res->note),
-			 "%s is not a vNIC of any host: the packet leaves through the host's uplink (without one, the bridge drops it)",
-			 a);
+		if (flooded)
+			snprintf(res->note, sizeof(res->note),
+				 "%s is %s: the bridge floods the packet to every vNIC (and uplink), and each vNIC's in-policy decides, as for a packet to its VM's address; a vNIC of a group with quarantine = yes takes none. Trace follows unicast only",
+				 a, what);
+		else
+			snprintf(res->note, sizeof(res->note),
+				 "%s is not a vNIC of any host: the packet leaves through the host's uplink (without one, the bridge drops it; a subnet's broadcast address is flooded to every vNIC, and each one's in-policy decides)",
+				 a);
 		return;
 	}
 	trace_chain(dst->pl, plan_find_chain(dst->pl, dst->port->in_chain),

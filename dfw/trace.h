@@ -58,7 +58,7 @@ struct trace_result {
 	enum trace_verdict verdict;
 	const char *decided_by;  /* "out", "in", or a base-chain reason */
 	struct trace_step out, in;
-	char note[256];          /* why, when no policy chain decided */
+	char note[384];          /* why, when no policy chain decided */
 };
 
 /* The whole path of pk from src to dst; blocks are the store's operator

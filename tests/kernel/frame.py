@@ -22,7 +22,14 @@
 #                                     a DHCPACK from SRC (and eth0's MAC)
 #                                     that gives YIADDR to CLIENTMAC, sent
 #                                     to it
-import socket, struct, sys
+#   frame.py udp4 SRC DST DSTMAC PORT MARKER
+#                                     a UDP datagram holding MARKER to DST
+#                                     port PORT, in a frame to DSTMAC
+#                                     (which may be another VM's), 3 times
+# Receiving:
+#   frame.py rx SECONDS MARKER        counts the frames eth0 receives in
+#                                     SECONDS that hold MARKER; prints it
+import select, socket, struct, sys, time
 
 def mac_bytes(m):
     return bytes(int(x, 16) for x in m.split(":"))
@@ -65,6 +72,24 @@ if kind == "vlan":
     hdr = struct.pack("!BBHHHBBH", 0x45, 0, 20 + len(icmp), 0, 0, 64, 1, 0) + sip + dip
     hdr = hdr[:10] + struct.pack("!H", ones(hdr)) + hdr[12:]
     send([mac_bytes(args[2]) + m + struct.pack("!HHH", tpid, 0, 0x0800) + hdr + icmp] * 3)
+    sys.exit(0)
+if kind == "udp4":
+    sip, dip, body = socket.inet_aton(args[0]), socket.inet_aton(args[1]), args[4].encode()
+    udp = struct.pack("!HHHH", 40000, int(args[3]), 8 + len(body), 0) + body
+    hdr = struct.pack("!BBHHHBBH", 0x45, 0, 20 + len(udp), 0, 0, 64, 17, 0) + sip + dip
+    hdr = hdr[:10] + struct.pack("!H", ones(hdr)) + hdr[12:]
+    send([mac_bytes(args[2]) + m + struct.pack("!H", 0x0800) + hdr + udp] * 3)
+    sys.exit(0)
+if kind == "rx":
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3))
+    s.bind(("eth0", 0))
+    end, marker, n = time.time() + float(args[0]), args[1].encode(), 0
+    while time.time() < end:
+        if not select.select([s], [], [], max(0, end - time.time()))[0]:
+            break
+        data, addr = s.recvfrom(65535)
+        n += addr[2] != socket.PACKET_OUTGOING and marker in data
+    print(n)
     sys.exit(0)
 if kind == "dhcpack":
     sip, cmac, yi = socket.inet_aton(args[0]), mac_bytes(args[1]), socket.inet_aton(args[2])

@@ -183,6 +183,15 @@ check "nft flush ruleset leaves them" sh -c "'$LAB_BIN' exec --lab $LAB host:hv1
 	'$LAB_BIN' exec --lab $LAB host:hv1 -- nft list tables | grep -q 'table inet dfw'"
 check "east-west still blocked after the flush" blocked desktop2 desktop3 tcp/445
 check "and desktop1 still quarantined" blocked desktop1 fs1 tcp/445
+# A second dfwd for this host with a control socket of its own: it finds
+# the tables owned by the first and refuses before it publishes anything
+# (it would have marked the host not loaded, then dead when it stopped).
+hosts0=$(ctl hosts | grep '^host=hv1' | sed 's/ updated=.*//')
+out=$("$LAB_BIN" exec --lab "$LAB" host:hv1 -- timeout 5 "$(dirname "$CTL_BIN")/dfwd" --host hv1 --store "$STORE" \
+	--socket "$TMPD/second.sock" 2>&1); rc=$?
+check "a second dfwd with its own socket exits 1" test $rc -eq 1
+check "saying the tables belong to another process" has "$out" "the tables dfw belong to another process (netlink port [0-9]*): another dfwd for this host?; not starting"
+check "the host's published status is the first dfwd's" test "$(ctl hosts | grep '^host=hv1' | sed 's/ updated=.*//')" = "$hosts0"
 lab daemon kill hv1 >/dev/null
 check "killed, dfwd leaves its tables in force" sh -c "'$LAB_BIN' exec --lab $LAB host:hv1 -- nft list tables | grep -q 'table inet dfw'"
 check "east-west still blocked with dfwd dead" blocked desktop2 desktop3 tcp/445

@@ -113,6 +113,62 @@ check "desktop2 got none of the VLAN-0 echoes (802.1Q and 802.1ad)" test "$(echo
 check "the bridge dropped them (not IPv4, IPv6 or ARP)" rose "not IPv4, IPv6 or ARP" "${n0:-0}"
 check "and exactly six" test "$(drops "not IPv4, IPv6 or ARP")" -eq $(( ${n0:-0} + 6 ))
 
+echo "# a frame to an address that is not its egress vNIC's"
+# The in-policy judges the destination address; a sender that picks
+# another VM's MAC would have its datagram judged as for that address and
+# delivered to the other VM (desktops never talk to each other, but
+# desktops may reach cs1).  The bridge checks the address is the egress
+# port's.  rx counts what reaches the VM's eth0, a packet socket.
+sdrops() {
+	"$LAB_BIN" exec --lab "$LAB" host:hv1 -- nft list chain bridge dfw "${2:-steer}" |
+		sed -n "s/.*packets \([0-9]*\) .*comment \"$1\".*/\1/p" | awk '{ n += $1 } END { print n + 0 }'
+}
+rx() { nd "$1" rx 2 "$2" >"$TMPD/rx-$1" 2>&1 & }
+# got VM: what rx counted (after wait, in this shell: a command
+# substitution's shell has no jobs to wait for).
+got() { cat "$TMPD/rx-$1"; }
+D4_MAC=02:00:00:10:00:14 CS1_MAC=02:00:00:10:00:21
+n0=$(sdrops "to an address not the port's")
+rx desktop4 mac-swap; sleep 0.4
+nd desktop2 udp4 10.10.0.12 10.10.0.21 "$D4_MAC" 4172 mac-swap
+wait
+check "desktop2's datagram to cs1's address in a frame to desktop4's MAC does not reach desktop4" \
+	test "$(got desktop4)" = 0
+rx cs1 mac-swap; sleep 0.4
+nd desktop2 udp4 10.10.0.12 10.10.0.21 "$CS1_MAC" 4172 mac-swap
+wait
+check "the same datagram to cs1's MAC reaches cs1 (rule 200 allows it)" test "$(got cs1)" -ge 1
+rx desktop4 spam; sleep 0.4
+nd desktop2 udp fd00:10::12 fd00:10::21 "$D4_MAC"
+wait
+check "and over IPv6: nothing reaches desktop4" test "$(got desktop4)" = 0
+check "the bridge counted them (to an address not the port's)" test "$(sdrops "to an address not the port's")" -ge $((n0 + 4))
+# A multicast frame must carry a multicast address.
+rx desktop4 mcast-swap; sleep 0.4
+nd desktop2 udp4 10.10.0.12 10.10.0.21 01:00:5e:00:00:01 4172 mcast-swap
+wait
+check "a multicast frame to cs1's address reaches no desktop" test "$(got desktop4)" = 0
+check "the bridge counted it (multicast frame to a unicast address)" \
+	test "$(sdrops "multicast frame to a unicast address")" -ge 3
+
+echo "# the hypervisor itself is out of the guests' reach"
+# The bridge's own addresses: its automatic IPv6 link-local, and an IPv4
+# address put on it here.  The policy is enforced on the forward path, so
+# frames for the host took the input path past it.
+BR_LL=$("$LAB_BIN" exec --lab "$LAB" host:hv1 -- ip -6 -o addr show dev br-dfw scope link |
+	awk '{ sub("/.*", "", $4); print $4 }' | head -1)
+"$LAB_BIN" exec --lab "$LAB" host:hv1 -- ip addr add 10.10.0.250/24 dev br-dfw
+h0=$(sdrops "from a vNIC to the hypervisor" to_host)
+check_not "desktop2 cannot ping the hypervisor's bridge address (IPv4)" vmexec desktop2 ping -c1 -W1 10.10.0.250
+if [ -n "$BR_LL" ]; then
+	check_not "nor its link-local address (IPv6)" vmexec desktop2 ping -6 -c1 -W1 "$BR_LL%eth0"
+else
+	bad "the bridge has a link-local address"
+fi
+check "the bridge counted the drops (from a vNIC to the hypervisor)" \
+	test "$(sdrops "from a vNIC to the hypervisor" to_host)" -gt "$h0"
+check "desktop2 still reaches cs1 (tcp/443)" reach desktop2 cs1 tcp/443
+
 echo "# the ruleset prints as nft reads it"
 "$LAB_BIN" exec --lab "$LAB" host:hv1 -- nft -s list ruleset >"$TMPD/ruleset.nft"
 NS=dfwt-nd-$$

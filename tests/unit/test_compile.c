@@ -495,6 +495,8 @@ static bool plan_ok(const struct plan *pl)
 
 			if (pr->rule_id)
 				snprintf(want, sizeof(want), "r-%u-%s", pr->rule_id, out ? "out" : "in");
+			else if (pr->nitems && pr->items[0].kind == PI_NONUNICAST)
+				snprintf(want, sizeof(want), "r-isolated-in");
 			else
 				snprintf(want, sizeof(want), "r-default-%s", out ? "out" : "in");
 			for (size_t k = 0; k < pr->nitems; k++) {
@@ -646,7 +648,9 @@ static void test_vdi_untagged(void)
 	GOLDEN("tests/golden/vdi-untagged.nft", text);
 
 	CU_ASSERT_EQUAL_FATAL(pl->nports, 7);
-	CU_ASSERT_EQUAL(pl->nsets, 14); /* 6 groups x 2 families; 2 service sets */
+	/* 6 groups x 2 families; 2 service sets; the quarantine's vNIC ids
+	 * (isolation: no broadcast or multicast in) */
+	CU_ASSERT_EQUAL(pl->nsets, 15);
 	/* Every rule applies everywhere in both directions: one out chain and
 	 * one in chain, shared by all seven vNICs. */
 	CU_ASSERT_EQUAL_FATAL(pl->nchains, 2);
@@ -780,7 +784,8 @@ static void test_vdi_diff_tag(void)
 	CU_ASSERT_EQUAL(d.nset_add, 0);
 	CU_ASSERT_EQUAL(d.nchain_del, 0);
 	CU_ASSERT_EQUAL(d.nchain_add, 0);
-	CU_ASSERT_EQUAL_FATAL(d.nelem_add, 3);
+	/* Its addresses, and its vNIC's id for the isolation rule. */
+	CU_ASSERT_EQUAL_FATAL(d.nelem_add, 4);
 	CU_ASSERT_EQUAL_FATAL(d.nelem_del, 0);
 	CU_ASSERT_STRING_EQUAL(d.elem_add[0].set->name, "g-quarantine-4");
 	addr_format(&d.elem_add[0].addr, buf, sizeof(buf));
@@ -791,6 +796,7 @@ static void test_vdi_diff_tag(void)
 	CU_ASSERT_STRING_EQUAL(d.elem_add[2].set->name, "g-quarantine-6");
 	addr_format(&d.elem_add[2].addr, buf, sizeof(buf));
 	CU_ASSERT_STRING_EQUAL(buf, "fe80::ff:fe10:11");
+	CU_ASSERT_STRING_EQUAL(d.elem_add[3].set->name, "p-quarantine-i");
 	/* Adds point into `to`. */
 	CU_ASSERT_PTR_EQUAL(d.elem_add[0].set, plan_find_set(after, "g-quarantine-4"));
 	plan_diff_free(&d);
@@ -805,7 +811,7 @@ static void test_vdi_diff_tag(void)
 	plan_diff_free(&d);
 	plan_diff(after, back, &d);
 	CU_ASSERT_EQUAL(d.nelem_add, 0);
-	CU_ASSERT_EQUAL(d.nelem_del, 3);
+	CU_ASSERT_EQUAL(d.nelem_del, 4);
 	CU_ASSERT_PTR_EQUAL(d.elem_del[0].set, plan_find_set(after, "g-quarantine-4"));
 	CU_ASSERT_EQUAL(d.nchain_add + d.nchain_del + d.nport_add + d.nport_del +
 			d.nset_add + d.nset_del, 0);
@@ -830,7 +836,7 @@ static void test_diff_identity_and_full(void)
 	plan_diff(NULL, pl, &d);
 	CU_ASSERT_FALSE(plan_diff_empty(&d));
 	CU_ASSERT_EQUAL(d.nport_add, 7);
-	CU_ASSERT_EQUAL(d.nset_add, 14);
+	CU_ASSERT_EQUAL(d.nset_add, 15);
 	CU_ASSERT_EQUAL(d.nchain_add, 2);
 	CU_ASSERT_EQUAL(d.nport_del + d.nset_del + d.nchain_del + d.nelem_add + d.nelem_del, 0);
 	for (size_t i = 0; i < d.nport_add; i++)
@@ -841,7 +847,7 @@ static void test_diff_identity_and_full(void)
 	CU_ASSERT_EQUAL(none->nports + none->nsets + none->nchains, 0);
 	plan_diff(pl, none, &d);
 	CU_ASSERT_EQUAL(d.nport_del, 7);
-	CU_ASSERT_EQUAL(d.nset_del, 14);
+	CU_ASSERT_EQUAL(d.nset_del, 15);
 	CU_ASSERT_EQUAL(d.nchain_del, 2);
 	CU_ASSERT_EQUAL(d.nport_add + d.nset_add + d.nchain_add + d.nelem_add + d.nelem_del, 0);
 	plan_diff_free(&d);
@@ -2386,10 +2392,10 @@ static void test_link_local_member(void)
 	 * gives exactly a fresh compile: a's two IPv6 addresses; b's IPv4
 	 * address and its link-local; k's link-local; e's two addresses (its
 	 * link-local once).  web excludes quarantine: its base stays. */
-	CU_ASSERT_EQUAL(incremental_step(&fx, pl, "a", threat, 1, "g-quarantine-6"), 2);
-	CU_ASSERT_EQUAL(incremental_step(&fx, pl, "b", threat, 1, "g-quarantine-6"), 2);
-	CU_ASSERT_EQUAL(incremental_step(&fx, pl, "k", threat, 1, "g-quarantine-6"), 1);
-	CU_ASSERT_EQUAL(incremental_step(&fx, pl, "e", threat, 1, "g-quarantine-6"), 2);
+	CU_ASSERT_EQUAL(incremental_step(&fx, pl, "a", threat, 1, "g-quarantine-6"), 3);
+	CU_ASSERT_EQUAL(incremental_step(&fx, pl, "b", threat, 1, "g-quarantine-6"), 3);
+	CU_ASSERT_EQUAL(incremental_step(&fx, pl, "k", threat, 1, "g-quarantine-6"), 2);
+	CU_ASSERT_EQUAL(incremental_step(&fx, pl, "e", threat, 1, "g-quarantine-6"), 3);
 	CU_ASSERT_TRUE(set_is(pl, "g-quarantine-6", "fd00::1, fe80::ff:fe00:1, fe80::ff:fe00:2, "
 						     "fe80::ff:fe00:4, fe80::ff:fe00:5"));
 	CU_ASSERT_TRUE(set_is(pl, "g-quarantine-4", "10.0.0.2, 10.0.0.5"));
@@ -2399,10 +2405,10 @@ static void test_link_local_member(void)
 	TRACE(TV_DROP, 10, &fx, pl, "k", "fe80::ff:fe00:4", "c", "fe80::ff:fe00:3", 443);
 	TRACE(TV_DROP, 10, &fx, pl, "e", "fe80::ff:fe00:5", "c", "fd00::3", 22);
 	/* Released: the link-local addresses leave the sets again. */
-	CU_ASSERT_EQUAL(incremental_step(&fx, pl, "a", NULL, 0, "g-quarantine-6"), 2);
-	CU_ASSERT_EQUAL(incremental_step(&fx, pl, "b", NULL, 0, "g-quarantine-6"), 2);
-	CU_ASSERT_EQUAL(incremental_step(&fx, pl, "k", NULL, 0, "g-quarantine-6"), 1);
-	CU_ASSERT_EQUAL(incremental_step(&fx, pl, "e", NULL, 0, "g-quarantine-6"), 2);
+	CU_ASSERT_EQUAL(incremental_step(&fx, pl, "a", NULL, 0, "g-quarantine-6"), 3);
+	CU_ASSERT_EQUAL(incremental_step(&fx, pl, "b", NULL, 0, "g-quarantine-6"), 3);
+	CU_ASSERT_EQUAL(incremental_step(&fx, pl, "k", NULL, 0, "g-quarantine-6"), 2);
+	CU_ASSERT_EQUAL(incremental_step(&fx, pl, "e", NULL, 0, "g-quarantine-6"), 3);
 	CU_ASSERT_TRUE(set_is(pl, "g-quarantine-6", ""));
 	TRACE(TV_ALLOW, 20, &fx, pl, "a", "fe80::ff:fe00:1", "c", "fd00::3", 22);
 	/* "::" is a vNIC's address (anti-spoofing), never a member's. */
@@ -2473,7 +2479,7 @@ static void test_net_exclusion(void)
 
 	/* d1 quarantined: quarantine's sets change (its two addresses and
 	 * its link-local one), nothing else. */
-	CU_ASSERT_EQUAL(incremental_step(&fx, pl, "d1", threat, 1, "g-quarantine-4"), 3);
+	CU_ASSERT_EQUAL(incremental_step(&fx, pl, "d1", threat, 1, "g-quarantine-4"), 4);
 	TRACE(TV_DROP, 0, &fx, pl, "d1", "10.10.0.11", "fs", "10.10.1.5", 445);
 	TRACE(TV_DROP, 0, &fx, pl, "d1", "fd00:10::11", "fs", "fd00:11::5", 445);
 	TRACE(TV_ALLOW, 20, &fx, pl, "d1", "10.10.0.11", "fs", "10.10.1.5", 139);
@@ -2481,7 +2487,7 @@ static void test_net_exclusion(void)
 	TRACE(TV_DROP, 0, &fx, pl, "d1", "10.10.0.11", "fs", "10.10.1.5", 8080);
 	TRACE(TV_ALLOW, 30, &fx, pl, "d2", "10.10.0.12", "fs", "10.10.1.5", 8080);
 	/* Released. */
-	CU_ASSERT_EQUAL(incremental_step(&fx, pl, "d1", NULL, 0, "g-quarantine-4"), 3);
+	CU_ASSERT_EQUAL(incremental_step(&fx, pl, "d1", NULL, 0, "g-quarantine-4"), 4);
 	TRACE(TV_ALLOW, 10, &fx, pl, "d1", "10.10.0.11", "fs", "10.10.1.5", 445);
 	TRACE(TV_DROP, 0, &fx, pl, "d1", "10.10.0.11", "fs", "10.10.1.5", 139);
 	plan_free(pl);
