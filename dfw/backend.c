@@ -883,6 +883,71 @@ static void nd_rules(struct backend *b)
 	}
 }
 
+/* The two ways through classify (ingress: src) and steer (egress): a
+ * port's own IPv4 and IPv6 frames pass at once with its id in meta mark
+ * (meta priority), after one lookup of (port, MAC, source address) in
+ * port_src4/6 (of (port, destination address), for unicast frames only,
+ * in port_dst4/6): most frames.  The rest take the long way: the port's
+ * id from the port map (a port it does not know drops), and an uplink's
+ * frames pass. */
+static void own_way_rules(struct backend *b, bool src)
+{
+	static const struct {
+		uint16_t ethertype;
+		uint32_t addr_len;
+		const char *map[2]; /* egress, ingress */
+	} own[] = {
+		{ 0x0800, 4, { DFW_MAP_PORT_DST4, DFW_MAP_PORT_SRC4 } },
+		{ 0x86dd, 16, { DFW_MAP_PORT_DST6, DFW_MAP_PORT_SRC6 } },
+	};
+	const char *chain = src ? DFW_CHAIN_BR_PRE : DFW_CHAIN_BR_FWD;
+	uint32_t ifkey = src ? NFT_META_IIFNAME : NFT_META_OIFNAME;
+	uint32_t target = src ? NFT_META_MARK : NFT_META_PRIORITY;
+	const uint32_t uplink = DFW_UPLINK_ID;
+	const uint8_t icmp6 = IPPROTO_ICMPV6;
+	struct xrule *r;
+
+	for (size_t i = 0; i < ARRAY_SIZE(own); i++) {
+		uint32_t off = own[i].addr_len == 4 ? 12 : 8;
+
+		r = rule_new(b, NFPROTO_BRIDGE, chain, src ? "a port's own" : "to a port's own");
+		x_ether_type(r, own[i].ethertype);
+		/* ICMPv6 from a port goes the long way, to the neighbour
+		 * discovery checks: an advertisement from the port's own
+		 * address may still claim another's. */
+		if (src && own[i].ethertype == 0x86dd) {
+			x_meta_load(r, NFT_META_L4PROTO, NFT_REG_1);
+			x_cmp(r, NFT_CMP_NEQ, &icmp6, 1);
+		}
+		if (!src) { /* a broadcast or multicast is for no port */
+			x_meta_load(r, NFT_META_PKTTYPE, NFT_REG_1);
+			x_cmp_u8(r, PACKET_OTHERHOST);
+		}
+		x_meta_load(r, ifkey, NFT_REG_1);
+		if (src) {
+			x_payload(r, NFT_PAYLOAD_LL_HEADER, 6, 6, NFT_REG_2);
+			/* after the MAC, padded to 8 bytes: the third 32-bit
+			 * register of register 2 */
+			x_payload(r, NFT_PAYLOAD_NETWORK_HEADER, off, own[i].addr_len,
+				  NFT_REG32_06);
+		} else {
+			x_payload(r, NFT_PAYLOAD_NETWORK_HEADER, off + own[i].addr_len,
+				  own[i].addr_len, NFT_REG_2);
+		}
+		x_lookup(r, own[i].map[src], NFT_REG_1, false);
+		x_meta_set(r, target, NFT_REG_1);
+		x_verdict(r, NF_ACCEPT);
+		rule_send(b, r);
+	}
+	port_id_rules(b, chain, ifkey, src ? DFW_MAP_PORT_SRC : DFW_MAP_PORT_DST, target);
+	r = rule_new(b, NFPROTO_BRIDGE, chain, src ? "uplink: checked at the sending host"
+						  : "to an uplink: the receiving host checks");
+	x_meta_load(r, target, NFT_REG_1);
+	x_cmp(r, NFT_CMP_EQ, &uplink, 4);
+	x_verdict(r, NF_ACCEPT);
+	rule_send(b, r);
+}
+
 /* steer: a unicast frame to an address of its egress port passes at
  * once with the port's id in meta priority (one lookup: most frames).
  * The rest go the long way: the port's id (a port the map does not know
@@ -897,38 +962,11 @@ static void steer_rules(struct backend *b)
 {
 	static const struct dfw_addr mcast4 = { .family = AF_INET, .plen = 4, .a = { 0xe0 } };
 	static const struct dfw_addr mcast6 = { .family = AF_INET6, .plen = 8, .a = { 0xff } };
-	static const struct {
-		uint16_t ethertype;
-		uint32_t addr_len;
-		const char *map;
-	} own[] = {
-		{ 0x0800, 4, DFW_MAP_PORT_DST4 },
-		{ 0x86dd, 16, DFW_MAP_PORT_DST6 },
-	};
 	const uint8_t bcast = PACKET_BROADCAST, mcast = PACKET_MULTICAST;
-	const uint32_t uplink = DFW_UPLINK_ID;
 	const uint16_t fam = NFPROTO_BRIDGE;
 	struct xrule *r;
 
-	for (size_t i = 0; i < ARRAY_SIZE(own); i++) {
-		r = rule_new(b, fam, DFW_CHAIN_BR_FWD, "to a port's own");
-		x_ether_type(r, own[i].ethertype);
-		x_meta_load(r, NFT_META_PKTTYPE, NFT_REG_1);
-		x_cmp_u8(r, PACKET_OTHERHOST);
-		x_meta_load(r, NFT_META_OIFNAME, NFT_REG_1);
-		x_payload(r, NFT_PAYLOAD_NETWORK_HEADER, own[i].addr_len == 4 ? 16 : 24,
-			  own[i].addr_len, NFT_REG_2);
-		x_lookup(r, own[i].map, NFT_REG_1, false);
-		x_meta_set(r, NFT_META_PRIORITY, NFT_REG_1);
-		x_verdict(r, NF_ACCEPT);
-		rule_send(b, r);
-	}
-	port_id_rules(b, DFW_CHAIN_BR_FWD, NFT_META_OIFNAME, DFW_MAP_PORT_DST, NFT_META_PRIORITY);
-	r = rule_new(b, fam, DFW_CHAIN_BR_FWD, "to an uplink: the receiving host checks");
-	x_meta_load(r, NFT_META_PRIORITY, NFT_REG_1);
-	x_cmp(r, NFT_CMP_EQ, &uplink, 4);
-	x_verdict(r, NF_ACCEPT);
-	rule_send(b, r);
+	own_way_rules(b, false);
 	r = rule_new(b, fam, DFW_CHAIN_BR_FWD, "learn: DHCP reply");
 	x_ether_type(r, 0x0800);
 	x_udp_ports(r, 67, 68);
@@ -1019,15 +1057,6 @@ static void bridge_objects(struct backend *b)
 		{ DFW_MAP_PORT_DST6, NFPROTO_BRIDGE, NFT_SET_MAP, CONCAT(TYPE_IFNAME, TYPE_IP6ADDR),
 		  IFNAMSIZ + 16, TYPE_CLASSID, 4, BO_BIG, BO_HOST },
 	};
-	/* A port's own frames: (port, MAC, address) -> the port's id. */
-	static const struct {
-		uint16_t ethertype;
-		uint32_t addr_len;
-		const char *map;
-	} own[] = {
-		{ 0x0800, 4, DFW_MAP_PORT_SRC4 },
-		{ 0x86dd, 16, DFW_MAP_PORT_SRC6 },
-	};
 	/* Anti-spoofing: (port, source) pairs not in the port's sets drop. */
 	static const struct {
 		uint16_t ethertype; /* 0: any frame */
@@ -1041,7 +1070,6 @@ static void bridge_objects(struct backend *b)
 		{ 0x86dd, NFT_PAYLOAD_NETWORK_HEADER, 8, 16, DFW_SET_PORT_IP6, "spoofed IPv6" },
 	};
 	const uint16_t fam = NFPROTO_BRIDGE;
-	const uint32_t uplink = DFW_UPLINK_ID;
 	struct xrule *r;
 
 	for (size_t i = 0; i < ARRAY_SIZE(sets); i++)
@@ -1051,38 +1079,9 @@ static void bridge_objects(struct backend *b)
 	chain_msg(b, fam, DFW_CHAIN_BR_IN, NF_BR_LOCAL_IN, DFW_PRIO_BR_IN, NFT_MSG_NEWCHAIN);
 
 	/* classify: a port's own IPv4 and IPv6 frames pass at once with
-	 * its id, after one lookup that checks port, MAC and address
-	 * together (most frames); the rest go the long way: the ingress
+	 * its id (own_way_rules); the rest go the long way: the ingress
 	 * port's id into meta mark, anti-spoofing, learning. */
-	for (size_t i = 0; i < ARRAY_SIZE(own); i++) {
-		const uint8_t icmp6 = IPPROTO_ICMPV6;
-
-		r = rule_new(b, fam, DFW_CHAIN_BR_PRE, "a port's own");
-		x_ether_type(r, own[i].ethertype);
-		/* ICMPv6 goes the long way, to the neighbour discovery checks:
-		 * an advertisement from the port's own address may still
-		 * claim another's. */
-		if (own[i].ethertype == 0x86dd) {
-			x_meta_load(r, NFT_META_L4PROTO, NFT_REG_1);
-			x_cmp(r, NFT_CMP_NEQ, &icmp6, 1);
-		}
-		x_meta_load(r, NFT_META_IIFNAME, NFT_REG_1);
-		x_payload(r, NFT_PAYLOAD_LL_HEADER, 6, 6, NFT_REG_2);
-		/* after the MAC, padded to 8 bytes: the third 32-bit register
-		 * of register 2 */
-		x_payload(r, NFT_PAYLOAD_NETWORK_HEADER, own[i].addr_len == 4 ? 12 : 8,
-			  own[i].addr_len, NFT_REG32_06);
-		x_lookup(r, own[i].map, NFT_REG_1, false);
-		x_meta_set(r, NFT_META_MARK, NFT_REG_1);
-		x_verdict(r, NF_ACCEPT);
-		rule_send(b, r);
-	}
-	port_id_rules(b, DFW_CHAIN_BR_PRE, NFT_META_IIFNAME, DFW_MAP_PORT_SRC, NFT_META_MARK);
-	r = rule_new(b, fam, DFW_CHAIN_BR_PRE, "uplink: checked at the sending host");
-	x_meta_load(r, NFT_META_MARK, NFT_REG_1);
-	x_cmp(r, NFT_CMP_EQ, &uplink, 4);
-	x_verdict(r, NF_ACCEPT);
-	rule_send(b, r);
+	own_way_rules(b, true);
 	for (size_t i = 0; i < ARRAY_SIZE(spoof); i++) {
 		if (i == 1)
 			learn_rules(b);
