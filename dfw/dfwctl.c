@@ -68,11 +68,13 @@ static bool safe_word(const char *s);
 static struct store *open_store(const struct ctx *c, bool create, int *rc)
 {
 	char err[512];
-	struct store *s = store_open(c->store, create, err, sizeof(err));
+	struct store *s;
 
-	if (!s) {
+	errno = 0;
+	if (!(s = store_open(c->store, create, err, sizeof(err)))) {
 		fprintf(stderr, "dfwctl: %s\n", err);
-		*rc = EXIT_UNREACHABLE;
+		/* A malformed URI is bad input; the rest, a store not there. */
+		*rc = errno == EINVAL ? EXIT_INPUT : EXIT_UNREACHABLE;
 	}
 	return s;
 }

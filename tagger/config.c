@@ -1855,9 +1855,13 @@ static void parse_sections(struct parser *ps)
 		if (!strcmp(sec, "global") || !strcmp(sec, "tags") ||
 		    !strcmp(sec, "detection") || !strcmp(sec, "netthreat"))
 			continue;
-		if ((!strcmp(kind, "vm") || !strcmp(kind, "group") || !strcmp(kind, "service") ||
-		     !strcmp(kind, "rule")) && arg && *arg) {
-			if (!strcmp(kind, "group")) {
+		if (!strcmp(kind, "vm") || !strcmp(kind, "group") || !strcmp(kind, "service") ||
+		    !strcmp(kind, "rule")) {
+			if (!arg || !*arg)
+				diag_add(ps->d, ps->file, ps->secs[i].line, "section [%s] needs %s: [%s %s]",
+					 kind, strcmp(kind, "rule") ? "a name" : "an id", kind,
+					 strcmp(kind, "rule") ? "NAME" : "ID");
+			else if (!strcmp(kind, "group")) {
 				ngroups++;
 				check_name(ps, ps->secs[i].line, "group", arg);
 			}

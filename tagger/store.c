@@ -3,6 +3,7 @@
  * transaction's ops, prefix ranges, UTF-8). */
 #include "tagger/store_impl.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,6 +32,7 @@ struct store *store_open(const char *uri, bool create, char *err, size_t errlen)
 		store_seterr(err, errlen,
 			     "%s: unsupported store (this build knows sqlite:PATH"
 			     " and etcd://HOST:PORT/PREFIX)", uri);
+		errno = EINVAL;
 		return NULL;
 	}
 	return store_sqlite_open(uri, create, err, errlen);

@@ -28,7 +28,8 @@ struct store;
 /* Opens (creating when missing, if create is true) the store at uri.
  * On failure returns NULL and writes a one-line reason to err.  An etcd
  * store is opened without contacting etcd: the first operation that cannot
- * reach it fails instead ("etcd HOST:PORT: connection refused"). */
+ * reach it fails instead ("etcd HOST:PORT: connection refused").  A
+ * malformed URI or an unknown scheme sets errno to EINVAL. */
 struct store *store_open(const char *uri, bool create, char *err, size_t errlen);
 void store_close(struct store *s);
 

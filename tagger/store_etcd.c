@@ -698,8 +698,10 @@ struct store *store_etcd_open(const char *uri, bool create, char *err,
 	char *hostport = NULL, *prefix = NULL;
 	struct store *ret = NULL;
 
-	if (parse_uri(uri, &hostport, &prefix, err, errlen) < 0)
+	if (parse_uri(uri, &hostport, &prefix, err, errlen) < 0) {
+		errno = EINVAL; /* the URI, not the store: store_open */
 		goto out;
+	}
 	pthread_once(&curl_once, curl_init);
 	if (curl_init_rc != CURLE_OK) {
 		store_seterr(err, errlen, "%s: cannot start libcurl: %s", uri,

@@ -380,6 +380,8 @@ static void objects(const struct dfw_policy *p, const struct gengine *e, const s
 					      plan_find_chain(pl, pl->ports[i].in_chain) };
 
 		*ours += 5 + pl->ports[i].naddrs; /* 2 maps, MAC, addresses, 2 dispatch */
+		for (size_t a = 0; a < pl->ports[i].naddrs; a++) /* to the port's own */
+			*ours += pport_dst_addr(&pl->ports[i].addrs[a]);
 		for (int dir = 0; dir < 2; dir++) {
 			for (size_t k = 0; c[dir] && k < c[dir]->nrule_ids; k++) {
 				const struct dfw_rule *r = rule_by_id(p, c[dir]->rule_ids[k]);

@@ -37,6 +37,10 @@ check "block with --for twice exits 1" exits 1 ctl block 10.10.0.99 --for 1m --f
 check "naming the VM it may mean" sh -c "'$LAB_BIN' ctl --lab $LAB -- tags desktop11 2>&1 | grep -q \"unknown VM 'desktop11' (did you mean 'desktop1'?)\""
 out=$("$CTL_BIN" --store /nonexistent/store.db tag desktop1 threat.high 2>&1); rc=$?
 check "a missing store exits 3" test $rc -eq 3
+out=$("$CTL_BIN" --store etcd://h:99999/x tags 2>&1); rc=$?
+check "a malformed etcd URI is bad input (exit 1)" test $rc -eq 1
+check "naming the port" has "$out" 'bad port "99999"'
+check "an unknown store scheme exits 1" exits 1 "$CTL_BIN" --store foo://x tags
 out=$(ctl trace desktp1 cs1 tcp/443 2>&1); rc=$?
 check "trace of an unknown VM exits 1" test $rc -eq 1
 check "trace of an unknown VM gets a suggestion" has "$out" "did you mean 'desktop1'"

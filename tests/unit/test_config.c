@@ -385,9 +385,11 @@ static void test_sections(void)
 		   "[service NAME], [rule ID]", NULL, 1);
 	EXPECT_ERR(BASE "[servce web]\nentries = tcp/80\n", L(1), "unknown section [servce web]",
 		   "(did you mean 'service'?)", 1);
-	EXPECT_ERR(BASE "[service]\nentries = tcp/80\n", L(1), "unknown section [service]", NULL, 1);
-	/* A kind without its name is not a section either. */
-	EXPECT_ERR(BASE "[rule]\naction = allow\n", L(1), "unknown section [rule]", NULL, 1);
+	/* A kind without its name or id says what it needs. */
+	EXPECT_ERR(BASE "[service]\nentries = tcp/80\n", L(1),
+		   "section [service] needs a name: [service NAME]", NULL, 1);
+	EXPECT_ERR(BASE "[rule]\naction = allow\n", L(1), "section [rule] needs an id: [rule ID]",
+		   NULL, 1);
 	EXPECT_ERR(BASE "[vm a\n", L(1), "malformed section header '[vm a'", NULL, -1);
 	EXPECT_ERR(BASE "[vm a] x\n", L(1), "malformed section header", NULL, -1);
 	/* Duplicate sections, also when they differ only in case. */
