@@ -751,7 +751,10 @@ static size_t *resolve_groups(struct parser *ps, const char *sec, const char *ke
 		long g = policy_find_group(ps->p, names.v[i]);
 		char hint[128];
 
-		if (g < 0)
+		if (g < 0 && policy_find_vm(ps->p, names.v[i]) >= 0)
+			ERR(ps, sec, key, "%s: '%s' is a VM; %s takes groups (a group with it as"
+			    " member: [group NAME] members = %s)", key, names.v[i], key, names.v[i]);
+		else if (g < 0)
 			ERR(ps, sec, key, "%s: unknown group '%s'%s", key, names.v[i],
 			    suggest(hint, sizeof(hint), names.v[i], all, ps->p->inv.ngroups));
 		else

@@ -905,6 +905,8 @@ static void test_rule_errors(void)
 	EXPECT_ERR(BASE RULE5 "disabled = 2\n", L(3), "disabled: '2' is not yes or no", NULL, 1);
 	EXPECT_ERR(BASE RULE5 "applied_to = servrs\n", L(3),
 		   "applied_to: unknown group 'servrs'", "(did you mean 'servers'?)", 1);
+	EXPECT_ERR(BASE RULE5 "applied_to = server1\n", L(3),
+		   "applied_to: 'server1' is a VM; applied_to takes groups", NULL, 1);
 	EXPECT_ERR("[global]\ndefault_action = permit\n", 2,
 		   "default_action: unknown value 'permit'", NULL, 1);
 	EXPECT_ERR("[global]\ndefault_log = perhaps\n", 2,
