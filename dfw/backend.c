@@ -1148,6 +1148,7 @@ static void inet_base(struct backend *b)
 	struct xrule *r;
 	const uint32_t zero = 0, uplink = DFW_UPLINK_ID;
 	uint8_t nd_lo = 133, nd_hi = 136; /* neighbour/router solicit/advert */
+	const uint8_t host = PACKET_HOST;
 
 	for (size_t i = 0; i < ARRAY_SIZE(maps); i++)
 		set_msg(b, &maps[i], NFT_MSG_NEWSET);
@@ -1157,10 +1158,6 @@ static void inet_base(struct backend *b)
 	x_cmp(r, NFT_CMP_EQ, &zero, 4);
 	x_verdict(r, NF_ACCEPT);
 	rule_send(b, r);
-	r = rule_new(b, fam, DFW_CHAIN_INET_FWD, NULL);
-	x_ct_state(r, NF_CT_STATE_BIT(IP_CT_ESTABLISHED) | NF_CT_STATE_BIT(IP_CT_RELATED));
-	x_verdict(r, NF_ACCEPT);
-	rule_send(b, r);
 	r = rule_new(b, fam, DFW_CHAIN_INET_FWD, "neighbour discovery");
 	x_meta_load(r, NFT_META_NFPROTO, NFT_REG_1);
 	x_cmp_u8(r, NFPROTO_IPV6);
@@ -1168,6 +1165,22 @@ static void inet_base(struct backend *b)
 	x_cmp_u8(r, IPPROTO_ICMPV6);
 	x_payload(r, NFT_PAYLOAD_TRANSPORT_HEADER, 0, 1, NFT_REG_1);
 	x_range(r, &nd_lo, &nd_hi, 1);
+	x_verdict(r, NF_ACCEPT);
+	rule_send(b, r);
+	/* An isolated vNIC takes nothing flooded (broadcast, multicast),
+	 * new or of an established flow: before the conntrack accept
+	 * (compile.c, isolated_set).  br_netfilter shows a bridged unicast
+	 * packet as "host". */
+	r = rule_new(b, fam, DFW_CHAIN_INET_FWD, "isolated: no broadcast or multicast");
+	x_meta_load(r, NFT_META_PKTTYPE, NFT_REG_1);
+	x_cmp(r, NFT_CMP_NEQ, &host, 1);
+	x_meta_load(r, NFT_META_PRIORITY, NFT_REG_1);
+	x_lookup(r, DFW_SET_ISOLATED, -1, false);
+	x_counter(r);
+	x_verdict(r, NF_DROP);
+	rule_send(b, r);
+	r = rule_new(b, fam, DFW_CHAIN_INET_FWD, NULL);
+	x_ct_state(r, NF_CT_STATE_BIT(IP_CT_ESTABLISHED) | NF_CT_STATE_BIT(IP_CT_RELATED));
 	x_verdict(r, NF_ACCEPT);
 	rule_send(b, r);
 	r = rule_new(b, fam, DFW_CHAIN_INET_FWD, "invalid");
@@ -1239,13 +1252,6 @@ static void policy_rule(struct backend *b, const char *chain, const struct prule
 		if (atom && disp_item_implied(it))
 			continue;
 		switch (it->kind) {
-		case PI_NONUNICAST: {
-			const uint8_t host = PACKET_HOST;
-
-			x_meta_load(r, NFT_META_PKTTYPE, NFT_REG_1);
-			x_cmp(r, NFT_CMP_NEQ, &host, 1);
-			break;
-		}
 		case PI_PORT_SET:
 			x_meta_load(r, it->u & PI_PORT_DST ? NFT_META_PRIORITY : NFT_META_MARK,
 				    NFT_REG_1);

@@ -1159,53 +1159,49 @@ const char *prule_comment(const struct prule *r, char *buf, size_t len)
 	if (r->rule_id)
 		snprintf(buf, len, "rule %u", r->rule_id);
 	else
-		snprintf(buf, len, "%s", r->nitems && r->items[0].kind == PI_NONUNICAST
-						 ? "isolated: no broadcast or multicast" : "default");
+		snprintf(buf, len, "default");
 	return buf;
 }
 
-/* An isolated vNIC (a member of a group with quarantine = yes) takes no
- * broadcast or multicast.  The in-policy matches a destination by its
- * address, and a broadcast's or multicast's (10.30.0.255, ff02::1) is no
- * VM's: `any -> quarantine drop` would not match what the bridge floods
- * to the vNIC.  One rule per such group, first in the in chain, on the
- * group's vNIC-id set (none when no local vNIC can ever be in it),
- * counted in ISOLATED_COUNTER.  Neighbour discovery is accepted before the
- * policy chains (enforce).  Returns how many. */
-#define ISOLATED_COUNTER "r-isolated-in"
-
-static size_t isolation_rules(struct builder *b, struct chain_build *cb)
+/* The isolated vNICs (layout.h, DFW_SET_ISOLATED): the ids of the local
+ * vNICs of VMs in a group with quarantine = yes.  enforce drops what is
+ * flooded to them (broadcast, multicast) before anything else, new or
+ * established: rules match a destination by its address, and a
+ * broadcast's is no VM's, so `any -> quarantine drop` never matched it.
+ * Made also on a host with no vNIC, as enforce names it. */
+static bool vm_isolated(const struct dfw_policy *p, const struct gengine *e, size_t vm)
 {
-	size_t n = 0;
+	for (size_t g = 0; g < p->inv.ngroups; g++)
+		if (p->inv.groups[g].quarantine && gengine_is_member(e, g, vm))
+			return true;
+	return false;
+}
 
-	for (size_t g = 0; g < b->p->inv.ngroups; g++) {
-		const char *name;
-		struct prule *r;
+static void isolated_set(struct builder *b)
+{
+	struct pset *s = new_set(b, DFW_SET_ISOLATED, 0);
 
-		if (!b->p->inv.groups[g].quarantine)
-			continue;
-		name = port_set(b, g, true, false);
-		if (find_set_mut(b, name)->dead)
-			continue;
-		r = chain_push(cb, 0);
-		rule_push(r, (struct pitem){ .kind = PI_NONUNICAST });
-		rule_push_named(r, PI_PORT_SET, PI_PORT_DST, name);
-		rule_push_named(r, PI_COUNTER, 0, ISOLATED_COUNTER);
-		rule_push(r, (struct pitem){ .kind = PI_VERDICT, .u = PV_DROP });
-		n++;
+	s->dst = true;
+	s->hot = s->isolation = s->iso_group = true; /* first: every quarantine edits it */
+	for (size_t i = 0; i < b->pl->nports; i++) {
+		struct dfw_addr id = { .family = 0, .plen = 32 };
+
+		if (vm_isolated(b->p, b->e, b->pl->ports[i].vm)) {
+			memcpy(id.a, &b->pl->ports[i].id, 4);
+			set_push(s, &id);
+		}
 	}
-	return n;
+	set_normalize(s);
 }
 
 /* Builds the host's out or in chain: every enabled rule of that direction
- * (rules with applied_to behind their vNIC-id guards), then the default;
- * the in chain starts with the isolation rules. */
+ * (rules with applied_to behind their vNIC-id guards), then the default. */
 static const char *vnic_chain(struct builder *b, bool out)
 {
 	const struct dfw_policy *p = b->p;
 	struct chain_build cb = { 0 };
 	uint32_t *ids = NULL;
-	size_t nids = 0, niso = out ? 0 : isolation_rules(b, &cb);
+	size_t nids = 0;
 	char name[PLAN_NAME_MAX];
 	struct pchain *c;
 
@@ -1226,11 +1222,6 @@ static const char *vnic_chain(struct builder *b, bool out)
 		     sizeof(*b->pl->counters));
 		counter_name(i < nids ? ids[i] : 0, out, b->pl->counters[b->pl->ncounters++],
 			     PLAN_NAME_MAX);
-	}
-	if (niso) {
-		grow((void **)&b->pl->counters, &b->capcounters, b->pl->ncounters + 1,
-		     sizeof(*b->pl->counters));
-		plan_name_copy(b->pl->counters[b->pl->ncounters++], ISOLATED_COUNTER);
 	}
 	snprintf(name, sizeof(name), "%c-%016llx", out ? 'o' : 'i',
 		 (unsigned long long)hash_rules(cb.rules, cb.n));
@@ -1353,9 +1344,13 @@ static void index_members(struct plan *pl, const struct dfw_policy *p)
 	for (size_t g = 0; g < pl->ngroups; g++)
 		for (size_t k = 0; k < MS_COUNT; k++)
 			pl->group_sets[g][k] = SIZE_MAX;
-	for (size_t i = 0; i < pl->nsets; i++)
+	pl->isolated = SIZE_MAX;
+	for (size_t i = 0; i < pl->nsets; i++) {
 		if (pl->sets[i].member)
 			pl->group_sets[pl->sets[i].group][pl->sets[i].kind] = i;
+		else if (!strcmp(pl->sets[i].name, DFW_SET_ISOLATED))
+			pl->isolated = i;
+	}
 	pl->nvms = p->inv.nvms;
 	pl->vm_port = xmalloc((pl->nvms + 1) * sizeof(*pl->vm_port));
 	for (size_t i = 0; i < pl->nvms; i++)
@@ -1456,6 +1451,7 @@ struct plan *plan_compile(const struct dfw_policy *p, const struct gengine *e,
 	}
 	for (size_t i = 0; i < b.pl->nchains; i++)
 		b.pl->chains[i].refs = b.pl->nports;
+	isolated_set(&b);
 	count_refs(&b);
 	drop_dead_sets(b.pl);
 	free(b.sets_by_name.hash);
@@ -1742,6 +1738,23 @@ void plan_member_delta(const struct plan *pl, const struct gengine *e,
 			id_delta(pl, sets[MS_BASE_OUT], id, in_base, d);
 			id_delta(pl, sets[MS_BASE_IN], id, in_base, d);
 		}
+	}
+	/* Isolated, a local VM of a group with quarantine = yes: once for all
+	 * such groups (a delta of each may come in one change). */
+	if (p->inv.groups[group].quarantine && pl->vm_port[vm] != SIZE_MAX &&
+	    pl->isolated != SIZE_MAX) {
+		struct dfw_addr id = { .family = 0, .plen = 32 };
+		bool queued = false;
+
+		memcpy(id.a, &pl->ports[pl->vm_port[vm]].id, 4);
+		for (size_t i = 0; i < d->nelem_add; i++)
+			queued |= d->elem_add[i].set == &pl->sets[pl->isolated] &&
+				  !addr_cmp(&d->elem_add[i].addr, &id);
+		for (size_t i = 0; i < d->nelem_del; i++)
+			queued |= d->elem_del[i].set == &pl->sets[pl->isolated] &&
+				  !addr_cmp(&d->elem_del[i].addr, &id);
+		if (!queued)
+			elem_delta(&pl->sets[pl->isolated], &id, vm_isolated(p, e, vm), d);
 	}
 	addrs_delta(pl, sets[MS_ADDR4], AF_INET, v, joined, d);
 	addrs_delta(pl, sets[MS_ADDR6], AF_INET6, v, joined, d);

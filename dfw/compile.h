@@ -65,8 +65,6 @@ enum pitem_kind {
 	PI_DADDR_NET,
 	PI_JUMP,       /* name: chain (a factored run's outer rule, dfw/factor.c;
 			* never in a chain's rules, which are the meaning) */
-	PI_NONUNICAST, /* a broadcast or multicast packet (meta pkttype != host;
-			* br_netfilter shows a bridged unicast one as host) */
 };
 
 /* Flags in u of the set lookups. */
@@ -83,15 +81,12 @@ struct pitem {
 };
 
 struct prule {
-	uint32_t rule_id; /* the policy rule this came from; 0 for the default
-			   * and for an isolation rule (prule_comment) */
+	uint32_t rule_id; /* the policy rule this came from; 0 for the default */
 	struct pitem *items;
 	size_t nitems;
 };
 
-/* A kernel rule's comment: "rule ID", "default", or for the drop of
- * broadcast and multicast to an isolated vNIC (it starts with
- * PI_NONUNICAST), "isolated: no broadcast or multicast". */
+/* A kernel rule's comment: "rule ID" or "default". */
 const char *prule_comment(const struct prule *r, char *buf, size_t len);
 
 /* Dispatch of a long chain by destination port (dfw/dispatch.c).  A
@@ -211,6 +206,7 @@ struct plan {
 	 * inventory, the index in ports of its vNIC (SIZE_MAX: not local). */
 	size_t (*group_sets)[MS_COUNT]; size_t ngroups;
 	size_t *vm_port;       size_t nvms;
+	size_t isolated;       /* the index in sets of DFW_SET_ISOLATED */
 };
 
 struct gengine;

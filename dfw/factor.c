@@ -233,9 +233,6 @@ static long rule_cost(const struct prule *r, bool atom)
 		case PI_DPORT_SET:
 			n += 4;
 			break;
-		case PI_NONUNICAST:
-			n += 2;
-			break;
 		case PI_SADDR_NET:
 		case PI_DADDR_NET:
 			n += 3;

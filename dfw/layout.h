@@ -69,6 +69,9 @@
 #define DFW_MAP_IN "in_dispatch"      /* classid -> in-policy chain */
 #define DFW_CHAIN_INET_FWD "enforce"
 #define DFW_CHAIN_ADMIT "admit"       /* the in-policy part of enforce */
+/* The ids of the local vNICs of VMs in a group with quarantine = yes
+ * (classid): a plan set, since tag changes edit it. */
+#define DFW_SET_ISOLATED "isolated"
 #define DFW_SET_BLOCK4 "blocked4"     /* ipv4_addr, element timeouts */
 #define DFW_SET_BLOCK6 "blocked6"     /* ipv6_addr, element timeouts */
 /* Operator blocks (dfwctl block): everywhere, and scoped to vNICs as
@@ -198,8 +201,10 @@
 	"\tchain " DFW_CHAIN_INET_FWD " {\n" \
 	"\t\ttype filter hook forward priority 0; policy accept;\n" \
 	"\t\tmeta mark 0x0 accept comment \"not bridged through a dfw port\"\n" \
-	"\t\tct state established,related accept\n" \
 	"\t\ticmpv6 type { nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit, nd-router-advert } accept\n" \
+	"\t\tmeta pkttype != host meta priority @" DFW_SET_ISOLATED \
+	" counter drop comment \"isolated: no broadcast or multicast\"\n" \
+	"\t\tct state established,related accept\n" \
 	"\t\tct state invalid counter drop\n" \
 	"\t\tip saddr @" DFW_SET_BLOCK4 " counter drop comment \"blocked\"\n" \
 	"\t\tip daddr @" DFW_SET_BLOCK4 " counter drop comment \"blocked\"\n" \

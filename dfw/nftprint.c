@@ -54,9 +54,6 @@ static void print_rule(const struct prule *r, bool atom, FILE *f)
 			fam = it->u;
 			fprintf(f, "meta nfproto %s", fam == NFPROTO_IPV4 ? "ipv4" : "ipv6");
 			break;
-		case PI_NONUNICAST:
-			fputs("meta pkttype != host", f);
-			break;
 		case PI_PORT_SET:
 			fprintf(f, "meta %s %s@%s", it->u & PI_PORT_DST ? "priority" : "mark",
 				it->u & PI_LOOKUP_NEG ? "!= " : "", it->name);

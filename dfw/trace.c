@@ -75,8 +75,6 @@ static bool item_matches(const struct plan *pl, const struct pitem *it, uint32_t
 	uint8_t nfproto = pk->src.family == AF_INET ? NFPROTO_IPV4 : NFPROTO_IPV6;
 
 	switch (it->kind) {
-	case PI_NONUNICAST: /* a trace is of a unicast packet */
-		return false;
 	case PI_PORT_SET:
 		return set_has_id(plan_find_set(pl, it->name),
 				  it->u & PI_PORT_DST ? dst_id : src_id) != !!(it->u & PI_LOOKUP_NEG);
@@ -249,7 +247,7 @@ void trace_path(const struct dfw_policy *p, const struct gengine *eng,
 		addr_format(&pk->dst, a, sizeof(a));
 		if (flooded)
 			snprintf(res->note, sizeof(res->note),
-				 "%s is %s: the bridge floods the packet to every vNIC (and uplink), and each vNIC's in-policy decides, as for a packet to its VM's address; a vNIC of a group with quarantine = yes takes none. Trace follows unicast only",
+				 "%s is %s: the bridge floods the packet to every vNIC (and uplink), and each vNIC's in-policy judges it by that address; a vNIC of a group with quarantine = yes takes none. Trace follows unicast only",
 				 a, what);
 		else
 			snprintf(res->note, sizeof(res->note),

@@ -22,10 +22,11 @@
 #                                     a DHCPACK from SRC (and eth0's MAC)
 #                                     that gives YIADDR to CLIENTMAC, sent
 #                                     to it
-#   frame.py udp4 SRC DST DSTMAC PORT MARKER
+#   frame.py udp4 SRC DST DSTMAC PORT MARKER [SPORT]
 #                                     a UDP datagram holding MARKER to DST
-#                                     port PORT, in a frame to DSTMAC
-#                                     (which may be another VM's), 3 times
+#                                     port PORT (from SPORT, default 40000),
+#                                     in a frame to DSTMAC (which may be
+#                                     another VM's or broadcast), 3 times
 # Receiving:
 #   frame.py rx SECONDS MARKER        counts the frames eth0 receives in
 #                                     SECONDS that hold MARKER; prints it
@@ -75,7 +76,8 @@ if kind == "vlan":
     sys.exit(0)
 if kind == "udp4":
     sip, dip, body = socket.inet_aton(args[0]), socket.inet_aton(args[1]), args[4].encode()
-    udp = struct.pack("!HHHH", 40000, int(args[3]), 8 + len(body), 0) + body
+    sport = int(args[5]) if len(args) > 5 else 40000
+    udp = struct.pack("!HHHH", sport, int(args[3]), 8 + len(body), 0) + body
     hdr = struct.pack("!BBHHHBBH", 0x45, 0, 20 + len(udp), 0, 0, 64, 17, 0) + sip + dip
     hdr = hdr[:10] + struct.pack("!H", ones(hdr)) + hdr[12:]
     send([mac_bytes(args[2]) + m + struct.pack("!H", 0x0800) + hdr + udp] * 3)

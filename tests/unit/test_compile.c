@@ -495,8 +495,6 @@ static bool plan_ok(const struct plan *pl)
 
 			if (pr->rule_id)
 				snprintf(want, sizeof(want), "r-%u-%s", pr->rule_id, out ? "out" : "in");
-			else if (pr->nitems && pr->items[0].kind == PI_NONUNICAST)
-				snprintf(want, sizeof(want), "r-isolated-in");
 			else
 				snprintf(want, sizeof(want), "r-default-%s", out ? "out" : "in");
 			for (size_t k = 0; k < pr->nitems; k++) {
@@ -796,7 +794,7 @@ static void test_vdi_diff_tag(void)
 	CU_ASSERT_STRING_EQUAL(d.elem_add[2].set->name, "g-quarantine-6");
 	addr_format(&d.elem_add[2].addr, buf, sizeof(buf));
 	CU_ASSERT_STRING_EQUAL(buf, "fe80::ff:fe10:11");
-	CU_ASSERT_STRING_EQUAL(d.elem_add[3].set->name, "p-quarantine-i");
+	CU_ASSERT_STRING_EQUAL(d.elem_add[3].set->name, "isolated");
 	/* Adds point into `to`. */
 	CU_ASSERT_PTR_EQUAL(d.elem_add[0].set, plan_find_set(after, "g-quarantine-4"));
 	plan_diff_free(&d);
@@ -843,16 +841,19 @@ static void test_diff_identity_and_full(void)
 		CU_ASSERT_PTR_EQUAL(d.port_add[i], &pl->ports[i]);
 	plan_diff_free(&d);
 
-	/* A host without VMs has an empty plan; going there removes it all. */
-	CU_ASSERT_EQUAL(none->nports + none->nsets + none->nchains, 0);
+	/* A host without VMs has an empty plan but the (empty) set of
+	 * isolated vNICs, which enforce names; going there removes the rest. */
+	CU_ASSERT_EQUAL(none->nports + none->nchains, 0);
+	CU_ASSERT_EQUAL_FATAL(none->nsets, 1);
+	CU_ASSERT_STRING_EQUAL(none->sets[0].name, "isolated");
 	plan_diff(pl, none, &d);
 	CU_ASSERT_EQUAL(d.nport_del, 7);
-	CU_ASSERT_EQUAL(d.nset_del, 15);
+	CU_ASSERT_EQUAL(d.nset_del, 14);
 	CU_ASSERT_EQUAL(d.nchain_del, 2);
 	CU_ASSERT_EQUAL(d.nport_add + d.nset_add + d.nchain_add + d.nelem_add + d.nelem_del, 0);
 	plan_diff_free(&d);
 	plan_diff(NULL, none, &d);
-	CU_ASSERT_TRUE(plan_diff_empty(&d));
+	CU_ASSERT_EQUAL(d.nset_add, 1);
 	plan_diff_free(&d);
 	plan_diff_free(NULL);
 	plan_free(NULL);
@@ -997,7 +998,7 @@ static void test_applied(void)
 	 * single literal is a compare, not a set. */
 	/* web, db x 2; one literal pair; web ids both ways; db ids for its
 	 * inbound rules only. */
-	CU_ASSERT_EQUAL(pl->nsets, 10); /* and one service set (80, 443, 8000-8999) */
+	CU_ASSERT_EQUAL(pl->nsets, 11); /* one service set (80, 443, 8000-8999); isolated */
 	CU_ASSERT_PTR_NOT_NULL(plan_find_set(pl, "p-db-i"));
 	CU_ASSERT_PTR_NULL(plan_find_set(pl, "p-db-o"));
 	{
@@ -1240,7 +1241,7 @@ static void test_base_sets(void)
 	 * bases keep it: g-quarantine-4 6, p-quarantine-o i; g-web-4 6,
 	 * g-front-4 6.  Edge includes web but excludes quarantine itself, so
 	 * its base holds web's base: unchanged. */
-	CU_ASSERT_EQUAL(incremental_step(&fx, pl, "a", both, 2, "p-quarantine-o"), 11);
+	CU_ASSERT_EQUAL(incremental_step(&fx, pl, "a", both, 2, "p-quarantine-o"), 12);
 	CU_ASSERT_TRUE(set_is(pl, "g-edge-4b", "10.40.0.1"));
 	CU_ASSERT_TRUE(set_is(pl, "g-web-4b", "10.40.0.1"));
 	CU_ASSERT_TRUE(set_is(pl, "g-web-6b", "fd00:40::1, fe80::ff:fe40:1"));
@@ -1314,7 +1315,7 @@ static void test_minimal(void)
 	/* VM members in hash sets (constant-time updates); IP/CIDR members in
 	 * an interval set of their own, normalized: 10.30.0.0/24 lies inside
 	 * 10.30.0.0/16. */
-	CU_ASSERT_EQUAL(pl->nsets, 3);
+	CU_ASSERT_EQUAL(pl->nsets, 4); /* and isolated */
 	CU_ASSERT_TRUE(set_is(pl, "g-lan-4", "10.30.0.5, 10.30.1.1"));
 	/* other has no IPv6 address but its link-local one. */
 	CU_ASSERT_TRUE(set_is(pl, "g-lan-6", "fd00:30::5, fe80::ff:fe30:1, fe80::ff:fe30:2"));
@@ -1381,7 +1382,7 @@ static void test_literal_sets_shared(void)
 	/* Rules 1 and 3 share {10.0.0.1, 10.0.0.9}; rule 2's set is
 	 * {10.0.0.0/30, 10.0.0.9} after normalization.  Rule 1 also has a's
 	 * link-local address, a compare in a rule of its own. */
-	CU_ASSERT_EQUAL_FATAL(pl->nsets, 2);
+	CU_ASSERT_EQUAL_FATAL(pl->nsets, 3); /* and isolated, sorted last */
 	in = plan_find_chain(pl, pl->ports[0].in_chain);
 	CU_ASSERT_PTR_NOT_NULL_FATAL(in);
 	CU_ASSERT_EQUAL_FATAL(in->nrules, 5);
