@@ -741,6 +741,23 @@ static void x_learning_port(struct xrule *r, uint32_t ifkey, const char *set)
 	x_lookup(r, set, -1, false);
 }
 
+/* A learning port's DHCP to the learn group: from its client (classify),
+ * or the server's offer and ack to it, which then pass (steer: to an
+ * address the port does not have yet). */
+static void dhcp_learn_rule(struct backend *b, bool client)
+{
+	struct xrule *r = rule_new(b, NFPROTO_BRIDGE, client ? DFW_CHAIN_BR_PRE : DFW_CHAIN_BR_FWD,
+				   client ? "learn: DHCP" : "learn: DHCP reply");
+
+	x_ether_type(r, 0x0800);
+	x_udp_ports(r, client ? 68 : 67, client ? 67 : 68);
+	x_learning_port(r, client ? NFT_META_IIFNAME : NFT_META_OIFNAME, DFW_SET_LEARN4);
+	x_log(r, DFW_NFLOG_LEARN, DFW_NFLOG_LEARN_SNAPLEN);
+	if (!client)
+		x_verdict(r, NF_ACCEPT);
+	rule_send(b, r);
+}
+
 /* Address learning (layout.h): after the MAC check, before the address
  * checks drop them, the frames of learning ports that carry the guest's
  * address go to the learn group.  A DHCP client that has no address yet
@@ -767,12 +784,7 @@ static void learn_rules(struct backend *b)
 	x_learning_port(r, NFT_META_IIFNAME, DFW_SET_LEARN6);
 	x_log(r, DFW_NFLOG_LEARN, DFW_NFLOG_LEARN_SNAPLEN);
 	rule_send(b, r);
-	r = rule_new(b, NFPROTO_BRIDGE, DFW_CHAIN_BR_PRE, "learn: DHCP");
-	x_ether_type(r, 0x0800);
-	x_udp_ports(r, 68, 67);
-	x_learning_port(r, NFT_META_IIFNAME, DFW_SET_LEARN4);
-	x_log(r, DFW_NFLOG_LEARN, DFW_NFLOG_LEARN_SNAPLEN);
-	rule_send(b, r);
+	dhcp_learn_rule(b, true);
 	r = rule_new(b, NFPROTO_BRIDGE, DFW_CHAIN_BR_PRE, "learn: DHCP without an address");
 	x_ether_type(r, 0x0800);
 	x_payload(r, NFT_PAYLOAD_NETWORK_HEADER, 12, 4, NFT_REG_1);
@@ -967,13 +979,7 @@ static void steer_rules(struct backend *b)
 	struct xrule *r;
 
 	own_way_rules(b, false);
-	r = rule_new(b, fam, DFW_CHAIN_BR_FWD, "learn: DHCP reply");
-	x_ether_type(r, 0x0800);
-	x_udp_ports(r, 67, 68);
-	x_learning_port(r, NFT_META_OIFNAME, DFW_SET_LEARN4);
-	x_log(r, DFW_NFLOG_LEARN, DFW_NFLOG_LEARN_SNAPLEN);
-	x_verdict(r, NF_ACCEPT);
-	rule_send(b, r);
+	dhcp_learn_rule(b, false);
 	for (int v6 = 0; v6 < 2; v6++) {
 		r = rule_new(b, fam, DFW_CHAIN_BR_FWD, "to an address not the port's");
 		x_ether_type(r, v6 ? 0x86dd : 0x0800);

@@ -83,6 +83,22 @@ locked() {
 	done
 	return 1
 }
+# lock_store SECONDS: another process holds the lab's SQLite store's write
+# lock for SECONDS, in the background (LOCK_PID; wait for it).
+lock_store() {
+	python3 -c 'import sqlite3, sys, time
+c = sqlite3.connect(sys.argv[1], isolation_level=None)
+c.execute("BEGIN IMMEDIATE"); time.sleep(float(sys.argv[2])); c.execute("ROLLBACK")' \
+		"/run/dfw-lab/$LAB/store.db" "$1" &
+	LOCK_PID=$!
+}
+# status_ms: how long `dfwctl status` took, in ms.
+status_ms() {
+	local t0
+	t0=$(date +%s%N)
+	ctl status >/dev/null 2>&1
+	echo $(( ($(date +%s%N) - t0) / 1000000 ))
+}
 # has TEXT PATTERN: TEXT contains a line matching the grep pattern.
 has() { printf '%s\n' "$1" | grep -q -- "$2"; }
 # ask SOCKET REQUEST: one raw control-socket exchange, first line of the answer.

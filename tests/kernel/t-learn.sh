@@ -125,17 +125,12 @@ vmexec learner1 ip neigh flush dev eth0
 # Another process holds the store's write lock for 6 s while learner1's
 # ARPs come (one a second): each learn write gives up after 250 ms and
 # learning waits, so dfwd answers meanwhile (before: 10 s per frame).
-python3 -c 'import sqlite3, sys, time
-c = sqlite3.connect(sys.argv[1], isolation_level=None)
-c.execute("BEGIN IMMEDIATE"); time.sleep(6); c.execute("ROLLBACK")' "/run/dfw-lab/$LAB/store.db" &
-LOCK_PID=$!
+lock_store 6
 sleep 0.5
 vmexec learner1 ping -c4 -i0.5 -W1 10.30.0.21 >/dev/null 2>&1 &
 PING_PID=$!
 sleep 1.5
-t0=$(date +%s%N)
-ctl status >/dev/null 2>&1
-took=$(( ($(date +%s%N) - t0) / 1000000 ))
+took=$(status_ms)
 echo "# dfwctl status while learner1's frames meet a locked store: $took ms"
 check "dfwd answers while the store stays locked (under 3 s)" test $took -lt 3000
 wait $PING_PID
