@@ -619,6 +619,16 @@ static void x_ether_type(struct xrule *r, uint16_t type)
 	x_cmp(r, NFT_CMP_EQ, &be, 2);
 }
 
+/* An IPv6 frame of ICMPv6 of a type from lo to hi (bridge family). */
+static void x_icmp6_types(struct xrule *r, uint8_t lo, uint8_t hi)
+{
+	x_ether_type(r, 0x86dd);
+	x_meta_load(r, NFT_META_L4PROTO, NFT_REG_1);
+	x_cmp_u8(r, IPPROTO_ICMPV6);
+	x_payload(r, NFT_PAYLOAD_TRANSPORT_HEADER, 0, 1, NFT_REG_1);
+	x_range(r, &lo, &hi, 1);
+}
+
 /* A copy to an NFLOG group: with a prefix, or of snaplen bytes (0: no
  * limit given). */
 static void x_log_to(struct xrule *r, const char *prefix, uint16_t group, uint32_t snaplen)
@@ -776,11 +786,7 @@ static void learn_rules(struct backend *b)
 	x_log(r, DFW_NFLOG_LEARN, DFW_NFLOG_LEARN_SNAPLEN);
 	rule_send(b, r);
 	r = rule_new(b, NFPROTO_BRIDGE, DFW_CHAIN_BR_PRE, "learn");
-	x_ether_type(r, 0x86dd);
-	x_meta_load(r, NFT_META_L4PROTO, NFT_REG_1);
-	x_cmp_u8(r, IPPROTO_ICMPV6);
-	x_payload(r, NFT_PAYLOAD_TRANSPORT_HEADER, 0, 1, NFT_REG_1);
-	x_range(r, &nd_lo, &nd_hi, 1);
+	x_icmp6_types(r, nd_lo, nd_hi);
 	x_learning_port(r, NFT_META_IIFNAME, DFW_SET_LEARN6);
 	x_log(r, DFW_NFLOG_LEARN, DFW_NFLOG_LEARN_SNAPLEN);
 	rule_send(b, r);
@@ -1015,7 +1021,6 @@ static void steer_rules(struct backend *b)
 static void to_host_rules(struct backend *b)
 {
 	const uint32_t uplink = DFW_UPLINK_ID;
-	uint8_t ns = ND_NEIGHBOR_SOLICIT, na = ND_NEIGHBOR_ADVERT;
 	struct xrule *r;
 
 	r = rule_new(b, NFPROTO_BRIDGE, DFW_CHAIN_BR_IN, "from an uplink: the host's own network");
@@ -1024,11 +1029,7 @@ static void to_host_rules(struct backend *b)
 	x_verdict(r, NF_ACCEPT);
 	rule_send(b, r);
 	r = rule_new(b, NFPROTO_BRIDGE, DFW_CHAIN_BR_IN, "neighbour discovery");
-	x_ether_type(r, 0x86dd);
-	x_meta_load(r, NFT_META_L4PROTO, NFT_REG_1);
-	x_cmp_u8(r, IPPROTO_ICMPV6);
-	x_payload(r, NFT_PAYLOAD_TRANSPORT_HEADER, 0, 1, NFT_REG_1);
-	x_range(r, &ns, &na, 1);
+	x_icmp6_types(r, ND_NEIGHBOR_SOLICIT, ND_NEIGHBOR_ADVERT);
 	x_verdict(r, NF_ACCEPT);
 	rule_send(b, r);
 	for (int v6 = 0; v6 < 2; v6++) {
