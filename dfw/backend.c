@@ -1973,6 +1973,13 @@ static int load(struct backend *b, const struct plan *pl, const struct backend_o
 	for (size_t i = 0; i < pl->nsets; i++)
 		set_add(b, &pl->sets[order[i]]);
 	free(order);
+	/* enforce names it; plan_compile makes it, a plan made by hand may
+	 * not have it. */
+	if (!plan_find_set(pl, DFW_SET_ISOLATED)) {
+		struct pset iso = { .name = DFW_SET_ISOLATED, .dst = true };
+
+		set_add(b, &iso);
+	}
 	for (size_t i = 0; i < pl->ncounters; i++) {
 		const struct counter_val *v = counter_find(&old, pl->counters[i]);
 

@@ -321,6 +321,8 @@ void plan_print_nft(const struct plan *pl, const char *table, FILE *f)
 		fprintf(f, "\t}\n");
 	}
 	free(order);
+	if (!plan_find_set(pl, DFW_SET_ISOLATED)) /* enforce names it (as the backend) */
+		fprintf(f, "\tset %s {\n\t\ttype classid\n\t}\n", DFW_SET_ISOLATED);
 	for (size_t i = 0; i < pl->nchains; i++)
 		print_chain(&pl->chains[i], f);
 	fprintf(f, "\tmap %s {\n\t\ttype mark : verdict\n", DFW_MAP_OUT);
