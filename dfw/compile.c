@@ -951,15 +951,22 @@ struct port_ctx {
 	struct pset *set;
 };
 
+/* A vNIC id as an element of a vNIC-id set. */
+static struct dfw_addr id_elem(uint32_t id)
+{
+	struct dfw_addr a = { .family = 0, .plen = 32 };
+
+	memcpy(a.a, &id, 4);
+	return a;
+}
+
 static void add_member_port(void *arg, size_t vm)
 {
 	struct port_ctx *c = arg;
-	struct dfw_addr id = { .family = 0, .plen = 32 };
-	uint32_t v = (uint32_t)vm + 1;
+	struct dfw_addr id = id_elem((uint32_t)vm + 1);
 
 	if (strcmp(c->b->p->inv.vms[vm].host, c->b->host))
 		return;
-	memcpy(id.a, &v, 4);
 	set_push(c->set, &id);
 }
 
@@ -1184,12 +1191,10 @@ static void isolated_set(struct builder *b)
 	s->dst = true;
 	s->hot = s->isolation = s->iso_group = true; /* first: every quarantine edits it */
 	for (size_t i = 0; i < b->pl->nports; i++) {
-		struct dfw_addr id = { .family = 0, .plen = 32 };
+		struct dfw_addr id = id_elem(b->pl->ports[i].id);
 
-		if (vm_isolated(b->p, b->e, b->pl->ports[i].vm)) {
-			memcpy(id.a, &b->pl->ports[i].id, 4);
+		if (vm_isolated(b->p, b->e, b->pl->ports[i].vm))
 			set_push(s, &id);
-		}
 	}
 	set_normalize(s);
 }
@@ -1700,9 +1705,8 @@ static void elem_delta(const struct pset *s, const struct dfw_addr *a, bool in,
 /* Puts a vNIC id into set s (when the plan has it) or takes it out. */
 static void id_delta(const struct plan *pl, size_t s, uint32_t id, bool in, struct plan_diff *d)
 {
-	struct dfw_addr a = { .family = 0, .plen = 32 };
+	struct dfw_addr a = id_elem(id);
 
-	memcpy(a.a, &id, 4);
 	if (s != SIZE_MAX)
 		elem_delta(&pl->sets[s], &a, in, d);
 }
@@ -1743,10 +1747,9 @@ void plan_member_delta(const struct plan *pl, const struct gengine *e,
 	 * such groups (a delta of each may come in one change). */
 	if (p->inv.groups[group].quarantine && pl->vm_port[vm] != SIZE_MAX &&
 	    pl->isolated != SIZE_MAX) {
-		struct dfw_addr id = { .family = 0, .plen = 32 };
+		struct dfw_addr id = id_elem(pl->ports[pl->vm_port[vm]].id);
 		bool queued = false;
 
-		memcpy(id.a, &pl->ports[pl->vm_port[vm]].id, 4);
 		for (size_t i = 0; i < d->nelem_add; i++)
 			queued |= d->elem_add[i].set == &pl->sets[pl->isolated] &&
 				  !addr_cmp(&d->elem_add[i].addr, &id);
