@@ -689,6 +689,7 @@ static int not_realized(struct agent *a, uint64_t rev, const char *err)
 
 static int realize(struct agent *a, uint64_t rev, const struct deltas *d)
 {
+	const struct pset *over = NULL;
 	struct plan *want;
 	struct backend_stats st = { 0 };
 	struct plan_diff diff;
@@ -718,7 +719,10 @@ static int realize(struct agent *a, uint64_t rev, const struct deltas *d)
 	}
 	a->kept = false;
 	want = desired_plan(a);
-	if (a->loaded) {
+	if (a->loaded && (over = plan_keep_sizes(a->installed, want)))
+		logf_(a, "set %s: %zu elements, more than the kernel's set holds (%u): a full load",
+		      over->name, over->nelems, over->size);
+	if (a->loaded && !over) {
 		plan_diff(a->installed, want, &diff);
 		ret = backend_apply(a->be, &diff, false, &st, err, sizeof(err));
 		plan_diff_free(&diff);
@@ -767,6 +771,7 @@ static int cmp_change(const void *x, const void *y)
  * and untag coalesced into one batch cancel out. */
 static int realize_deltas(struct agent *a, uint64_t rev, struct deltas *d)
 {
+	const struct pset *over;
 	struct backend_stats st = { 0 };
 	struct plan_diff diff;
 	char err[512];
@@ -783,6 +788,15 @@ static int realize_deltas(struct agent *a, uint64_t rev, struct deltas *d)
 			continue;
 		plan_member_delta(a->installed, a->eng, a->pol, c->group, c->vm, &diff);
 		n++;
+	}
+	/* Tag changes edit only sets made without a size (set_size); a set
+	 * whose group became tag-driven in place keeps its size until a full
+	 * load makes it anew. */
+	if ((over = plan_delta_overflow(&diff))) {
+		logf_(a, "set %s: full (%u elements): a full load", over->name, over->size);
+		plan_diff_free(&diff);
+		a->loaded = false;
+		return realize(a, rev, d);
 	}
 	if (backend_apply(a->be, &diff, false, &st, err, sizeof(err)) < 0) {
 		plan_diff_free(&diff);

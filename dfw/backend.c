@@ -255,6 +255,7 @@ struct set_spec {
 	uint32_t data_type, data_len; /* maps */
 	uint32_t key_order, data_order;
 	bool nd_target_key; /* typeof iifname . DFW_ND_TARGET_NFT (port_nd6) */
+	uint32_t size;      /* pset.size; 0: none */
 };
 
 /* How nft records a set's `typeof` in its userdata (nft's own numbers, from
@@ -311,6 +312,8 @@ static void set_msg(struct backend *b, const struct set_spec *s, uint16_t type)
 		nftnl_set_set_u32(set, NFTNL_SET_FLAGS, s->flags);
 		nftnl_set_set_u32(set, NFTNL_SET_KEY_TYPE, s->key_type);
 		nftnl_set_set_u32(set, NFTNL_SET_KEY_LEN, s->key_len);
+		if (s->size)
+			nftnl_set_set_u32(set, NFTNL_SET_DESC_SIZE, s->size);
 		if (s->flags & NFT_SET_MAP) {
 			nftnl_set_set_u32(set, NFTNL_SET_DATA_TYPE, s->data_type);
 			nftnl_set_set_u32(set, NFTNL_SET_DATA_LEN, s->data_len);
@@ -1559,7 +1562,7 @@ static void set_add(struct backend *b, const struct pset *s)
 	else if (!s->family) /* vNIC ids */
 		spec = (struct set_spec){ s->name, NFPROTO_INET, 0,
 					  s->dst ? TYPE_CLASSID : TYPE_MARK, 4, 0, 0, BO_HOST, 0 };
-
+	spec.size = s->size;
 	set_msg(b, &spec, NFT_MSG_NEWSET);
 	addr_elems(b, s, s->elems, s->nelems, NFT_MSG_NEWSETELEM);
 }

@@ -1326,6 +1326,20 @@ void plan_set_order(const struct plan *pl, size_t *order)
 	qsort_r(order, pl->nsets, sizeof(*order), cmp_creation, (void *)pl);
 }
 
+/* Room in the kernel for a set's elements (pset.size): twice as many, and
+ * at least SET_ROOM_MIN more, so that a set needs a full load to grow only
+ * once its elements double.  None for the sets tag changes edit (a tag
+ * change must never wait for a full load) or for interval sets (the
+ * kernel's tree of intervals takes no size). */
+#define SET_ROOM_MIN 64
+
+static uint32_t set_size(const struct pset *s)
+{
+	if (s->hot || s->interval || s->service)
+		return 0;
+	return (uint32_t)(s->nelems + (s->nelems > SET_ROOM_MIN ? s->nelems : SET_ROOM_MIN));
+}
+
 /* Drops the dead sets (set_dead), which no rule references. */
 static void drop_dead_sets(struct plan *pl)
 {
@@ -1459,6 +1473,8 @@ struct plan *plan_compile(const struct dfw_policy *p, const struct gengine *e,
 	isolated_set(&b);
 	count_refs(&b);
 	drop_dead_sets(b.pl);
+	for (size_t i = 0; i < b.pl->nsets; i++)
+		b.pl->sets[i].size = set_size(&b.pl->sets[i]);
 	free(b.sets_by_name.hash);
 	free(b.sets_by_name.pos);
 	if (b.pl->nports)
@@ -1635,6 +1651,26 @@ void plan_diff(const struct plan *from, const struct plan *to, struct plan_diff 
 	}
 }
 
+const struct pset *plan_keep_sizes(const struct plan *from, struct plan *to)
+{
+	const struct pset *over = NULL;
+
+	for (size_t i = 0, j = 0; i < from->nsets && j < to->nsets;) {
+		int c = strcmp(from->sets[i].name, to->sets[j].name);
+
+		if (c == 0 && from->sets[i].family == to->sets[j].family) { /* kept */
+			struct pset *t = &to->sets[j];
+
+			t->size = from->sets[i].size;
+			if (!over && t->size && t->nelems > t->size)
+				over = t;
+		}
+		i += c <= 0;
+		j += c >= 0;
+	}
+	return over;
+}
+
 void plan_diff_free(struct plan_diff *d)
 {
 	if (!d)
@@ -1765,6 +1801,24 @@ void plan_member_delta(const struct plan *pl, const struct gengine *e,
 		addrs_delta(pl, sets[MS_BASE4], AF_INET, v, in_base, d);
 		addrs_delta(pl, sets[MS_BASE6], AF_INET6, v, in_base, d);
 	}
+}
+
+const struct pset *plan_delta_overflow(const struct plan_diff *d)
+{
+	for (size_t i = 0; i < d->nelem_add; i++) {
+		const struct pset *s = d->elem_add[i].set;
+		size_t n = s->nelems;
+
+		if (!s->size)
+			continue;
+		for (size_t k = 0; k < d->nelem_add; k++)
+			n += d->elem_add[k].set == s;
+		for (size_t k = 0; k < d->nelem_del; k++)
+			n -= d->elem_del[k].set == s;
+		if (n > s->size)
+			return s;
+	}
+	return NULL;
 }
 
 static struct pset *set_mut(struct plan *pl, const struct pset *s)

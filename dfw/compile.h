@@ -173,6 +173,12 @@ struct pset {
 	size_t refs;             /* lookups of it in the plan's rules */
 	struct dfw_addr *elems;  /* sorted, disjoint */
 	size_t nelems, cap;
+	/* The most elements the kernel's set holds (its NFTA_SET_DESC_SIZE),
+	 * with room to grow (set_size); 0: no bound.  Given to the hash sets
+	 * no tag change edits: with a size the kernel makes a fixed-size hash
+	 * table, which takes elements faster than the resizable one it makes
+	 * otherwise (docs/PERFORMANCE.md).  Only a full load can grow it. */
+	uint32_t size;
 };
 
 struct pport {
@@ -268,6 +274,16 @@ void plan_member_delta(const struct plan *pl, const struct gengine *e,
 		       struct plan_diff *d);
 /* Records in pl the element changes of d, after the kernel took them. */
 void plan_apply_elems(struct plan *pl, const struct plan_diff *d);
+
+/* The kernel keeps a set that plan_diff(from, to) keeps, with its size:
+ * copies each kept set's size from `from` into `to`.  Returns the first
+ * kept set of `to` that would then hold more elements than its size, NULL
+ * if none: such a plan goes in only by a full load. */
+const struct pset *plan_keep_sizes(const struct plan *from, struct plan *to);
+/* The first set of the installed plan that its element changes d (from
+ * plan_member_delta) would fill past its size, NULL if none.  The kernel
+ * takes a batch's deletes before its adds (backend_apply). */
+const struct pset *plan_delta_overflow(const struct plan_diff *d);
 
 /* One element of a segment's dispatch map: ports lo-hi jump to an
  * atom's chain. */

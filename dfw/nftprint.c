@@ -317,6 +317,8 @@ void plan_print_nft(const struct plan *pl, const char *table, FILE *f)
 			fprintf(f, "\tset %s {\n\t\ttype inet_service\n\t\tflags interval\n", s->name);
 		else
 			fprintf(f, "\tset %s {\n\t\ttype %s\n", s->name, s->dst ? "classid" : "mark");
+		if (s->size)
+			fprintf(f, "\t\tsize %u\n", s->size);
 		print_elems(s, f);
 		fprintf(f, "\t}\n");
 	}

@@ -1143,6 +1143,53 @@ static void test_applied_diff(void)
 	fixture_free(&fx);
 }
 
+/* Kernel set sizes (pset.size): room for the hash sets no tag edits, none
+ * for tag-driven and interval sets; a kept set keeps its kernel size, and
+ * a diff or a tag change that would overfill one is found. */
+static void test_set_sizes(void)
+{
+	struct fixture fx = LOAD("tests/configs/applied.ini");
+	struct plan *before = COMPILE(&fx, "hv1"), *after = COMPILE(&fx, "hv1");
+	struct pset *db4 = (struct pset *)plan_find_set(before, "g-db-4");
+	struct pset *web4 = (struct pset *)plan_find_set(before, "g-web-4");
+	struct delta_rec rec = { 0 };
+	const char *tag = "role.web";
+	long db1 = policy_find_vm(fx.p, "db1");
+	struct plan_diff inc;
+
+	CU_ASSERT_FATAL(db4 && web4 && db1 >= 0);
+	CU_ASSERT_EQUAL(db4->nelems, 2);
+	CU_ASSERT_EQUAL(db4->size, 2 + 64);   /* static: twice, at least 64 more */
+	CU_ASSERT_EQUAL(web4->size, 0);       /* a tag can move db1 into web */
+	for (size_t i = 0; i < before->nsets; i++)
+		if (before->sets[i].interval)
+			CU_ASSERT_EQUAL(before->sets[i].size, 0);
+	CU_ASSERT_PTR_NULL(plan_keep_sizes(before, after));
+
+	/* A kernel set made smaller (when db had fewer members): kept with
+	 * its size, which the new plan overfills. */
+	db4->size = 1;
+	CU_ASSERT_PTR_EQUAL(plan_keep_sizes(before, after), plan_find_set(after, "g-db-4"));
+	CU_ASSERT_EQUAL(plan_find_set(after, "g-db-4")->size, 1);
+	db4->size = 2;
+	CU_ASSERT_PTR_NULL(plan_keep_sizes(before, after));
+
+	/* db1 tagged role.web joins web's sets. */
+	gengine_set_tags(fx.e, (size_t)db1, &tag, 1, rec_delta, &rec);
+	memset(&inc, 0, sizeof(inc));
+	for (size_t i = 0; i < rec.n; i++)
+		plan_member_delta(before, fx.e, fx.p, rec.group[i], rec.vm[i], &inc);
+	CU_ASSERT_PTR_NULL(plan_delta_overflow(&inc));
+	web4->size = (uint32_t)web4->nelems; /* a kernel set already full */
+	CU_ASSERT_PTR_EQUAL(plan_delta_overflow(&inc), web4);
+	web4->size = (uint32_t)web4->nelems + 1;
+	CU_ASSERT_PTR_NULL(plan_delta_overflow(&inc));
+	plan_diff_free(&inc);
+	plan_free(before);
+	plan_free(after);
+	fixture_free(&fx);
+}
+
 /* Every (group, VM) pair a tag change touched, bases included, once (as
  * the agent counts them). */
 static void rec_pair(void *arg, size_t group, size_t vm, bool joined, bool base)
@@ -2699,6 +2746,7 @@ void register_compile_tests(void)
 		{ "chain names are stable across compiles", test_names_stable },
 		{ "applied_to, literals, reject, log, disabled (golden)", test_applied },
 		{ "moving a VM between applied-to groups", test_applied_diff },
+		{ "kernel set sizes: kept, and overfilled", test_set_sizes },
 		{ "default allow, normalized sets (golden)", test_minimal },
 		{ "uplinks in the port maps (golden)", test_uplinks },
 		{ "literal sets are named by content", test_literal_sets_shared },
