@@ -721,7 +721,7 @@ static int realize(struct agent *a, uint64_t rev, const struct deltas *d)
 	want = desired_plan(a);
 	if (a->loaded && (over = plan_keep_sizes(a->installed, want)))
 		logf_(a, "set %s: %zu elements, more than the kernel's set holds (%u): a full load",
-		      over->name, over->nelems, over->size);
+		      over->name, over->nelems, plan_find_set(a->installed, over->name)->size);
 	if (a->loaded && !over) {
 		plan_diff(a->installed, want, &diff);
 		ret = backend_apply(a->be, &diff, false, &st, err, sizeof(err));

@@ -1651,23 +1651,40 @@ void plan_diff(const struct plan *from, const struct plan *to, struct plan_diff 
 	}
 }
 
-const struct pset *plan_keep_sizes(const struct plan *from, struct plan *to)
+/* Calls fn on each set of `to` that plan_diff(from, to) keeps, with its
+ * counterpart in from, until fn returns true; returns that set. */
+static const struct pset *kept_sets(const struct plan *from, struct plan *to,
+				    bool (*fn)(const struct pset *f, struct pset *t))
 {
-	const struct pset *over = NULL;
-
 	for (size_t i = 0, j = 0; i < from->nsets && j < to->nsets;) {
 		int c = strcmp(from->sets[i].name, to->sets[j].name);
 
-		if (c == 0 && from->sets[i].family == to->sets[j].family) { /* kept */
-			struct pset *t = &to->sets[j];
-
-			t->size = from->sets[i].size;
-			if (!over && t->size && t->nelems > t->size)
-				over = t;
-		}
+		if (c == 0 && from->sets[i].family == to->sets[j].family &&
+		    fn(&from->sets[i], &to->sets[j]))
+			return &to->sets[j];
 		i += c <= 0;
 		j += c >= 0;
 	}
+	return NULL;
+}
+
+static bool overfills(const struct pset *f, struct pset *t)
+{
+	return f->size && t->nelems > f->size;
+}
+
+static bool keep_size(const struct pset *f, struct pset *t)
+{
+	t->size = f->size;
+	return false;
+}
+
+const struct pset *plan_keep_sizes(const struct plan *from, struct plan *to)
+{
+	const struct pset *over = kept_sets(from, to, overfills);
+
+	if (!over)
+		kept_sets(from, to, keep_size);
 	return over;
 }
 

@@ -275,10 +275,11 @@ void plan_member_delta(const struct plan *pl, const struct gengine *e,
 /* Records in pl the element changes of d, after the kernel took them. */
 void plan_apply_elems(struct plan *pl, const struct plan_diff *d);
 
-/* The kernel keeps a set that plan_diff(from, to) keeps, with its size:
- * copies each kept set's size from `from` into `to`.  Returns the first
- * kept set of `to` that would then hold more elements than its size, NULL
- * if none: such a plan goes in only by a full load. */
+/* The kernel keeps a set that plan_diff(from, to) keeps, with its size.
+ * Returns the first kept set of `to` that holds more elements than its
+ * size in `from`: such a plan goes in only by a full load, which makes
+ * every set anew with the size `to` gives it.  NULL if none, and then each
+ * kept set's size in `to` is its kernel size, copied from `from`. */
 const struct pset *plan_keep_sizes(const struct plan *from, struct plan *to);
 /* The first set of the installed plan that its element changes d (from
  * plan_member_delta) would fill past its size, NULL if none.  The kernel

@@ -74,3 +74,28 @@ check "the new in chain is fs1's" has "$(ctl rules fs1)" "$in_chain"
 out=$(ctl --json rules fs1)
 check "rule 210's hits count at fs1, from its port's chain" \
 	jq -e '[.. | objects | select(.id? == 210 and (.hits? // 0) > 0)] | length > 0' <<<"$out"
+
+echo "# a static group that outgrows its kernel set: the revision goes in by a full load"
+# file-servers' address set was made for fs1 alone, with room for 65 (at
+# least 64 more than it held), and kept when dc1 joined; now 70 VMs on
+# another host join it.
+sed 's|^members = fs1, dc1$|members = fs1, dc1, '"$(seq -s ', ' -f 'far%g' 70)"'|' \
+	"$TMPD/new.ini" >"$TMPD/grown.ini"
+for i in $(seq 70); do
+	printf '[vm far%d]\nhost = hv9\nport = vnet-far%d\nmac = 02:00:00:19:%02x:%02x\naddresses = 10.19.%d.%d\n\n' \
+		"$i" "$i" $((i / 256)) $((i % 256)) $((i / 256)) $((i % 256 + 1))
+done >>"$TMPD/grown.ini"
+set4() { "$LAB_BIN" exec --lab "$LAB" host:hv1 -- nft list set inet dfw g-file-servers-4; }
+check "before: the set's size is 65" has "$(set4)" "size 65$"
+check "apply --wait the grown policy" ctl apply --wait "$TMPD/grown.ini"
+check "dfwd says why it loaded everything" wait_log "g-file-servers-4: 72 elements, more than the kernel's set holds (65): a full load"
+check_not "no batch was refused on the way (the kernel's set full)" grep -q "not realized" "/run/dfw-lab/$LAB/hv1.log"
+check "after: the set holds the 72 with room for 144" has "$(set4)" "size 144$"
+check "after: far70's address is in it" has "$(set4)" "10\.19\.0\.71"
+check "the realized revision is the store's" test "$(ctl status | sed -n 's/^realized_revision: //p')" = "$(store_rev)"
+check "desktops still reach fs1 on tcp/139" reach desktop1 fs1 tcp/139
+check "and still not on tcp/22" blocked desktop1 fs1 tcp/22
+out=$(ctl --json rules fs1)
+check "rule 210's hits at fs1 survived the full load" \
+	jq -e '[.. | objects | select(.id? == 210 and (.hits? // 0) > 0)] | length > 0' <<<"$out"
+check "a plan of the applied file changes nothing" has "$(ctl plan "$TMPD/grown.ini")" "^changes: 0"

@@ -1166,13 +1166,16 @@ static void test_set_sizes(void)
 			CU_ASSERT_EQUAL(before->sets[i].size, 0);
 	CU_ASSERT_PTR_NULL(plan_keep_sizes(before, after));
 
-	/* A kernel set made smaller (when db had fewer members): kept with
-	 * its size, which the new plan overfills. */
+	/* A kernel set made smaller (when db had fewer members), which the
+	 * new plan overfills: the new plan keeps its own sizes, for the full
+	 * load that makes its sets anew. */
 	db4->size = 1;
 	CU_ASSERT_PTR_EQUAL(plan_keep_sizes(before, after), plan_find_set(after, "g-db-4"));
-	CU_ASSERT_EQUAL(plan_find_set(after, "g-db-4")->size, 1);
+	CU_ASSERT_EQUAL(plan_find_set(after, "g-db-4")->size, 2 + 64);
+	/* Room enough: kept with the kernel's size. */
 	db4->size = 2;
 	CU_ASSERT_PTR_NULL(plan_keep_sizes(before, after));
+	CU_ASSERT_EQUAL(plan_find_set(after, "g-db-4")->size, 2);
 
 	/* db1 tagged role.web joins web's sets. */
 	gengine_set_tags(fx.e, (size_t)db1, &tag, 1, rec_delta, &rec);
