@@ -1330,6 +1330,7 @@ static int req_plan(struct agent *a, struct out *o, const char *path, char *err,
 	struct diag d = { 0 };
 	struct dfw_policy *check;
 	struct plan *want = NULL;
+	const struct pset *over;
 	struct plan_diff diff = { 0 };
 	struct backend_stats st = { 0 };
 	char kerr[512], *text = NULL;
@@ -1400,7 +1401,15 @@ static int req_plan(struct agent *a, struct out *o, const char *path, char *err,
 		out_u64(o, "sets_removed", diff.nset_del);
 		out_u64(o, "elements_added", diff.nelem_add);
 		out_u64(o, "elements_removed", diff.nelem_del);
-		ret = backend_apply(a->be, &diff, true, &st, kerr, sizeof(kerr));
+		if ((over = plan_keep_sizes(a->installed, want))) {
+			/* As realize would: everything, in one full load. */
+			out_strf(o, "full_load", "set %s: %zu elements, more than the kernel's set holds (%u)",
+				 over->name, over->nelems,
+				 plan_find_set(a->installed, over->name)->size);
+			ret = backend_load(a->be, want, true, &st, kerr, sizeof(kerr));
+		} else {
+			ret = backend_apply(a->be, &diff, true, &st, kerr, sizeof(kerr));
+		}
 	} else {
 		ret = backend_load(a->be, want, true, &st, kerr, sizeof(kerr));
 	}

@@ -87,6 +87,9 @@ for i in $(seq 70); do
 done >>"$TMPD/grown.ini"
 set4() { "$LAB_BIN" exec --lab "$LAB" host:hv1 -- nft list set inet dfw g-file-servers-4; }
 check "before: the set's size is 65" has "$(set4)" "size 65$"
+out=$(ctl plan "$TMPD/grown.ini" 2>&1)
+check "plan says the revision needs a full load" has "$out" "full_load: set g-file-servers-4: 72 elements, more than the kernel's set holds (65)"
+check "plan: the kernel accepted the full load's batch" has "$out" "kernel_check: accepted (nothing committed)"
 check "apply --wait the grown policy" ctl apply --wait "$TMPD/grown.ini"
 check "dfwd says why it loaded everything" wait_log "g-file-servers-4: 72 elements, more than the kernel's set holds (65): a full load"
 check_not "no batch was refused on the way (the kernel's set full)" grep -q "not realized" "/run/dfw-lab/$LAB/hv1.log"
