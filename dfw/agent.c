@@ -687,6 +687,15 @@ static int not_realized(struct agent *a, uint64_t rev, const char *err)
 	return -1;
 }
 
+/* Why a new plan needs a full load: its kept set over (plan_keep_sizes)
+ * outgrows the kernel's. */
+static void overfill_reason(const struct agent *a, const struct pset *over, char *buf,
+			    size_t len)
+{
+	snprintf(buf, len, "set %s: %zu elements, more than the kernel's set holds (%u)",
+		 over->name, over->nelems, plan_find_set(a->installed, over->name)->size);
+}
+
 static int realize(struct agent *a, uint64_t rev, const struct deltas *d)
 {
 	const struct pset *over = NULL;
@@ -719,9 +728,10 @@ static int realize(struct agent *a, uint64_t rev, const struct deltas *d)
 	}
 	a->kept = false;
 	want = desired_plan(a);
-	if (a->loaded && (over = plan_keep_sizes(a->installed, want)))
-		logf_(a, "set %s: %zu elements, more than the kernel's set holds (%u): a full load",
-		      over->name, over->nelems, plan_find_set(a->installed, over->name)->size);
+	if (a->loaded && (over = plan_keep_sizes(a->installed, want))) {
+		overfill_reason(a, over, err, sizeof(err));
+		logf_(a, "%s: a full load", err);
+	}
 	if (a->loaded && !over) {
 		plan_diff(a->installed, want, &diff);
 		ret = backend_apply(a->be, &diff, false, &st, err, sizeof(err));
@@ -1403,9 +1413,8 @@ static int req_plan(struct agent *a, struct out *o, const char *path, char *err,
 		out_u64(o, "elements_removed", diff.nelem_del);
 		if ((over = plan_keep_sizes(a->installed, want))) {
 			/* As realize would: everything, in one full load. */
-			out_strf(o, "full_load", "set %s: %zu elements, more than the kernel's set holds (%u)",
-				 over->name, over->nelems,
-				 plan_find_set(a->installed, over->name)->size);
+			overfill_reason(a, over, kerr, sizeof(kerr));
+			out_str(o, "full_load", kerr);
 			ret = backend_load(a->be, want, true, &st, kerr, sizeof(kerr));
 		} else {
 			ret = backend_apply(a->be, &diff, true, &st, kerr, sizeof(kerr));
